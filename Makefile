@@ -1,0 +1,50 @@
+# The two set-up commands of the README are `make demo` and `make test`; both
+# install missing Debian packages, configure and build first.
+PRESET ?= release
+BUILD_DIR := build/$(PRESET)
+TIDEMAP := $(BUILD_DIR)/tools/tidemap
+CTEST_ARGS ?=
+
+.PHONY: all deps configure build test demo bench asan-test tsan-test format check-format clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+configure: deps
+	@cmake --preset $(PRESET) >/dev/null
+
+build: configure
+	@cmake --build $(BUILD_DIR)
+
+test: build
+	ctest --test-dir $(BUILD_DIR) --output-on-failure -j2 $(CTEST_ARGS)
+
+demo: build
+	$(TIDEMAP) demo
+
+bench: build
+	@scripts/run-bench.sh $(BUILD_DIR)
+
+# Unit tests under AddressSanitizer + UndefinedBehaviorSanitizer.
+asan-test: deps
+	@cmake --preset asan >/dev/null
+	@cmake --build build/asan
+	ctest --test-dir build/asan --output-on-failure -j2 -L unit
+
+tsan-test: deps
+	@cmake --preset tsan >/dev/null
+	@cmake --build build/tsan
+	ctest --test-dir build/tsan --output-on-failure -j2 -L unit
+
+FORMAT_FILES = $(shell git ls-files '*.cc' '*.h')
+
+format:
+	clang-format -i $(FORMAT_FILES)
+
+check-format:
+	clang-format --dry-run --Werror $(FORMAT_FILES)
+
+clean:
+	rm -rf build

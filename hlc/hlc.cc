@@ -1,0 +1,1 @@
+#include "hlc/hlc.h"

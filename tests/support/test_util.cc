@@ -1,0 +1,32 @@
+#include "tests/support/test_util.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "base/check.h"
+
+namespace tidemap::testing {
+
+uint64_t IntFromEnv(const char* env_var, uint64_t fallback) {
+  const char* v = std::getenv(env_var);
+  if (v == nullptr || *v == '\0') return fallback;
+  return std::strtoull(v, nullptr, 0);
+}
+
+uint64_t SeedFromEnv(const char* env_var, uint64_t default_seed) {
+  const uint64_t seed = IntFromEnv(env_var, default_seed);
+  std::fprintf(stderr, "seed %llu (replay with %s=%llu)\n", static_cast<unsigned long long>(seed),
+               env_var, static_cast<unsigned long long>(seed));
+  return seed;
+}
+
+std::string MakeTempDir(const std::string& prefix) {
+  std::string tmpl = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
+  char* made = mkdtemp(tmpl.data());
+  TIDEMAP_CHECK(made != nullptr);
+  return tmpl;
+}
+
+}  // namespace tidemap::testing

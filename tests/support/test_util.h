@@ -1,0 +1,22 @@
+// Small helpers shared by the test suites.
+#ifndef TIDEMAP_TESTS_SUPPORT_TEST_UTIL_H_
+#define TIDEMAP_TESTS_SUPPORT_TEST_UTIL_H_
+
+#include <cstdint>
+#include <string>
+
+namespace tidemap::testing {
+
+// The seed a randomized test runs with: the value of environment variable
+// `env_var` when set (to replay a failure), else `default_seed`. Prints it.
+uint64_t SeedFromEnv(const char* env_var, uint64_t default_seed);
+
+// An integer from the environment, or `fallback`.
+uint64_t IntFromEnv(const char* env_var, uint64_t fallback);
+
+// A fresh empty directory under the system temp dir; removed by the caller.
+std::string MakeTempDir(const std::string& prefix);
+
+}  // namespace tidemap::testing
+
+#endif  // TIDEMAP_TESTS_SUPPORT_TEST_UTIL_H_

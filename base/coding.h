@@ -31,6 +31,9 @@ bool GetByte(std::string_view* in, uint8_t* v);
 std::string ToHex(std::string_view bytes);
 bool FromHex(std::string_view hex, std::string* out);
 
+// True when `bytes` is well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF).
+bool IsValidUtf8(std::string_view bytes);
+
 // A short printable form of a byte string for messages: printable ASCII kept,
 // everything else as \xNN, cut to `max_chars` with "…".
 std::string Printable(std::string_view bytes, size_t max_chars = 64);

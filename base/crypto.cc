@@ -71,6 +71,28 @@ Result<PublicKey> PublicKeyFromText(std::string_view text) {
   return key;
 }
 
+std::string Base64Encode(std::string_view bytes) {
+  const int variant = sodium_base64_VARIANT_ORIGINAL;
+  std::string out(sodium_base64_ENCODED_LEN(bytes.size(), variant), '\0');
+  sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char*>(bytes.data()),
+                    bytes.size(), variant);
+  out.resize(out.size() - 1);  // the encoded length counts the terminating NUL
+  return out;
+}
+
+Result<std::string> Base64Decode(std::string_view text) {
+  std::string out(text.size() / 4 * 3 + 3, '\0');
+  size_t len = 0;
+  const char* end = nullptr;
+  if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), text.data(),
+                        text.size(), nullptr, &len, &end, sodium_base64_VARIANT_ORIGINAL) != 0 ||
+      end != text.data() + text.size()) {
+    return Status::InvalidArgument("not valid base64");
+  }
+  out.resize(len);
+  return out;
+}
+
 uint64_t NodeIdOf(const PublicKey& key) {
   unsigned char out[16];
   crypto_generichash(out, sizeof(out), key.data(), key.size(), nullptr, 0);

@@ -38,6 +38,10 @@ void RandomBytes(void* buf, size_t len);
 std::string PublicKeyToText(const PublicKey& key);
 Result<PublicKey> PublicKeyFromText(std::string_view text);
 
+// Standard base64 with padding (libsodium's codec), and its strict inverse.
+std::string Base64Encode(std::string_view bytes);
+Result<std::string> Base64Decode(std::string_view text);
+
 // The 64-bit node id of a public key: the first 8 bytes of BLAKE2b(key), big-endian.
 uint64_t NodeIdOf(const PublicKey& key);
 

@@ -77,6 +77,16 @@ TEST(CodingTest, HexAndPrintable) {
   EXPECT_EQ(Printable(std::string("a\x01z", 3)), "a\\x01z");
 }
 
+TEST(CodingTest, Utf8Validation) {
+  EXPECT_TRUE(IsValidUtf8("plain"));
+  EXPECT_TRUE(IsValidUtf8("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x8c\x8a"));
+  EXPECT_FALSE(IsValidUtf8("\xff"));
+  EXPECT_FALSE(IsValidUtf8("\xc3"));              // truncated
+  EXPECT_FALSE(IsValidUtf8("\xc0\xaf"));          // overlong '/'
+  EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));      // surrogate
+  EXPECT_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));  // past U+10FFFF
+}
+
 TEST(RandomTest, SameSeedSameSequence) {
   SeededRandom a(42), b(42), c(43);
   bool differs = false;
@@ -125,6 +135,15 @@ TEST(CryptoTest, SignVerifyAndKeyText) {
   crypto::PublicKey derived;
   ASSERT_TRUE(crypto::PublicKeyFromSecret(sk, &derived).ok());
   EXPECT_EQ(derived, pk);
+}
+
+TEST(CryptoTest, Base64RoundTrip) {
+  const std::string bytes("\x00\xff binary \x01", 11);
+  EXPECT_EQ(crypto::Base64Encode("hi!"), "aGkh");
+  auto back = crypto::Base64Decode(crypto::Base64Encode(bytes));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, bytes);
+  EXPECT_FALSE(crypto::Base64Decode("a*==").ok());
 }
 
 }  // namespace

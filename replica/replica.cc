@@ -1,0 +1,631 @@
+#include "replica/replica.h"
+
+#include <atomic>
+#include <deque>
+#include <map>
+#include <unordered_map>
+
+#include "base/coding.h"
+#include "base/hash.h"
+#include "base/mutex.h"
+#include "storage/rows.h"
+
+namespace tidemap {
+
+namespace {
+
+constexpr size_t kScanLimitMax = 10'000;
+
+// The deterministic tie rule for equal (hlc, origin) with different bytes,
+// which honest peers never produce: the greater digest of (tombstone, value) wins.
+Digest128 ContentDigest(bool tombstone, std::string_view value) {
+  return Hash128(value, tombstone ? 1 : 0);
+}
+
+bool DigestLess(const Digest128& a, const Digest128& b) {
+  return a.hi != b.hi ? a.hi < b.hi : a.lo < b.lo;
+}
+
+// What the pipeline knows about a key while it processes a group.
+struct KeyState {
+  bool exists = false;
+  rows::RecordMeta meta;
+  Digest128 content;  // only meaningful when exists
+};
+
+std::string EncodeState(uint64_t last_seq, uint64_t live, uint64_t tombstones) {
+  std::string out;
+  PutFixed64BE(&out, last_seq);
+  PutFixed64BE(&out, live);
+  PutFixed64BE(&out, tombstones);
+  return out;
+}
+
+Status CheckSizes(const Limits& limits, std::string_view map, std::string_view key,
+                  std::string_view value) {
+  if (map.empty()) return Status::InvalidArgument("map name must not be empty");
+  if (key.empty()) return Status::InvalidArgument("key must not be empty");
+  if (map.size() > limits.map_name_bytes_max) {
+    return Status::Refused("map name is " + std::to_string(map.size()) + " bytes, limit " +
+                           std::to_string(limits.map_name_bytes_max));
+  }
+  if (key.size() > limits.key_bytes_max) {
+    return Status::Refused("key is " + std::to_string(key.size()) + " bytes, limit " +
+                           std::to_string(limits.key_bytes_max));
+  }
+  if (value.size() > limits.value_bytes_max) {
+    return Status::Refused("value of " + rows::DescribeKey(map, key) + " is " +
+                           std::to_string(value.size()) + " bytes, limit " +
+                           std::to_string(limits.value_bytes_max));
+  }
+  return Status::Ok();
+}
+
+Status CheckBatch(const Limits& limits, size_t ops, size_t bytes) {
+  if (ops > limits.batch_ops_max) {
+    return Status::Refused("batch has " + std::to_string(ops) + " operations, limit " +
+                           std::to_string(limits.batch_ops_max));
+  }
+  if (bytes > limits.batch_bytes_max) {
+    return Status::Refused("batch is " + std::to_string(bytes) + " bytes, limit " +
+                           std::to_string(limits.batch_bytes_max));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+std::string_view ChangeKindName(ChangeKind kind) {
+  switch (kind) {
+    case ChangeKind::kCreate:
+      return "create";
+    case ChangeKind::kUpdate:
+      return "update";
+    case ChangeKind::kDelete:
+      return "delete";
+  }
+  return "unknown";
+}
+
+void WriteBatch::Put(std::string_view map, std::string_view key, std::string_view value) {
+  ops_.push_back(Op{std::string(map), std::string(key), std::string(value), false});
+}
+
+void WriteBatch::Delete(std::string_view map, std::string_view key) {
+  ops_.push_back(Op{std::string(map), std::string(key), std::string(), true});
+}
+
+struct Replica::Impl {
+  // One caller's request in the commit pipeline. Lives on the caller's stack.
+  struct Writer {
+    explicit Writer(Mutex* mu) : cv(mu) {}
+    // Input: local ops, or remote records (then `remote` is set).
+    const std::vector<WriteBatch::Op>* local = nullptr;
+    std::span<const RemoteRecord> remote_records;
+    bool remote = false;
+    size_t bytes = 0;
+    // Output.
+    Status status;
+    std::vector<Version> versions;
+    ApplyResult apply;
+    bool done = false;
+    CondVar cv;
+  };
+
+  // A change to announce once its group committed.
+  struct PendingEvent {
+    ChangeKind kind;
+    std::string_view map, key, value;
+    Version version;
+    uint64_t seq;
+    bool remote;
+  };
+
+  struct Subscription {
+    std::string map;
+    std::shared_ptr<Callback> callback;
+  };
+
+  ReplicaOptions options;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Oplog> oplog;
+  std::unique_ptr<Hlc> hlc;
+
+  Mutex mu;
+  std::deque<Writer*> writers TIDEMAP_GUARDED_BY(mu);
+
+  // Committed state. Written only by the pipeline leader (after a successful
+  // commit), read by Stats(); hence guarded by its own small mutex.
+  mutable Mutex state_mu;
+  uint64_t last_seq TIDEMAP_GUARDED_BY(state_mu) = 0;
+  uint64_t live TIDEMAP_GUARDED_BY(state_mu) = 0;
+  uint64_t tombstones TIDEMAP_GUARDED_BY(state_mu) = 0;
+  // Only the leader touches this one.
+  uint64_t reserved_bound_ms = 0;
+
+  Mutex subs_mu;
+  std::map<SubscriptionId, Subscription> subs TIDEMAP_GUARDED_BY(subs_mu);
+  SubscriptionId next_sub_id TIDEMAP_GUARDED_BY(subs_mu) = 1;
+  std::atomic<size_t> sub_count{0};
+
+  Status Commit(Writer* w);
+  void ProcessGroup(const std::vector<Writer*>& group);
+  Result<KeyState> LoadKeyState(const std::string& row_key) const;
+  void Deliver(const std::vector<PendingEvent>& events);
+};
+
+Result<KeyState> Replica::Impl::LoadKeyState(const std::string& row_key) const {
+  auto bytes = store->Get(row_key);
+  if (bytes.status().IsNotFound()) return KeyState{};
+  if (!bytes.ok()) return bytes.status();
+  TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, *bytes));
+  KeyState st;
+  st.exists = true;
+  st.meta = rows::RecordMeta{rec.version, rec.tombstone};
+  st.content = ContentDigest(rec.tombstone, rec.value);
+  return st;
+}
+
+// The pipeline: writers queue up; the one at the front becomes the leader,
+// takes every queued writer (up to a byte bound) as its group, stamps and
+// sequences them in queue order, commits them in one LevelDB batch (one fsync
+// in sync mode), then hands leadership to the next. Because stamping,
+// sequencing and committing happen in one order, oplog seqs become visible
+// strictly in order, which is what lets a peer's cursor never skip a row.
+Status Replica::Impl::Commit(Writer* w) {
+  mu.Lock();
+  writers.push_back(w);
+  while (!w->done && w != writers.front()) w->cv.Wait();
+  if (w->done) {
+    mu.Unlock();
+    return w->status;
+  }
+  std::vector<Writer*> group;
+  size_t group_bytes = 0;
+  for (Writer* x : writers) {
+    if (!group.empty() && group_bytes + x->bytes > options.group_commit_bytes_max) break;
+    group.push_back(x);
+    group_bytes += x->bytes;
+  }
+  mu.Unlock();
+
+  ProcessGroup(group);
+
+  mu.Lock();
+  for (Writer* x : group) {
+    TIDEMAP_CHECK(writers.front() == x);
+    writers.pop_front();
+    if (x != w) {
+      x->done = true;
+      x->cv.Signal();
+    }
+  }
+  if (!writers.empty()) writers.front()->cv.Signal();
+  mu.Unlock();
+  return w->status;
+}
+
+void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
+  uint64_t seq, live_count, tomb_count;
+  {
+    MutexLock l(&state_mu);
+    seq = last_seq;
+    live_count = live;
+    tomb_count = tombstones;
+  }
+  Batch batch;
+  std::unordered_map<std::string, KeyState> overlay;  // keys changed earlier in this group
+  std::vector<PendingEvent> events;
+
+  for (Writer* w : group) {
+    // A writer's ops are all-or-nothing: stage them, merge only on success.
+    Batch staged;
+    std::vector<std::pair<std::string, KeyState>> staged_keys;
+    std::vector<PendingEvent> staged_events;
+    uint64_t w_seq = seq, w_live = live_count, w_tomb = tomb_count;
+    std::vector<Version> versions;
+    ApplyResult apply;
+    Status status;
+
+    const size_t n = w->remote ? w->remote_records.size() : w->local->size();
+    for (size_t i = 0; i < n && status.ok(); ++i) {
+      std::string_view map, key, value;
+      bool tombstone;
+      Version version;
+      if (w->remote) {
+        const RemoteRecord& r = w->remote_records[i];
+        map = r.map, key = r.key, value = r.tombstone ? std::string_view() : r.value;
+        tombstone = r.tombstone;
+        version = r.version;
+      } else {
+        const WriteBatch::Op& op = (*w->local)[i];
+        map = op.map, key = op.key, value = op.tombstone ? std::string_view() : op.value;
+        tombstone = op.tombstone;
+      }
+      std::string row_key = rows::RecordKey(map, key);
+
+      // The key's state as of everything before this op.
+      KeyState old;
+      bool found = false;
+      for (auto it = staged_keys.rbegin(); it != staged_keys.rend(); ++it) {
+        if (it->first == row_key) {
+          old = it->second;
+          found = true;
+          break;
+        }
+      }
+      if (!found) {
+        auto o = overlay.find(row_key);
+        if (o != overlay.end()) {
+          old = o->second;
+        } else {
+          auto loaded = LoadKeyState(row_key);
+          if (!loaded.ok()) {
+            status = loaded.status();
+            break;
+          }
+          old = *loaded;
+        }
+      }
+
+      if (!w->remote) {
+        // The HLC is above every stored version (its floor comes from the
+        // reserved bound), so a local write wins; raising the clock past the
+        // old version keeps that true even if a bound was lost.
+        if (old.exists) hlc->RaiseFloor(old.meta.version.hlc);
+        version = Version{hlc->Now(), options.node_id};
+      }
+      const Digest128 content = ContentDigest(tombstone, value);
+      if (w->remote && old.exists) {
+        const bool wins = version > old.meta.version ||
+                          (version == old.meta.version && DigestLess(old.content, content));
+        if (!wins) {
+          ++apply.ignored;
+          continue;
+        }
+      }
+
+      rows::RecordValue rec;
+      rec.version = version;
+      rec.tombstone = tombstone;
+      rec.value.assign(value);
+      staged.Put(row_key, rows::EncodeRecord(row_key, rec));
+      ++w_seq;
+      staged.Put(Oplog::RowKey(w_seq),
+                 Oplog::EncodeRow(OplogEntry{w_seq, std::string(map), std::string(key), version,
+                                             tombstone}));
+      if (old.exists) (old.meta.tombstone ? w_tomb : w_live) -= 1;
+      (tombstone ? w_tomb : w_live) += 1;
+
+      ChangeKind kind = ChangeKind::kDelete;
+      if (!tombstone) {
+        kind = (old.exists && !old.meta.tombstone) ? ChangeKind::kUpdate : ChangeKind::kCreate;
+      }
+      staged_events.push_back(PendingEvent{kind, map, key, value, version, w_seq, w->remote});
+      staged_keys.emplace_back(std::move(row_key),
+                               KeyState{true, rows::RecordMeta{version, tombstone}, content});
+      if (w->remote) {
+        ++apply.applied;
+      } else {
+        versions.push_back(version);
+      }
+    }
+
+    w->status = status;
+    if (!status.ok()) continue;
+    batch.Append(staged);
+    for (auto& [k, st] : staged_keys) overlay[k] = st;
+    events.insert(events.end(), staged_events.begin(), staged_events.end());
+    seq = w_seq;
+    live_count = w_live;
+    tomb_count = w_tomb;
+    w->versions = std::move(versions);
+    w->apply = apply;
+  }
+
+  if (batch.empty()) return;  // nothing won, or every writer failed
+
+  // Reserve the HLC bound ahead of every timestamp in this batch. Crossing it
+  // forces a synced commit even in relaxed mode, so a restart (with the clock
+  // set back, or after a machine crash) never reissues a timestamp.
+  bool sync = options.durability == Durability::kSync;
+  uint64_t new_bound = reserved_bound_ms;
+  const uint64_t hlc_ms = hlc->Last().physical_ms();
+  if (hlc_ms > reserved_bound_ms) {
+    new_bound = hlc_ms + options.hlc_reserve_ms;
+    batch.Put(rows::MetaKey(rows::kMetaHlcBound), rows::EncodeU64(new_bound));
+    sync = true;
+  }
+  batch.Put(rows::MetaKey(rows::kMetaState), EncodeState(seq, live_count, tomb_count));
+
+  const Status written = store->Write(&batch, sync);
+  if (!written.ok()) {
+    for (Writer* w : group) {
+      if (w->status.ok()) {
+        w->status = written;
+        w->versions.clear();
+        w->apply = ApplyResult{};
+      }
+    }
+    return;
+  }
+  reserved_bound_ms = new_bound;
+  {
+    MutexLock l(&state_mu);
+    last_seq = seq;
+    live = live_count;
+    tombstones = tomb_count;
+  }
+  Deliver(events);
+}
+
+void Replica::Impl::Deliver(const std::vector<PendingEvent>& events) {
+  if (sub_count.load(std::memory_order_acquire) == 0) return;
+  std::vector<Subscription> current;
+  {
+    MutexLock l(&subs_mu);
+    for (const auto& [id, sub] : subs) current.push_back(sub);
+  }
+  for (const PendingEvent& e : events) {
+    const ChangeEvent event{e.kind, e.map, e.key, e.value, e.version, e.seq, e.remote};
+    for (const Subscription& sub : current) {
+      if (sub.map.empty() || sub.map == e.map) (*sub.callback)(event);
+    }
+  }
+}
+
+Replica::Replica(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Replica::~Replica() {
+  // Writers block in Commit() until their group is done, so none is in flight
+  // once every caller returned; the owner must not destroy a replica in use.
+  MutexLock l(&impl_->mu);
+  TIDEMAP_CHECK(impl_->writers.empty());
+}
+
+Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
+  TIDEMAP_CHECK(options.clock != nullptr);
+  if (options.node_id == 0) return Status::InvalidArgument("node id must not be zero");
+  auto impl = std::make_unique<Impl>();
+  StoreOptions so;
+  so.path = options.path;
+  so.env = options.env;
+  TIDEMAP_ASSIGN_OR_RETURN(impl->store, Store::Open(so));
+  Store& store = *impl->store;
+
+  auto version_bytes = store.Get(rows::MetaKey(rows::kMetaSchemaVersion));
+  if (version_bytes.status().IsNotFound()) {
+    // A new database, unless something is already in it.
+    auto it = store.NewIterator();
+    it->Seek("");
+    if (it->Valid()) {
+      return Status::Corruption("database " + options.path +
+                                " has data but no schema version; it is not a tidemap replica");
+    }
+    TIDEMAP_RETURN_IF_ERROR(it->status());
+    Batch init;
+    init.Put(rows::MetaKey(rows::kMetaSchemaVersion), rows::EncodeU64(rows::kSchemaVersion));
+    init.Put(rows::MetaKey(rows::kMetaNodeId), rows::EncodeU64(options.node_id));
+    init.Put(rows::MetaKey(rows::kMetaState), EncodeState(0, 0, 0));
+    TIDEMAP_RETURN_IF_ERROR(store.Write(&init, /*sync=*/true));
+  } else if (!version_bytes.ok()) {
+    return version_bytes.status();
+  } else {
+    TIDEMAP_ASSIGN_OR_RETURN(uint64_t schema, rows::DecodeU64(*version_bytes, "schema_version"));
+    if (schema != rows::kSchemaVersion) {
+      return Status::Refused("database " + options.path + " has schema version " +
+                             std::to_string(schema) + "; this build reads version " +
+                             std::to_string(rows::kSchemaVersion));
+    }
+  }
+
+  TIDEMAP_ASSIGN_OR_RETURN(std::string node_bytes, store.Get(rows::MetaKey(rows::kMetaNodeId)));
+  TIDEMAP_ASSIGN_OR_RETURN(uint64_t stored_node, rows::DecodeU64(node_bytes, "node_id"));
+  if (stored_node != options.node_id) {
+    return Status::Refused("database " + options.path + " belongs to node " +
+                           NodeIdToString(stored_node) + ", not to this node " +
+                           NodeIdToString(options.node_id));
+  }
+
+  TIDEMAP_ASSIGN_OR_RETURN(std::string state_bytes, store.Get(rows::MetaKey(rows::kMetaState)));
+  std::string_view in = state_bytes;
+  uint64_t last_seq = 0, live = 0, tombstones = 0;
+  if (!GetFixed64BE(&in, &last_seq) || !GetFixed64BE(&in, &live) ||
+      !GetFixed64BE(&in, &tombstones) || !in.empty()) {
+    return Status::Corruption("database " + options.path + ": malformed meta state row");
+  }
+
+  uint64_t bound_ms = 0;
+  auto bound_bytes = store.Get(rows::MetaKey(rows::kMetaHlcBound));
+  if (bound_bytes.ok()) {
+    TIDEMAP_ASSIGN_OR_RETURN(bound_ms, rows::DecodeU64(*bound_bytes, "hlc_bound"));
+  } else if (!bound_bytes.status().IsNotFound()) {
+    return bound_bytes.status();
+  }
+
+  {
+    MutexLock l(&impl->state_mu);
+    impl->last_seq = last_seq;
+    impl->live = live;
+    impl->tombstones = tombstones;
+  }
+  impl->reserved_bound_ms = bound_ms;
+  // Every timestamp issued before had physical time <= bound_ms, so starting
+  // above (bound_ms, max logical) keeps the clock monotonic across restarts.
+  const Timestamp floor =
+      bound_ms == 0 ? Timestamp{} : Timestamp::FromParts(bound_ms, Timestamp::kLogicalMax);
+  impl->hlc = std::make_unique<Hlc>(options.clock, options.hlc, floor);
+  impl->oplog = std::make_unique<Oplog>(impl->store.get());
+  impl->options = std::move(options);
+  return std::unique_ptr<Replica>(new Replica(std::move(impl)));
+}
+
+Result<Version> Replica::Put(std::string_view map, std::string_view key, std::string_view value) {
+  WriteBatch b;
+  b.Put(map, key, value);
+  TIDEMAP_ASSIGN_OR_RETURN(std::vector<Version> v, Write(b));
+  return v.front();
+}
+
+Result<Version> Replica::Delete(std::string_view map, std::string_view key) {
+  WriteBatch b;
+  b.Delete(map, key);
+  TIDEMAP_ASSIGN_OR_RETURN(std::vector<Version> v, Write(b));
+  return v.front();
+}
+
+Result<std::vector<Version>> Replica::Write(const WriteBatch& batch) {
+  const Limits& limits = impl_->options.limits;
+  size_t bytes = 0;
+  for (const WriteBatch::Op& op : batch.ops()) {
+    TIDEMAP_RETURN_IF_ERROR(CheckSizes(limits, op.map, op.key, op.value));
+    bytes += op.map.size() + op.key.size() + op.value.size();
+  }
+  if (batch.ops().empty()) return std::vector<Version>{};
+  TIDEMAP_RETURN_IF_ERROR(CheckBatch(limits, batch.ops().size(), bytes));
+  Impl::Writer w(&impl_->mu);
+  w.local = &batch.ops();
+  w.bytes = bytes;
+  TIDEMAP_RETURN_IF_ERROR(impl_->Commit(&w));
+  return std::move(w.versions);
+}
+
+Result<ApplyResult> Replica::ApplyRemote(std::span<const RemoteRecord> records, uint64_t peer) {
+  const Limits& limits = impl_->options.limits;
+  const std::string peer_name = peer == 0 ? "unknown peer" : "peer " + NodeIdToString(peer);
+  size_t bytes = 0;
+  for (const RemoteRecord& r : records) {
+    Status s = CheckSizes(limits, r.map, r.key, r.value);
+    if (s.ok() && r.tombstone && !r.value.empty()) {
+      s = Status::InvalidArgument("tombstone for " + rows::DescribeKey(r.map, r.key) +
+                                  " carries a value");
+    }
+    if (s.ok() && r.version.origin == 0) {
+      s = Status::InvalidArgument("record " + rows::DescribeKey(r.map, r.key) +
+                                  " has origin node 0");
+    }
+    if (s.ok()) s = impl_->hlc->CheckOffset(r.version.hlc, peer_name);
+    if (!s.ok()) return s.WithContext("from " + peer_name);
+    bytes += r.map.size() + r.key.size() + r.value.size();
+  }
+  if (records.empty()) return ApplyResult{};
+  TIDEMAP_RETURN_IF_ERROR(CheckBatch(limits, records.size(), bytes).WithContext("from " + peer_name));
+  // Merge the timestamps into our clock first, so every later local write is
+  // stamped above what we just learned (the HLC receive rule).
+  for (const RemoteRecord& r : records) {
+    TIDEMAP_RETURN_IF_ERROR(impl_->hlc->Update(r.version.hlc, peer_name));
+  }
+  Impl::Writer w(&impl_->mu);
+  w.remote = true;
+  w.remote_records = records;
+  w.bytes = bytes;
+  TIDEMAP_RETURN_IF_ERROR(impl_->Commit(&w));
+  return w.apply;
+}
+
+Result<Record> Replica::Get(std::string_view map, std::string_view key) const {
+  const std::string row_key = rows::RecordKey(map, key);
+  auto bytes = impl_->store->Get(row_key);
+  if (bytes.status().IsNotFound()) {
+    return Status::NotFound(rows::DescribeKey(map, key) + " not found");
+  }
+  if (!bytes.ok()) return bytes.status();
+  TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, *bytes));
+  if (rec.tombstone) return Status::NotFound(rows::DescribeKey(map, key) + " not found (deleted)");
+  return Record{std::move(rec.value), rec.version};
+}
+
+Result<ScanPage> Replica::Scan(std::string_view map, std::string_view prefix,
+                               std::optional<std::string_view> after, size_t limit) const {
+  if (limit == 0 || limit > kScanLimitMax) {
+    return Status::InvalidArgument("scan limit must be 1.." + std::to_string(kScanLimitMax) +
+                                   ", not " + std::to_string(limit));
+  }
+  const std::string range_prefix = rows::RecordMapPrefix(map, prefix);
+  std::string start = range_prefix;
+  if (after.has_value() && rows::RecordKey(map, *after) >= start) {
+    start = rows::RecordKey(map, *after);
+    start.push_back('\0');  // the smallest row key strictly after `after`
+  }
+  ScanPage page;
+  auto it = impl_->store->NewIterator();
+  for (it->Seek(start); it->Valid(); it->Next()) {
+    const std::string_view row_key = it->key();
+    if (row_key.substr(0, range_prefix.size()) != range_prefix) break;
+    std::string_view m, k;
+    if (!rows::ParseRecordKey(row_key, &m, &k)) {
+      return Status::Corruption("malformed record key " + Printable(row_key));
+    }
+    TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, it->value()));
+    if (rec.tombstone) continue;
+    if (page.items.size() == limit) {
+      page.next = page.items.back().key;
+      break;
+    }
+    page.items.push_back(ScanItem{std::string(k), std::move(rec.value), rec.version});
+  }
+  TIDEMAP_RETURN_IF_ERROR(it->status());
+  return page;
+}
+
+Status Replica::ForEachKeyMeta(const std::function<bool(const KeyMeta&)>& fn) const {
+  const std::string prefix(1, rows::kRecordPrefix);
+  auto it = impl_->store->NewIterator();
+  for (it->Seek(prefix); it->Valid(); it->Next()) {
+    const std::string_view row_key = it->key();
+    if (row_key.empty() || row_key[0] != rows::kRecordPrefix) break;
+    std::string_view m, k;
+    if (!rows::ParseRecordKey(row_key, &m, &k)) {
+      return Status::Corruption("malformed record key " + Printable(row_key));
+    }
+    TIDEMAP_ASSIGN_OR_RETURN(rows::RecordMeta meta, rows::DecodeRecordMeta(row_key, it->value()));
+    if (!fn(KeyMeta{m, k, meta.version, meta.tombstone})) return Status::Ok();
+  }
+  return it->status();
+}
+
+Replica::SubscriptionId Replica::Subscribe(std::string_view map, Callback callback) {
+  MutexLock l(&impl_->subs_mu);
+  const SubscriptionId id = impl_->next_sub_id++;
+  impl_->subs[id] =
+      Impl::Subscription{std::string(map), std::make_shared<Callback>(std::move(callback))};
+  impl_->sub_count.store(impl_->subs.size(), std::memory_order_release);
+  return id;
+}
+
+void Replica::Unsubscribe(SubscriptionId id) {
+  MutexLock l(&impl_->subs_mu);
+  impl_->subs.erase(id);
+  impl_->sub_count.store(impl_->subs.size(), std::memory_order_release);
+}
+
+Result<PruneStats> Replica::PruneOplog() {
+  uint64_t last;
+  {
+    MutexLock l(&impl_->state_mu);
+    last = impl_->last_seq;
+  }
+  return impl_->oplog->Prune(last, impl_->options.retention);
+}
+
+Result<ReplicaStats> Replica::Stats() const {
+  ReplicaStats s;
+  s.node_id = impl_->options.node_id;
+  {
+    MutexLock l(&impl_->state_mu);
+    s.keys = impl_->live;
+    s.tombstones = impl_->tombstones;
+    s.oplog_last_seq = impl_->last_seq;
+  }
+  TIDEMAP_ASSIGN_OR_RETURN(s.oplog_first_seq, impl_->oplog->FirstSeq());
+  TIDEMAP_ASSIGN_OR_RETURN(s.oplog_pruned_through, impl_->oplog->PrunedThrough());
+  s.hlc_last = impl_->hlc->Last();
+  return s;
+}
+
+uint64_t Replica::node_id() const { return impl_->options.node_id; }
+Oplog& Replica::oplog() { return *impl_->oplog; }
+Hlc& Replica::hlc() { return *impl_->hlc; }
+const Limits& Replica::limits() const { return impl_->options.limits; }
+
+}  // namespace tidemap

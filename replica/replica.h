@@ -1,0 +1,203 @@
+// Replica: one node's last-writer-wins map store.
+//
+// A replica holds named maps of byte-string keys. Every change is a version
+// stamped (hlc, origin node); of two versions of a key the greater wins, on
+// every replica, whatever order they arrive in. A delete is a tombstone
+// version like any other. Each change that wins locally (local or remote) gets
+// an oplog seq in the same atomic LevelDB batch as the record, so it can be
+// streamed on to peers.
+//
+// Thread-safety: all methods may be called from any thread. Writes go through
+// one commit pipeline that stamps, sequences and group-commits them (many
+// concurrent writers share one fsync in sync mode); reads go straight to
+// LevelDB and see whole batches or nothing.
+#ifndef TIDEMAP_REPLICA_REPLICA_H_
+#define TIDEMAP_REPLICA_REPLICA_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/status.h"
+#include "hlc/hlc.h"
+#include "oplog/oplog.h"
+#include "storage/storage.h"
+
+namespace tidemap {
+
+// Size limits, checked before anything is written. Over a limit is Refused,
+// with the limit and the size in the message.
+struct Limits {
+  size_t map_name_bytes_max = 255;
+  size_t key_bytes_max = 4096;
+  size_t value_bytes_max = size_t{16} << 20;
+  size_t batch_ops_max = 10'000;
+  size_t batch_bytes_max = size_t{64} << 20;
+};
+
+struct ReplicaOptions {
+  std::string path;             // LevelDB directory (the data dir's "db")
+  leveldb::Env* env = nullptr;  // nullptr: the real file system; must outlive the replica
+  Clock* clock = nullptr;       // required; must outlive the replica
+  uint64_t node_id = 0;         // required, non-zero: this node's id (from its public key)
+  Durability durability = Durability::kSync;
+  HlcOptions hlc;
+  Limits limits;
+  OplogRetention retention;
+  // The HLC upper bound is reserved this far ahead of the issued timestamps,
+  // with a synced write each time it is crossed (at most about once per this).
+  uint64_t hlc_reserve_ms = 1000;
+  // A group commit stops collecting writers past this many bytes.
+  size_t group_commit_bytes_max = size_t{4} << 20;
+};
+
+// One key's current state as Get returns it.
+struct Record {
+  std::string value;
+  Version version;
+};
+
+// A record as it crosses between replicas.
+struct RemoteRecord {
+  std::string map;
+  std::string key;
+  std::string value;  // empty for a tombstone
+  Version version;
+  bool tombstone = false;
+};
+
+struct ScanItem {
+  std::string key;
+  std::string value;
+  Version version;
+};
+
+struct ScanPage {
+  std::vector<ScanItem> items;
+  std::optional<std::string> next;  // pass as `after` for the following page
+};
+
+// Metadata of one stored key, tombstones included (for anti-entropy and scrub).
+struct KeyMeta {
+  std::string_view map;
+  std::string_view key;
+  Version version;
+  bool tombstone = false;
+};
+
+enum class ChangeKind { kCreate, kUpdate, kDelete };
+std::string_view ChangeKindName(ChangeKind kind);
+
+// What subscribers receive after a change committed.
+struct ChangeEvent {
+  ChangeKind kind;
+  std::string_view map;
+  std::string_view key;
+  std::string_view value;  // empty for kDelete
+  Version version;
+  uint64_t seq = 0;
+  bool remote = false;  // applied from a peer rather than written here
+};
+
+// A multi-key write that commits atomically.
+class WriteBatch {
+ public:
+  struct Op {
+    std::string map;
+    std::string key;
+    std::string value;
+    bool tombstone = false;
+  };
+  void Put(std::string_view map, std::string_view key, std::string_view value);
+  void Delete(std::string_view map, std::string_view key);
+  const std::vector<Op>& ops() const { return ops_; }
+  size_t size() const { return ops_.size(); }
+
+ private:
+  std::vector<Op> ops_;
+};
+
+struct ApplyResult {
+  size_t applied = 0;  // won and stored
+  size_t ignored = 0;  // older than, or equal to, what we hold
+};
+
+struct ReplicaStats {
+  uint64_t node_id = 0;
+  uint64_t keys = 0;        // live records
+  uint64_t tombstones = 0;  // deleted records still held
+  uint64_t oplog_first_seq = 0;  // 0 when the log is empty
+  uint64_t oplog_last_seq = 0;   // the highest seq ever assigned
+  uint64_t oplog_pruned_through = 0;
+  Timestamp hlc_last;
+};
+
+class Replica {
+ public:
+  // Opens or creates the replica at options.path. A database created by
+  // another node id, of an unknown schema version, or held by another process
+  // is refused with a message that says so.
+  static Result<std::unique_ptr<Replica>> Open(ReplicaOptions options);
+  ~Replica();
+  Replica(const Replica&) = delete;
+  Replica& operator=(const Replica&) = delete;
+
+  // Local writes. Each returns the version it wrote once it is committed
+  // (durably in sync mode).
+  Result<Version> Put(std::string_view map, std::string_view key, std::string_view value);
+  Result<Version> Delete(std::string_view map, std::string_view key);
+  // All ops commit together or none does; the versions are in op order.
+  Result<std::vector<Version>> Write(const WriteBatch& batch);
+
+  // The live value; NotFound when absent or deleted; Corruption (naming the key)
+  // when the stored bytes fail their check: corrupt bytes are never served.
+  Result<Record> Get(std::string_view map, std::string_view key) const;
+
+  // Live records of `map` whose key starts with `prefix`, in key order,
+  // strictly after `after` when given, at most `limit` (1..10,000).
+  Result<ScanPage> Scan(std::string_view map, std::string_view prefix,
+                        std::optional<std::string_view> after, size_t limit) const;
+
+  // Calls `fn` for every stored key, tombstones included, in (map, key) order,
+  // until it returns false.
+  Status ForEachKeyMeta(const std::function<bool(const KeyMeta&)>& fn) const;
+
+  // Merges records received from `peer` (a node id; 0 when unknown) by LWW.
+  // Each record's timestamp is checked against max_clock_offset first: if any
+  // is too far ahead, the whole call is Refused before anything changes, so the
+  // sender keeps its data and can retry. Winners get a fresh oplog seq (with
+  // their origin kept), so they flow on to other replicas.
+  Result<ApplyResult> ApplyRemote(std::span<const RemoteRecord> records, uint64_t peer);
+
+  using Callback = std::function<void(const ChangeEvent&)>;
+  using SubscriptionId = uint64_t;
+  // Calls `callback` after each committed change to `map` (every map when
+  // `map` is empty), in seq order, on the committing thread. A callback may
+  // read from the replica and unsubscribe; it must not write to it.
+  SubscriptionId Subscribe(std::string_view map, Callback callback);
+  void Unsubscribe(SubscriptionId id);
+
+  // Prunes the oplog (see Oplog::Prune) with this replica's retention.
+  Result<PruneStats> PruneOplog();
+
+  Result<ReplicaStats> Stats() const;
+  uint64_t node_id() const;
+  Oplog& oplog();
+  Hlc& hlc();
+  const Limits& limits() const;
+
+ private:
+  struct Impl;
+  explicit Replica(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tidemap
+
+#endif  // TIDEMAP_REPLICA_REPLICA_H_

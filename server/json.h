@@ -1,0 +1,37 @@
+// The JSON shapes of ARCHITECTURE.md section 8, shared by the CLI and the
+// HTTP API so both print exactly the same documents.
+#ifndef TIDEMAP_SERVER_JSON_H_
+#define TIDEMAP_SERVER_JSON_H_
+
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "base/status.h"
+#include "replica/replica.h"
+
+namespace tidemap {
+
+// What status needs beyond ReplicaStats.
+struct StatusInfo {
+  std::string public_key;  // text form; empty when unknown
+  ReplicaStats stats;
+  std::string durability;
+};
+
+// `status --json` / GET /v1/status: node_id, public_key, keys, tombstones,
+// hlc, oplog{first_seq,last_seq,pruned_through}, peers[].
+nlohmann::json StatusJson(const StatusInfo& info, const std::map<uint64_t, uint64_t>& peer_acks);
+
+// A scan page: {"items": [{"key"|"key_base64", "value"|"value_base64", "hlc", "origin"}], "next"}.
+// Text fields are used when the bytes are valid UTF-8, the _base64 ones otherwise
+// (a binary `next` key comes as "next": null plus "next_base64").
+nlohmann::json ScanPageJson(const ScanPage& page);
+
+// {"error": message, "code": code name}
+nlohmann::json ErrorJson(const Status& status);
+
+}  // namespace tidemap
+
+#endif  // TIDEMAP_SERVER_JSON_H_

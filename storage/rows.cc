@@ -1,0 +1,157 @@
+// Row formats of the replica's LevelDB keyspace.
+//
+// Integers are big-endian fixed width unless marked varint; "lp(x)" is a
+// varint length followed by the bytes of x.
+//
+//   record key   := 'r' lp(map) key
+//   record value := flags:u8 hlc:u64 origin:u64 [expiry_ms:u64] checksum:u64 value
+//       flags    := bit0 tombstone | bit1 has expiry | bits 2..7 zero (reserved:
+//                   at-rest encryption, signatures); a set reserved bit is corruption
+//       checksum := XXH3-64 of (record key, every byte before checksum, value);
+//                   binding the key means a row moved under another key fails too
+//   oplog key    := 'o' seq:u64               (value: see oplog/oplog.cc)
+//   merkle key   := 'k' ...                   (see merkle/)
+//   meta key     := 'm' name
+//       schema_version -> u64   node_id -> u64   hlc_bound -> u64 (Timestamp raw)
+//       state -> last_seq:u64 live:u64 tombstones:u64 (rewritten by every commit)
+//       peer/<node id:u64> -> acked seq:u64
+#include "storage/rows.h"
+
+#include "base/coding.h"
+#include "base/hash.h"
+
+namespace tidemap::rows {
+
+namespace {
+
+constexpr uint8_t kFlagTombstone = 1 << 0;
+constexpr uint8_t kFlagExpiry = 1 << 1;
+constexpr uint8_t kKnownFlags = kFlagTombstone | kFlagExpiry;
+constexpr size_t kChecksumBytes = 8;
+
+uint64_t RecordChecksum(std::string_view row_key, std::string_view header,
+                        std::string_view value) {
+  Hasher64 h;
+  h.Update(row_key);
+  h.Update(header);
+  h.Update(value);
+  return h.Finish();
+}
+
+std::string DescribeRowKey(std::string_view row_key) {
+  std::string_view map, key;
+  if (ParseRecordKey(row_key, &map, &key)) return DescribeKey(map, key);
+  return "row " + Printable(row_key);
+}
+
+// Parses and verifies a record; `value_out` receives a view into `bytes`.
+Result<RecordMeta> ParseRecord(std::string_view row_key, std::string_view bytes,
+                               std::optional<uint64_t>* expiry, std::string_view* value_out) {
+  std::string_view in = bytes;
+  uint8_t flags = 0;
+  uint64_t hlc = 0, origin = 0, checksum = 0;
+  auto corrupt = [&](std::string_view why) {
+    return Status::Corruption("record " + DescribeRowKey(row_key) + ": " + std::string(why));
+  };
+  if (!GetByte(&in, &flags) || !GetFixed64BE(&in, &hlc) || !GetFixed64BE(&in, &origin)) {
+    return corrupt("truncated header");
+  }
+  if ((flags & ~kKnownFlags) != 0) return corrupt("unknown flags");
+  std::optional<uint64_t> exp;
+  if ((flags & kFlagExpiry) != 0) {
+    uint64_t e = 0;
+    if (!GetFixed64BE(&in, &e)) return corrupt("truncated header");
+    exp = e;
+  }
+  const size_t header_bytes = bytes.size() - in.size();
+  if (!GetFixed64BE(&in, &checksum)) return corrupt("truncated header");
+  if (RecordChecksum(row_key, bytes.substr(0, header_bytes), in) != checksum) {
+    return corrupt("checksum mismatch");
+  }
+  if ((flags & kFlagTombstone) != 0 && !in.empty()) return corrupt("tombstone with a value");
+  if (expiry != nullptr) *expiry = exp;
+  if (value_out != nullptr) *value_out = in;
+  return RecordMeta{Version{Timestamp{hlc}, origin}, (flags & kFlagTombstone) != 0};
+}
+
+}  // namespace
+
+std::string RecordMapPrefix(std::string_view map, std::string_view key_prefix) {
+  std::string out;
+  out.reserve(2 + map.size() + key_prefix.size());
+  out.push_back(kRecordPrefix);
+  PutLengthPrefixed(&out, map);
+  out.append(key_prefix);
+  return out;
+}
+
+std::string RecordKey(std::string_view map, std::string_view key) {
+  return RecordMapPrefix(map, key);
+}
+
+bool ParseRecordKey(std::string_view row_key, std::string_view* map, std::string_view* key) {
+  if (row_key.empty() || row_key[0] != kRecordPrefix) return false;
+  row_key.remove_prefix(1);
+  if (!GetLengthPrefixed(&row_key, map)) return false;
+  *key = row_key;
+  return true;
+}
+
+std::string EncodeRecord(std::string_view row_key, const RecordValue& record) {
+  std::string out;
+  out.reserve(1 + 8 + 8 + 8 + kChecksumBytes + record.value.size());
+  uint8_t flags = 0;
+  if (record.tombstone) flags |= kFlagTombstone;
+  if (record.expiry_ms.has_value()) flags |= kFlagExpiry;
+  out.push_back(static_cast<char>(flags));
+  PutFixed64BE(&out, record.version.hlc.raw);
+  PutFixed64BE(&out, record.version.origin);
+  if (record.expiry_ms.has_value()) PutFixed64BE(&out, *record.expiry_ms);
+  const std::string_view value = record.tombstone ? std::string_view() : record.value;
+  PutFixed64BE(&out, RecordChecksum(row_key, out, value));
+  out.append(value);
+  return out;
+}
+
+Result<RecordValue> DecodeRecord(std::string_view row_key, std::string_view bytes) {
+  std::optional<uint64_t> expiry;
+  std::string_view value;
+  auto meta = ParseRecord(row_key, bytes, &expiry, &value);
+  if (!meta.ok()) return meta.status();
+  RecordValue out;
+  out.version = meta->version;
+  out.tombstone = meta->tombstone;
+  out.expiry_ms = expiry;
+  out.value.assign(value);
+  return out;
+}
+
+Result<RecordMeta> DecodeRecordMeta(std::string_view row_key, std::string_view bytes) {
+  return ParseRecord(row_key, bytes, nullptr, nullptr);
+}
+
+std::string MetaKey(std::string_view name) {
+  std::string out(1, kMetaPrefix);
+  out.append(name);
+  return out;
+}
+
+std::string EncodeU64(uint64_t v) {
+  std::string out;
+  PutFixed64BE(&out, v);
+  return out;
+}
+
+Result<uint64_t> DecodeU64(std::string_view bytes, std::string_view what) {
+  uint64_t v = 0;
+  if (bytes.size() != 8 || !GetFixed64BE(&bytes, &v)) {
+    return Status::Corruption("meta " + std::string(what) + ": expected 8 bytes");
+  }
+  return v;
+}
+
+std::string DescribeKey(std::string_view map, std::string_view key) {
+  return "map '" + Printable(map) + "', key '" + Printable(key) + "'";
+}
+
+}  // namespace tidemap::rows

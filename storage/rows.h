@@ -1,0 +1,77 @@
+// Row keys and the record codec of the replica's LevelDB keyspace.
+//
+// The grammar of every row lives at the top of storage/rows.cc, where the rows
+// are encoded. Other components that own a family (oplog/) encode their row
+// values themselves but take their key prefix from here, so the families stay
+// apart in one place.
+#ifndef TIDEMAP_STORAGE_ROWS_H_
+#define TIDEMAP_STORAGE_ROWS_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "base/status.h"
+#include "hlc/hlc.h"
+
+namespace tidemap::rows {
+
+// One-byte family prefixes.
+inline constexpr char kRecordPrefix = 'r';
+inline constexpr char kOplogPrefix = 'o';
+inline constexpr char kMerklePrefix = 'k';
+inline constexpr char kMetaPrefix = 'm';
+
+// The schema version this build writes and reads.
+inline constexpr uint64_t kSchemaVersion = 1;
+
+// ---- records ----
+
+// The key of a record row: prefix, map name, key. All keys of one map are
+// contiguous and sorted by key bytes.
+std::string RecordKey(std::string_view map, std::string_view key);
+// The common prefix of every record row of `map` (whose keys start with `key_prefix`).
+std::string RecordMapPrefix(std::string_view map, std::string_view key_prefix = {});
+// Splits a record row key; false when it is not one.
+bool ParseRecordKey(std::string_view row_key, std::string_view* map, std::string_view* key);
+
+// What the replica stores about one key. `value` is empty for tombstones.
+struct RecordValue {
+  Version version;
+  bool tombstone = false;
+  std::optional<uint64_t> expiry_ms;  // reserved for per-record TTL; never set yet
+  std::string value;
+};
+
+// The metadata of a record, without its value.
+struct RecordMeta {
+  Version version;
+  bool tombstone = false;
+};
+
+std::string EncodeRecord(std::string_view row_key, const RecordValue& record);
+// Verifies the checksum (bound to `row_key`, so a row copied under another key fails too).
+// Corruption names the map and key.
+Result<RecordValue> DecodeRecord(std::string_view row_key, std::string_view bytes);
+// Same check, without copying the value out.
+Result<RecordMeta> DecodeRecordMeta(std::string_view row_key, std::string_view bytes);
+
+// ---- meta ----
+
+std::string MetaKey(std::string_view name);
+inline constexpr std::string_view kMetaSchemaVersion = "schema_version";
+inline constexpr std::string_view kMetaNodeId = "node_id";
+inline constexpr std::string_view kMetaHlcBound = "hlc_bound";
+inline constexpr std::string_view kMetaState = "state";
+inline constexpr std::string_view kMetaPeerPrefix = "peer/";
+
+std::string EncodeU64(uint64_t v);
+Result<uint64_t> DecodeU64(std::string_view bytes, std::string_view what);
+
+// "map 'orders', key 'k1'" for messages.
+std::string DescribeKey(std::string_view map, std::string_view key);
+
+}  // namespace tidemap::rows
+
+#endif  // TIDEMAP_STORAGE_ROWS_H_

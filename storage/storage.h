@@ -1,0 +1,119 @@
+// Store: the one LevelDB database of a replica, behind our own types.
+//
+// Key families are kept apart by a one-byte prefix (see storage/rows.h):
+// records, oplog rows, Merkle rows and meta. Every logical write is one Batch,
+// committed atomically by Write(). Nothing outside storage/ sees LevelDB types
+// except the Env seam, which tests use to inject an in-memory or faulty file system.
+//
+// Thread-safety: a Store may be used from several threads at once (LevelDB is);
+// ordering between writers is the caller's business (see replica/).
+#ifndef TIDEMAP_STORAGE_STORAGE_H_
+#define TIDEMAP_STORAGE_STORAGE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "base/status.h"
+
+namespace leveldb {
+class Cache;
+class DB;
+class FilterPolicy;
+class Env;
+class Iterator;
+class WriteBatch;
+}  // namespace leveldb
+
+namespace tidemap {
+
+// How a commit reaches the disk.
+enum class Durability {
+  kSync,     // fsync before a write is acknowledged (group commit amortizes it)
+  kRelaxed,  // OS buffers: a process crash loses nothing, a machine crash the last moments
+};
+
+std::string_view DurabilityName(Durability d);
+Result<Durability> ParseDurability(std::string_view text);
+
+struct StoreOptions {
+  std::string path;               // the LevelDB directory
+  leveldb::Env* env = nullptr;    // nullptr: the real file system. Must outlive the Store.
+  bool create_if_missing = true;  // else a missing database is NotFound
+  size_t block_cache_bytes = 8 << 20;
+  size_t write_buffer_bytes = 4 << 20;
+};
+
+// A set of changes that commit together or not at all.
+class Batch {
+ public:
+  Batch();
+  ~Batch();
+  Batch(Batch&&) noexcept;
+  Batch& operator=(Batch&&) noexcept;
+
+  void Put(std::string_view key, std::string_view value);
+  void Delete(std::string_view key);
+  void Clear();
+  // Bytes of the encoded batch, for bounding group commits.
+  size_t ApproximateBytes() const;
+  // Appends the contents of `other`.
+  void Append(const Batch& other);
+  bool empty() const;
+
+ private:
+  friend class Store;
+  std::unique_ptr<leveldb::WriteBatch> rep_;
+};
+
+// A forward iterator over a key range of a consistent snapshot. Not thread-safe.
+class StoreIterator {
+ public:
+  ~StoreIterator();
+  void Seek(std::string_view key);
+  bool Valid() const;
+  void Next();
+  std::string_view key() const;
+  std::string_view value() const;
+  // Non-OK when the underlying read failed (including block checksum mismatches).
+  Status status() const;
+
+ private:
+  friend class Store;
+  explicit StoreIterator(leveldb::Iterator* it);
+  std::unique_ptr<leveldb::Iterator> it_;
+};
+
+class Store {
+ public:
+  // Opens (or creates) the database. A directory held by another process is
+  // Unavailable ("in use"); other failures name the path and LevelDB's reason.
+  static Result<std::unique_ptr<Store>> Open(const StoreOptions& options);
+  ~Store();
+
+  Status Write(Batch* batch, bool sync);
+  // NotFound when absent.
+  Result<std::string> Get(std::string_view key) const;
+  // Iterators must be destroyed before the Store.
+  std::unique_ptr<StoreIterator> NewIterator() const;
+  // Approximate on-disk bytes of keys in [begin, end).
+  uint64_t ApproximateBytes(std::string_view begin, std::string_view end) const;
+  // Compacts [begin, end) (e.g. after a prune).
+  void CompactRange(std::string_view begin, std::string_view end);
+
+  const std::string& path() const { return path_; }
+
+ private:
+  Store() = default;
+
+  std::string path_;
+  // Declaration order matters: the DB is destroyed before the cache and filter it uses.
+  std::unique_ptr<leveldb::Cache> cache_;
+  std::unique_ptr<const leveldb::FilterPolicy> filter_;
+  std::unique_ptr<leveldb::DB> db_;
+};
+
+}  // namespace tidemap
+
+#endif  // TIDEMAP_STORAGE_STORAGE_H_

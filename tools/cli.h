@@ -1,0 +1,26 @@
+// The `tidemap` command line (ARCHITECTURE.md section 8), callable in-process
+// so the demo can run the very commands it prints.
+#ifndef TIDEMAP_TOOLS_CLI_H_
+#define TIDEMAP_TOOLS_CLI_H_
+
+#include <string>
+#include <vector>
+
+namespace tidemap {
+
+// Exit codes of every command.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitNotFound = 1;
+inline constexpr int kExitUsage = 2;
+inline constexpr int kExitUnreachable = 3;  // the node or the data dir
+inline constexpr int kExitRefused = 4;      // quota, limits, trust
+
+// Runs one command. `args` excludes the program name. Writes to stdout/stderr.
+int RunCli(const std::vector<std::string>& args);
+
+// `tidemap demo`: a narrated walkthrough of one replica in a temporary dir.
+int RunDemo();
+
+}  // namespace tidemap
+
+#endif  // TIDEMAP_TOOLS_CLI_H_

@@ -56,6 +56,8 @@ void RandomBytes(void* buf, size_t len) {
   randombytes_buf(buf, len);
 }
 
+void Wipe(void* buf, size_t len) { sodium_memzero(buf, len); }
+
 std::string PublicKeyToText(const PublicKey& key) {
   return ToHex(std::string_view(reinterpret_cast<const char*>(key.data()), key.size()));
 }

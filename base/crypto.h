@@ -33,6 +33,10 @@ bool Verify(const PublicKey& public_key, std::string_view message, std::string_v
 // Cryptographically secure random bytes.
 void RandomBytes(void* buf, size_t len);
 
+// Overwrites `len` bytes at `buf` with zeros in a way the compiler may not elide
+// (sodium_memzero); for secret keys about to be freed.
+void Wipe(void* buf, size_t len);
+
 // Textual form of a public key used on the command line and in trust files:
 // 64 lowercase hex digits. Parse accepts upper or lower case.
 std::string PublicKeyToText(const PublicKey& key);

@@ -21,9 +21,16 @@ struct Step {
 
 std::string Quote(const std::string& arg) {
   if (!arg.empty() && arg.find_first_of(" \t'\"$\\") == std::string::npos) return arg;
-  std::string out = "'";
-  for (char c : arg) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
+  std::string out(1, '\'');
+  for (char c : arg) {
+    if (c == '\'') {
+      out.append("'\\''");
+    } else {
+      out.push_back(c);
+    }
+  }
+  out.push_back('\'');
+  return out;
 }
 
 }  // namespace
@@ -74,7 +81,8 @@ int RunDemo() {
     std::string line = "$ tidemap";
     for (std::string& a : args) {
       if (a == "$DIR") a = dir;
-      line += " " + Quote(a);
+      line.push_back(' ');
+      line.append(Quote(a));
     }
     std::printf("%s\n", line.c_str());
     std::fflush(stdout);

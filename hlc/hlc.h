@@ -34,6 +34,8 @@ struct Timestamp {
   constexpr bool IsZero() const { return raw == 0; }
 
   // Fixed-width text that sorts in timestamp order, e.g. "2026-11-22T02:15:20.123Z-00007".
+  // (Physical time past kPrintablePhysicalMax, which Hlc::Update refuses, prints
+  // with a five-digit year: still the right date, but longer and not parseable.)
   std::string ToString() const;
   // Inverse of ToString(); InvalidArgument on anything else.
   static Result<Timestamp> Parse(std::string_view text);
@@ -77,6 +79,7 @@ class Hlc {
   // that later Now() results are greater than it. Refused, with the clock left
   // untouched, when `remote` is ahead of local physical time by more than
   // max_clock_offset_ms; the message names the peer, the offset and the limit.
+  // Also refused when `remote` is past kPrintablePhysicalMax, whatever the limit.
   Status Update(Timestamp remote, std::string_view peer) TIDEMAP_EXCLUDES(mu_);
 
   // The check Update() makes, without changing anything.

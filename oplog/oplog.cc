@@ -116,9 +116,7 @@ Result<uint64_t> Oplog::FirstSeq() const {
   return DecodeFixed64BE(it->key().data() + 1);
 }
 
-Result<uint64_t> Oplog::PrunedThrough() const {
-  return ReadU64OrZero(*store_, kMetaPrunedThrough);
-}
+Result<uint64_t> Oplog::PrunedThrough() const { return ReadU64OrZero(*store_, kMetaPrunedThrough); }
 
 Status Oplog::SetPeerAck(uint64_t peer, uint64_t seq) {
   auto current = PeerAck(peer);
@@ -188,9 +186,9 @@ Result<PruneStats> Oplog::Prune(uint64_t last_seq, const OplogRetention& retenti
   if (rows > retention.rows_max) prune_to = std::max(prune_to, last_seq - retention.rows_max);
   const uint64_t bytes = store_->ApproximateBytes(RowKey(0), RowKey(UINT64_MAX));
   if (bytes > retention.bytes_max && rows > 0) {
-    const uint64_t keep_rows = static_cast<uint64_t>(static_cast<double>(rows) *
-                                                     static_cast<double>(retention.bytes_max) /
-                                                     static_cast<double>(bytes));
+    const uint64_t keep_rows =
+        static_cast<uint64_t>(static_cast<double>(rows) * static_cast<double>(retention.bytes_max) /
+                              static_cast<double>(bytes));
     prune_to = std::max(prune_to, last_seq - std::min(keep_rows, rows));
   }
   if (prune_to < first) return stats;

@@ -292,8 +292,8 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
       staged.Put(row_key, rows::EncodeRecord(row_key, rec));
       ++w_seq;
       staged.Put(Oplog::RowKey(w_seq),
-                 Oplog::EncodeRow(OplogEntry{w_seq, std::string(map), std::string(key), version,
-                                             tombstone}));
+                 Oplog::EncodeRow(
+                     OplogEntry{w_seq, std::string(map), std::string(key), version, tombstone}));
       if (old.exists) (old.meta.tombstone ? w_tomb : w_live) -= 1;
       (tombstone ? w_tomb : w_live) += 1;
 
@@ -509,7 +509,8 @@ Result<ApplyResult> Replica::ApplyRemote(std::span<const RemoteRecord> records, 
     bytes += r.map.size() + r.key.size() + r.value.size();
   }
   if (records.empty()) return ApplyResult{};
-  TIDEMAP_RETURN_IF_ERROR(CheckBatch(limits, records.size(), bytes).WithContext("from " + peer_name));
+  TIDEMAP_RETURN_IF_ERROR(
+      CheckBatch(limits, records.size(), bytes).WithContext("from " + peer_name));
   // Merge the timestamps into our clock first, so every later local write is
   // stamped above what we just learned (the HLC receive rule).
   for (const RemoteRecord& r : records) {

@@ -130,8 +130,8 @@ struct ApplyResult {
 
 struct ReplicaStats {
   uint64_t node_id = 0;
-  uint64_t keys = 0;        // live records
-  uint64_t tombstones = 0;  // deleted records still held
+  uint64_t keys = 0;             // live records
+  uint64_t tombstones = 0;       // deleted records still held
   uint64_t oplog_first_seq = 0;  // 0 when the log is empty
   uint64_t oplog_last_seq = 0;   // the highest seq ever assigned
   uint64_t oplog_pruned_through = 0;

@@ -15,8 +15,7 @@ Result<std::unique_ptr<DataDir>> DataDir::Open(const std::string& dir,
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec)) {
     return Status::Unavailable("data dir " + dir +
-                               " does not exist; create it with `tidemap init --data " + dir +
-                               "`");
+                               " does not exist; create it with `tidemap init --data " + dir + "`");
   }
   auto identity = Identity::Load(dir);
   if (!identity.ok()) {

@@ -29,8 +29,7 @@ constexpr uint8_t kFlagExpiry = 1 << 1;
 constexpr uint8_t kKnownFlags = kFlagTombstone | kFlagExpiry;
 constexpr size_t kChecksumBytes = 8;
 
-uint64_t RecordChecksum(std::string_view row_key, std::string_view header,
-                        std::string_view value) {
+uint64_t RecordChecksum(std::string_view row_key, std::string_view header, std::string_view value) {
   Hasher64 h;
   h.Update(row_key);
   h.Update(header);

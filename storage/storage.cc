@@ -101,9 +101,22 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
 Store::~Store() = default;
 
 Status Store::Write(Batch* batch, bool sync) {
+  {
+    std::lock_guard<std::mutex> l(write_error_mu_);
+    if (!write_error_.ok()) return write_error_;
+  }
   leveldb::WriteOptions wo;
   wo.sync = sync;
-  return FromLevelDb(db_->Write(wo, batch->rep_.get()), "write to " + path_);
+  Status s = FromLevelDb(db_->Write(wo, batch->rep_.get()), "write to " + path_);
+  if (!s.ok()) {
+    std::lock_guard<std::mutex> l(write_error_mu_);
+    if (write_error_.ok()) {
+      write_error_ =
+          Status::IOError(s.message() + " (writes are refused until the database is reopened)");
+    }
+    return write_error_;
+  }
+  return s;
 }
 
 Result<std::string> Store::Get(std::string_view key) const {

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -92,6 +93,10 @@ class Store {
   static Result<std::unique_ptr<Store>> Open(const StoreOptions& options);
   ~Store();
 
+  // Commits `batch`. After the first failed write every later write fails with
+  // the same error until the store is reopened: LevelDB's log writer keeps
+  // going after a failed append, and writes acknowledged after it could be
+  // lost at recovery, so a failed write poisons the handle.
   Status Write(Batch* batch, bool sync);
   // NotFound when absent.
   Result<std::string> Get(std::string_view key) const;
@@ -112,6 +117,9 @@ class Store {
   std::unique_ptr<leveldb::Cache> cache_;
   std::unique_ptr<const leveldb::FilterPolicy> filter_;
   std::unique_ptr<leveldb::DB> db_;
+
+  std::mutex write_error_mu_;
+  Status write_error_;  // GUARDED_BY(write_error_mu_); OK until a write fails
 };
 
 }  // namespace tidemap

@@ -54,10 +54,10 @@ int Fail(const Status& s) {
 }
 
 // Declares `lhs` from a Result, or reports its error and returns the exit code.
-#define TIDEMAP_ASSIGN_OR_RETURN_INT(lhs, expr)                                  \
-  auto TIDEMAP_CONCAT_(cli_result_, __LINE__) = (expr);                          \
-  if (!TIDEMAP_CONCAT_(cli_result_, __LINE__).ok())                              \
-    return Fail(TIDEMAP_CONCAT_(cli_result_, __LINE__).status());                \
+#define TIDEMAP_ASSIGN_OR_RETURN_INT(lhs, expr)                   \
+  auto TIDEMAP_CONCAT_(cli_result_, __LINE__) = (expr);           \
+  if (!TIDEMAP_CONCAT_(cli_result_, __LINE__).ok())               \
+    return Fail(TIDEMAP_CONCAT_(cli_result_, __LINE__).status()); \
   lhs = std::move(TIDEMAP_CONCAT_(cli_result_, __LINE__)).value()
 
 // Opens the command's target. Data dirs are the only kind this build reaches.
@@ -72,9 +72,7 @@ Result<std::unique_ptr<DataDir>> OpenTarget(const Target& target) {
   return DataDir::Open(target.data_dir);
 }
 
-void WriteStdout(std::string_view bytes) {
-  std::fwrite(bytes.data(), 1, bytes.size(), stdout);
-}
+void WriteStdout(std::string_view bytes) { std::fwrite(bytes.data(), 1, bytes.size(), stdout); }
 
 std::string ReadAllStdin() {
   std::string out;
@@ -148,8 +146,7 @@ int CmdScan(const Target& target, const std::string& map, const std::string& pre
     return kExitOk;
   }
   for (const ScanItem& item : all.items) {
-    std::printf("%s\t%s\n", Printable(item.key, 4096).c_str(),
-                Printable(item.value, 4096).c_str());
+    std::printf("%s\t%s\n", Printable(item.key, 4096).c_str(), Printable(item.value, 4096).c_str());
   }
   if (all.next.has_value()) std::printf("(more after %s)\n", Printable(*all.next).c_str());
   return kExitOk;
@@ -170,8 +167,7 @@ int CmdStatus(const Target& target, bool json) {
   const ReplicaStats& s = *stats;
   std::printf("node        %s\n", NodeIdToString(s.node_id).c_str());
   std::printf("public key  %s\n", info.public_key.c_str());
-  std::printf("keys        %llu live, %llu tombstones\n",
-              static_cast<unsigned long long>(s.keys),
+  std::printf("keys        %llu live, %llu tombstones\n", static_cast<unsigned long long>(s.keys),
               static_cast<unsigned long long>(s.tombstones));
   if (s.oplog_first_seq == 0) {
     std::printf("oplog       empty (last seq %llu)\n",
@@ -183,10 +179,10 @@ int CmdStatus(const Target& target, bool json) {
   std::printf("hlc         %s\n", s.hlc_last.ToString().c_str());
   if (acks->empty()) std::printf("peers       none\n");
   for (const auto& [peer, acked] : *acks) {
-    std::printf("peer        %s acked %llu, lag %llu\n", NodeIdToString(peer).c_str(),
-                static_cast<unsigned long long>(acked),
-                static_cast<unsigned long long>(s.oplog_last_seq > acked ? s.oplog_last_seq - acked
-                                                                         : 0));
+    std::printf(
+        "peer        %s acked %llu, lag %llu\n", NodeIdToString(peer).c_str(),
+        static_cast<unsigned long long>(acked),
+        static_cast<unsigned long long>(s.oplog_last_seq > acked ? s.oplog_last_seq - acked : 0));
   }
   return kExitOk;
 }

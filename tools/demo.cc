@@ -14,7 +14,7 @@ namespace tidemap {
 namespace {
 
 struct Step {
-  const char* narration;       // printed before the command, may be empty
+  const char* narration;          // printed before the command, may be empty
   std::vector<std::string> args;  // "$DIR" is replaced by the data dir
   int expected_exit;
 };

@@ -7,6 +7,11 @@
 
 #include "base/check.h"
 
+namespace tidemap {
+void PrintTo(const Timestamp& t, std::ostream* os) { *os << t.ToString(); }
+void PrintTo(const Version& v, std::ostream* os) { *os << v.ToString(); }
+}  // namespace tidemap
+
 namespace tidemap::testing {
 
 uint64_t IntFromEnv(const char* env_var, uint64_t fallback) {

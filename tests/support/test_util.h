@@ -3,7 +3,16 @@
 #define TIDEMAP_TESTS_SUPPORT_TEST_UTIL_H_
 
 #include <cstdint>
+#include <ostream>
 #include <string>
+
+#include "hlc/hlc.h"
+
+namespace tidemap {
+// Readable gtest failure messages for our value types (found by ADL).
+void PrintTo(const Timestamp& t, std::ostream* os);
+void PrintTo(const Version& v, std::ostream* os);
+}  // namespace tidemap
 
 namespace tidemap::testing {
 

@@ -9,6 +9,7 @@
 #include <leveldb/helpers/memenv.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <thread>
@@ -376,12 +377,19 @@ TEST_F(ReplicaTest, RefusesForeignAndUnknownDatabases) {
       << future.status().message();
 }
 
+// MemEnv does not lock files, so this one runs on the real file system.
 TEST_F(ReplicaTest, HeldDatabaseIsInUse) {
-  auto r = OpenReplica(Options());
-  auto second = Replica::Open(Options());
+  const std::string dir = testing::MakeTempDir("tidemap-lock");
+  ReplicaOptions o = Options(kNode, dir + "/db");
+  o.env = nullptr;
+  auto r = OpenReplica(o);
+  auto second = Replica::Open(o);
   ASSERT_FALSE(second.ok());
   EXPECT_TRUE(second.status().IsUnavailable()) << second.status().ToString();
   EXPECT_NE(second.status().message().find("in use"), std::string::npos);
+  r.reset();
+  EXPECT_TRUE(Replica::Open(o).ok());  // released on close
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(ReplicaTest, CorruptRecordIsReportedNeverServed) {

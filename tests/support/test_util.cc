@@ -8,7 +8,7 @@
 #include "base/check.h"
 
 namespace tidemap {
-void PrintTo(const Timestamp& t, std::ostream* os) { *os << t.ToString(); }
+void PrintTo(const Timestamp& t, std::ostream* os) { *os << t.ToString() << " (" << t.raw << ")"; }
 void PrintTo(const Version& v, std::ostream* os) { *os << v.ToString(); }
 }  // namespace tidemap
 

@@ -23,9 +23,6 @@
 
 namespace tidemap {
 
-// gtest prints a Timestamp as its text and raw value rather than as bytes.
-void PrintTo(const Timestamp& t, std::ostream* os) { *os << t.ToString() << " (" << t.raw << ")"; }
-
 namespace {
 
 // 2026-11-22T02:15:20.123Z, the example of ARCHITECTURE.md section 8.

@@ -379,8 +379,20 @@ Replica::Replica(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Replica::~Replica() {
   // Writers block in Commit() until their group is done, so none is in flight
   // once every caller returned; the owner must not destroy a replica in use.
-  MutexLock l(&impl_->mu);
-  TIDEMAP_CHECK(impl_->writers.empty());
+  {
+    MutexLock l(&impl_->mu);
+    TIDEMAP_CHECK(impl_->writers.empty());
+  }
+  // On a clean close, shrink the reserved HLC bound to what was really issued,
+  // so that reopening (one CLI command after another) does not start the clock
+  // up to hlc_reserve_ms ahead each time. Best effort: if this write fails the
+  // larger reserved bound stays, which is safe.
+  const uint64_t issued_ms = impl_->hlc->Last().physical_ms();
+  if (issued_ms < impl_->reserved_bound_ms) {
+    Batch batch;
+    batch.Put(rows::MetaKey(rows::kMetaHlcBound), rows::EncodeU64(issued_ms));
+    (void)impl_->store->Write(&batch, /*sync=*/true);
+  }
 }
 
 Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {

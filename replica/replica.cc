@@ -8,6 +8,7 @@
 #include "base/coding.h"
 #include "base/hash.h"
 #include "base/mutex.h"
+#include "merkle/merkle.h"
 #include "storage/rows.h"
 
 namespace tidemap {
@@ -127,12 +128,21 @@ struct Replica::Impl {
   };
 
   ReplicaOptions options;
+  TreeShape tree_shape;
   std::unique_ptr<Store> store;
   std::unique_ptr<Oplog> oplog;
   std::unique_ptr<Hlc> hlc;
 
   Mutex mu;
   std::deque<Writer*> writers TIDEMAP_GUARDED_BY(mu);
+  // Held by the pipeline leader while it processes and commits a group, and by
+  // Scrub(), which needs a moment when no commit is half done.
+  Mutex commit_mu;
+
+  // The Merkle tree over every stored key's metadata. Changed only by the
+  // leader after a commit; its leaves are persisted in the same batch.
+  mutable Mutex tree_mu;
+  MerkleTree tree TIDEMAP_GUARDED_BY(tree_mu);
 
   // Committed state. Written only by the pipeline leader (after a successful
   // commit), read by Stats(); hence guarded by its own small mutex.
@@ -189,7 +199,9 @@ Status Replica::Impl::Commit(Writer* w) {
   }
   mu.Unlock();
 
+  commit_mu.Lock();
   ProcessGroup(group);
+  commit_mu.Unlock();
 
   mu.Lock();
   for (Writer* x : group) {
@@ -216,12 +228,14 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
   Batch batch;
   std::unordered_map<std::string, KeyState> overlay;  // keys changed earlier in this group
   std::vector<PendingEvent> events;
+  std::map<uint32_t, Digest128> leaf_deltas;  // Merkle bucket -> XOR of item digest changes
 
   for (Writer* w : group) {
     // A writer's ops are all-or-nothing: stage them, merge only on success.
     Batch staged;
     std::vector<std::pair<std::string, KeyState>> staged_keys;
     std::vector<PendingEvent> staged_events;
+    std::vector<std::pair<uint32_t, Digest128>> staged_deltas;
     uint64_t w_seq = seq, w_live = live_count, w_tomb = tomb_count;
     std::vector<Version> versions;
     ApplyResult apply;
@@ -297,6 +311,15 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
       if (old.exists) (old.meta.tombstone ? w_tomb : w_live) -= 1;
       (tombstone ? w_tomb : w_live) += 1;
 
+      // The key's Merkle item changes from the old version's to the new one's,
+      // and its key-hash index row is rewritten with it.
+      const uint64_t key_hash = KeyHash(map, key);
+      Digest128 delta = ItemDigest(map, key, version, tombstone);
+      if (old.exists) delta ^= ItemDigest(map, key, old.meta.version, old.meta.tombstone);
+      staged_deltas.emplace_back(BucketOf(key_hash, tree_shape), delta);
+      staged.Put(rows::HashIndexKey(key_hash, map, key),
+                 rows::EncodeHashIndexValue(rows::RecordMeta{version, tombstone}));
+
       ChangeKind kind = ChangeKind::kDelete;
       if (!tombstone) {
         kind = (old.exists && !old.meta.tombstone) ? ChangeKind::kUpdate : ChangeKind::kCreate;
@@ -316,6 +339,7 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
     batch.Append(staged);
     for (auto& [k, st] : staged_keys) overlay[k] = st;
     events.insert(events.end(), staged_events.begin(), staged_events.end());
+    for (const auto& [bucket, delta] : staged_deltas) leaf_deltas[bucket] ^= delta;
     seq = w_seq;
     live_count = w_live;
     tomb_count = w_tomb;
@@ -337,6 +361,17 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
     sync = true;
   }
   batch.Put(rows::MetaKey(rows::kMetaState), EncodeState(seq, live_count, tomb_count));
+  {
+    // The new leaf digests commit with the records they cover, so the stored
+    // tree is exact after any crash and needs no rebuild at open.
+    MutexLock l(&tree_mu);
+    std::string leaf;
+    for (const auto& [bucket, delta] : leaf_deltas) {
+      leaf.clear();
+      MerkleTree::EncodeDigest(tree.Leaf(bucket) ^ delta, &leaf);
+      batch.Put(rows::MerkleLeafKey(bucket), leaf);
+    }
+  }
 
   const Status written = store->Write(&batch, sync);
   if (!written.ok()) {
@@ -350,6 +385,10 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
     return;
   }
   reserved_bound_ms = new_bound;
+  {
+    MutexLock l(&tree_mu);
+    for (const auto& [bucket, delta] : leaf_deltas) tree.Apply(bucket, delta);
+  }
   {
     MutexLock l(&state_mu);
     last_seq = seq;
@@ -462,6 +501,27 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
     impl->tombstones = tombstones;
   }
   impl->reserved_bound_ms = bound_ms;
+
+  // The Merkle tree from its persisted leaves (about 1 MB for the default shape).
+  {
+    MutexLock l(&impl->tree_mu);
+    TIDEMAP_ASSIGN_OR_RETURN(impl->tree, MerkleTree::Create(impl->tree_shape));
+    auto it = store.NewIterator();
+    const std::string prefix(1, rows::kMerklePrefix);
+    for (it->Seek(prefix); it->Valid(); it->Next()) {
+      uint32_t bucket = 0;
+      if (it->key().empty() || it->key()[0] != rows::kMerklePrefix) break;
+      std::string_view value = it->value();
+      Digest128 digest;
+      if (!rows::ParseMerkleLeafKey(it->key(), &bucket) ||
+          !MerkleTree::DecodeDigest(&value, &digest) || !value.empty()) {
+        return Status::Corruption("database " + options.path + ": malformed Merkle leaf row");
+      }
+      TIDEMAP_RETURN_IF_ERROR(impl->tree.LoadLeaf(bucket, digest));
+    }
+    TIDEMAP_RETURN_IF_ERROR(it->status());
+    impl->tree.RecomputeInner();
+  }
   // Every timestamp issued before had physical time <= bound_ms, so starting
   // above (bound_ms, max logical) keeps the clock monotonic across restarts.
   const Timestamp floor =
@@ -610,6 +670,70 @@ void Replica::Unsubscribe(SubscriptionId id) {
   MutexLock l(&impl_->subs_mu);
   impl_->subs.erase(id);
   impl_->sub_count.store(impl_->subs.size(), std::memory_order_release);
+}
+
+Digest128 Replica::MerkleRoot() const {
+  MutexLock l(&impl_->tree_mu);
+  return impl_->tree.Root();
+}
+
+Result<ScrubReport> Replica::Scrub() {
+  MutexLock commit(&impl_->commit_mu);  // no commit is half done while we look
+  ScrubReport report;
+  TIDEMAP_ASSIGN_OR_RETURN(MerkleTree rebuilt, MerkleTree::Create(impl_->tree_shape));
+  Status index_status;
+  Status s = ForEachKeyMeta([&](const KeyMeta& m) {
+    ++report.records;
+    const uint64_t key_hash = KeyHash(m.map, m.key);
+    rebuilt.Apply(BucketOf(key_hash, impl_->tree_shape),
+                  ItemDigest(m.map, m.key, m.version, m.tombstone));
+    auto row = impl_->store->Get(rows::HashIndexKey(key_hash, m.map, m.key));
+    if (!row.ok() && !row.status().IsNotFound()) {
+      index_status = row.status();
+      return false;
+    }
+    auto meta =
+        row.ok() ? rows::DecodeHashIndexValue(*row) : Result<rows::RecordMeta>(row.status());
+    if (!meta.ok() || meta->version != m.version || meta->tombstone != m.tombstone) {
+      ++report.index_mismatches;
+    }
+    return true;
+  });
+  TIDEMAP_RETURN_IF_ERROR(s);
+  TIDEMAP_RETURN_IF_ERROR(index_status);
+
+  // Index rows without a record show up as a count difference.
+  uint64_t index_rows = 0;
+  auto it = impl_->store->NewIterator();
+  for (it->Seek(std::string(1, rows::kHashIndexPrefix));
+       it->Valid() && !it->key().empty() && it->key()[0] == rows::kHashIndexPrefix; it->Next()) {
+    ++index_rows;
+  }
+  TIDEMAP_RETURN_IF_ERROR(it->status());
+  if (index_rows > report.records) report.index_mismatches += index_rows - report.records;
+
+  // The leaves as stored on disk, not as held in memory.
+  TIDEMAP_ASSIGN_OR_RETURN(MerkleTree stored, MerkleTree::Create(impl_->tree_shape));
+  for (it->Seek(std::string(1, rows::kMerklePrefix));
+       it->Valid() && !it->key().empty() && it->key()[0] == rows::kMerklePrefix; it->Next()) {
+    uint32_t bucket = 0;
+    std::string_view value = it->value();
+    Digest128 digest;
+    if (!rows::ParseMerkleLeafKey(it->key(), &bucket) ||
+        !MerkleTree::DecodeDigest(&value, &digest) || !value.empty() ||
+        !stored.LoadLeaf(bucket, digest).ok()) {
+      return Status::Corruption("malformed Merkle leaf row");
+    }
+  }
+  TIDEMAP_RETURN_IF_ERROR(it->status());
+  stored.RecomputeInner();
+  for (uint32_t b = 0; b < stored.leaf_count(); ++b) {
+    if (stored.Leaf(b) != rebuilt.Leaf(b)) ++report.leaf_mismatches;
+  }
+  report.stored_root = stored.Root();
+  report.rebuilt_root = rebuilt.Root();
+  report.memory_root = MerkleRoot();
+  return report;
 }
 
 Result<PruneStats> Replica::PruneOplog() {

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "base/clock.h"
+#include "base/hash.h"
 #include "base/status.h"
 #include "hlc/hlc.h"
 #include "oplog/oplog.h"
@@ -138,6 +139,20 @@ struct ReplicaStats {
   Timestamp hlc_last;
 };
 
+// What Scrub() found. Consistent iff every root agrees and nothing mismatched.
+struct ScrubReport {
+  uint64_t records = 0;           // stored keys, tombstones included
+  Digest128 stored_root;          // from the leaf rows on disk
+  Digest128 memory_root;          // the tree the replica serves from memory
+  Digest128 rebuilt_root;         // recomputed from every record
+  uint64_t leaf_mismatches = 0;   // buckets whose stored leaf differs from the rebuild
+  uint64_t index_mismatches = 0;  // key-hash index rows missing, extra or disagreeing
+  bool ok() const {
+    return leaf_mismatches == 0 && index_mismatches == 0 && stored_root == rebuilt_root &&
+           memory_root == rebuilt_root;
+  }
+};
+
 class Replica {
  public:
   // Opens or creates the replica at options.path. A database created by
@@ -182,6 +197,14 @@ class Replica {
   // read from the replica and unsubscribe; it must not write to it.
   SubscriptionId Subscribe(std::string_view map, Callback callback);
   void Unsubscribe(SubscriptionId id);
+
+  // The root digest of the Merkle tree over every key's (map, key, version,
+  // tombstone): two replicas have converged when their roots are equal.
+  Digest128 MerkleRoot() const;
+
+  // Compares the stored Merkle tree and key-hash index with a full rebuild
+  // from the records. Writes wait while it runs (it reads every record).
+  Result<ScrubReport> Scrub();
 
   // Prunes the oplog (see Oplog::Prune) with this replica's retention.
   Result<PruneStats> PruneOplog();

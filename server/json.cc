@@ -24,6 +24,7 @@ nlohmann::json StatusJson(const StatusInfo& info, const std::map<uint64_t, uint6
   j["public_key"] = info.public_key;
   j["keys"] = s.keys;
   j["tombstones"] = s.tombstones;
+  j["merkle_root"] = info.merkle_root.ToHex();
   j["hlc"] = s.hlc_last.ToString();
   j["durability"] = info.durability;
   j["oplog"] = {{"first_seq", s.oplog_first_seq},

@@ -18,10 +18,11 @@ struct StatusInfo {
   std::string public_key;  // text form; empty when unknown
   ReplicaStats stats;
   std::string durability;
+  Digest128 merkle_root;
 };
 
 // `status --json` / GET /v1/status: node_id, public_key, keys, tombstones,
-// hlc, oplog{first_seq,last_seq,pruned_through}, peers[].
+// merkle_root (32 hex digits), hlc, oplog{first_seq,last_seq,pruned_through}, peers[].
 nlohmann::json StatusJson(const StatusInfo& info, const std::map<uint64_t, uint64_t>& peer_acks);
 
 // A scan page: {"items": [{"key"|"key_base64", "value"|"value_base64", "hlc", "origin"}], "next"}.

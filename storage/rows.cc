@@ -10,7 +10,10 @@
 //       checksum := XXH3-64 of (record key, every byte before checksum, value);
 //                   binding the key means a row moved under another key fails too
 //   oplog key    := 'o' seq:u64               (value: see oplog/oplog.cc)
-//   merkle key   := 'k' ...                   (see merkle/)
+//   merkle key   := 'k' bucket:u32  ->  leaf digest: hi:u64 lo:u64 (see merkle/)
+//   index key    := 'h' key_hash:u64 lp(map) key  ->  hlc:u64 origin:u64 flags:u8
+//       key_hash := merkle KeyHash(map, key); one row per stored key, tombstones
+//                   included, rewritten with its record in the same batch
 //   meta key     := 'm' name
 //       schema_version -> u64   node_id -> u64   hlc_bound -> u64 (Timestamp raw)
 //       state -> last_seq:u64 live:u64 tombstones:u64 (rewritten by every commit)
@@ -127,6 +130,58 @@ Result<RecordValue> DecodeRecord(std::string_view row_key, std::string_view byte
 
 Result<RecordMeta> DecodeRecordMeta(std::string_view row_key, std::string_view bytes) {
   return ParseRecord(row_key, bytes, nullptr, nullptr);
+}
+
+std::string MerkleLeafKey(uint32_t bucket) {
+  std::string out(1, kMerklePrefix);
+  PutFixed32BE(&out, bucket);
+  return out;
+}
+
+bool ParseMerkleLeafKey(std::string_view row_key, uint32_t* bucket) {
+  if (row_key.size() != 5 || row_key[0] != kMerklePrefix) return false;
+  *bucket = DecodeFixed32BE(row_key.data() + 1);
+  return true;
+}
+
+std::string HashIndexPrefix(uint64_t key_hash) {
+  std::string out(1, kHashIndexPrefix);
+  PutFixed64BE(&out, key_hash);
+  return out;
+}
+
+std::string HashIndexKey(uint64_t key_hash, std::string_view map, std::string_view key) {
+  std::string out = HashIndexPrefix(key_hash);
+  PutLengthPrefixed(&out, map);
+  out.append(key);
+  return out;
+}
+
+bool ParseHashIndexKey(std::string_view row_key, uint64_t* key_hash, std::string_view* map,
+                       std::string_view* key) {
+  if (row_key.empty() || row_key[0] != kHashIndexPrefix) return false;
+  row_key.remove_prefix(1);
+  if (!GetFixed64BE(&row_key, key_hash) || !GetLengthPrefixed(&row_key, map)) return false;
+  *key = row_key;
+  return true;
+}
+
+std::string EncodeHashIndexValue(const RecordMeta& meta) {
+  std::string out;
+  PutFixed64BE(&out, meta.version.hlc.raw);
+  PutFixed64BE(&out, meta.version.origin);
+  out.push_back(static_cast<char>(meta.tombstone ? kFlagTombstone : 0));
+  return out;
+}
+
+Result<RecordMeta> DecodeHashIndexValue(std::string_view bytes) {
+  uint64_t hlc = 0, origin = 0;
+  uint8_t flags = 0;
+  if (!GetFixed64BE(&bytes, &hlc) || !GetFixed64BE(&bytes, &origin) || !GetByte(&bytes, &flags) ||
+      !bytes.empty() || (flags & ~kFlagTombstone) != 0) {
+    return Status::Corruption("malformed key-hash index row");
+  }
+  return RecordMeta{Version{Timestamp{hlc}, origin}, (flags & kFlagTombstone) != 0};
 }
 
 std::string MetaKey(std::string_view name) {

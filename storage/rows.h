@@ -21,6 +21,7 @@ namespace tidemap::rows {
 inline constexpr char kRecordPrefix = 'r';
 inline constexpr char kOplogPrefix = 'o';
 inline constexpr char kMerklePrefix = 'k';
+inline constexpr char kHashIndexPrefix = 'h';
 inline constexpr char kMetaPrefix = 'm';
 
 // The schema version this build writes and reads.
@@ -56,6 +57,22 @@ std::string EncodeRecord(std::string_view row_key, const RecordValue& record);
 Result<RecordValue> DecodeRecord(std::string_view row_key, std::string_view bytes);
 // Same check, without copying the value out.
 Result<RecordMeta> DecodeRecordMeta(std::string_view row_key, std::string_view bytes);
+
+// ---- Merkle leaves and the key-hash index ----
+
+// The row holding the persisted digest of Merkle leaf `bucket`.
+std::string MerkleLeafKey(uint32_t bucket);
+// Splits a Merkle leaf row key; false when it is not one.
+bool ParseMerkleLeafKey(std::string_view row_key, uint32_t* bucket);
+
+// The key-hash index lists every stored key by KeyHash(map, key), so that a
+// Merkle bucket (a contiguous key-hash range) is one range scan.
+std::string HashIndexKey(uint64_t key_hash, std::string_view map, std::string_view key);
+std::string HashIndexPrefix(uint64_t key_hash);
+bool ParseHashIndexKey(std::string_view row_key, uint64_t* key_hash, std::string_view* map,
+                       std::string_view* key);
+std::string EncodeHashIndexValue(const RecordMeta& meta);
+Result<RecordMeta> DecodeHashIndexValue(std::string_view bytes);
 
 // ---- meta ----
 

@@ -353,6 +353,89 @@ TEST_F(ReplicaTest, RestartWithClockSetBackKeepsTimestampsAndSeqsGrowing) {
   EXPECT_EQ(r->Stats()->keys, 11u);
 }
 
+// The Merkle root depends only on the set of (map, key, version, tombstone):
+// the same records in any order give the same root, one different version a
+// different root, and values never enter it.
+TEST_F(ReplicaTest, MerkleRootIsOrderIndependentAndTracksVersions) {
+  std::vector<RemoteRecord> recs;
+  for (int i = 0; i < 200; ++i) {
+    recs.push_back(
+        {"m" + std::to_string(i % 3), "k" + std::to_string(i), "v",
+         Version{Timestamp::FromParts(kStartMs - 1000 + static_cast<uint64_t>(i), 0), 0xb2},
+         i % 7 == 0});
+    if (recs.back().tombstone) recs.back().value.clear();
+  }
+  auto r1 = OpenReplica(Options(kNode, "/m1"));
+  auto r2 = OpenReplica(Options(kNode, "/m2"));
+  EXPECT_EQ(r1->MerkleRoot(), r2->MerkleRoot());  // both empty
+  EXPECT_TRUE(r1->MerkleRoot().IsZero());
+  ASSERT_TRUE(r1->ApplyRemote(recs, 0xb2).ok());
+  std::vector<RemoteRecord> reversed(recs.rbegin(), recs.rend());
+  for (size_t i = 0; i < reversed.size(); i += 17) {
+    const size_t n = std::min<size_t>(17, reversed.size() - i);
+    ASSERT_TRUE(r2->ApplyRemote({reversed.data() + i, n}, 0xb2).ok());
+  }
+  EXPECT_EQ(r1->MerkleRoot(), r2->MerkleRoot());
+  EXPECT_FALSE(r1->MerkleRoot().IsZero());
+
+  // Same version, different value bytes (a forged tie): the metadata root is
+  // unchanged, by design; the value never enters the tree.
+  RemoteRecord newer = recs[5];
+  newer.version.hlc = Timestamp::FromParts(kStartMs, 9);
+  newer.value = "changed";
+  newer.tombstone = false;
+  ASSERT_TRUE(r2->ApplyRemote({&newer, 1}, 0xb2).ok());
+  EXPECT_NE(r1->MerkleRoot(), r2->MerkleRoot());
+  ASSERT_TRUE(r1->ApplyRemote({&newer, 1}, 0xb2).ok());
+  EXPECT_EQ(r1->MerkleRoot(), r2->MerkleRoot());
+
+  // Roots survive a reopen (loaded from the persisted leaves).
+  const Digest128 root = r1->MerkleRoot();
+  r1.reset();
+  r1 = OpenReplica(Options(kNode, "/m1"));
+  EXPECT_EQ(r1->MerkleRoot(), root);
+  auto scrub = r1->Scrub();
+  ASSERT_TRUE(scrub.ok());
+  EXPECT_TRUE(scrub->ok());
+  EXPECT_EQ(scrub->records, 200u);
+}
+
+TEST_F(ReplicaTest, ScrubFindsATamperedLeafAndAMissingIndexRow) {
+  {
+    auto r = OpenReplica(Options());
+    for (int i = 0; i < 50; ++i) ASSERT_TRUE(r->Put("m", "k" + std::to_string(i), "v").ok());
+    auto clean = r->Scrub();
+    ASSERT_TRUE(clean.ok());
+    EXPECT_TRUE(clean->ok());
+  }
+  {
+    StoreOptions so;
+    so.path = "/db";
+    so.env = env_.get();
+    auto store = Store::Open(so);
+    ASSERT_TRUE(store.ok());
+    auto it = (*store)->NewIterator();
+    it->Seek(std::string(1, rows::kMerklePrefix));
+    ASSERT_TRUE(it->Valid());
+    const std::string leaf_key(it->key());
+    it->Seek(std::string(1, rows::kHashIndexPrefix));
+    ASSERT_TRUE(it->Valid());
+    const std::string index_key(it->key());
+    it.reset();
+    Batch b;
+    b.Put(leaf_key, std::string(16, '\x5a'));
+    b.Delete(index_key);
+    ASSERT_TRUE((*store)->Write(&b, true).ok());
+  }
+  auto r = OpenReplica(Options());
+  auto scrub = r->Scrub();
+  ASSERT_TRUE(scrub.ok());
+  EXPECT_FALSE(scrub->ok());
+  EXPECT_EQ(scrub->leaf_mismatches, 1u);
+  EXPECT_EQ(scrub->index_mismatches, 1u);
+  EXPECT_NE(scrub->stored_root, scrub->rebuilt_root);
+}
+
 // A clean close gives back the unused part of the HLC reservation, so opening
 // and closing repeatedly (one CLI command after another) does not push the
 // clock ahead of wall time by hlc_reserve_ms each time.

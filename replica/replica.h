@@ -28,6 +28,7 @@
 #include "base/status.h"
 #include "hlc/hlc.h"
 #include "oplog/oplog.h"
+#include "schemas/messages.h"
 #include "storage/storage.h"
 
 namespace tidemap {
@@ -62,15 +63,6 @@ struct ReplicaOptions {
 struct Record {
   std::string value;
   Version version;
-};
-
-// A record as it crosses between replicas.
-struct RemoteRecord {
-  std::string map;
-  std::string key;
-  std::string value;  // empty for a tombstone
-  Version version;
-  bool tombstone = false;
 };
 
 struct ScanItem {

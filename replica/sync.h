@@ -1,0 +1,91 @@
+// SyncSession: the sans-I/O sync protocol between this replica and one peer.
+//
+// It never touches a socket or a clock: the owner (net/ in production, the
+// simulator in tests) feeds it decoded messages and the current time, and
+// sends whatever it returns, in order, over one reliable ordered connection.
+// One session lives as long as one connection; a new connection starts a new
+// session, which resumes from the cursors persisted in the replica.
+//
+// Over one session, both directions at once:
+//  - oplog tail streaming: our changes after the peer's acknowledged cursor, in
+//    batches of at most batch_records_max / batch_bytes_max, at most
+//    batches_in_flight_max unacknowledged; a key changed many times ships once;
+//    rows that originated at the peer are not echoed back;
+//  - tree diff: on first contact, when the peer's cursor fell below our pruned
+//    point, and every diff_interval_ms; it descends the Merkle trees only where
+//    digests differ, exchanges (key hash, version) summaries of the differing
+//    buckets, then only the records one side lacks or holds older.
+//
+// Thread-safety: none; one owner thread drives a session. The replica must
+// outlive it.
+#ifndef TIDEMAP_REPLICA_SYNC_H_
+#define TIDEMAP_REPLICA_SYNC_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "replica/replica.h"
+#include "schemas/messages.h"
+
+namespace tidemap {
+
+struct SyncOptions {
+  size_t batch_records_max = 1000;
+  size_t batch_bytes_max = size_t{1} << 20;  // a record larger than this goes alone
+  size_t batches_in_flight_max = 4;
+  size_t diff_chunk_bytes_max = size_t{1} << 20;  // per TreeNodes/BucketSummaries/DiffRecords
+  uint64_t diff_interval_ms = 60'000;             // periodic anti-entropy (0: never)
+  uint64_t refused_retry_ms = 5'000;              // after a BatchRefused, wait this long
+};
+
+// What a session has done, for status, metrics and benchmarks.
+struct SyncStats {
+  uint64_t messages_sent = 0;
+  uint64_t messages_received = 0;
+  uint64_t records_sent = 0;
+  uint64_t records_applied = 0;  // received records that won here
+  uint64_t diffs_completed = 0;
+  uint64_t acked_seq = 0;        // the peer's cursor into our oplog
+  bool diff_in_progress = false;
+  std::string last_error;        // e.g. the peer refused our clock
+};
+
+class SyncSession {
+ public:
+  // `peer_node_id` is the authenticated id of the other side. `replica` must
+  // outlive the session.
+  SyncSession(Replica* replica, uint64_t peer_node_id, SyncOptions options);
+  ~SyncSession();
+  SyncSession(const SyncSession&) = delete;
+  SyncSession& operator=(const SyncSession&) = delete;
+
+  // The opening messages (our Hello). Call once, first.
+  Status Start(uint64_t now_ms, std::vector<msg::Message>* out);
+
+  // Handles one message from the peer and appends the replies to `out`.
+  // A non-OK status means the session must be closed (protocol violation,
+  // wrong peer, incompatible version); the message says why. Refusals of our
+  // data by the peer are not errors: they show in stats().last_error.
+  Status Receive(const msg::Message& message, uint64_t now_ms, std::vector<msg::Message>* out);
+
+  // Appends what is due now: new oplog rows to stream (within the in-flight
+  // window), the next chunks of a running diff, a periodic diff. Call after
+  // local writes and on a timer.
+  Status Poll(uint64_t now_ms, std::vector<msg::Message>* out);
+
+  // True when nothing is in flight or pending in either direction.
+  bool Idle() const;
+
+  const SyncStats& stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tidemap
+
+#endif  // TIDEMAP_REPLICA_SYNC_H_

@@ -1,0 +1,139 @@
+// The sync protocol's messages as plain C++ values: what the sans-I/O sync
+// core (replica/sync.h) consumes and produces. schemas/codec.h turns them into
+// Cap'n Proto frames and back (schemas/sync.capnp); byte counts of the sync
+// benchmark are of those encoded frames.
+//
+// One session runs over one connection and carries both directions. Every
+// message of a session direction has the next `seq` (1, 2, ...); a gap, a
+// repeat or a reordering closes the session, and a new one starts from the
+// persisted cursors. So a lost, duplicated or reordered message never
+// corrupts state: at worst it costs a reconnect.
+#ifndef TIDEMAP_SCHEMAS_MESSAGES_H_
+#define TIDEMAP_SCHEMAS_MESSAGES_H_
+
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "base/hash.h"
+#include "hlc/hlc.h"
+
+namespace tidemap {
+
+inline constexpr uint32_t kProtocolVersion = 1;
+
+// A record as it crosses between replicas.
+struct RemoteRecord {
+  std::string map;
+  std::string key;
+  std::string value;  // empty for a tombstone
+  Version version;
+  bool tombstone = false;
+
+  friend bool operator==(const RemoteRecord&, const RemoteRecord&) = default;
+};
+
+namespace msg {
+
+// First message of each side.
+struct Hello {
+  uint32_t protocol_version = kProtocolVersion;
+  uint64_t node_id = 0;
+  Digest128 merkle_root;
+  uint32_t tree_fanout_bits = 0;  // both sides must use the same tree shape
+  uint32_t tree_depth = 0;
+  uint64_t last_seq = 0;        // the sender's highest oplog seq
+  uint64_t pruned_through = 0;  // the sender's oplog holds no seq at or below this
+  friend bool operator==(const Hello&, const Hello&) = default;
+};
+
+// Oplog tail streaming: the sender's changes with seq in [first_seq, last_seq]
+// (rows that were superseded, or originated at the receiver, are left out, so
+// `records` may hold fewer entries than the range).
+struct RecordBatch {
+  uint64_t first_seq = 0;
+  uint64_t last_seq = 0;
+  std::vector<RemoteRecord> records;
+  friend bool operator==(const RecordBatch&, const RecordBatch&) = default;
+};
+
+// The receiver stored every record of the batch ending at last_seq.
+struct BatchAck {
+  uint64_t last_seq = 0;
+  friend bool operator==(const BatchAck&, const BatchAck&) = default;
+};
+
+// The receiver refused the batch (e.g. a clock too far ahead); the sender
+// keeps its data and retries later. `reason` is shown in status.
+struct BatchRefused {
+  uint64_t last_seq = 0;
+  std::string reason;
+  friend bool operator==(const BatchRefused&, const BatchRefused&) = default;
+};
+
+// Tree diff, one descent step: for each parent node at `level`, the 64-bit
+// digests (the low half of each 128-bit node digest) of its `fanout`
+// children, in order. diff_id 0 is never used. `last` is false on all but the
+// final chunk of a step.
+struct TreeNodes {
+  uint64_t diff_id = 0;
+  uint32_t level = 0;
+  std::vector<uint32_t> parents;
+  std::vector<uint64_t> child_digests;  // parents.size() * fanout entries
+  bool last = true;
+  friend bool operator==(const TreeNodes&, const TreeNodes&) = default;
+};
+
+// One entry of a bucket summary: a stored key's hash and version.
+struct SummaryEntry {
+  uint64_t key_hash = 0;
+  Version version;
+  bool tombstone = false;
+  friend bool operator==(const SummaryEntry&, const SummaryEntry&) = default;
+};
+
+// Tree diff, bottom: the sender's (key_hash, version) entries of each listed
+// bucket. `counts[i]` entries belong to `buckets[i]`, in key_hash order.
+struct BucketSummaries {
+  uint64_t diff_id = 0;
+  std::vector<uint32_t> buckets;
+  std::vector<uint32_t> counts;
+  std::vector<SummaryEntry> entries;
+  bool last = true;
+  friend bool operator==(const BucketSummaries&, const BucketSummaries&) = default;
+};
+
+// Tree diff, transfer: records the other side lacks or holds older, and the
+// key hashes the sender wants in return (only on the last chunk).
+struct DiffRecords {
+  uint64_t diff_id = 0;
+  std::vector<RemoteRecord> records;
+  std::vector<uint64_t> requests;
+  bool last = true;
+  friend bool operator==(const DiffRecords&, const DiffRecords&) = default;
+};
+
+// Tree diff, end: the sender applied everything it received in this diff and
+// owes nothing more. After it both sides are repaired as of the diff's start.
+struct DiffEnd {
+  uint64_t diff_id = 0;
+  friend bool operator==(const DiffEnd&, const DiffEnd&) = default;
+};
+
+using Body = std::variant<Hello, RecordBatch, BatchAck, BatchRefused, TreeNodes, BucketSummaries,
+                          DiffRecords, DiffEnd>;
+
+struct Message {
+  uint64_t seq = 0;  // per session and direction, from 1
+  Body body;
+  friend bool operator==(const Message&, const Message&) = default;
+};
+
+// "hello", "record_batch", ... for logs and errors.
+const char* BodyName(const Body& body);
+
+}  // namespace msg
+}  // namespace tidemap
+
+#endif  // TIDEMAP_SCHEMAS_MESSAGES_H_

@@ -672,6 +672,85 @@ void Replica::Unsubscribe(SubscriptionId id) {
   impl_->sub_count.store(impl_->subs.size(), std::memory_order_release);
 }
 
+Result<std::optional<RemoteRecord>> Replica::ReadRecord(std::string_view map,
+                                                        std::string_view key) const {
+  const std::string row_key = rows::RecordKey(map, key);
+  auto bytes = impl_->store->Get(row_key);
+  if (bytes.status().IsNotFound()) return std::optional<RemoteRecord>();
+  if (!bytes.ok()) return bytes.status();
+  TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, *bytes));
+  return std::optional<RemoteRecord>(RemoteRecord{
+      std::string(map), std::string(key), std::move(rec.value), rec.version, rec.tombstone});
+}
+
+Status Replica::RecordsByKeyHash(uint64_t key_hash, std::vector<RemoteRecord>* out) const {
+  const std::string prefix = rows::HashIndexPrefix(key_hash);
+  std::vector<std::pair<std::string, std::string>> keys;
+  {
+    auto it = impl_->store->NewIterator();
+    for (it->Seek(prefix); it->Valid() && it->key().substr(0, prefix.size()) == prefix;
+         it->Next()) {
+      uint64_t h = 0;
+      std::string_view m, k;
+      if (!rows::ParseHashIndexKey(it->key(), &h, &m, &k)) {
+        return Status::Corruption("malformed key-hash index row");
+      }
+      keys.emplace_back(std::string(m), std::string(k));
+    }
+    TIDEMAP_RETURN_IF_ERROR(it->status());
+  }
+  for (const auto& [m, k] : keys) {
+    TIDEMAP_ASSIGN_OR_RETURN(std::optional<RemoteRecord> rec, ReadRecord(m, k));
+    if (rec.has_value()) out->push_back(std::move(*rec));
+  }
+  return Status::Ok();
+}
+
+Status Replica::BucketSummary(uint32_t bucket, std::vector<msg::SummaryEntry>* out) const {
+  std::pair<uint64_t, uint64_t> range;
+  {
+    MutexLock l(&impl_->tree_mu);
+    if (bucket >= impl_->tree.leaf_count()) {
+      return Status::InvalidArgument("bucket " + std::to_string(bucket) + " out of range");
+    }
+    range = impl_->tree.KeyHashRange(impl_->tree.depth(), bucket);
+  }
+  auto it = impl_->store->NewIterator();
+  for (it->Seek(rows::HashIndexPrefix(range.first)); it->Valid(); it->Next()) {
+    uint64_t h = 0;
+    std::string_view m, k;
+    if (it->key().empty() || it->key()[0] != rows::kHashIndexPrefix) break;
+    if (!rows::ParseHashIndexKey(it->key(), &h, &m, &k)) {
+      return Status::Corruption("malformed key-hash index row");
+    }
+    if (h > range.second) break;
+    TIDEMAP_ASSIGN_OR_RETURN(rows::RecordMeta meta, rows::DecodeHashIndexValue(it->value()));
+    out->push_back(msg::SummaryEntry{h, meta.version, meta.tombstone});
+  }
+  return it->status();
+}
+
+Status Replica::MerkleChildDigests(uint32_t level, const std::vector<uint32_t>& parents,
+                                   std::vector<uint64_t>* out) const {
+  MutexLock l(&impl_->tree_mu);
+  for (uint32_t parent : parents) {
+    if (!impl_->tree.IsInnerNode(level, parent)) {
+      return Status::InvalidArgument("node (" + std::to_string(level) + ", " +
+                                     std::to_string(parent) + ") is not an inner tree node");
+    }
+    for (const Digest128& d : impl_->tree.Children(level, parent)) out->push_back(d.lo);
+  }
+  return Status::Ok();
+}
+
+uint32_t Replica::tree_fanout_bits() const { return impl_->tree_shape.fanout_bits; }
+uint32_t Replica::tree_depth() const { return impl_->tree_shape.depth; }
+
+uint64_t Replica::LastSeq() const {
+  MutexLock l(&impl_->state_mu);
+  return impl_->last_seq;
+}
+
 Digest128 Replica::MerkleRoot() const {
   MutexLock l(&impl_->tree_mu);
   return impl_->tree.Root();

@@ -198,6 +198,23 @@ class Replica {
   // from the records. Writes wait while it runs (it reads every record).
   Result<ScrubReport> Scrub();
 
+  // ---- for the sync core (replica/sync.h) ----
+
+  // The stored record of (map, key), tombstones included; nullopt when absent.
+  Result<std::optional<RemoteRecord>> ReadRecord(std::string_view map, std::string_view key) const;
+  // Every stored record (tombstones included) whose KeyHash is `key_hash`.
+  Status RecordsByKeyHash(uint64_t key_hash, std::vector<RemoteRecord>* out) const;
+  // The (key hash, version) entries of Merkle bucket `bucket`, in key-hash order.
+  Status BucketSummary(uint32_t bucket, std::vector<msg::SummaryEntry>* out) const;
+  // For each parent node at `level`, the low 64 bits of its children's digests.
+  // InvalidArgument when a parent is not an inner node.
+  Status MerkleChildDigests(uint32_t level, const std::vector<uint32_t>& parents,
+                            std::vector<uint64_t>* out) const;
+  uint32_t tree_fanout_bits() const;
+  uint32_t tree_depth() const;
+  // The highest seq assigned so far (cheap; no I/O).
+  uint64_t LastSeq() const;
+
   // Prunes the oplog (see Oplog::Prune) with this replica's retention.
   Result<PruneStats> PruneOplog();
 

@@ -48,9 +48,9 @@ struct SyncStats {
   uint64_t records_sent = 0;
   uint64_t records_applied = 0;  // received records that won here
   uint64_t diffs_completed = 0;
-  uint64_t acked_seq = 0;        // the peer's cursor into our oplog
+  uint64_t acked_seq = 0;  // the peer's cursor into our oplog
   bool diff_in_progress = false;
-  std::string last_error;        // e.g. the peer refused our clock
+  std::string last_error;  // e.g. the peer refused our clock
 };
 
 class SyncSession {

@@ -1,0 +1,497 @@
+#include "replica/sync.h"
+
+#include <algorithm>
+#include <deque>
+#include <optional>
+
+#include "merkle/merkle.h"
+
+namespace tidemap {
+
+namespace {
+
+size_t RecordBytes(const RemoteRecord& r) {
+  return r.map.size() + r.key.size() + r.value.size() + 32;
+}
+
+}  // namespace
+
+struct SyncSession::Impl {
+  Impl(Replica* r, uint64_t peer, SyncOptions o) : replica(r), peer_id(peer), options(o) {}
+
+  Replica* const replica;
+  const uint64_t peer_id;
+  const SyncOptions options;
+  SyncStats stats;
+
+  uint64_t out_msg_seq = 0;  // last message seq we sent
+  uint64_t in_msg_seq = 0;   // last message seq we received
+  bool started = false;
+  bool got_hello = false;
+  Digest128 hello_root;  // our root as sent in our Hello
+
+  // Outbound streaming. Every row below stream_next was sent (or skipped).
+  uint64_t stream_next = 1;
+  std::deque<uint64_t> in_flight;  // last_seq of each unacknowledged batch
+  uint64_t session_acked = 0;      // highest seq acknowledged in this session
+  uint64_t blocked_until_ms = 0;   // after a BatchRefused
+
+  // The peer's persisted cursor into our oplog. While `repair_pending`, the
+  // peer is missing rows we no longer hold (first contact, or its cursor fell
+  // below our pruned point): acks are held in memory until a tree diff has
+  // repaired it, then the cursor jumps to max(snapshot_seq, acks).
+  uint64_t stored_cursor = 0;
+  bool repair_pending = false;
+  uint64_t snapshot_seq = 0;
+
+  // The running tree diff, if any.
+  uint64_t diff_id = 0;
+  bool diff_initiator = false;
+  bool diff_answered = false;  // the peer replied to our first step
+  uint64_t diff_counter = 0;
+  uint64_t last_diff_ms = 0;
+  // Chunks of a step being received.
+  std::vector<uint32_t> pending_parents;
+  std::vector<uint64_t> pending_digests;
+  std::vector<uint64_t> pending_send;     // key hashes we owe the peer (from summaries)
+  std::vector<uint64_t> pending_request;  // key hashes we want from the peer
+
+  // Appends a message with the next seq, built in place (GCC 12 warns about
+  // moving a filled std::variant at -O3, a false positive).
+  template <typename T>
+  void Emit(T&& body, std::vector<msg::Message>* out) {
+    msg::Message& m = out->emplace_back();
+    m.seq = ++out_msg_seq;
+    m.body.emplace<std::decay_t<T>>(std::forward<T>(body));
+    ++stats.messages_sent;
+  }
+
+  bool IsLowerId() const { return replica->node_id() < peer_id; }
+
+  Status PersistAck(uint64_t seq) {
+    if (repair_pending) return Status::Ok();
+    stats.acked_seq = std::max(stats.acked_seq, seq);
+    return replica->oplog().SetPeerAck(peer_id, seq);
+  }
+
+  Status OnHello(const msg::Hello& h, uint64_t now_ms, std::vector<msg::Message>* out);
+  Status OnBatch(const msg::RecordBatch& b, std::vector<msg::Message>* out);
+  Status OnAck(const msg::BatchAck& a);
+  Status OnRefused(const msg::BatchRefused& r, uint64_t now_ms);
+  Status OnTreeNodes(const msg::TreeNodes& t, std::vector<msg::Message>* out);
+  Status OnSummaries(const msg::BucketSummaries& s, std::vector<msg::Message>* out);
+  Status OnDiffRecords(const msg::DiffRecords& d, uint64_t now_ms, std::vector<msg::Message>* out);
+  Status OnDiffEnd(const msg::DiffEnd& e, uint64_t now_ms);
+
+  Status StartDiff(uint64_t now_ms, std::vector<msg::Message>* out);
+  // Adopts the peer's diff `id` as its responder.
+  void JoinDiff(uint64_t id);
+  Status FinishDiff(uint64_t now_ms);
+  // Sends the records for `key_hashes`, chunked; `requests` ride on the last chunk.
+  Status SendDiffRecords(const std::vector<uint64_t>& key_hashes,
+                         const std::vector<uint64_t>& requests, std::vector<msg::Message>* out);
+  Status SendTreeStep(uint32_t level, const std::vector<uint32_t>& parents,
+                      std::vector<msg::Message>* out);
+  Status SendSummaries(const std::vector<uint32_t>& buckets, std::vector<msg::Message>* out);
+  Status Stream(uint64_t now_ms, std::vector<msg::Message>* out);
+};
+
+SyncSession::SyncSession(Replica* replica, uint64_t peer_node_id, SyncOptions options)
+    : impl_(std::make_unique<Impl>(replica, peer_node_id, options)) {}
+
+SyncSession::~SyncSession() = default;
+
+const SyncStats& SyncSession::stats() const { return impl_->stats; }
+
+Status SyncSession::Start(uint64_t now_ms, std::vector<msg::Message>* out) {
+  Impl& s = *impl_;
+  TIDEMAP_CHECK(!s.started);
+  s.started = true;
+  s.last_diff_ms = now_ms;
+  auto cursor = s.replica->oplog().PeerAck(s.peer_id);
+  bool first_contact = false;
+  if (cursor.status().IsNotFound()) {
+    TIDEMAP_RETURN_IF_ERROR(s.replica->oplog().AddPeer(s.peer_id));
+    first_contact = true;
+    s.stored_cursor = 0;
+  } else if (!cursor.ok()) {
+    return cursor.status();
+  } else {
+    s.stored_cursor = *cursor;
+  }
+  s.stats.acked_seq = s.stored_cursor;
+  // The seq is read before the root, so the root covers at least every row up
+  // to it: a snapshot the peer may be declared repaired to.
+  const uint64_t last_seq = s.replica->LastSeq();
+  TIDEMAP_ASSIGN_OR_RETURN(uint64_t pruned, s.replica->oplog().PrunedThrough());
+  s.hello_root = s.replica->MerkleRoot();
+  s.stream_next = s.stored_cursor + 1;
+  if (first_contact || s.stored_cursor < pruned) {
+    s.repair_pending = true;
+    s.snapshot_seq = last_seq;
+    s.stream_next = last_seq + 1;  // what precedes the snapshot comes by tree diff
+  }
+  msg::Hello hello;
+  hello.node_id = s.replica->node_id();
+  hello.merkle_root = s.hello_root;
+  hello.tree_fanout_bits = s.replica->tree_fanout_bits();
+  hello.tree_depth = s.replica->tree_depth();
+  hello.last_seq = last_seq;
+  hello.pruned_through = pruned;
+  s.Emit(hello, out);
+  return Status::Ok();
+}
+
+Status SyncSession::Receive(const msg::Message& message, uint64_t now_ms,
+                            std::vector<msg::Message>* out) {
+  Impl& s = *impl_;
+  TIDEMAP_CHECK(s.started);
+  if (message.seq != s.in_msg_seq + 1) {
+    return Status::InvalidArgument("message " + std::to_string(message.seq) + " (" +
+                                   msg::BodyName(message.body) + ") out of order, expected " +
+                                   std::to_string(s.in_msg_seq + 1));
+  }
+  s.in_msg_seq = message.seq;
+  ++s.stats.messages_received;
+  if (!s.got_hello && !std::holds_alternative<msg::Hello>(message.body)) {
+    return Status::InvalidArgument(std::string("expected hello, got ") +
+                                   msg::BodyName(message.body));
+  }
+  const msg::Body& b = message.body;
+  if (auto* h = std::get_if<msg::Hello>(&b)) return s.OnHello(*h, now_ms, out);
+  if (auto* rb = std::get_if<msg::RecordBatch>(&b)) return s.OnBatch(*rb, out);
+  if (auto* a = std::get_if<msg::BatchAck>(&b)) return s.OnAck(*a);
+  if (auto* r = std::get_if<msg::BatchRefused>(&b)) return s.OnRefused(*r, now_ms);
+  if (auto* t = std::get_if<msg::TreeNodes>(&b)) return s.OnTreeNodes(*t, out);
+  if (auto* bs = std::get_if<msg::BucketSummaries>(&b)) return s.OnSummaries(*bs, out);
+  if (auto* d = std::get_if<msg::DiffRecords>(&b)) return s.OnDiffRecords(*d, now_ms, out);
+  if (auto* e = std::get_if<msg::DiffEnd>(&b)) return s.OnDiffEnd(*e, now_ms);
+  return Status::InvalidArgument("unknown message");
+}
+
+Status SyncSession::Impl::OnHello(const msg::Hello& h, uint64_t now_ms,
+                                  std::vector<msg::Message>* out) {
+  if (got_hello) return Status::InvalidArgument("second hello");
+  if (h.protocol_version != kProtocolVersion) {
+    return Status::Refused("peer speaks protocol version " + std::to_string(h.protocol_version) +
+                           ", this node " + std::to_string(kProtocolVersion));
+  }
+  if (h.node_id != peer_id) {
+    return Status::Refused("hello from node " + NodeIdToString(h.node_id) + ", expected " +
+                           NodeIdToString(peer_id));
+  }
+  if (h.tree_fanout_bits != replica->tree_fanout_bits() || h.tree_depth != replica->tree_depth()) {
+    return Status::Refused("peer's Merkle tree has another shape");
+  }
+  got_hello = true;
+  if (repair_pending && h.merkle_root == hello_root) {
+    // Equal roots: the peer held everything we had at our snapshot.
+    repair_pending = false;
+    TIDEMAP_RETURN_IF_ERROR(PersistAck(std::max(snapshot_seq, session_acked)));
+  }
+  if (repair_pending) return StartDiff(now_ms, out);
+  return Stream(now_ms, out);
+}
+
+Status SyncSession::Impl::Stream(uint64_t now_ms, std::vector<msg::Message>* out) {
+  if (!got_hello || now_ms < blocked_until_ms) return Status::Ok();
+  while (in_flight.size() < options.batches_in_flight_max) {
+    if (stream_next > replica->LastSeq()) return Status::Ok();
+    TIDEMAP_ASSIGN_OR_RETURN(
+        std::vector<OplogEntry> rows,
+        replica->oplog().ReadAfter(stream_next - 1, options.batch_records_max));
+    if (rows.empty()) return Status::Ok();
+    if (rows.front().seq != stream_next && !repair_pending) {
+      // Our own pruning overtook this peer while the session ran: the rows it
+      // needs are gone, so repair it by tree diff instead of leaving a gap.
+      repair_pending = true;
+      snapshot_seq = replica->LastSeq();
+      stream_next = snapshot_seq + 1;
+      if (diff_id == 0) return StartDiff(now_ms, out);
+      return Status::Ok();
+    }
+    msg::RecordBatch batch;
+    batch.first_seq = stream_next;
+    size_t bytes = 0;
+    for (const OplogEntry& row : rows) {
+      if (!batch.records.empty() && bytes >= options.batch_bytes_max) break;
+      batch.last_seq = row.seq;
+      if (row.version.origin == peer_id) continue;  // never echo a change to its origin
+      TIDEMAP_ASSIGN_OR_RETURN(std::optional<RemoteRecord> rec,
+                               replica->ReadRecord(row.map, row.key));
+      // A key changed again later has a later row, which ships it once.
+      if (!rec.has_value() || rec->version != row.version) continue;
+      bytes += RecordBytes(*rec);
+      batch.records.push_back(std::move(*rec));
+    }
+    stats.records_sent += batch.records.size();
+    stream_next = batch.last_seq + 1;
+    in_flight.push_back(batch.last_seq);
+    Emit(std::move(batch), out);
+  }
+  return Status::Ok();
+}
+
+Status SyncSession::Impl::OnBatch(const msg::RecordBatch& b, std::vector<msg::Message>* out) {
+  auto applied = replica->ApplyRemote(b.records, peer_id);
+  if (!applied.ok()) {
+    if (applied.status().IsRefused()) {
+      // Not ours to keep: the sender holds its data and retries later.
+      Emit(msg::BatchRefused{b.last_seq, applied.status().message()}, out);
+      return Status::Ok();
+    }
+    return applied.status();
+  }
+  stats.records_applied += applied->applied;
+  Emit(msg::BatchAck{b.last_seq}, out);
+  return Status::Ok();
+}
+
+Status SyncSession::Impl::OnAck(const msg::BatchAck& a) {
+  // Acks arrive in order; one for a batch we rewound after a refusal is stale.
+  if (in_flight.empty() || in_flight.front() != a.last_seq) return Status::Ok();
+  in_flight.pop_front();
+  session_acked = a.last_seq;
+  stats.last_error.clear();
+  return PersistAck(a.last_seq);
+}
+
+Status SyncSession::Impl::OnRefused(const msg::BatchRefused& r, uint64_t now_ms) {
+  stats.last_error = "peer " + NodeIdToString(peer_id) + " refused our records: " + r.reason;
+  // Send it all again from the last acknowledged row, after a pause.
+  in_flight.clear();
+  const uint64_t resume = repair_pending ? std::max(session_acked, snapshot_seq)
+                                         : std::max(session_acked, stored_cursor);
+  stream_next = resume + 1;
+  blocked_until_ms = now_ms + options.refused_retry_ms;
+  return Status::Ok();
+}
+
+Status SyncSession::Impl::StartDiff(uint64_t now_ms, std::vector<msg::Message>* out) {
+  TIDEMAP_CHECK(diff_id == 0);
+  // Ids are odd from the lower node id and even from the higher, so the two
+  // sides never pick the same one.
+  diff_id = (++diff_counter << 1) | (IsLowerId() ? 1 : 0);
+  diff_initiator = true;
+  diff_answered = false;
+  stats.diff_in_progress = true;
+  last_diff_ms = now_ms;
+  if (repair_pending) snapshot_seq = std::max(snapshot_seq, replica->LastSeq());
+  return SendTreeStep(0, {0}, out);
+}
+
+void SyncSession::Impl::JoinDiff(uint64_t id) {
+  diff_id = id;
+  diff_initiator = false;
+  diff_answered = true;
+  stats.diff_in_progress = true;
+  pending_parents.clear();
+  pending_digests.clear();
+  pending_send.clear();
+  pending_request.clear();
+  // Everything up to now is covered by the tree we are about to describe.
+  if (repair_pending) snapshot_seq = std::max(snapshot_seq, replica->LastSeq());
+}
+
+Status SyncSession::Impl::FinishDiff(uint64_t now_ms) {
+  diff_id = 0;
+  stats.diff_in_progress = false;
+  ++stats.diffs_completed;
+  last_diff_ms = now_ms;
+  if (repair_pending) {
+    repair_pending = false;
+    TIDEMAP_RETURN_IF_ERROR(PersistAck(std::max(snapshot_seq, session_acked)));
+  }
+  return Status::Ok();
+}
+
+Status SyncSession::Impl::SendTreeStep(uint32_t level, const std::vector<uint32_t>& parents,
+                                       std::vector<msg::Message>* out) {
+  const size_t fanout = size_t{1} << replica->tree_fanout_bits();
+  const size_t per_chunk = std::max<size_t>(1, options.diff_chunk_bytes_max / (8 * fanout + 4));
+  for (size_t i = 0; i < parents.size(); i += per_chunk) {
+    msg::TreeNodes t;
+    t.diff_id = diff_id;
+    t.level = level;
+    t.parents.assign(
+        parents.begin() + static_cast<std::ptrdiff_t>(i),
+        parents.begin() + static_cast<std::ptrdiff_t>(std::min(parents.size(), i + per_chunk)));
+    TIDEMAP_RETURN_IF_ERROR(replica->MerkleChildDigests(level, t.parents, &t.child_digests));
+    t.last = i + per_chunk >= parents.size();
+    Emit(std::move(t), out);
+  }
+  return Status::Ok();
+}
+
+Status SyncSession::Impl::OnTreeNodes(const msg::TreeNodes& t, std::vector<msg::Message>* out) {
+  if (t.diff_id != diff_id) {
+    if (diff_id != 0 && diff_initiator && !diff_answered && IsLowerId()) {
+      return Status::Ok();  // both started one; the lower id's diff goes on, this one is dropped
+    }
+    JoinDiff(t.diff_id);
+  }
+  diff_answered = true;
+  pending_parents.insert(pending_parents.end(), t.parents.begin(), t.parents.end());
+  pending_digests.insert(pending_digests.end(), t.child_digests.begin(), t.child_digests.end());
+  if (!t.last) return Status::Ok();
+
+  const size_t fanout = size_t{1} << replica->tree_fanout_bits();
+  const uint32_t depth = replica->tree_depth();
+  if (t.level >= depth || pending_digests.size() != pending_parents.size() * fanout) {
+    return Status::InvalidArgument("malformed tree step");
+  }
+  std::vector<uint64_t> ours;
+  TIDEMAP_RETURN_IF_ERROR(replica->MerkleChildDigests(t.level, pending_parents, &ours));
+  std::vector<uint32_t> differing;
+  for (size_t p = 0; p < pending_parents.size(); ++p) {
+    for (size_t c = 0; c < fanout; ++c) {
+      if (ours[p * fanout + c] != pending_digests[p * fanout + c]) {
+        differing.push_back(static_cast<uint32_t>(pending_parents[p] * fanout + c));
+      }
+    }
+  }
+  const uint32_t child_level = t.level + 1;
+  pending_parents.clear();
+  pending_digests.clear();
+  if (differing.empty()) {
+    Emit(msg::DiffEnd{diff_id}, out);
+    return Status::Ok();  // completion is counted when the DiffEnd is sent; see below
+  }
+  if (child_level == depth) return SendSummaries(differing, out);
+  return SendTreeStep(child_level, differing, out);
+}
+
+Status SyncSession::Impl::SendSummaries(const std::vector<uint32_t>& buckets,
+                                        std::vector<msg::Message>* out) {
+  msg::BucketSummaries s;
+  s.diff_id = diff_id;
+  size_t bytes = 0;
+  for (size_t i = 0; i < buckets.size(); ++i) {
+    const size_t before = s.entries.size();
+    TIDEMAP_RETURN_IF_ERROR(replica->BucketSummary(buckets[i], &s.entries));
+    s.buckets.push_back(buckets[i]);
+    s.counts.push_back(static_cast<uint32_t>(s.entries.size() - before));
+    bytes += 8 + (s.entries.size() - before) * 20;
+    if (bytes >= options.diff_chunk_bytes_max && i + 1 < buckets.size()) {
+      s.last = false;
+      Emit(std::move(s), out);
+      s = msg::BucketSummaries{};
+      s.diff_id = diff_id;
+      bytes = 0;
+    }
+  }
+  s.last = true;
+  Emit(std::move(s), out);
+  return Status::Ok();
+}
+
+Status SyncSession::Impl::OnSummaries(const msg::BucketSummaries& bs,
+                                      std::vector<msg::Message>* out) {
+  if (bs.diff_id != diff_id) return Status::Ok();  // an abandoned diff
+  diff_answered = true;
+  if (bs.counts.size() != bs.buckets.size()) return Status::InvalidArgument("malformed summaries");
+  size_t offset = 0;
+  std::vector<msg::SummaryEntry> local;
+  for (size_t i = 0; i < bs.buckets.size(); ++i) {
+    if (offset + bs.counts[i] > bs.entries.size()) {
+      return Status::InvalidArgument("malformed summaries");
+    }
+    local.clear();
+    TIDEMAP_RETURN_IF_ERROR(replica->BucketSummary(bs.buckets[i], &local));
+    std::vector<SummaryEntry> mine, theirs;
+    mine.reserve(local.size());
+    for (const auto& e : local) mine.push_back(SummaryEntry{e.key_hash, e.version, e.tombstone});
+    for (size_t j = offset; j < offset + bs.counts[i]; ++j) {
+      const auto& e = bs.entries[j];
+      theirs.push_back(SummaryEntry{e.key_hash, e.version, e.tombstone});
+    }
+    offset += bs.counts[i];
+    TIDEMAP_ASSIGN_OR_RETURN(BucketDiff diff, DiffBucket(mine, theirs));
+    pending_send.insert(pending_send.end(), diff.send.begin(), diff.send.end());
+    pending_request.insert(pending_request.end(), diff.request.begin(), diff.request.end());
+  }
+  if (!bs.last) return Status::Ok();
+  std::vector<uint64_t> send = std::move(pending_send), request = std::move(pending_request);
+  pending_send.clear();
+  pending_request.clear();
+  if (send.empty() && request.empty()) {
+    Emit(msg::DiffEnd{diff_id}, out);
+    return Status::Ok();
+  }
+  return SendDiffRecords(send, request, out);
+}
+
+Status SyncSession::Impl::SendDiffRecords(const std::vector<uint64_t>& key_hashes,
+                                          const std::vector<uint64_t>& requests,
+                                          std::vector<msg::Message>* out) {
+  msg::DiffRecords d;
+  d.diff_id = diff_id;
+  size_t bytes = 0;
+  std::vector<RemoteRecord> found;
+  for (uint64_t h : key_hashes) {
+    found.clear();
+    TIDEMAP_RETURN_IF_ERROR(replica->RecordsByKeyHash(h, &found));
+    for (RemoteRecord& r : found) {
+      if (!d.records.empty() && bytes + RecordBytes(r) > options.diff_chunk_bytes_max) {
+        d.last = false;
+        stats.records_sent += d.records.size();
+        Emit(std::move(d), out);
+        d = msg::DiffRecords{};
+        d.diff_id = diff_id;
+        bytes = 0;
+      }
+      bytes += RecordBytes(r);
+      d.records.push_back(std::move(r));
+    }
+  }
+  d.requests = requests;
+  d.last = true;
+  stats.records_sent += d.records.size();
+  Emit(std::move(d), out);
+  return Status::Ok();
+}
+
+Status SyncSession::Impl::OnDiffRecords(const msg::DiffRecords& d, uint64_t now_ms,
+                                        std::vector<msg::Message>* out) {
+  if (d.diff_id != diff_id) return Status::Ok();
+  diff_answered = true;
+  if (!d.records.empty()) {
+    auto applied = replica->ApplyRemote(d.records, peer_id);
+    if (!applied.ok()) return applied.status().WithContext("tree diff");
+    stats.records_applied += applied->applied;
+  }
+  pending_request.insert(pending_request.end(), d.requests.begin(), d.requests.end());
+  if (!d.last) return Status::Ok();
+  std::vector<uint64_t> request = std::move(pending_request);
+  pending_request.clear();
+  if (request.empty()) {
+    Emit(msg::DiffEnd{diff_id}, out);
+    return FinishDiff(now_ms);
+  }
+  return SendDiffRecords(request, {}, out);
+}
+
+Status SyncSession::Impl::OnDiffEnd(const msg::DiffEnd& e, uint64_t now_ms) {
+  if (e.diff_id != diff_id) return Status::Ok();
+  return FinishDiff(now_ms);
+}
+
+Status SyncSession::Poll(uint64_t now_ms, std::vector<msg::Message>* out) {
+  Impl& s = *impl_;
+  TIDEMAP_CHECK(s.started);
+  if (!s.got_hello) return Status::Ok();
+  if (s.diff_id == 0) {
+    const bool periodic_due = s.options.diff_interval_ms > 0 && s.IsLowerId() &&
+                              now_ms >= s.last_diff_ms + s.options.diff_interval_ms;
+    if (s.repair_pending || periodic_due) TIDEMAP_RETURN_IF_ERROR(s.StartDiff(now_ms, out));
+  }
+  return s.Stream(now_ms, out);
+}
+
+bool SyncSession::Idle() const {
+  const Impl& s = *impl_;
+  return s.got_hello && s.in_flight.empty() && s.diff_id == 0 && !s.repair_pending &&
+         s.stream_next > s.replica->LastSeq();
+}
+
+}  // namespace tidemap

@@ -93,6 +93,9 @@ int CmdInit(const std::string& dir) {
 
 int CmdId(const std::string& dir) {
   auto identity = Identity::Load(dir);
+  // No identity file means no data dir there: "cannot reach the data dir" (exit 3),
+  // as for every other command, not "key not found" (exit 1).
+  if (identity.status().IsNotFound()) return Fail(Status::Unavailable(identity.status().message()));
   if (!identity.ok()) return Fail(identity.status());
   std::printf("%s\n", identity->public_key_text().c_str());
   return kExitOk;

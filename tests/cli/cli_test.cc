@@ -575,6 +575,10 @@ TEST_F(CliTest, MissingDataDirExitsThreeAndPointsToInit) {
     EXPECT_TRUE(Contains(r.err, "tidemap init")) << r;
     EXPECT_TRUE(Contains(r.err, data_)) << r;
   }
+  const RunResult id = RunTidemap({"id", "--data", data_});
+  EXPECT_EQ(id.exit_code, 3) << id;
+  EXPECT_EQ(id.out, "");
+  EXPECT_TRUE(Contains(id.err, "tidemap init")) << id;
   EXPECT_FALSE(std::filesystem::exists(data_)) << "a read or write must not create the data dir";
 
   // A dir that exists but holds no identity is not a data dir either.

@@ -548,8 +548,12 @@ TEST_F(CliTest, UsageErrorsExitTwo) {
       {"status", "--data", data_, "--no-such-flag"},
       {"get", "--data", data_, "m", "k", "extra"},
       {"put", "--data", data_, "", "k", "v"},  // empty map name
+      {"get", "--data", data_, "", "k"},
       {"del", "--data", data_, "", "k"},
+      {"scan", "--data", data_, ""},
       {"put", "--data", data_, "m", "", "v"},  // empty key
+      {"get", "--data", data_, "m", ""},
+      {"del", "--data", data_, "m", ""},
   };
   for (const auto& args : cases) {
     std::string joined;

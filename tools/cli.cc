@@ -72,6 +72,14 @@ Result<std::unique_ptr<DataDir>> OpenTarget(const Target& target) {
   return DataDir::Open(target.data_dir);
 }
 
+// Reads take the same names as writes: an empty one is a usage error (exit 2)
+// rather than "not found" or an empty scan. Writes get this check from the replica.
+Status CheckNames(const std::string& map, const std::string* key) {
+  if (map.empty()) return Status::InvalidArgument("map name must not be empty");
+  if (key != nullptr && key->empty()) return Status::InvalidArgument("key must not be empty");
+  return Status::Ok();
+}
+
 void WriteStdout(std::string_view bytes) { std::fwrite(bytes.data(), 1, bytes.size(), stdout); }
 
 std::string ReadAllStdin() {
@@ -93,6 +101,9 @@ int CmdInit(const std::string& dir) {
 
 int CmdId(const std::string& dir) {
   auto identity = Identity::Load(dir);
+  // No identity file means no data dir there: "cannot reach the data dir" (exit 3),
+  // as for every other command, not "key not found" (exit 1).
+  if (identity.status().IsNotFound()) return Fail(Status::Unavailable(identity.status().message()));
   if (!identity.ok()) return Fail(identity.status());
   std::printf("%s\n", identity->public_key_text().c_str());
   return kExitOk;
@@ -109,6 +120,7 @@ int CmdPut(const Target& target, const std::string& map, const std::string& key,
 }
 
 int CmdGet(const Target& target, const std::string& map, const std::string& key) {
+  if (Status s = CheckNames(map, &key); !s.ok()) return Fail(s);
   TIDEMAP_ASSIGN_OR_RETURN_INT(auto d, OpenTarget(target));
   auto rec = d->replica().Get(map, key);
   if (!rec.ok()) return Fail(rec.status());
@@ -128,6 +140,7 @@ int CmdDel(const Target& target, const std::string& map, const std::string& key)
 
 int CmdScan(const Target& target, const std::string& map, const std::string& prefix,
             const std::optional<std::string>& after, size_t limit, bool json) {
+  if (Status s = CheckNames(map, nullptr); !s.ok()) return Fail(s);
   TIDEMAP_ASSIGN_OR_RETURN_INT(auto d, OpenTarget(target));
   // With --limit: one page, with its `next`. Without: every item, in pages.
   ScanPage all;

@@ -1,0 +1,703 @@
+// Proves the command-line contract of ARCHITECTURE.md section 8 end to end:
+// init/id keys and the identity file, put/get/del round trips (binary values
+// through stdin), scan pages and their JSON, status --json, the exit codes
+// (usage 2, unreachable 3, refused 4, not found 1), --help and the demo.
+// Every test runs the real `tidemap` binary with posix_spawn (no shell, so
+// arguments pass byte for byte), feeds its stdin from a pipe, captures stdout
+// and stderr separately, and works in its own fresh temp dir.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "server/data_dir.h"
+#include "tests/support/test_util.h"
+
+extern char** environ;
+
+namespace tidemap {
+namespace {
+
+constexpr int kRunTimeoutMs = 60'000;
+
+// What one run of the binary did.
+struct RunResult {
+  int exit_code = -1;  // the exit status; 128 + N when killed by signal N; -1 if never run
+  std::string out;
+  std::string err;
+};
+
+// Prints a run for failure messages.
+std::ostream& operator<<(std::ostream& os, const RunResult& r) {
+  return os << "exit " << r.exit_code << "\n--- stdout ---\n"
+            << r.out << "\n--- stderr ---\n"
+            << r.err << "\n---";
+}
+
+void ClosePipe(int fds[2]) {
+  for (int i = 0; i < 2; ++i) {
+    if (fds[i] >= 0) close(fds[i]);
+    fds[i] = -1;
+  }
+}
+
+// Runs TIDEMAP_BIN with `args`, writes `input` to its stdin and closes it, and
+// collects stdout and stderr until the process exits. `env` entries
+// ("NAME=value") replace or add to this process's environment. A run that
+// takes longer than kRunTimeoutMs is killed and reported as a failure.
+RunResult RunTidemap(const std::vector<std::string>& args, std::string_view input = {},
+                     const std::vector<std::string>& env = {}) {
+  // A child that exits without reading its stdin must fail our write with
+  // EPIPE, not kill the test. The child gets SIGPIPE back (SETSIGDEF below).
+  static const bool sigpipe_ignored = [] { return std::signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
+  EXPECT_TRUE(sigpipe_ignored);
+
+  RunResult result;
+  int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+  if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+    ADD_FAILURE() << "pipe2: " << std::strerror(errno);
+    ClosePipe(in);
+    ClosePipe(out);
+    ClosePipe(err);
+    return result;
+  }
+
+  // dup2 clears close-on-exec on 0, 1 and 2; every other pipe end closes at exec.
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, in[0], STDIN_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, err[1], STDERR_FILENO);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t defaults, mask;
+  sigemptyset(&defaults);
+  sigaddset(&defaults, SIGPIPE);
+  sigemptyset(&mask);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setsigmask(&attr, &mask);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+
+  std::vector<std::string> argv_strings = {TIDEMAP_BIN};
+  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& a : argv_strings) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string_view entry(*e);
+    bool replaced = false;
+    for (const std::string& o : env) {
+      const std::string_view name = std::string_view(o).substr(0, o.find('=') + 1);
+      if (entry.substr(0, name.size()) == name) replaced = true;
+    }
+    if (!replaced) env_strings.emplace_back(entry);
+  }
+  env_strings.insert(env_strings.end(), env.begin(), env.end());
+  std::vector<char*> envp;
+  for (std::string& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
+  pid_t pid = -1;
+  const int spawn_error = posix_spawn(&pid, TIDEMAP_BIN, &actions, &attr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  close(in[0]);
+  close(out[1]);
+  close(err[1]);
+  if (spawn_error != 0) {
+    ADD_FAILURE() << "posix_spawn " << TIDEMAP_BIN << ": " << std::strerror(spawn_error);
+    close(in[1]);
+    close(out[0]);
+    close(err[0]);
+    return result;
+  }
+
+  // Feed stdin and drain both outputs together, so no pipe fills up and stalls the child.
+  int in_fd = in[1];
+  if (input.empty()) {
+    close(in_fd);
+    in_fd = -1;
+  } else {
+    fcntl(in_fd, F_SETFL, O_NONBLOCK);
+  }
+  int out_fd = out[0], err_fd = err[0];
+  size_t written = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kRunTimeoutMs);
+  bool timed_out = false;
+  while (in_fd >= 0 || out_fd >= 0 || err_fd >= 0) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          deadline - std::chrono::steady_clock::now())
+                          .count();
+    if (left <= 0) {
+      timed_out = true;
+      break;
+    }
+    pollfd fds[3] = {{in_fd, POLLOUT, 0}, {out_fd, POLLIN, 0}, {err_fd, POLLIN, 0}};
+    const int n = poll(fds, 3, static_cast<int>(left));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      ADD_FAILURE() << "poll: " << std::strerror(errno);
+      break;
+    }
+    if (in_fd >= 0 && fds[0].revents != 0) {
+      const ssize_t w = write(in_fd, input.data() + written, input.size() - written);
+      if (w > 0) written += static_cast<size_t>(w);
+      if ((w < 0 && errno != EAGAIN && errno != EINTR) || written == input.size()) {
+        close(in_fd);  // done, or the child closed its stdin (EPIPE)
+        in_fd = -1;
+      }
+    }
+    int* readers[2] = {&out_fd, &err_fd};
+    std::string* sinks[2] = {&result.out, &result.err};
+    for (int i = 0; i < 2; ++i) {
+      if (*readers[i] < 0 || fds[i + 1].revents == 0) continue;
+      char buf[65536];
+      const ssize_t r = read(*readers[i], buf, sizeof(buf));
+      if (r > 0) {
+        sinks[i]->append(buf, static_cast<size_t>(r));
+      } else if (r == 0 || errno != EINTR) {
+        close(*readers[i]);
+        *readers[i] = -1;
+      }
+    }
+  }
+  for (int fd : {in_fd, out_fd, err_fd}) {
+    if (fd >= 0) close(fd);
+  }
+  if (timed_out) {
+    kill(pid, SIGKILL);
+    ADD_FAILURE() << "tidemap did not finish within " << kRunTimeoutMs << " ms; killed it";
+  }
+
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) {
+      ADD_FAILURE() << "waitpid: " << std::strerror(errno);
+      return result;
+    }
+  }
+  if (WIFEXITED(status)) {
+    result.exit_code = WEXITSTATUS(status);
+  } else if (WIFSIGNALED(status)) {
+    result.exit_code = 128 + WTERMSIG(status);
+  }
+  return result;
+}
+
+// The last line of `text`, without its newline.
+std::string LastLine(std::string text) {
+  if (!text.empty() && text.back() == '\n') text.pop_back();
+  const size_t nl = text.rfind('\n');
+  return nl == std::string::npos ? text : text.substr(nl + 1);
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+bool Contains(std::string_view haystack, std::string_view needle) {
+  return haystack.find(needle) != std::string_view::npos;
+}
+
+bool IsHlcText(const std::string& s) {
+  static const std::regex kHlc(R"(^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z-\d{5}$)");
+  return std::regex_match(s, kHlc);
+}
+
+bool IsHex(const std::string& s, size_t digits) {
+  return s.size() == digits && s.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
+// RFC 4648 base64 with padding, decoded independently of the code under test.
+// Returns false on any malformed input.
+bool DecodeBase64(std::string_view text, std::string* out) {
+  static constexpr std::string_view kAlphabet =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  if (text.size() % 4 != 0) return false;
+  out->clear();
+  for (size_t i = 0; i < text.size(); i += 4) {
+    uint32_t bits = 0;
+    int pad = 0;
+    for (size_t j = 0; j < 4; ++j) {
+      const char c = text[i + j];
+      uint32_t v = 0;
+      if (c == '=') {
+        if (i + 4 != text.size() || j < 2) return false;
+        ++pad;
+      } else {
+        if (pad > 0) return false;
+        const size_t pos = kAlphabet.find(c);
+        if (pos == std::string_view::npos) return false;
+        v = static_cast<uint32_t>(pos);
+      }
+      bits = (bits << 6) | v;
+    }
+    out->push_back(static_cast<char>((bits >> 16) & 0xff));
+    if (pad < 2) out->push_back(static_cast<char>((bits >> 8) & 0xff));
+    if (pad < 1) out->push_back(static_cast<char>(bits & 0xff));
+  }
+  return true;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::ostringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  CliTest()
+      : tmp_(testing::MakeTempDir("tidemap-cli-test")),
+        data_((std::filesystem::path(tmp_) / "node").string()) {}
+  ~CliTest() override {
+    std::error_code ec;
+    std::filesystem::remove_all(tmp_, ec);
+  }
+
+  // `tidemap init` on data_; returns the public key it printed.
+  std::string Init() {
+    const RunResult r = RunTidemap({"init", "--data", data_});
+    EXPECT_EQ(r.exit_code, 0) << r;
+    return LastLine(r.out);
+  }
+
+  // Runs `tidemap CMD --data data_ ARGS...`.
+  RunResult Data(const std::string& cmd, std::vector<std::string> args = {},
+                 std::string_view input = {}) {
+    args.insert(args.begin(), {cmd, "--data", data_});
+    return RunTidemap(args, input);
+  }
+
+  // Puts MAP/KEY=VALUE and checks it worked; returns the printed HLC.
+  std::string Put(const std::string& map, const std::string& key, const std::string& value) {
+    const RunResult r = Data("put", {map, key, value});
+    EXPECT_EQ(r.exit_code, 0) << r;
+    return LastLine(r.out);
+  }
+
+  nlohmann::json Json(const RunResult& r) {
+    EXPECT_EQ(r.exit_code, 0) << r;
+    auto j = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+    EXPECT_FALSE(j.is_discarded()) << "not JSON: " << r.out;
+    return j;
+  }
+
+  // "key=value key=value" over a scan page's items; "<binary>" for base64 fields.
+  static std::string RenderItems(const nlohmann::json& page) {
+    std::string out;
+    for (const auto& item : page.at("items")) {
+      if (!out.empty()) out += ' ';
+      out += item.contains("key") ? item["key"].get<std::string>() : "<binary>";
+      out += '=';
+      out += item.contains("value") ? item["value"].get<std::string>() : "<binary>";
+    }
+    return out;
+  }
+
+  const std::string tmp_;
+  const std::string data_;
+};
+
+TEST_F(CliTest, InitPrintsKeyWritesPrivateIdentityAndNeverOverwrites) {
+  const RunResult init = RunTidemap({"init", "--data", data_});
+  ASSERT_EQ(init.exit_code, 0) << init;
+  const std::string key = LastLine(init.out);
+  EXPECT_TRUE(IsHex(key, 64)) << "last line: '" << key << "'";
+
+  const std::string key_file = data_ + "/identity.key";
+  struct stat st {};
+  ASSERT_EQ(stat(key_file.c_str(), &st), 0) << key_file;
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  const std::string key_bytes = ReadFile(key_file);
+  EXPECT_FALSE(key_bytes.empty());
+
+  const RunResult id = RunTidemap({"id", "--data", data_});
+  EXPECT_EQ(id.exit_code, 0) << id;
+  EXPECT_EQ(LastLine(id.out), key);
+
+  const RunResult again = RunTidemap({"init", "--data", data_});
+  EXPECT_EQ(again.exit_code, 4) << again;
+  EXPECT_TRUE(Contains(again.err, "identity")) << again;
+  EXPECT_TRUE(Contains(again.err, key_file)) << again;
+  EXPECT_EQ(ReadFile(key_file), key_bytes);
+  EXPECT_EQ(LastLine(RunTidemap({"id", "--data", data_}).out), key);
+}
+
+TEST_F(CliTest, PutGetDelRoundTripWithIncreasingHlcs) {
+  Init();
+  std::vector<std::string> hlcs;
+  for (const char* value : {"one", "two words", "three"}) {
+    const RunResult put = Data("put", {"m", "k", value});
+    ASSERT_EQ(put.exit_code, 0) << put;
+    const std::vector<std::string> lines = Lines(put.out);
+    ASSERT_EQ(lines.size(), 1u) << put;
+    EXPECT_TRUE(IsHlcText(lines[0])) << lines[0];
+    if (!hlcs.empty()) {
+      EXPECT_GT(lines[0], hlcs.back());
+    }
+    hlcs.push_back(lines[0]);
+
+    const RunResult get = Data("get", {"m", "k"});
+    EXPECT_EQ(get.exit_code, 0) << get;
+    EXPECT_EQ(get.out, value);  // exact bytes: stdout is a pipe, so no newline is added
+  }
+
+  // Keys are per map.
+  EXPECT_EQ(Data("get", {"other", "k"}).exit_code, 1);
+
+  const RunResult del = Data("del", {"m", "k"});
+  ASSERT_EQ(del.exit_code, 0) << del;
+  EXPECT_TRUE(IsHlcText(LastLine(del.out))) << del;
+  EXPECT_GT(LastLine(del.out), hlcs.back());
+
+  for (const char* key : {"k", "never-written"}) {
+    const RunResult get = Data("get", {"m", key});
+    EXPECT_EQ(get.exit_code, 1) << get;
+    EXPECT_EQ(get.out, "");
+    EXPECT_TRUE(Contains(get.err, "not found")) << get;
+  }
+
+  // A delete then a put brings the key back.
+  Put("m", "k", "four");
+  EXPECT_EQ(Data("get", {"m", "k"}).out, "four");
+}
+
+TEST_F(CliTest, PutDashReadsExactBytesFromStdin) {
+  Init();
+  std::string all_bytes;
+  for (int b = 0; b < 256; ++b) all_bytes.push_back(static_cast<char>(b));
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"nul", std::string("a\0b\0", 4)},
+      {"binary", all_bytes + all_bytes},
+      {"newline", "line\n"},
+      {"crlf", "x\r\n\r\n"},
+      {"empty", ""},
+      {"dash", "-"},
+      {"large", std::string(1 << 20, '\xa5') + "end"},  // more than a pipe buffer
+  };
+  for (const auto& [key, value] : cases) {
+    SCOPED_TRACE(key);
+    const RunResult put = Data("put", {"bin", key, "-"}, value);
+    ASSERT_EQ(put.exit_code, 0) << put;
+    EXPECT_TRUE(IsHlcText(LastLine(put.out))) << put;
+    const RunResult get = Data("get", {"bin", key});
+    EXPECT_EQ(get.exit_code, 0) << get;
+    EXPECT_EQ(get.out.size(), value.size());
+    EXPECT_TRUE(get.out == value) << "bytes differ";
+  }
+}
+
+TEST_F(CliTest, ScanJsonPagesInKeyOrderWithoutTombstones) {
+  Init();
+  Put("fruit", "cherry", "dark red");
+  Put("fruit", "apple", "red");
+  Put("fruit", "banana", "yellow");
+  Put("fruit", "apricot", "orange");
+  Put("fruit", "date", "brown");
+  Put("veg", "artichoke", "green");
+  ASSERT_EQ(Data("del", {"fruit", "date"}).exit_code, 0);
+  const std::string node_id = Json(Data("status", {"--json"})).at("node_id").get<std::string>();
+
+  const nlohmann::json all = Json(Data("scan", {"fruit", "--json"}));
+  EXPECT_EQ(RenderItems(all), "apple=red apricot=orange banana=yellow cherry=dark red");
+  EXPECT_TRUE(all.at("next").is_null()) << all.dump();
+  for (const auto& item : all.at("items")) {
+    EXPECT_TRUE(IsHlcText(item.at("hlc").get<std::string>())) << item.dump();
+    EXPECT_EQ(item.at("origin"), node_id) << item.dump();
+  }
+
+  EXPECT_EQ(RenderItems(Json(Data("scan", {"fruit", "--prefix", "ap", "--json"}))),
+            "apple=red apricot=orange");
+  EXPECT_EQ(RenderItems(Json(Data("scan", {"fruit", "--prefix", "zz", "--json"}))), "");
+  EXPECT_EQ(RenderItems(Json(Data("scan", {"nothing", "--json"}))), "");
+
+  const nlohmann::json page1 = Json(Data("scan", {"fruit", "--limit", "2", "--json"}));
+  EXPECT_EQ(RenderItems(page1), "apple=red apricot=orange");
+  ASSERT_TRUE(page1.at("next").is_string()) << page1.dump();
+  const nlohmann::json page2 = Json(Data(
+      "scan", {"fruit", "--after", page1["next"].get<std::string>(), "--limit", "2", "--json"}));
+  EXPECT_EQ(RenderItems(page2), "banana=yellow cherry=dark red");
+  // Only the tombstone of `date` follows: that is the end, not another page.
+  EXPECT_TRUE(page2.at("next").is_null()) << page2.dump();
+
+  const nlohmann::json one = Json(Data("scan", {"fruit", "--limit", "1", "--json"}));
+  EXPECT_EQ(RenderItems(one), "apple=red");
+  EXPECT_EQ(one.at("next"), "apple");
+}
+
+TEST_F(CliTest, ScanJsonGivesBase64ForNonUtf8Bytes) {
+  Init();
+  const std::string value("\xff\xfe\x00z\x80", 5);
+  ASSERT_EQ(Data("put", {"m", "bin", "-"}, value).exit_code, 0);
+  Put("m", "text", "caf\xc3\xa9");  // valid UTF-8 stays text
+  Put("m", "\xc0\xff", "v");        // a non-UTF-8 key, passed as raw argv bytes
+
+  const nlohmann::json page = Json(Data("scan", {"m", "--json"}));
+  ASSERT_EQ(page.at("items").size(), 3u) << page.dump();
+  const auto& bin = page["items"][0];
+  EXPECT_EQ(bin.at("key"), "bin");
+  EXPECT_FALSE(bin.contains("value")) << bin.dump();
+  std::string decoded;
+  ASSERT_TRUE(DecodeBase64(bin.at("value_base64").get<std::string>(), &decoded)) << bin.dump();
+  EXPECT_TRUE(decoded == value);
+
+  const auto& text = page["items"][1];
+  EXPECT_EQ(text.at("value"), "caf\xc3\xa9");
+  EXPECT_FALSE(text.contains("value_base64"));
+
+  const auto& binary_key = page["items"][2];
+  EXPECT_FALSE(binary_key.contains("key")) << binary_key.dump();
+  ASSERT_TRUE(DecodeBase64(binary_key.at("key_base64").get<std::string>(), &decoded));
+  EXPECT_EQ(decoded, "\xc0\xff");
+  EXPECT_EQ(binary_key.at("value"), "v");
+}
+
+TEST_F(CliTest, HumanScanPrintsKeyTabValueLines) {
+  Init();
+  Put("fruit", "cherry", "dark red");
+  Put("fruit", "apple", "red");
+  Put("fruit", "banana", "yellow");
+  ASSERT_EQ(Data("del", {"fruit", "banana"}).exit_code, 0);
+
+  const RunResult scan = Data("scan", {"fruit"});
+  EXPECT_EQ(scan.exit_code, 0) << scan;
+  EXPECT_EQ(scan.out, "apple\tred\ncherry\tdark red\n");
+
+  const RunResult empty = Data("scan", {"nothing"});
+  EXPECT_EQ(empty.exit_code, 0) << empty;
+  EXPECT_EQ(empty.out, "");
+}
+
+TEST_F(CliTest, StatusJsonCountsKeysTombstonesAndOplog) {
+  const RunResult init = RunTidemap({"init", "--data", data_});
+  ASSERT_EQ(init.exit_code, 0) << init;
+  const std::string key = LastLine(init.out);
+
+  const nlohmann::json fresh = Json(Data("status", {"--json"}));
+  EXPECT_EQ(fresh.at("keys"), 0);
+  EXPECT_EQ(fresh.at("tombstones"), 0);
+  EXPECT_EQ(fresh.at("oplog").at("last_seq"), 0);
+
+  Put("m", "a", "1");
+  Put("m", "b", "2");
+  Put("n", "c", "3");
+  ASSERT_EQ(Data("del", {"m", "a"}).exit_code, 0);
+
+  const nlohmann::json s = Json(Data("status", {"--json"}));
+  const std::string node_id = s.at("node_id").get<std::string>();
+  EXPECT_TRUE(IsHex(node_id, 16)) << node_id;
+  EXPECT_TRUE(Contains(init.out, "node id " + node_id)) << init;
+  EXPECT_EQ(s.at("public_key"), key);
+  EXPECT_EQ(s.at("keys"), 2);
+  EXPECT_EQ(s.at("tombstones"), 1);
+  EXPECT_EQ(s.at("oplog").at("first_seq"), 1);
+  EXPECT_EQ(s.at("oplog").at("last_seq"), 4);  // three puts and a delete
+  ASSERT_TRUE(s.at("peers").is_array()) << s.dump();
+  EXPECT_TRUE(s["peers"].empty()) << s.dump();
+
+  const RunResult human = Data("status");
+  EXPECT_EQ(human.exit_code, 0) << human;
+  EXPECT_TRUE(Contains(human.out, node_id)) << human;
+  EXPECT_TRUE(Contains(human.out, key)) << human;
+  EXPECT_TRUE(Contains(human.out, "2 live, 1 tombstones")) << human;
+}
+
+TEST_F(CliTest, UsageErrorsExitTwo) {
+  Init();
+  const std::vector<std::vector<std::string>> cases = {
+      {},
+      {"no-such-command"},
+      {"get", "m", "k"},  // no target
+      {"put", "m", "k", "v"},
+      {"status"},
+      {"get", "--data", data_, "m"},  // missing KEY
+      {"put", "--data", data_, "m", "k"},
+      {"del", "--data", data_, "m"},
+      {"scan", "--data", data_},
+      {"init"},
+      {"id"},
+      {"get", "--data", data_, "--http", "127.0.0.1:1", "m", "k"},  // two targets
+      {"scan", "--data", data_, "m", "--limit", "0"},
+      {"scan", "--data", data_, "m", "--limit", "10001"},
+      {"status", "--data", data_, "--no-such-flag"},
+      {"get", "--data", data_, "m", "k", "extra"},
+      {"put", "--data", data_, "", "k", "v"},  // empty map name
+      {"get", "--data", data_, "", "k"},
+      {"del", "--data", data_, "", "k"},
+      {"scan", "--data", data_, ""},
+      {"put", "--data", data_, "m", "", "v"},  // empty key
+      {"get", "--data", data_, "m", ""},
+      {"del", "--data", data_, "m", ""},
+  };
+  for (const auto& args : cases) {
+    std::string joined;
+    for (const auto& a : args) joined += " '" + a + "'";
+    SCOPED_TRACE("tidemap" + joined);
+    const RunResult r = RunTidemap(args);
+    EXPECT_EQ(r.exit_code, 2) << r;
+    EXPECT_FALSE(r.err.empty()) << r;
+  }
+  EXPECT_TRUE(Contains(RunTidemap({"get", "m", "k"}).err, "--data DIR")) << "names the targets";
+}
+
+TEST_F(CliTest, MissingDataDirExitsThreeAndPointsToInit) {
+  for (const std::string cmd : {"put", "get", "del", "scan", "status"}) {
+    SCOPED_TRACE(cmd);
+    std::vector<std::string> args = {"m", "k", "v"};
+    if (cmd == "get" || cmd == "del") args.resize(2);
+    if (cmd == "scan") args.resize(1);
+    if (cmd == "status") args.clear();
+    const RunResult r = Data(cmd, args);
+    EXPECT_EQ(r.exit_code, 3) << r;
+    EXPECT_EQ(r.out, "");
+    EXPECT_TRUE(Contains(r.err, "tidemap init")) << r;
+    EXPECT_TRUE(Contains(r.err, data_)) << r;
+  }
+  const RunResult id = RunTidemap({"id", "--data", data_});
+  EXPECT_EQ(id.exit_code, 3) << id;
+  EXPECT_EQ(id.out, "");
+  EXPECT_TRUE(Contains(id.err, "tidemap init")) << id;
+  EXPECT_FALSE(std::filesystem::exists(data_)) << "a read or write must not create the data dir";
+
+  // A dir that exists but holds no identity is not a data dir either.
+  const RunResult r = RunTidemap({"get", "--data", tmp_, "m", "k"});
+  EXPECT_EQ(r.exit_code, 3) << r;
+  EXPECT_TRUE(Contains(r.err, "not a tidemap data dir")) << r;
+}
+
+TEST_F(CliTest, DataDirHeldByAnotherProcessExitsThreeInUse) {
+  Init();
+  Put("m", "k", "v");
+  {
+    auto held = DataDir::Open(data_);
+    ASSERT_TRUE(held.ok()) << held.status().ToString();
+    for (const std::vector<std::string>& args :
+         {std::vector<std::string>{"get", "--data", data_, "m", "k"},
+          {"put", "--data", data_, "m", "k", "w"},
+          {"del", "--data", data_, "m", "k"},
+          {"scan", "--data", data_, "m"},
+          {"status", "--data", data_, "--json"}}) {
+      SCOPED_TRACE(args[0]);
+      const RunResult r = RunTidemap(args);
+      EXPECT_EQ(r.exit_code, 3) << r;
+      EXPECT_EQ(r.out, "");
+      EXPECT_TRUE(Contains(r.err, "in use")) << r;
+      EXPECT_TRUE(Contains(r.err, data_)) << r;
+    }
+  }
+  // Released: the same commands work again, and the refused put changed nothing.
+  const RunResult get = Data("get", {"m", "k"});
+  EXPECT_EQ(get.exit_code, 0) << get;
+  EXPECT_EQ(get.out, "v");
+}
+
+TEST_F(CliTest, OverLimitInputIsRefusedWithExitFour) {
+  Init();
+  const std::string long_key(4097, 'k');
+  const RunResult key = Data("put", {"m", long_key, "v"});
+  EXPECT_EQ(key.exit_code, 4) << key.err;
+  EXPECT_EQ(key.out, "");
+  EXPECT_TRUE(Contains(key.err, "4097")) << key.err;
+  EXPECT_TRUE(Contains(key.err, "4096")) << key.err;
+
+  const RunResult map = Data("put", {std::string(256, 'm'), "k", "v"});
+  EXPECT_EQ(map.exit_code, 4) << map;
+  EXPECT_TRUE(Contains(map.err, "256")) << map;
+  EXPECT_TRUE(Contains(map.err, "255")) << map;
+
+  const size_t value_max = size_t{16} << 20;
+  const RunResult value = Data("put", {"m", "big", "-"}, std::string(value_max + 1, 'v'));
+  EXPECT_EQ(value.exit_code, 4) << value.err;
+  EXPECT_TRUE(Contains(value.err, std::to_string(value_max + 1))) << value.err;
+  EXPECT_TRUE(Contains(value.err, std::to_string(value_max))) << value.err;
+
+  // Nothing was written; exactly at the limits is fine.
+  EXPECT_EQ(Json(Data("status", {"--json"})).at("keys"), 0);
+  const std::string max_key(4096, 'k');
+  EXPECT_EQ(Data("put", {std::string(255, 'm'), max_key, "v"}).exit_code, 0);
+  EXPECT_EQ(Data("get", {std::string(255, 'm'), max_key}).out, "v");
+}
+
+TEST_F(CliTest, UnreachableHttpNodeExitsThree) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"get", "--http", "127.0.0.1:1", "m", "k"},
+        {"put", "--http", "127.0.0.1:1", "m", "k", "v"},
+        {"scan", "--http", "127.0.0.1:1", "m"},
+        {"status", "--http", "127.0.0.1:1", "--json"}}) {
+    SCOPED_TRACE(args[0]);
+    const RunResult r = RunTidemap(args);
+    EXPECT_EQ(r.exit_code, 3) << r;
+    EXPECT_EQ(r.out, "");
+    EXPECT_TRUE(Contains(r.err, "127.0.0.1:1")) << r;
+  }
+}
+
+TEST_F(CliTest, HelpOnEveryCommand) {
+  const RunResult top = RunTidemap({"--help"});
+  EXPECT_EQ(top.exit_code, 0) << top;
+  for (const char* cmd : {"init", "id", "put", "get", "del", "scan", "status", "demo"}) {
+    SCOPED_TRACE(cmd);
+    EXPECT_TRUE(Contains(top.out, cmd)) << top;
+    const RunResult r = RunTidemap({cmd, "--help"});
+    EXPECT_EQ(r.exit_code, 0) << r;
+    EXPECT_TRUE(Contains(r.out, "Usage")) << r;
+    EXPECT_TRUE(Contains(r.out, cmd)) << r;
+  }
+}
+
+TEST_F(CliTest, DemoPrintsItsCommandsAndRemovesItsDir) {
+  // The demo makes its dir under TMPDIR; pointing that at our own empty dir
+  // means no other process's files can confuse the before/after comparison.
+  const RunResult r = RunTidemap({"demo"}, {}, {"TMPDIR=" + tmp_});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  std::map<std::string, int> commands;
+  std::string demo_data_dir;
+  for (const std::string& line : Lines(r.out)) {
+    if (line.rfind("$ tidemap ", 0) != 0) continue;
+    const std::string rest = line.substr(10);
+    commands[rest.substr(0, rest.find(' '))]++;
+    const std::string init = "init --data ";
+    if (rest.rfind(init, 0) == 0) demo_data_dir = rest.substr(init.size());
+  }
+  for (const char* cmd : {"init", "put", "get", "del", "scan", "status"}) {
+    EXPECT_GE(commands[cmd], 1) << cmd << " not shown\n" << r;
+  }
+  EXPECT_TRUE(Contains(r.out, "Demo finished.")) << r;
+  EXPECT_FALSE(Contains(r.out, "!! expected")) << r;
+
+  ASSERT_FALSE(demo_data_dir.empty()) << r;
+  const std::filesystem::path demo_dir = std::filesystem::path(demo_data_dir).parent_path();
+  EXPECT_EQ(demo_dir.parent_path(), std::filesystem::path(tmp_)) << demo_data_dir;
+  EXPECT_EQ(demo_dir.filename().string().rfind("tidemap-demo-", 0), 0u) << demo_data_dir;
+  EXPECT_FALSE(std::filesystem::exists(demo_dir)) << demo_dir;
+  EXPECT_TRUE(std::filesystem::is_empty(tmp_)) << "the demo left files in " << tmp_;
+}
+
+}  // namespace
+}  // namespace tidemap

@@ -564,7 +564,10 @@ Result<std::vector<Version>> Replica::Write(const WriteBatch& batch) {
 
 Result<ApplyResult> Replica::ApplyRemote(std::span<const RemoteRecord> records, uint64_t peer) {
   const Limits& limits = impl_->options.limits;
-  const std::string peer_name = peer == 0 ? "unknown peer" : "peer " + NodeIdToString(peer);
+  // Hlc::CheckOffset says "peer <name>: clock ... ahead"; other errors get
+  // "from peer <name>" in front.
+  const std::string peer_name = peer == 0 ? "(unknown)" : NodeIdToString(peer);
+  const std::string context = "from peer " + peer_name;
   size_t bytes = 0;
   for (const RemoteRecord& r : records) {
     Status s = CheckSizes(limits, r.map, r.key, r.value);
@@ -576,13 +579,12 @@ Result<ApplyResult> Replica::ApplyRemote(std::span<const RemoteRecord> records, 
       s = Status::InvalidArgument("record " + rows::DescribeKey(r.map, r.key) +
                                   " has origin node 0");
     }
-    if (s.ok()) s = impl_->hlc->CheckOffset(r.version.hlc, peer_name);
-    if (!s.ok()) return s.WithContext("from " + peer_name);
+    if (!s.ok()) return s.WithContext(context);
+    TIDEMAP_RETURN_IF_ERROR(impl_->hlc->CheckOffset(r.version.hlc, peer_name));
     bytes += r.map.size() + r.key.size() + r.value.size();
   }
   if (records.empty()) return ApplyResult{};
-  TIDEMAP_RETURN_IF_ERROR(
-      CheckBatch(limits, records.size(), bytes).WithContext("from " + peer_name));
+  TIDEMAP_RETURN_IF_ERROR(CheckBatch(limits, records.size(), bytes).WithContext(context));
   // Merge the timestamps into our clock first, so every later local write is
   // stamped above what we just learned (the HLC receive rule).
   for (const RemoteRecord& r : records) {

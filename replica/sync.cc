@@ -50,6 +50,7 @@ struct SyncSession::Impl {
   bool diff_answered = false;  // the peer replied to our first step
   uint64_t diff_counter = 0;
   uint64_t last_diff_ms = 0;
+  bool diff_requested = false;
   // Chunks of a step being received.
   std::vector<uint32_t> pending_parents;
   std::vector<uint64_t> pending_digests;
@@ -189,7 +190,7 @@ Status SyncSession::Impl::OnHello(const msg::Hello& h, uint64_t now_ms,
     repair_pending = false;
     TIDEMAP_RETURN_IF_ERROR(PersistAck(std::max(snapshot_seq, session_acked)));
   }
-  if (repair_pending) return StartDiff(now_ms, out);
+  if (repair_pending || diff_requested) TIDEMAP_RETURN_IF_ERROR(StartDiff(now_ms, out));
   return Stream(now_ms, out);
 }
 
@@ -274,6 +275,7 @@ Status SyncSession::Impl::StartDiff(uint64_t now_ms, std::vector<msg::Message>* 
   diff_id = (++diff_counter << 1) | (IsLowerId() ? 1 : 0);
   diff_initiator = true;
   diff_answered = false;
+  diff_requested = false;
   stats.diff_in_progress = true;
   last_diff_ms = now_ms;
   if (repair_pending) snapshot_seq = std::max(snapshot_seq, replica->LastSeq());
@@ -483,10 +485,14 @@ Status SyncSession::Poll(uint64_t now_ms, std::vector<msg::Message>* out) {
   if (s.diff_id == 0) {
     const bool periodic_due = s.options.diff_interval_ms > 0 && s.IsLowerId() &&
                               now_ms >= s.last_diff_ms + s.options.diff_interval_ms;
-    if (s.repair_pending || periodic_due) TIDEMAP_RETURN_IF_ERROR(s.StartDiff(now_ms, out));
+    if (s.repair_pending || s.diff_requested || periodic_due) {
+      TIDEMAP_RETURN_IF_ERROR(s.StartDiff(now_ms, out));
+    }
   }
   return s.Stream(now_ms, out);
 }
+
+void SyncSession::RequestDiff() { impl_->diff_requested = true; }
 
 bool SyncSession::Idle() const {
   const Impl& s = *impl_;

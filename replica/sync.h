@@ -76,6 +76,10 @@ class SyncSession {
   // local writes and on a timer.
   Status Poll(uint64_t now_ms, std::vector<msg::Message>* out);
 
+  // Asks for a tree diff as soon as the handshake is done (or at the next
+  // Poll), whatever the cursors say: an operator's "repair now".
+  void RequestDiff();
+
   // True when nothing is in flight or pending in either direction.
   bool Idle() const;
 

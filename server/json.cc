@@ -26,7 +26,6 @@ nlohmann::json StatusJson(const StatusInfo& info, const std::map<uint64_t, uint6
   j["tombstones"] = s.tombstones;
   j["merkle_root"] = info.merkle_root.ToHex();
   j["hlc"] = s.hlc_last.ToString();
-  j["durability"] = info.durability;
   j["oplog"] = {{"first_seq", s.oplog_first_seq},
                 {"last_seq", s.oplog_last_seq},
                 {"pruned_through", s.oplog_pruned_through}};

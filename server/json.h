@@ -17,7 +17,6 @@ namespace tidemap {
 struct StatusInfo {
   std::string public_key;  // text form; empty when unknown
   ReplicaStats stats;
-  std::string durability;
   Digest128 merkle_root;
 };
 

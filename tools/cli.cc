@@ -171,8 +171,7 @@ int CmdStatus(const Target& target, bool json) {
   if (!stats.ok()) return Fail(stats.status());
   auto acks = d->replica().oplog().PeerAcks();
   if (!acks.ok()) return Fail(acks.status());
-  StatusInfo info{d->identity().public_key_text(), *stats,
-                  std::string(DurabilityName(d->durability())), d->replica().MerkleRoot()};
+  StatusInfo info{d->identity().public_key_text(), *stats, d->replica().MerkleRoot()};
   if (json) {
     std::printf("%s\n", StatusJson(info, *acks).dump(2).c_str());
     return kExitOk;

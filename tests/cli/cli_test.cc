@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "server/data_dir.h"
+#include "storage/storage.h"
 #include "tests/support/test_util.h"
 
 extern char** environ;
@@ -521,11 +522,50 @@ TEST_F(CliTest, StatusJsonCountsKeysTombstonesAndOplog) {
   ASSERT_TRUE(s.at("peers").is_array()) << s.dump();
   EXPECT_TRUE(s["peers"].empty()) << s.dump();
 
+  // The Merkle root: 32 hex digits, zero for an empty replica, changing with writes.
+  EXPECT_EQ(fresh.at("merkle_root"), std::string(32, '0'));
+  const std::string root = s.at("merkle_root").get<std::string>();
+  EXPECT_TRUE(IsHex(root, 32)) << root;
+  EXPECT_NE(root, std::string(32, '0'));
+
   const RunResult human = Data("status");
   EXPECT_EQ(human.exit_code, 0) << human;
+  EXPECT_TRUE(Contains(human.out, "merkle root " + root)) << human;
   EXPECT_TRUE(Contains(human.out, node_id)) << human;
   EXPECT_TRUE(Contains(human.out, key)) << human;
   EXPECT_TRUE(Contains(human.out, "2 live, 1 tombstones")) << human;
+}
+
+// scrub compares the stored Merkle tree with a rebuild: exit 0 on a healthy
+// data dir; after one leaf row is overwritten behind tidemap's back, exit 1
+// with MISMATCH and the count of bad buckets.
+TEST_F(CliTest, ScrubPassesOnAHealthyDirAndCatchesATamperedLeaf) {
+  Init();
+  for (int i = 0; i < 20; ++i) Put("m", "k" + std::to_string(i), "v");
+  ASSERT_EQ(Data("del", {"m", "k3"}).exit_code, 0);
+  const RunResult ok = RunTidemap({"scrub", "--data", data_});
+  EXPECT_EQ(ok.exit_code, 0) << ok;
+  EXPECT_TRUE(Contains(ok.out, "records          20")) << ok;
+  EXPECT_TRUE(Contains(ok.out, "OK")) << ok;
+  {
+    StoreOptions so;
+    so.path = (std::filesystem::path(data_) / "db").string();
+    auto store = Store::Open(so);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    auto it = (*store)->NewIterator();
+    it->Seek("k");  // the first Merkle leaf row (family prefix 'k')
+    ASSERT_TRUE(it->Valid());
+    ASSERT_EQ(it->key()[0], 'k');
+    const std::string leaf(it->key());
+    it.reset();
+    Batch b;
+    b.Put(leaf, std::string(16, '\x01'));
+    ASSERT_TRUE((*store)->Write(&b, true).ok());
+  }
+  const RunResult bad = RunTidemap({"scrub", "--data", data_});
+  EXPECT_EQ(bad.exit_code, 1) << bad;
+  EXPECT_TRUE(Contains(bad.out, "leaf mismatches  1")) << bad;
+  EXPECT_TRUE(Contains(bad.err, "MISMATCH")) << bad;
 }
 
 TEST_F(CliTest, UsageErrorsExitTwo) {
@@ -661,7 +701,7 @@ TEST_F(CliTest, UnreachableHttpNodeExitsThree) {
 TEST_F(CliTest, HelpOnEveryCommand) {
   const RunResult top = RunTidemap({"--help"});
   EXPECT_EQ(top.exit_code, 0) << top;
-  for (const char* cmd : {"init", "id", "put", "get", "del", "scan", "status", "demo"}) {
+  for (const char* cmd : {"init", "id", "put", "get", "del", "scan", "status", "scrub", "demo"}) {
     SCOPED_TRACE(cmd);
     EXPECT_TRUE(Contains(top.out, cmd)) << top;
     const RunResult r = RunTidemap({cmd, "--help"});

@@ -252,6 +252,7 @@ TEST_F(ReplicaTest, ClockOffsetBeyondLimitRefusesTheWholeBatch) {
   EXPECT_TRUE(s.IsRefused());
   EXPECT_NE(s.message().find("00000000000000b2"), std::string::npos) << s.message();
   EXPECT_NE(s.message().find("61.0 s"), std::string::npos) << s.message();
+  EXPECT_EQ(s.message().find("peer peer"), std::string::npos) << s.message();
   EXPECT_EQ(r->hlc().Last(), before);
   EXPECT_TRUE(r->Get("m", "fine").status().IsNotFound());
 }

@@ -11,10 +11,7 @@
 // ratios equal items/s ratios.
 //
 // Each benchmark run opens a fresh database in its own directory under /tmp,
-// on a real disk (fsync cost is the point), and removes it afterwards. Writes
-// without fsync and reads run fixed iteration counts, so that a run does a
-// bounded, identical amount of work on every machine and both sides of a ratio
-// write the same number of rows into databases of the same size.
+// on a real disk (fsync cost is the point), and removes it afterwards.
 #include <benchmark/benchmark.h>
 #include <leveldb/cache.h>
 #include <leveldb/db.h>
@@ -52,24 +49,32 @@ constexpr uint64_t kSeed = 20'240'601;               // fixed: every run reads t
 constexpr uint64_t kPreloadKeys = 100'000;
 constexpr size_t kPreloadBatchOps = 1000;
 
-// Work per repetition. Writes without fsync and reads run a fixed number of
-// iterations (see the file comment); durable writes run for a minimum time
-// instead, since one fsync takes from tens of microseconds to milliseconds
-// depending on the disk and its neighbours.
+// Work per repetition, fixed so that a run does a bounded, identical amount of
+// work and both sides of a ratio write the same number of rows.
 constexpr int64_t kPutIterations = 100'000;
-constexpr int64_t kBatchIterations = 100;  // x 1000 logical writes
-constexpr double kSyncMinSeconds = 1.0;
+constexpr int64_t kBatchIterations = 100;   // x 1000 logical writes
+constexpr int64_t kSyncIterations = 1'000;  // per thread
 constexpr int64_t kGetIterations = 200'000;
 constexpr int64_t kScanIterations = 5'000;  // pages of 100
 // The machine may be shared and noisy: each benchmark runs this many times and
-// bench/main.cc takes its ratios from the medians.
-constexpr int kRepetitions = 5;
+// bench/main.cc takes its ratios from the medians. One fsync here takes from
+// tens of microseconds to milliseconds as the disk's neighbours come and go,
+// so the durable writes get more, shorter repetitions (scripts/run-bench.sh
+// interleaves them with the others).
+constexpr int kRepetitions = 7;
+constexpr int kSyncRepetitions = 11;
 
 // Settings shared by every benchmark here. They measure wall time: waiting for
 // the disk and the work of LevelDB's background compaction thread are part of
 // the cost.
 void Common(benchmark::internal::Benchmark* b) {
   b->UseRealTime()->Repetitions(kRepetitions)->DisplayAggregatesOnly();
+}
+void CommonSync(benchmark::internal::Benchmark* b) {
+  b->Iterations(kSyncIterations)
+      ->UseRealTime()
+      ->Repetitions(kSyncRepetitions)
+      ->DisplayAggregatesOnly();
 }
 
 // A fresh directory under /tmp, removed with everything in it on destruction.
@@ -271,7 +276,7 @@ BENCHMARK_CAPTURE(BM_RawLevelDbPut, batched_1000, 1000)
 
 // The durable limit: one fsync per logical write, one writer.
 void BM_RawLevelDbPutSync(benchmark::State& state) { RawPut(state, 1, /*sync=*/true); }
-BENCHMARK(BM_RawLevelDbPutSync)->MinTime(kSyncMinSeconds)->Apply(Common);
+BENCHMARK(BM_RawLevelDbPutSync)->Apply(CommonSync);
 
 // ---- replica ----
 
@@ -332,7 +337,7 @@ BENCHMARK_CAPTURE(BM_ReplicaPut, relaxed, Durability::kRelaxed)
 // concurrent writers share each fsync. Thread 0 opens the replica before the
 // timed loop and closes it after; Google Benchmark's start and stop barriers
 // order that against the other threads. Google Benchmark 1.7.1 prints these as
-// "BM_ReplicaPutSync/min_time:1.000/repeats:5/real_time/threads:N" (settings
+// "BM_ReplicaPutSync/iterations:1000/repeats:11/real_time/threads:N" (settings
 // go before threads:N); bench/main.cc matches them as "BM_ReplicaPutSync/threads:N".
 void BM_ReplicaPutSync(benchmark::State& state) {
   static std::unique_ptr<ReplicaFixture> shared;
@@ -358,8 +363,8 @@ void BM_ReplicaPutSync(benchmark::State& state) {
   SetRates(state, state.iterations());
   if (state.thread_index() == 0) shared.reset();
 }
-BENCHMARK(BM_ReplicaPutSync)->Threads(1)->MinTime(kSyncMinSeconds)->Apply(Common);
-BENCHMARK(BM_ReplicaPutSync)->Threads(8)->MinTime(kSyncMinSeconds)->Apply(Common);
+BENCHMARK(BM_ReplicaPutSync)->Threads(1)->Apply(CommonSync);
+BENCHMARK(BM_ReplicaPutSync)->Threads(8)->Apply(CommonSync);
 
 void BM_ReplicaBatchPut1000(benchmark::State& state) {
   constexpr int64_t kOps = 1000;

@@ -223,8 +223,6 @@ class RawRowMaker {
     batch->Put(oplog_key_, oplog_value_);
   }
 
-  std::string RecordKey(uint64_t index) const { return rows::RecordKey(kMap, KeyString(index)); }
-
  private:
   RowSizes sizes_;
   std::string record_key_;

@@ -12,7 +12,9 @@
 namespace {
 
 // A ratio line: items_per_second of `numerator` over that of `denominator`.
-// Benchmarks are matched by their full run name (e.g. "BM_Put/relaxed").
+// Benchmarks are named as Google Benchmark names them, without the parts that
+// only say how they were measured (see RatioName): "BM_Put/relaxed",
+// "BM_PutSync/threads:8".
 struct RatioSpec {
   const char* name;
   const char* numerator;
@@ -23,33 +25,59 @@ constexpr RatioSpec kRatios[] = {
     {"local_put_vs_raw_leveldb", "BM_ReplicaPut/relaxed", "BM_RawLevelDbPut/unbatched"},
     {"batch_put_vs_raw_leveldb", "BM_ReplicaBatchPut1000", "BM_RawLevelDbPut/batched_1000"},
     {"sync_8_writers_vs_1", "BM_ReplicaPutSync/threads:8", "BM_ReplicaPutSync/threads:1"},
+    {"get_vs_raw_leveldb", "BM_ReplicaGet", "BM_RawLevelDbGet"},
 };
 
-// Forwards to the usual display reporter and remembers items/s per run name.
+// A run's name without the fields Google Benchmark adds for settings
+// (iterations:N, min_time:S, repeats:N, real_time), which sit between the
+// function name and threads:N: "BM_Put/iterations:9/real_time/threads:8"
+// becomes "BM_Put/threads:8".
+std::string RatioName(const benchmark::BenchmarkReporter::Run& run) {
+  benchmark::BenchmarkName name = run.run_name;
+  name.min_time.clear();
+  name.min_warmup_time.clear();
+  name.iterations.clear();
+  name.repetitions.clear();
+  name.time_type.clear();
+  return name.str();
+}
+
+// Forwards to the usual display reporter and remembers items/s per run name:
+// the median when the benchmark ran repeatedly, else the (last) run's own rate.
 class CapturingReporter : public benchmark::ConsoleReporter {
  public:
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const Run& run : runs) {
-      if (run.run_type != Run::RT_Iteration || run.error_occurred) continue;
+      if (run.error_occurred) continue;
       auto it = run.counters.find("items_per_second");
-      if (it != run.counters.end()) items_per_second_[run.benchmark_name()] = it->second.value;
+      if (it == run.counters.end()) continue;
+      if (run.run_type == Run::RT_Iteration) {
+        single_[RatioName(run)] = it->second.value;
+      } else if (run.aggregate_name == "median") {
+        median_[RatioName(run)] = it->second.value;
+      }
     }
     ConsoleReporter::ReportRuns(runs);
   }
 
-  const std::map<std::string, double>& items_per_second() const { return items_per_second_; }
+  // The items/s to use for `name`, or nullptr when no such benchmark ran.
+  // `name` matches a run name exactly or as a prefix followed by '/'.
+  const double* Find(const std::string& name) const {
+    if (const double* rate = FindIn(median_, name)) return rate;
+    return FindIn(single_, name);
+  }
 
  private:
-  std::map<std::string, double> items_per_second_;
-};
-
-// Google Benchmark appends "/real_time" and similar suffixes; match on prefix.
-const double* Find(const std::map<std::string, double>& rates, const std::string& name) {
-  for (const auto& [run_name, rate] : rates) {
-    if (run_name == name || run_name.rfind(name + "/", 0) == 0) return &rate;
+  static const double* FindIn(const std::map<std::string, double>& rates, const std::string& name) {
+    for (const auto& [run_name, rate] : rates) {
+      if (run_name == name || run_name.rfind(name + "/", 0) == 0) return &rate;
+    }
+    return nullptr;
   }
-  return nullptr;
-}
+
+  std::map<std::string, double> single_;
+  std::map<std::string, double> median_;
+};
 
 }  // namespace
 
@@ -62,8 +90,8 @@ int main(int argc, char** argv) {
 
   std::printf("\n");
   for (const RatioSpec& spec : kRatios) {
-    const double* num = Find(reporter.items_per_second(), spec.numerator);
-    const double* den = Find(reporter.items_per_second(), spec.denominator);
+    const double* num = reporter.Find(spec.numerator);
+    const double* den = reporter.Find(spec.denominator);
     if (num == nullptr || den == nullptr || *den <= 0) continue;  // filtered out of this run
     std::printf("ratio %s = %.2f  (%s %.0f/s vs %s %.0f/s)\n", spec.name, *num / *den,
                 spec.numerator, *num, spec.denominator, *den);

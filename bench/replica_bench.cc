@@ -1,0 +1,515 @@
+// Replica benchmarks against the raw limit beneath them: LevelDB alone, opened
+// with the options storage/storage.cc uses, writing rows of the same shape.
+//
+// Every logical write is a 16-byte key and a 100-byte value. The raw writer
+// puts, per logical write, one record row and one oplog row of exactly the
+// sizes rows::EncodeRecord and Oplog::EncodeRow produce (filler bytes, no
+// encoding or hashing), so a ratio shows what the replica costs on top of the
+// two rows it must write anyway: read-before-write, stamping, checksums, the
+// meta state row and the commit pipeline. Items are logical writes (or records
+// read); bytes are key + value payload (116 per item) on both sides, so bytes/s
+// ratios equal items/s ratios.
+//
+// Each benchmark run opens a fresh database in its own directory under /tmp,
+// on a real disk (fsync cost is the point), and removes it afterwards.
+#include <benchmark/benchmark.h>
+#include <leveldb/cache.h>
+#include <leveldb/db.h>
+#include <leveldb/env.h>
+#include <leveldb/filter_policy.h>
+#include <leveldb/write_batch.h>
+#include <stdlib.h>
+
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/coding.h"
+#include "base/random.h"
+#include "oplog/oplog.h"
+#include "replica/replica.h"
+#include "storage/rows.h"
+
+namespace tidemap {
+namespace {
+
+constexpr size_t kKeyBytes = 16;
+constexpr size_t kValueBytes = 100;
+constexpr int64_t kPayloadBytes = kKeyBytes + kValueBytes;
+constexpr std::string_view kMap = "bench";
+constexpr uint64_t kNodeId = 0x7469'6465'6d61'7001;  // any non-zero id
+constexpr uint64_t kSeed = 20'240'601;               // fixed: every run reads the same keys
+// Preloaded keys for the read benchmarks.
+constexpr uint64_t kPreloadKeys = 100'000;
+constexpr size_t kPreloadBatchOps = 1000;
+
+// Work per repetition, fixed so that a run does a bounded, identical amount of
+// work and both sides of a ratio write the same number of rows.
+constexpr int64_t kPutIterations = 100'000;
+constexpr int64_t kBatchIterations = 100;   // x 1000 logical writes
+constexpr int64_t kSyncIterations = 1'000;  // per thread
+constexpr int64_t kGetIterations = 200'000;
+constexpr int64_t kScanIterations = 5'000;  // pages of 100
+// The machine may be shared and noisy: each benchmark runs this many times and
+// bench/main.cc takes its ratios from the medians. One fsync here takes from
+// tens of microseconds to milliseconds as the disk's neighbours come and go,
+// so the durable writes get more, shorter repetitions (scripts/run-bench.sh
+// interleaves them with the others).
+constexpr int kRepetitions = 7;
+constexpr int kSyncRepetitions = 11;
+
+// Settings shared by every benchmark here. They measure wall time: waiting for
+// the disk and the work of LevelDB's background compaction thread are part of
+// the cost.
+void Common(benchmark::internal::Benchmark* b) {
+  b->UseRealTime()->Repetitions(kRepetitions)->DisplayAggregatesOnly();
+}
+void CommonSync(benchmark::internal::Benchmark* b) {
+  b->Iterations(kSyncIterations)
+      ->UseRealTime()
+      ->Repetitions(kSyncRepetitions)
+      ->DisplayAggregatesOnly();
+}
+
+// A fresh directory under /tmp, removed with everything in it on destruction.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "tidemap-bench-XXXXXX");
+    if (mkdtemp(pattern.data()) != nullptr) path_ = pattern;
+  }
+  ~TempDir() {
+    if (path_.empty()) return;
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  bool ok() const { return !path_.empty(); }
+  // The database directory inside (LevelDB creates it).
+  std::string db() const { return path_ + "/db"; }
+
+ private:
+  std::string path_;
+};
+
+// splitmix64's finalizer: a bijection on 64-bit values, so distinct indexes
+// give distinct keys that are spread uniformly over the key space.
+uint64_t Mix(uint64_t x) {
+  x += 0x9e37'79b9'7f4a'7c15;
+  x = (x ^ (x >> 30)) * 0xbf58'476d'1ce4'e5b9;
+  x = (x ^ (x >> 27)) * 0x94d0'49bb'1331'11eb;
+  return x ^ (x >> 31);
+}
+
+// Writes the 16-byte key of logical write `index` (hex of Mix(index)) into `out`.
+void KeyAt(uint64_t index, char out[kKeyBytes]) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  uint64_t x = Mix(index);
+  for (size_t i = 0; i < kKeyBytes; ++i) {
+    out[kKeyBytes - 1 - i] = kHex[x & 0xf];
+    x >>= 4;
+  }
+}
+
+std::string KeyString(uint64_t index) {
+  std::string key(kKeyBytes, '\0');
+  KeyAt(index, key.data());
+  return key;
+}
+
+// 100-byte values cut from a random buffer, so that blocks do not compress to
+// nothing (LevelDB snappy-compresses tables).
+class Values {
+ public:
+  Values() : bytes_(kBufferBytes, '\0') {
+    SeededRandom rng(kSeed);
+    for (char& c : bytes_) c = static_cast<char>(rng.Next64());
+  }
+  std::string_view At(uint64_t index) const {
+    return std::string_view(bytes_).substr((index * 101) % (kBufferBytes - kValueBytes),
+                                           kValueBytes);
+  }
+
+ private:
+  static constexpr size_t kBufferBytes = size_t{1} << 20;
+  std::string bytes_;
+};
+
+const Values& TheValues() {
+  static const Values values;
+  return values;
+}
+
+// Row sizes, taken from the real encoders so they follow format changes.
+struct RowSizes {
+  size_t record_value;
+  size_t oplog_value;
+};
+
+RowSizes TheRowSizes() {
+  const std::string key = KeyString(0);
+  const std::string row_key = rows::RecordKey(kMap, key);
+  rows::RecordValue rec;
+  rec.version = Version{Timestamp::FromParts(1'795'313'720'123, 7), kNodeId};
+  rec.value.assign(TheValues().At(0));
+  OplogEntry entry{1, std::string(kMap), key, rec.version, false};
+  return RowSizes{rows::EncodeRecord(row_key, rec).size(), Oplog::EncodeRow(entry).size()};
+}
+
+// ---- raw LevelDB ----
+
+// A LevelDB database with storage/storage.cc's options.
+class RawDb {
+ public:
+  static std::unique_ptr<RawDb> Open(const std::string& path, std::string* error) {
+    std::unique_ptr<RawDb> raw(new RawDb());
+    raw->cache_.reset(leveldb::NewLRUCache(size_t{8} << 20));
+    raw->filter_.reset(leveldb::NewBloomFilterPolicy(10));
+    leveldb::Options opts;
+    opts.create_if_missing = true;
+    opts.paranoid_checks = true;
+    opts.env = leveldb::Env::Default();
+    opts.block_cache = raw->cache_.get();
+    opts.filter_policy = raw->filter_.get();
+    opts.write_buffer_size = size_t{4} << 20;
+    leveldb::DB* db = nullptr;
+    const leveldb::Status s = leveldb::DB::Open(opts, path, &db);
+    if (!s.ok()) {
+      *error = s.ToString();
+      return nullptr;
+    }
+    raw->db_.reset(db);
+    return raw;
+  }
+
+  leveldb::DB* db() { return db_.get(); }
+
+ private:
+  RawDb() = default;
+  // The DB goes before the cache and filter it uses.
+  std::unique_ptr<leveldb::Cache> cache_;
+  std::unique_ptr<const leveldb::FilterPolicy> filter_;
+  std::unique_ptr<leveldb::DB> db_;
+};
+
+// Builds the two rows of logical write `index` (oplog seq index + 1): the
+// record row under the real record key, the oplog row under the real oplog
+// key, both values filler of the real sizes.
+class RawRowMaker {
+ public:
+  RawRowMaker() : sizes_(TheRowSizes()), record_key_(rows::RecordMapPrefix(kMap)) {
+    prefix_bytes_ = record_key_.size();
+    record_key_.resize(prefix_bytes_ + kKeyBytes);
+    record_value_.assign(sizes_.record_value - kValueBytes, '\x01');
+    header_bytes_ = record_value_.size();
+    record_value_.resize(sizes_.record_value);
+    oplog_value_.assign(sizes_.oplog_value, '\x02');
+  }
+
+  void Add(uint64_t index, leveldb::WriteBatch* batch) {
+    KeyAt(index, record_key_.data() + prefix_bytes_);
+    const std::string_view value = TheValues().At(index);
+    std::memcpy(record_value_.data() + header_bytes_, value.data(), value.size());
+    batch->Put(record_key_, record_value_);
+    oplog_key_ = Oplog::RowKey(index + 1);
+    batch->Put(oplog_key_, oplog_value_);
+  }
+
+ private:
+  RowSizes sizes_;
+  std::string record_key_;
+  size_t prefix_bytes_;
+  std::string record_value_;
+  size_t header_bytes_;
+  std::string oplog_key_;
+  std::string oplog_value_;
+};
+
+void SetRates(benchmark::State& state, int64_t items) {
+  state.SetItemsProcessed(items);
+  state.SetBytesProcessed(items * kPayloadBytes);
+}
+
+// Raw puts, `per_batch` logical writes (2 rows each) per WriteBatch.
+void RawPut(benchmark::State& state, int64_t per_batch, bool sync) {
+  TempDir dir;
+  std::string error = "cannot create a directory under /tmp";
+  std::unique_ptr<RawDb> raw = dir.ok() ? RawDb::Open(dir.db(), &error) : nullptr;
+  if (raw == nullptr) {
+    state.SkipWithError(error.c_str());
+    return;
+  }
+  RawRowMaker maker;
+  leveldb::WriteOptions wo;
+  wo.sync = sync;
+  leveldb::WriteBatch batch;
+  uint64_t index = 0;
+  for (auto _ : state) {
+    batch.Clear();
+    for (int64_t i = 0; i < per_batch; ++i) maker.Add(index++, &batch);
+    const leveldb::Status s = raw->db()->Write(wo, &batch);
+    if (!s.ok()) {
+      state.SkipWithError(s.ToString().c_str());
+      break;
+    }
+  }
+  SetRates(state, state.iterations() * per_batch);
+}
+
+void BM_RawLevelDbPut(benchmark::State& state, int64_t per_batch) {
+  RawPut(state, per_batch, /*sync=*/false);
+}
+BENCHMARK_CAPTURE(BM_RawLevelDbPut, unbatched, 1)->Iterations(kPutIterations)->Apply(Common);
+BENCHMARK_CAPTURE(BM_RawLevelDbPut, batched_1000, 1000)
+    ->Iterations(kBatchIterations)
+    ->Apply(Common);
+
+// The durable limit: one fsync per logical write, one writer.
+void BM_RawLevelDbPutSync(benchmark::State& state) { RawPut(state, 1, /*sync=*/true); }
+BENCHMARK(BM_RawLevelDbPutSync)->Apply(CommonSync);
+
+// ---- replica ----
+
+// A replica in a fresh directory, on the system clock.
+struct ReplicaFixture {
+  TempDir dir;
+  SystemClock clock;
+  std::unique_ptr<Replica> replica;
+  std::string error;
+
+  explicit ReplicaFixture(Durability durability) {
+    if (!dir.ok()) {
+      error = "cannot create a directory under /tmp";
+      return;
+    }
+    error = Open(durability);
+  }
+  // Reopens the replica (its writes so far must be done).
+  std::string Open(Durability durability) {
+    replica.reset();
+    ReplicaOptions o;
+    o.path = dir.db();
+    o.clock = &clock;
+    o.node_id = kNodeId;
+    o.durability = durability;
+    auto r = Replica::Open(std::move(o));
+    if (!r.ok()) return r.status().ToString();
+    replica = std::move(*r);
+    return {};
+  }
+  ~ReplicaFixture() { replica.reset(); }  // closed before the directory goes
+};
+
+void BM_ReplicaPut(benchmark::State& state, Durability durability) {
+  ReplicaFixture f(durability);
+  if (f.replica == nullptr) {
+    state.SkipWithError(f.error.c_str());
+    return;
+  }
+  char key[kKeyBytes];
+  uint64_t index = 0;
+  for (auto _ : state) {
+    KeyAt(index, key);
+    auto v = f.replica->Put(kMap, std::string_view(key, kKeyBytes), TheValues().At(index));
+    ++index;
+    if (!v.ok()) {
+      state.SkipWithError(v.status().ToString().c_str());
+      break;
+    }
+  }
+  SetRates(state, state.iterations());
+}
+BENCHMARK_CAPTURE(BM_ReplicaPut, relaxed, Durability::kRelaxed)
+    ->Iterations(kPutIterations)
+    ->Apply(Common);
+
+// Durable puts from several threads into one replica: group commit should let
+// concurrent writers share each fsync. Thread 0 opens the replica before the
+// timed loop and closes it after; Google Benchmark's start and stop barriers
+// order that against the other threads. Google Benchmark 1.7.1 prints these as
+// "BM_ReplicaPutSync/iterations:1000/repeats:11/real_time/threads:N" (settings
+// go before threads:N); bench/main.cc matches them as "BM_ReplicaPutSync/threads:N".
+void BM_ReplicaPutSync(benchmark::State& state) {
+  static std::unique_ptr<ReplicaFixture> shared;
+  if (state.thread_index() == 0) {
+    shared = std::make_unique<ReplicaFixture>(Durability::kSync);
+    if (shared->replica == nullptr) state.SkipWithError(shared->error.c_str());
+  }
+  // Each thread writes its own range of indexes, so all keys are distinct.
+  uint64_t index = static_cast<uint64_t>(state.thread_index()) << 40;
+  char key[kKeyBytes];
+  bool failed = false;
+  for (auto _ : state) {
+    // A failed thread keeps iterating without work so the stop barrier is reached.
+    if (failed || shared->replica == nullptr) continue;
+    KeyAt(index, key);
+    auto v = shared->replica->Put(kMap, std::string_view(key, kKeyBytes), TheValues().At(index));
+    ++index;
+    if (!v.ok()) {
+      state.SkipWithError(v.status().ToString().c_str());
+      failed = true;
+    }
+  }
+  SetRates(state, state.iterations());
+  if (state.thread_index() == 0) shared.reset();
+}
+BENCHMARK(BM_ReplicaPutSync)->Threads(1)->Apply(CommonSync);
+BENCHMARK(BM_ReplicaPutSync)->Threads(8)->Apply(CommonSync);
+
+void BM_ReplicaBatchPut1000(benchmark::State& state) {
+  constexpr int64_t kOps = 1000;
+  ReplicaFixture f(Durability::kRelaxed);
+  if (f.replica == nullptr) {
+    state.SkipWithError(f.error.c_str());
+    return;
+  }
+  char key[kKeyBytes];
+  uint64_t index = 0;
+  for (auto _ : state) {
+    WriteBatch batch;
+    for (int64_t i = 0; i < kOps; ++i) {
+      KeyAt(index, key);
+      batch.Put(kMap, std::string_view(key, kKeyBytes), TheValues().At(index));
+      ++index;
+    }
+    auto v = f.replica->Write(batch);
+    if (!v.ok()) {
+      state.SkipWithError(v.status().ToString().c_str());
+      break;
+    }
+  }
+  SetRates(state, state.iterations() * kOps);
+}
+BENCHMARK(BM_ReplicaBatchPut1000)->Iterations(kBatchIterations)->Apply(Common);
+
+// ---- reads over kPreloadKeys keys ----
+//
+// Both sides preload in batches, then compact the whole database, so that the
+// reads see the same settled layout (all tables, no memtable, no compaction
+// running) whatever the timing of the preload was.
+
+void CompactAll(leveldb::DB* db) { db->CompactRange(nullptr, nullptr); }
+
+// Preloads a replica, then compacts its database with LevelDB directly.
+std::string PreloadReplica(ReplicaFixture* f) {
+  char key[kKeyBytes];
+  for (uint64_t start = 0; start < kPreloadKeys; start += kPreloadBatchOps) {
+    WriteBatch batch;
+    for (uint64_t i = start; i < start + kPreloadBatchOps && i < kPreloadKeys; ++i) {
+      KeyAt(i, key);
+      batch.Put(kMap, std::string_view(key, kKeyBytes), TheValues().At(i));
+    }
+    auto v = f->replica->Write(batch);
+    if (!v.ok()) return v.status().ToString();
+  }
+  f->replica.reset();
+  {
+    std::string error;
+    std::unique_ptr<RawDb> raw = RawDb::Open(f->dir.db(), &error);
+    if (raw == nullptr) return error;
+    CompactAll(raw->db());
+  }
+  return f->Open(Durability::kRelaxed);
+}
+
+std::string PreloadRaw(RawDb* raw) {
+  RawRowMaker maker;
+  leveldb::WriteBatch batch;
+  for (uint64_t start = 0; start < kPreloadKeys; start += kPreloadBatchOps) {
+    batch.Clear();
+    for (uint64_t i = start; i < start + kPreloadBatchOps && i < kPreloadKeys; ++i) {
+      maker.Add(i, &batch);
+    }
+    const leveldb::Status s = raw->db()->Write(leveldb::WriteOptions(), &batch);
+    if (!s.ok()) return s.ToString();
+  }
+  CompactAll(raw->db());
+  return {};
+}
+
+void BM_ReplicaGet(benchmark::State& state) {
+  ReplicaFixture f(Durability::kRelaxed);
+  if (f.replica != nullptr) f.error = PreloadReplica(&f);
+  if (f.replica == nullptr || !f.error.empty()) {
+    state.SkipWithError(f.error.c_str());
+    return;
+  }
+  SeededRandom rng(kSeed);
+  char key[kKeyBytes];
+  for (auto _ : state) {
+    KeyAt(rng.Uniform(kPreloadKeys), key);
+    auto r = f.replica->Get(kMap, std::string_view(key, kKeyBytes));
+    if (!r.ok()) {
+      state.SkipWithError(r.status().ToString().c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(r);
+  }
+  SetRates(state, state.iterations());
+}
+BENCHMARK(BM_ReplicaGet)->Iterations(kGetIterations)->Apply(Common);
+
+// Raw gets of the record rows, with the read options storage/storage.cc uses.
+void BM_RawLevelDbGet(benchmark::State& state) {
+  TempDir dir;
+  std::string error = "cannot create a directory under /tmp";
+  std::unique_ptr<RawDb> raw = dir.ok() ? RawDb::Open(dir.db(), &error) : nullptr;
+  if (raw != nullptr) error = PreloadRaw(raw.get());
+  if (raw == nullptr || !error.empty()) {
+    state.SkipWithError(error.c_str());
+    return;
+  }
+  SeededRandom rng(kSeed);
+  std::string row_key = rows::RecordMapPrefix(kMap);
+  const size_t prefix_bytes = row_key.size();
+  row_key.resize(prefix_bytes + kKeyBytes);
+  leveldb::ReadOptions ro;
+  ro.verify_checksums = true;
+  std::string value;
+  for (auto _ : state) {
+    KeyAt(rng.Uniform(kPreloadKeys), row_key.data() + prefix_bytes);
+    const leveldb::Status s = raw->db()->Get(ro, row_key, &value);
+    if (!s.ok()) {
+      state.SkipWithError(s.ToString().c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(value);
+  }
+  SetRates(state, state.iterations());
+}
+BENCHMARK(BM_RawLevelDbGet)->Iterations(kGetIterations)->Apply(Common);
+
+// Pages of 100 through the whole map, starting over at the end.
+void BM_ReplicaScan100(benchmark::State& state) {
+  constexpr size_t kPage = 100;
+  ReplicaFixture f(Durability::kRelaxed);
+  if (f.replica != nullptr) f.error = PreloadReplica(&f);
+  if (f.replica == nullptr || !f.error.empty()) {
+    state.SkipWithError(f.error.c_str());
+    return;
+  }
+  std::optional<std::string> after;
+  int64_t records = 0;
+  for (auto _ : state) {
+    auto page = f.replica->Scan(kMap, "", after, kPage);
+    if (!page.ok()) {
+      state.SkipWithError(page.status().ToString().c_str());
+      break;
+    }
+    records += static_cast<int64_t>(page->items.size());
+    after = std::move(page->next);
+  }
+  SetRates(state, records);
+}
+BENCHMARK(BM_ReplicaScan100)->Iterations(kScanIterations)->Apply(Common);
+
+}  // namespace
+}  // namespace tidemap

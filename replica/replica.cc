@@ -31,7 +31,8 @@ bool DigestLess(const Digest128& a, const Digest128& b) {
 struct KeyState {
   bool exists = false;
   rows::RecordMeta meta;
-  Digest128 content;  // only meaningful when exists
+  // Digest of (tombstone, value); loaded only when a tie needs it.
+  std::optional<Digest128> content;
 };
 
 std::string EncodeState(uint64_t last_seq, uint64_t live, uint64_t tombstones) {
@@ -160,20 +161,31 @@ struct Replica::Impl {
 
   Status Commit(Writer* w);
   void ProcessGroup(const std::vector<Writer*>& group);
-  Result<KeyState> LoadKeyState(const std::string& row_key) const;
+  // The stored state of a key, from its 17-byte key-hash index row (so an
+  // overwrite never reads the old value).
+  Result<KeyState> LoadKeyState(uint64_t key_hash, std::string_view map,
+                                std::string_view key) const;
+  // The content digest of the stored record, for the equal-version tie rule.
+  Result<Digest128> LoadContent(const std::string& row_key) const;
   void Deliver(const std::vector<PendingEvent>& events);
 };
 
-Result<KeyState> Replica::Impl::LoadKeyState(const std::string& row_key) const {
-  auto bytes = store->Get(row_key);
+Result<KeyState> Replica::Impl::LoadKeyState(uint64_t key_hash, std::string_view map,
+                                             std::string_view key) const {
+  auto bytes = store->Get(rows::HashIndexKey(key_hash, map, key));
   if (bytes.status().IsNotFound()) return KeyState{};
   if (!bytes.ok()) return bytes.status();
-  TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, *bytes));
+  TIDEMAP_ASSIGN_OR_RETURN(rows::RecordMeta meta, rows::DecodeHashIndexValue(*bytes));
   KeyState st;
   st.exists = true;
-  st.meta = rows::RecordMeta{rec.version, rec.tombstone};
-  st.content = ContentDigest(rec.tombstone, rec.value);
+  st.meta = meta;
   return st;
+}
+
+Result<Digest128> Replica::Impl::LoadContent(const std::string& row_key) const {
+  TIDEMAP_ASSIGN_OR_RETURN(std::string bytes, store->Get(row_key));
+  TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, bytes));
+  return ContentDigest(rec.tombstone, rec.value);
 }
 
 // The pipeline: writers queue up; the one at the front becomes the leader,
@@ -207,12 +219,15 @@ Status Replica::Impl::Commit(Writer* w) {
   for (Writer* x : group) {
     TIDEMAP_CHECK(writers.front() == x);
     writers.pop_front();
-    if (x != w) {
-      x->done = true;
-      x->cv.Signal();
-    }
+    if (x != w) x->done = true;
   }
+  // Wake the next leader first, so the next group gets going while this one's
+  // followers wake. Signals go out under the lock: a woken writer may return
+  // and destroy its Writer (and condition variable) as soon as it sees `done`.
   if (!writers.empty()) writers.front()->cv.Signal();
+  for (Writer* x : group) {
+    if (x != w) x->cv.Signal();
+  }
   mu.Unlock();
   return w->status;
 }
@@ -233,7 +248,8 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
   for (Writer* w : group) {
     // A writer's ops are all-or-nothing: stage them, merge only on success.
     Batch staged;
-    std::vector<std::pair<std::string, KeyState>> staged_keys;
+    // Keys this writer changed so far, latest state (a batch may touch a key twice).
+    std::unordered_map<std::string, KeyState> staged_keys;
     std::vector<PendingEvent> staged_events;
     std::vector<std::pair<uint32_t, Digest128>> staged_deltas;
     uint64_t w_seq = seq, w_live = live_count, w_tomb = tomb_count;
@@ -257,23 +273,18 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
         tombstone = op.tombstone;
       }
       std::string row_key = rows::RecordKey(map, key);
+      const uint64_t key_hash = KeyHash(map, key);
 
       // The key's state as of everything before this op.
       KeyState old;
-      bool found = false;
-      for (auto it = staged_keys.rbegin(); it != staged_keys.rend(); ++it) {
-        if (it->first == row_key) {
-          old = it->second;
-          found = true;
-          break;
-        }
-      }
-      if (!found) {
+      if (auto st = staged_keys.find(row_key); st != staged_keys.end()) {
+        old = st->second;
+      } else {
         auto o = overlay.find(row_key);
         if (o != overlay.end()) {
           old = o->second;
         } else {
-          auto loaded = LoadKeyState(row_key);
+          auto loaded = LoadKeyState(key_hash, map, key);
           if (!loaded.ok()) {
             status = loaded.status();
             break;
@@ -291,8 +302,18 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
       }
       const Digest128 content = ContentDigest(tombstone, value);
       if (w->remote && old.exists) {
-        const bool wins = version > old.meta.version ||
-                          (version == old.meta.version && DigestLess(old.content, content));
+        bool wins = version > old.meta.version;
+        if (version == old.meta.version) {
+          if (!old.content.has_value()) {
+            auto loaded = LoadContent(row_key);
+            if (!loaded.ok()) {
+              status = loaded.status();
+              break;
+            }
+            old.content = *loaded;
+          }
+          wins = DigestLess(*old.content, content);
+        }
         if (!wins) {
           ++apply.ignored;
           continue;
@@ -313,7 +334,6 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
 
       // The key's Merkle item changes from the old version's to the new one's,
       // and its key-hash index row is rewritten with it.
-      const uint64_t key_hash = KeyHash(map, key);
       Digest128 delta = ItemDigest(map, key, version, tombstone);
       if (old.exists) delta ^= ItemDigest(map, key, old.meta.version, old.meta.tombstone);
       staged_deltas.emplace_back(BucketOf(key_hash, tree_shape), delta);
@@ -325,8 +345,8 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
         kind = (old.exists && !old.meta.tombstone) ? ChangeKind::kUpdate : ChangeKind::kCreate;
       }
       staged_events.push_back(PendingEvent{kind, map, key, value, version, w_seq, w->remote});
-      staged_keys.emplace_back(std::move(row_key),
-                               KeyState{true, rows::RecordMeta{version, tombstone}, content});
+      staged_keys.insert_or_assign(std::move(row_key),
+                                   KeyState{true, rows::RecordMeta{version, tombstone}, content});
       if (w->remote) {
         ++apply.applied;
       } else {

@@ -731,10 +731,10 @@ Result<size_t> PackedSize(std::string_view frame) {
   if (frame.size() % sizeof(capnp::word) != 0) {
     return Status::InvalidArgument("not a whole number of words");
   }
-  std::vector<capnp::word> words(frame.size() / sizeof(capnp::word));
-  std::memcpy(words.data(), frame.data(), frame.size());
   try {
-    capnp::FlatArrayMessageReader reader(kj::arrayPtr(words.data(), words.size()));
+    kj::Array<capnp::word> words = kj::heapArray<capnp::word>(frame.size() / sizeof(capnp::word));
+    std::memcpy(words.begin(), frame.data(), frame.size());
+    capnp::FlatArrayMessageReader reader(words);
     capnp::MallocMessageBuilder builder;
     builder.setRoot(reader.getRoot<wire::Message>());
     kj::VectorOutputStream out;
@@ -783,15 +783,15 @@ Result<msg::Message> DecodeMessage(std::string_view bytes, const DecodeLimits& l
   try {
     // Cap'n Proto reads words in place; only a misaligned frame is copied
     // (into a buffer no larger than the frame, already checked above).
-    std::vector<capnp::word> aligned;
+    kj::Array<capnp::word> aligned;
     kj::ArrayPtr<const capnp::word> words;
     if (reinterpret_cast<uintptr_t>(bytes.data()) % alignof(capnp::word) == 0) {
       words = kj::arrayPtr(reinterpret_cast<const capnp::word*>(bytes.data()),
                            bytes.size() / sizeof(capnp::word));
     } else {
-      aligned.resize(bytes.size() / sizeof(capnp::word));
-      std::memcpy(aligned.data(), bytes.data(), bytes.size());
-      words = kj::arrayPtr(aligned.data(), aligned.size());
+      aligned = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
+      std::memcpy(aligned.begin(), bytes.data(), bytes.size());
+      words = aligned;
     }
     capnp::ReaderOptions options;
     options.traversalLimitInWords = limits.traversal_words_max;

@@ -72,7 +72,6 @@
 #include <cstring>
 #include <exception>
 #include <limits>
-#include <new>
 #include <string>
 #include <unordered_map>
 #include <utility>

@@ -8,7 +8,8 @@
 // on a batch of 1000 records with 16-byte keys and 100-byte random values,
 // 1.1% on 4096x16 tree digests and 2.6% on bucket summaries (random bytes do
 // not pack), while it costs a pass over every byte each way and lets a packed
-// frame unpack to ~250x its size, which would need a limit of its own
+// frame unpack to ~1000x its size (2 bytes can stand for 256 zero words),
+// which would need a limit of its own
 // (tests/unit/codec_test.cc, CodecSizes.Report, prints these numbers).
 //
 // Decoding never trusts the peer: the frame size is checked before anything

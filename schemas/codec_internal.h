@@ -1,0 +1,38 @@
+// Internals of the sync codec that tests reach directly: the bit-packed
+// BucketSummaries entry blob (grammar at the top of schemas/codec.cc) and a
+// measurement helper. Not for production callers.
+#ifndef TIDEMAP_SCHEMAS_CODEC_INTERNAL_H_
+#define TIDEMAP_SCHEMAS_CODEC_INTERNAL_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+#include "schemas/codec.h"
+#include "schemas/messages.h"
+
+namespace tidemap::codec_internal {
+
+// Encodes `entries`, grouped into buckets by `counts` (counts[i] consecutive
+// entries per bucket; they must add up to entries.size(), else InvalidArgument).
+Result<std::string> EncodeSummaryEntries(const std::vector<uint32_t>& counts,
+                                         const std::vector<msg::SummaryEntry>& entries);
+
+// Decodes a blob written by EncodeSummaryEntries with the same `counts`.
+// InvalidArgument when the blob's entry count is over limits.list_items_max
+// or differs from the sum of `counts`; Corruption when the blob is malformed.
+Result<std::vector<msg::SummaryEntry>> DecodeSummaryEntries(std::string_view blob,
+                                                            const std::vector<uint32_t>& counts,
+                                                            const DecodeLimits& limits);
+
+// The size of `frame` (an EncodeMessage result) if it were written with
+// Cap'n Proto's packing instead (capnp::writePackedMessage). For the size
+// measurements that decided against packing.
+Result<size_t> PackedSize(std::string_view frame);
+
+}  // namespace tidemap::codec_internal
+
+#endif  // TIDEMAP_SCHEMAS_CODEC_INTERNAL_H_

@@ -1,0 +1,93 @@
+@0x9c64296f80b0eb14;
+# tidemap sync protocol, version 1 (tidemap::kProtocolVersion, sent in Hello).
+#
+# One frame payload is one Message, serialized as a flat (unpacked) Cap'n Proto
+# message; net/ adds the length prefix. schemas/codec.cc maps these structs to
+# and from the C++ values of schemas/messages.h and documents every choice made
+# here for size.
+#
+# Evolution rule: only add fields at the end of a struct (the next ordinal) and
+# union members at the end of the union; never renumber, remove, retype or give
+# a field a new meaning. A change an old peer cannot safely ignore bumps the
+# protocol version in Hello.
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("tidemap::wire");
+
+struct Message {
+  seq @0 :UInt64;  # per session and direction, from 1
+  body :union {
+    hello @1 :Hello;
+    recordBatch @2 :RecordBatch;
+    batchAck @3 :BatchAck;
+    batchRefused @4 :BatchRefused;
+    treeNodes @5 :TreeNodes;
+    bucketSummaries @6 :BucketSummaries;
+    diffRecords @7 :DiffRecords;
+    diffEnd @8 :DiffEnd;
+  }
+}
+
+struct Hello {
+  protocolVersion @0 :UInt32;  # first, so every later version can read it
+  treeFanoutBits @1 :UInt32;
+  nodeId @2 :UInt64;
+  merkleRootLo @3 :UInt64;
+  merkleRootHi @4 :UInt64;
+  treeDepth @5 :UInt32;
+  lastSeq @6 :UInt64;
+  prunedThrough @7 :UInt64;
+}
+
+# A record with its version inline as two UInt64 (no Version sub-struct: a
+# struct pointer would cost a word per record).
+struct Record {
+  map @0 :Data;
+  key @1 :Data;
+  value @2 :Data;  # empty for a tombstone
+  hlc @3 :UInt64;  # Timestamp.raw
+  origin @4 :UInt64;
+  tombstone @5 :Bool;
+}
+
+struct RecordBatch {
+  firstSeq @0 :UInt64;
+  lastSeq @1 :UInt64;
+  records @2 :List(Record);
+}
+
+struct BatchAck {
+  lastSeq @0 :UInt64;
+}
+
+struct BatchRefused {
+  lastSeq @0 :UInt64;
+  reason @1 :Text;
+}
+
+struct TreeNodes {
+  diffId @0 :UInt64;
+  level @1 :UInt32;
+  last @2 :Bool = true;
+  parents @3 :List(UInt32);
+  childDigests @4 :List(UInt64);  # parents.size() * fanout, parent by parent
+}
+
+struct BucketSummaries {
+  diffId @0 :UInt64;
+  last @1 :Bool = true;
+  buckets @2 :List(UInt32);
+  counts @3 :List(UInt32);  # counts[i] entries belong to buckets[i]
+  entries @4 :Data;         # sum(counts) entries, bit-packed: grammar in schemas/codec.cc
+}
+
+struct DiffRecords {
+  diffId @0 :UInt64;
+  last @1 :Bool = true;
+  records @2 :List(Record);
+  requests @3 :List(UInt64);  # key hashes
+}
+
+struct DiffEnd {
+  diffId @0 :UInt64;
+}

@@ -4,6 +4,8 @@
 // ratio uses numbers measured in this one run, never across runs.
 #include <benchmark/benchmark.h>
 
+#include "bench/report.h"
+
 #include <cstdio>
 #include <map>
 #include <string>
@@ -96,5 +98,6 @@ int main(int argc, char** argv) {
     std::printf("ratio %s = %.2f  (%s %.0f/s vs %s %.0f/s)\n", spec.name, *num / *den,
                 spec.numerator, *num, spec.denominator, *den);
   }
+  for (const std::string& line : tidemap::ReportLines()) std::printf("%s\n", line.c_str());
   return 0;
 }

@@ -1,7 +1,8 @@
 // Oplog row format (keys come from storage/rows.h):
 //
 //   oplog key   := 'o' seq:u64 (big-endian, so rows sort by seq)
-//   oplog value := flags:u8 hlc:u64 origin:u64 lp(map) lp(key) checksum:u32
+//   oplog value := flags:u8 hlc:u64 origin:u64 via:u64 lp(map) lp(key) checksum:u32
+//       via      := the peer the change arrived from, 0 for a local write
 //       flags    := bit0 tombstone; other bits zero
 //       checksum := low 32 bits of XXH3-64 of (seq:u64, every byte before it)
 //   meta 'pruned_through' -> u64: every seq at or below it was deleted
@@ -57,6 +58,7 @@ std::string Oplog::EncodeRow(const OplogEntry& entry) {
   out.push_back(static_cast<char>(entry.tombstone ? 1 : 0));
   PutFixed64BE(&out, entry.version.hlc.raw);
   PutFixed64BE(&out, entry.version.origin);
+  PutFixed64BE(&out, entry.via);
   PutLengthPrefixed(&out, entry.map);
   PutLengthPrefixed(&out, entry.key);
   PutFixed32BE(&out, RowChecksum(entry.seq, out));
@@ -74,10 +76,11 @@ Result<OplogEntry> Oplog::DecodeRow(uint64_t seq, std::string_view bytes) {
   }
   std::string_view in = body;
   uint8_t flags = 0;
-  uint64_t hlc = 0, origin = 0;
+  uint64_t hlc = 0, origin = 0, via = 0;
   std::string_view map, key;
   if (!GetByte(&in, &flags) || !GetFixed64BE(&in, &hlc) || !GetFixed64BE(&in, &origin) ||
-      !GetLengthPrefixed(&in, &map) || !GetLengthPrefixed(&in, &key) || !in.empty()) {
+      !GetFixed64BE(&in, &via) || !GetLengthPrefixed(&in, &map) || !GetLengthPrefixed(&in, &key) ||
+      !in.empty()) {
     return corrupt("malformed");
   }
   if ((flags & ~1u) != 0) return corrupt("unknown flags");
@@ -87,6 +90,7 @@ Result<OplogEntry> Oplog::DecodeRow(uint64_t seq, std::string_view bytes) {
   e.key.assign(key);
   e.version = Version{Timestamp{hlc}, origin};
   e.tombstone = (flags & 1) != 0;
+  e.via = via;
   return e;
 }
 

@@ -29,6 +29,9 @@ struct OplogEntry {
   std::string key;
   Version version;
   bool tombstone = false;
+  // The peer this change arrived from (0: written here). Streaming never sends
+  // a row back to the peer it came from, nor to the node that wrote it.
+  uint64_t via = 0;
 
   friend bool operator==(const OplogEntry&, const OplogEntry&) = default;
 };

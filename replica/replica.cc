@@ -1,5 +1,6 @@
 #include "replica/replica.h"
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <map>
@@ -105,6 +106,7 @@ struct Replica::Impl {
     const std::vector<WriteBatch::Op>* local = nullptr;
     std::span<const RemoteRecord> remote_records;
     bool remote = false;
+    uint64_t peer = 0;  // who sent the remote records
     size_t bytes = 0;
     // Output.
     Status status;
@@ -327,8 +329,8 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
       staged.Put(row_key, rows::EncodeRecord(row_key, rec));
       ++w_seq;
       staged.Put(Oplog::RowKey(w_seq),
-                 Oplog::EncodeRow(
-                     OplogEntry{w_seq, std::string(map), std::string(key), version, tombstone}));
+                 Oplog::EncodeRow(OplogEntry{w_seq, std::string(map), std::string(key), version,
+                                             tombstone, w->remote ? w->peer : 0}));
       if (old.exists) (old.meta.tombstone ? w_tomb : w_live) -= 1;
       (tombstone ? w_tomb : w_live) += 1;
 
@@ -612,6 +614,7 @@ Result<ApplyResult> Replica::ApplyRemote(std::span<const RemoteRecord> records, 
   }
   Impl::Writer w(&impl_->mu);
   w.remote = true;
+  w.peer = peer;
   w.remote_records = records;
   w.bytes = bytes;
   TIDEMAP_RETURN_IF_ERROR(impl_->Commit(&w));
@@ -705,19 +708,25 @@ Result<std::optional<RemoteRecord>> Replica::ReadRecord(std::string_view map,
       std::string(map), std::string(key), std::move(rec.value), rec.version, rec.tombstone});
 }
 
-Status Replica::RecordsByKeyHash(uint64_t key_hash, std::vector<RemoteRecord>* out) const {
-  const std::string prefix = rows::HashIndexPrefix(key_hash);
+Status Replica::RecordsByKeyHash(std::vector<uint64_t> key_hashes,
+                                 std::vector<RemoteRecord>* out) const {
+  // One iterator, seeking forward through the sorted hashes.
+  std::sort(key_hashes.begin(), key_hashes.end());
+  key_hashes.erase(std::unique(key_hashes.begin(), key_hashes.end()), key_hashes.end());
   std::vector<std::pair<std::string, std::string>> keys;
   {
     auto it = impl_->store->NewIterator();
-    for (it->Seek(prefix); it->Valid() && it->key().substr(0, prefix.size()) == prefix;
-         it->Next()) {
-      uint64_t h = 0;
-      std::string_view m, k;
-      if (!rows::ParseHashIndexKey(it->key(), &h, &m, &k)) {
-        return Status::Corruption("malformed key-hash index row");
+    for (uint64_t key_hash : key_hashes) {
+      const std::string prefix = rows::HashIndexPrefix(key_hash);
+      for (it->Seek(prefix); it->Valid() && it->key().substr(0, prefix.size()) == prefix;
+           it->Next()) {
+        uint64_t h = 0;
+        std::string_view m, k;
+        if (!rows::ParseHashIndexKey(it->key(), &h, &m, &k)) {
+          return Status::Corruption("malformed key-hash index row");
+        }
+        keys.emplace_back(std::string(m), std::string(k));
       }
-      keys.emplace_back(std::string(m), std::string(k));
     }
     TIDEMAP_RETURN_IF_ERROR(it->status());
   }
@@ -728,26 +737,34 @@ Status Replica::RecordsByKeyHash(uint64_t key_hash, std::vector<RemoteRecord>* o
   return Status::Ok();
 }
 
-Status Replica::BucketSummary(uint32_t bucket, std::vector<msg::SummaryEntry>* out) const {
-  std::pair<uint64_t, uint64_t> range;
+Status Replica::BucketSummaries(const std::vector<uint32_t>& buckets,
+                                std::vector<msg::SummaryEntry>* entries,
+                                std::vector<uint32_t>* counts) const {
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
   {
     MutexLock l(&impl_->tree_mu);
-    if (bucket >= impl_->tree.leaf_count()) {
-      return Status::InvalidArgument("bucket " + std::to_string(bucket) + " out of range");
+    for (uint32_t bucket : buckets) {
+      if (bucket >= impl_->tree.leaf_count()) {
+        return Status::InvalidArgument("bucket " + std::to_string(bucket) + " out of range");
+      }
+      ranges.push_back(impl_->tree.KeyHashRange(impl_->tree.depth(), bucket));
     }
-    range = impl_->tree.KeyHashRange(impl_->tree.depth(), bucket);
   }
   auto it = impl_->store->NewIterator();
-  for (it->Seek(rows::HashIndexPrefix(range.first)); it->Valid(); it->Next()) {
-    uint64_t h = 0;
-    std::string_view m, k;
-    if (it->key().empty() || it->key()[0] != rows::kHashIndexPrefix) break;
-    if (!rows::ParseHashIndexKey(it->key(), &h, &m, &k)) {
-      return Status::Corruption("malformed key-hash index row");
+  for (const auto& [lo, hi] : ranges) {
+    const size_t before = entries->size();
+    for (it->Seek(rows::HashIndexPrefix(lo)); it->Valid(); it->Next()) {
+      uint64_t h = 0;
+      std::string_view m, k;
+      if (it->key().empty() || it->key()[0] != rows::kHashIndexPrefix) break;
+      if (!rows::ParseHashIndexKey(it->key(), &h, &m, &k)) {
+        return Status::Corruption("malformed key-hash index row");
+      }
+      if (h > hi) break;
+      TIDEMAP_ASSIGN_OR_RETURN(rows::RecordMeta meta, rows::DecodeHashIndexValue(it->value()));
+      entries->push_back(msg::SummaryEntry{h, meta.version, meta.tombstone});
     }
-    if (h > range.second) break;
-    TIDEMAP_ASSIGN_OR_RETURN(rows::RecordMeta meta, rows::DecodeHashIndexValue(it->value()));
-    out->push_back(msg::SummaryEntry{h, meta.version, meta.tombstone});
+    counts->push_back(static_cast<uint32_t>(entries->size() - before));
   }
   return it->status();
 }

@@ -202,10 +202,14 @@ class Replica {
 
   // The stored record of (map, key), tombstones included; nullopt when absent.
   Result<std::optional<RemoteRecord>> ReadRecord(std::string_view map, std::string_view key) const;
-  // Every stored record (tombstones included) whose KeyHash is `key_hash`.
-  Status RecordsByKeyHash(uint64_t key_hash, std::vector<RemoteRecord>* out) const;
-  // The (key hash, version) entries of Merkle bucket `bucket`, in key-hash order.
-  Status BucketSummary(uint32_t bucket, std::vector<msg::SummaryEntry>* out) const;
+  // Every stored record (tombstones included) whose KeyHash is one of
+  // `key_hashes` (any order), appended to `out`.
+  Status RecordsByKeyHash(std::vector<uint64_t> key_hashes, std::vector<RemoteRecord>* out) const;
+  // The (key hash, version) entries of each of `buckets` (ascending), in
+  // key-hash order, appended to `entries`; `counts` gets one count per bucket.
+  Status BucketSummaries(const std::vector<uint32_t>& buckets,
+                         std::vector<msg::SummaryEntry>* entries,
+                         std::vector<uint32_t>* counts) const;
   // For each parent node at `level`, the low 64 bits of its children's digests.
   // InvalidArgument when a parent is not an inner node.
   Status MerkleChildDigests(uint32_t level, const std::vector<uint32_t>& parents,

@@ -133,12 +133,9 @@ Status SyncSession::Start(uint64_t now_ms, std::vector<msg::Message>* out) {
     s.stream_next = last_seq + 1;  // what precedes the snapshot comes by tree diff
   }
   msg::Hello hello;
-  hello.node_id = s.replica->node_id();
   hello.merkle_root = s.hello_root;
   hello.tree_fanout_bits = s.replica->tree_fanout_bits();
   hello.tree_depth = s.replica->tree_depth();
-  hello.last_seq = last_seq;
-  hello.pruned_through = pruned;
   s.Emit(hello, out);
   return Status::Ok();
 }
@@ -177,14 +174,11 @@ Status SyncSession::Impl::OnHello(const msg::Hello& h, uint64_t now_ms,
     return Status::Refused("peer speaks protocol version " + std::to_string(h.protocol_version) +
                            ", this node " + std::to_string(kProtocolVersion));
   }
-  if (h.node_id != peer_id) {
-    return Status::Refused("hello from node " + NodeIdToString(h.node_id) + ", expected " +
-                           NodeIdToString(peer_id));
-  }
   if (h.tree_fanout_bits != replica->tree_fanout_bits() || h.tree_depth != replica->tree_depth()) {
     return Status::Refused("peer's Merkle tree has another shape");
   }
   got_hello = true;
+  if (h.merkle_root == hello_root) diff_requested = false;  // nothing to find
   if (repair_pending && h.merkle_root == hello_root) {
     // Equal roots: the peer held everything we had at our snapshot.
     repair_pending = false;
@@ -217,7 +211,8 @@ Status SyncSession::Impl::Stream(uint64_t now_ms, std::vector<msg::Message>* out
     for (const OplogEntry& row : rows) {
       if (!batch.records.empty() && bytes >= options.batch_bytes_max) break;
       batch.last_seq = row.seq;
-      if (row.version.origin == peer_id) continue;  // never echo a change to its origin
+      // Never echo a change to the node that wrote it or the peer it came from.
+      if (row.version.origin == peer_id || row.via == peer_id) continue;
       TIDEMAP_ASSIGN_OR_RETURN(std::optional<RemoteRecord> rec,
                                replica->ReadRecord(row.map, row.key));
       // A key changed again later has a later row, which ships it once.
@@ -365,21 +360,26 @@ Status SyncSession::Impl::OnTreeNodes(const msg::TreeNodes& t, std::vector<msg::
 
 Status SyncSession::Impl::SendSummaries(const std::vector<uint32_t>& buckets,
                                         std::vector<msg::Message>* out) {
+  std::vector<msg::SummaryEntry> entries;
+  std::vector<uint32_t> counts;
+  TIDEMAP_RETURN_IF_ERROR(replica->BucketSummaries(buckets, &entries, &counts));
+  // Chunks of whole buckets, about diff_chunk_bytes_max each (~10 B an entry).
   msg::BucketSummaries s;
   s.diff_id = diff_id;
-  size_t bytes = 0;
+  size_t offset = 0, chunk_entries = 0;
   for (size_t i = 0; i < buckets.size(); ++i) {
-    const size_t before = s.entries.size();
-    TIDEMAP_RETURN_IF_ERROR(replica->BucketSummary(buckets[i], &s.entries));
     s.buckets.push_back(buckets[i]);
-    s.counts.push_back(static_cast<uint32_t>(s.entries.size() - before));
-    bytes += 8 + (s.entries.size() - before) * 20;
-    if (bytes >= options.diff_chunk_bytes_max && i + 1 < buckets.size()) {
+    s.counts.push_back(counts[i]);
+    s.entries.insert(s.entries.end(), entries.begin() + static_cast<std::ptrdiff_t>(offset),
+                     entries.begin() + static_cast<std::ptrdiff_t>(offset + counts[i]));
+    offset += counts[i];
+    chunk_entries += counts[i] + 1;
+    if (chunk_entries * 12 >= options.diff_chunk_bytes_max && i + 1 < buckets.size()) {
       s.last = false;
       Emit(std::move(s), out);
       s = msg::BucketSummaries{};
       s.diff_id = diff_id;
-      bytes = 0;
+      chunk_entries = 0;
     }
   }
   s.last = true;
@@ -392,17 +392,24 @@ Status SyncSession::Impl::OnSummaries(const msg::BucketSummaries& bs,
   if (bs.diff_id != diff_id) return Status::Ok();  // an abandoned diff
   diff_answered = true;
   if (bs.counts.size() != bs.buckets.size()) return Status::InvalidArgument("malformed summaries");
-  size_t offset = 0;
+  for (size_t i = 1; i < bs.buckets.size(); ++i) {
+    if (bs.buckets[i] <= bs.buckets[i - 1]) return Status::InvalidArgument("unsorted buckets");
+  }
   std::vector<msg::SummaryEntry> local;
+  std::vector<uint32_t> local_counts;
+  TIDEMAP_RETURN_IF_ERROR(replica->BucketSummaries(bs.buckets, &local, &local_counts));
+  size_t offset = 0, local_offset = 0;
   for (size_t i = 0; i < bs.buckets.size(); ++i) {
     if (offset + bs.counts[i] > bs.entries.size()) {
       return Status::InvalidArgument("malformed summaries");
     }
-    local.clear();
-    TIDEMAP_RETURN_IF_ERROR(replica->BucketSummary(bs.buckets[i], &local));
     std::vector<SummaryEntry> mine, theirs;
-    mine.reserve(local.size());
-    for (const auto& e : local) mine.push_back(SummaryEntry{e.key_hash, e.version, e.tombstone});
+    mine.reserve(local_counts[i]);
+    for (size_t j = local_offset; j < local_offset + local_counts[i]; ++j) {
+      const auto& e = local[j];
+      mine.push_back(SummaryEntry{e.key_hash, e.version, e.tombstone});
+    }
+    local_offset += local_counts[i];
     for (size_t j = offset; j < offset + bs.counts[i]; ++j) {
       const auto& e = bs.entries[j];
       theirs.push_back(SummaryEntry{e.key_hash, e.version, e.tombstone});
@@ -430,11 +437,11 @@ Status SyncSession::Impl::SendDiffRecords(const std::vector<uint64_t>& key_hashe
   d.diff_id = diff_id;
   size_t bytes = 0;
   std::vector<RemoteRecord> found;
-  for (uint64_t h : key_hashes) {
-    found.clear();
-    TIDEMAP_RETURN_IF_ERROR(replica->RecordsByKeyHash(h, &found));
+  TIDEMAP_RETURN_IF_ERROR(replica->RecordsByKeyHash(key_hashes, &found));
+  {
     for (RemoteRecord& r : found) {
-      if (!d.records.empty() && bytes + RecordBytes(r) > options.diff_chunk_bytes_max) {
+      if (!d.records.empty() && (bytes + RecordBytes(r) > options.diff_chunk_bytes_max ||
+                                 d.records.size() >= options.batch_records_max)) {
         d.last = false;
         stats.records_sent += d.records.size();
         Emit(std::move(d), out);
@@ -457,8 +464,11 @@ Status SyncSession::Impl::OnDiffRecords(const msg::DiffRecords& d, uint64_t now_
                                         std::vector<msg::Message>* out) {
   if (d.diff_id != diff_id) return Status::Ok();
   diff_answered = true;
-  if (!d.records.empty()) {
-    auto applied = replica->ApplyRemote(d.records, peer_id);
+  // Apply in slices within our own batch limit, whatever the peer's chunking.
+  const size_t slice = std::max<size_t>(1, replica->limits().batch_ops_max);
+  for (size_t i = 0; i < d.records.size(); i += slice) {
+    const size_t n = std::min(slice, d.records.size() - i);
+    auto applied = replica->ApplyRemote({d.records.data() + i, n}, peer_id);
     if (!applied.ok()) return applied.status().WithContext("tree diff");
     stats.records_applied += applied->applied;
   }

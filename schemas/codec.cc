@@ -231,7 +231,7 @@ size_t RecordsWords(const std::vector<RemoteRecord>& records) {
 size_t EstimateWords(const msg::Message& m) {
   const size_t body = std::visit(
       Overloaded{
-          [](const msg::Hello&) -> size_t { return 7; },
+          [](const msg::Hello&) -> size_t { return 3; },
           [](const msg::RecordBatch& b) -> size_t { return 3 + RecordsWords(b.records); },
           [](const msg::BatchAck&) -> size_t { return 1; },
           [](const msg::BatchRefused& b) -> size_t { return 2 + Words(b.reason.size() + 1); },
@@ -299,15 +299,15 @@ Status BuildMessage(const msg::Message& m, wire::Message::Builder root) {
   return std::visit(
       Overloaded{
           [&](const msg::Hello& h) -> Status {
+            if (h.tree_fanout_bits > 0xffff || h.tree_depth > 0xffff) {
+              return Status::InvalidArgument("hello: tree shape out of range");
+            }
             auto b = body.initHello();
             b.setProtocolVersion(h.protocol_version);
-            b.setTreeFanoutBits(h.tree_fanout_bits);
-            b.setNodeId(h.node_id);
+            b.setTreeFanoutBits(static_cast<uint16_t>(h.tree_fanout_bits));
+            b.setTreeDepth(static_cast<uint16_t>(h.tree_depth));
             b.setMerkleRootLo(h.merkle_root.lo);
             b.setMerkleRootHi(h.merkle_root.hi);
-            b.setTreeDepth(h.tree_depth);
-            b.setLastSeq(h.last_seq);
-            b.setPrunedThrough(h.pruned_through);
             return Status::Ok();
           },
           [&](const msg::RecordBatch& rb) -> Status {
@@ -471,12 +471,9 @@ Result<msg::Message> ReadMessage(wire::Message::Reader root, const DecodeLimits&
       auto b = body.getHello();
       msg::Hello h;
       h.protocol_version = b.getProtocolVersion();
-      h.node_id = b.getNodeId();
       h.merkle_root = Digest128{b.getMerkleRootLo(), b.getMerkleRootHi()};
       h.tree_fanout_bits = b.getTreeFanoutBits();
       h.tree_depth = b.getTreeDepth();
-      h.last_seq = b.getLastSeq();
-      h.pruned_through = b.getPrunedThrough();
       m.body = h;
       break;
     }

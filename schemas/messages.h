@@ -36,15 +36,13 @@ struct RemoteRecord {
 
 namespace msg {
 
-// First message of each side.
+// First message of each side. Who sent it is known from the authenticated
+// connection, so it carries only what the receiver acts on.
 struct Hello {
   uint32_t protocol_version = kProtocolVersion;
-  uint64_t node_id = 0;
-  Digest128 merkle_root;
-  uint32_t tree_fanout_bits = 0;  // both sides must use the same tree shape
-  uint32_t tree_depth = 0;
-  uint64_t last_seq = 0;        // the sender's highest oplog seq
-  uint64_t pruned_through = 0;  // the sender's oplog holds no seq at or below this
+  Digest128 merkle_root;          // equal roots: nothing to repair
+  uint32_t tree_fanout_bits = 0;  // both sides must use the same tree shape (< 2^16)
+  uint32_t tree_depth = 0;        // (< 2^16)
   friend bool operator==(const Hello&, const Hello&) = default;
 };
 

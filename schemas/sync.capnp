@@ -28,15 +28,14 @@ struct Message {
   }
 }
 
+# 24 bytes of data, so a whole hello frame is 64 bytes. The peer's identity is
+# not in it: the transport authenticated the connection before any hello.
 struct Hello {
   protocolVersion @0 :UInt32;  # first, so every later version can read it
-  treeFanoutBits @1 :UInt32;
-  nodeId @2 :UInt64;
+  treeFanoutBits @1 :UInt16;
+  treeDepth @2 :UInt16;
   merkleRootLo @3 :UInt64;
   merkleRootHi @4 :UInt64;
-  treeDepth @5 :UInt32;
-  lastSeq @6 :UInt64;
-  prunedThrough @7 :UInt64;
 }
 
 # A record with its version inline as two UInt64 (no Version sub-struct: a

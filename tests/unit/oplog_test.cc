@@ -40,7 +40,8 @@ class OplogTest : public ::testing::Test {
 };
 
 TEST_F(OplogTest, RowRoundTripAndCorruption) {
-  OplogEntry e{42, std::string("m\0ap", 4), "key", Version{Timestamp::FromParts(5, 6), 9}, true};
+  OplogEntry e{42,    std::string("m\0ap", 4), "key", Version{Timestamp::FromParts(5, 6), 9}, true,
+               0xfeed};
   const std::string row = Oplog::EncodeRow(e);
   auto back = Oplog::DecodeRow(42, row);
   ASSERT_TRUE(back.ok());

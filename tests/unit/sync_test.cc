@@ -5,7 +5,7 @@
 // changes flow on transitively (A -> B -> C) and never echo to their origin;
 // a peer whose cursor fell below the pruned point is repaired by tree diff;
 // a refused clock keeps the sender's data until the receiver accepts it; and
-// an out-of-order message closes the session.
+// an out-of-order message or another protocol version closes the session.
 #include <gtest/gtest.h>
 #include <leveldb/env.h>
 #include <leveldb/helpers/memenv.h>
@@ -145,6 +145,24 @@ TEST_F(SyncTest, FirstContactRepairsBothSidesByTreeDiff) {
   EXPECT_EQ(a.replica->LastSeq(), 501u);  // 301 own changes + 200 of B's that won here
 }
 
+// Many small records differ: diff chunks stay within the record-count bound
+// and the receiver's batch limit (a 16k-record chunk used to be refused).
+TEST_F(SyncTest, LargeDiffIsChunkedWithinBatchLimits) {
+  Node& a = Add(1);
+  Node& b = Add(2);
+  WriteBatch wa, wb;
+  for (int i = 0; i < 6000; ++i) wa.Put("m", "a" + std::to_string(i), "x");
+  for (int i = 0; i < 6000; ++i) wb.Put("m", "b" + std::to_string(i), "y");
+  ASSERT_TRUE(a.replica->Write(wa).ok());
+  ASSERT_TRUE(b.replica->Write(wb).ok());
+  SyncOptions opts;
+  opts.batch_records_max = 500;
+  Link link = Connect(1, 2, opts);
+  Pump(link);
+  ExpectConverged({1, 2});
+  EXPECT_EQ(a.replica->Stats()->keys, 12000u);
+}
+
 TEST_F(SyncTest, LaterWritesStreamAndAdvanceTheCursor) {
   Node& a = Add(1);
   Node& b = Add(2);
@@ -197,6 +215,35 @@ TEST_F(SyncTest, ChangesFlowTransitivelyAndNeverEchoToTheirOrigin) {
   // sends their records, but back towards A nothing is echoed.
   Pump(ab, false);
   EXPECT_EQ(ab.b->stats().records_sent, 0u);
+}
+
+// Records written by a third node (0x77) reach A and B separately; a diff
+// exchanges them. What each side applied from the other gets a fresh seq in
+// its oplog, but streaming must not send it back to the peer it came from.
+TEST_F(SyncTest, RecordsAppliedFromAPeerAreNotStreamedBackToIt) {
+  Node& a = Add(1);
+  Node& b = Add(2);
+  std::vector<RemoteRecord> only_a, only_b;
+  for (int i = 0; i < 30; ++i) {
+    only_a.push_back({"m", "a" + std::to_string(i), "x",
+                      Version{Timestamp::FromParts(kStartMs - 100, static_cast<uint64_t>(i)), 0x77},
+                      false});
+    only_b.push_back({"m", "b" + std::to_string(i), "y",
+                      Version{Timestamp::FromParts(kStartMs - 50, static_cast<uint64_t>(i)), 0x77},
+                      false});
+  }
+  ASSERT_TRUE(a.replica->ApplyRemote(only_a, 0x77).ok());
+  ASSERT_TRUE(b.replica->ApplyRemote(only_b, 0x77).ok());
+  // They know each other already: cursors at the ends of their logs.
+  ASSERT_TRUE(a.replica->oplog().SetPeerAck(2, a.replica->LastSeq()).ok());
+  ASSERT_TRUE(b.replica->oplog().SetPeerAck(1, b.replica->LastSeq()).ok());
+  Link link = Connect(1, 2);
+  link.a->RequestDiff();
+  Pump(link);
+  ExpectConverged({1, 2});
+  EXPECT_EQ(link.a->stats().records_sent, 30u);  // by the diff only, no echo
+  EXPECT_EQ(link.b->stats().records_sent, 30u);
+  EXPECT_EQ(*a.replica->oplog().PeerAck(2), a.replica->LastSeq());
 }
 
 TEST_F(SyncTest, PeerBelowThePrunedPointIsRepairedByTreeDiff) {
@@ -253,17 +300,19 @@ TEST_F(SyncTest, OutOfOrderMessageClosesTheSession) {
   EXPECT_NE(s.message().find("out of order"), std::string::npos);
 }
 
-TEST_F(SyncTest, WrongPeerIdentityIsRefused) {
+TEST_F(SyncTest, AnotherProtocolVersionIsRefused) {
   Add(1);
   Add(2);
-  Add(3);
   SyncSession a(nodes_[1].replica.get(), 2, {});
-  SyncSession c(nodes_[3].replica.get(), 1, {});  // node 3 claims to talk to 1...
-  std::vector<msg::Message> to_c, to_a;
-  ASSERT_TRUE(a.Start(kStartMs, &to_c).ok());
-  ASSERT_TRUE(c.Start(kStartMs, &to_a).ok());
-  Status s = a.Receive(to_a[0], kStartMs, &to_c);  // ...but A expected node 2
+  std::vector<msg::Message> out;
+  ASSERT_TRUE(a.Start(kStartMs, &out).ok());
+  msg::Hello future;
+  future.protocol_version = kProtocolVersion + 1;
+  future.tree_fanout_bits = nodes_[2].replica->tree_fanout_bits();
+  future.tree_depth = nodes_[2].replica->tree_depth();
+  Status s = a.Receive(msg::Message{1, future}, kStartMs, &out);
   EXPECT_TRUE(s.IsRefused());
+  EXPECT_NE(s.message().find("protocol version"), std::string::npos) << s.message();
 }
 
 }  // namespace

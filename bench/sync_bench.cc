@@ -1,0 +1,268 @@
+// Sync macro benchmark: two replicas in one process, N keys, d differences,
+// synced over a perfect in-process link by two SyncSessions. Each case prints
+//   sync N=… d=… placement=… bytes=A>B/B>A round_trips=… ms=…
+// where bytes are of the encoded Cap'n Proto frames (schemas/codec.h) each way,
+// round_trips counts sequential exchanges (two one-way hops each), and ms is
+// the wall time of the sync alone (no network latency; set-up excluded).
+//
+// placement=uniform: d keys chosen uniformly, d/2 present only on each side.
+// placement=newest:  both sides hold the N keys and have synced; then one side
+//                    writes d new keys, and the sync catches the other up.
+//
+// Set-up cost dominates at N=1M, so each node's common base (every key no case
+// removes) is built once per N on disk and copied for each case.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <numeric>
+
+#include "base/random.h"
+#include "bench/report.h"
+#include "replica/sync.h"
+#include "schemas/codec.h"
+
+namespace tidemap {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr uint64_t kNodeA = 0xa;
+constexpr uint64_t kNodeB = 0xb;
+constexpr uint64_t kWriter = 0x77;               // the origin of every base record
+constexpr uint64_t kBaseMs = 1'700'000'000'000;  // 2023: behind any real clock
+
+std::string KeyOf(uint64_t i) {
+  char buf[24];
+  std::snprintf(buf, sizeof(buf), "k%015llu", static_cast<unsigned long long>(i));
+  return buf;
+}
+
+RemoteRecord RecordOf(uint64_t i) {
+  return RemoteRecord{"m", KeyOf(i), "value-" + KeyOf(i).substr(6),
+                      Version{Timestamp::FromParts(kBaseMs + i / 1000, i % 1000), kWriter}, false};
+}
+
+struct Opened {
+  std::unique_ptr<SystemClock> clock;
+  std::unique_ptr<Replica> replica;
+};
+
+Opened OpenAt(const fs::path& dir, uint64_t node) {
+  Opened o;
+  o.clock = std::make_unique<SystemClock>();
+  ReplicaOptions ro;
+  ro.path = dir.string();
+  ro.clock = o.clock.get();
+  ro.node_id = node;
+  ro.durability = Durability::kRelaxed;
+  auto r = Replica::Open(std::move(ro));
+  TIDEMAP_CHECK_MSG(r.ok(), r.status().ToString().c_str());
+  o.replica = std::move(r).value();
+  return o;
+}
+
+void ApplyIndices(Replica& r, const std::vector<uint64_t>& indices) {
+  std::vector<RemoteRecord> batch;
+  for (uint64_t i : indices) {
+    batch.push_back(RecordOf(i));
+    if (batch.size() == 1000) {
+      TIDEMAP_CHECK(r.ApplyRemote(batch, kWriter).ok());
+      batch.clear();
+    }
+  }
+  if (!batch.empty()) TIDEMAP_CHECK(r.ApplyRemote(batch, kWriter).ok());
+}
+
+struct SyncResult {
+  uint64_t bytes_a_to_b = 0;
+  uint64_t bytes_b_to_a = 0;
+  int hops = 0;
+  double ms = 0;
+};
+
+// Runs fresh sessions between a and b to idle over a perfect link; with
+// `diff`, A asks for an anti-entropy tree diff.
+SyncResult RunSync(Replica& a, Replica& b, bool diff) {
+  SyncOptions opts;
+  opts.diff_interval_ms = 0;
+  SyncSession sa(&a, kNodeB, opts), sb(&b, kNodeA, opts);
+  if (diff) sa.RequestDiff();
+  SyncResult res;
+  const uint64_t now = kBaseMs;
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<msg::Message> to_b, to_a;
+  TIDEMAP_CHECK(sa.Start(now, &to_b).ok());
+  TIDEMAP_CHECK(sb.Start(now, &to_a).ok());
+  for (int guard = 0; guard < 10'000; ++guard) {
+    TIDEMAP_CHECK(sa.Poll(now, &to_b).ok());
+    TIDEMAP_CHECK(sb.Poll(now, &to_a).ok());
+    if (to_a.empty() && to_b.empty()) break;
+    ++res.hops;
+    std::vector<msg::Message> next_a, next_b;
+    for (const auto& m : to_b) {
+      auto bytes = EncodeMessage(m);
+      TIDEMAP_CHECK(bytes.ok());
+      res.bytes_a_to_b += bytes->size();
+      const Status st = sb.Receive(m, now, &next_a);
+      TIDEMAP_CHECK_MSG(st.ok(), st.ToString().c_str());
+    }
+    for (const auto& m : to_a) {
+      auto bytes = EncodeMessage(m);
+      TIDEMAP_CHECK(bytes.ok());
+      res.bytes_b_to_a += bytes->size();
+      const Status st = sa.Receive(m, now, &next_b);
+      TIDEMAP_CHECK_MSG(st.ok(), st.ToString().c_str());
+    }
+    to_a = std::move(next_a);
+    to_b = std::move(next_b);
+  }
+  res.ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  return res;
+}
+
+struct Bases {
+  fs::path root;
+  uint64_t n = 0;
+  std::vector<uint64_t> perm;  // perm[0, d_max) are the keys cases may remove
+};
+
+constexpr uint64_t kDMax = 100'000;
+
+const Bases& BasesFor(uint64_t n) {
+  static std::map<uint64_t, Bases> cache;
+  auto it = cache.find(n);
+  if (it != cache.end()) return it->second;
+  Bases& b = cache[n];
+  b.n = n;
+  b.root = fs::temp_directory_path() / ("tidemap-syncbench-" + std::to_string(n));
+  fs::remove_all(b.root);
+  fs::create_directories(b.root);
+  b.perm.resize(n);
+  std::iota(b.perm.begin(), b.perm.end(), 0);
+  SeededRandom rng(n);
+  for (uint64_t i = n - 1; i > 0; --i) std::swap(b.perm[i], b.perm[rng.Uniform(i + 1)]);
+  const std::vector<uint64_t> common(
+      b.perm.begin() + static_cast<std::ptrdiff_t>(std::min(n, kDMax)), b.perm.end());
+  for (uint64_t node : {kNodeA, kNodeB}) {
+    Opened o = OpenAt(b.root / ("base-" + std::to_string(node)), node);
+    ApplyIndices(*o.replica, common);
+  }
+  return b;
+}
+
+// Copies node's base to a fresh case dir and opens it.
+Opened CaseReplica(const Bases& b, uint64_t node) {
+  const fs::path dir = b.root / ("case-" + std::to_string(node));
+  fs::remove_all(dir);
+  fs::copy(b.root / ("base-" + std::to_string(node)), dir);
+  return OpenAt(dir, node);
+}
+
+void Report(const char* placement, uint64_t n, uint64_t d, const SyncResult& r, double record_bytes,
+            benchmark::State& state) {
+  char line[256];
+  std::snprintf(line, sizeof(line),
+                "sync N=%llu d=%llu placement=%s bytes=%llu/%llu (total %llu) round_trips=%d "
+                "ms=%.1f",
+                static_cast<unsigned long long>(n), static_cast<unsigned long long>(d), placement,
+                static_cast<unsigned long long>(r.bytes_a_to_b),
+                static_cast<unsigned long long>(r.bytes_b_to_a),
+                static_cast<unsigned long long>(r.bytes_a_to_b + r.bytes_b_to_a), (r.hops + 1) / 2,
+                r.ms);
+  std::string text = line;
+  if (record_bytes > 0) {
+    char extra[96];
+    std::snprintf(extra, sizeof(extra), " vs_record_bytes=%.2f",
+                  static_cast<double>(r.bytes_a_to_b + r.bytes_b_to_a) / record_bytes);
+    text += extra;
+  }
+  AddReportLine(text);
+  state.counters["bytes_total"] = static_cast<double>(r.bytes_a_to_b + r.bytes_b_to_a);
+  state.counters["round_trips"] = (r.hops + 1) / 2;
+  state.counters["sync_ms"] = r.ms;
+}
+
+void BM_SyncUniform(benchmark::State& state) {
+  const auto n = static_cast<uint64_t>(state.range(0));
+  const auto d = static_cast<uint64_t>(state.range(1));
+  const Bases& b = BasesFor(n);
+  for (auto _ : state) {
+    state.PauseTiming();
+    Opened a = CaseReplica(b, kNodeA);
+    Opened bb = CaseReplica(b, kNodeB);
+    // perm[0, d/2): only on A; perm[d/2, d): only on B; perm[d, d_max): both.
+    const auto p = [&](uint64_t from, uint64_t to) {
+      return std::vector<uint64_t>(b.perm.begin() + static_cast<std::ptrdiff_t>(from),
+                                   b.perm.begin() + static_cast<std::ptrdiff_t>(to));
+    };
+    const uint64_t dmax = std::min(n, kDMax);
+    std::vector<uint64_t> only_a = p(0, d / 2), only_b = p(d / 2, d), both = p(d, dmax);
+    only_a.insert(only_a.end(), both.begin(), both.end());
+    only_b.insert(only_b.end(), both.begin(), both.end());
+    ApplyIndices(*a.replica, only_a);
+    ApplyIndices(*bb.replica, only_b);
+    // Both sides know each other already (cursors at their ends), so what
+    // runs is the periodic anti-entropy diff, not a first-contact repair.
+    TIDEMAP_CHECK(a.replica->oplog().SetPeerAck(kNodeB, a.replica->LastSeq()).ok());
+    TIDEMAP_CHECK(bb.replica->oplog().SetPeerAck(kNodeA, bb.replica->LastSeq()).ok());
+    state.ResumeTiming();
+    const SyncResult r = RunSync(*a.replica, *bb.replica, /*diff=*/true);
+    state.PauseTiming();
+    TIDEMAP_CHECK(a.replica->MerkleRoot() == bb.replica->MerkleRoot());
+    Report("uniform", n, d, r, 0, state);
+    state.ResumeTiming();
+  }
+}
+
+void BM_SyncNewest(benchmark::State& state) {
+  const auto n = static_cast<uint64_t>(state.range(0));
+  const auto d = static_cast<uint64_t>(state.range(1));
+  const Bases& b = BasesFor(n);
+  for (auto _ : state) {
+    state.PauseTiming();
+    Opened a = CaseReplica(b, kNodeA);
+    Opened bb = CaseReplica(b, kNodeB);
+    const std::vector<uint64_t> rest(
+        b.perm.begin(), b.perm.begin() + static_cast<std::ptrdiff_t>(std::min(n, kDMax)));
+    ApplyIndices(*a.replica, rest);
+    ApplyIndices(*bb.replica, rest);
+    TIDEMAP_CHECK(a.replica->oplog().SetPeerAck(kNodeB, a.replica->LastSeq()).ok());
+    TIDEMAP_CHECK(bb.replica->oplog().SetPeerAck(kNodeA, bb.replica->LastSeq()).ok());
+    // A writes d new keys while B is away: B catches up through A's oplog.
+    double record_bytes = 0;
+    WriteBatch wb;
+    for (uint64_t i = 0; i < d; ++i) {
+      const RemoteRecord r = RecordOf(n + i);
+      wb.Put(r.map, r.key, r.value);
+      record_bytes += static_cast<double>(r.map.size() + r.key.size() + r.value.size() + 16);
+      if (wb.size() == 1000) {
+        TIDEMAP_CHECK(a.replica->Write(wb).ok());
+        wb = WriteBatch();
+      }
+    }
+    if (wb.size() > 0) TIDEMAP_CHECK(a.replica->Write(wb).ok());
+    state.ResumeTiming();
+    const SyncResult r = RunSync(*a.replica, *bb.replica, /*diff=*/false);
+    state.PauseTiming();
+    TIDEMAP_CHECK(a.replica->MerkleRoot() == bb.replica->MerkleRoot());
+    Report("newest", n, d, r, record_bytes, state);
+    state.ResumeTiming();
+  }
+}
+
+void SyncCases(benchmark::internal::Benchmark* b) {
+  for (int64_t n : {100'000, 1'000'000}) {
+    for (int64_t d : {0, 1, 10, 100, 1'000, 10'000, 100'000}) b->Args({n, d});
+  }
+}
+
+BENCHMARK(BM_SyncUniform)->Apply(SyncCases)->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SyncNewest)->Apply(SyncCases)->Iterations(1)->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace tidemap

@@ -854,6 +854,8 @@ Result<ScrubReport> Replica::Scrub() {
   return report;
 }
 
+void Replica::Compact() { impl_->store->CompactRange("", std::string(1, '\xff')); }
+
 Result<PruneStats> Replica::PruneOplog() {
   uint64_t last;
   {

@@ -219,6 +219,10 @@ class Replica {
   // The highest seq assigned so far (cheap; no I/O).
   uint64_t LastSeq() const;
 
+  // Compacts the whole database (e.g. after a large prune or a bulk load), so
+  // later reads touch fewer files. Blocks until done; writes may go on meanwhile.
+  void Compact();
+
   // Prunes the oplog (see Oplog::Prune) with this replica's retention.
   Result<PruneStats> PruneOplog();
 

@@ -171,7 +171,7 @@ class RawDb {
  public:
   static std::unique_ptr<RawDb> Open(const std::string& path, std::string* error) {
     std::unique_ptr<RawDb> raw(new RawDb());
-    raw->cache_.reset(leveldb::NewLRUCache(size_t{8} << 20));
+    raw->cache_.reset(leveldb::NewLRUCache(StoreOptions{}.block_cache_bytes));
     raw->filter_.reset(leveldb::NewBloomFilterPolicy(10));
     leveldb::Options opts;
     opts.create_if_missing = true;
@@ -179,7 +179,7 @@ class RawDb {
     opts.env = leveldb::Env::Default();
     opts.block_cache = raw->cache_.get();
     opts.filter_policy = raw->filter_.get();
-    opts.write_buffer_size = size_t{4} << 20;
+    opts.write_buffer_size = StoreOptions{}.write_buffer_bytes;  // the same as ours
     leveldb::DB* db = nullptr;
     const leveldb::Status s = leveldb::DB::Open(opts, path, &db);
     if (!s.ok()) {

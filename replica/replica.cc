@@ -28,6 +28,50 @@ bool DigestLess(const Digest128& a, const Digest128& b) {
   return a.hi != b.hi ? a.hi < b.hi : a.lo < b.lo;
 }
 
+// A Bloom filter over the key hashes of every stored key, so a write to a key
+// that certainly does not exist skips the read-before-write. It never says
+// "absent" for a stored key (no false negatives); a false positive just costs
+// the read. 10 bits and 7 probes per key: about 1% false positives at capacity.
+class KeyFilter {
+ public:
+  static constexpr uint64_t kBitsPerKey = 10;
+  static constexpr int kProbes = 7;
+
+  void Reset(uint64_t capacity_keys) {
+    uint64_t bits = 64;
+    while (bits < capacity_keys * kBitsPerKey) bits <<= 1;
+    words_.assign(bits / 64, 0);
+    mask_ = bits - 1;
+    capacity_ = capacity_keys;
+    added_ = 0;
+  }
+  bool ready() const { return !words_.empty(); }
+  bool full() const { return added_ > capacity_; }
+  uint64_t capacity() const { return capacity_; }
+
+  void Add(uint64_t key_hash) {
+    ++added_;
+    uint64_t h = key_hash;
+    const uint64_t delta = (key_hash >> 33) | (key_hash << 31) | 1;  // double hashing
+    for (int i = 0; i < kProbes; ++i, h += delta) words_[(h & mask_) >> 6] |= Bit(h);
+  }
+  bool MayContain(uint64_t key_hash) const {
+    uint64_t h = key_hash;
+    const uint64_t delta = (key_hash >> 33) | (key_hash << 31) | 1;
+    for (int i = 0; i < kProbes; ++i, h += delta) {
+      if ((words_[(h & mask_) >> 6] & Bit(h)) == 0) return false;
+    }
+    return true;
+  }
+
+ private:
+  static uint64_t Bit(uint64_t h) { return uint64_t{1} << (h & 63); }
+  std::vector<uint64_t> words_;
+  uint64_t mask_ = 0;
+  uint64_t capacity_ = 0;
+  uint64_t added_ = 0;
+};
+
 // What the pipeline knows about a key while it processes a group.
 struct KeyState {
   bool exists = false;
@@ -153,8 +197,10 @@ struct Replica::Impl {
   uint64_t last_seq TIDEMAP_GUARDED_BY(state_mu) = 0;
   uint64_t live TIDEMAP_GUARDED_BY(state_mu) = 0;
   uint64_t tombstones TIDEMAP_GUARDED_BY(state_mu) = 0;
-  // Only the leader touches this one.
+  // Only the leader touches these.
   uint64_t reserved_bound_ms = 0;
+  KeyFilter key_filter;
+  uint64_t writes_since_open = 0;
 
   Mutex subs_mu;
   std::map<SubscriptionId, Subscription> subs TIDEMAP_GUARDED_BY(subs_mu);
@@ -162,6 +208,8 @@ struct Replica::Impl {
   std::atomic<size_t> sub_count{0};
 
   Status Commit(Writer* w);
+  // Fills key_filter from the key-hash index, sized for twice the stored keys.
+  Status BuildKeyFilter(uint64_t stored_keys);
   void ProcessGroup(const std::vector<Writer*>& group);
   // The stored state of a key, from its 17-byte key-hash index row (so an
   // overwrite never reads the old value).
@@ -234,6 +282,19 @@ Status Replica::Impl::Commit(Writer* w) {
   return w->status;
 }
 
+Status Replica::Impl::BuildKeyFilter(uint64_t stored_keys) {
+  key_filter.Reset(std::max<uint64_t>(uint64_t{1} << 20, 2 * stored_keys));
+  auto it = store->NewIterator();
+  for (it->Seek(std::string(1, rows::kHashIndexPrefix));
+       it->Valid() && !it->key().empty() && it->key()[0] == rows::kHashIndexPrefix; it->Next()) {
+    if (it->key().size() < 9) return Status::Corruption("malformed key-hash index row");
+    key_filter.Add(DecodeFixed64BE(it->key().data() + 1));
+  }
+  Status s = it->status();
+  if (!s.ok()) key_filter = KeyFilter();  // unusable: writes read before writing instead
+  return s;
+}
+
 void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
   uint64_t seq, live_count, tomb_count;
   {
@@ -241,6 +302,12 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
     seq = last_seq;
     live_count = live;
     tomb_count = tombstones;
+  }
+  // The filter is built only once this process has written a little, so a
+  // one-shot CLI command never pays for the scan; it doubles when full.
+  writes_since_open += group.size();
+  if (writes_since_open >= 64 && (!key_filter.ready() || key_filter.full())) {
+    (void)BuildKeyFilter(live_count + tomb_count);  // on failure every write reads first
   }
   Batch batch;
   std::unordered_map<std::string, KeyState> overlay;  // keys changed earlier in this group
@@ -285,6 +352,8 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
         auto o = overlay.find(row_key);
         if (o != overlay.end()) {
           old = o->second;
+        } else if (key_filter.ready() && !key_filter.MayContain(key_hash)) {
+          // Certainly not stored: no read needed.
         } else {
           auto loaded = LoadKeyState(key_hash, map, key);
           if (!loaded.ok()) {
@@ -341,6 +410,8 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
       staged_deltas.emplace_back(BucketOf(key_hash, tree_shape), delta);
       staged.Put(rows::HashIndexKey(key_hash, map, key),
                  rows::EncodeHashIndexValue(rows::RecordMeta{version, tombstone}));
+      // Added before the commit: if it fails, a false positive is harmless.
+      if (key_filter.ready() && !old.exists) key_filter.Add(key_hash);
 
       ChangeKind kind = ChangeKind::kDelete;
       if (!tombstone) {

@@ -26,9 +26,10 @@ struct DecodeLimits {
   size_t frame_bytes_max = size_t{32} << 20;
   // Cap'n Proto's traversal limit (words read, counting re-reads of shared
   // pointers), which bounds pointer-aliasing amplification. Also bounds the
-  // bytes copied out of Data/Text fields (as words).
+  // bytes of Data/Text fields read (as words), but not what a record blob
+  // decodes to: record_bytes_max bounds that.
   uint64_t traversal_words_max = (uint64_t{32} << 20) / 8 * 2;
-  // Cap'n Proto's nesting limit; the protocol itself nests 4 deep.
+  // Cap'n Proto's nesting limit; the protocol itself nests 3 deep.
   int nesting_max = 16;
   // Records of one RecordBatch or DiffRecords.
   size_t records_max = 100'000;

@@ -4,20 +4,77 @@
 // Frame payload: the standard Cap'n Proto flat serialization (segment table,
 // then the segments), unpacked. Encoding sizes the first segment from the
 // message so that almost every frame is one segment (8 bytes of table, no far
-// pointers). Cap'n Proto packing was measured and not taken: it saves 4.2%
-// on a batch of 1000 records with 16-byte keys and 100-byte random values,
-// 1.1% on 4096x16 tree digests and 2.6% on bucket summaries (random bytes do
-// not pack), while it costs a pass over every byte each way and lets a packed
+// pointers). Cap'n Proto packing was measured and not taken: it saved 4.2%
+// on a batch of 1000 records with 16-byte keys and 100-byte random values
+// when records were a List(struct) (nothing since they are a blob), 1.1% on
+// 4096x16 tree digests and 2.6% on bucket summaries (random bytes do not
+// pack), while it costs a pass over every byte each way and lets a packed
 // frame unpack to ~1000x its size (2 bytes can stand for 256 zero words),
 // which would need a limit of its own
 // (tests/unit/codec_test.cc, CodecSizes.Report, prints these numbers).
 //
 // Decoding never trusts the peer: the frame size is checked before anything
 // is copied; Cap'n Proto reads through FlatArrayMessageReader with explicit
-// traversal and nesting limits; every list length is checked against
-// DecodeLimits before a vector is reserved; every protocol rule the codec can
-// see is checked; Cap'n Proto's kj::Exception is caught here and returned as
-// a Status.
+// traversal and nesting limits; every list length, and every count and length
+// inside a blob, is checked against DecodeLimits and against the bytes left
+// before a vector is reserved or bytes are copied; every protocol rule the
+// codec can see is checked; Cap'n Proto's kj::Exception is caught here and
+// returned as a Status.
+//
+// Record blob (RecordBatch.records, DiffRecords.records)
+// ------------------------------------------------------
+// Records are nearly all the bytes of a catch-up. As a List(Record) (a struct
+// of 3 data words and 3 Data pointers, each byte string padded to a word) a
+// small record cost ~55 bytes beyond its own map+key+value+16 (its version).
+// The blob shares map names and origins across the message and delta-codes
+// the hlc. It is empty when there are no records; otherwise:
+//
+//   blob    := count:varint
+//              n_maps:varint (len:varint byte{len}){n_maps}
+//              n_origins:varint origin:fixed64le{n_origins}
+//              record{count}
+//   record  := flags:u8
+//              [map_index:varint]                        if flags & 2
+//              key_len:varint byte{key_len}
+//              [value_len:varint byte{value_len}]        unless flags & 1
+//              hlc:varint
+//              [origin_index:varint]                     if flags & 4
+//   nothing follows the last record.
+//
+//   flags          bit 0: tombstone; no value follows, so a tombstone with a
+//                  value cannot be written. Bit 1: a map index follows. Bit 2:
+//                  an origin index follows. Bits 3-7 are zero.
+//   map table      the distinct map names in order of first use,
+//                  1 <= n_maps <= count.
+//   origin table   the distinct origins in order of first use,
+//                  1 <= n_origins <= count.
+//   map_index      into the map table; when absent, the previous record's
+//                  (0 for the first record). The encoder writes it only when it
+//                  changes, so records of one map pay nothing for it.
+//   origin_index   likewise, into the origin table.
+//   hlc            the first record's Timestamp.raw; after it, the zigzag
+//                  encoding of (hlc - the previous record's hlc) taken modulo
+//                  2^64 as a signed 64-bit value. A batch in oplog order has
+//                  hlc rising by small steps: 1 byte a record within a
+//                  millisecond, 3 across one. Any order still round-trips.
+//
+// varint is LEB128 (base/coding.h); zigzag maps 0, -1, 1, -2 ... to 0, 1, 2,
+// 3 .... A record takes at least 3 bytes (flags, key_len, hlc), so a count the
+// bytes cannot hold is refused before anything is reserved (records_max is
+// checked before that). Keys and values are copied out of the blob and so are
+// bounded by it, but a map name is copied into every record that uses it:
+// DecodeLimits::record_bytes_max bounds the bytes of map, key and value of all
+// records together, checked before each record is copied. The decoded message
+// is thus bounded by records_max records of at most record_bytes_max bytes.
+//
+// Sizes of whole frames (CodecSizes.Report), against the records' own bytes,
+// map + key + value + 16 (the version): 1000 records of map "m", 16-byte keys,
+// 15-byte values, one origin, hlc rising by small steps (the sync benchmark's
+// catch-up) take 35.3 bytes a record, 0.74x their own 48 bytes (3.3 bytes
+// beyond map+key+value; a List(Record) took 88, 1.83x). With a 5-byte map,
+// 16-byte keys, 100-byte random values and a new millisecond each: 0.89x
+// (1.1 beyond map+key+value, was 55.1). Records in key order with hlc
+// anywhere within three hours and three origins (a diff's transfer): 0.85x.
 //
 // BucketSummaries.entries blob
 // ----------------------------
@@ -182,6 +239,11 @@ bool GetFixed64LE(std::string_view* in, uint64_t* v) {
   return true;
 }
 
+// Zigzag: 0, -1, 1, -2 ... as 0, 1, 2, 3 ..., for a difference taken modulo
+// 2^64 and read as a signed 64-bit value.
+uint64_t ZigZag(uint64_t delta) { return (delta << 1) ^ (0 - (delta >> 63)); }
+uint64_t UnZigZag(uint64_t z) { return (z >> 1) ^ (0 - (z & 1)); }
+
 // Walks the entries of a summary bucket by bucket: Next() says whether the
 // next entry opens a bucket. REQUIRES: the counts add up to the entries walked.
 class BucketWalk {
@@ -219,32 +281,23 @@ capnp::Data::Reader AsData(std::string_view s) {
 
 size_t Words(size_t bytes) { return (bytes + 7) / 8; }
 
-size_t RecordsWords(const std::vector<RemoteRecord>& records) {
-  size_t words = 1;  // list tag
-  for (const RemoteRecord& r : records) {
-    words += 6 + Words(r.map.size()) + Words(r.key.size()) + Words(r.value.size());
-  }
-  return words;
-}
-
 // An upper bound of the message's size, so the first segment holds it all.
-size_t EstimateWords(const msg::Message& m) {
+// `blob_bytes` is the size of the body's blob (BodyBlob), encoded beforehand.
+size_t EstimateWords(const msg::Message& m, size_t blob_bytes) {
+  const size_t blob = Words(blob_bytes);
   const size_t body = std::visit(
       Overloaded{
           [](const msg::Hello&) -> size_t { return 3; },
-          [](const msg::RecordBatch& b) -> size_t { return 3 + RecordsWords(b.records); },
+          [&](const msg::RecordBatch&) -> size_t { return 3 + blob; },
           [](const msg::BatchAck&) -> size_t { return 1; },
           [](const msg::BatchRefused& b) -> size_t { return 2 + Words(b.reason.size() + 1); },
           [](const msg::TreeNodes& t) -> size_t {
             return 4 + Words(t.parents.size() * 4) + t.child_digests.size();
           },
-          [](const msg::BucketSummaries& s) -> size_t {
-            // An entry takes at most 20 bytes of bits and 8 of origin table.
-            return 5 + 2 * Words(s.buckets.size() * 4) + Words(s.entries.size() * 28 + 64);
+          [&](const msg::BucketSummaries& s) -> size_t {
+            return 5 + 2 * Words(s.buckets.size() * 4) + blob;
           },
-          [](const msg::DiffRecords& d) -> size_t {
-            return 4 + RecordsWords(d.records) + d.requests.size();
-          },
+          [&](const msg::DiffRecords& d) -> size_t { return 4 + blob + d.requests.size(); },
           [](const msg::DiffEnd&) -> size_t { return 1; },
       },
       m.body);
@@ -260,20 +313,6 @@ Status CheckRecords(const std::vector<RemoteRecord>& records, const char* body) 
     }
   }
   return Status::Ok();
-}
-
-void SetRecords(capnp::List<wire::Record>::Builder list, const std::vector<RemoteRecord>& records) {
-  for (unsigned i = 0; i < records.size(); ++i) {
-    const RemoteRecord& r = records[i];
-    wire::Record::Builder b = list[i];
-    // Empty byte strings stay null pointers, which read back as empty.
-    if (!r.map.empty()) b.setMap(AsData(r.map));
-    if (!r.key.empty()) b.setKey(AsData(r.key));
-    if (!r.value.empty()) b.setValue(AsData(r.value));
-    b.setHlc(r.version.hlc.raw);
-    b.setOrigin(r.version.origin);
-    b.setTombstone(r.tombstone);
-  }
 }
 
 Status CheckTreeShape(size_t parents, size_t children) {
@@ -293,7 +332,35 @@ Status CheckSummaryCounts(size_t buckets, size_t counts) {
   return Status::Ok();
 }
 
-Status BuildMessage(const msg::Message& m, wire::Message::Builder root) {
+// The Data blob of a body that has one (records, summary entries), encoded
+// before the message so that EstimateWords can size the first segment for it;
+// empty for the other bodies. InvalidArgument when the body breaks a rule of
+// its blob (CheckRecords, CheckSummaryCounts, EncodeSummaryEntries).
+Result<std::string> BodyBlob(const msg::Body& body) {
+  Result<std::string> blob = std::visit(
+      Overloaded{
+          [](const msg::RecordBatch& b) {
+            return codec_internal::EncodeRecords(b.records, "record_batch");
+          },
+          [](const msg::BucketSummaries& s) -> Result<std::string> {
+            TIDEMAP_RETURN_IF_ERROR(CheckSummaryCounts(s.buckets.size(), s.counts.size()));
+            return codec_internal::EncodeSummaryEntries(s.counts, s.entries);
+          },
+          [](const msg::DiffRecords& d) {
+            return codec_internal::EncodeRecords(d.records, "diff_records");
+          },
+          [](const auto&) { return Result<std::string>(std::string()); },
+      },
+      body);
+  if (blob.ok() && blob->size() > kCapnpListMax) {
+    return Status::InvalidArgument(std::string(msg::BodyName(body)) + ": a blob of " +
+                                   Str(blob->size()) +
+                                   " bytes, over Cap'n Proto's limit of 2^29 - 1");
+  }
+  return blob;
+}
+
+Status BuildMessage(const msg::Message& m, std::string_view blob, wire::Message::Builder root) {
   root.setSeq(m.seq);
   auto body = root.getBody();
   return std::visit(
@@ -311,11 +378,11 @@ Status BuildMessage(const msg::Message& m, wire::Message::Builder root) {
             return Status::Ok();
           },
           [&](const msg::RecordBatch& rb) -> Status {
-            TIDEMAP_RETURN_IF_ERROR(CheckRecords(rb.records, "record_batch"));
             auto b = body.initRecordBatch();
             b.setFirstSeq(rb.first_seq);
             b.setLastSeq(rb.last_seq);
-            SetRecords(b.initRecords(static_cast<unsigned>(rb.records.size())), rb.records);
+            // An empty blob stays a null pointer, which reads back as empty.
+            if (!blob.empty()) b.setRecords(AsData(blob));
             return Status::Ok();
           },
           [&](const msg::BatchAck& a) -> Status {
@@ -343,14 +410,6 @@ Status BuildMessage(const msg::Message& m, wire::Message::Builder root) {
             return Status::Ok();
           },
           [&](const msg::BucketSummaries& s) -> Status {
-            TIDEMAP_RETURN_IF_ERROR(CheckSummaryCounts(s.buckets.size(), s.counts.size()));
-            TIDEMAP_ASSIGN_OR_RETURN(std::string blob,
-                                     codec_internal::EncodeSummaryEntries(s.counts, s.entries));
-            if (blob.size() > kCapnpListMax) {
-              return Status::InvalidArgument("bucket_summaries: " + Str(s.entries.size()) +
-                                             " entries take " + Str(blob.size()) +
-                                             " bytes, over Cap'n Proto's limit of 2^29 - 1");
-            }
             auto b = body.initBucketSummaries();
             b.setDiffId(s.diff_id);
             b.setLast(s.last);
@@ -364,11 +423,10 @@ Status BuildMessage(const msg::Message& m, wire::Message::Builder root) {
             return Status::Ok();
           },
           [&](const msg::DiffRecords& d) -> Status {
-            TIDEMAP_RETURN_IF_ERROR(CheckRecords(d.records, "diff_records"));
             auto b = body.initDiffRecords();
             b.setDiffId(d.diff_id);
             b.setLast(d.last);
-            SetRecords(b.initRecords(static_cast<unsigned>(d.records.size())), d.records);
+            if (!blob.empty()) b.setRecords(AsData(blob));
             auto requests = b.initRequests(static_cast<unsigned>(d.requests.size()));
             for (unsigned i = 0; i < d.requests.size(); ++i) requests.set(i, d.requests[i]);
             return Status::Ok();
@@ -382,30 +440,17 @@ Status BuildMessage(const msg::Message& m, wire::Message::Builder root) {
 }
 
 Status CheckCapnpListSizes(const msg::Message& m) {
-  size_t largest = std::visit(
-      Overloaded{
-          [](const msg::RecordBatch& b) {
-            size_t n = b.records.size();
-            for (const RemoteRecord& r : b.records) {
-              n = std::max({n, r.map.size(), r.key.size(), r.value.size()});
-            }
-            return n;
-          },
-          [](const msg::BatchRefused& r) { return r.reason.size() + 1; },
-          [](const msg::TreeNodes& t) {
-            return std::max(t.parents.size(), t.child_digests.size());
-          },
-          [](const msg::BucketSummaries& s) { return s.buckets.size(); },  // blob: see below
-          [](const msg::DiffRecords& d) {
-            size_t n = std::max(d.records.size(), d.requests.size());
-            for (const RemoteRecord& r : d.records) {
-              n = std::max({n, r.map.size(), r.key.size(), r.value.size()});
-            }
-            return n;
-          },
-          [](const auto&) { return size_t{0}; },
-      },
-      m.body);
+  size_t largest = std::visit(Overloaded{
+                                  [](const msg::BatchRefused& r) { return r.reason.size() + 1; },
+                                  [](const msg::TreeNodes& t) {
+                                    return std::max(t.parents.size(), t.child_digests.size());
+                                  },
+                                  // Blobs are checked by BodyBlob.
+                                  [](const msg::BucketSummaries& s) { return s.buckets.size(); },
+                                  [](const msg::DiffRecords& d) { return d.requests.size(); },
+                                  [](const auto&) { return size_t{0}; },
+                              },
+                              m.body);
   if (largest > kCapnpListMax) {
     return Status::InvalidArgument(std::string(msg::BodyName(m.body)) +
                                    ": a list or byte string of " + Str(largest) +
@@ -417,33 +462,14 @@ Status CheckCapnpListSizes(const msg::Message& m) {
 // ---------------------------------------------------------------------------
 // Decoding.
 
-std::string ToString(capnp::Data::Reader d) {
-  return std::string(reinterpret_cast<const char*>(d.begin()), d.size());
+std::string_view AsView(capnp::Data::Reader d) {
+  return std::string_view(reinterpret_cast<const char*>(d.begin()), d.size());
 }
 
 Status OverLimit(const char* body, const char* what, size_t n, size_t limit,
                  const char* limit_name) {
   return Status::InvalidArgument(std::string(body) + ": " + Str(n) + " " + what + ", over " +
                                  limit_name + " " + Str(limit));
-}
-
-Status ReadRecords(capnp::List<wire::Record>::Reader list, const DecodeLimits& limits,
-                   const char* body, std::vector<RemoteRecord>* out) {
-  if (list.size() > limits.records_max) {
-    return OverLimit(body, "records", list.size(), limits.records_max, "records_max");
-  }
-  out->reserve(list.size());
-  for (unsigned i = 0; i < list.size(); ++i) {
-    wire::Record::Reader r = list[i];
-    RemoteRecord& rec = out->emplace_back();
-    rec.map = ToString(r.getMap());
-    rec.key = ToString(r.getKey());
-    rec.value = ToString(r.getValue());
-    rec.version.hlc.raw = r.getHlc();
-    rec.version.origin = r.getOrigin();
-    rec.tombstone = r.getTombstone();
-  }
-  return CheckRecords(*out, body);
 }
 
 template <class T, class ListReader>
@@ -483,7 +509,8 @@ Result<msg::Message> ReadMessage(wire::Message::Reader root, const DecodeLimits&
       msg::RecordBatch rb;
       rb.first_seq = b.getFirstSeq();
       rb.last_seq = b.getLastSeq();
-      TIDEMAP_RETURN_IF_ERROR(ReadRecords(b.getRecords(), limits, "record_batch", &rb.records));
+      TIDEMAP_ASSIGN_OR_RETURN(rb.records, codec_internal::DecodeRecords(AsView(b.getRecords()),
+                                                                         limits, "record_batch"));
       m.body = std::move(rb);
       break;
     }
@@ -527,11 +554,8 @@ Result<msg::Message> ReadMessage(wire::Message::Reader root, const DecodeLimits&
       TIDEMAP_RETURN_IF_ERROR(
           ReadList<uint32_t>(b.getCounts(), limits, "bucket_summaries", "counts", &s.counts));
       TIDEMAP_RETURN_IF_ERROR(CheckSummaryCounts(s.buckets.size(), s.counts.size()));
-      capnp::Data::Reader blob = b.getEntries();
-      TIDEMAP_ASSIGN_OR_RETURN(
-          s.entries, codec_internal::DecodeSummaryEntries(
-                         std::string_view(reinterpret_cast<const char*>(blob.begin()), blob.size()),
-                         s.counts, limits));
+      TIDEMAP_ASSIGN_OR_RETURN(s.entries, codec_internal::DecodeSummaryEntries(
+                                              AsView(b.getEntries()), s.counts, limits));
       m.body = std::move(s);
       break;
     }
@@ -541,7 +565,8 @@ Result<msg::Message> ReadMessage(wire::Message::Reader root, const DecodeLimits&
       msg::DiffRecords d;
       d.diff_id = b.getDiffId();
       d.last = b.getLast();
-      TIDEMAP_RETURN_IF_ERROR(ReadRecords(b.getRecords(), limits, "diff_records", &d.records));
+      TIDEMAP_ASSIGN_OR_RETURN(
+          d.records, codec_internal::DecodeRecords(AsView(b.getRecords()), limits, "diff_records"));
       TIDEMAP_RETURN_IF_ERROR(
           ReadList<uint64_t>(b.getRequests(), limits, "diff_records", "requests", &d.requests));
       m.body = std::move(d);
@@ -563,9 +588,162 @@ Result<msg::Message> ReadMessage(wire::Message::Reader root, const DecodeLimits&
 }  // namespace
 
 // ---------------------------------------------------------------------------
-// Summary entry blob (grammar at the top of this file).
+// Record blob and summary entry blob (grammars at the top of this file).
 
 namespace codec_internal {
+
+namespace {
+
+constexpr unsigned kRecordTombstone = 1;
+constexpr unsigned kRecordMapIndex = 2;
+constexpr unsigned kRecordOriginIndex = 4;
+constexpr unsigned kRecordFlagsKnown = kRecordTombstone | kRecordMapIndex | kRecordOriginIndex;
+// flags, key_len and hlc: the least a record can take.
+constexpr size_t kRecordBytesMin = 3;
+constexpr size_t kVarintBytesMax = 10;
+
+}  // namespace
+
+Result<std::string> EncodeRecords(const std::vector<RemoteRecord>& records, const char* body) {
+  TIDEMAP_RETURN_IF_ERROR(CheckRecords(records, body));
+  std::string out;
+  if (records.empty()) return out;
+
+  // Tables in order of first use, and each record's indices into them.
+  std::vector<std::string_view> maps;
+  std::unordered_map<std::string_view, uint64_t> map_index;
+  std::vector<uint64_t> origins;
+  std::unordered_map<uint64_t, uint64_t> origin_index;
+  std::vector<std::pair<uint64_t, uint64_t>> indices;
+  indices.reserve(records.size());
+  size_t bound = 3 * kVarintBytesMax;  // count, n_maps, n_origins
+  for (const RemoteRecord& r : records) {
+    const auto [m, new_map] = map_index.try_emplace(r.map, maps.size());
+    if (new_map) {
+      maps.push_back(r.map);
+      bound += kVarintBytesMax + r.map.size();
+    }
+    const auto [o, new_origin] = origin_index.try_emplace(r.version.origin, origins.size());
+    if (new_origin) {
+      origins.push_back(r.version.origin);
+      bound += 8;
+    }
+    indices.emplace_back(m->second, o->second);
+    bound += 1 + 5 * kVarintBytesMax + r.key.size() + r.value.size();
+  }
+  out.reserve(bound);
+
+  PutVarint64(&out, records.size());
+  PutVarint64(&out, maps.size());
+  for (std::string_view map : maps) PutLengthPrefixed(&out, map);
+  PutVarint64(&out, origins.size());
+  for (uint64_t origin : origins) PutFixed64LE(&out, origin);
+
+  uint64_t prev_map = 0, prev_origin = 0, prev_hlc = 0;
+  for (size_t i = 0; i < records.size(); ++i) {
+    const RemoteRecord& r = records[i];
+    const auto [map, origin] = indices[i];
+    const unsigned flags = (r.tombstone ? kRecordTombstone : 0) |
+                           (map != prev_map ? kRecordMapIndex : 0) |
+                           (origin != prev_origin ? kRecordOriginIndex : 0);
+    out.push_back(static_cast<char>(flags));
+    if ((flags & kRecordMapIndex) != 0) PutVarint64(&out, map);
+    PutLengthPrefixed(&out, r.key);
+    if (!r.tombstone) PutLengthPrefixed(&out, r.value);
+    const uint64_t hlc = r.version.hlc.raw;
+    PutVarint64(&out, i == 0 ? hlc : ZigZag(hlc - prev_hlc));  // modulo 2^64 by design
+    if ((flags & kRecordOriginIndex) != 0) PutVarint64(&out, origin);
+    prev_map = map;
+    prev_origin = origin;
+    prev_hlc = hlc;
+  }
+  return out;
+}
+
+Result<std::vector<RemoteRecord>> DecodeRecords(std::string_view blob, const DecodeLimits& limits,
+                                                const char* body) {
+  std::vector<RemoteRecord> records;
+  if (blob.empty()) return records;
+  auto malformed = [body](const std::string& why) {
+    return Status::Corruption(std::string(body) + ": malformed records: " + why);
+  };
+  auto bad_record = [&](uint64_t i, const char* why) {
+    return malformed("record " + std::to_string(i) + ": " + why);
+  };
+
+  std::string_view in = blob;
+  uint64_t count = 0;
+  if (!GetVarint64(&in, &count)) return malformed("bad record count");
+  if (count > limits.records_max) {
+    return OverLimit(body, "records", count, limits.records_max, "records_max");
+  }
+  if (count == 0) return malformed("a non-empty blob of zero records");
+
+  // Every map name takes at least its length byte, every origin 8 bytes:
+  // tables are checked against the bytes left before they are reserved.
+  uint64_t n_maps = 0;
+  if (!GetVarint64(&in, &n_maps)) return malformed("bad map count");
+  if (n_maps == 0 || n_maps > count) {
+    return malformed(std::to_string(n_maps) + " maps for " + std::to_string(count) + " records");
+  }
+  if (n_maps > in.size()) return malformed("map table truncated");
+  std::vector<std::string_view> maps(n_maps);
+  for (std::string_view& map : maps) {
+    if (!GetLengthPrefixed(&in, &map)) return malformed("map table truncated");
+  }
+  uint64_t n_origins = 0;
+  if (!GetVarint64(&in, &n_origins)) return malformed("bad origin count");
+  if (n_origins == 0 || n_origins > count) {
+    return malformed(std::to_string(n_origins) + " origins for " + std::to_string(count) +
+                     " records");
+  }
+  if (n_origins > in.size() / 8) return malformed("origin table truncated");
+  std::vector<uint64_t> origins(n_origins);
+  for (uint64_t& origin : origins) GetFixed64LE(&in, &origin);  // size checked above
+
+  if (count > in.size() / kRecordBytesMin) {
+    return malformed(std::to_string(count) + " records cannot fit in " + Str(in.size()) + " bytes");
+  }
+  records.reserve(count);
+  uint64_t map = 0, origin = 0, hlc = 0;
+  size_t decoded_bytes = 0;  // <= limits.record_bytes_max
+  for (uint64_t i = 0; i < count; ++i) {
+    uint8_t flag_byte = 0;
+    if (!GetByte(&in, &flag_byte)) return bad_record(i, "truncated");
+    const unsigned flags = flag_byte;
+    if ((flags & ~kRecordFlagsKnown) != 0) return bad_record(i, "unknown flag bits");
+    if ((flags & kRecordMapIndex) != 0 && !GetVarint64(&in, &map)) {
+      return bad_record(i, "bad map index");
+    }
+    if (map >= n_maps) return bad_record(i, "map index out of range");
+    std::string_view key, value;
+    if (!GetLengthPrefixed(&in, &key)) return bad_record(i, "key truncated");
+    const bool tombstone = (flags & kRecordTombstone) != 0;
+    if (!tombstone && !GetLengthPrefixed(&in, &value)) return bad_record(i, "value truncated");
+    uint64_t hlc_field = 0;
+    if (!GetVarint64(&in, &hlc_field)) return bad_record(i, "bad hlc");
+    hlc = i == 0 ? hlc_field : hlc + UnZigZag(hlc_field);  // modulo 2^64 by design
+    if ((flags & kRecordOriginIndex) != 0 && !GetVarint64(&in, &origin)) {
+      return bad_record(i, "bad origin index");
+    }
+    if (origin >= n_origins) return bad_record(i, "origin index out of range");
+
+    const size_t bytes = maps[map].size() + key.size() + value.size();  // each <= blob.size()
+    if (bytes > limits.record_bytes_max - decoded_bytes) {
+      return OverLimit(body, "bytes of map names, keys and values", decoded_bytes + bytes,
+                       limits.record_bytes_max, "record_bytes_max");
+    }
+    decoded_bytes += bytes;
+    RemoteRecord& r = records.emplace_back();
+    r.map.assign(maps[map]);
+    r.key.assign(key);
+    r.value.assign(value);
+    r.version = Version{Timestamp{hlc}, origins[origin]};
+    r.tombstone = tombstone;
+  }
+  if (!in.empty()) return malformed(Str(in.size()) + " bytes after the last record");
+  return records;
+}
 
 Result<std::string> EncodeSummaryEntries(const std::vector<uint32_t>& counts,
                                          const std::vector<msg::SummaryEntry>& entries) {
@@ -749,9 +927,10 @@ Result<size_t> PackedSize(std::string_view frame) {
 Result<std::string> EncodeMessage(const msg::Message& m) {
   TIDEMAP_RETURN_IF_ERROR(CheckCapnpListSizes(m));
   try {
-    const size_t estimate = std::min(EstimateWords(m), kCapnpListMax);
+    TIDEMAP_ASSIGN_OR_RETURN(const std::string blob, BodyBlob(m.body));
+    const size_t estimate = std::min(EstimateWords(m, blob.size()), kCapnpListMax);
     capnp::MallocMessageBuilder builder(static_cast<unsigned>(estimate));
-    TIDEMAP_RETURN_IF_ERROR(BuildMessage(m, builder.initRoot<wire::Message>()));
+    TIDEMAP_RETURN_IF_ERROR(BuildMessage(m, blob, builder.initRoot<wire::Message>()));
     const size_t words = capnp::computeSerializedSizeInWords(builder);
     std::string out(words * sizeof(capnp::word), '\0');
     kj::ArrayOutputStream stream(kj::arrayPtr(reinterpret_cast<kj::byte*>(out.data()), out.size()));

@@ -26,12 +26,20 @@ struct DecodeLimits {
   size_t frame_bytes_max = size_t{32} << 20;
   // Cap'n Proto's traversal limit (words read, counting re-reads of shared
   // pointers), which bounds pointer-aliasing amplification. Also bounds the
-  // bytes copied out of Data/Text fields (as words).
+  // bytes of Data/Text fields read (as words), but not what a record blob
+  // decodes to: record_bytes_max bounds that.
   uint64_t traversal_words_max = (uint64_t{32} << 20) / 8 * 2;
-  // Cap'n Proto's nesting limit; the protocol itself nests 4 deep.
+  // Cap'n Proto's nesting limit; the protocol itself nests 3 deep.
   int nesting_max = 16;
   // Records of one RecordBatch or DiffRecords.
   size_t records_max = 100'000;
+  // Bytes of map names, keys and values of the records of one RecordBatch or
+  // DiffRecords, as decoded. A map name crosses the wire once per message and
+  // is copied into every record of that map, so this, not the frame size,
+  // bounds that expansion; checked before each record is copied out. The
+  // default holds every frame within frame_bytes_max whose map names are at
+  // most 255 bytes (the replica's default limit).
+  size_t record_bytes_max = size_t{64} << 20;
   // Items of any other list (tree digests, summary entries, buckets, requests).
   size_t list_items_max = 10'000'000;
 };
@@ -49,7 +57,8 @@ Result<std::string> EncodeMessage(const msg::Message& m);
 //   InvalidArgument: empty payload, over a limit, an unknown body type,
 //                    a well-formed message that breaks a protocol rule;
 //   Corruption:      bytes that are not a valid message (truncated, bad
-//                    pointers, a malformed summary blob, trailing bytes).
+//                    pointers, a malformed record or summary blob, trailing
+//                    bytes).
 Result<msg::Message> DecodeMessage(std::string_view bytes, const DecodeLimits& limits = {});
 
 }  // namespace tidemap

@@ -9,7 +9,14 @@
 # Evolution rule: only add fields at the end of a struct (the next ordinal) and
 # union members at the end of the union; never renumber, remove, retype or give
 # a field a new meaning. A change an old peer cannot safely ignore bumps the
-# protocol version in Hello.
+# protocol version in Hello. The grammars of the Data blobs (in schemas/codec.cc)
+# are part of their fields' meaning: a reader refuses what it does not know
+# (e.g. a reserved flag bit), so a new encoding is a new field or a new protocol
+# version, never new bytes in an old blob.
+#
+# The rule binds from the release of version 1. Until then the schema still
+# changes freely (RecordBatch and DiffRecords records went from a List(Record)
+# to a Data blob before release).
 
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("tidemap::wire");
@@ -38,21 +45,15 @@ struct Hello {
   merkleRootHi @4 :UInt64;
 }
 
-# A record with its version inline as two UInt64 (no Version sub-struct: a
-# struct pointer would cost a word per record).
-struct Record {
-  map @0 :Data;
-  key @1 :Data;
-  value @2 :Data;  # empty for a tombstone
-  hlc @3 :UInt64;  # Timestamp.raw
-  origin @4 :UInt64;
-  tombstone @5 :Bool;
-}
-
+# Records travel as one Data blob per message, not as a List(struct): a
+# struct with its version inline and three byte strings cost ~55 bytes a small
+# record beyond the record's own bytes, while the blob shares map names and
+# origins across the message and delta-codes the hlc (grammar and sizes in
+# schemas/codec.cc).
 struct RecordBatch {
   firstSeq @0 :UInt64;
   lastSeq @1 :UInt64;
-  records @2 :List(Record);
+  records @2 :Data;  # the records, packed: grammar in schemas/codec.cc
 }
 
 struct BatchAck {
@@ -83,7 +84,7 @@ struct BucketSummaries {
 struct DiffRecords {
   diffId @0 :UInt64;
   last @1 :Bool = true;
-  records @2 :List(Record);
+  records @2 :Data;           # as RecordBatch.records
   requests @3 :List(UInt64);  # key hashes
 }
 

@@ -17,8 +17,8 @@ using tidemap::Version;
 namespace msg = tidemap::msg;
 
 RemoteRecord Rec(std::string key, std::string value, uint64_t ms, uint64_t origin,
-                 bool tombstone = false) {
-  return RemoteRecord{"users", std::move(key), std::move(value),
+                 bool tombstone = false, std::string map = "users") {
+  return RemoteRecord{std::move(map), std::move(key), std::move(value),
                       Version{Timestamp::FromParts(ms, 0), origin}, tombstone};
 }
 
@@ -37,12 +37,19 @@ int main(int argc, char** argv) {
   const uint64_t ms = 1'780'000'000'000;
   const uint64_t a = 0x1111222233334444, b = 0x5555666677778888;
   const std::vector<std::pair<std::string, msg::Message>> messages = {
-      {"hello", {1, msg::Hello{1, a, tidemap::Digest128{3, 4}, 4, 4, 100, 7}}},
+      {"hello", {1, msg::Hello{1, tidemap::Digest128{3, 4}, 4, 4}}},
       {"record_batch",
        {2, msg::RecordBatch{90,
                             93,
                             {Rec("alice", "{\"age\":3}", ms, a),
                              Rec(std::string("k\0y", 3), "", ms + 5, b, true)}}}},
+      // Three maps and origins, coming back, hlc going down: every index path.
+      {"record_batch_maps",
+       {2, msg::RecordBatch{94,
+                            99,
+                            {Rec("a", "1", ms, a), Rec("b", "2", ms + 1, b, false, "groups"),
+                             Rec("c", "", ms - 9, 0x99, true, "g"), Rec("d", "4", ms, a),
+                             Rec("e", "5", ms + 70000, b, false, "groups")}}}},
       {"batch_ack", {3, msg::BatchAck{93}}},
       {"batch_refused", {4, msg::BatchRefused{93, "clock 94 s ahead, limit 60 s"}}},
       {"tree_nodes", {5, msg::TreeNodes{1, 1, {0, 3}, {1, 2, 3, 4, 5, 6, 7, 8}, false}}},

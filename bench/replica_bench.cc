@@ -6,9 +6,9 @@
 // sizes rows::EncodeRecord and Oplog::EncodeRow produce (filler bytes, no
 // encoding or hashing), so a ratio shows what the replica costs on top of the
 // two rows it must write anyway: read-before-write, stamping, checksums, the
-// meta state row and the commit pipeline. Items are logical writes (or records
-// read); bytes are key + value payload (116 per item) on both sides, so bytes/s
-// ratios equal items/s ratios.
+// key-hash index row, Merkle checkpoints and the commit pipeline. Items are
+// logical writes (or records read); bytes are key + value payload (116 per
+// item) on both sides, so bytes/s ratios equal items/s ratios.
 //
 // Each benchmark run opens a fresh database in its own directory under /tmp,
 // on a real disk (fsync cost is the point), and removes it afterwards.

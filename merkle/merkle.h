@@ -147,8 +147,9 @@ class MerkleTree {
   bool IsInnerNode(uint32_t level, uint32_t index) const;
 
   // ---- Restore from persisted leaves.
-  // The replica persists every touched leaf as a 16-byte row (EncodeDigest) and
-  // reloads them at open: LoadLeaf for each row, then RecomputeInner once.
+  // The replica persists changed leaves (EncodeDigest, plus counts) at each
+  // checkpoint and reloads them at open: LoadLeaf for each row (and for each
+  // bucket it recomputes from the oplog tail), then RecomputeInner once.
   // Between the first LoadLeaf and RecomputeInner the inner nodes are stale;
   // reading one (Root, Node above the leaves, Children, DifferingChildren,
   // operator==) is a bug and fails a CHECK. Apply and Leaf stay valid.

@@ -80,12 +80,30 @@ struct KeyState {
   std::optional<Digest128> content;
 };
 
-std::string EncodeState(uint64_t last_seq, uint64_t live, uint64_t tombstones) {
-  std::string out;
-  PutFixed64BE(&out, last_seq);
-  PutFixed64BE(&out, live);
-  PutFixed64BE(&out, tombstones);
-  return out;
+// One op's (or a group's) change to one Merkle leaf and its counts.
+struct LeafDelta {
+  uint32_t bucket = 0;
+  Digest128 digest;
+  int32_t live = 0;
+  int32_t tombstones = 0;
+};
+
+// Calls fn(key_hash, map, key, meta) for every key-hash index row with a key
+// hash in [lo, hi], in key-hash order, reusing `it`.
+template <typename Fn>
+Status ForEachIndexRow(StoreIterator* it, uint64_t lo, uint64_t hi, Fn&& fn) {
+  for (it->Seek(rows::HashIndexPrefix(lo)); it->Valid(); it->Next()) {
+    uint64_t h = 0;
+    std::string_view m, k;
+    if (it->key().empty() || it->key()[0] != rows::kHashIndexPrefix) break;
+    if (!rows::ParseHashIndexKey(it->key(), &h, &m, &k)) {
+      return Status::Corruption("malformed key-hash index row");
+    }
+    if (h > hi) break;
+    TIDEMAP_ASSIGN_OR_RETURN(rows::RecordMeta meta, rows::DecodeHashIndexValue(it->value()));
+    fn(h, m, k, meta);
+  }
+  return it->status();
 }
 
 Status CheckSizes(const Limits& limits, std::string_view map, std::string_view key,
@@ -187,7 +205,7 @@ struct Replica::Impl {
   Mutex commit_mu;
 
   // The Merkle tree over every stored key's metadata. Changed only by the
-  // leader after a commit; its leaves are persisted in the same batch.
+  // leader after a commit; its changed leaves are persisted by checkpoints.
   mutable Mutex tree_mu;
   MerkleTree tree TIDEMAP_GUARDED_BY(tree_mu);
 
@@ -197,10 +215,22 @@ struct Replica::Impl {
   uint64_t last_seq TIDEMAP_GUARDED_BY(state_mu) = 0;
   uint64_t live TIDEMAP_GUARDED_BY(state_mu) = 0;
   uint64_t tombstones TIDEMAP_GUARDED_BY(state_mu) = 0;
-  // Only the leader touches these.
+  // Only the leader (or whoever holds commit_mu) touches these.
   uint64_t reserved_bound_ms = 0;
   KeyFilter key_filter;
   uint64_t writes_since_open = 0;
+  // Live records and tombstones per Merkle bucket (what leaf rows persist).
+  std::vector<uint32_t> bucket_live, bucket_tombs;
+  // Buckets whose leaf changed since the last checkpoint: the persisted leaf
+  // rows lag memory exactly there. `dirty_flag` has one byte per bucket.
+  std::vector<uint8_t> dirty_flag;
+  std::vector<uint32_t> dirty;
+  // The last checkpoint: every leaf row and count is exact as of this seq.
+  uint64_t checkpoint_seq = 0;
+  uint64_t checkpoint_ms = 0;  // options.clock time it was written (or the open)
+  // What Open() replayed from the oplog tail (fixed after open).
+  uint64_t recovered_rows = 0;
+  uint64_t recovered_buckets = 0;
 
   Mutex subs_mu;
   std::map<SubscriptionId, Subscription> subs TIDEMAP_GUARDED_BY(subs_mu);
@@ -211,6 +241,21 @@ struct Replica::Impl {
   // Fills key_filter from the key-hash index, sized for twice the stored keys.
   Status BuildKeyFilter(uint64_t stored_keys);
   void ProcessGroup(const std::vector<Writer*>& group);
+  void MarkDirty(uint32_t bucket) {
+    if (dirty_flag[bucket] == 0) {
+      dirty_flag[bucket] = 1;
+      dirty.push_back(bucket);
+    }
+  }
+  // Puts a checkpoint covering `seq` into `batch`: the leaf row (digest and
+  // counts) of every dirty bucket and of every bucket in `pending` (changes
+  // this batch commits, not yet applied to memory), and the state row.
+  void AppendCheckpoint(Batch* batch, uint64_t seq, std::span<const LeafDelta> pending);
+  // After a checkpoint covering `seq` committed.
+  void CheckpointDone(uint64_t seq, uint64_t now_ms);
+  // Writes a checkpoint of its own when anything changed since the last one.
+  // REQUIRES: commit_mu held (no group is half done).
+  Status Checkpoint(bool sync);
   // The stored state of a key, from its 17-byte key-hash index row (so an
   // overwrite never reads the old value).
   Result<KeyState> LoadKeyState(uint64_t key_hash, std::string_view map,
@@ -312,7 +357,7 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
   Batch batch;
   std::unordered_map<std::string, KeyState> overlay;  // keys changed earlier in this group
   std::vector<PendingEvent> events;
-  std::map<uint32_t, Digest128> leaf_deltas;  // Merkle bucket -> XOR of item digest changes
+  std::vector<LeafDelta> leaf_deltas;  // per op: its Merkle bucket's change
 
   for (Writer* w : group) {
     // A writer's ops are all-or-nothing: stage them, merge only on success.
@@ -320,7 +365,7 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
     // Keys this writer changed so far, latest state (a batch may touch a key twice).
     std::unordered_map<std::string, KeyState> staged_keys;
     std::vector<PendingEvent> staged_events;
-    std::vector<std::pair<uint32_t, Digest128>> staged_deltas;
+    std::vector<LeafDelta> staged_deltas;
     uint64_t w_seq = seq, w_live = live_count, w_tomb = tomb_count;
     std::vector<Version> versions;
     ApplyResult apply;
@@ -407,7 +452,10 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
       // and its key-hash index row is rewritten with it.
       Digest128 delta = ItemDigest(map, key, version, tombstone);
       if (old.exists) delta ^= ItemDigest(map, key, old.meta.version, old.meta.tombstone);
-      staged_deltas.emplace_back(BucketOf(key_hash, tree_shape), delta);
+      LeafDelta leaf{BucketOf(key_hash, tree_shape), delta, 0, 0};
+      if (old.exists) (old.meta.tombstone ? leaf.tombstones : leaf.live) -= 1;
+      (tombstone ? leaf.tombstones : leaf.live) += 1;
+      staged_deltas.push_back(leaf);
       staged.Put(rows::HashIndexKey(key_hash, map, key),
                  rows::EncodeHashIndexValue(rows::RecordMeta{version, tombstone}));
       // Added before the commit: if it fails, a false positive is harmless.
@@ -432,7 +480,7 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
     batch.Append(staged);
     for (auto& [k, st] : staged_keys) overlay[k] = st;
     events.insert(events.end(), staged_events.begin(), staged_events.end());
-    for (const auto& [bucket, delta] : staged_deltas) leaf_deltas[bucket] ^= delta;
+    leaf_deltas.insert(leaf_deltas.end(), staged_deltas.begin(), staged_deltas.end());
     seq = w_seq;
     live_count = w_live;
     tomb_count = w_tomb;
@@ -453,18 +501,16 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
     batch.Put(rows::MetaKey(rows::kMetaHlcBound), rows::EncodeU64(new_bound));
     sync = true;
   }
-  batch.Put(rows::MetaKey(rows::kMetaState), EncodeState(seq, live_count, tomb_count));
-  {
-    // The new leaf digests commit with the records they cover, so the stored
-    // tree is exact after any crash and needs no rebuild at open.
-    MutexLock l(&tree_mu);
-    std::string leaf;
-    for (const auto& [bucket, delta] : leaf_deltas) {
-      leaf.clear();
-      MerkleTree::EncodeDigest(tree.Leaf(bucket) ^ delta, &leaf);
-      batch.Put(rows::MerkleLeafKey(bucket), leaf);
-    }
-  }
+  // Leaf rows and the state row are not rewritten by every commit: the first
+  // group after checkpoint_interval_ms or checkpoint_rows_max oplog rows
+  // carries a checkpoint of every leaf changed since the last one, atomically
+  // with its own records. A crash in between is repaired at open from the
+  // oplog rows after the checkpoint's seq (see Open).
+  const uint64_t now_ms = options.clock->NowMillis();
+  const bool checkpoint = seq - checkpoint_seq >= options.checkpoint_rows_max ||
+                          now_ms < checkpoint_ms ||
+                          now_ms - checkpoint_ms >= options.checkpoint_interval_ms;
+  if (checkpoint) AppendCheckpoint(&batch, seq, leaf_deltas);
 
   const Status written = store->Write(&batch, sync);
   if (!written.ok()) {
@@ -480,8 +526,14 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
   reserved_bound_ms = new_bound;
   {
     MutexLock l(&tree_mu);
-    for (const auto& [bucket, delta] : leaf_deltas) tree.Apply(bucket, delta);
+    for (const LeafDelta& d : leaf_deltas) tree.Apply(d.bucket, d.digest);
   }
+  for (const LeafDelta& d : leaf_deltas) {
+    bucket_live[d.bucket] += static_cast<uint32_t>(d.live);  // wraps back: never below 0
+    bucket_tombs[d.bucket] += static_cast<uint32_t>(d.tombstones);
+    if (!checkpoint) MarkDirty(d.bucket);
+  }
+  if (checkpoint) CheckpointDone(seq, now_ms);
   {
     MutexLock l(&state_mu);
     last_seq = seq;
@@ -489,6 +541,60 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
     tombstones = tomb_count;
   }
   Deliver(events);
+}
+
+void Replica::Impl::AppendCheckpoint(Batch* batch, uint64_t seq,
+                                     std::span<const LeafDelta> pending) {
+  // Changes of this batch, merged per bucket (only when checkpointing: rare).
+  std::unordered_map<uint32_t, LeafDelta> merged;
+  for (const LeafDelta& d : pending) {
+    LeafDelta& m = merged.try_emplace(d.bucket, LeafDelta{d.bucket, {}, 0, 0}).first->second;
+    m.digest ^= d.digest;
+    m.live += d.live;
+    m.tombstones += d.tombstones;
+  }
+  MutexLock l(&tree_mu);
+  auto put = [&](uint32_t bucket, const LeafDelta* d) {
+    rows::LeafValue leaf{tree.Leaf(bucket), bucket_live[bucket], bucket_tombs[bucket]};
+    if (d != nullptr) {
+      leaf.digest ^= d->digest;
+      leaf.live += static_cast<uint64_t>(static_cast<int64_t>(d->live));
+      leaf.tombstones += static_cast<uint64_t>(static_cast<int64_t>(d->tombstones));
+    }
+    batch->Put(rows::MerkleLeafKey(bucket), rows::EncodeLeafValue(leaf));
+  };
+  for (uint32_t bucket : dirty) {
+    auto m = merged.find(bucket);
+    if (m == merged.end()) {
+      put(bucket, nullptr);
+    } else {
+      put(bucket, &m->second);
+      merged.erase(m);
+    }
+  }
+  for (const auto& [bucket, d] : merged) put(bucket, &d);
+  batch->Put(rows::MetaKey(rows::kMetaState), rows::EncodeU64(seq));
+}
+
+void Replica::Impl::CheckpointDone(uint64_t seq, uint64_t now_ms) {
+  for (uint32_t bucket : dirty) dirty_flag[bucket] = 0;
+  dirty.clear();
+  checkpoint_seq = seq;
+  checkpoint_ms = now_ms;
+}
+
+Status Replica::Impl::Checkpoint(bool sync) {
+  uint64_t seq;
+  {
+    MutexLock l(&state_mu);
+    seq = last_seq;
+  }
+  if (dirty.empty() && seq == checkpoint_seq) return Status::Ok();
+  Batch batch;
+  AppendCheckpoint(&batch, seq, {});
+  TIDEMAP_RETURN_IF_ERROR(store->Write(&batch, sync));
+  CheckpointDone(seq, options.clock->NowMillis());
+  return Status::Ok();
 }
 
 void Replica::Impl::Deliver(const std::vector<PendingEvent>& events) {
@@ -515,16 +621,26 @@ Replica::~Replica() {
     MutexLock l(&impl_->mu);
     TIDEMAP_CHECK(impl_->writers.empty());
   }
+  MutexLock commit(&impl_->commit_mu);
   // On a clean close, shrink the reserved HLC bound to what was really issued,
   // so that reopening (one CLI command after another) does not start the clock
-  // up to hlc_reserve_ms ahead each time. Best effort: if this write fails the
-  // larger reserved bound stays, which is safe.
+  // up to hlc_reserve_ms ahead each time; and checkpoint, so that the next
+  // open replays nothing. Best effort: if this write fails the larger reserved
+  // bound stays, which is safe, and the next open replays the oplog tail.
+  Batch batch;
   const uint64_t issued_ms = impl_->hlc->Last().physical_ms();
   if (issued_ms < impl_->reserved_bound_ms) {
-    Batch batch;
     batch.Put(rows::MetaKey(rows::kMetaHlcBound), rows::EncodeU64(issued_ms));
-    (void)impl_->store->Write(&batch, /*sync=*/true);
   }
+  uint64_t seq;
+  {
+    MutexLock l(&impl_->state_mu);
+    seq = impl_->last_seq;
+  }
+  if (!impl_->dirty.empty() || seq != impl_->checkpoint_seq) {
+    impl_->AppendCheckpoint(&batch, seq, {});
+  }
+  if (!batch.empty()) (void)impl_->store->Write(&batch, /*sync=*/true);
 }
 
 Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
@@ -550,7 +666,7 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
     Batch init;
     init.Put(rows::MetaKey(rows::kMetaSchemaVersion), rows::EncodeU64(rows::kSchemaVersion));
     init.Put(rows::MetaKey(rows::kMetaNodeId), rows::EncodeU64(options.node_id));
-    init.Put(rows::MetaKey(rows::kMetaState), EncodeState(0, 0, 0));
+    init.Put(rows::MetaKey(rows::kMetaState), rows::EncodeU64(0));
     TIDEMAP_RETURN_IF_ERROR(store.Write(&init, /*sync=*/true));
   } else if (!version_bytes.ok()) {
     return version_bytes.status();
@@ -572,12 +688,7 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
   }
 
   TIDEMAP_ASSIGN_OR_RETURN(std::string state_bytes, store.Get(rows::MetaKey(rows::kMetaState)));
-  std::string_view in = state_bytes;
-  uint64_t last_seq = 0, live = 0, tombstones = 0;
-  if (!GetFixed64BE(&in, &last_seq) || !GetFixed64BE(&in, &live) ||
-      !GetFixed64BE(&in, &tombstones) || !in.empty()) {
-    return Status::Corruption("database " + options.path + ": malformed meta state row");
-  }
+  TIDEMAP_ASSIGN_OR_RETURN(const uint64_t checkpoint_seq, rows::DecodeU64(state_bytes, "state"));
 
   uint64_t bound_ms = 0;
   auto bound_bytes = store.Get(rows::MetaKey(rows::kMetaHlcBound));
@@ -586,34 +697,77 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
   } else if (!bound_bytes.status().IsNotFound()) {
     return bound_bytes.status();
   }
+  impl->reserved_bound_ms = bound_ms;
 
+  // The Merkle tree and the per-bucket counts as of the last checkpoint, from
+  // the leaf rows (about 1.5 MB for the default shape)...
+  uint64_t last_seq = checkpoint_seq;
   {
+    MutexLock l(&impl->tree_mu);
+    TIDEMAP_ASSIGN_OR_RETURN(impl->tree, MerkleTree::Create(impl->tree_shape));
+    MerkleTree& tree = impl->tree;
+    const uint32_t leaves = tree.leaf_count();
+    impl->bucket_live.assign(leaves, 0);
+    impl->bucket_tombs.assign(leaves, 0);
+    impl->dirty_flag.assign(leaves, 0);
+    auto it = store.NewIterator();
+    for (it->Seek(std::string(1, rows::kMerklePrefix));
+         it->Valid() && !it->key().empty() && it->key()[0] == rows::kMerklePrefix; it->Next()) {
+      uint32_t bucket = 0;
+      auto leaf = rows::DecodeLeafValue(it->value());
+      if (!rows::ParseMerkleLeafKey(it->key(), &bucket) || !leaf.ok() || bucket >= leaves ||
+          leaf->live > UINT32_MAX || leaf->tombstones > UINT32_MAX) {
+        return Status::Corruption("database " + options.path + ": malformed Merkle leaf row");
+      }
+      TIDEMAP_RETURN_IF_ERROR(tree.LoadLeaf(bucket, leaf->digest));
+      impl->bucket_live[bucket] = static_cast<uint32_t>(leaf->live);
+      impl->bucket_tombs[bucket] = static_cast<uint32_t>(leaf->tombstones);
+    }
+    TIDEMAP_RETURN_IF_ERROR(it->status());
+
+    // ...then the changes since: every oplog row after the checkpoint names a
+    // key whose bucket may have changed (every record change commits with an
+    // oplog row, and the oplog is never pruned past the checkpoint). Those
+    // buckets are recomputed exactly from their key-hash index rows, which
+    // commit with their records, and stay dirty until the next checkpoint.
+    for (it->Seek(Oplog::RowKey(checkpoint_seq + 1));
+         it->Valid() && !it->key().empty() && it->key()[0] == rows::kOplogPrefix; it->Next()) {
+      if (it->key().size() != 9) return Status::Corruption("oplog: malformed row key");
+      const uint64_t seq = DecodeFixed64BE(it->key().data() + 1);
+      TIDEMAP_ASSIGN_OR_RETURN(OplogEntry e, Oplog::DecodeRow(seq, it->value()));
+      impl->MarkDirty(BucketOf(KeyHash(e.map, e.key), impl->tree_shape));
+      last_seq = std::max(last_seq, seq);
+      ++impl->recovered_rows;
+    }
+    TIDEMAP_RETURN_IF_ERROR(it->status());
+    std::sort(impl->dirty.begin(), impl->dirty.end());
+    for (uint32_t bucket : impl->dirty) {
+      Digest128 digest;
+      uint32_t live = 0, tombs = 0;
+      const auto [lo, hi] = tree.KeyHashRange(tree.depth(), bucket);
+      TIDEMAP_RETURN_IF_ERROR(ForEachIndexRow(
+          it.get(), lo, hi,
+          [&](uint64_t, std::string_view m, std::string_view k, const rows::RecordMeta& meta) {
+            digest ^= ItemDigest(m, k, meta.version, meta.tombstone);
+            ++(meta.tombstone ? tombs : live);
+          }));
+      TIDEMAP_RETURN_IF_ERROR(tree.LoadLeaf(bucket, digest));
+      impl->bucket_live[bucket] = live;
+      impl->bucket_tombs[bucket] = tombs;
+    }
+    impl->recovered_buckets = impl->dirty.size();
+    tree.RecomputeInner();
+  }
+  impl->checkpoint_seq = checkpoint_seq;
+  impl->checkpoint_ms = options.clock->NowMillis();
+  {
+    uint64_t live = 0, tombstones = 0;
+    for (uint32_t n : impl->bucket_live) live += n;
+    for (uint32_t n : impl->bucket_tombs) tombstones += n;
     MutexLock l(&impl->state_mu);
     impl->last_seq = last_seq;
     impl->live = live;
     impl->tombstones = tombstones;
-  }
-  impl->reserved_bound_ms = bound_ms;
-
-  // The Merkle tree from its persisted leaves (about 1 MB for the default shape).
-  {
-    MutexLock l(&impl->tree_mu);
-    TIDEMAP_ASSIGN_OR_RETURN(impl->tree, MerkleTree::Create(impl->tree_shape));
-    auto it = store.NewIterator();
-    const std::string prefix(1, rows::kMerklePrefix);
-    for (it->Seek(prefix); it->Valid(); it->Next()) {
-      uint32_t bucket = 0;
-      if (it->key().empty() || it->key()[0] != rows::kMerklePrefix) break;
-      std::string_view value = it->value();
-      Digest128 digest;
-      if (!rows::ParseMerkleLeafKey(it->key(), &bucket) ||
-          !MerkleTree::DecodeDigest(&value, &digest) || !value.empty()) {
-        return Status::Corruption("database " + options.path + ": malformed Merkle leaf row");
-      }
-      TIDEMAP_RETURN_IF_ERROR(impl->tree.LoadLeaf(bucket, digest));
-    }
-    TIDEMAP_RETURN_IF_ERROR(it->status());
-    impl->tree.RecomputeInner();
   }
   // Every timestamp issued before had physical time <= bound_ms, so starting
   // above (bound_ms, max logical) keeps the clock monotonic across restarts.
@@ -824,20 +978,14 @@ Status Replica::BucketSummaries(const std::vector<uint32_t>& buckets,
   auto it = impl_->store->NewIterator();
   for (const auto& [lo, hi] : ranges) {
     const size_t before = entries->size();
-    for (it->Seek(rows::HashIndexPrefix(lo)); it->Valid(); it->Next()) {
-      uint64_t h = 0;
-      std::string_view m, k;
-      if (it->key().empty() || it->key()[0] != rows::kHashIndexPrefix) break;
-      if (!rows::ParseHashIndexKey(it->key(), &h, &m, &k)) {
-        return Status::Corruption("malformed key-hash index row");
-      }
-      if (h > hi) break;
-      TIDEMAP_ASSIGN_OR_RETURN(rows::RecordMeta meta, rows::DecodeHashIndexValue(it->value()));
-      entries->push_back(msg::SummaryEntry{h, meta.version, meta.tombstone});
-    }
+    TIDEMAP_RETURN_IF_ERROR(ForEachIndexRow(
+        it.get(), lo, hi,
+        [&](uint64_t h, std::string_view, std::string_view, const rows::RecordMeta& meta) {
+          entries->push_back(msg::SummaryEntry{h, meta.version, meta.tombstone});
+        }));
     counts->push_back(static_cast<uint32_t>(entries->size() - before));
   }
-  return it->status();
+  return Status::Ok();
 }
 
 Status Replica::MerkleChildDigests(uint32_t level, const std::vector<uint32_t>& parents,
@@ -868,14 +1016,19 @@ Digest128 Replica::MerkleRoot() const {
 
 Result<ScrubReport> Replica::Scrub() {
   MutexLock commit(&impl_->commit_mu);  // no commit is half done while we look
+  // Persist every leaf changed since the last checkpoint, so the rows on disk
+  // should equal the rebuild exactly.
+  TIDEMAP_RETURN_IF_ERROR(impl_->Checkpoint(/*sync=*/false));
   ScrubReport report;
   TIDEMAP_ASSIGN_OR_RETURN(MerkleTree rebuilt, MerkleTree::Create(impl_->tree_shape));
+  std::vector<uint32_t> rebuilt_live(rebuilt.leaf_count()), rebuilt_tombs(rebuilt.leaf_count());
   Status index_status;
   Status s = ForEachKeyMeta([&](const KeyMeta& m) {
     ++report.records;
     const uint64_t key_hash = KeyHash(m.map, m.key);
-    rebuilt.Apply(BucketOf(key_hash, impl_->tree_shape),
-                  ItemDigest(m.map, m.key, m.version, m.tombstone));
+    const uint32_t bucket = BucketOf(key_hash, impl_->tree_shape);
+    rebuilt.Apply(bucket, ItemDigest(m.map, m.key, m.version, m.tombstone));
+    ++(m.tombstone ? rebuilt_tombs : rebuilt_live)[bucket];
     auto row = impl_->store->Get(rows::HashIndexKey(key_hash, m.map, m.key));
     if (!row.ok() && !row.status().IsNotFound()) {
       index_status = row.status();
@@ -901,23 +1054,28 @@ Result<ScrubReport> Replica::Scrub() {
   TIDEMAP_RETURN_IF_ERROR(it->status());
   if (index_rows > report.records) report.index_mismatches += index_rows - report.records;
 
-  // The leaves as stored on disk, not as held in memory.
+  // The leaves as stored on disk (digests and counts), not as held in memory.
   TIDEMAP_ASSIGN_OR_RETURN(MerkleTree stored, MerkleTree::Create(impl_->tree_shape));
+  std::vector<uint64_t> stored_live(stored.leaf_count()), stored_tombs(stored.leaf_count());
   for (it->Seek(std::string(1, rows::kMerklePrefix));
        it->Valid() && !it->key().empty() && it->key()[0] == rows::kMerklePrefix; it->Next()) {
     uint32_t bucket = 0;
-    std::string_view value = it->value();
-    Digest128 digest;
-    if (!rows::ParseMerkleLeafKey(it->key(), &bucket) ||
-        !MerkleTree::DecodeDigest(&value, &digest) || !value.empty() ||
-        !stored.LoadLeaf(bucket, digest).ok()) {
+    auto leaf = rows::DecodeLeafValue(it->value());
+    if (!rows::ParseMerkleLeafKey(it->key(), &bucket) || !leaf.ok() ||
+        !stored.LoadLeaf(bucket, leaf->digest).ok()) {
       return Status::Corruption("malformed Merkle leaf row");
     }
+    stored_live[bucket] = leaf->live;
+    stored_tombs[bucket] = leaf->tombstones;
   }
   TIDEMAP_RETURN_IF_ERROR(it->status());
   stored.RecomputeInner();
   for (uint32_t b = 0; b < stored.leaf_count(); ++b) {
-    if (stored.Leaf(b) != rebuilt.Leaf(b)) ++report.leaf_mismatches;
+    if (stored.Leaf(b) != rebuilt.Leaf(b) || stored_live[b] != rebuilt_live[b] ||
+        stored_tombs[b] != rebuilt_tombs[b] || impl_->bucket_live[b] != rebuilt_live[b] ||
+        impl_->bucket_tombs[b] != rebuilt_tombs[b]) {
+      ++report.leaf_mismatches;
+    }
   }
   report.stored_root = stored.Root();
   report.rebuilt_root = rebuilt.Root();
@@ -928,12 +1086,15 @@ Result<ScrubReport> Replica::Scrub() {
 void Replica::Compact() { impl_->store->CompactRange("", std::string(1, '\xff')); }
 
 Result<PruneStats> Replica::PruneOplog() {
-  uint64_t last;
+  // Open() replays the oplog rows after the last checkpoint, so none of them
+  // may go: checkpoint first, then prune no further than it covers.
+  uint64_t covered;
   {
-    MutexLock l(&impl_->state_mu);
-    last = impl_->last_seq;
+    MutexLock commit(&impl_->commit_mu);
+    TIDEMAP_RETURN_IF_ERROR(impl_->Checkpoint(/*sync=*/true));
+    covered = impl_->checkpoint_seq;
   }
-  return impl_->oplog->Prune(last, impl_->options.retention);
+  return impl_->oplog->Prune(covered, impl_->options.retention);
 }
 
 Result<ReplicaStats> Replica::Stats() const {
@@ -948,6 +1109,8 @@ Result<ReplicaStats> Replica::Stats() const {
   TIDEMAP_ASSIGN_OR_RETURN(s.oplog_first_seq, impl_->oplog->FirstSeq());
   TIDEMAP_ASSIGN_OR_RETURN(s.oplog_pruned_through, impl_->oplog->PrunedThrough());
   s.hlc_last = impl_->hlc->Last();
+  s.recovered_oplog_rows = impl_->recovered_rows;
+  s.recovered_buckets = impl_->recovered_buckets;
   return s;
 }
 

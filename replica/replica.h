@@ -57,6 +57,15 @@ struct ReplicaOptions {
   uint64_t hlc_reserve_ms = 1000;
   // A group commit stops collecting writers past this many bytes.
   size_t group_commit_bytes_max = size_t{4} << 20;
+  // Merkle leaf rows (digest and counts per bucket) and the state row are not
+  // rewritten by every commit: a checkpoint writes every leaf changed since the
+  // last one, inside the batch of the first group commit this long (on
+  // `clock`) or this many oplog rows after the last checkpoint, and on a clean
+  // close, before Scrub and before PruneOplog. After a crash, Open recomputes
+  // the buckets named by the oplog rows since the checkpoint from the
+  // key-hash index: the tree stays exact with no full rebuild.
+  uint64_t checkpoint_interval_ms = 1000;
+  uint64_t checkpoint_rows_max = 10'000;
 };
 
 // One key's current state as Get returns it.
@@ -129,6 +138,10 @@ struct ReplicaStats {
   uint64_t oplog_last_seq = 0;   // the highest seq ever assigned
   uint64_t oplog_pruned_through = 0;
   Timestamp hlc_last;
+  // What the last open replayed: oplog rows after the last checkpoint, and the
+  // Merkle buckets recomputed for them (both 0 after a clean close).
+  uint64_t recovered_oplog_rows = 0;
+  uint64_t recovered_buckets = 0;
 };
 
 // What Scrub() found. Consistent iff every root agrees and nothing mismatched.

@@ -10,13 +10,19 @@
 //       checksum := XXH3-64 of (record key, every byte before checksum, value);
 //                   binding the key means a row moved under another key fails too
 //   oplog key    := 'o' seq:u64               (value: see oplog/oplog.cc)
-//   merkle key   := 'k' bucket:u32  ->  leaf digest: hi:u64 lo:u64 (see merkle/)
+//   merkle key   := 'k' bucket:u32  ->  digest:16 live:varint tombstones:varint
+//       digest   := leaf digest hi:u64 lo:u64 (MerkleTree::EncodeDigest, see merkle/)
+//       live, tombstones := the bucket's live records and tombstones
+//       Written by checkpoints only (see replica/replica.cc), so a row is exact
+//       as of the checkpoint seq in meta 'state', not necessarily as of now
 //   index key    := 'h' key_hash:u64 lp(map) key  ->  hlc:u64 origin:u64 flags:u8
 //       key_hash := merkle KeyHash(map, key); one row per stored key, tombstones
 //                   included, rewritten with its record in the same batch
 //   meta key     := 'm' name
 //       schema_version -> u64   node_id -> u64   hlc_bound -> u64 (Timestamp raw)
-//       state -> last_seq:u64 live:u64 tombstones:u64 (rewritten by every commit)
+//       state -> checkpoint_seq:u64: every leaf row is exact as of this seq;
+//                oplog rows after it name every key changed since (rewritten
+//                by each checkpoint, in the batch of the group it covers)
 //       peer/<node id:u64> -> acked seq:u64
 #include "storage/rows.h"
 
@@ -142,6 +148,26 @@ bool ParseMerkleLeafKey(std::string_view row_key, uint32_t* bucket) {
   if (row_key.size() != 5 || row_key[0] != kMerklePrefix) return false;
   *bucket = DecodeFixed32BE(row_key.data() + 1);
   return true;
+}
+
+std::string EncodeLeafValue(const LeafValue& leaf) {
+  std::string out;
+  out.reserve(16 + 2 * 5);
+  PutFixed64BE(&out, leaf.digest.hi);
+  PutFixed64BE(&out, leaf.digest.lo);
+  PutVarint64(&out, leaf.live);
+  PutVarint64(&out, leaf.tombstones);
+  return out;
+}
+
+Result<LeafValue> DecodeLeafValue(std::string_view bytes) {
+  LeafValue leaf;
+  if (!GetFixed64BE(&bytes, &leaf.digest.hi) || !GetFixed64BE(&bytes, &leaf.digest.lo) ||
+      !GetVarint64(&bytes, &leaf.live) || !GetVarint64(&bytes, &leaf.tombstones) ||
+      !bytes.empty()) {
+    return Status::Corruption("malformed Merkle leaf row");
+  }
+  return leaf;
 }
 
 std::string HashIndexPrefix(uint64_t key_hash) {

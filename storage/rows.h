@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "base/hash.h"
 #include "base/status.h"
 #include "hlc/hlc.h"
 
@@ -25,7 +26,7 @@ inline constexpr char kHashIndexPrefix = 'h';
 inline constexpr char kMetaPrefix = 'm';
 
 // The schema version this build writes and reads.
-inline constexpr uint64_t kSchemaVersion = 1;
+inline constexpr uint64_t kSchemaVersion = 2;
 
 // ---- records ----
 
@@ -60,10 +61,19 @@ Result<RecordMeta> DecodeRecordMeta(std::string_view row_key, std::string_view b
 
 // ---- Merkle leaves and the key-hash index ----
 
-// The row holding the persisted digest of Merkle leaf `bucket`.
+// The row holding the persisted digest and counts of Merkle leaf `bucket`,
+// as of the last checkpoint (the seq in the meta state row).
 std::string MerkleLeafKey(uint32_t bucket);
 // Splits a Merkle leaf row key; false when it is not one.
 bool ParseMerkleLeafKey(std::string_view row_key, uint32_t* bucket);
+
+struct LeafValue {
+  Digest128 digest;         // XOR of the item digests of the bucket's keys
+  uint64_t live = 0;        // live records in the bucket
+  uint64_t tombstones = 0;  // tombstones in the bucket
+};
+std::string EncodeLeafValue(const LeafValue& leaf);
+Result<LeafValue> DecodeLeafValue(std::string_view bytes);
 
 // The key-hash index lists every stored key by KeyHash(map, key), so that a
 // Merkle bucket (a contiguous key-hash range) is one range scan.

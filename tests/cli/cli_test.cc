@@ -559,7 +559,8 @@ TEST_F(CliTest, ScrubPassesOnAHealthyDirAndCatchesATamperedLeaf) {
     const std::string leaf(it->key());
     it.reset();
     Batch b;
-    b.Put(leaf, std::string(16, '\x01'));
+    // A well-formed leaf row (digest, live 0, tombstones 0) with the wrong digest.
+    b.Put(leaf, std::string(16, '\x01') + std::string(2, '\0'));
     ASSERT_TRUE((*store)->Write(&b, true).ok());
   }
   const RunResult bad = RunTidemap({"scrub", "--data", data_});

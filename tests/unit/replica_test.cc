@@ -419,12 +419,22 @@ TEST_F(ReplicaTest, ScrubFindsATamperedLeafAndAMissingIndexRow) {
     it->Seek(std::string(1, rows::kMerklePrefix));
     ASSERT_TRUE(it->Valid());
     const std::string leaf_key(it->key());
+    auto leaf = rows::DecodeLeafValue(it->value());
+    ASSERT_TRUE(leaf.ok());
+    it->Next();  // a second leaf: its digest is right, its count is not
+    ASSERT_TRUE(it->Valid());
+    const std::string count_key(it->key());
+    auto counted = rows::DecodeLeafValue(it->value());
+    ASSERT_TRUE(counted.ok());
     it->Seek(std::string(1, rows::kHashIndexPrefix));
     ASSERT_TRUE(it->Valid());
     const std::string index_key(it->key());
     it.reset();
+    leaf->digest.hi ^= 0x5a;
+    counted->live += 1;
     Batch b;
-    b.Put(leaf_key, std::string(16, '\x5a'));
+    b.Put(leaf_key, rows::EncodeLeafValue(*leaf));
+    b.Put(count_key, rows::EncodeLeafValue(*counted));
     b.Delete(index_key);
     ASSERT_TRUE((*store)->Write(&b, true).ok());
   }
@@ -432,7 +442,7 @@ TEST_F(ReplicaTest, ScrubFindsATamperedLeafAndAMissingIndexRow) {
   auto scrub = r->Scrub();
   ASSERT_TRUE(scrub.ok());
   EXPECT_FALSE(scrub->ok());
-  EXPECT_EQ(scrub->leaf_mismatches, 1u);
+  EXPECT_EQ(scrub->leaf_mismatches, 2u);
   EXPECT_EQ(scrub->index_mismatches, 1u);
   EXPECT_NE(scrub->stored_root, scrub->rebuilt_root);
 }
@@ -457,6 +467,32 @@ TEST_F(ReplicaTest, PresenceFilterNeverHidesAStoredKey) {
   auto scrub = r->Scrub();
   ASSERT_TRUE(scrub.ok());
   EXPECT_TRUE(scrub->ok()) << "leaf mismatches " << scrub->leaf_mismatches;
+}
+
+// A clean close checkpoints: the next open replays nothing and has the same
+// tree and counts. Checkpoints also come every checkpoint_rows_max oplog rows
+// and every checkpoint_interval_ms, so a later open replays only the tail.
+TEST_F(ReplicaTest, CleanCloseCheckpointsAndOpenReplaysNothing) {
+  Digest128 root;
+  {
+    auto r = OpenReplica(Options());
+    for (int i = 0; i < 300; ++i) ASSERT_TRUE(r->Put("m", "k" + std::to_string(i), "v").ok());
+    for (int i = 0; i < 300; i += 3) ASSERT_TRUE(r->Delete("m", "k" + std::to_string(i)).ok());
+    root = r->MerkleRoot();
+    EXPECT_EQ(r->Stats()->recovered_oplog_rows, 0u);  // a fresh database
+  }
+  auto r = OpenReplica(Options());
+  auto stats = r->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->recovered_oplog_rows, 0u);
+  EXPECT_EQ(stats->recovered_buckets, 0u);
+  EXPECT_EQ(stats->keys, 200u);
+  EXPECT_EQ(stats->tombstones, 100u);
+  EXPECT_EQ(stats->oplog_last_seq, 400u);
+  EXPECT_EQ(r->MerkleRoot(), root);
+  auto scrub = r->Scrub();
+  ASSERT_TRUE(scrub.ok());
+  EXPECT_TRUE(scrub->ok());
 }
 
 // A clean close gives back the unused part of the HLC reservation, so opening

@@ -78,8 +78,9 @@ struct SyncSession::Impl {
   Status OnBatch(const msg::RecordBatch& b, std::vector<msg::Message>* out);
   Status OnAck(const msg::BatchAck& a);
   Status OnRefused(const msg::BatchRefused& r, uint64_t now_ms);
-  Status OnTreeNodes(const msg::TreeNodes& t, std::vector<msg::Message>* out);
-  Status OnSummaries(const msg::BucketSummaries& s, std::vector<msg::Message>* out);
+  Status OnTreeNodes(const msg::TreeNodes& t, uint64_t now_ms, std::vector<msg::Message>* out);
+  Status OnSummaries(const msg::BucketSummaries& s, uint64_t now_ms,
+                     std::vector<msg::Message>* out);
   Status OnDiffRecords(const msg::DiffRecords& d, uint64_t now_ms, std::vector<msg::Message>* out);
   Status OnDiffEnd(const msg::DiffEnd& e, uint64_t now_ms);
 
@@ -162,8 +163,8 @@ Status SyncSession::Receive(const msg::Message& message, uint64_t now_ms,
   if (auto* rb = std::get_if<msg::RecordBatch>(&b)) return s.OnBatch(*rb, out);
   if (auto* a = std::get_if<msg::BatchAck>(&b)) return s.OnAck(*a);
   if (auto* r = std::get_if<msg::BatchRefused>(&b)) return s.OnRefused(*r, now_ms);
-  if (auto* t = std::get_if<msg::TreeNodes>(&b)) return s.OnTreeNodes(*t, out);
-  if (auto* bs = std::get_if<msg::BucketSummaries>(&b)) return s.OnSummaries(*bs, out);
+  if (auto* t = std::get_if<msg::TreeNodes>(&b)) return s.OnTreeNodes(*t, now_ms, out);
+  if (auto* bs = std::get_if<msg::BucketSummaries>(&b)) return s.OnSummaries(*bs, now_ms, out);
   if (auto* d = std::get_if<msg::DiffRecords>(&b)) return s.OnDiffRecords(*d, now_ms, out);
   if (auto* e = std::get_if<msg::DiffEnd>(&b)) return s.OnDiffEnd(*e, now_ms);
   return Status::InvalidArgument("unknown message");
@@ -323,7 +324,8 @@ Status SyncSession::Impl::SendTreeStep(uint32_t level, const std::vector<uint32_
   return Status::Ok();
 }
 
-Status SyncSession::Impl::OnTreeNodes(const msg::TreeNodes& t, std::vector<msg::Message>* out) {
+Status SyncSession::Impl::OnTreeNodes(const msg::TreeNodes& t, uint64_t now_ms,
+                                      std::vector<msg::Message>* out) {
   if (t.diff_id != diff_id) {
     if (diff_id != 0 && diff_initiator && !diff_answered && IsLowerId()) {
       return Status::Ok();  // both started one; the lower id's diff goes on, this one is dropped
@@ -354,8 +356,10 @@ Status SyncSession::Impl::OnTreeNodes(const msg::TreeNodes& t, std::vector<msg::
   pending_parents.clear();
   pending_digests.clear();
   if (differing.empty()) {
+    // Nothing differs any more: this side owes nothing, and the peer held
+    // everything we hold (both sides' states are as of their last step).
     Emit(msg::DiffEnd{diff_id}, out);
-    return Status::Ok();  // completion is counted when the DiffEnd is sent; see below
+    return FinishDiff(now_ms);
   }
   if (child_level == depth) return SendSummaries(differing, out);
   return SendTreeStep(child_level, differing, out);
@@ -385,7 +389,7 @@ Status SyncSession::Impl::SendSummaries(const std::vector<uint32_t>& buckets,
   return Status::Ok();
 }
 
-Status SyncSession::Impl::OnSummaries(const msg::BucketSummaries& bs,
+Status SyncSession::Impl::OnSummaries(const msg::BucketSummaries& bs, uint64_t now_ms,
                                       std::vector<msg::Message>* out) {
   if (bs.diff_id != diff_id) return Status::Ok();  // an abandoned diff
   diff_answered = true;
@@ -416,7 +420,7 @@ Status SyncSession::Impl::OnSummaries(const msg::BucketSummaries& bs,
   pending_request.clear();
   if (send.empty() && request.empty()) {
     Emit(msg::DiffEnd{diff_id}, out);
-    return Status::Ok();
+    return FinishDiff(now_ms);
   }
   return SendDiffRecords(send, request, out);
 }

@@ -239,6 +239,71 @@ TEST_F(SyncTest, RefusedClockKeepsTheDataUntilTheReceiverAccepts) {
   ExpectConverged({1, 2});
 }
 
+// Found by the simulator (seed 16): the side that answers a diff step with
+// DiffEnd (nothing differs any more) must finish the diff too, or it stays
+// "in a diff" forever: never idle, its held acks never persisted, and (as the
+// lower id) it never starts another periodic diff on that connection.
+TEST_F(SyncTest, PeriodicDiffOfEqualTreesFinishesOnBothSides) {
+  Node& a = Add(1);
+  Add(2);
+  SyncOptions opts;
+  opts.diff_interval_ms = 1'000;
+  Link link = Connect(1, 2, opts);
+  Pump(link);
+  ASSERT_TRUE(a.replica->Put("m", "k", "v").ok());
+  Pump(link, /*start=*/false);
+  // The periodic diff (started by the lower id) finds equal trees at once.
+  Pump(link, /*start=*/false, kStartMs + 1'000);
+  EXPECT_EQ(link.a->stats().diffs_completed, 1u);
+  EXPECT_EQ(link.b->stats().diffs_completed, 1u);
+  EXPECT_FALSE(link.b->stats().diff_in_progress);
+  EXPECT_TRUE(link.a->Idle());
+  EXPECT_TRUE(link.b->Idle());
+  // And the next one starts and ends as well.
+  Pump(link, /*start=*/false, kStartMs + 2'000);
+  EXPECT_EQ(link.a->stats().diffs_completed, 2u);
+  EXPECT_EQ(link.b->stats().diffs_completed, 2u);
+}
+
+// The same at the bottom of the tree: the trees differed during the descent,
+// but when the bucket summaries arrive the receiver already got the missing
+// record elsewhere, so nothing is sent or requested; it answers DiffEnd, which
+// must finish its diff and, as this is first contact, persist its held cursor.
+TEST_F(SyncTest, DiffThatFindsNothingAtTheBottomFinishesOnBothSides) {
+  Node& a = Add(1);
+  Node& b = Add(2);
+  ASSERT_TRUE(a.replica->Put("m", "k", "v").ok());
+  Link link = Connect(1, 2);
+  std::vector<msg::Message> to_b, to_a;
+  ASSERT_TRUE(link.a->Start(kStartMs, &to_b).ok());
+  ASSERT_TRUE(link.b->Start(kStartMs, &to_a).ok());
+  bool applied_elsewhere = false;
+  for (int round = 0; round < 100 && !(to_a.empty() && to_b.empty()); ++round) {
+    for (const auto& m : to_b) {
+      if (std::holds_alternative<msg::BucketSummaries>(m.body) && !applied_elsewhere) {
+        // B gets A's record from a third replica while the summaries travel.
+        auto rec = a.replica->ReadRecord("m", "k");
+        ASSERT_TRUE(rec.ok() && rec->has_value());
+        ASSERT_TRUE(b.replica->ApplyRemote({&**rec, 1}, 3).ok());
+        applied_elsewhere = true;
+      }
+    }
+    std::vector<msg::Message> next_b, next_a;
+    for (const auto& m : to_b) ASSERT_TRUE(link.b->Receive(m, kStartMs, &next_a).ok());
+    for (const auto& m : to_a) ASSERT_TRUE(link.a->Receive(m, kStartMs, &next_b).ok());
+    to_b = std::move(next_b);
+    to_a = std::move(next_a);
+    ASSERT_TRUE(link.a->Poll(kStartMs, &to_b).ok());
+    ASSERT_TRUE(link.b->Poll(kStartMs, &to_a).ok());
+  }
+  ASSERT_TRUE(applied_elsewhere) << "the diff never reached the bucket summaries";
+  ExpectConverged({1, 2});
+  EXPECT_TRUE(link.a->Idle());
+  EXPECT_TRUE(link.b->Idle());
+  EXPECT_FALSE(link.b->stats().diff_in_progress);
+  EXPECT_EQ(*b.replica->oplog().PeerAck(1), b.replica->LastSeq());
+}
+
 TEST_F(SyncTest, OutOfOrderMessageClosesTheSession) {
   Add(1);
   Add(2);

@@ -201,16 +201,17 @@ Status SyncSession::Impl::Stream(uint64_t now_ms, std::vector<msg::Message>* out
     TIDEMAP_ASSIGN_OR_RETURN(
         std::vector<OplogEntry> rows,
         replica->oplog().ReadAfter(stream_next - 1, options.batch_records_max));
-    if (rows.empty()) return Status::Ok();
-    if (rows.front().seq != stream_next && !repair_pending) {
+    if ((rows.empty() || rows.front().seq != stream_next) && !repair_pending) {
       // Our own pruning overtook this peer while the session ran: the rows it
-      // needs are gone, so repair it by tree diff instead of leaving a gap.
+      // needs are gone (all of them, when nothing is left after stream_next),
+      // so repair it by tree diff instead of leaving a gap.
       repair_pending = true;
       snapshot_seq = replica->LastSeq();
       stream_next = snapshot_seq + 1;
       if (diff_id == 0) return StartDiff(now_ms, out);
       return Status::Ok();
     }
+    if (rows.empty()) return Status::Ok();  // a repair is pending: the diff covers them
     msg::RecordBatch batch;
     batch.first_seq = stream_next;
     size_t bytes = 0;
@@ -301,7 +302,11 @@ Status SyncSession::Impl::FinishDiff(uint64_t now_ms) {
   last_diff_ms = now_ms;
   if (repair_pending) {
     repair_pending = false;
-    TIDEMAP_RETURN_IF_ERROR(PersistAck(std::max(snapshot_seq, session_acked)));
+    const uint64_t repaired = std::max(snapshot_seq, session_acked);
+    TIDEMAP_RETURN_IF_ERROR(PersistAck(repaired));
+    // Rows up to the snapshot reached the peer by the diff: do not stream
+    // them again (pruning may even have removed them by now).
+    stream_next = std::max(stream_next, repaired + 1);
   }
   return Status::Ok();
 }

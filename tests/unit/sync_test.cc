@@ -304,6 +304,64 @@ TEST_F(SyncTest, DiffThatFindsNothingAtTheBottomFinishesOnBothSides) {
   EXPECT_EQ(*b.replica->oplog().PeerAck(1), b.replica->LastSeq());
 }
 
+// Found by the simulator (seed 261): a first-contact repair diff covers the
+// rows written between the session's start and the diff's start and moves
+// the cursor past them, but streaming still pointed at the first of them.
+// Once pruning removed them (the cursor allowed it), the stream read nothing,
+// never moved on, and the session was never idle again.
+TEST_F(SyncTest, RowsCoveredByARepairAreNotStreamedAgain) {
+  Node& a = Add(1);
+  Add(2);
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(a.replica->Put("m", "k" + std::to_string(i), "v").ok());
+  Link link = Connect(1, 2);
+  std::vector<msg::Message> to_b, to_a;
+  ASSERT_TRUE(link.a->Start(kStartMs, &to_b).ok());
+  ASSERT_TRUE(link.b->Start(kStartMs, &to_a).ok());
+  // Written after the session started, before its repair diff starts.
+  for (int i = 10; i < 13; ++i) ASSERT_TRUE(a.replica->Put("m", "k" + std::to_string(i), "v").ok());
+  // Only messages move (no Poll, so nothing streams) until the diff is done.
+  for (int round = 0; round < 100 && !(to_a.empty() && to_b.empty()); ++round) {
+    std::vector<msg::Message> next_b, next_a;
+    for (const auto& m : to_b) ASSERT_TRUE(link.b->Receive(m, kStartMs, &next_a).ok());
+    for (const auto& m : to_a) ASSERT_TRUE(link.a->Receive(m, kStartMs, &next_b).ok());
+    to_b = std::move(next_b);
+    to_a = std::move(next_a);
+  }
+  ExpectConverged({1, 2});
+  ASSERT_EQ(*a.replica->oplog().PeerAck(2), 13u);
+  auto pruned = a.replica->PruneOplog();
+  ASSERT_TRUE(pruned.ok());
+  ASSERT_EQ(pruned->pruned_through, 13u);  // every row: B acknowledged them all
+  const uint64_t sent_by_diff = link.a->stats().records_sent;
+  Pump(link, /*start=*/false);
+  EXPECT_TRUE(link.a->Idle());
+  EXPECT_TRUE(link.b->Idle());
+  EXPECT_EQ(link.a->stats().records_sent, sent_by_diff);  // the diff sent them; not again
+}
+
+// The retention cap may prune every row a peer has not acknowledged, with no
+// newer row behind them: the stream must see that gap and repair the peer
+// by tree diff, as it does when some rows are left.
+TEST_F(SyncTest, PeerWhoseRowsWereAllPrunedIsRepaired) {
+  OplogRetention none;
+  none.rows_max = 0;
+  Node& a = Add(1, none);
+  Add(2);
+  SyncOptions no_periodic;
+  no_periodic.diff_interval_ms = 0;
+  Link link = Connect(1, 2, no_periodic);
+  Pump(link);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(a.replica->Put("m", "k" + std::to_string(i), "v").ok());
+  auto pruned = a.replica->PruneOplog();
+  ASSERT_TRUE(pruned.ok());
+  ASSERT_EQ(pruned->pruned_through, 5u);  // the log is empty; B acknowledged none of it
+  Pump(link, /*start=*/false);
+  ExpectConverged({1, 2});
+  EXPECT_GE(link.a->stats().diffs_completed, 1u);
+  EXPECT_TRUE(link.a->Idle());
+  EXPECT_EQ(*a.replica->oplog().PeerAck(2), 5u);
+}
+
 TEST_F(SyncTest, OutOfOrderMessageClosesTheSession) {
   Add(1);
   Add(2);

@@ -47,6 +47,10 @@ struct SyncSession::Impl {
   // The running tree diff, if any.
   uint64_t diff_id = 0;
   bool diff_initiator = false;
+  // The running diff began while repair_pending, after snapshot_seq was
+  // taken, so finishing it repairs the peer. A diff already running when a
+  // gap appears compared trees that may predate the missing rows: it does not.
+  bool diff_repairs = false;
   bool diff_answered = false;  // the peer replied to our first step
   uint64_t diff_counter = 0;
   uint64_t last_diff_ms = 0;
@@ -276,6 +280,7 @@ Status SyncSession::Impl::StartDiff(uint64_t now_ms, std::vector<msg::Message>* 
   diff_id = (++diff_counter << 1) | (IsLowerId() ? 1 : 0);
   diff_initiator = true;
   diff_answered = false;
+  diff_repairs = repair_pending;
   stats.diff_in_progress = true;
   last_diff_ms = now_ms;
   if (repair_pending) snapshot_seq = std::max(snapshot_seq, replica->LastSeq());
@@ -292,6 +297,7 @@ void SyncSession::Impl::JoinDiff(uint64_t id) {
   pending_send.clear();
   pending_request.clear();
   // Everything up to now is covered by the tree we are about to describe.
+  diff_repairs = repair_pending;
   if (repair_pending) snapshot_seq = std::max(snapshot_seq, replica->LastSeq());
 }
 
@@ -300,7 +306,9 @@ Status SyncSession::Impl::FinishDiff(uint64_t now_ms) {
   stats.diff_in_progress = false;
   ++stats.diffs_completed;
   last_diff_ms = now_ms;
-  if (repair_pending) {
+  // Only a diff that began as the repair completes it; if the repair became
+  // pending during this one, Poll starts the repairing diff next.
+  if (repair_pending && diff_repairs) {
     repair_pending = false;
     const uint64_t repaired = std::max(snapshot_seq, session_acked);
     TIDEMAP_RETURN_IF_ERROR(PersistAck(repaired));

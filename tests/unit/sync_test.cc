@@ -362,6 +362,43 @@ TEST_F(SyncTest, PeerWhoseRowsWereAllPrunedIsRepaired) {
   EXPECT_EQ(*a.replica->oplog().PeerAck(2), 5u);
 }
 
+// When pruning overtakes a peer while a diff is already running, that diff
+// cannot be the repair: its tree comparisons may predate the rows that went
+// missing. Here the periodic diff's first step left before ten writes, whose
+// rows were then pruned; the peer answers DiffEnd (the trees it compared were
+// equal), and the ten keys must still reach it.
+TEST_F(SyncTest, GapFoundDuringARunningDiffIsRepairedByANewDiff) {
+  OplogRetention tight;
+  tight.rows_max = 2;
+  Node& a = Add(1, tight);
+  Add(2);
+  SyncOptions opts;
+  opts.diff_interval_ms = 1'000;
+  Link link = Connect(1, 2, opts);
+  Pump(link);
+  ASSERT_TRUE(a.replica->Put("m", "k0", "v").ok());
+  Pump(link, /*start=*/false);
+  ASSERT_EQ(*a.replica->oplog().PeerAck(2), 1u);
+  const uint64_t t = kStartMs + 1'000;
+  std::vector<msg::Message> to_b, to_a;
+  ASSERT_TRUE(link.a->Poll(t, &to_b).ok());  // the periodic diff starts
+  ASSERT_TRUE(link.a->stats().diff_in_progress);
+  for (int i = 1; i <= 10; ++i) ASSERT_TRUE(a.replica->Put("m", "k" + std::to_string(i), "v").ok());
+  ASSERT_TRUE(a.replica->PruneOplog().ok());  // rows 2..9 go: B acknowledged none of them
+  ASSERT_TRUE(link.a->Poll(t, &to_b).ok());   // the stream finds the gap
+  for (int round = 0; round < 100 && !(to_a.empty() && to_b.empty()); ++round) {
+    std::vector<msg::Message> next_b, next_a;
+    for (const auto& m : to_b) ASSERT_TRUE(link.b->Receive(m, t, &next_a).ok());
+    for (const auto& m : to_a) ASSERT_TRUE(link.a->Receive(m, t, &next_b).ok());
+    to_b = std::move(next_b);
+    to_a = std::move(next_a);
+    ASSERT_TRUE(link.a->Poll(t, &to_b).ok());
+    ASSERT_TRUE(link.b->Poll(t, &to_a).ok());
+  }
+  ExpectConverged({1, 2});
+  EXPECT_TRUE(link.a->Idle());
+}
+
 TEST_F(SyncTest, OutOfOrderMessageClosesTheSession) {
   Add(1);
   Add(2);

@@ -75,6 +75,8 @@ const char* CounterName(Counter c) {
       return "wipe_version_reissued";
     case Counter::kEqualVersionConflicts:
       return "equal_version_conflicts";
+    case Counter::kEqualVersionDivergence:
+      return "equal_version_divergence";
     case Counter::kLateJoins:
       return "late_joins";
     case Counter::kClockJumps:
@@ -215,6 +217,7 @@ enum class Ev : uint8_t {
   kHeal,
   kConverged,
   kQuiet,
+  kHazard,
   kFail,
 };
 
@@ -377,6 +380,7 @@ class Simulation {
   void Heal();
   bool Converged() const;
   bool Quiet() const;
+  uint64_t StreamMs(bool whole_cluster) const;
   void VerifyFinal();
   std::map<KeyId, std::pair<ShadowRec, std::string>> FullScan(Node& n);
   void MarkWipedWrites(const Node& wiped);
@@ -433,9 +437,9 @@ void Simulation::Configure() {
   c.keys = 10 + rng_.Uniform(390);
   c.zipf_theta = 0.5 + 0.8 * rng_.NextDouble();
   c.run_ms =
-      static_cast<uint64_t>(static_cast<double>(30'000 + rng_.Uniform(40'000)) * params_.scale);
+      static_cast<uint64_t>(static_cast<double>(45'000 + rng_.Uniform(60'000)) * params_.scale);
   const uint64_t ops =
-      static_cast<uint64_t>(static_cast<double>(600 + rng_.Uniform(1'200)) * params_.scale);
+      static_cast<uint64_t>(static_cast<double>(900 + rng_.Uniform(1'800)) * params_.scale);
   c.op_interval_ms = std::max<uint64_t>(1, c.run_ms / std::max<uint64_t>(1, ops));
   c.fault_interval_ms = 250 + rng_.Uniform(1000);
   if (rng_.Bernoulli(0.7)) {
@@ -649,6 +653,9 @@ std::string Simulation::FormatEvent(const Event& e) const {
     case Ev::kQuiet:
       s += "quiescent";
       break;
+    case Ev::kHazard:
+      s += e.detail;
+      break;
     case Ev::kFail:
       s += "FAIL: " + e.detail;
       break;
@@ -737,6 +744,24 @@ void Simulation::Wipe(Node& n) {
   n.last_local = Version{};
   ++n.incarnation;
   n.wiped_pending = true;
+  if (rng_.Bernoulli(0.5)) {
+    // It comes back with its clock set back and cut off for a moment, taking
+    // writes before it meets anyone: the new self may re-issue versions its
+    // former self issued (it lost the persisted HLC bound with the disk).
+    n.restart_at_ms = std::max(n.restart_at_ms, now_ + 200);
+    const uint64_t until = n.restart_at_ms + 500 + rng_.Uniform(3'500);
+    for (size_t y = 0; y < nodes_.size(); ++y) {
+      if (y == n.index) continue;
+      blocked_until_[n.index][y] = std::max(blocked_until_[n.index][y], until);
+      blocked_until_[y][n.index] = std::max(blocked_until_[y][n.index], until);
+    }
+    Count(Counter::kPartitionsSym);
+    Trace(Ev::kPartitionSym, uint64_t{1} << n.index, 0, until - now_);
+    SetOffset(n,
+              std::max(-kInRangeOffsetMs,
+                       n.offset_ms - 1'000 - static_cast<int64_t>(rng_.Uniform(14'000))),
+              false);
+  }
   const uint64_t lost_before = result_.counters[static_cast<int>(Counter::kWipeLostWrites)];
   MarkWipedWrites(n);
   Count(Counter::kWipes);
@@ -1391,7 +1416,9 @@ void Simulation::Heal() {
   const uint64_t catch_up_ms =
       hlc_max_ms > slowest_ms + kMaxClockOffsetMs ? hlc_max_ms - slowest_ms - kMaxClockOffsetMs : 0;
   const uint64_t heal_start = now_;
-  const uint64_t limit_ms = catch_up_ms + 3 * cfg_.sync.diff_interval_ms + 30'000;
+  // Convergence comes from the diffs or, at worst, from streaming every row
+  // still unacknowledged, hop by hop.
+  const uint64_t limit_ms = catch_up_ms + 3 * cfg_.sync.diff_interval_ms + StreamMs(true) + 30'000;
   while (!failed_ && !Converged()) {
     if (now_ - heal_start > limit_ms) {
       std::string roots;
@@ -1415,26 +1442,8 @@ void Simulation::Heal() {
   // Then every connection settles: up, nothing in flight, every session idle.
   const uint64_t quiet_start = now_;
   // Streaming may still be working through the oplog (rows the peers mostly
-  // hold already): at worst one batch per poll and round trip.
-  uint64_t backlog_rows = 0, latency_max_ms = 0;
-  for (const Conn& c : conns_) {
-    for (int side = 0; side < 2; ++side) {
-      Node& n = *nodes_[c.node(side)];
-      const uint64_t last = n.replica->LastSeq();
-      auto cursor = n.replica->oplog().PeerAck(nodes_[c.node(1 - side)]->id);
-      const uint64_t acked = cursor.ok() ? *cursor : 0;
-      backlog_rows = std::max(backlog_rows, last > acked ? last - acked : 0);
-      latency_max_ms = std::max(latency_max_ms, c.latency_ms[side]);
-    }
-  }
-  const uint64_t rows_per_batch =
-      cfg_.sync.batch_bytes_max >= kLargeValueBytesMax
-          ? cfg_.sync.batch_records_max
-          : std::clamp<uint64_t>(cfg_.sync.batch_bytes_max / kLargeValueBytesMax, 1,
-                                 cfg_.sync.batch_records_max);
-  const uint64_t round_ms = cfg_.poll_ms * 3 / 2 + 4 * latency_max_ms + 2;
-  const uint64_t quiet_limit_ms = (backlog_rows + rows_per_batch - 1) / rows_per_batch * round_ms +
-                                  3 * cfg_.sync.diff_interval_ms + 10'000;
+  // hold already); sessions stream in parallel.
+  const uint64_t quiet_limit_ms = StreamMs(false) + 3 * cfg_.sync.diff_interval_ms + 10'000;
   while (!failed_ && !Quiet()) {
     if (now_ - quiet_start > quiet_limit_ms) {
       std::string state;
@@ -1478,6 +1487,37 @@ void Simulation::Heal() {
   }
 }
 
+// An upper bound on the time streaming needs for the rows peers have not
+// acknowledged yet: at worst one batch per poll and round trip. With
+// `whole_cluster`, every node's backlog is forwarded across every hop in turn
+// (a bound for convergence by streaming alone); else the largest one session has.
+uint64_t Simulation::StreamMs(bool whole_cluster) const {
+  uint64_t total_rows = 0, max_rows = 0, latency_max_ms = 0;
+  for (const auto& n : nodes_) {
+    uint64_t node_rows = 0;
+    for (size_t ci : n->conns) {
+      const Conn& c = conns_[ci];
+      const Node& peer = *nodes_[c.a == n->index ? c.b : c.a];
+      const uint64_t last = n->replica->LastSeq();
+      auto cursor = n->replica->oplog().PeerAck(peer.id);
+      const uint64_t acked = cursor.ok() ? *cursor : 0;
+      node_rows = std::max(node_rows, last > acked ? last - acked : 0);
+      latency_max_ms = std::max({latency_max_ms, c.latency_ms[0], c.latency_ms[1]});
+    }
+    total_rows += node_rows;
+    max_rows = std::max(max_rows, node_rows);
+  }
+  const uint64_t hops = cfg_.full_mesh ? 1 : nodes_.size() - 1;
+  const uint64_t rows = whole_cluster ? total_rows * hops : max_rows;
+  const uint64_t rows_per_batch =
+      cfg_.sync.batch_bytes_max >= kLargeValueBytesMax
+          ? cfg_.sync.batch_records_max
+          : std::clamp<uint64_t>(cfg_.sync.batch_bytes_max / kLargeValueBytesMax, 1,
+                                 cfg_.sync.batch_records_max);
+  const uint64_t round_ms = cfg_.poll_ms * 3 / 2 + 4 * latency_max_ms + 2;
+  return (rows + rows_per_batch - 1) / rows_per_batch * round_ms;
+}
+
 void Simulation::VerifyFinal() {
   // Every replica: the stored tree equals a rebuild, and the subscription saw
   // exactly what is stored.
@@ -1496,17 +1536,44 @@ void Simulation::VerifyFinal() {
     for (const auto& [k, v] : scans.back()) stored[k] = v.first;
     if (stored != n->shadow) return Fail(Name(n->index) + ": store and change feed disagree");
   }
+  // Keys where a wiped node re-issued its former self's version with other
+  // bytes: the Merkle digest cannot tell those apart (a known hazard, see
+  // SyncTest.DISABLED_WipedNodeReissuingAVersionStillConverges), so a
+  // difference there is counted, not failed.
+  std::set<KeyId> equal_version_keys;
+  for (const auto& [key, writes] : oracle_) {
+    for (size_t i = 0; i < writes.size(); ++i) {
+      for (size_t j = i + 1; j < writes.size(); ++j) {
+        if (writes[i].version == writes[j].version && !writes[i].lost && !writes[j].lost &&
+            (writes[i].tombstone != writes[j].tombstone || writes[i].value != writes[j].value)) {
+          equal_version_keys.insert(key);
+        }
+      }
+    }
+  }
+  std::set<KeyId> diverged;
   // Equal full scans (values and tombstones included), not only equal roots.
   for (size_t i = 1; i < scans.size(); ++i) {
     if (scans[i] == scans[0]) continue;
     for (const auto& [k, v] : scans[0]) {
       auto it = scans[i].find(k);
-      if (it == scans[i].end() || it->second != v) {
-        return Fail("equal roots but " + Name(i) + " differs from n0 at " + k.first + "/" +
-                    k.second);
+      if (it != scans[i].end() && it->second == v) continue;
+      if (it != scans[i].end() && it->second.first.version == v.first.version &&
+          equal_version_keys.contains(k)) {
+        diverged.insert(k);
+        continue;
       }
+      return Fail("equal roots but " + Name(i) + " differs from n0 at " + k.first + "/" + k.second);
     }
-    return Fail("equal roots but " + Name(i) + " holds keys n0 lacks");
+    if (scans[i].size() != scans[0].size()) {
+      return Fail("equal roots but " + Name(i) + " holds keys n0 lacks");
+    }
+  }
+  for (const KeyId& k : diverged) {
+    Count(Counter::kEqualVersionDivergence);
+    Trace(Ev::kHazard, 0, 0, 0, 0,
+          "known hazard: " + k.first + "/" + k.second +
+              " holds one version with different bytes on different replicas");
   }
   // Each key is at the LWW maximum of the accepted writes that survived.
   const auto& scan = scans[0];
@@ -1517,6 +1584,10 @@ void Simulation::VerifyFinal() {
     }
     auto it = scan.find(key);
     const std::string name = key.first + "/" + key.second;
+    if (best != nullptr && diverged.contains(key) && it != scan.end() &&
+        it->second.first.version == best->version) {
+      continue;
+    }
     if (best == nullptr) {
       if (it != scan.end()) return Fail(name + " exists though every write to it was wiped");
       continue;

@@ -55,11 +55,12 @@ enum class Counter : int {
   kCrashDrop,      // machine crash: unsynced data dropped
   kRestarts,
   kWipes,
-  kWipeLostWrites,         // accepted writes that lived only on a wiped disk
-  kWipeStaleCursors,       // peers holding a cursor > 0 for a wiped node when it returns
-  kHlcBehindAfterWipe,     // a wiped node issued a version below its former self's
-  kVersionReissued,        // ...or exactly one its former self issued
-  kEqualVersionConflicts,  // two accepted writes to one key with one version, other bytes
+  kWipeLostWrites,          // accepted writes that lived only on a wiped disk
+  kWipeStaleCursors,        // peers holding a cursor > 0 for a wiped node when it returns
+  kHlcBehindAfterWipe,      // a wiped node issued a version below its former self's
+  kVersionReissued,         // ...or exactly one its former self issued
+  kEqualVersionConflicts,   // two accepted writes to one key with one version, other bytes
+  kEqualVersionDivergence,  // ...left replicas with equal roots but other bytes (known hazard)
   kLateJoins,
   kClockJumps,
   kClockBeyond,      // offsets set beyond max_clock_offset

@@ -3,11 +3,12 @@
 // whatever the seeded simulator (tests/sim/sim.h) does to its network, disks
 // and clocks; and that a seed replays exactly (same trace hash).
 //
-// Environment: TIDEMAP_SIM_SEEDS (how many seeds, default 300),
-// TIDEMAP_SIM_FIRST_SEED (default 1), TIDEMAP_SIM_SEED (replay one seed, with
-// a longer event log), TIDEMAP_SIM_SCALE (run length and op count, default 1),
-// TIDEMAP_SIM_PERIODIC_DIFFS=0 (no periodic anti-entropy: shows which
-// histories only the periodic diff repairs, e.g. wiped nodes).
+// Environment: TIDEMAP_SIM_SEEDS (how many seeds; default 300, 30 in
+// sanitizer builds), TIDEMAP_SIM_FIRST_SEED (default 1), TIDEMAP_SIM_SEED
+// (replay one seed, with a longer event log), TIDEMAP_SIM_SCALE (run length
+// and op count, default 1), TIDEMAP_SIM_PERIODIC_DIFFS=0 (no periodic
+// anti-entropy: shows which histories only the periodic diff repairs, e.g.
+// wiped nodes).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -17,6 +18,12 @@
 
 #include "tests/sim/sim.h"
 #include "tests/support/test_util.h"
+
+// Seeds a plain ctest run takes: 300 in CI (Release); sanitizer builds,
+// roughly ten times slower, set fewer (tests/sim/CMakeLists.txt).
+#ifndef TIDEMAP_SIM_DEFAULT_SEEDS
+#define TIDEMAP_SIM_DEFAULT_SEEDS 300
+#endif
 
 namespace tidemap::sim {
 namespace {
@@ -37,7 +44,8 @@ TEST(Sim, SeededClusterHistoriesKeepEveryInvariant) {
   const bool replay = EnvSet("TIDEMAP_SIM_SEED");
   const uint64_t first = replay ? testing::IntFromEnv("TIDEMAP_SIM_SEED", 0)
                                 : testing::IntFromEnv("TIDEMAP_SIM_FIRST_SEED", 1);
-  const uint64_t count = replay ? 1 : testing::IntFromEnv("TIDEMAP_SIM_SEEDS", 300);
+  const uint64_t count =
+      replay ? 1 : testing::IntFromEnv("TIDEMAP_SIM_SEEDS", TIDEMAP_SIM_DEFAULT_SEEDS);
   SimParams params = ParamsFromEnv();
   if (replay) params.log_tail_events = 400;
 

@@ -44,6 +44,22 @@ class SyncTest : public ::testing::Test {
     return n;
   }
 
+  // The node loses its disk and comes back empty under the same id (its
+  // identity key survived, its database did not); the clock keeps its time.
+  Node& Wipe(uint64_t id) {
+    Node& n = nodes_[id];
+    n.replica.reset();
+    ReplicaOptions o;
+    o.path = "/n" + std::to_string(id) + "-wiped" + std::to_string(++wipes_);
+    o.env = env_.get();
+    o.clock = n.clock.get();
+    o.node_id = id;
+    auto r = Replica::Open(std::move(o));
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    n.replica = std::move(r).value();
+    return n;
+  }
+
   // A connection: two sessions and a perfect in-order link between them.
   struct Link {
     std::unique_ptr<SyncSession> a, b;
@@ -111,6 +127,7 @@ class SyncTest : public ::testing::Test {
 
   std::unique_ptr<leveldb::Env> env_;
   std::map<uint64_t, Node> nodes_;
+  int wipes_ = 0;
 };
 
 TEST_F(SyncTest, IdenticalEmptyReplicasExchangeOnlyHellos) {
@@ -397,6 +414,89 @@ TEST_F(SyncTest, GapFoundDuringARunningDiffIsRepairedByANewDiff) {
   }
   ExpectConverged({1, 2});
   EXPECT_TRUE(link.a->Idle());
+}
+
+// KNOWN HAZARD, disabled until fixed (found by the simulator: with
+// TIDEMAP_SIM_PERIODIC_DIFFS=0, seeds 67, 206, 220, 248, 249, 282 and 287 of
+// 1..300 never converge, all with wipes). A node that lost its database but
+// kept its id is repaired only by the diff of its first session with each
+// peer: the peer still holds a cursor for it (all of the peer's rows up to
+// there "acknowledged") and streams only what follows. If that first session
+// is cut before its diff ends, the wiped node's own cursor for the peer now
+// exists (AddPeer persisted 0), so the next session is not a first contact
+// either: nothing but a periodic diff ever sends the rows below the stale
+// cursor. Rows that originated at the wiped node are never streamed back to
+// it at all (no echo to the origin). Enable when sessions detect a peer that
+// lost its state (e.g. a per-database incarnation id in Hello, stored with
+// the cursor, resetting it and forcing a repair when it changes).
+TEST_F(SyncTest, DISABLED_WipedPeerWhoseFirstDiffIsCutStillConverges) {
+  Add(1);
+  Node& b = Add(2);
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(b.replica->Put("m", "k" + std::to_string(i), "v").ok());
+  SyncOptions no_periodic;
+  no_periodic.diff_interval_ms = 0;
+  {
+    Link link = Connect(1, 2, no_periodic);
+    Pump(link);
+  }
+  ExpectConverged({1, 2});
+  EXPECT_EQ(*b.replica->oplog().PeerAck(1), 50u);
+  Wipe(1);
+  {
+    // The first session after the wipe exchanges hellos; A starts its
+    // repair diff, and the connection drops before the diff gets anywhere.
+    Link link = Connect(1, 2, no_periodic);
+    std::vector<msg::Message> to_b, to_a, ignored;
+    ASSERT_TRUE(link.a->Start(kStartMs, &to_b).ok());
+    ASSERT_TRUE(link.b->Start(kStartMs, &to_a).ok());
+    ASSERT_TRUE(link.a->Receive(to_a[0], kStartMs, &ignored).ok());
+    EXPECT_TRUE(link.a->stats().diff_in_progress);
+  }
+  Link link = Connect(1, 2, no_periodic);
+  Pump(link);
+  EXPECT_TRUE(link.a->Idle());
+  EXPECT_TRUE(link.b->Idle());
+  ExpectConverged({1, 2});  // today: A holds 0 keys and stays so
+}
+
+// KNOWN HAZARD, disabled until fixed. A node that lost its database (and with
+// it the persisted HLC bound) but kept its id can re-issue a version its
+// former self issued, with other bytes; the simulator counts such re-issues
+// (wipe_version_reissued, equal_version_conflicts). Where both records meet,
+// the tie rule picks one; but the Merkle item digest covers the version, not
+// the value, so two replicas holding one version with different bytes have
+// equal trees and no diff ever looks, and the peer never streams the old
+// record to the wiped node because it originated there (no echo to the
+// origin). Equal roots, different data, forever. Enable when a wiped node
+// cannot re-issue versions (e.g. a new node id per database, or an
+// incarnation in the version) or the digest covers the value's digest.
+TEST_F(SyncTest, DISABLED_WipedNodeReissuingAVersionStillConverges) {
+  Node& a = Add(1);
+  Node& b = Add(2);
+  auto old_version = a.replica->Put("m", "k", "old bytes");
+  ASSERT_TRUE(old_version.ok());
+  {
+    Link link = Connect(1, 2);
+    Pump(link);
+  }
+  ASSERT_EQ(b.replica->Get("m", "k")->value, "old bytes");
+  Wipe(1);
+  a.clock->Set(kStartMs);  // the machine's clock reads what it read then
+  // New bytes that lose the tie against the old ones.
+  const Digest128 old_digest = Hash128("old bytes", 0);
+  std::string new_value;
+  for (int i = 0;; ++i) {
+    new_value = "new bytes " + std::to_string(i);
+    const Digest128 d = Hash128(new_value, 0);
+    if (d.hi != old_digest.hi ? d.hi < old_digest.hi : d.lo < old_digest.lo) break;
+  }
+  auto new_version = a.replica->Put("m", "k", new_value);
+  ASSERT_TRUE(new_version.ok());
+  ASSERT_EQ(*new_version, *old_version) << "the wiped node re-issued its former version";
+  Link link = Connect(1, 2);
+  Pump(link);
+  EXPECT_EQ(a.replica->MerkleRoot(), b.replica->MerkleRoot());  // equal trees...
+  ExpectConverged({1, 2});  // ...today with "new bytes" on A, "old bytes" on B
 }
 
 TEST_F(SyncTest, OutOfOrderMessageClosesTheSession) {

@@ -47,6 +47,10 @@ struct SyncSession::Impl {
   // The running tree diff, if any.
   uint64_t diff_id = 0;
   bool diff_initiator = false;
+  // The running diff began while repair_pending, after snapshot_seq was
+  // taken, so finishing it repairs the peer. A diff already running when a
+  // gap appears compared trees that may predate the missing rows: it does not.
+  bool diff_repairs = false;
   bool diff_answered = false;  // the peer replied to our first step
   uint64_t diff_counter = 0;
   uint64_t last_diff_ms = 0;
@@ -79,8 +83,9 @@ struct SyncSession::Impl {
   Status OnBatch(const msg::RecordBatch& b, std::vector<msg::Message>* out);
   Status OnAck(const msg::BatchAck& a);
   Status OnRefused(const msg::BatchRefused& r, uint64_t now_ms);
-  Status OnTreeNodes(const msg::TreeNodes& t, std::vector<msg::Message>* out);
-  Status OnSummaries(const msg::BucketSummaries& s, std::vector<msg::Message>* out);
+  Status OnTreeNodes(const msg::TreeNodes& t, uint64_t now_ms, std::vector<msg::Message>* out);
+  Status OnSummaries(const msg::BucketSummaries& s, uint64_t now_ms,
+                     std::vector<msg::Message>* out);
   Status OnDiffRecords(const msg::DiffRecords& d, uint64_t now_ms, std::vector<msg::Message>* out);
   Status OnDiffEnd(const msg::DiffEnd& e, uint64_t now_ms);
 
@@ -160,8 +165,8 @@ Status SyncSession::Receive(const msg::Message& message, uint64_t now_ms,
   if (auto* rb = std::get_if<msg::RecordBatch>(&b)) return s.OnBatch(*rb, out);
   if (auto* a = std::get_if<msg::BatchAck>(&b)) return s.OnAck(*a);
   if (auto* r = std::get_if<msg::BatchRefused>(&b)) return s.OnRefused(*r, now_ms);
-  if (auto* t = std::get_if<msg::TreeNodes>(&b)) return s.OnTreeNodes(*t, out);
-  if (auto* bs = std::get_if<msg::BucketSummaries>(&b)) return s.OnSummaries(*bs, out);
+  if (auto* t = std::get_if<msg::TreeNodes>(&b)) return s.OnTreeNodes(*t, now_ms, out);
+  if (auto* bs = std::get_if<msg::BucketSummaries>(&b)) return s.OnSummaries(*bs, now_ms, out);
   if (auto* d = std::get_if<msg::DiffRecords>(&b)) return s.OnDiffRecords(*d, now_ms, out);
   if (auto* e = std::get_if<msg::DiffEnd>(&b)) return s.OnDiffEnd(*e, now_ms);
   return Status::InvalidArgument("unknown message");
@@ -195,16 +200,17 @@ Status SyncSession::Impl::Stream(uint64_t now_ms, std::vector<msg::Message>* out
     TIDEMAP_ASSIGN_OR_RETURN(
         std::vector<OplogEntry> rows,
         replica->oplog().ReadAfter(stream_next - 1, options.batch_records_max));
-    if (rows.empty()) return Status::Ok();
-    if (rows.front().seq != stream_next && !repair_pending) {
+    if ((rows.empty() || rows.front().seq != stream_next) && !repair_pending) {
       // Our own pruning overtook this peer while the session ran: the rows it
-      // needs are gone, so repair it by tree diff instead of leaving a gap.
+      // needs are gone (all of them, when nothing is left after stream_next),
+      // so repair it by tree diff instead of leaving a gap.
       repair_pending = true;
       snapshot_seq = replica->LastSeq();
       stream_next = snapshot_seq + 1;
       if (diff_id == 0) return StartDiff(now_ms, out);
       return Status::Ok();
     }
+    if (rows.empty()) return Status::Ok();  // a repair is pending: the diff covers them
     msg::RecordBatch batch;
     batch.first_seq = stream_next;
     size_t bytes = 0;
@@ -271,6 +277,7 @@ Status SyncSession::Impl::StartDiff(uint64_t now_ms, std::vector<msg::Message>* 
   diff_initiator = true;
   diff_answered = false;
   diff_requested = false;
+  diff_repairs = repair_pending;
   stats.diff_in_progress = true;
   last_diff_ms = now_ms;
   if (repair_pending) snapshot_seq = std::max(snapshot_seq, replica->LastSeq());
@@ -287,6 +294,7 @@ void SyncSession::Impl::JoinDiff(uint64_t id) {
   pending_send.clear();
   pending_request.clear();
   // Everything up to now is covered by the tree we are about to describe.
+  diff_repairs = repair_pending;
   if (repair_pending) snapshot_seq = std::max(snapshot_seq, replica->LastSeq());
 }
 
@@ -295,9 +303,15 @@ Status SyncSession::Impl::FinishDiff(uint64_t now_ms) {
   stats.diff_in_progress = false;
   ++stats.diffs_completed;
   last_diff_ms = now_ms;
-  if (repair_pending) {
+  // Only a diff that began as the repair completes it; if the repair became
+  // pending during this one, Poll starts the repairing diff next.
+  if (repair_pending && diff_repairs) {
     repair_pending = false;
-    TIDEMAP_RETURN_IF_ERROR(PersistAck(std::max(snapshot_seq, session_acked)));
+    const uint64_t repaired = std::max(snapshot_seq, session_acked);
+    TIDEMAP_RETURN_IF_ERROR(PersistAck(repaired));
+    // Rows up to the snapshot reached the peer by the diff: do not stream
+    // them again (pruning may even have removed them by now).
+    stream_next = std::max(stream_next, repaired + 1);
   }
   return Status::Ok();
 }
@@ -320,7 +334,8 @@ Status SyncSession::Impl::SendTreeStep(uint32_t level, const std::vector<uint32_
   return Status::Ok();
 }
 
-Status SyncSession::Impl::OnTreeNodes(const msg::TreeNodes& t, std::vector<msg::Message>* out) {
+Status SyncSession::Impl::OnTreeNodes(const msg::TreeNodes& t, uint64_t now_ms,
+                                      std::vector<msg::Message>* out) {
   if (t.diff_id != diff_id) {
     if (diff_id != 0 && diff_initiator && !diff_answered && IsLowerId()) {
       return Status::Ok();  // both started one; the lower id's diff goes on, this one is dropped
@@ -351,8 +366,10 @@ Status SyncSession::Impl::OnTreeNodes(const msg::TreeNodes& t, std::vector<msg::
   pending_parents.clear();
   pending_digests.clear();
   if (differing.empty()) {
+    // Nothing differs any more: this side owes nothing, and the peer held
+    // everything we hold (both sides' states are as of their last step).
     Emit(msg::DiffEnd{diff_id}, out);
-    return Status::Ok();  // completion is counted when the DiffEnd is sent; see below
+    return FinishDiff(now_ms);
   }
   if (child_level == depth) return SendSummaries(differing, out);
   return SendTreeStep(child_level, differing, out);
@@ -387,7 +404,7 @@ Status SyncSession::Impl::SendSummaries(const std::vector<uint32_t>& buckets,
   return Status::Ok();
 }
 
-Status SyncSession::Impl::OnSummaries(const msg::BucketSummaries& bs,
+Status SyncSession::Impl::OnSummaries(const msg::BucketSummaries& bs, uint64_t now_ms,
                                       std::vector<msg::Message>* out) {
   if (bs.diff_id != diff_id) return Status::Ok();  // an abandoned diff
   diff_answered = true;
@@ -425,7 +442,7 @@ Status SyncSession::Impl::OnSummaries(const msg::BucketSummaries& bs,
   pending_request.clear();
   if (send.empty() && request.empty()) {
     Emit(msg::DiffEnd{diff_id}, out);
-    return Status::Ok();
+    return FinishDiff(now_ms);
   }
   return SendDiffRecords(send, request, out);
 }

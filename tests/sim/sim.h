@@ -1,0 +1,107 @@
+// The deterministic cluster simulator: one seed, one identical run of a whole
+// tidemap cluster in one thread.
+//
+// RunSeed(seed) derives a cluster from the seed (2-5 replicas plus late
+// joiners, a full mesh or a random connected topology, sync options, fault
+// rates), then runs it in simulated time: each replica lives on its own
+// memory-backed LevelDB (a MemEnv under a FaultEnv) with its own ManualClock
+// (global simulated time plus a per-node offset); SyncSessions talk over
+// simulated connections (two FIFO queues with per-message delays). A Zipf
+// workload of puts and deletes runs on random live nodes while faults strike:
+// connection cuts, message drop / duplication / reordering inside a
+// connection, symmetric and asymmetric partitions, crashes that keep or drop
+// unsynced data, wiped nodes, late joiners, clock offsets and jumps (beyond
+// max_clock_offset in some seeds). A final heal phase turns every fault off
+// and must converge within a bound.
+//
+// Every event (write result, delivery, fault) is folded into a 64-bit trace
+// hash; the same seed gives the same hash. Invariants are checked as the run
+// goes (HLC monotonic per node, seqs never reused, nothing committed lost by a
+// crash, stored Merkle tree equal to a rebuild after each restart) and at the
+// end (equal roots and full scans on every replica, every key at the LWW
+// maximum of the accepted writes, quiescence, cursors caught up).
+//
+// Everything here is single-threaded; LevelDB's own background thread only
+// compacts, which changes no observable content.
+#ifndef TIDEMAP_TESTS_SIM_SIM_H_
+#define TIDEMAP_TESTS_SIM_SIM_H_
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tidemap::sim {
+
+// What happened in a run, by kind. Summed over seeds for the report.
+enum class Counter : int {
+  kPuts,
+  kDeletes,
+  kBatchWrites,  // multi-op WriteBatch writes
+  kMessages,     // messages delivered to a session
+  kConnects,
+  kConnectBlocked,  // a connection attempt failed because of a partition
+  kCuts,            // random connection drops
+  kMsgDropped,      // in-connection faults injected...
+  kMsgDuplicated,
+  kMsgReordered,
+  kFaultsDetected,     // ...each one then either reported by a session (Receive error),
+  kStallCuts,          // or left a connection silent (a dropped last message): cut,
+  kFaultsUndelivered,  // or was discarded with its connection (cut first, or a 2nd fault)
+  kPartitionsSym,
+  kPartitionsAsym,
+  kPartitionCuts,  // a message hit a partition: lost, connection cut
+  kCrashKeep,      // process crash: unsynced data kept
+  kCrashDrop,      // machine crash: unsynced data dropped
+  kRestarts,
+  kWipes,
+  kWipeLostWrites,          // accepted writes that lived only on a wiped disk
+  kWipeStaleCursors,        // peers holding a cursor > 0 for a wiped node when it returns
+  kHlcBehindAfterWipe,      // a wiped node issued a version below its former self's
+  kVersionReissued,         // ...or exactly one its former self issued
+  kEqualVersionConflicts,   // two accepted writes to one key with one version, other bytes
+  kEqualVersionDivergence,  // ...left replicas with equal roots but other bytes (known hazard)
+  kLateJoins,
+  kClockJumps,
+  kClockBeyond,      // offsets set beyond max_clock_offset
+  kBatchRefused,     // BatchRefused messages delivered
+  kDiffRefusedCuts,  // a refused clock inside a tree diff closed the session
+  kPrunedRows,
+  kDiffsCompleted,
+  kHealMsMax,  // the longest heal (simulated ms); max, not sum
+  kCount,
+};
+
+const char* CounterName(Counter c);
+
+struct SimResult {
+  uint64_t seed = 0;
+  uint64_t trace_hash = 0;
+  std::string config;                 // the cluster the seed made, one line
+  std::vector<std::string> failures;  // broken invariants; empty when the seed passed
+  std::string log_tail;               // the last events, for a failing seed
+  std::array<uint64_t, static_cast<int>(Counter::kCount)> counters{};
+  uint64_t heal_ms = 0;
+  uint64_t events = 0;
+
+  bool ok() const { return failures.empty(); }
+  // "seed S FAILED: ...", the config, the log tail and how to replay.
+  std::string Report() const;
+};
+
+struct SimParams {
+  size_t log_tail_events = 60;  // events kept for a failure report
+  // Scales the run length and the op count (1 = the CI size).
+  double scale = 1.0;
+  // false: SyncOptions::diff_interval_ms = 0 (no periodic anti-entropy), to
+  // show which histories only the periodic diff repairs.
+  bool periodic_diffs = true;
+};
+
+// Runs one seeded cluster history. Deterministic: the same seed and params
+// give the same result, trace hash included.
+SimResult RunSeed(uint64_t seed, const SimParams& params = {});
+
+}  // namespace tidemap::sim
+
+#endif  // TIDEMAP_TESTS_SIM_SIM_H_

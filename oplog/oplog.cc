@@ -4,7 +4,7 @@
 //   oplog value := flags:u8 hlc:u64 origin:u64 via:u64 lp(map) lp(key) checksum:u32
 //       via      := the peer the change arrived from, 0 for a local write
 //       flags    := bit0 tombstone; other bits zero
-//       checksum := low 32 bits of XXH3-64 of (seq:u64, every byte before it)
+//       checksum := low 32 bits of XXH3-64 of every byte before it, seeded with seq
 //   meta 'pruned_through' -> u64: every seq at or below it was deleted
 //   meta 'peer/' node:u64 -> acked seq:u64
 #include "oplog/oplog.h"
@@ -29,12 +29,7 @@ std::string PeerKey(uint64_t peer) {
 }
 
 uint32_t RowChecksum(uint64_t seq, std::string_view body) {
-  std::string seq_bytes;
-  PutFixed64BE(&seq_bytes, seq);
-  Hasher64 h;
-  h.Update(seq_bytes);
-  h.Update(body);
-  return static_cast<uint32_t>(h.Finish());
+  return static_cast<uint32_t>(Hash64(body, seq));
 }
 
 Result<uint64_t> ReadU64OrZero(const Store& store, std::string_view meta_name) {

@@ -7,7 +7,8 @@
 //   record value := flags:u8 hlc:u64 origin:u64 [expiry_ms:u64] checksum:u64 value
 //       flags    := bit0 tombstone | bit1 has expiry | bits 2..7 zero (reserved:
 //                   at-rest encryption, signatures); a set reserved bit is corruption
-//       checksum := XXH3-64 of (record key, every byte before checksum, value);
+//       checksum := H(value, H(header, H(record key))), H(x, seed) = XXH3-64 of x
+//                   with seed, header = every byte before the checksum;
 //                   binding the key means a row moved under another key fails too
 //   oplog key    := 'o' seq:u64               (value: see oplog/oplog.cc)
 //   merkle key   := 'k' bucket:u32  ->  digest:16 live:varint tombstones:varint
@@ -38,12 +39,10 @@ constexpr uint8_t kFlagExpiry = 1 << 1;
 constexpr uint8_t kKnownFlags = kFlagTombstone | kFlagExpiry;
 constexpr size_t kChecksumBytes = 8;
 
+// Chained one-shot hashes (each seeds the next): no streaming state to
+// allocate on every read and write.
 uint64_t RecordChecksum(std::string_view row_key, std::string_view header, std::string_view value) {
-  Hasher64 h;
-  h.Update(row_key);
-  h.Update(header);
-  h.Update(value);
-  return h.Finish();
+  return Hash64(value, Hash64(header, Hash64(row_key)));
 }
 
 std::string DescribeRowKey(std::string_view row_key) {

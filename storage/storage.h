@@ -43,7 +43,7 @@ struct StoreOptions {
   leveldb::Env* env = nullptr;    // nullptr: the real file system. Must outlive the Store.
   bool create_if_missing = true;  // else a missing database is NotFound
   size_t block_cache_bytes = size_t{32} << 20;
-  size_t write_buffer_bytes = size_t{32} << 20;
+  size_t write_buffer_bytes = size_t{4} << 20;
 };
 
 // A set of changes that commit together or not at all.

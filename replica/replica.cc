@@ -106,6 +106,28 @@ Status ForEachIndexRow(StoreIterator* it, uint64_t lo, uint64_t hi, Fn&& fn) {
   return it->status();
 }
 
+// Loads every persisted Merkle leaf row (digest and counts) into `tree`,
+// `live` and `tombs` (each leaf_count() long, zero where no row exists),
+// reusing `it`. Leaves the tree's inner nodes stale (RecomputeInner follows).
+Status LoadLeafRows(StoreIterator* it, MerkleTree* tree, std::vector<uint32_t>* live,
+                    std::vector<uint32_t>* tombs) {
+  live->assign(tree->leaf_count(), 0);
+  tombs->assign(tree->leaf_count(), 0);
+  for (it->Seek(std::string(1, rows::kMerklePrefix));
+       it->Valid() && !it->key().empty() && it->key()[0] == rows::kMerklePrefix; it->Next()) {
+    uint32_t bucket = 0;
+    auto leaf = rows::DecodeLeafValue(it->value());
+    if (!rows::ParseMerkleLeafKey(it->key(), &bucket) || !leaf.ok() ||
+        bucket >= tree->leaf_count() || leaf->live > UINT32_MAX || leaf->tombstones > UINT32_MAX) {
+      return Status::Corruption("malformed Merkle leaf row");
+    }
+    TIDEMAP_RETURN_IF_ERROR(tree->LoadLeaf(bucket, leaf->digest));
+    (*live)[bucket] = static_cast<uint32_t>(leaf->live);
+    (*tombs)[bucket] = static_cast<uint32_t>(leaf->tombstones);
+  }
+  return it->status();
+}
+
 Status CheckSizes(const Limits& limits, std::string_view map, std::string_view key,
                   std::string_view value) {
   if (map.empty()) return Status::InvalidArgument("map name must not be empty");
@@ -330,12 +352,9 @@ Status Replica::Impl::Commit(Writer* w) {
 Status Replica::Impl::BuildKeyFilter(uint64_t stored_keys) {
   key_filter.Reset(std::max<uint64_t>(uint64_t{1} << 20, 2 * stored_keys));
   auto it = store->NewIterator();
-  for (it->Seek(std::string(1, rows::kHashIndexPrefix));
-       it->Valid() && !it->key().empty() && it->key()[0] == rows::kHashIndexPrefix; it->Next()) {
-    if (it->key().size() < 9) return Status::Corruption("malformed key-hash index row");
-    key_filter.Add(DecodeFixed64BE(it->key().data() + 1));
-  }
-  Status s = it->status();
+  Status s = ForEachIndexRow(it.get(), 0, UINT64_MAX,
+                             [&](uint64_t key_hash, std::string_view, std::string_view,
+                                 const rows::RecordMeta&) { key_filter.Add(key_hash); });
   if (!s.ok()) key_filter = KeyFilter();  // unusable: writes read before writing instead
   return s;
 }
@@ -706,24 +725,10 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
     MutexLock l(&impl->tree_mu);
     TIDEMAP_ASSIGN_OR_RETURN(impl->tree, MerkleTree::Create(impl->tree_shape));
     MerkleTree& tree = impl->tree;
-    const uint32_t leaves = tree.leaf_count();
-    impl->bucket_live.assign(leaves, 0);
-    impl->bucket_tombs.assign(leaves, 0);
-    impl->dirty_flag.assign(leaves, 0);
+    impl->dirty_flag.assign(tree.leaf_count(), 0);
     auto it = store.NewIterator();
-    for (it->Seek(std::string(1, rows::kMerklePrefix));
-         it->Valid() && !it->key().empty() && it->key()[0] == rows::kMerklePrefix; it->Next()) {
-      uint32_t bucket = 0;
-      auto leaf = rows::DecodeLeafValue(it->value());
-      if (!rows::ParseMerkleLeafKey(it->key(), &bucket) || !leaf.ok() || bucket >= leaves ||
-          leaf->live > UINT32_MAX || leaf->tombstones > UINT32_MAX) {
-        return Status::Corruption("database " + options.path + ": malformed Merkle leaf row");
-      }
-      TIDEMAP_RETURN_IF_ERROR(tree.LoadLeaf(bucket, leaf->digest));
-      impl->bucket_live[bucket] = static_cast<uint32_t>(leaf->live);
-      impl->bucket_tombs[bucket] = static_cast<uint32_t>(leaf->tombstones);
-    }
-    TIDEMAP_RETURN_IF_ERROR(it->status());
+    TIDEMAP_RETURN_IF_ERROR(LoadLeafRows(it.get(), &tree, &impl->bucket_live, &impl->bucket_tombs)
+                                .WithContext("database " + options.path));
 
     // ...then the changes since: every oplog row after the checkpoint names a
     // key whose bucket may have changed (every record change commits with an
@@ -942,18 +947,12 @@ Status Replica::RecordsByKeyHash(std::vector<uint64_t> key_hashes,
   {
     auto it = impl_->store->NewIterator();
     for (uint64_t key_hash : key_hashes) {
-      const std::string prefix = rows::HashIndexPrefix(key_hash);
-      for (it->Seek(prefix); it->Valid() && it->key().substr(0, prefix.size()) == prefix;
-           it->Next()) {
-        uint64_t h = 0;
-        std::string_view m, k;
-        if (!rows::ParseHashIndexKey(it->key(), &h, &m, &k)) {
-          return Status::Corruption("malformed key-hash index row");
-        }
-        keys.emplace_back(std::string(m), std::string(k));
-      }
+      TIDEMAP_RETURN_IF_ERROR(ForEachIndexRow(
+          it.get(), key_hash, key_hash,
+          [&](uint64_t, std::string_view m, std::string_view k, const rows::RecordMeta&) {
+            keys.emplace_back(std::string(m), std::string(k));
+          }));
     }
-    TIDEMAP_RETURN_IF_ERROR(it->status());
   }
   for (const auto& [m, k] : keys) {
     TIDEMAP_ASSIGN_OR_RETURN(std::optional<RemoteRecord> rec, ReadRecord(m, k));
@@ -1047,28 +1046,15 @@ Result<ScrubReport> Replica::Scrub() {
   // Index rows without a record show up as a count difference.
   uint64_t index_rows = 0;
   auto it = impl_->store->NewIterator();
-  for (it->Seek(std::string(1, rows::kHashIndexPrefix));
-       it->Valid() && !it->key().empty() && it->key()[0] == rows::kHashIndexPrefix; it->Next()) {
-    ++index_rows;
-  }
-  TIDEMAP_RETURN_IF_ERROR(it->status());
+  TIDEMAP_RETURN_IF_ERROR(ForEachIndexRow(it.get(), 0, UINT64_MAX,
+                                          [&](uint64_t, std::string_view, std::string_view,
+                                              const rows::RecordMeta&) { ++index_rows; }));
   if (index_rows > report.records) report.index_mismatches += index_rows - report.records;
 
   // The leaves as stored on disk (digests and counts), not as held in memory.
   TIDEMAP_ASSIGN_OR_RETURN(MerkleTree stored, MerkleTree::Create(impl_->tree_shape));
-  std::vector<uint64_t> stored_live(stored.leaf_count()), stored_tombs(stored.leaf_count());
-  for (it->Seek(std::string(1, rows::kMerklePrefix));
-       it->Valid() && !it->key().empty() && it->key()[0] == rows::kMerklePrefix; it->Next()) {
-    uint32_t bucket = 0;
-    auto leaf = rows::DecodeLeafValue(it->value());
-    if (!rows::ParseMerkleLeafKey(it->key(), &bucket) || !leaf.ok() ||
-        !stored.LoadLeaf(bucket, leaf->digest).ok()) {
-      return Status::Corruption("malformed Merkle leaf row");
-    }
-    stored_live[bucket] = leaf->live;
-    stored_tombs[bucket] = leaf->tombstones;
-  }
-  TIDEMAP_RETURN_IF_ERROR(it->status());
+  std::vector<uint32_t> stored_live, stored_tombs;
+  TIDEMAP_RETURN_IF_ERROR(LoadLeafRows(it.get(), &stored, &stored_live, &stored_tombs));
   stored.RecomputeInner();
   for (uint32_t b = 0; b < stored.leaf_count(); ++b) {
     if (stored.Leaf(b) != rebuilt.Leaf(b) || stored_live[b] != rebuilt_live[b] ||

@@ -4,8 +4,6 @@
 
 #include <cstdio>
 
-#include "base/check.h"
-
 namespace tidemap {
 
 std::string Digest128::ToHex() const {
@@ -22,21 +20,6 @@ uint64_t Hash64(std::string_view data, uint64_t seed) {
 Digest128 Hash128(std::string_view data, uint64_t seed) {
   const XXH128_hash_t h = XXH3_128bits_withSeed(data.data(), data.size(), seed);
   return Digest128{h.low64, h.high64};
-}
-
-Hasher64::Hasher64(uint64_t seed) : state_(XXH3_createState()) {
-  TIDEMAP_CHECK(state_ != nullptr);
-  XXH3_64bits_reset_withSeed(static_cast<XXH3_state_t*>(state_), seed);
-}
-
-Hasher64::~Hasher64() { XXH3_freeState(static_cast<XXH3_state_t*>(state_)); }
-
-void Hasher64::Update(std::string_view data) {
-  XXH3_64bits_update(static_cast<XXH3_state_t*>(state_), data.data(), data.size());
-}
-
-uint64_t Hasher64::Finish() const {
-  return XXH3_64bits_digest(static_cast<const XXH3_state_t*>(state_));
 }
 
 }  // namespace tidemap

@@ -30,20 +30,6 @@ struct Digest128 {
 uint64_t Hash64(std::string_view data, uint64_t seed = 0);
 Digest128 Hash128(std::string_view data, uint64_t seed = 0);
 
-// Incremental 64-bit hashing of several pieces, equal to Hash64 of their concatenation.
-class Hasher64 {
- public:
-  explicit Hasher64(uint64_t seed = 0);
-  ~Hasher64();
-  Hasher64(const Hasher64&) = delete;
-  Hasher64& operator=(const Hasher64&) = delete;
-  void Update(std::string_view data);
-  uint64_t Finish() const;
-
- private:
-  void* state_;  // XXH3_state_t, owned; hidden to keep xxhash.h out of our headers
-};
-
 }  // namespace tidemap
 
 #endif  // TIDEMAP_BASE_HASH_H_

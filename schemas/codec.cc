@@ -136,19 +136,13 @@
 #include <vector>
 
 #include "base/coding.h"
+#include "base/overloaded.h"
 #include "schemas/codec_internal.h"
 #include "schemas/sync.capnp.h"
 
 namespace tidemap {
 
 namespace {
-
-template <class... Ts>
-struct Overloaded : Ts... {
-  using Ts::operator()...;
-};
-template <class... Ts>
-Overloaded(Ts...) -> Overloaded<Ts...>;
 
 std::string Str(size_t n) { return std::to_string(n); }
 

@@ -1,15 +1,8 @@
 #include "schemas/messages.h"
 
-namespace tidemap::msg {
+#include "base/overloaded.h"
 
-namespace {
-template <class... Ts>
-struct Overloaded : Ts... {
-  using Ts::operator()...;
-};
-template <class... Ts>
-Overloaded(Ts...) -> Overloaded<Ts...>;
-}  // namespace
+namespace tidemap::msg {
 
 const char* BodyName(const Body& body) {
   return std::visit(Overloaded{

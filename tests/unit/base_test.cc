@@ -113,10 +113,6 @@ TEST(HashTest, StableAndXorCombines) {
   Digest128 a = Hash128("a"), b = Hash128("b");
   EXPECT_EQ((a ^ b) ^ b, a);
   EXPECT_EQ(a.ToHex().size(), 32u);
-  Hasher64 h;
-  h.Update("ab");
-  h.Update("c");
-  EXPECT_EQ(h.Finish(), Hash64("abc"));
 }
 
 TEST(CryptoTest, SignVerifyAndKeyText) {

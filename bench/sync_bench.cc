@@ -165,6 +165,21 @@ Opened CaseReplica(const Bases& b, uint64_t node) {
   return OpenAt(dir, node);
 }
 
+// Both nodes of a case, from their bases plus `on_a` / `on_b`, knowing each
+// other already (cursors at their log ends), so no first-contact repair runs.
+struct CasePair {
+  Opened a, b;
+};
+CasePair OpenCasePair(const Bases& bases, const std::vector<uint64_t>& on_a,
+                      const std::vector<uint64_t>& on_b) {
+  CasePair p{CaseReplica(bases, kNodeA), CaseReplica(bases, kNodeB)};
+  ApplyIndices(*p.a.replica, on_a);
+  ApplyIndices(*p.b.replica, on_b);
+  TIDEMAP_CHECK(p.a.replica->oplog().SetPeerAck(kNodeB, p.a.replica->LastSeq()).ok());
+  TIDEMAP_CHECK(p.b.replica->oplog().SetPeerAck(kNodeA, p.b.replica->LastSeq()).ok());
+  return p;
+}
+
 void Report(const char* placement, uint64_t n, uint64_t d, const SyncResult& r, double record_bytes,
             benchmark::State& state) {
   char line[256];
@@ -195,8 +210,6 @@ void BM_SyncUniform(benchmark::State& state) {
   const Bases& b = BasesFor(n);
   for (auto _ : state) {
     state.PauseTiming();
-    Opened a = CaseReplica(b, kNodeA);
-    Opened bb = CaseReplica(b, kNodeB);
     // perm[0, d/2): only on A; perm[d/2, d): only on B; perm[d, d_max): both.
     const auto p = [&](uint64_t from, uint64_t to) {
       return std::vector<uint64_t>(b.perm.begin() + static_cast<std::ptrdiff_t>(from),
@@ -206,16 +219,14 @@ void BM_SyncUniform(benchmark::State& state) {
     std::vector<uint64_t> only_a = p(0, d / 2), only_b = p(d / 2, d), both = p(d, dmax);
     only_a.insert(only_a.end(), both.begin(), both.end());
     only_b.insert(only_b.end(), both.begin(), both.end());
-    ApplyIndices(*a.replica, only_a);
-    ApplyIndices(*bb.replica, only_b);
-    // Both sides know each other already (cursors at their ends), so what
-    // runs is the periodic anti-entropy diff, not a first-contact repair.
-    TIDEMAP_CHECK(a.replica->oplog().SetPeerAck(kNodeB, a.replica->LastSeq()).ok());
-    TIDEMAP_CHECK(bb.replica->oplog().SetPeerAck(kNodeA, bb.replica->LastSeq()).ok());
+    // What runs is the anti-entropy diff A asks for.
+    CasePair pair = OpenCasePair(b, only_a, only_b);
+    Replica& a = *pair.a.replica;
+    Replica& bb = *pair.b.replica;
     state.ResumeTiming();
-    const SyncResult r = RunSync(*a.replica, *bb.replica, /*diff=*/true);
+    const SyncResult r = RunSync(a, bb, /*diff=*/true);
     state.PauseTiming();
-    TIDEMAP_CHECK(a.replica->MerkleRoot() == bb.replica->MerkleRoot());
+    TIDEMAP_CHECK(a.MerkleRoot() == bb.MerkleRoot());
     Report("uniform", n, d, r, 0, state);
     state.ResumeTiming();
   }
@@ -227,14 +238,11 @@ void BM_SyncNewest(benchmark::State& state) {
   const Bases& b = BasesFor(n);
   for (auto _ : state) {
     state.PauseTiming();
-    Opened a = CaseReplica(b, kNodeA);
-    Opened bb = CaseReplica(b, kNodeB);
     const std::vector<uint64_t> rest(
         b.perm.begin(), b.perm.begin() + static_cast<std::ptrdiff_t>(std::min(n, kDMax)));
-    ApplyIndices(*a.replica, rest);
-    ApplyIndices(*bb.replica, rest);
-    TIDEMAP_CHECK(a.replica->oplog().SetPeerAck(kNodeB, a.replica->LastSeq()).ok());
-    TIDEMAP_CHECK(bb.replica->oplog().SetPeerAck(kNodeA, bb.replica->LastSeq()).ok());
+    CasePair pair = OpenCasePair(b, rest, rest);
+    Replica& a = *pair.a.replica;
+    Replica& bb = *pair.b.replica;
     // A writes d new keys while B is away: B catches up through A's oplog.
     double record_bytes = 0;
     WriteBatch wb;
@@ -243,15 +251,15 @@ void BM_SyncNewest(benchmark::State& state) {
       wb.Put(r.map, r.key, r.value);
       record_bytes += static_cast<double>(r.map.size() + r.key.size() + r.value.size() + 16);
       if (wb.size() == 1000) {
-        TIDEMAP_CHECK(a.replica->Write(wb).ok());
+        TIDEMAP_CHECK(a.Write(wb).ok());
         wb = WriteBatch();
       }
     }
-    if (wb.size() > 0) TIDEMAP_CHECK(a.replica->Write(wb).ok());
+    if (wb.size() > 0) TIDEMAP_CHECK(a.Write(wb).ok());
     state.ResumeTiming();
-    const SyncResult r = RunSync(*a.replica, *bb.replica, /*diff=*/false);
+    const SyncResult r = RunSync(a, bb, /*diff=*/false);
     state.PauseTiming();
-    TIDEMAP_CHECK(a.replica->MerkleRoot() == bb.replica->MerkleRoot());
+    TIDEMAP_CHECK(a.MerkleRoot() == bb.MerkleRoot());
     Report("newest", n, d, r, record_bytes, state);
     state.ResumeTiming();
   }

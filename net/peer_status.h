@@ -1,0 +1,53 @@
+// What the daemon knows of its peers and its connections, as plain values:
+// net/ fills them, server/ renders them (status JSON, the human status lines,
+// Prometheus metrics). Snapshots; nothing here is shared or locked.
+#ifndef TIDEMAP_NET_PEER_STATUS_H_
+#define TIDEMAP_NET_PEER_STATUS_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "base/histogram.h"
+
+namespace tidemap::net {
+
+// One peer: a trusted key, a configured address, or a cursor left in the oplog.
+struct PeerStatus {
+  uint64_t node_id = 0;
+  std::string public_key;  // text form (crypto::PublicKeyToText); empty when unknown
+  std::string address;     // HOST:PORT dialed or the remote endpoint; empty when unknown
+  bool connected = false;
+  uint64_t acked_seq = 0;         // its cursor into our oplog
+  uint64_t lag = 0;               // our last seq minus acked_seq (records)
+  double lag_seconds = 0;         // age of our oldest change it has not acknowledged
+  int64_t clock_offset_ms = 0;    // its clock minus ours, as last measured (0: unknown)
+  std::string last_error;         // e.g. "peer 3f2a…: clock 94 s ahead, limit 60 s"
+  bool sync_in_progress = false;  // a tree diff or a bootstrap is running
+  double sync_percent = 0;        // 0..100 while sync_in_progress
+  uint64_t bytes_in = 0;          // on the wire, this connection and the ones before
+  uint64_t bytes_out = 0;
+  uint64_t frames_in = 0;
+  uint64_t frames_out = 0;
+  uint64_t records_sent = 0;
+  uint64_t records_applied = 0;  // received records that won here
+  uint64_t sync_rounds = 0;      // completed tree diffs
+};
+
+// Node-wide transport counters.
+struct NetCounters {
+  std::map<std::string, uint64_t> refused_connections;  // by reason: "untrusted", "handshake", ...
+  uint64_t decode_errors = 0;                           // frames that failed to decrypt or parse
+  uint64_t handshakes_completed = 0;
+  Histogram sync_round_seconds{Histogram::DefaultSecondsBounds()};  // tree diff durations
+};
+
+struct NetStatus {
+  std::vector<PeerStatus> peers;
+  NetCounters counters;
+};
+
+}  // namespace tidemap::net
+
+#endif  // TIDEMAP_NET_PEER_STATUS_H_

@@ -41,6 +41,8 @@ Result<std::unique_ptr<DataDir>> DataDir::OpenWith(const std::string& dir, Ident
   }
   ro.node_id = d->identity_.node_id();
   ro.durability = options.durability;
+  ro.hlc = options.hlc;
+  ro.retention = options.retention;
   auto replica = Replica::Open(std::move(ro));
   if (!replica.ok()) {
     if (replica.status().IsUnavailable()) {

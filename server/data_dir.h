@@ -17,6 +17,8 @@ struct DataDirOptions {
   Durability durability = Durability::kSync;
   Clock* clock = nullptr;       // nullptr: the system clock
   leveldb::Env* env = nullptr;  // nullptr: the real file system
+  HlcOptions hlc;               // max_clock_offset_ms
+  OplogRetention retention;
 };
 
 // An opened data dir. Destroying it closes the replica (and releases the lock).

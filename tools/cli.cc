@@ -13,6 +13,7 @@
 #include "base/coding.h"
 #include "server/data_dir.h"
 #include "server/json.h"
+#include "tools/serve.h"
 
 namespace tidemap {
 
@@ -274,6 +275,9 @@ int RunCli(const std::vector<std::string>& args) {
       "compare the stored Merkle tree with a full rebuild (exit 0 when they match, 1 not)");
   scrub->add_option("--data", dir, "the data dir (not held by a running node)")->required();
 
+  ServeArgs serve;
+  AddServeCommand(&app, &serve);
+
   app.add_subcommand("demo", "a narrated walkthrough of a replica in a temporary dir");
 
   std::vector<std::string> reversed(args.rbegin(), args.rend());
@@ -292,6 +296,7 @@ int RunCli(const std::vector<std::string>& args) {
   if (scan->parsed()) return CmdScan(target, map, prefix, after, limit, json);
   if (status->parsed()) return CmdStatus(target, json);
   if (scrub->parsed()) return CmdScrub(dir);
+  if (serve.command->parsed()) return RunServe(serve);
   return RunDemo();
 }
 

@@ -1,0 +1,102 @@
+// Node: a replica's peers over TCP. It listens, dials the configured peers
+// (and keeps redialing them with jittered exponential backoff), runs the
+// authenticated handshake of net/handshake.h on every connection, then drives
+// one SyncSession per connection over encrypted frames (net/frame.h).
+//
+// One connection per peer pair carries both directions of sync: when two
+// nodes dial each other, both keep the connection opened by the node with the
+// lower node id and close the other. A node that only dials out (behind NAT)
+// therefore syncs both ways over its own connection.
+//
+// Limits: a frame is at most decode.frame_bytes_max (checked before the body
+// is read); a connection whose unsent frames exceed send_queue_bytes_max stops
+// reading from its peer until they drain, and the sync core bounds its own
+// in-flight batches, so a slow or stalled peer costs bounded memory. At most
+// handshakes_pending_max inbound handshakes run at once; more are closed at
+// accept. A handshake that takes longer than handshake_timeout_ms, or a
+// connection that receives nothing for idle_timeout_ms (keepalive frames are
+// sent every keepalive_interval_ms), is closed.
+//
+// Threading: the node runs its own event-loop thread, which owns every
+// connection and SyncSession. Start, Status and Stop may be called from any
+// thread (but not from a replica Subscribe callback). The replica, the trust
+// list, the clock and the logger are borrowed and must outlive the node.
+#ifndef TIDEMAP_NET_NODE_H_
+#define TIDEMAP_NET_NODE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/status.h"
+#include "net/peer_status.h"
+#include "net/trust.h"
+#include "replica/replica.h"
+#include "replica/sync.h"
+#include "schemas/codec.h"
+#include "storage/identity.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace tidemap::net {
+
+struct NodeOptions {
+  std::string listen;              // HOST:PORT to accept on; empty: dial out only
+  std::vector<std::string> peers;  // HOST:PORT to dial and keep connected
+  SyncOptions sync;
+  DecodeLimits decode;  // frame and message limits for bytes from peers
+  uint64_t handshake_timeout_ms = 5'000;
+  uint64_t idle_timeout_ms = 30'000;
+  uint64_t keepalive_interval_ms = 5'000;
+  size_t handshakes_pending_max = 64;
+  size_t send_queue_bytes_max = size_t{8} << 20;  // per connection
+  uint64_t dial_backoff_min_ms = 100;
+  uint64_t dial_backoff_max_ms = 30'000;
+  uint64_t tick_interval_ms = 100;              // sync Poll cadence besides write wake-ups
+  uint64_t maintenance_interval_ms = 10'000;    // oplog prune and tombstone purge
+  uint64_t close_timeout_ms = 2'000;            // Stop waits this long for peers' final frames
+};
+
+class Node {
+ public:
+  // Binds the listener (port 0 picks a free one) and starts the event loop.
+  // Errors: InvalidArgument for a malformed HOST:PORT, Unavailable when the
+  // address cannot be bound (the message names it).
+  static Result<std::unique_ptr<Node>> Start(NodeOptions options, Replica* replica,
+                                             const Identity* identity, const TrustList* trust,
+                                             Clock* clock, std::shared_ptr<spdlog::logger> log);
+  ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  // The bound listening port (0 when not listening).
+  uint16_t listen_port() const;
+
+  // A snapshot of every known peer (trusted keys, configured addresses,
+  // cursors in the oplog) and the node's counters.
+  NetStatus Snapshot() const;
+
+  // Asks every connected peer for a tree diff now.
+  void RequestDiff();
+
+  // Stops accepting and dialing, sends the final frame on every connection,
+  // waits up to close_timeout_ms for the peers' own, closes and joins the
+  // event loop. Idempotent; the destructor calls it.
+  void Stop();
+
+ private:
+  struct Impl;
+  explicit Node(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;
+};
+
+// Splits "HOST:PORT" ("[v6]:PORT" too). InvalidArgument names the text.
+Status ParseHostPort(std::string_view text, std::string* host, uint16_t* port);
+
+}  // namespace tidemap::net
+
+#endif  // TIDEMAP_NET_NODE_H_

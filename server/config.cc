@@ -1,0 +1,144 @@
+#include "server/config.h"
+
+#include <exception>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <optional>
+#include <toml++/toml.h>
+
+#include "net/node.h"
+
+namespace tidemap {
+
+namespace {
+
+// One setting's reader: takes the TOML node, writes the config, or says what
+// was wrong with the value.
+using Setter = std::function<std::optional<std::string>(const toml::node&, DaemonConfig*)>;
+
+Setter String(std::string DaemonConfig::*field) {
+  return [field](const toml::node& n, DaemonConfig* c) -> std::optional<std::string> {
+    auto v = n.value<std::string>();
+    if (!v || !n.is_string()) return "expected a string";
+    c->*field = *v;
+    return std::nullopt;
+  };
+}
+
+Setter Strings(std::vector<std::string> DaemonConfig::*field) {
+  return [field](const toml::node& n, DaemonConfig* c) -> std::optional<std::string> {
+    const toml::array* a = n.as_array();
+    if (a == nullptr) return "expected an array of strings";
+    std::vector<std::string> out;
+    for (const toml::node& item : *a) {
+      auto v = item.value<std::string>();
+      if (!v || !item.is_string()) return "expected an array of strings";
+      out.push_back(*v);
+    }
+    c->*field = std::move(out);
+    return std::nullopt;
+  };
+}
+
+Setter Unsigned(uint64_t DaemonConfig::*field) {
+  return [field](const toml::node& n, DaemonConfig* c) -> std::optional<std::string> {
+    auto v = n.value<int64_t>();
+    if (!v || !n.is_integer() || *v < 0) return "expected a non-negative integer";
+    c->*field = static_cast<uint64_t>(*v);
+    return std::nullopt;
+  };
+}
+
+const std::map<std::string, Setter>& Settings() {
+  static const auto* settings = new std::map<std::string, Setter>{
+      {"data", String(&DaemonConfig::data)},
+      {"listen", String(&DaemonConfig::listen)},
+      {"http", String(&DaemonConfig::http)},
+      {"peers", Strings(&DaemonConfig::peers)},
+      {"trust", Strings(&DaemonConfig::trust)},
+      {"trust_file", String(&DaemonConfig::trust_file)},
+      {"http_token", String(&DaemonConfig::http_token)},
+      {"http_token_file", String(&DaemonConfig::http_token_file)},
+      {"durability",
+       [](const toml::node& n, DaemonConfig* c) -> std::optional<std::string> {
+         auto v = n.value<std::string>();
+         if (v && *v == "sync") {
+           c->durability = Durability::kSync;
+         } else if (v && *v == "relaxed") {
+           c->durability = Durability::kRelaxed;
+         } else {
+           return "expected \"sync\" or \"relaxed\"";
+         }
+         return std::nullopt;
+       }},
+      {"max_clock_offset_ms", Unsigned(&DaemonConfig::max_clock_offset_ms)},
+      {"oplog_retention_rows", Unsigned(&DaemonConfig::oplog_retention_rows)},
+      {"oplog_retention_bytes", Unsigned(&DaemonConfig::oplog_retention_bytes)},
+      {"diff_interval_ms", Unsigned(&DaemonConfig::diff_interval_ms)},
+      {"maintenance_interval_ms", Unsigned(&DaemonConfig::maintenance_interval_ms)},
+      {"idle_timeout_ms", Unsigned(&DaemonConfig::idle_timeout_ms)},
+      {"handshake_timeout_ms", Unsigned(&DaemonConfig::handshake_timeout_ms)},
+      {"log_level", String(&DaemonConfig::log_level)},
+  };
+  return *settings;
+}
+
+}  // namespace
+
+Status LoadConfigFile(const std::string& path, DaemonConfig* config) {
+  std::ifstream in(path);
+  if (!in) return Status::Unavailable("config file " + path + ": cannot be read");
+  toml::table table;
+  try {
+    table = toml::parse(in, path);
+  } catch (const toml::parse_error& e) {
+    return Status::InvalidArgument("config file " + path + " line " +
+                                   std::to_string(e.source().begin.line) + ": " +
+                                   std::string(e.description()));
+  } catch (const std::exception& e) {
+    return Status::InvalidArgument("config file " + path + ": " + e.what());
+  }
+  DaemonConfig parsed = *config;
+  for (const auto& [key, node] : table) {
+    const std::string name(key.str());
+    const std::string where =
+        "config file " + path + " line " + std::to_string(node.source().begin.line);
+    auto setting = Settings().find(name);
+    if (setting == Settings().end()) {
+      return Status::InvalidArgument(where + ": unknown setting \"" + name + "\"");
+    }
+    if (auto error = setting->second(node, &parsed)) {
+      return Status::InvalidArgument(where + ": " + name + ": " + *error);
+    }
+  }
+  *config = std::move(parsed);
+  return Status::Ok();
+}
+
+Status ValidateConfig(const DaemonConfig& config) {
+  if (config.data.empty()) return Status::InvalidArgument("no data dir (--data or `data =`)");
+  std::string host;
+  uint16_t port = 0;
+  if (!config.listen.empty()) TIDEMAP_RETURN_IF_ERROR(net::ParseHostPort(config.listen, &host, &port));
+  if (!config.http.empty()) TIDEMAP_RETURN_IF_ERROR(net::ParseHostPort(config.http, &host, &port));
+  for (const std::string& peer : config.peers) {
+    TIDEMAP_RETURN_IF_ERROR(net::ParseHostPort(peer, &host, &port));
+  }
+  if (config.listen.empty() && config.peers.empty()) {
+    return Status::InvalidArgument("nothing to do: give --listen, --peer or both");
+  }
+  if (!config.http_token.empty() && !config.http_token_file.empty()) {
+    return Status::InvalidArgument("give http_token or http_token_file, not both");
+  }
+  static const char* const kLevels[] = {"trace", "debug", "info", "warn", "error"};
+  bool level_ok = false;
+  for (const char* l : kLevels) level_ok = level_ok || config.log_level == l;
+  if (!level_ok) {
+    return Status::InvalidArgument("log level \"" + config.log_level +
+                                   "\": expected trace, debug, info, warn or error");
+  }
+  return Status::Ok();
+}
+
+}  // namespace tidemap

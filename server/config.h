@@ -1,0 +1,51 @@
+// The daemon's settings: a TOML file (`--config FILE`) and the command-line
+// flags of `tidemap serve`, which override it. One struct for both so the file
+// and the flags cannot drift apart; README "Configuration" lists every key.
+#ifndef TIDEMAP_SERVER_CONFIG_H_
+#define TIDEMAP_SERVER_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "replica/replica.h"
+
+namespace tidemap {
+
+struct DaemonConfig {
+  std::string data;                // data dir (required)
+  std::string listen;              // HOST:PORT for peers; empty: dial out only
+  std::string http;                // HOST:PORT of the HTTP API; empty: no HTTP API
+  std::vector<std::string> peers;  // HOST:PORT to dial
+  std::vector<std::string> trust;  // public keys (64 hex digits)
+  std::string trust_file;          // one key per line, # comments
+  std::string http_token;          // bearer token; required when http is not loopback
+  std::string http_token_file;     // the token's first line (alternative to http_token)
+  Durability durability = Durability::kSync;
+  uint64_t max_clock_offset_ms = 60'000;
+  uint64_t oplog_retention_rows = 1'000'000;
+  uint64_t oplog_retention_bytes = uint64_t{256} << 20;
+  uint64_t diff_interval_ms = 60'000;         // periodic anti-entropy with each peer
+  uint64_t maintenance_interval_ms = 10'000;  // oplog prune (and tombstone purge)
+  uint64_t idle_timeout_ms = 30'000;
+  uint64_t handshake_timeout_ms = 5'000;
+  std::string log_level = "info";  // trace, debug, info, warn, error
+  // Test-only: shifts this node's physical clock (never the host's), to
+  // exercise the max clock offset refusal. Not in the config file.
+  int64_t clock_offset_ms = 0;
+};
+
+// Reads the TOML file `path` into *config (keys it sets replace the values
+// there; keys it does not set keep them). Unknown keys, wrong types and TOML
+// syntax errors are InvalidArgument naming the file, the line and the key;
+// an unreadable file is Unavailable naming the file.
+Status LoadConfigFile(const std::string& path, DaemonConfig* config);
+
+// Checks what a daemon needs before it starts: a data dir, well-formed
+// addresses, a durability mode. InvalidArgument says which setting.
+Status ValidateConfig(const DaemonConfig& config);
+
+}  // namespace tidemap
+
+#endif  // TIDEMAP_SERVER_CONFIG_H_

@@ -1,0 +1,92 @@
+#include "server/daemon.h"
+
+#include <spdlog/spdlog.h>
+
+#include "base/crypto.h"
+
+namespace tidemap {
+
+Result<net::TrustList> LoadTrust(const DaemonConfig& config) {
+  net::TrustList trust;
+  if (!config.trust_file.empty()) {
+    auto loaded = net::LoadTrustFile(config.trust_file);
+    if (!loaded.ok()) return Status::Unavailable(loaded.status().message());
+    trust = std::move(*loaded);
+  }
+  for (const std::string& text : config.trust) {
+    auto key = crypto::PublicKeyFromText(text);
+    if (!key.ok()) {
+      return Status::InvalidArgument("--trust " + text + ": " + key.status().message());
+    }
+    trust.Add(*key);
+  }
+  return trust;
+}
+
+Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
+                                               std::shared_ptr<spdlog::logger> log) {
+  TIDEMAP_RETURN_IF_ERROR(ValidateConfig(config));
+  std::unique_ptr<Daemon> d(new Daemon());
+  d->log_ = log;
+  TIDEMAP_ASSIGN_OR_RETURN(d->trust_, LoadTrust(config));
+
+  d->clock_ = std::make_unique<SystemClock>(config.clock_offset_ms);
+  DataDirOptions dir_options;
+  dir_options.durability = config.durability;
+  dir_options.clock = d->clock_.get();
+  dir_options.hlc.max_clock_offset_ms = config.max_clock_offset_ms;
+  dir_options.retention.rows_max = config.oplog_retention_rows;
+  dir_options.retention.bytes_max = config.oplog_retention_bytes;
+  auto dir = DataDir::Open(config.data, dir_options);
+  if (!dir.ok()) {
+    // Whatever stops us from using the dir (missing, in use, a bad identity
+    // file, corruption) is "cannot reach the data dir" to the caller.
+    if (dir.status().IsUnavailable()) return dir.status();
+    return Status::Unavailable(dir.status().message());
+  }
+  d->data_dir_ = std::move(*dir);
+  d->public_key_ = d->data_dir_->identity().public_key_text();
+  if (d->trust_.size() == 0) {
+    log->warn("the trust list is empty: every peer will be refused (use --trust or --trust-file)");
+  }
+
+  net::NodeOptions node_options;
+  node_options.listen = config.listen;
+  node_options.peers = config.peers;
+  node_options.sync.diff_interval_ms = config.diff_interval_ms;
+  node_options.maintenance_interval_ms = config.maintenance_interval_ms;
+  node_options.idle_timeout_ms = config.idle_timeout_ms;
+  node_options.keepalive_interval_ms = std::max<uint64_t>(config.idle_timeout_ms / 4, 1);
+  node_options.handshake_timeout_ms = config.handshake_timeout_ms;
+  // A frame holds at least one record of the largest allowed size.
+  const Limits& limits = d->data_dir_->replica().limits();
+  node_options.decode.frame_bytes_max =
+      std::max(node_options.decode.frame_bytes_max,
+               limits.value_bytes_max + limits.key_bytes_max + limits.map_name_bytes_max + 4096);
+  auto node = net::Node::Start(std::move(node_options), &d->data_dir_->replica(),
+                               &d->data_dir_->identity(), &d->trust_, d->clock_.get(), log);
+  if (!node.ok()) return node.status();
+  d->node_ = std::move(*node);
+  log->info("node {} ({}) serving {}{}", NodeIdToString(d->data_dir_->identity().node_id()),
+            d->public_key_, config.data,
+            config.listen.empty() ? std::string(", dial-out only")
+                                  : ", peers on " + config.listen);
+  return d;
+}
+
+Daemon::~Daemon() { Stop(); }
+
+void Daemon::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  if (node_) node_->Stop();
+  node_.reset();
+  data_dir_.reset();
+  if (log_) log_->info("stopped");
+}
+
+uint16_t Daemon::listen_port() const { return node_ ? node_->listen_port() : 0; }
+
+net::NetStatus Daemon::NetSnapshot() const { return node_ ? node_->Snapshot() : net::NetStatus{}; }
+
+}  // namespace tidemap

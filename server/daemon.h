@@ -1,0 +1,68 @@
+// Daemon: what `tidemap serve` runs. It opens a data dir, loads the trust
+// list, starts the peer transport (net::Node) and, when configured, the HTTP
+// API, and stops them in the order that loses nothing: the HTTP API first (no
+// new writes; the ones in flight finish), then the peers (each gets our final
+// frame), then the replica (LevelDB closes with a checkpoint).
+//
+// Thread-safety: Start and Stop from one thread; Snapshot from any.
+#ifndef TIDEMAP_SERVER_DAEMON_H_
+#define TIDEMAP_SERVER_DAEMON_H_
+
+#include <memory>
+#include <string>
+
+#include "base/clock.h"
+#include "base/status.h"
+#include "net/node.h"
+#include "net/trust.h"
+#include "server/config.h"
+#include "server/data_dir.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace tidemap {
+
+class Daemon {
+ public:
+  // Errors, by what the caller should tell the user (and exit with):
+  //   InvalidArgument  a setting is wrong (usage, exit 2);
+  //   Unavailable      the data dir, the identity or the trust file cannot be
+  //                    used, or an address cannot be bound (exit 3; the message
+  //                    names the file and the reason, a bad trust key its line);
+  //   Refused          a setting is refused for safety, e.g. a non-loopback
+  //                    HTTP address without a token (exit 4).
+  static Result<std::unique_ptr<Daemon>> Start(const DaemonConfig& config,
+                                               std::shared_ptr<spdlog::logger> log);
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  // Idempotent; the destructor calls it.
+  void Stop();
+
+  uint16_t listen_port() const;
+  const std::string& public_key() const { return public_key_; }
+  net::NetStatus NetSnapshot() const;
+
+ private:
+  Daemon() = default;
+
+  std::shared_ptr<spdlog::logger> log_;
+  std::unique_ptr<SystemClock> clock_;
+  std::unique_ptr<DataDir> data_dir_;
+  net::TrustList trust_;
+  std::string public_key_;
+  std::unique_ptr<net::Node> node_;  // after data_dir_: stopped and destroyed first
+  bool stopped_ = false;
+};
+
+// Builds the trust list of a config: --trust keys (a bad one is
+// InvalidArgument) and the trust file (errors are Unavailable with the file
+// and, for a bad key, its line).
+Result<net::TrustList> LoadTrust(const DaemonConfig& config);
+
+}  // namespace tidemap
+
+#endif  // TIDEMAP_SERVER_DAEMON_H_

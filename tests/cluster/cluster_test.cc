@@ -1,0 +1,493 @@
+// Proves that real `tidemap serve` processes on 127.0.0.1 replicate: full
+// mesh and chain topologies converge (equal Merkle roots and equal scans), a
+// node killed with SIGKILL loses no acknowledged write, a node the others
+// pruned past is repaired by tree diff, strangers are refused and learn
+// nothing, malformed and replayed connections close only themselves, and a
+// peer whose clock is too far ahead is refused (in the log and in status)
+// until it is fixed. Every daemon runs with free ports in its own temp dir;
+// every wait is bounded; the fixture stops every process it started.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/crypto.h"
+#include "net/frame.h"
+#include "net/handshake.h"
+#include "net/trust.h"
+#include "storage/identity.h"
+#include "tests/support/process.h"
+#include "tests/support/test_util.h"
+
+namespace tidemap {
+namespace {
+
+using testing::ChildProcess;
+using testing::RunProgram;
+using testing::RunResult;
+using testing::WaitUntil;
+
+constexpr int kConvergeTimeoutMs = 60'000;
+
+// One tidemap node of a test cluster: its data dir, key, ports and process.
+struct Node {
+  std::string name;
+  std::string dir;
+  std::string public_key;
+  uint16_t port = 0;
+  uint16_t http_port = 0;
+  std::unique_ptr<ChildProcess> process;
+  int starts = 0;
+
+  std::string listen() const { return "127.0.0.1:" + std::to_string(port); }
+  std::string http() const { return "127.0.0.1:" + std::to_string(http_port); }
+};
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override { root_ = testing::MakeTempDir("cluster"); }
+
+  void TearDown() override {
+    for (auto& [name, node] : nodes_) {
+      if (node->process && node->process->running()) {
+        node->process->Signal(SIGKILL);
+        node->process->Wait(10'000);
+      }
+      if (HasFailure() && node->process) {
+        std::cerr << "----- log of " << name << " -----\n" << node->process->Log() << "\n";
+      }
+    }
+    std::filesystem::remove_all(root_);
+  }
+
+  RunResult Tidemap(const std::vector<std::string>& args, std::string_view input = {}) {
+    return RunProgram(TIDEMAP_BIN, args, input);
+  }
+
+  // Creates a node's data dir and identity.
+  Node& AddNode(const std::string& name) {
+    auto node = std::make_unique<Node>();
+    node->name = name;
+    node->dir = root_ + "/" + name;
+    RunResult r = Tidemap({"init", "--data", node->dir});
+    EXPECT_EQ(r.exit_code, 0) << r;
+    std::string out = r.out;
+    while (!out.empty() && out.back() == '\n') out.pop_back();
+    node->public_key = out.substr(out.rfind('\n') + 1);
+    node->port = testing::FreeTcpPort();
+    node->http_port = testing::FreeTcpPort();
+    Node& ref = *node;
+    nodes_[name] = std::move(node);
+    return ref;
+  }
+
+  // Starts `node` serving, dialing `peers`, trusting `trusted`; waits until
+  // its HTTP API answers.
+  void Start(Node& node, const std::vector<Node*>& peers, const std::vector<Node*>& trusted,
+             std::vector<std::string> extra = {}, bool listen = true) {
+    std::vector<std::string> args = {"serve",      "--data",        node.dir,
+                                     "--http",     node.http(),     "--log-level",
+                                     "debug",      "--diff-interval-ms", "2000"};
+    if (listen) {
+      args.push_back("--listen");
+      args.push_back(node.listen());
+    }
+    for (Node* p : peers) {
+      args.push_back("--peer");
+      args.push_back(p->listen());
+    }
+    for (Node* t : trusted) {
+      args.push_back("--trust");
+      args.push_back(t->public_key);
+    }
+    args.insert(args.end(), extra.begin(), extra.end());
+    ++node.starts;
+    node.process = std::make_unique<ChildProcess>(
+        TIDEMAP_BIN, args, root_ + "/" + node.name + "." + std::to_string(node.starts) + ".log");
+    ASSERT_TRUE(node.process->started());
+    const bool up = WaitUntil(20'000, 50, [&] {
+      if (!node.process->running()) return true;
+      return Tidemap({"status", "--http", node.http(), "--json"}).exit_code == 0;
+    });
+    ASSERT_TRUE(up && node.process->running())
+        << node.name << " did not come up:\n"
+        << node.process->Log();
+  }
+
+  // SIGTERM and a clean exit.
+  void Stop(Node& node) {
+    node.process->Signal(SIGTERM);
+    EXPECT_EQ(node.process->Wait(20'000), 0) << node.name << ":\n" << node.process->Log();
+  }
+
+  nlohmann::json Status(const Node& node) {
+    RunResult r = Tidemap({"status", "--http", node.http(), "--json"});
+    if (r.exit_code != 0) return nlohmann::json();
+    return nlohmann::json::parse(r.out, nullptr, false);
+  }
+
+  std::string Root(const Node& node) {
+    nlohmann::json s = Status(node);
+    return s.is_object() && s.contains("merkle_root") ? s["merkle_root"].get<std::string>() : "";
+  }
+
+  // The whole scan of `map` as JSON items (without the page's `next`).
+  std::string Scan(const Node& node, const std::string& map) {
+    RunResult r = Tidemap({"scan", "--http", node.http(), map, "--json"});
+    if (r.exit_code != 0) return "error: " + r.err;
+    nlohmann::json page = nlohmann::json::parse(r.out, nullptr, false);
+    return page.is_object() ? page["items"].dump() : "bad json";
+  }
+
+  int Put(const Node& node, const std::string& map, const std::string& key,
+          const std::string& value) {
+    return Tidemap({"put", "--http", node.http(), map, key, value}).exit_code;
+  }
+
+  // Waits until every node has the same Merkle root and the same scan of
+  // each map in `maps`.
+  void ExpectConverged(const std::vector<Node*>& nodes, const std::vector<std::string>& maps,
+                       int timeout_ms = kConvergeTimeoutMs) {
+    std::string last;
+    const bool converged = WaitUntil(timeout_ms, 100, [&] {
+      std::string first_root = Root(*nodes[0]);
+      last = nodes[0]->name + "=" + first_root;
+      bool same = !first_root.empty();
+      for (size_t i = 1; i < nodes.size(); ++i) {
+        const std::string r = Root(*nodes[i]);
+        last += " " + nodes[i]->name + "=" + r;
+        same = same && r == first_root;
+      }
+      return same;
+    });
+    ASSERT_TRUE(converged) << "roots never converged: " << last;
+    for (const std::string& map : maps) {
+      const std::string first = Scan(*nodes[0], map);
+      for (size_t i = 1; i < nodes.size(); ++i) {
+        EXPECT_EQ(Scan(*nodes[i], map), first) << nodes[i]->name << " map " << map;
+      }
+    }
+  }
+
+  // peers[] entry of `peer` in `node`'s status (null when absent).
+  nlohmann::json PeerEntry(const Node& node, const Node& peer) {
+    nlohmann::json s = Status(node);
+    if (!s.is_object()) return nullptr;
+    for (const auto& p : s["peers"]) {
+      if (p["public_key"].is_string() && p["public_key"] == peer.public_key) return p;
+    }
+    return nullptr;
+  }
+
+  std::string root_;
+  std::map<std::string, std::unique_ptr<Node>> nodes_;
+};
+
+TEST_F(ClusterTest, FullMeshOfThreeConverges) {
+  Node& a = AddNode("a");
+  Node& b = AddNode("b");
+  Node& c = AddNode("c");
+  Start(a, {}, {&b, &c});
+  Start(b, {&a}, {&a, &c});
+  Start(c, {&a, &b}, {&a, &b});
+  for (Node* n : {&a, &b, &c}) {
+    for (int i = 0; i < 20; ++i) {
+      ASSERT_EQ(Put(*n, "m", n->name + std::to_string(i), "v" + std::to_string(i)), 0);
+    }
+  }
+  // The same key written on every node: one LWW winner everywhere.
+  for (Node* n : {&a, &b, &c}) ASSERT_EQ(Put(*n, "m", "shared", "from " + n->name), 0);
+  ASSERT_EQ(Tidemap({"del", "--http", b.http(), "m", "a3"}).exit_code, 0);
+  ExpectConverged({&a, &b, &c}, {"m"});
+  EXPECT_EQ(Tidemap({"get", "--http", c.http(), "m", "a3"}).exit_code, 1);
+  const nlohmann::json st = Status(a);
+  EXPECT_EQ(st["keys"], 61) << st.dump();
+  EXPECT_TRUE(PeerEntry(a, b)["connected"].get<bool>());
+  EXPECT_TRUE(PeerEntry(a, c)["connected"].get<bool>());
+}
+
+TEST_F(ClusterTest, ChainConvergesAndADialOutOnlyNodeSyncsBothWays) {
+  // a <- b -> c: b dials both; c does not listen at all (as behind NAT) and
+  // dials b. a and c do not know each other: changes flow through b.
+  Node& a = AddNode("a");
+  Node& b = AddNode("b");
+  Node& c = AddNode("c");
+  Start(a, {}, {&b});
+  Start(b, {&a}, {&a, &c});
+  Start(c, {&b}, {&b}, {}, /*listen=*/false);
+  ASSERT_EQ(Put(a, "m", "from-a", "1"), 0);
+  ASSERT_EQ(Put(c, "m", "from-c", "2"), 0);
+  ASSERT_EQ(Put(b, "m", "from-b", "3"), 0);
+  ExpectConverged({&a, &b, &c}, {"m"});
+  EXPECT_EQ(Tidemap({"get", "--http", a.http(), "m", "from-c"}).out, "2\n");
+  EXPECT_EQ(Tidemap({"get", "--http", c.http(), "m", "from-a"}).out, "1\n");
+}
+
+TEST_F(ClusterTest, NodeKilledDuringWritesLosesNoAcknowledgedWrite) {
+  Node& a = AddNode("a");
+  Node& b = AddNode("b");
+  Start(a, {}, {&b});
+  Start(b, {&a}, {&a});
+  // Write to b until it is killed; remember what it acknowledged.
+  std::vector<std::string> acked;
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    for (int i = 0; i < 2000 && !stop.load(); ++i) {
+      const std::string key = "k" + std::to_string(i);
+      if (Put(b, "m", key, "value " + key) == 0) acked.push_back(key);
+    }
+  });
+  ASSERT_TRUE(WaitUntil(30'000, 10, [&] { return acked.size() >= 40 || stop.load(); }));
+  b.process->Signal(SIGKILL);
+  b.process->Wait(10'000);
+  stop = true;
+  writer.join();
+  ASSERT_GE(acked.size(), 40u);
+  // Writes while b is down, then b comes back over the same data dir.
+  ASSERT_EQ(Put(a, "m", "while-down", "x"), 0);
+  Start(b, {&a}, {&a});
+  ExpectConverged({&a, &b}, {"m"});
+  for (const std::string& key : acked) {
+    RunResult r = Tidemap({"get", "--http", a.http(), "m", key});
+    ASSERT_EQ(r.exit_code, 0) << "acknowledged write " << key << " lost: " << r;
+    EXPECT_EQ(r.out, "value " + key + "\n");
+  }
+  EXPECT_EQ(Tidemap({"get", "--http", b.http(), "m", "while-down"}).out, "x\n");
+}
+
+TEST_F(ClusterTest, PeerPrunedPastIsRepairedByTreeDiff) {
+  const std::vector<std::string> small_log = {"--oplog-retention-rows", "20",
+                                              "--maintenance-interval-ms", "200"};
+  Node& a = AddNode("a");
+  Node& b = AddNode("b");
+  Start(a, {}, {&b}, small_log);
+  Start(b, {&a}, {&a}, small_log);
+  ASSERT_EQ(Put(a, "m", "before", "1"), 0);
+  ExpectConverged({&a, &b}, {"m"});
+  Stop(b);
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(Put(a, "m", "k" + std::to_string(i), "v"), 0);
+  // a pruned its log past b's cursor: b cannot be caught up from the stream.
+  uint64_t b_cursor = 0;
+  const bool pruned = WaitUntil(20'000, 100, [&] {
+    nlohmann::json s = Status(a);
+    nlohmann::json p = PeerEntry(a, b);
+    if (!s.is_object() || p.is_null()) return false;
+    b_cursor = p["acked_seq"].get<uint64_t>();
+    return s["oplog"]["first_seq"].get<uint64_t>() > b_cursor + 1;
+  });
+  ASSERT_TRUE(pruned) << Status(a).dump();
+  Start(b, {&a}, {&a}, small_log);
+  ExpectConverged({&a, &b}, {"m"});
+  EXPECT_EQ(Status(b)["keys"], 101);
+}
+
+TEST_F(ClusterTest, UntrustedNodeIsRefusedAndLearnsNothing) {
+  Node& a = AddNode("a");
+  Node& b = AddNode("b");
+  Node& x = AddNode("x");
+  Start(a, {}, {&b});
+  Start(b, {&a}, {&a});
+  ASSERT_EQ(Put(a, "m", "secret", "s"), 0);
+  // x trusts a and dials it; a does not trust x.
+  Start(x, {&a}, {&a});
+  ASSERT_TRUE(WaitUntil(20'000, 100, [&] {
+    return a.process->Log().find("untrusted peer " + x.public_key) != std::string::npos;
+  })) << a.process->Log();
+  ExpectConverged({&a, &b}, {"m"});
+  const nlohmann::json sx = Status(x);
+  EXPECT_EQ(sx["keys"], 0) << sx.dump();
+  EXPECT_EQ(Tidemap({"get", "--http", x.http(), "m", "secret"}).exit_code, 1);
+  EXPECT_FALSE(PeerEntry(x, a)["connected"].get<bool>());
+  // The refusal reached x too, and x says so in its status.
+  EXPECT_NE(PeerEntry(x, a).dump().find("untrusted"), std::string::npos) << Status(x).dump();
+}
+
+// A raw TCP client for the malformed-input cases.
+class RawClient {
+ public:
+  explicit RawClient(uint16_t port) {
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    timeval tv{10, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  }
+  ~RawClient() { close(fd_); }
+  bool connected() const { return connected_; }
+  void Send(std::string_view bytes) {
+    size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n = send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+      if (n <= 0) return;
+      done += static_cast<size_t>(n);
+    }
+  }
+  void ShutdownWrite() { shutdown(fd_, SHUT_WR); }
+  // Reads what arrives until the peer closes (true) or 10 s pass (false).
+  bool ReadUntilClosed(std::string* got = nullptr) {
+    char buf[4096];
+    while (true) {
+      const ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+      if (n == 0) return true;
+      if (n < 0) return errno == ECONNRESET;
+      if (got != nullptr) got->append(buf, static_cast<size_t>(n));
+    }
+  }
+  // Reads what is available within `ms`.
+  std::string ReadFor(int ms) {
+    std::string got;
+    timeval tv{0, ms * 1000};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char buf[4096];
+    const ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+    if (n > 0) got.assign(buf, static_cast<size_t>(n));
+    timeval back{10, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &back, sizeof(back));
+    return got;
+  }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+};
+
+// Runs our side of a handshake as initiator over `client` with identity `me`;
+// records the bytes we sent. Returns the channel, or null when refused.
+std::unique_ptr<net::SecureChannel> HandshakeAs(RawClient* client, const Identity& me,
+                                                const net::TrustList* trust,
+                                                std::string* sent) {
+  net::HandshakeConfig config{std::string(me.secret_key()), me.public_key(), trust};
+  net::Handshake hs(net::Handshake::Role::kInitiator, std::move(config));
+  std::string out;
+  if (!hs.Start(&out).ok()) return nullptr;
+  client->Send(out);
+  sent->append(out);
+  std::string pending;
+  for (int round = 0; round < 16 && !hs.done(); ++round) {
+    std::string got = client->ReadFor(5000);
+    if (got.empty()) return nullptr;
+    pending += got;
+    out.clear();
+    size_t consumed = 0;
+    Status s = hs.Feed(pending, &out, &consumed);
+    pending.erase(0, consumed);
+    client->Send(out);
+    sent->append(out);
+    if (!s.ok()) return nullptr;
+  }
+  if (!hs.done()) return nullptr;
+  auto channel = hs.TakeChannel(size_t{1} << 20);
+  if (!channel.ok()) return nullptr;
+  if (!pending.empty() && !(*channel)->Feed(pending).ok()) return nullptr;
+  return std::move(*channel);
+}
+
+TEST_F(ClusterTest, MalformedAndReplayedConnectionsCloseOnlyThemselves) {
+  Node& a = AddNode("a");
+  Node& b = AddNode("b");
+  // t is the test itself, holding a key a trusts.
+  const std::string t_dir = root_ + "/t";
+  auto t = Identity::Create(t_dir);
+  ASSERT_TRUE(t.ok()) << t.status();
+  net::TrustList t_trust;
+  Start(a, {}, {&b}, {"--trust", t->public_key_text()});
+  Start(b, {&a}, {&a});
+  auto a_key = crypto::PublicKeyFromText(a.public_key);
+  ASSERT_TRUE(a_key.ok());
+  t_trust.Add(*a_key);
+
+  {  // random bytes
+    RawClient c(a.port);
+    ASSERT_TRUE(c.connected());
+    std::string junk(3000, '\0');
+    crypto::RandomBytes(junk.data(), junk.size());
+    c.Send(junk);
+    EXPECT_TRUE(c.ReadUntilClosed());
+  }
+  {  // an oversized length prefix in place of the first handshake message
+    RawClient c(a.port);
+    c.Send(std::string("\xff\xff\xff\xff\xff\xff\xff\xff", 8));
+    EXPECT_TRUE(c.ReadUntilClosed());
+  }
+  std::string recorded;
+  {  // a real handshake, then a tampered frame
+    RawClient c(a.port);
+    auto channel = HandshakeAs(&c, *t, &t_trust, &recorded);
+    ASSERT_NE(channel, nullptr) << a.process->Log();
+    std::string frame;
+    ASSERT_TRUE(channel->Seal("not a sync message but sealed", &frame).ok());
+    frame[frame.size() / 2] = static_cast<char>(frame[frame.size() / 2] ^ 0x10);
+    c.Send(frame);
+    EXPECT_TRUE(c.ReadUntilClosed());
+  }
+  {  // the recorded handshake, replayed
+    RawClient c(a.port);
+    c.Send(recorded);
+    std::string got;
+    EXPECT_TRUE(c.ReadUntilClosed(&got));
+  }
+  {  // a truncated frame after a real handshake, then the stream ends
+    RawClient c(a.port);
+    std::string sent;
+    auto channel = HandshakeAs(&c, *t, &t_trust, &sent);
+    ASSERT_NE(channel, nullptr);
+    std::string frame;
+    ASSERT_TRUE(channel->Seal("half of me", &frame).ok());
+    c.Send(frame.substr(0, frame.size() / 2));
+    c.ShutdownWrite();
+    EXPECT_TRUE(c.ReadUntilClosed());
+  }
+  // a kept serving b all along.
+  ASSERT_EQ(Put(b, "m", "after", "ok"), 0);
+  ExpectConverged({&a, &b}, {"m"});
+  EXPECT_TRUE(a.process->running());
+  EXPECT_TRUE(PeerEntry(a, b)["connected"].get<bool>());
+  const std::string log = a.process->Log();
+  EXPECT_NE(log.find("refused"), std::string::npos) << log;
+}
+
+TEST_F(ClusterTest, PeerClockTooFarAheadIsRefusedThenConvergesOnceFixed) {
+  Node& a = AddNode("a");
+  Node& b = AddNode("b");
+  const std::vector<std::string> offset_limit = {"--max-clock-offset-ms", "1000"};
+  Start(a, {}, {&b}, offset_limit);
+  // b's clock runs 2 s ahead: twice the limit.
+  std::vector<std::string> ahead = offset_limit;
+  ahead.insert(ahead.end(), {"--clock-offset-ms", "2000"});
+  Start(b, {&a}, {&a}, ahead);
+  ASSERT_EQ(Put(b, "m", "from-the-future", "1"), 0);
+  ASSERT_TRUE(WaitUntil(20'000, 100, [&] {
+    nlohmann::json p = PeerEntry(a, b);
+    return p.is_object() && p["last_error"].is_string() &&
+           p["last_error"].get<std::string>().find("ahead") != std::string::npos;
+  })) << Status(a).dump();
+  EXPECT_NE(a.process->Log().find("ahead"), std::string::npos);
+  EXPECT_EQ(Tidemap({"get", "--http", a.http(), "m", "from-the-future"}).exit_code, 1);
+  nlohmann::json pb = PeerEntry(b, a);
+  EXPECT_NE(pb.dump().find("refused"), std::string::npos) << Status(b).dump();
+  // Fix b's clock: its records are accepted once they are within the limit.
+  Stop(b);
+  Start(b, {&a}, {&a}, offset_limit);
+  ExpectConverged({&a, &b}, {"m"});
+  EXPECT_EQ(Tidemap({"get", "--http", a.http(), "m", "from-the-future"}).out, "1\n");
+}
+
+}  // namespace
+}  // namespace tidemap

@@ -139,6 +139,10 @@ function(_tidemap_pc_flags_of items out_libs out_cflags)
           list(APPEND cflags -D${def})
         endif()
       endforeach()
+    elseif(item MATCHES "::")
+      message(WARNING "tidemap.pc: ${item} is not visible from the top-level directory and "
+                      "is left out: pass it in the component's DEPS (which makes it global) "
+                      "or find its package at the top level")
     elseif(IS_ABSOLUTE ${item})
       get_filename_component(name ${item} NAME)
       get_filename_component(dir ${item} DIRECTORY)
@@ -196,7 +200,9 @@ foreach(component ${_tidemap_components})
       list(APPEND _components_of_${_package} ${CMAKE_MATCH_2})
       list(APPEND _pc_direct ${_item})
     elseif(_item MATCHES "\\$<")
-      message(FATAL_ERROR "tidemap_${component}: cannot export the link item ${_item}")
+      # The CMake package carries it as it is; a .pc file cannot say "only if".
+      message(WARNING "tidemap.pc: the link item ${_item} of tidemap_${component} is "
+                      "conditional and left out; pkg-config users must add it themselves")
     else()
       list(APPEND _pc_direct ${_item})
     endif()

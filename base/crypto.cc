@@ -149,6 +149,15 @@ SymmetricKey SymmetricKey::FromBytesForTesting(std::string_view bytes) {
 
 SymmetricKey::~SymmetricKey() { sodium_memzero(bytes_.data(), bytes_.size()); }
 
+void SigningKeyPairFromSeedForTesting(const SymmetricKey& seed, PublicKey* public_key,
+                                      std::string* secret_key) {
+  static_assert(kSymmetricKeyBytes == crypto_sign_SEEDBYTES);
+  TIDEMAP_CHECK(Init().ok());
+  secret_key->resize(kSecretKeyBytes);
+  crypto_sign_seed_keypair(public_key->data(), reinterpret_cast<unsigned char*>(secret_key->data()),
+                           seed.data());
+}
+
 SymmetricKey DeriveKey(const SymmetricKey& key, std::initializer_list<std::string_view> parts) {
   SymmetricKey out;
   HashParts(parts, &key, out.data());
@@ -276,7 +285,9 @@ Status SecretStreamPull::Pull(std::string_view ciphertext, std::string_view ad,
   if (crypto_secretstream_xchacha20poly1305_pull(&state_->s, m, &len, &t, Bytes(ciphertext),
                                                  ciphertext.size(), Bytes(ad), ad.size()) != 0) {
     plaintext->clear();
-    return Status::Corruption("message failed authentication");
+    return Status::Corruption(
+        "failed authentication (tampered, truncated, reordered or replayed, "
+        "or not sealed with this stream's key)");
   }
   TIDEMAP_CHECK(len == plaintext->size());
   if (t == crypto_secretstream_xchacha20poly1305_TAG_MESSAGE) {

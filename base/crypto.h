@@ -87,6 +87,12 @@ class SymmetricKey {
   std::array<uint8_t, kSymmetricKeyBytes> bytes_;
 };
 
+// The Ed25519 key pair determined by `seed` (crypto_sign_seed_keypair). ONLY for
+// tests and fuzz targets that need fixed identities; node keys come from
+// GenerateSigningKeyPair.
+void SigningKeyPairFromSeedForTesting(const SymmetricKey& seed, PublicKey* public_key,
+                                      std::string* secret_key);
+
 // Keyed BLAKE2b-256 of the concatenation of `parts` under `key`: derives a key
 // from a secret (`key`) and public context (`parts`, e.g. a label and a transcript hash).
 SymmetricKey DeriveKey(const SymmetricKey& key, std::initializer_list<std::string_view> parts);

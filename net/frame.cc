@@ -48,11 +48,12 @@ Status SecureChannel::SealFinal(std::string* out) {
   return Status::Ok();
 }
 
+// Kills the channel. Messages decrypted before the error stay queued: they
+// passed authentication in order, and Next hands them out before the error, so
+// what a caller sees does not depend on how the bytes were split.
 Status SecureChannel::Fail(Status status) {
   status_ = std::move(status);
   body_ = std::string();
-  ready_.clear();
-  ready_bytes_ = 0;
   return status_;
 }
 
@@ -60,8 +61,7 @@ Status SecureChannel::Feed(std::string_view bytes) {
   if (!status_.ok()) return status_;
   while (!bytes.empty()) {
     if (peer_closed_) {
-      return Fail(Status::Corruption(std::to_string(bytes.size()) +
-                                     " bytes after the peer's closing frame"));
+      return Fail(Status::Corruption("data after the peer's closing frame"));
     }
     if (header_size_ < kFrameHeaderBytes) {
       const size_t n = std::min(kFrameHeaderBytes - header_size_, bytes.size());
@@ -126,8 +126,10 @@ Status SecureChannel::OpenFrame() {
 }
 
 Result<std::optional<std::string>> SecureChannel::Next() {
-  if (!status_.ok()) return status_;
-  if (ready_.empty()) return std::optional<std::string>();
+  if (ready_.empty()) {
+    if (!status_.ok()) return status_;
+    return std::optional<std::string>();
+  }
   std::string message = std::move(ready_.front());
   ready_.pop_front();
   ready_bytes_ -= message.size();

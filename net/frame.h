@@ -76,12 +76,15 @@ class SecureChannel {
   // prefix over frame_bytes_max is refused (Refused) as soon as its 4 bytes are
   // in, before anything is allocated for its body; a failed authentication is
   // Corruption; bytes after the peer's closing frame are Corruption. Any error
-  // kills the channel: this and every later Feed or Next returns it.
+  // kills the channel: this and every later Feed returns it, and Next returns it
+  // once the messages decrypted before it are taken.
   // To keep the buffer within one frame, read BytesWanted() bytes at a time.
   Status Feed(std::string_view bytes);
 
-  // The next decrypted message, or nullopt when more bytes are needed (or the
-  // peer closed and everything was delivered). The channel's error once dead.
+  // The next decrypted message, in order, or nullopt when more bytes are needed
+  // (or the peer closed and everything was delivered). Once the channel is dead
+  // and its queue empty: its error. Messages are the same however the input was
+  // split across Feed calls, and so is the error.
   Result<std::optional<std::string>> Next();
 
   // How many more bytes complete the length prefix or body being received:

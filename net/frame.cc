@@ -22,8 +22,9 @@ SecureChannel::SecureChannel(crypto::SecretStreamPush push, crypto::SecretStream
 }
 
 Status SecureChannel::Seal(std::string_view plaintext, std::string* out) {
-  if (sealed_final_)
+  if (sealed_final_) {
     return Status::InvalidArgument("channel closed: nothing is sealed after the closing frame");
+  }
   if (plaintext.size() > plaintext_bytes_max()) {
     return Status::InvalidArgument("message of " + std::to_string(plaintext.size()) +
                                    " bytes does not fit a frame (frame_bytes_max " +
@@ -38,8 +39,9 @@ Status SecureChannel::Seal(std::string_view plaintext, std::string* out) {
 }
 
 Status SecureChannel::SealFinal(std::string* out) {
-  if (sealed_final_)
+  if (sealed_final_) {
     return Status::InvalidArgument("channel closed: the closing frame was sealed already");
+  }
   const size_t start = out->size();
   PutFixed32BE(out, static_cast<uint32_t>(crypto::kStreamOverheadBytes));
   const std::string prefix = out->substr(start, kFrameHeaderBytes);

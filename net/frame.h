@@ -62,7 +62,8 @@ class SecureChannel {
 
   // Appends one frame carrying `plaintext` to *out (plaintext.size() +
   // kFrameOverheadBytes bytes). InvalidArgument, with nothing appended, when the
-  // body would exceed frame_bytes_max or after SealFinal.
+  // body would exceed frame_bytes_max or after SealFinal. `plaintext` must not
+  // point into *out.
   Status Seal(std::string_view plaintext, std::string* out);
   // Appends the closing frame (empty, TAG_FINAL). Nothing may be sealed after it
   // (InvalidArgument, as is a second SealFinal).

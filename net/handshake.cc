@@ -440,11 +440,12 @@ Status Handshake::OnAccept(std::string_view body, std::string* out) {
 }
 
 Status Handshake::OnRefuse(std::string_view body) {
+  const size_t body_bytes = body.size();
   uint8_t reason = 0;
   uint32_t version = 0;
   if (!GetByte(&body, &reason) || !GetFixed32BE(&body, &version)) {
-    return Fail(Status::Corruption("malformed handshake: refusal of " +
-                                   std::to_string(body.size()) + " bytes"));
+    return Fail(Status::Corruption("malformed handshake: refusal of " + std::to_string(body_bytes) +
+                                   " bytes"));
   }
   if (reason == static_cast<uint8_t>(RefusalReason::kVersion)) {
     return Fail(Status::Refused(VersionMismatch(version, version_) + " (refused by peer)"));

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -58,6 +59,19 @@ std::string EndpointText(const tcp::endpoint& ep) {
   std::string host = addr.to_string();
   if (addr.is_v6()) host = "[" + host + "]";
   return host + ":" + std::to_string(ep.port());
+}
+
+// A coroutine ended by an exception (Asio's, or bad_alloc): log it. Our own
+// code reports errors as Status and does not throw.
+void LogFailure(spdlog::logger& log, std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    log.error("event loop task failed: {}", ex.what());
+  } catch (...) {
+    log.error("event loop task failed");
+  }
 }
 
 }  // namespace
@@ -163,8 +177,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
         read_resume_(node->io),
         timer_(node->io) {}
 
-  // Runs the connection to its end (returns when it is closed).
-  awaitable<void> Run();
+  // Runs the connection to its end (returns when it is closed). `self` is
+  // this connection: the coroutine frame holds it alive.
+  awaitable<void> Run(std::shared_ptr<Connection> self);
 
   // Closes: `graceful` sends our final frame first and lets the peer answer
   // with its own (bounded by close_timeout_ms); otherwise the socket closes now.
@@ -187,7 +202,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   awaitable<Status> DoHandshake();
   awaitable<Status> RunSession();
-  awaitable<void> WriteLoop();
+  awaitable<void> WriteLoop(std::shared_ptr<Connection> self);
   Status HandleFrames();
   void Send(std::vector<msg::Message>* messages);
   void Enqueue(std::string frame);
@@ -235,8 +250,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
 // --- Connection ---
 
-awaitable<void> Connection::Run() {
-  auto self = shared_from_this();
+awaitable<void> Connection::Run(std::shared_ptr<Connection> self) {
   node_->connections.insert(self);
   if (!initiator()) {
     ++node_->handshakes_pending;
@@ -338,7 +352,8 @@ awaitable<Status> Connection::RunSession() {
   Status s = session_->Start(NowMs(), &messages);
   if (!s.ok()) co_return s;
   Send(&messages);
-  asio::co_spawn(node_->io, WriteLoop(), [](std::exception_ptr) {});
+  asio::co_spawn(node_->io, WriteLoop(self),
+                 [log = node_->log](std::exception_ptr e) { LogFailure(*log, e); });
 
   if (!leftover_.empty()) {
     s = channel_->Feed(leftover_);
@@ -432,8 +447,8 @@ void Connection::Enqueue(std::string frame) {
   signal_.cancel();
 }
 
-awaitable<void> Connection::WriteLoop() {
-  auto self = shared_from_this();
+awaitable<void> Connection::WriteLoop(std::shared_ptr<Connection> self) {
+  (void)self;  // held by the frame: the connection outlives this loop
   std::string chunk;
   while (!socket_closed_) {
     if (out_queue_.empty()) {
@@ -602,7 +617,7 @@ awaitable<void> Node::Impl::AcceptLoop() {
     }
     auto conn = std::make_shared<Connection>(this, std::move(socket),
                                              Handshake::Role::kResponder, address);
-    asio::co_spawn(io, conn->Run(), [](std::exception_ptr) {});
+    asio::co_spawn(io, conn->Run(conn), [log = log](std::exception_ptr e) { LogFailure(*log, e); });
   }
 }
 
@@ -650,7 +665,7 @@ awaitable<void> Node::Impl::DialLoop(std::string address) {
       } else {
         auto conn = std::make_shared<Connection>(this, std::move(*socket),
                                                  Handshake::Role::kInitiator, address);
-        co_await conn->Run();
+        co_await conn->Run(conn);
         if (conn->is_established()) {
           MutexLock lock(&mu);
           dial_errors.erase(address);
@@ -810,14 +825,7 @@ Result<std::unique_ptr<Node>> Node::Start(NodeOptions options, Replica* replica,
       asio::post(raw->io, [raw] { raw->PollAll(); });
     }
   });
-  const auto on_done = [log = impl->log](std::exception_ptr e) {
-    if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      log->error("event loop task failed: {}", ex.what());
-    }
-  };
+  const auto on_done = [log = impl->log](std::exception_ptr e) { LogFailure(*log, e); };
   if (impl->acceptor.is_open()) asio::co_spawn(impl->io, impl->AcceptLoop(), on_done);
   for (const std::string& peer : impl->options.peers) {
     asio::co_spawn(impl->io, impl->DialLoop(peer), on_done);

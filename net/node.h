@@ -44,6 +44,8 @@ class logger;
 
 namespace tidemap::net {
 
+class Connection;
+
 struct NodeOptions {
   std::string listen;              // HOST:PORT to accept on; empty: dial out only
   std::vector<std::string> peers;  // HOST:PORT to dial and keep connected
@@ -89,6 +91,7 @@ class Node {
   void Stop();
 
  private:
+  friend class Connection;  // node.cc: one peer connection, run by Impl
   struct Impl;
   explicit Node(std::shared_ptr<Impl> impl);
   std::shared_ptr<Impl> impl_;

@@ -2,7 +2,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
 #include "base/crypto.h"
+#include "hlc/hlc.h"
 
 namespace tidemap {
 
@@ -22,6 +28,26 @@ Result<net::TrustList> LoadTrust(const DaemonConfig& config) {
   }
   return trust;
 }
+
+namespace {
+
+// The bearer token: the first line of `path`, trimmed.
+Result<std::string> ReadTokenFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    return Status::Unavailable("token file " + path + ": " + std::strerror(errno));
+  }
+  std::string line;
+  std::getline(in, line);
+  while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
+  size_t start = 0;
+  while (start < line.size() && std::isspace(static_cast<unsigned char>(line[start]))) ++start;
+  line.erase(0, start);
+  if (line.empty()) return Status::Unavailable("token file " + path + ": the first line is empty");
+  return line;
+}
+
+}  // namespace
 
 Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
                                                std::shared_ptr<spdlog::logger> log) {
@@ -67,6 +93,24 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
                                &d->data_dir_->identity(), &d->trust_, d->clock_.get(), log);
   if (!node.ok()) return node.status();
   d->node_ = std::move(*node);
+
+  if (!config.http.empty()) {
+    HttpOptions http_options;
+    http_options.listen = config.http;
+    http_options.bearer_token = config.http_token;
+    if (!config.http_token_file.empty()) {
+      TIDEMAP_ASSIGN_OR_RETURN(http_options.bearer_token, ReadTokenFile(config.http_token_file));
+    }
+    HttpContext context;
+    context.replica = &d->data_dir_->replica();
+    context.public_key = d->public_key_;
+    net::Node* node_ptr = d->node_.get();
+    context.net_status = [node_ptr] { return node_ptr->Snapshot(); };
+    auto http = HttpServer::Start(std::move(http_options), std::move(context));
+    if (!http.ok()) return http.status();
+    d->http_ = std::move(*http);
+    log->info("HTTP API on {}", config.http);
+  }
   log->info("node {} ({}) serving {}{}", NodeIdToString(d->data_dir_->identity().node_id()),
             d->public_key_, config.data,
             config.listen.empty() ? std::string(", dial-out only")
@@ -79,11 +123,15 @@ Daemon::~Daemon() { Stop(); }
 void Daemon::Stop() {
   if (stopped_) return;
   stopped_ = true;
+  if (http_) http_->Stop();
   if (node_) node_->Stop();
+  http_.reset();
   node_.reset();
   data_dir_.reset();
   if (log_) log_->info("stopped");
 }
+
+uint16_t Daemon::http_port() const { return http_ ? http_->port() : 0; }
 
 uint16_t Daemon::listen_port() const { return node_ ? node_->listen_port() : 0; }
 

@@ -17,6 +17,7 @@
 #include "net/trust.h"
 #include "server/config.h"
 #include "server/data_dir.h"
+#include "server/http.h"
 
 namespace spdlog {
 class logger;
@@ -43,7 +44,9 @@ class Daemon {
   void Stop();
 
   uint16_t listen_port() const;
+  uint16_t http_port() const;  // 0 without an HTTP API
   const std::string& public_key() const { return public_key_; }
+  Replica& replica() { return data_dir_->replica(); }
   net::NetStatus NetSnapshot() const;
 
  private:
@@ -55,6 +58,7 @@ class Daemon {
   net::TrustList trust_;
   std::string public_key_;
   std::unique_ptr<net::Node> node_;  // after data_dir_: stopped and destroyed first
+  std::unique_ptr<HttpServer> http_;  // after node_: stopped first (no new writes)
   bool stopped_ = false;
 };
 

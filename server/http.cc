@@ -71,6 +71,12 @@ constexpr size_t kReplayRowsPerRead = 256;
 // How long Stop() lets connections finish after closing them before it stops
 // the I/O loop outright.
 constexpr auto kStopGrace = std::chrono::seconds(5);
+// A response sent before its request's body was read (413, 401, ...) is
+// followed by a lingering close: the unread body is read and dropped for up to
+// this long and this many bytes, so closing does not reset the connection
+// (and lose the response) while the client is still sending.
+constexpr auto kLingerTime = std::chrono::seconds(1);
+constexpr size_t kLingerBytesMax = size_t{32} << 20;
 // After accept fails for want of resources (e.g. EMFILE), wait this long.
 constexpr auto kAcceptBackoff = std::chrono::milliseconds(50);
 
@@ -632,6 +638,16 @@ asio::awaitable<void> HttpServer::Impl::Session(tcp::socket socket) {
     if (!keep_alive) {
       beast::error_code ignored;
       conn->stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      if (!at_boundary) {
+        conn->stream.expires_after(kLingerTime);
+        char sink[16384];
+        for (size_t drained = 0; drained < kLingerBytesMax && !stopping.load();) {
+          const size_t n = co_await conn->stream.async_read_some(
+              asio::buffer(sink), asio::redirect_error(asio::use_awaitable, ec));
+          if (ec) break;
+          drained += n;
+        }
+      }
       break;
     }
   }

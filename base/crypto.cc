@@ -302,4 +302,13 @@ Status SecretStreamPull::Pull(std::string_view ciphertext, std::string_view ad,
   return Status::Ok();
 }
 
+bool SecretEquals(std::string_view a, std::string_view b) {
+  unsigned char da[crypto_generichash_BYTES], db[crypto_generichash_BYTES];
+  crypto_generichash(da, sizeof(da), reinterpret_cast<const unsigned char*>(a.data()), a.size(),
+                     nullptr, 0);
+  crypto_generichash(db, sizeof(db), reinterpret_cast<const unsigned char*>(b.data()), b.size(),
+                     nullptr, 0);
+  return sodium_memcmp(da, db, sizeof(da)) == 0;
+}
+
 }  // namespace tidemap::crypto

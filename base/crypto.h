@@ -48,6 +48,12 @@ Result<PublicKey> PublicKeyFromText(std::string_view text);
 std::string Base64Encode(std::string_view bytes);
 Result<std::string> Base64Decode(std::string_view text);
 
+// Whether two secrets (e.g. bearer tokens) are equal, in time that depends on
+// neither their contents nor where they differ: both are hashed (BLAKE2b-256)
+// and the digests compared with sodium_memcmp, so not even the length of the
+// expected secret leaks through timing.
+bool SecretEquals(std::string_view a, std::string_view b);
+
 // The 64-bit node id of a public key: the first 8 bytes of BLAKE2b(key), big-endian.
 uint64_t NodeIdOf(const PublicKey& key);
 

@@ -76,33 +76,6 @@ void LogFailure(spdlog::logger& log, std::exception_ptr e) {
 
 }  // namespace
 
-Status ParseHostPort(std::string_view text, std::string* host, uint16_t* port) {
-  const auto bad = [&](std::string_view why) {
-    return Status::InvalidArgument("address \"" + std::string(text) + "\": " + std::string(why) +
-                                   " (expected HOST:PORT)");
-  };
-  const size_t colon = text.rfind(':');
-  if (colon == std::string_view::npos || colon == 0) return bad("no host");
-  std::string_view h = text.substr(0, colon);
-  const std::string_view p = text.substr(colon + 1);
-  if (h.front() == '[') {
-    if (h.size() < 3 || h.back() != ']') return bad("unbalanced brackets");
-    h = h.substr(1, h.size() - 2);
-  } else if (h.find(':') != std::string_view::npos) {
-    return bad("an IPv6 host needs brackets");
-  }
-  if (p.empty() || p.size() > 5) return bad("bad port");
-  uint32_t value = 0;
-  for (char c : p) {
-    if (c < '0' || c > '9') return bad("bad port");
-    value = value * 10 + static_cast<uint32_t>(c - '0');
-  }
-  if (value > 65535) return bad("port out of range");
-  *host = std::string(h);
-  *port = static_cast<uint16_t>(value);
-  return Status::Ok();
-}
-
 class Connection;
 
 struct Node::Impl : std::enable_shared_from_this<Node::Impl> {
@@ -623,9 +596,10 @@ awaitable<void> Node::Impl::AcceptLoop() {
 
 awaitable<void> Node::Impl::DialLoop(std::string address) {
   auto self = shared_from_this();
-  std::string host;
-  uint16_t port_number = 0;
-  if (!ParseHostPort(address, &host, &port_number).ok()) co_return;  // checked at Start
+  auto parsed = ParseHostPort(address);
+  if (!parsed.ok()) co_return;  // checked at Start
+  const std::string host = parsed->host;
+  const uint16_t port_number = parsed->port;
   asio::steady_timer& timer = *dial_timers.emplace_back(std::make_unique<asio::steady_timer>(io));
   tcp::resolver resolver(io);
   uint64_t backoff_ms = options.dial_backoff_min_ms;
@@ -780,23 +754,22 @@ Result<std::unique_ptr<Node>> Node::Start(NodeOptions options, Replica* replica,
   TIDEMAP_CHECK(replica != nullptr && identity != nullptr && trust != nullptr &&
                 clock != nullptr && log != nullptr);
   for (const std::string& peer : options.peers) {
-    std::string host;
-    uint16_t port = 0;
-    TIDEMAP_RETURN_IF_ERROR(ParseHostPort(peer, &host, &port));
+    TIDEMAP_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(peer));
+    if (hp.host.empty()) return Status::InvalidArgument("peer address " + peer + ": no host");
   }
   auto impl = std::make_shared<Impl>(std::move(options), replica, identity, trust, clock,
                                      std::move(log));
   if (!impl->options.listen.empty()) {
-    std::string host;
-    uint16_t port = 0;
-    TIDEMAP_RETURN_IF_ERROR(ParseHostPort(impl->options.listen, &host, &port));
+    TIDEMAP_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(impl->options.listen));
     error_code ec;
-    const auto address = asio::ip::make_address(host, ec);
+    // An empty host listens on every interface.
+    const auto address = hp.host.empty() ? asio::ip::address(asio::ip::address_v6::any())
+                                         : asio::ip::make_address(hp.host, ec);
     if (ec) {
       return Status::InvalidArgument("listen address \"" + impl->options.listen +
                                      "\": not an IP address");
     }
-    const tcp::endpoint endpoint(address, port);
+    const tcp::endpoint endpoint(address, hp.port);
     impl->acceptor.open(endpoint.protocol(), ec);
     if (!ec) impl->acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
     if (!ec) impl->acceptor.bind(endpoint, ec);

@@ -31,6 +31,7 @@
 
 #include "base/clock.h"
 #include "base/status.h"
+#include "net/address.h"
 #include "net/peer_status.h"
 #include "net/trust.h"
 #include "replica/replica.h"
@@ -96,9 +97,6 @@ class Node {
   explicit Node(std::shared_ptr<Impl> impl);
   std::shared_ptr<Impl> impl_;
 };
-
-// Splits "HOST:PORT" ("[v6]:PORT" too). InvalidArgument names the text.
-Status ParseHostPort(std::string_view text, std::string* host, uint16_t* port);
 
 }  // namespace tidemap::net
 

@@ -254,6 +254,11 @@ struct Replica::Impl {
   uint64_t recovered_rows = 0;
   uint64_t recovered_buckets = 0;
 
+  // Counters for Stats() (metrics only: relaxed, no ordering with anything).
+  std::atomic<uint64_t> local_writes{0};
+  std::atomic<uint64_t> remote_applied{0};
+  mutable std::atomic<uint64_t> reads{0};
+
   Mutex subs_mu;
   std::map<SubscriptionId, Subscription> subs TIDEMAP_GUARDED_BY(subs_mu);
   SubscriptionId next_sub_id TIDEMAP_GUARDED_BY(subs_mu) = 1;
@@ -811,6 +816,7 @@ Result<std::vector<Version>> Replica::Write(const WriteBatch& batch) {
   w.local = &batch.ops();
   w.bytes = bytes;
   TIDEMAP_RETURN_IF_ERROR(impl_->Commit(&w));
+  impl_->local_writes.fetch_add(w.versions.size(), std::memory_order_relaxed);
   return std::move(w.versions);
 }
 
@@ -848,10 +854,12 @@ Result<ApplyResult> Replica::ApplyRemote(std::span<const RemoteRecord> records, 
   w.remote_records = records;
   w.bytes = bytes;
   TIDEMAP_RETURN_IF_ERROR(impl_->Commit(&w));
+  impl_->remote_applied.fetch_add(w.apply.applied, std::memory_order_relaxed);
   return w.apply;
 }
 
 Result<Record> Replica::Get(std::string_view map, std::string_view key) const {
+  impl_->reads.fetch_add(1, std::memory_order_relaxed);
   const std::string row_key = rows::RecordKey(map, key);
   auto bytes = impl_->store->Get(row_key);
   if (bytes.status().IsNotFound()) {
@@ -865,6 +873,7 @@ Result<Record> Replica::Get(std::string_view map, std::string_view key) const {
 
 Result<ScanPage> Replica::Scan(std::string_view map, std::string_view prefix,
                                std::optional<std::string_view> after, size_t limit) const {
+  impl_->reads.fetch_add(1, std::memory_order_relaxed);
   if (limit == 0 || limit > kScanLimitMax) {
     return Status::InvalidArgument("scan limit must be 1.." + std::to_string(kScanLimitMax) +
                                    ", not " + std::to_string(limit));
@@ -1097,6 +1106,11 @@ Result<ReplicaStats> Replica::Stats() const {
   s.hlc_last = impl_->hlc->Last();
   s.recovered_oplog_rows = impl_->recovered_rows;
   s.recovered_buckets = impl_->recovered_buckets;
+  s.local_writes = impl_->local_writes.load(std::memory_order_relaxed);
+  s.remote_applied = impl_->remote_applied.load(std::memory_order_relaxed);
+  s.reads = impl_->reads.load(std::memory_order_relaxed);
+  s.oplog_bytes = impl_->store->ApproximateBytes(Oplog::RowKey(0), Oplog::RowKey(UINT64_MAX));
+  s.disk_bytes = impl_->store->DiskBytes();
   return s;
 }
 

@@ -145,6 +145,15 @@ struct ReplicaStats {
   // Merkle buckets recomputed for them (both 0 after a clean close).
   uint64_t recovered_oplog_rows = 0;
   uint64_t recovered_buckets = 0;
+  // Since open (counters kept in memory, for metrics): committed local
+  // versions (each op of Put, Delete and Write), remote records that won here,
+  // and reads (Get and Scan calls, whatever their outcome).
+  uint64_t local_writes = 0;
+  uint64_t remote_applied = 0;
+  uint64_t reads = 0;
+  // Approximate on-disk bytes of the oplog rows, and of the whole database directory.
+  uint64_t oplog_bytes = 0;
+  uint64_t disk_bytes = 0;
 };
 
 // What Scrub() found. Consistent iff every root agrees and nothing mismatched.

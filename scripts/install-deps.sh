@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
   clang clang-format libclang-rt-14-dev
+  prometheus  # promtool, which checks the /metrics exposition in http_test
 )
 
 missing=()

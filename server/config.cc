@@ -7,7 +7,7 @@
 #include <optional>
 #include <toml++/toml.h>
 
-#include "net/node.h"
+#include "net/address.h"
 
 namespace tidemap {
 
@@ -118,12 +118,10 @@ Status LoadConfigFile(const std::string& path, DaemonConfig* config) {
 
 Status ValidateConfig(const DaemonConfig& config) {
   if (config.data.empty()) return Status::InvalidArgument("no data dir (--data or `data =`)");
-  std::string host;
-  uint16_t port = 0;
-  if (!config.listen.empty()) TIDEMAP_RETURN_IF_ERROR(net::ParseHostPort(config.listen, &host, &port));
-  if (!config.http.empty()) TIDEMAP_RETURN_IF_ERROR(net::ParseHostPort(config.http, &host, &port));
+  if (!config.listen.empty()) TIDEMAP_RETURN_IF_ERROR(net::ParseHostPort(config.listen).status());
+  if (!config.http.empty()) TIDEMAP_RETURN_IF_ERROR(net::ParseHostPort(config.http).status());
   for (const std::string& peer : config.peers) {
-    TIDEMAP_RETURN_IF_ERROR(net::ParseHostPort(peer, &host, &port));
+    TIDEMAP_RETURN_IF_ERROR(net::ParseHostPort(peer).status());
   }
   if (config.listen.empty() && config.peers.empty()) {
     return Status::InvalidArgument("nothing to do: give --listen, --peer or both");

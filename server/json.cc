@@ -5,9 +5,7 @@
 
 namespace tidemap {
 
-namespace {
-
-void PutBytes(nlohmann::json* obj, const std::string& field, std::string_view bytes) {
+void PutBytesJson(nlohmann::json* obj, const std::string& field, std::string_view bytes) {
   if (IsValidUtf8(bytes)) {
     (*obj)[field] = std::string(bytes);
   } else {
@@ -15,9 +13,16 @@ void PutBytes(nlohmann::json* obj, const std::string& field, std::string_view by
   }
 }
 
+namespace {
+
+// A string field, or null when empty (unknown).
+nlohmann::json StringOrNull(const std::string& s) {
+  return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s);
+}
+
 }  // namespace
 
-nlohmann::json StatusJson(const StatusInfo& info, const std::map<uint64_t, uint64_t>& peer_acks) {
+nlohmann::json StatusJson(const StatusInfo& info, const std::vector<net::PeerStatus>& peers) {
   const ReplicaStats& s = info.stats;
   nlohmann::json j;
   j["node_id"] = NodeIdToString(s.node_id);
@@ -29,16 +34,21 @@ nlohmann::json StatusJson(const StatusInfo& info, const std::map<uint64_t, uint6
   j["oplog"] = {{"first_seq", s.oplog_first_seq},
                 {"last_seq", s.oplog_last_seq},
                 {"pruned_through", s.oplog_pruned_through}};
-  nlohmann::json peers = nlohmann::json::array();
-  for (const auto& [node, acked] : peer_acks) {
-    peers.push_back({{"node_id", NodeIdToString(node)},
-                     {"public_key", nullptr},
-                     {"connected", false},
-                     {"acked_seq", acked},
-                     {"lag", s.oplog_last_seq > acked ? s.oplog_last_seq - acked : 0},
-                     {"last_error", nullptr}});
+  nlohmann::json list = nlohmann::json::array();
+  for (const net::PeerStatus& p : peers) {
+    list.push_back({{"node_id", NodeIdToString(p.node_id)},
+                    {"public_key", StringOrNull(p.public_key)},
+                    {"address", StringOrNull(p.address)},
+                    {"connected", p.connected},
+                    {"acked_seq", p.acked_seq},
+                    {"lag", p.lag},
+                    {"lag_seconds", p.lag_seconds},
+                    {"clock_offset_ms", p.clock_offset_ms},
+                    {"last_error", StringOrNull(p.last_error)},
+                    {"sync_in_progress", p.sync_in_progress},
+                    {"sync_percent", p.sync_percent}});
   }
-  j["peers"] = std::move(peers);
+  j["peers"] = std::move(list);
   return j;
 }
 
@@ -46,8 +56,8 @@ nlohmann::json ScanPageJson(const ScanPage& page) {
   nlohmann::json items = nlohmann::json::array();
   for (const ScanItem& item : page.items) {
     nlohmann::json obj;
-    PutBytes(&obj, "key", item.key);
-    PutBytes(&obj, "value", item.value);
+    PutBytesJson(&obj, "key", item.key);
+    PutBytesJson(&obj, "value", item.value);
     obj["hlc"] = item.version.hlc.ToString();
     obj["origin"] = NodeIdToString(item.version.origin);
     items.push_back(std::move(obj));

@@ -5,10 +5,12 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "base/status.h"
+#include "net/peer_status.h"
 #include "replica/replica.h"
 
 namespace tidemap {
@@ -21,13 +23,21 @@ struct StatusInfo {
 };
 
 // `status --json` / GET /v1/status: node_id, public_key, keys, tombstones,
-// merkle_root (32 hex digits), hlc, oplog{first_seq,last_seq,pruned_through}, peers[].
-nlohmann::json StatusJson(const StatusInfo& info, const std::map<uint64_t, uint64_t>& peer_acks);
+// merkle_root (32 hex digits), hlc, oplog{first_seq,last_seq,pruned_through},
+// and peers[], one object per entry of `peers`: node_id (16 hex), public_key
+// (string or null), address (string or null), connected, acked_seq, lag,
+// lag_seconds, clock_offset_ms, last_error (string or null), sync_in_progress,
+// sync_percent.
+nlohmann::json StatusJson(const StatusInfo& info, const std::vector<net::PeerStatus>& peers);
 
 // A scan page: {"items": [{"key"|"key_base64", "value"|"value_base64", "hlc", "origin"}], "next"}.
 // Text fields are used when the bytes are valid UTF-8, the _base64 ones otherwise
 // (a binary `next` key comes as "next": null plus "next_base64").
 nlohmann::json ScanPageJson(const ScanPage& page);
+
+// Sets obj[field] to `bytes` when they are valid UTF-8, else obj[field + "_base64"]
+// to their base64.
+void PutBytesJson(nlohmann::json* obj, const std::string& field, std::string_view bytes);
 
 // {"error": message, "code": code name}
 nlohmann::json ErrorJson(const Status& status);

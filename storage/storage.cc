@@ -7,6 +7,9 @@
 #include <leveldb/iterator.h>
 #include <leveldb/write_batch.h>
 
+#include <string>
+#include <vector>
+
 namespace tidemap {
 
 namespace {
@@ -65,13 +68,14 @@ Status StoreIterator::status() const { return FromLevelDb(it_->status(), "iterat
 Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
   std::unique_ptr<Store> store(new Store());
   store->path_ = options.path;
+  store->env_ = options.env != nullptr ? options.env : leveldb::Env::Default();
   store->cache_.reset(leveldb::NewLRUCache(options.block_cache_bytes));
   store->filter_.reset(leveldb::NewBloomFilterPolicy(10));
 
   leveldb::Options opts;
   opts.create_if_missing = options.create_if_missing;
   opts.paranoid_checks = true;
-  opts.env = options.env != nullptr ? options.env : leveldb::Env::Default();
+  opts.env = store->env_;
   opts.block_cache = store->cache_.get();
   opts.filter_policy = store->filter_.get();
   opts.write_buffer_size = options.write_buffer_bytes;
@@ -140,6 +144,18 @@ uint64_t Store::ApproximateBytes(std::string_view begin, std::string_view end) c
   uint64_t size = 0;
   db_->GetApproximateSizes(&range, 1, &size);
   return size;
+}
+
+uint64_t Store::DiskBytes() const {
+  std::vector<std::string> children;
+  if (!env_->GetChildren(path_, &children).ok()) return 0;
+  uint64_t total = 0;
+  for (const std::string& child : children) {
+    if (child == "." || child == "..") continue;  // POSIX readdir lists them
+    uint64_t size = 0;
+    if (env_->GetFileSize(path_ + "/" + child, &size).ok()) total += size;
+  }
+  return total;
 }
 
 void Store::CompactRange(std::string_view begin, std::string_view end) {

@@ -104,6 +104,10 @@ class Store {
   std::unique_ptr<StoreIterator> NewIterator() const;
   // Approximate on-disk bytes of keys in [begin, end).
   uint64_t ApproximateBytes(std::string_view begin, std::string_view end) const;
+  // Bytes of every file in the database directory (tables, logs, manifest),
+  // through the Env, so a memory Env reports its own files. Best effort: a
+  // file that vanishes meanwhile (a compaction) counts 0.
+  uint64_t DiskBytes() const;
   // Compacts [begin, end) (e.g. after a prune).
   void CompactRange(std::string_view begin, std::string_view end);
 
@@ -113,6 +117,7 @@ class Store {
   Store() = default;
 
   std::string path_;
+  leveldb::Env* env_ = nullptr;
   // Declaration order matters: the DB is destroyed before the cache and filter it uses.
   std::unique_ptr<leveldb::Cache> cache_;
   std::unique_ptr<const leveldb::FilterPolicy> filter_;

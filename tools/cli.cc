@@ -4,15 +4,22 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <iterator>
 #include <optional>
 #include <string>
 
+#include "base/clock.h"
 #include "base/coding.h"
+#include "base/crypto.h"
 #include "server/data_dir.h"
+#include "server/http_client.h"
 #include "server/json.h"
+#include "server/status.h"
+#include "server/url.h"
 #include "tools/serve.h"
 
 namespace tidemap {
@@ -25,12 +32,28 @@ constexpr size_t kScanPageItems = 1000;
 struct Target {
   std::string data_dir;
   std::string http;
+  std::string token;
 
   void AddTo(CLI::App* cmd) {
     auto* data = cmd->add_option("--data", data_dir, "data dir to open directly (no daemon)");
     auto* h = cmd->add_option("--http", http, "HOST:PORT of a running node's HTTP API");
+    auto* t =
+        cmd->add_option("--token", token, "bearer token for --http (default: $TIDEMAP_TOKEN)");
     data->excludes(h);
     h->excludes(data);
+    t->needs(h);
+  }
+
+  bool is_http() const { return !http.empty(); }
+
+  HttpClientOptions Client() const {
+    HttpClientOptions o;
+    o.address = http;
+    o.bearer_token = token;
+    if (o.bearer_token.empty()) {
+      if (const char* env = std::getenv("TIDEMAP_TOKEN"); env != nullptr) o.bearer_token = env;
+    }
+    return o;
   }
 };
 
@@ -61,12 +84,8 @@ int Fail(const Status& s) {
     return Fail(TIDEMAP_CONCAT_(cli_result_, __LINE__).status()); \
   lhs = std::move(TIDEMAP_CONCAT_(cli_result_, __LINE__)).value()
 
-// Opens the command's target. Data dirs are the only kind this build reaches.
+// Opens the command's data dir target.
 Result<std::unique_ptr<DataDir>> OpenTarget(const Target& target) {
-  if (!target.http.empty()) {
-    return Status::Unavailable("cannot reach " + target.http +
-                               ": this build has no HTTP client yet; use --data DIR");
-  }
   if (target.data_dir.empty()) {
     return Status::InvalidArgument("a target is required: --data DIR or --http HOST:PORT");
   }
@@ -110,9 +129,44 @@ int CmdId(const std::string& dir) {
   return kExitOk;
 }
 
+// One request to the target node; an error reply becomes its Status.
+Result<HttpReply> Call(const Target& target, std::string_view method, const std::string& path,
+                       std::string_view body = {}) {
+  TIDEMAP_ASSIGN_OR_RETURN(HttpReply reply, HttpCall(target.Client(), method, path, body));
+  TIDEMAP_RETURN_IF_ERROR(ReplyStatus(reply));
+  return reply;
+}
+
+std::string KeyPath(const std::string& map, const std::string& key) {
+  return "/v1/maps/" + PercentEncode(map) + "/keys/" + PercentEncode(key);
+}
+
+// A JSON document from a reply body.
+Result<nlohmann::json> ReplyJson(const HttpReply& reply) {
+  auto j = nlohmann::json::parse(reply.body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    return Status::Unavailable("the node answered with malformed JSON: " +
+                               Printable(reply.body, 200));
+  }
+  return j;
+}
+
+// PUT or DELETE over HTTP: prints the version's HLC.
+int HttpWrite(const Target& target, std::string_view method, const std::string& map,
+              const std::string& key, std::string_view value) {
+  TIDEMAP_ASSIGN_OR_RETURN_INT(HttpReply reply, Call(target, method, KeyPath(map, key), value));
+  TIDEMAP_ASSIGN_OR_RETURN_INT(nlohmann::json j, ReplyJson(reply));
+  if (!j.contains("hlc") || !j["hlc"].is_string()) {
+    return Fail(Status::Unavailable("the node's reply has no hlc: " + Printable(reply.body, 200)));
+  }
+  std::printf("%s\n", j["hlc"].get<std::string>().c_str());
+  return kExitOk;
+}
+
 int CmdPut(const Target& target, const std::string& map, const std::string& key,
            const std::string& value_arg) {
   const std::string value = value_arg == "-" ? ReadAllStdin() : value_arg;
+  if (target.is_http()) return HttpWrite(target, "PUT", map, key, value);
   TIDEMAP_ASSIGN_OR_RETURN_INT(auto d, OpenTarget(target));
   auto v = d->replica().Put(map, key, value);
   if (!v.ok()) return Fail(v.status());
@@ -122,16 +176,24 @@ int CmdPut(const Target& target, const std::string& map, const std::string& key,
 
 int CmdGet(const Target& target, const std::string& map, const std::string& key) {
   if (Status s = CheckNames(map, &key); !s.ok()) return Fail(s);
-  TIDEMAP_ASSIGN_OR_RETURN_INT(auto d, OpenTarget(target));
-  auto rec = d->replica().Get(map, key);
-  if (!rec.ok()) return Fail(rec.status());
-  WriteStdout(rec->value);
+  std::string value;
+  if (target.is_http()) {
+    TIDEMAP_ASSIGN_OR_RETURN_INT(HttpReply reply, Call(target, "GET", KeyPath(map, key)));
+    value = std::move(reply.body);
+  } else {
+    TIDEMAP_ASSIGN_OR_RETURN_INT(auto d, OpenTarget(target));
+    auto rec = d->replica().Get(map, key);
+    if (!rec.ok()) return Fail(rec.status());
+    value = std::move(rec->value);
+  }
+  WriteStdout(value);
   // Exact bytes for pipes; a newline for people at a terminal.
-  if (isatty(STDOUT_FILENO) && (rec->value.empty() || rec->value.back() != '\n')) WriteStdout("\n");
+  if (isatty(STDOUT_FILENO) && (value.empty() || value.back() != '\n')) WriteStdout("\n");
   return kExitOk;
 }
 
 int CmdDel(const Target& target, const std::string& map, const std::string& key) {
+  if (target.is_http()) return HttpWrite(target, "DELETE", map, key, {});
   TIDEMAP_ASSIGN_OR_RETURN_INT(auto d, OpenTarget(target));
   auto v = d->replica().Delete(map, key);
   if (!v.ok()) return Fail(v.status());
@@ -139,16 +201,75 @@ int CmdDel(const Target& target, const std::string& map, const std::string& key)
   return kExitOk;
 }
 
+// Bytes of a JSON object's `field`, or of `field`_base64.
+Result<std::string> BytesField(const nlohmann::json& obj, const std::string& field) {
+  if (obj.contains(field) && obj[field].is_string()) return obj[field].get<std::string>();
+  const std::string b64 = field + "_base64";
+  if (obj.contains(b64) && obj[b64].is_string()) {
+    return crypto::Base64Decode(obj[b64].get<std::string>());
+  }
+  return Status::Unavailable("the node's scan page has no " + field);
+}
+
+Result<uint64_t> ParseNodeId(const std::string& hex) {
+  uint64_t id = 0;
+  const auto [ptr, ec] = std::from_chars(hex.data(), hex.data() + hex.size(), id, 16);
+  if (hex.size() != 16 || ec != std::errc() || ptr != hex.data() + hex.size()) {
+    return Status::Unavailable("malformed node id '" + Printable(hex) + "' from the node");
+  }
+  return id;
+}
+
+// One scan page over HTTP, read back into a ScanPage.
+Result<ScanPage> HttpScan(const Target& target, const std::string& map, const std::string& prefix,
+                          const std::optional<std::string>& after, size_t limit) {
+  std::string path = "/v1/maps/" + PercentEncode(map) + "?limit=" + std::to_string(limit);
+  if (!prefix.empty()) path += "&prefix=" + PercentEncode(prefix);
+  if (after.has_value()) path += "&after=" + PercentEncode(*after);
+  TIDEMAP_ASSIGN_OR_RETURN(HttpReply reply, Call(target, "GET", path));
+  TIDEMAP_ASSIGN_OR_RETURN(nlohmann::json j, ReplyJson(reply));
+  const Status malformed = Status::Unavailable("the node answered with a malformed scan page: " +
+                                               Printable(reply.body, 200));
+  if (!j.is_object() || !j.contains("items") || !j["items"].is_array()) return malformed;
+  ScanPage page;
+  for (const auto& obj : j["items"]) {
+    if (!obj.is_object() || !obj.contains("hlc") || !obj["hlc"].is_string() ||
+        !obj.contains("origin") || !obj["origin"].is_string()) {
+      return malformed;
+    }
+    ScanItem item;
+    TIDEMAP_ASSIGN_OR_RETURN(item.key, BytesField(obj, "key"));
+    TIDEMAP_ASSIGN_OR_RETURN(item.value, BytesField(obj, "value"));
+    TIDEMAP_ASSIGN_OR_RETURN(item.version.hlc, Timestamp::Parse(obj["hlc"].get<std::string>()));
+    TIDEMAP_ASSIGN_OR_RETURN(item.version.origin, ParseNodeId(obj["origin"].get<std::string>()));
+    page.items.push_back(std::move(item));
+  }
+  if (j.contains("next") && j["next"].is_string()) {
+    page.next = j["next"].get<std::string>();
+  } else if (j.contains("next_base64") && j["next_base64"].is_string()) {
+    TIDEMAP_ASSIGN_OR_RETURN(page.next, crypto::Base64Decode(j["next_base64"].get<std::string>()));
+  }
+  return page;
+}
+
 int CmdScan(const Target& target, const std::string& map, const std::string& prefix,
             const std::optional<std::string>& after, size_t limit, bool json) {
   if (Status s = CheckNames(map, nullptr); !s.ok()) return Fail(s);
-  TIDEMAP_ASSIGN_OR_RETURN_INT(auto d, OpenTarget(target));
+  std::unique_ptr<DataDir> d;
+  if (!target.is_http()) {
+    auto opened = OpenTarget(target);
+    if (!opened.ok()) return Fail(opened.status());
+    d = std::move(*opened);
+  }
   // With --limit: one page, with its `next`. Without: every item, in pages.
+  // (Over HTTP a page may hold fewer items than asked when its values are
+  // large; without --limit that changes nothing.)
   ScanPage all;
   std::optional<std::string> cursor = after;
   for (;;) {
     const size_t want = limit > 0 ? limit : kScanPageItems;
-    auto page = d->replica().Scan(map, prefix, cursor, want);
+    auto page = d != nullptr ? d->replica().Scan(map, prefix, cursor, want)
+                             : HttpScan(target, map, prefix, cursor, want);
     if (!page.ok()) return Fail(page.status());
     std::move(page->items.begin(), page->items.end(), std::back_inserter(all.items));
     all.next = page->next;
@@ -166,38 +287,84 @@ int CmdScan(const Target& target, const std::string& map, const std::string& pre
   return kExitOk;
 }
 
+// A JSON number field as an unsigned integer (0 when absent).
+uint64_t U64(const nlohmann::json& j, const char* field) {
+  return j.contains(field) && j[field].is_number_unsigned() ? j[field].get<uint64_t>() : 0;
+}
+
+std::string Str(const nlohmann::json& j, const char* field) {
+  return j.contains(field) && j[field].is_string() ? j[field].get<std::string>() : std::string();
+}
+
+double Num(const nlohmann::json& j, const char* field) {
+  return j.contains(field) && j[field].is_number() ? j[field].get<double>() : 0.0;
+}
+
+// The human form of a status document (server/json.h), the same for both targets.
+void PrintStatus(const nlohmann::json& s) {
+  std::printf("node        %s\n", Str(s, "node_id").c_str());
+  std::printf("public key  %s\n", Str(s, "public_key").c_str());
+  std::printf("keys        %llu live, %llu tombstones\n",
+              static_cast<unsigned long long>(U64(s, "keys")),
+              static_cast<unsigned long long>(U64(s, "tombstones")));
+  const nlohmann::json oplog = s.contains("oplog") ? s["oplog"] : nlohmann::json::object();
+  if (U64(oplog, "first_seq") == 0) {
+    std::printf("oplog       empty (last seq %llu)\n",
+                static_cast<unsigned long long>(U64(oplog, "last_seq")));
+  } else {
+    std::printf("oplog       seq %llu..%llu\n",
+                static_cast<unsigned long long>(U64(oplog, "first_seq")),
+                static_cast<unsigned long long>(U64(oplog, "last_seq")));
+  }
+  std::printf("merkle root %s\n", Str(s, "merkle_root").c_str());
+  std::printf("hlc         %s\n", Str(s, "hlc").c_str());
+  const nlohmann::json peers = s.contains("peers") ? s["peers"] : nlohmann::json::array();
+  if (peers.empty()) std::printf("peers       none\n");
+  for (const auto& p : peers) {
+    std::string line = Str(p, "node_id");
+    line += p.value("connected", false) ? " connected" : " not connected";
+    if (const std::string address = Str(p, "address"); !address.empty()) line += " " + address;
+    line += ", acked " + std::to_string(U64(p, "acked_seq"));
+    char buf[128];
+    std::snprintf(buf, sizeof(buf), ", lag %llu records (%.1f s)",
+                  static_cast<unsigned long long>(U64(p, "lag")), Num(p, "lag_seconds"));
+    line += buf;
+    const int64_t offset_ms =
+        p.contains("clock_offset_ms") && p["clock_offset_ms"].is_number_integer()
+            ? p["clock_offset_ms"].get<int64_t>()
+            : 0;
+    std::snprintf(buf, sizeof(buf), ", clock offset %+lld ms", static_cast<long long>(offset_ms));
+    line += buf;
+    if (p.value("sync_in_progress", false)) {
+      std::snprintf(buf, sizeof(buf), ", sync %.0f%%", Num(p, "sync_percent"));
+      line += buf;
+    }
+    if (const std::string error = Str(p, "last_error"); !error.empty()) {
+      line += ", last error: " + error;
+    }
+    std::printf("peer        %s\n", line.c_str());
+  }
+}
+
 int CmdStatus(const Target& target, bool json) {
-  TIDEMAP_ASSIGN_OR_RETURN_INT(auto d, OpenTarget(target));
-  auto stats = d->replica().Stats();
-  if (!stats.ok()) return Fail(stats.status());
-  auto acks = d->replica().oplog().PeerAcks();
-  if (!acks.ok()) return Fail(acks.status());
-  StatusInfo info{d->identity().public_key_text(), *stats, d->replica().MerkleRoot()};
+  nlohmann::json doc;
+  if (target.is_http()) {
+    TIDEMAP_ASSIGN_OR_RETURN_INT(HttpReply reply, Call(target, "GET", "/v1/status"));
+    TIDEMAP_ASSIGN_OR_RETURN_INT(doc, ReplyJson(reply));
+  } else {
+    TIDEMAP_ASSIGN_OR_RETURN_INT(auto d, OpenTarget(target));
+    auto info = CollectStatusInfo(&d->replica(), d->identity().public_key_text());
+    if (!info.ok()) return Fail(info.status());
+    SystemClock clock;
+    auto peers = PeersFromOplog(&d->replica(), info->stats.oplog_last_seq, clock.NowMillis());
+    if (!peers.ok()) return Fail(peers.status());
+    doc = StatusJson(*info, *peers);
+  }
   if (json) {
-    std::printf("%s\n", StatusJson(info, *acks).dump(2).c_str());
+    std::printf("%s\n", doc.dump(2).c_str());
     return kExitOk;
   }
-  const ReplicaStats& s = *stats;
-  std::printf("node        %s\n", NodeIdToString(s.node_id).c_str());
-  std::printf("public key  %s\n", info.public_key.c_str());
-  std::printf("keys        %llu live, %llu tombstones\n", static_cast<unsigned long long>(s.keys),
-              static_cast<unsigned long long>(s.tombstones));
-  if (s.oplog_first_seq == 0) {
-    std::printf("oplog       empty (last seq %llu)\n",
-                static_cast<unsigned long long>(s.oplog_last_seq));
-  } else {
-    std::printf("oplog       seq %llu..%llu\n", static_cast<unsigned long long>(s.oplog_first_seq),
-                static_cast<unsigned long long>(s.oplog_last_seq));
-  }
-  std::printf("merkle root %s\n", info.merkle_root.ToHex().c_str());
-  std::printf("hlc         %s\n", s.hlc_last.ToString().c_str());
-  if (acks->empty()) std::printf("peers       none\n");
-  for (const auto& [peer, acked] : *acks) {
-    std::printf(
-        "peer        %s acked %llu, lag %llu\n", NodeIdToString(peer).c_str(),
-        static_cast<unsigned long long>(acked),
-        static_cast<unsigned long long>(s.oplog_last_seq > acked ? s.oplog_last_seq - acked : 0));
-  }
+  PrintStatus(doc);
   return kExitOk;
 }
 

@@ -1,7 +1,10 @@
 // Proves the command-line contract of ARCHITECTURE.md section 8 end to end:
 // init/id keys and the identity file, put/get/del round trips (binary values
 // through stdin), scan pages and their JSON, status --json, the exit codes
-// (usage 2, unreachable 3, refused 4, not found 1), --help and the demo.
+// (usage 2, unreachable 3, refused 4, not found 1), --help and the demo; and
+// the same commands with the `--http HOST:PORT` target against an HttpServer
+// this test process runs over the data dir (no daemon exists yet), with
+// bearer tokens from --token and TIDEMAP_TOKEN.
 // Every test runs the real `tidemap` binary with posix_spawn (no shell, so
 // arguments pass byte for byte), feeds its stdin from a pipe, captures stdout
 // and stderr separately, and works in its own fresh temp dir.
@@ -30,6 +33,9 @@
 #include <vector>
 
 #include "server/data_dir.h"
+#include "server/http.h"
+#include "server/json.h"
+#include "server/status.h"
 #include "storage/storage.h"
 #include "tests/support/test_util.h"
 
@@ -697,6 +703,169 @@ TEST_F(CliTest, UnreachableHttpNodeExitsThree) {
     EXPECT_EQ(r.out, "");
     EXPECT_TRUE(Contains(r.err, "127.0.0.1:1")) << r;
   }
+}
+
+// An HttpServer in this process over the data dir, for `--http` runs.
+class CliHttpTest : public CliTest {
+ protected:
+  void Serve(const std::string& token = "") {
+    Init();
+    auto d = DataDir::Open(data_);
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    dir_ = std::move(d).value();
+    HttpOptions o;
+    o.listen = "127.0.0.1:0";
+    o.bearer_token = token;
+    auto s =
+        HttpServer::Start(o, HttpContext{&dir_->replica(), dir_->identity().public_key_text(), {}});
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    server_ = std::move(s).value();
+    address_ = "127.0.0.1:" + std::to_string(server_->port());
+  }
+  ~CliHttpTest() override {
+    server_.reset();
+    dir_.reset();
+  }
+
+  // Runs `tidemap CMD --http address_ ARGS...`.
+  RunResult Http(const std::string& cmd, std::vector<std::string> args = {},
+                 std::string_view input = {}, const std::vector<std::string>& env = {}) {
+    args.insert(args.begin(), {cmd, "--http", address_});
+    return RunTidemap(args, input, env);
+  }
+
+  std::unique_ptr<DataDir> dir_;
+  std::unique_ptr<HttpServer> server_;
+  std::string address_;
+};
+
+TEST_F(CliHttpTest, PutGetDelRoundTripOverHttp) {
+  Serve();
+  std::string all_bytes;
+  for (int b = 0; b < 256; ++b) all_bytes.push_back(static_cast<char>(b));
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"k", "one"},
+      {"with/slash ?&#%", "two words"},
+      {std::string("\xc0\xff\x01", 3), all_bytes},  // a binary key, passed as raw argv bytes
+      {"large", std::string(1 << 20, '\xa5') + "end"},
+      {"empty", ""},
+  };
+  std::string last_hlc;
+  for (const auto& [key, value] : cases) {
+    SCOPED_TRACE(key.substr(0, 20));
+    const RunResult put = Http("put", {"m", key, "-"}, value);
+    ASSERT_EQ(put.exit_code, 0) << put;
+    const std::vector<std::string> lines = Lines(put.out);
+    ASSERT_EQ(lines.size(), 1u) << put;
+    EXPECT_TRUE(IsHlcText(lines[0])) << lines[0];
+    EXPECT_GT(lines[0], last_hlc);
+    last_hlc = lines[0];
+    auto rec = dir_->replica().Get("m", key);
+    ASSERT_TRUE(rec.ok()) << rec.status().ToString();
+    EXPECT_TRUE(rec->value == value) << "the node holds exactly the bytes sent";
+
+    const RunResult get = Http("get", {"m", key});
+    EXPECT_EQ(get.exit_code, 0) << get;
+    EXPECT_TRUE(get.out == value) << "bytes differ";
+  }
+  const RunResult del = Http("del", {"m", "k"});
+  ASSERT_EQ(del.exit_code, 0) << del;
+  EXPECT_TRUE(IsHlcText(LastLine(del.out))) << del;
+  for (const char* key : {"k", "never-written"}) {
+    const RunResult get = Http("get", {"m", key});
+    EXPECT_EQ(get.exit_code, 1) << get;
+    EXPECT_EQ(get.out, "");
+    EXPECT_TRUE(Contains(get.err, "not found")) << get;
+  }
+  EXPECT_EQ(Http("put", {"m", "argv", "from argv"}).exit_code, 0);
+  EXPECT_EQ(Http("get", {"m", "argv"}).out, "from argv");
+}
+
+TEST_F(CliHttpTest, ScanAndStatusPrintWhatTheDataTargetPrints) {
+  Serve();
+  for (const char* k : {"cherry", "apple", "banana", "apricot", "date"}) {
+    ASSERT_EQ(Http("put", {"fruit", k, std::string("v-") + k}).exit_code, 0);
+  }
+  ASSERT_EQ(Http("del", {"fruit", "date"}).exit_code, 0);
+  ASSERT_EQ(Http("put", {"fruit", "\xc0\xff", "\xfe"}).exit_code, 0);
+
+  // The JSON page is the document `--data` builds from the same replica.
+  auto page = dir_->replica().Scan("fruit", "", std::nullopt, 1000);
+  ASSERT_TRUE(page.ok());
+  const RunResult json = Http("scan", {"fruit", "--json"});
+  EXPECT_EQ(json.exit_code, 0) << json;
+  EXPECT_EQ(json.out, ScanPageJson(*page).dump(2) + "\n");
+
+  const RunResult human = Http("scan", {"fruit", "--prefix", "ap"});
+  EXPECT_EQ(human.exit_code, 0) << human;
+  EXPECT_EQ(human.out, "apple\tv-apple\napricot\tv-apricot\n");
+
+  const nlohmann::json page1 = Json(Http("scan", {"fruit", "--limit", "2", "--json"}));
+  EXPECT_EQ(RenderItems(page1), "apple=v-apple apricot=v-apricot");
+  EXPECT_EQ(page1.at("next"), "apricot");
+  const nlohmann::json page2 =
+      Json(Http("scan", {"fruit", "--after", "apricot", "--limit", "2", "--json"}));
+  EXPECT_EQ(RenderItems(page2), "banana=v-banana cherry=v-cherry");
+  EXPECT_EQ(Http("scan", {"nothing"}).out, "");
+
+  auto info = CollectStatusInfo(&dir_->replica(), dir_->identity().public_key_text());
+  ASSERT_TRUE(info.ok());
+  const RunResult status = Http("status", {"--json"});
+  EXPECT_EQ(status.exit_code, 0) << status;
+  EXPECT_EQ(status.out, StatusJson(*info, {}).dump(2) + "\n");
+  const RunResult status_human = Http("status");
+  EXPECT_EQ(status_human.exit_code, 0) << status_human;
+  EXPECT_TRUE(Contains(status_human.out, "merkle root " + info->merkle_root.ToHex()))
+      << status_human;
+  EXPECT_TRUE(Contains(status_human.out, "5 live, 1 tombstones")) << status_human;
+  EXPECT_TRUE(Contains(status_human.out, "peers       none")) << status_human;
+}
+
+TEST_F(CliHttpTest, ExitCodesOverHttp) {
+  Serve();
+  // Usage errors (2): checked before the request, or a 400 from the node.
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"get", "", "k"},
+                                               {"get", "m", ""},
+                                               {"scan", ""},
+                                               {"put", "", "k", "v"},
+                                               {"put", "m", "", "v"},
+                                               {"del", "m", ""}}) {
+    SCOPED_TRACE(args[0] + " '" + args[1] + "'");
+    std::vector<std::string> rest(args.begin() + 1, args.end());
+    const RunResult r = Http(args[0], rest);
+    EXPECT_EQ(r.exit_code, 2) << r;
+    EXPECT_TRUE(Contains(r.err, "must not be empty")) << r;
+  }
+  // Over a limit (4), with the sizes in the message; a refused value is never uploaded.
+  const RunResult key = Http("put", {"m", std::string(4097, 'k'), "v"});
+  EXPECT_EQ(key.exit_code, 4) << key;
+  EXPECT_TRUE(Contains(key.err, "4097") && Contains(key.err, "4096")) << key;
+  const size_t value_max = size_t{16} << 20;
+  const RunResult value = Http("put", {"m", "big", "-"}, std::string(value_max + 1, 'v'));
+  EXPECT_EQ(value.exit_code, 4) << value;
+  EXPECT_TRUE(Contains(value.err, std::to_string(value_max + 1))) << value;
+  EXPECT_TRUE(Contains(value.err, std::to_string(value_max))) << value;
+  EXPECT_EQ(dir_->replica().Stats()->keys, 0u);
+  // A malformed address is a usage error.
+  EXPECT_EQ(RunTidemap({"get", "--http", "no-port", "m", "k"}).exit_code, 2);
+}
+
+TEST_F(CliHttpTest, BearerTokenFromFlagOrEnvironment) {
+  Serve("cli-s3cret");
+  const RunResult none = Http("put", {"m", "k", "v"});
+  EXPECT_EQ(none.exit_code, 4) << none;
+  EXPECT_TRUE(Contains(none.err, "token")) << none;
+  const RunResult wrong = Http("get", {"m", "k", "--token", "nope"});
+  EXPECT_EQ(wrong.exit_code, 4) << wrong;
+  EXPECT_TRUE(Contains(wrong.err, "token")) << wrong;
+  const RunResult put = Http("put", {"m", "k", "v", "--token", "cli-s3cret"});
+  EXPECT_EQ(put.exit_code, 0) << put;
+  const RunResult get = Http("get", {"m", "k"}, {}, {"TIDEMAP_TOKEN=cli-s3cret"});
+  EXPECT_EQ(get.exit_code, 0) << get;
+  EXPECT_EQ(get.out, "v");
+  EXPECT_EQ(Http("status", {"--json"}, {}, {"TIDEMAP_TOKEN=cli-s3cret"}).exit_code, 0);
+  // --token only goes with --http.
+  EXPECT_EQ(RunTidemap({"get", "--data", data_, "--token", "x", "m", "k"}).exit_code, 2);
 }
 
 TEST_F(CliTest, HelpOnEveryCommand) {

@@ -1,0 +1,92 @@
+// The node's HTTP API (ARCHITECTURE.md section 8): keys, scans, status,
+// server-sent events of changes, and Prometheus metrics, served with
+// Boost.Beast. It needs only a Replica and callbacks, so the daemon, tests
+// and tools construct it alike.
+//
+// Routes (every error is JSON {"error": message, "code": name}):
+//   PUT    /v1/maps/{map}/keys/{key}   body = value  200 {"hlc": "..."}
+//   GET    /v1/maps/{map}/keys/{key}   200 raw value + X-Tidemap-HLC | 404
+//   DELETE /v1/maps/{map}/keys/{key}                 200 {"hlc": "..."}
+//   GET    /v1/maps/{map}?prefix=&limit=&after=     200 scan page (server/json.h)
+//   GET    /v1/status                                200 status document
+//   GET    /v1/watch?map=&from=SEQ                   200 text/event-stream | 410
+//   GET    /metrics                                  200 Prometheus text
+// Map names and keys are path segments, percent-decoded to raw bytes. See
+// README "HTTP API" for the status codes.
+//
+// Threading: one I/O thread runs every connection (accept, parse, write,
+// event streams), so connection state needs no locks; replica calls, which
+// may wait for an fsync, run on a small worker pool and hand their result
+// back to the I/O thread, so a slow commit never stalls accepting or other
+// connections. Subscription callbacks (on the committing thread) only append
+// to a bounded per-stream queue and wake the I/O thread.
+#ifndef TIDEMAP_SERVER_HTTP_H_
+#define TIDEMAP_SERVER_HTTP_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+#include "net/peer_status.h"
+#include "replica/replica.h"
+
+namespace tidemap {
+
+struct HttpOptions {
+  // HOST:PORT to listen on; port 0 picks a free port (see HttpServer::port()).
+  // HOST is an IP address or a name ("localhost"); an empty HOST is every interface.
+  std::string listen = "127.0.0.1:7080";
+  // When non-empty, every request must carry "Authorization: Bearer <token>"
+  // (else 401). Required when `listen` is not a loopback address.
+  std::string bearer_token;
+  size_t header_bytes_max = 16 * 1024;  // request line + headers; over it: 431
+  size_t connections_max = 256;         // open connections; over it: 503 and close
+  uint64_t sse_keepalive_ms = 15000;    // a comment line on idle event streams
+  // Change events queued for one event stream; a stream that falls further
+  // behind gets a final `event: error` ("too_slow") and is closed.
+  size_t sse_queue_events_max = 4096;
+  // Reading one request (headers and body) and writing one response, each;
+  // also how long an idle keep-alive connection stays open.
+  uint64_t request_timeout_ms = 30000;
+  size_t worker_threads = 4;  // the pool that runs replica calls (>= 1)
+};
+
+struct HttpContext {  // all borrowed; must outlive the server
+  Replica* replica = nullptr;
+  std::string public_key;  // this node's key, text form
+  // The transport's view of peers and its counters; may be empty (no
+  // transport): status then lists the oplog's cursors as peers, and metrics
+  // leave out the transport's families. Called from a worker thread.
+  std::function<net::NetStatus()> net_status;
+};
+
+class HttpServer {
+ public:
+  // Binds `options.listen` and starts serving on its own threads.
+  // InvalidArgument (the daemon exits 2) when `listen` is malformed, or not a
+  // loopback address while `bearer_token` is empty; Unavailable when the
+  // address cannot be bound (e.g. in use).
+  static Result<std::unique_ptr<HttpServer>> Start(HttpOptions options, HttpContext context);
+  ~HttpServer();  // Stop()
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  uint16_t port() const;  // the bound port
+  // Closes the listener and every connection (event streams included), waits
+  // for running replica calls, and joins the threads. Idempotent; not to be
+  // called from a subscription callback.
+  void Stop();
+
+  struct Impl;
+
+ private:
+  explicit HttpServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tidemap
+
+#endif  // TIDEMAP_SERVER_HTTP_H_

@@ -1,0 +1,48 @@
+// A small blocking HTTP/1.1 client for a node's HTTP API (server/http.h), as
+// the CLI's `--http HOST:PORT` target uses it. One request per connection.
+#ifndef TIDEMAP_SERVER_HTTP_CLIENT_H_
+#define TIDEMAP_SERVER_HTTP_CLIENT_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "base/status.h"
+
+namespace tidemap {
+
+struct HttpClientOptions {
+  std::string address;          // HOST:PORT of the node
+  std::string bearer_token;     // sent as "Authorization: Bearer ..." when non-empty
+  uint64_t timeout_ms = 30000;  // to connect, and for each exchange
+  size_t response_bytes_max = size_t{64} << 20;  // a larger response body fails the call
+};
+
+struct HttpReply {
+  int status = 0;
+  std::string body;
+  std::map<std::string, std::string> headers;  // names in lowercase
+
+  // The header's value, or "" when absent. `name` in lowercase.
+  std::string Header(const std::string& name) const;
+};
+
+// Sends one request and returns the reply, whatever its status. A request
+// with a body announces it with "Expect: 100-continue" and sends it only once
+// the node agrees, so a refusal from the headers (413) costs no upload.
+// InvalidArgument for a malformed address; Unavailable ("cannot reach
+// ADDRESS: reason") when the node cannot be reached, the connection fails,
+// or it times out.
+Result<HttpReply> HttpCall(const HttpClientOptions& options, std::string_view method,
+                           std::string_view target, std::string_view body = {});
+
+// What an error reply means, as a Status carrying the message of its JSON
+// {"error", "code"} body: 404 NotFound, 400 InvalidArgument, 401 403 410 413
+// 414 431 Refused, anything else Unavailable. OK for 2xx.
+Status ReplyStatus(const HttpReply& reply);
+
+}  // namespace tidemap
+
+#endif  // TIDEMAP_SERVER_HTTP_CLIENT_H_

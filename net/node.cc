@@ -129,7 +129,7 @@ struct Node::Impl : std::enable_shared_from_this<Node::Impl> {
   Replica::SubscriptionId subscription = 0;
 
   mutable Mutex mu;
-  std::map<uint64_t, PeerStatus> peers TIDEMAP_GUARDED_BY(mu);  // by node id
+  std::map<uint64_t, PeerStatus> peers TIDEMAP_GUARDED_BY(mu);            // by node id
   std::map<std::string, std::string> dial_errors TIDEMAP_GUARDED_BY(mu);  // by address
   NetCounters counters TIDEMAP_GUARDED_BY(mu);
 };
@@ -348,9 +348,8 @@ awaitable<Status> Connection::RunSession() {
                                                       redirect_error(use_awaitable, ec));
     if (ec) {
       if (channel_->peer_closed() || closing_) co_return Status::Ok();
-      co_return ec == asio::error::eof
-                    ? Status::Unavailable("stream cut without the final frame")
-                    : NetError(ec, "read");
+      co_return ec == asio::error::eof ? Status::Unavailable("stream cut without the final frame")
+                                       : NetError(ec, "read");
     }
     bytes_in_ += n;
     last_rx_ms_ = NowMs();
@@ -528,7 +527,8 @@ void Connection::PublishStats() {
   bool round_done = false;
   double round_seconds = 0;
   if (st.diff_in_progress && !diff_was_running_) diff_started_ms_ = now;
-  if (!st.diff_in_progress && diff_was_running_ && st.diffs_completed > published_.diffs_completed) {
+  if (!st.diff_in_progress && diff_was_running_ &&
+      st.diffs_completed > published_.diffs_completed) {
     round_done = true;
     round_seconds = static_cast<double>(now - diff_started_ms_) / 1000.0;
   }
@@ -547,6 +547,9 @@ void Connection::PublishStats() {
   p.records_applied += st.records_applied - published_.records_applied;
   p.sync_rounds += st.diffs_completed - published_.diffs_completed;
   p.sync_in_progress = st.diff_in_progress && !socket_closed_;
+  if (!st.last_error.empty() && st.last_error != published_.last_error) {
+    node_->log->warn("peer {}: {}", NodeIdToString(peer_id_), st.last_error);
+  }
   p.last_error = !st.last_error.empty() ? st.last_error : close_reason_;
   if (round_done) node_->counters.sync_round_seconds.Observe(round_seconds);
   bytes_in_ = bytes_out_ = frames_in_ = frames_out_ = 0;
@@ -583,13 +586,12 @@ awaitable<void> Node::Impl::AcceptLoop() {
         MutexLock lock(&mu);
         ++counters.refused_connections["busy"];
       }
-      log->warn("connection from {} refused: {} handshakes pending", address,
-                handshakes_pending);
+      log->warn("connection from {} refused: {} handshakes pending", address, handshakes_pending);
       socket.close(ep_ec);
       continue;
     }
-    auto conn = std::make_shared<Connection>(this, std::move(socket),
-                                             Handshake::Role::kResponder, address);
+    auto conn =
+        std::make_shared<Connection>(this, std::move(socket), Handshake::Role::kResponder, address);
     asio::co_spawn(io, conn->Run(conn), [log = log](std::exception_ptr e) { LogFailure(*log, e); });
   }
 }
@@ -751,14 +753,14 @@ Node::~Node() { Stop(); }
 Result<std::unique_ptr<Node>> Node::Start(NodeOptions options, Replica* replica,
                                           const Identity* identity, const TrustList* trust,
                                           Clock* clock, std::shared_ptr<spdlog::logger> log) {
-  TIDEMAP_CHECK(replica != nullptr && identity != nullptr && trust != nullptr &&
-                clock != nullptr && log != nullptr);
+  TIDEMAP_CHECK(replica != nullptr && identity != nullptr && trust != nullptr && clock != nullptr &&
+                log != nullptr);
   for (const std::string& peer : options.peers) {
     TIDEMAP_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(peer));
     if (hp.host.empty()) return Status::InvalidArgument("peer address " + peer + ": no host");
   }
-  auto impl = std::make_shared<Impl>(std::move(options), replica, identity, trust, clock,
-                                     std::move(log));
+  auto impl =
+      std::make_shared<Impl>(std::move(options), replica, identity, trust, clock, std::move(log));
   if (!impl->options.listen.empty()) {
     TIDEMAP_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(impl->options.listen));
     error_code ec;
@@ -775,8 +777,7 @@ Result<std::unique_ptr<Node>> Node::Start(NodeOptions options, Replica* replica,
     if (!ec) impl->acceptor.bind(endpoint, ec);
     if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) {
-      return Status::Unavailable("cannot listen on " + impl->options.listen + ": " +
-                                 ec.message());
+      return Status::Unavailable("cannot listen on " + impl->options.listen + ": " + ec.message());
     }
     impl->port = impl->acceptor.local_endpoint(ec).port();
   }

@@ -59,9 +59,9 @@ struct NodeOptions {
   size_t send_queue_bytes_max = size_t{8} << 20;  // per connection
   uint64_t dial_backoff_min_ms = 100;
   uint64_t dial_backoff_max_ms = 30'000;
-  uint64_t tick_interval_ms = 100;              // sync Poll cadence besides write wake-ups
-  uint64_t maintenance_interval_ms = 10'000;    // oplog prune and tombstone purge
-  uint64_t close_timeout_ms = 2'000;            // Stop waits this long for peers' final frames
+  uint64_t tick_interval_ms = 100;            // sync Poll cadence besides write wake-ups
+  uint64_t maintenance_interval_ms = 10'000;  // oplog prune and tombstone purge
+  uint64_t close_timeout_ms = 2'000;          // Stop waits this long for peers' final frames
 };
 
 class Node {

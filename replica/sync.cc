@@ -32,9 +32,10 @@ struct SyncSession::Impl {
 
   // Outbound streaming. Every row below stream_next was sent (or skipped).
   uint64_t stream_next = 1;
-  std::deque<uint64_t> in_flight;  // last_seq of each unacknowledged batch
-  uint64_t session_acked = 0;      // highest seq acknowledged in this session
-  uint64_t blocked_until_ms = 0;   // after a BatchRefused
+  std::deque<uint64_t> in_flight;   // last_seq of each unacknowledged batch
+  uint64_t session_acked = 0;       // highest seq acknowledged in this session
+  uint64_t blocked_until_ms = 0;    // after a BatchRefused
+  bool refused_peer_batch = false;  // stats.last_error is our refusal of the peer's batch
 
   // The peer's persisted cursor into our oplog. While `repair_pending`, the
   // peer is missing rows we no longer hold (first contact, or its cursor fell
@@ -238,11 +239,18 @@ Status SyncSession::Impl::OnBatch(const msg::RecordBatch& b, std::vector<msg::Me
   auto applied = replica->ApplyRemote(b.records, peer_id);
   if (!applied.ok()) {
     if (applied.status().IsRefused()) {
-      // Not ours to keep: the sender holds its data and retries later.
+      // Not ours to keep: the sender holds its data and retries later. Our
+      // status shows why until a batch from it is applied.
+      stats.last_error = applied.status().message();
+      refused_peer_batch = true;
       Emit(msg::BatchRefused{b.last_seq, applied.status().message()}, out);
       return Status::Ok();
     }
     return applied.status();
+  }
+  if (refused_peer_batch) {
+    stats.last_error.clear();
+    refused_peer_batch = false;
   }
   stats.records_applied += applied->applied;
   Emit(msg::BatchAck{b.last_seq}, out);

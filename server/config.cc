@@ -1,11 +1,11 @@
 #include "server/config.h"
 
+#include <toml++/toml.h>
 #include <exception>
 #include <fstream>
 #include <functional>
 #include <map>
 #include <optional>
-#include <toml++/toml.h>
 
 #include "net/address.h"
 

@@ -50,7 +50,7 @@ Result<std::string> ReadTokenFile(const std::string& path) {
 }  // namespace
 
 Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
-                                               std::shared_ptr<spdlog::logger> log) {
+                                              std::shared_ptr<spdlog::logger> log) {
   TIDEMAP_RETURN_IF_ERROR(ValidateConfig(config));
   std::unique_ptr<Daemon> d(new Daemon());
   d->log_ = log;
@@ -113,8 +113,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
   }
   log->info("node {} ({}) serving {}{}", NodeIdToString(d->data_dir_->identity().node_id()),
             d->public_key_, config.data,
-            config.listen.empty() ? std::string(", dial-out only")
-                                  : ", peers on " + config.listen);
+            config.listen.empty() ? std::string(", dial-out only") : ", peers on " + config.listen);
   return d;
 }
 

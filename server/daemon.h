@@ -57,7 +57,7 @@ class Daemon {
   std::unique_ptr<DataDir> data_dir_;
   net::TrustList trust_;
   std::string public_key_;
-  std::unique_ptr<net::Node> node_;  // after data_dir_: stopped and destroyed first
+  std::unique_ptr<net::Node> node_;   // after data_dir_: stopped and destroyed first
   std::unique_ptr<HttpServer> http_;  // after node_: stopped first (no new writes)
   bool stopped_ = false;
 };

@@ -15,7 +15,8 @@ namespace tidemap {
 void AddServeCommand(CLI::App* app, ServeArgs* args) {
   DaemonConfig& f = args->flags;
   CLI::App* cmd = app->add_subcommand(
-      "serve", "run a node: replicate with peers over TCP, serve the HTTP API (flags override --config)");
+      "serve",
+      "run a node: replicate with peers over TCP, serve the HTTP API (flags override --config)");
   args->command = cmd;
   cmd->add_option("--config", args->config_file, "TOML file with the same settings");
   cmd->add_option("--data", f.data, "the data dir (created by `tidemap init`)");

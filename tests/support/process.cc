@@ -39,8 +39,7 @@ void ClosePipe(int fds[2]) {
 }  // namespace
 
 RunResult RunProgram(const std::string& path, const std::vector<std::string>& args,
-                     std::string_view input, const std::vector<std::string>& env,
-                     int timeout_ms) {
+                     std::string_view input, const std::vector<std::string>& env, int timeout_ms) {
   // A child that exits without reading its stdin must fail our write with
   // EPIPE, not kill the test. The child gets SIGPIPE back (SETSIGDEF below).
   static const bool sigpipe_ignored = [] { return std::signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
@@ -94,7 +93,8 @@ RunResult RunProgram(const std::string& path, const std::vector<std::string>& ar
   envp.push_back(nullptr);
 
   pid_t pid = -1;
-  const int spawn_error = posix_spawn(&pid, path.c_str(), &actions, &attr, argv.data(), envp.data());
+  const int spawn_error =
+      posix_spawn(&pid, path.c_str(), &actions, &attr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   close(in[0]);
@@ -179,7 +179,6 @@ RunResult RunProgram(const std::string& path, const std::vector<std::string>& ar
   }
   return result;
 }
-
 
 ChildProcess::ChildProcess(const std::string& path, const std::vector<std::string>& args,
                            std::string log_path)

@@ -36,8 +36,7 @@ RunResult RunProgram(const std::string& path, const std::vector<std::string>& ar
 // nothing behind.
 class ChildProcess {
  public:
-  ChildProcess(const std::string& path, const std::vector<std::string>& args,
-               std::string log_path);
+  ChildProcess(const std::string& path, const std::vector<std::string>& args, std::string log_path);
   ~ChildProcess();
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;

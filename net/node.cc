@@ -390,6 +390,7 @@ Status Connection::HandleFrames() {
     if (!s.ok()) return s;
   }
   Send(&replies);
+  PublishStats();
   return Status::Ok();
 }
 

@@ -8,12 +8,8 @@
 // Every test runs the real `tidemap` binary with posix_spawn (no shell, so
 // arguments pass byte for byte), feeds its stdin from a pipe, captures stdout
 // and stderr separately, and works in its own fresh temp dir.
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -37,6 +33,7 @@
 #include "server/json.h"
 #include "server/status.h"
 #include "storage/storage.h"
+#include "tests/support/process.h"
 #include "tests/support/test_util.h"
 
 extern char** environ;
@@ -46,170 +43,12 @@ namespace {
 
 constexpr int kRunTimeoutMs = 60'000;
 
-// What one run of the binary did.
-struct RunResult {
-  int exit_code = -1;  // the exit status; 128 + N when killed by signal N; -1 if never run
-  std::string out;
-  std::string err;
-};
+using testing::RunResult;
 
-// Prints a run for failure messages.
-std::ostream& operator<<(std::ostream& os, const RunResult& r) {
-  return os << "exit " << r.exit_code << "\n--- stdout ---\n"
-            << r.out << "\n--- stderr ---\n"
-            << r.err << "\n---";
-}
-
-void ClosePipe(int fds[2]) {
-  for (int i = 0; i < 2; ++i) {
-    if (fds[i] >= 0) close(fds[i]);
-    fds[i] = -1;
-  }
-}
-
-// Runs TIDEMAP_BIN with `args`, writes `input` to its stdin and closes it, and
-// collects stdout and stderr until the process exits. `env` entries
-// ("NAME=value") replace or add to this process's environment. A run that
-// takes longer than kRunTimeoutMs is killed and reported as a failure.
+// Runs the tidemap binary (see tests/support/process.h).
 RunResult RunTidemap(const std::vector<std::string>& args, std::string_view input = {},
                      const std::vector<std::string>& env = {}) {
-  // A child that exits without reading its stdin must fail our write with
-  // EPIPE, not kill the test. The child gets SIGPIPE back (SETSIGDEF below).
-  static const bool sigpipe_ignored = [] { return std::signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
-  EXPECT_TRUE(sigpipe_ignored);
-
-  RunResult result;
-  int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
-  if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
-    ADD_FAILURE() << "pipe2: " << std::strerror(errno);
-    ClosePipe(in);
-    ClosePipe(out);
-    ClosePipe(err);
-    return result;
-  }
-
-  // dup2 clears close-on-exec on 0, 1 and 2; every other pipe end closes at exec.
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, in[0], STDIN_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, err[1], STDERR_FILENO);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t defaults, mask;
-  sigemptyset(&defaults);
-  sigaddset(&defaults, SIGPIPE);
-  sigemptyset(&mask);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setsigmask(&attr, &mask);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-
-  std::vector<std::string> argv_strings = {TIDEMAP_BIN};
-  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& a : argv_strings) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
-  std::vector<std::string> env_strings;
-  for (char** e = environ; *e != nullptr; ++e) {
-    const std::string_view entry(*e);
-    bool replaced = false;
-    for (const std::string& o : env) {
-      const std::string_view name = std::string_view(o).substr(0, o.find('=') + 1);
-      if (entry.substr(0, name.size()) == name) replaced = true;
-    }
-    if (!replaced) env_strings.emplace_back(entry);
-  }
-  env_strings.insert(env_strings.end(), env.begin(), env.end());
-  std::vector<char*> envp;
-  for (std::string& e : env_strings) envp.push_back(e.data());
-  envp.push_back(nullptr);
-
-  pid_t pid = -1;
-  const int spawn_error = posix_spawn(&pid, TIDEMAP_BIN, &actions, &attr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  close(in[0]);
-  close(out[1]);
-  close(err[1]);
-  if (spawn_error != 0) {
-    ADD_FAILURE() << "posix_spawn " << TIDEMAP_BIN << ": " << std::strerror(spawn_error);
-    close(in[1]);
-    close(out[0]);
-    close(err[0]);
-    return result;
-  }
-
-  // Feed stdin and drain both outputs together, so no pipe fills up and stalls the child.
-  int in_fd = in[1];
-  if (input.empty()) {
-    close(in_fd);
-    in_fd = -1;
-  } else {
-    fcntl(in_fd, F_SETFL, O_NONBLOCK);
-  }
-  int out_fd = out[0], err_fd = err[0];
-  size_t written = 0;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kRunTimeoutMs);
-  bool timed_out = false;
-  while (in_fd >= 0 || out_fd >= 0 || err_fd >= 0) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          deadline - std::chrono::steady_clock::now())
-                          .count();
-    if (left <= 0) {
-      timed_out = true;
-      break;
-    }
-    pollfd fds[3] = {{in_fd, POLLOUT, 0}, {out_fd, POLLIN, 0}, {err_fd, POLLIN, 0}};
-    const int n = poll(fds, 3, static_cast<int>(left));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      ADD_FAILURE() << "poll: " << std::strerror(errno);
-      break;
-    }
-    if (in_fd >= 0 && fds[0].revents != 0) {
-      const ssize_t w = write(in_fd, input.data() + written, input.size() - written);
-      if (w > 0) written += static_cast<size_t>(w);
-      if ((w < 0 && errno != EAGAIN && errno != EINTR) || written == input.size()) {
-        close(in_fd);  // done, or the child closed its stdin (EPIPE)
-        in_fd = -1;
-      }
-    }
-    int* readers[2] = {&out_fd, &err_fd};
-    std::string* sinks[2] = {&result.out, &result.err};
-    for (int i = 0; i < 2; ++i) {
-      if (*readers[i] < 0 || fds[i + 1].revents == 0) continue;
-      char buf[65536];
-      const ssize_t r = read(*readers[i], buf, sizeof(buf));
-      if (r > 0) {
-        sinks[i]->append(buf, static_cast<size_t>(r));
-      } else if (r == 0 || errno != EINTR) {
-        close(*readers[i]);
-        *readers[i] = -1;
-      }
-    }
-  }
-  for (int fd : {in_fd, out_fd, err_fd}) {
-    if (fd >= 0) close(fd);
-  }
-  if (timed_out) {
-    kill(pid, SIGKILL);
-    ADD_FAILURE() << "tidemap did not finish within " << kRunTimeoutMs << " ms; killed it";
-  }
-
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) {
-      ADD_FAILURE() << "waitpid: " << std::strerror(errno);
-      return result;
-    }
-  }
-  if (WIFEXITED(status)) {
-    result.exit_code = WEXITSTATUS(status);
-  } else if (WIFSIGNALED(status)) {
-    result.exit_code = 128 + WTERMSIG(status);
-  }
-  return result;
+  return testing::RunProgram(TIDEMAP_BIN, args, input, env, kRunTimeoutMs);
 }
 
 // The last line of `text`, without its newline.

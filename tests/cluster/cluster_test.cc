@@ -489,5 +489,66 @@ TEST_F(ClusterTest, PeerClockTooFarAheadIsRefusedThenConvergesOnceFixed) {
   EXPECT_EQ(Tidemap({"get", "--http", a.http(), "m", "from-the-future"}).out, "1");
 }
 
+TEST_F(ClusterTest, ServeRefusesBadSettingsWithTheFileAndTheReason) {
+  Node& a = AddNode("a");
+  const std::string listen = "127.0.0.1:" + std::to_string(a.port);
+  // A trust file with a bad key on line 3: exit 3, the file and the line.
+  const std::string trust_file = root_ + "/trusted";
+  std::ofstream(trust_file) << "# peers\n" << a.public_key << "\nnot-a-key\n";
+  RunResult r = Tidemap({"serve", "--data", a.dir, "--listen", listen, "--trust-file", trust_file});
+  EXPECT_EQ(r.exit_code, 3) << r;
+  EXPECT_NE(r.err.find(trust_file), std::string::npos) << r;
+  EXPECT_NE(r.err.find("line 3"), std::string::npos) << r;
+  // A missing trust file: exit 3 naming it.
+  r = Tidemap({"serve", "--data", a.dir, "--listen", listen, "--trust-file", root_ + "/none"});
+  EXPECT_EQ(r.exit_code, 3) << r;
+  EXPECT_NE(r.err.find(root_ + "/none"), std::string::npos) << r;
+  // A data dir without an identity: exit 3 naming the identity file.
+  std::filesystem::create_directories(root_ + "/empty");
+  r = Tidemap({"serve", "--data", root_ + "/empty", "--listen", listen});
+  EXPECT_EQ(r.exit_code, 3) << r;
+  EXPECT_NE(r.err.find("identity.key"), std::string::npos) << r;
+  // A world-readable identity file: exit 3.
+  std::filesystem::permissions(a.dir + "/identity.key", std::filesystem::perms::others_read,
+                               std::filesystem::perm_options::add);
+  r = Tidemap({"serve", "--data", a.dir, "--listen", listen});
+  EXPECT_EQ(r.exit_code, 3) << r;
+  EXPECT_NE(r.err.find("identity.key"), std::string::npos) << r;
+  std::filesystem::permissions(a.dir + "/identity.key", std::filesystem::perms::others_read,
+                               std::filesystem::perm_options::remove);
+  // A bad --trust key, an unknown config key, HTTP off loopback without a token: usage, exit 2.
+  r = Tidemap({"serve", "--data", a.dir, "--listen", listen, "--trust", "abc"});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  const std::string config = root_ + "/tidemap.toml";
+  std::ofstream(config) << "data = \"" << a.dir << "\"\nlisen = \"" << listen << "\"\n";
+  r = Tidemap({"serve", "--config", config});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_NE(r.err.find("line 2: unknown setting \"lisen\""), std::string::npos) << r;
+  r = Tidemap({"serve", "--data", a.dir, "--listen", listen, "--http", "0.0.0.0:0"});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_NE(r.err.find("token"), std::string::npos) << r;
+}
+
+TEST_F(ClusterTest, ConfigFileSettingsAndFlagsThatOverrideThem) {
+  Node& a = AddNode("a");
+  Node& b = AddNode("b");
+  // a's settings come from a TOML file; its --http flag overrides the file's.
+  const std::string config = root_ + "/a.toml";
+  std::ofstream(config) << "data = \"" << a.dir << "\"\n"
+                        << "listen = \"" << a.listen() << "\"\n"
+                        << "http = \"127.0.0.1:1\"\n"
+                        << "trust = [\"" << b.public_key << "\"]\n"
+                        << "durability = \"relaxed\"\n";
+  ++a.starts;
+  a.process = std::make_unique<ChildProcess>(
+      TIDEMAP_BIN, std::vector<std::string>{"serve", "--config", config, "--http", a.http()},
+      root_ + "/a.log");
+  ASSERT_TRUE(WaitUntil(20'000, 50, [&] { return Status(a).is_object(); })) << a.process->Log();
+  Start(b, {&a}, {&a});
+  ASSERT_EQ(Put(a, "m", "k", "v"), 0);
+  ExpectConverged({&a, &b}, {"m"});
+  Stop(a);
+}
+
 }  // namespace
 }  // namespace tidemap

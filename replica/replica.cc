@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "base/coding.h"
+#include "base/crypto.h"
 #include "base/hash.h"
 #include "base/mutex.h"
 #include "merkle/merkle.h"
@@ -17,6 +18,8 @@ namespace tidemap {
 namespace {
 
 constexpr size_t kScanLimitMax = 10'000;
+// Tombstones one PurgeTombstones batch deletes at most.
+constexpr size_t kPurgeBatchMax = 10'000;
 
 // The deterministic tie rule for equal (hlc, origin) with different bytes,
 // which honest peers never produce: the greater digest of (tombstone, value) wins.
@@ -237,6 +240,12 @@ struct Replica::Impl {
   uint64_t last_seq TIDEMAP_GUARDED_BY(state_mu) = 0;
   uint64_t live TIDEMAP_GUARDED_BY(state_mu) = 0;
   uint64_t tombstones TIDEMAP_GUARDED_BY(state_mu) = 0;
+  // Tombstone GC. Changed only by PurgeTombstones, under commit_mu as well.
+  Version gc_watermark TIDEMAP_GUARDED_BY(state_mu);
+  uint64_t gc_purged TIDEMAP_GUARDED_BY(state_mu) = 0;
+  std::atomic<uint64_t> below_watermark_tombstones{0};
+  std::atomic<uint64_t> stale_dropped{0};
+  uint64_t incarnation = 0;  // fixed at open
   // Only the leader (or whoever holds commit_mu) touches these.
   uint64_t reserved_bound_ms = 0;
   KeyFilter key_filter;
@@ -361,11 +370,13 @@ Status Replica::Impl::BuildKeyFilter(uint64_t stored_keys) {
 
 void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
   uint64_t seq, live_count, tomb_count;
+  Version watermark;
   {
     MutexLock l(&state_mu);
     seq = last_seq;
     live_count = live;
     tomb_count = tombstones;
+    watermark = gc_watermark;
   }
   // The filter is built only once this process has written a little, so a
   // one-shot CLI command never pays for the scan; it doubles when full.
@@ -435,6 +446,20 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
         if (old.exists) hlc->RaiseFloor(old.meta.version.hlc);
         version = Version{hlc->Now(), options.node_id};
       }
+      // A key not held here, at or below the GC watermark: its tombstone may
+      // have been purged here, so this is an older version of a deleted key
+      // (or a write later than the horizon allows). Never resurrect it; a
+      // tombstone changes nothing (the purge already stands for it).
+      if (w->remote && !old.exists && version <= watermark) {
+        if (tombstone) {
+          ++apply.below_watermark_tombstones;
+        } else {
+          if (apply.stale++ == 0) {
+            apply.first_stale = rows::DescribeKey(map, key) + " at " + version.ToString();
+          }
+        }
+        continue;
+      }
       const Digest128 content = ContentDigest(tombstone, value);
       if (w->remote && old.exists) {
         bool wins = version > old.meta.version;
@@ -464,6 +489,11 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
       staged.Put(Oplog::RowKey(w_seq),
                  Oplog::EncodeRow(OplogEntry{w_seq, std::string(map), std::string(key), version,
                                              tombstone, w->remote ? w->peer : 0}));
+      // The tombstone queue holds exactly the stored tombstones.
+      if (old.exists && old.meta.tombstone) {
+        staged.Delete(rows::GcQueueKey(old.meta.version, map, key));
+      }
+      if (tombstone) staged.Put(rows::GcQueueKey(version, map, key), rows::EncodeU64(w_seq));
       if (old.exists) (old.meta.tombstone ? w_tomb : w_live) -= 1;
       (tombstone ? w_tomb : w_live) += 1;
 
@@ -682,9 +712,20 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
                                 " has data but no schema version; it is not a tidemap replica");
     }
     TIDEMAP_RETURN_IF_ERROR(it->status());
+    // The incarnation: random and never zero, so a database created again
+    // under the same node id (a wiped disk) differs from its former self.
+    uint64_t incarnation = 0;
+    while (incarnation == 0) {
+      if (options.random != nullptr) {
+        incarnation = options.random->Next64();
+      } else {
+        crypto::RandomBytes(&incarnation, sizeof(incarnation));
+      }
+    }
     Batch init;
     init.Put(rows::MetaKey(rows::kMetaSchemaVersion), rows::EncodeU64(rows::kSchemaVersion));
     init.Put(rows::MetaKey(rows::kMetaNodeId), rows::EncodeU64(options.node_id));
+    init.Put(rows::MetaKey(rows::kMetaIncarnation), rows::EncodeU64(incarnation));
     init.Put(rows::MetaKey(rows::kMetaState), rows::EncodeU64(0));
     TIDEMAP_RETURN_IF_ERROR(store.Write(&init, /*sync=*/true));
   } else if (!version_bytes.ok()) {
@@ -704,6 +745,20 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
     return Status::Refused("database " + options.path + " belongs to node " +
                            NodeIdToString(stored_node) + ", not to this node " +
                            NodeIdToString(options.node_id));
+  }
+
+  TIDEMAP_ASSIGN_OR_RETURN(std::string incarnation_bytes,
+                           store.Get(rows::MetaKey(rows::kMetaIncarnation)));
+  TIDEMAP_ASSIGN_OR_RETURN(impl->incarnation, rows::DecodeU64(incarnation_bytes, "incarnation"));
+  Version watermark;
+  uint64_t purged = 0;
+  if (auto wm = store.Get(rows::MetaKey(rows::kMetaGcWatermark)); wm.ok()) {
+    TIDEMAP_ASSIGN_OR_RETURN(watermark, rows::DecodeVersion(*wm, "gc_watermark"));
+    TIDEMAP_ASSIGN_OR_RETURN(std::string purged_bytes,
+                             store.Get(rows::MetaKey(rows::kMetaGcPurged)));
+    TIDEMAP_ASSIGN_OR_RETURN(purged, rows::DecodeU64(purged_bytes, "gc_purged"));
+  } else if (!wm.status().IsNotFound()) {
+    return wm.status();
   }
 
   TIDEMAP_ASSIGN_OR_RETURN(std::string state_bytes, store.Get(rows::MetaKey(rows::kMetaState)));
@@ -773,6 +828,8 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
     impl->last_seq = last_seq;
     impl->live = live;
     impl->tombstones = tombstones;
+    impl->gc_watermark = watermark;
+    impl->gc_purged = purged;
   }
   // Every timestamp issued before had physical time <= bound_ms, so starting
   // above (bound_ms, max logical) keeps the clock monotonic across restarts.
@@ -848,6 +905,9 @@ Result<ApplyResult> Replica::ApplyRemote(std::span<const RemoteRecord> records, 
   w.remote_records = records;
   w.bytes = bytes;
   TIDEMAP_RETURN_IF_ERROR(impl_->Commit(&w));
+  impl_->below_watermark_tombstones.fetch_add(w.apply.below_watermark_tombstones,
+                                              std::memory_order_relaxed);
+  impl_->stale_dropped.fetch_add(w.apply.stale, std::memory_order_relaxed);
   return w.apply;
 }
 
@@ -1022,6 +1082,7 @@ Result<ScrubReport> Replica::Scrub() {
   TIDEMAP_ASSIGN_OR_RETURN(MerkleTree rebuilt, MerkleTree::Create(impl_->tree_shape));
   std::vector<uint32_t> rebuilt_live(rebuilt.leaf_count()), rebuilt_tombs(rebuilt.leaf_count());
   Status index_status;
+  uint64_t tombstones = 0;
   Status s = ForEachKeyMeta([&](const KeyMeta& m) {
     ++report.records;
     const uint64_t key_hash = KeyHash(m.map, m.key);
@@ -1038,6 +1099,17 @@ Result<ScrubReport> Replica::Scrub() {
     if (!meta.ok() || meta->version != m.version || meta->tombstone != m.tombstone) {
       ++report.index_mismatches;
     }
+    if (m.tombstone) {
+      ++tombstones;
+      auto queued = impl_->store->Get(rows::GcQueueKey(m.version, m.map, m.key));
+      if (!queued.ok() && !queued.status().IsNotFound()) {
+        index_status = queued.status();
+        return false;
+      }
+      if (!queued.ok() || !rows::DecodeU64(*queued, "tombstone queue seq").ok()) {
+        ++report.index_mismatches;
+      }
+    }
     return true;
   });
   TIDEMAP_RETURN_IF_ERROR(s);
@@ -1050,6 +1122,14 @@ Result<ScrubReport> Replica::Scrub() {
                                           [&](uint64_t, std::string_view, std::string_view,
                                               const rows::RecordMeta&) { ++index_rows; }));
   if (index_rows > report.records) report.index_mismatches += index_rows - report.records;
+  // Tombstone queue rows without their tombstone, likewise.
+  uint64_t queue_rows = 0;
+  for (it->Seek(std::string(1, rows::kGcPrefix));
+       it->Valid() && !it->key().empty() && it->key()[0] == rows::kGcPrefix; it->Next()) {
+    ++queue_rows;
+  }
+  TIDEMAP_RETURN_IF_ERROR(it->status());
+  if (queue_rows > tombstones) report.index_mismatches += queue_rows - tombstones;
 
   // The leaves as stored on disk (digests and counts), not as held in memory.
   TIDEMAP_ASSIGN_OR_RETURN(MerkleTree stored, MerkleTree::Create(impl_->tree_shape));
@@ -1083,6 +1163,170 @@ Result<PruneStats> Replica::PruneOplog() {
   return impl_->oplog->Prune(covered, impl_->options.retention);
 }
 
+// Tombstone GC
+// ------------
+// A tombstone keeps a deleted key's older versions from coming back: any of
+// them arriving later loses to it. Purging it gives that up, so two rules
+// make the loss safe.
+//
+// When. A tombstone is purged once (1) every known peer acknowledged the
+// oplog row under which it won here: each of them then holds it or a newer
+// version, and will neither lose it nor send us an older version of the key;
+// and (2) it is older than the horizon H (tombstone_horizon_ms, by its hlc's
+// physical time against our clock): time for it to reach the replicas we do
+// not know (peers of peers, a node that joins later from one of them). A
+// replica with no known peer has no acknowledgement to wait for, so the
+// horizon alone decides: a lone replica is free to purge, and a peer it
+// meets later is held to the watermark below like any stale peer. H = 0
+// disables GC.
+//
+// The watermark. Each purge raises the GC watermark W, the greatest version
+// purged here, persisted in meta in the batch of the purge. A remote record
+// for a key we do not hold whose version is <= W may be the old version of
+// a key whose tombstone was purged, and is never stored (Impl::ProcessGroup):
+// a live one is counted as stale (the sync core then refuses the sender,
+// replica/sync.cc), a tombstone is dropped silently (absent already means
+// deleted here, and re-storing it would make it circulate between replicas
+// that purged it). A key we do hold is merged by LWW as always, so a write
+// after a delete is never affected. W is one number for every key, which is
+// where H comes in again: a legitimate write stamped <= W that reaches us for
+// the first time after the purge (a partition, a backlog or a clock skew
+// longer than H) is refused too. So H must exceed the longest time a write
+// may take to reach every replica, skew included (days in production).
+//
+// Trees. A purge removes the key's Merkle item, so a replica that purged and
+// one that has not differ in those buckets until the other purges too (every
+// replica purges the same tombstones once they are older than H everywhere
+// and acknowledged). Diffs do not ship such tombstones back and forth: the
+// side that purged does not ask for tombstones at or below its watermark of
+// keys it lacks, and a side holding one does not send it to a peer whose
+// watermark (from its Hello) covers it (replica/sync.cc).
+//
+// Atomicity. Records, key-hash index rows, queue rows, the watermark and the
+// purge count go in one batch per up to kPurgeBatchMax tombstones, with a
+// checkpoint of the Merkle leaves: a purge has no oplog row, so the leaf rows
+// must be exact after it (Open only replays oplog rows). The queue ('g'
+// rows, in version order) lists the stored tombstones with their seq, so a
+// purge reads only tombstones older than the horizon, never every key.
+Result<PurgeStats> Replica::PurgeTombstones(const std::function<void(const KeyMeta&)>& on_purged) {
+  Impl& im = *impl_;
+  PurgeStats stats;
+  stats.watermark = gc_watermark();
+  const uint64_t horizon_ms = im.options.tombstone_horizon_ms;
+  const uint64_t now_ms = im.options.clock->NowMillis();
+  if (horizon_ms == 0 || now_ms <= horizon_ms) return stats;
+  const uint64_t cutoff_ms = now_ms - horizon_ms;  // purge tombstones stamped before it
+
+  MutexLock commit(&im.commit_mu);  // no group is half done; writes wait
+  TIDEMAP_ASSIGN_OR_RETURN(auto acks, im.oplog->PeerAcks());
+  uint64_t acked_by_all = UINT64_MAX;  // no known peer: the horizon alone decides
+  for (const auto& [peer, seq] : acks) acked_by_all = std::min(acked_by_all, seq);
+
+  struct Purged {
+    std::string map, key;
+    Version version;
+  };
+  std::vector<Purged> purged;
+  std::vector<LeafDelta> deltas;
+  Batch batch;
+  Version watermark = stats.watermark;
+  uint64_t purged_total;
+  {
+    MutexLock l(&im.state_mu);
+    purged_total = im.gc_purged;
+  }
+  auto commit_batch = [&]() -> Status {
+    if (purged.empty()) return Status::Ok();
+    uint64_t seq;
+    {
+      MutexLock l(&im.state_mu);
+      seq = im.last_seq;
+    }
+    batch.Put(rows::MetaKey(rows::kMetaGcWatermark), rows::EncodeVersion(watermark));
+    batch.Put(rows::MetaKey(rows::kMetaGcPurged), rows::EncodeU64(purged_total + purged.size()));
+    im.AppendCheckpoint(&batch, seq, deltas);
+    TIDEMAP_RETURN_IF_ERROR(im.store->Write(&batch, /*sync=*/true));
+    {
+      MutexLock l(&im.tree_mu);
+      for (const LeafDelta& d : deltas) im.tree.Apply(d.bucket, d.digest);
+    }
+    for (const LeafDelta& d : deltas) {
+      im.bucket_tombs[d.bucket] += static_cast<uint32_t>(d.tombstones);  // wraps: -1
+    }
+    im.CheckpointDone(seq, now_ms);
+    purged_total += purged.size();
+    {
+      MutexLock l(&im.state_mu);
+      im.tombstones -= purged.size();
+      im.gc_watermark = watermark;
+      im.gc_purged = purged_total;
+    }
+    stats.purged += purged.size();
+    stats.watermark = watermark;
+    if (on_purged) {
+      for (const Purged& p : purged) on_purged(KeyMeta{p.map, p.key, p.version, true});
+    }
+    purged.clear();
+    deltas.clear();
+    batch = Batch();
+    return Status::Ok();
+  };
+
+  // The iterator reads a snapshot; the batches committed meanwhile delete
+  // only rows it has passed.
+  auto it = im.store->NewIterator();
+  for (it->Seek(std::string(1, rows::kGcPrefix));
+       it->Valid() && !it->key().empty() && it->key()[0] == rows::kGcPrefix; it->Next()) {
+    Version version;
+    std::string_view map, key;
+    if (!rows::ParseGcQueueKey(it->key(), &version, &map, &key)) {
+      return Status::Corruption("malformed tombstone queue row " + Printable(it->key()));
+    }
+    if (version.hlc.physical_ms() >= cutoff_ms) break;  // the rest is younger
+    TIDEMAP_ASSIGN_OR_RETURN(uint64_t seq, rows::DecodeU64(it->value(), "tombstone queue seq"));
+    if (seq > acked_by_all) {
+      ++stats.unacknowledged;
+      continue;
+    }
+    const uint64_t key_hash = KeyHash(map, key);
+    TIDEMAP_ASSIGN_OR_RETURN(KeyState st, im.LoadKeyState(key_hash, map, key));
+    if (!st.exists || !st.meta.tombstone || st.meta.version != version) {
+      return Status::Corruption("tombstone queue row of " + rows::DescribeKey(map, key) + " at " +
+                                version.ToString() + " disagrees with the key-hash index");
+    }
+    batch.Delete(rows::RecordKey(map, key));
+    batch.Delete(rows::HashIndexKey(key_hash, map, key));
+    batch.Delete(std::string(it->key()));
+    deltas.push_back(LeafDelta{BucketOf(key_hash, im.tree_shape),
+                               ItemDigest(map, key, version, /*tombstone=*/true), 0, -1});
+    purged.push_back(Purged{std::string(map), std::string(key), version});
+    watermark = std::max(watermark, version);
+    if (purged.size() >= kPurgeBatchMax) TIDEMAP_RETURN_IF_ERROR(commit_batch());
+  }
+  TIDEMAP_RETURN_IF_ERROR(it->status());
+  TIDEMAP_RETURN_IF_ERROR(commit_batch());
+  return stats;
+}
+
+Status Replica::RecordsOfOrigin(uint64_t origin, std::vector<RemoteRecord>* out) const {
+  const std::string prefix(1, rows::kRecordPrefix);
+  auto it = impl_->store->NewIterator();
+  for (it->Seek(prefix); it->Valid(); it->Next()) {
+    const std::string_view row_key = it->key();
+    if (row_key.empty() || row_key[0] != rows::kRecordPrefix) break;
+    TIDEMAP_ASSIGN_OR_RETURN(rows::RecordMeta meta, rows::DecodeRecordMeta(row_key, it->value()));
+    if (meta.version.origin != origin) continue;
+    std::string_view m, k;
+    if (!rows::ParseRecordKey(row_key, &m, &k)) {
+      return Status::Corruption("malformed record key " + Printable(row_key));
+    }
+    TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, it->value()));
+    out->push_back(RemoteRecord{std::string(m), std::string(k), std::move(rec.value), rec.version,
+                                rec.tombstone});
+  }
+  return it->status();
+}
+
 Result<ReplicaStats> Replica::Stats() const {
   ReplicaStats s;
   s.node_id = impl_->options.node_id;
@@ -1097,8 +1341,23 @@ Result<ReplicaStats> Replica::Stats() const {
   s.hlc_last = impl_->hlc->Last();
   s.recovered_oplog_rows = impl_->recovered_rows;
   s.recovered_buckets = impl_->recovered_buckets;
+  s.incarnation = impl_->incarnation;
+  {
+    MutexLock l(&impl_->state_mu);
+    s.gc_watermark = impl_->gc_watermark;
+    s.tombstones_purged = impl_->gc_purged;
+  }
+  s.below_watermark_tombstones = impl_->below_watermark_tombstones.load(std::memory_order_relaxed);
+  s.stale_records_dropped = impl_->stale_dropped.load(std::memory_order_relaxed);
   return s;
 }
+
+Version Replica::gc_watermark() const {
+  MutexLock l(&impl_->state_mu);
+  return impl_->gc_watermark;
+}
+
+uint64_t Replica::incarnation() const { return impl_->incarnation; }
 
 uint64_t Replica::node_id() const { return impl_->options.node_id; }
 Oplog& Replica::oplog() { return *impl_->oplog; }

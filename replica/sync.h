@@ -14,7 +14,15 @@
 //  - tree diff: on first contact, when the peer's cursor fell below our pruned
 //    point, and every diff_interval_ms; it descends the Merkle trees only where
 //    digests differ, exchanges (key hash, version) summaries of the differing
-//    buckets, then only the records one side lacks or holds older.
+//    buckets, then only the records one side lacks or holds older;
+//  - a peer whose database changed since we stored its cursor (another
+//    incarnation: wiped or replaced; or fewer rows than we acknowledged from
+//    it: restored from a backup) is repaired as on first contact, and the
+//    records it wrote are resynced both ways (OriginRecords); the comment at
+//    the top of sync.cc has the details;
+//  - tombstone GC: a peer that sends a live record at or below our GC
+//    watermark for a key we do not hold (its state predates the watermark) is
+//    refused with a Goodbye telling it to re-bootstrap.
 //
 // Thread-safety: none; one owner thread drives a session. The replica must
 // outlive it.
@@ -49,8 +57,14 @@ struct SyncStats {
   uint64_t records_applied = 0;  // received records that won here
   uint64_t diffs_completed = 0;
   uint64_t acked_seq = 0;  // the peer's cursor into our oplog
+  // Tombstones received at or below our GC watermark for keys we do not
+  // hold, not stored (a purge here already stands for them).
+  uint64_t below_watermark_dropped = 0;
   bool diff_in_progress = false;
-  std::string last_error;  // e.g. the peer refused our clock
+  std::string last_error;  // e.g. the peer refused our clock, or closed the session
+  // Set when the peer's database changed since we stored its state (wiped,
+  // replaced, restored from a backup): what we found and what we do.
+  std::string peer_reset;
 };
 
 class SyncSession {
@@ -67,8 +81,11 @@ class SyncSession {
 
   // Handles one message from the peer and appends the replies to `out`.
   // A non-OK status means the session must be closed (protocol violation,
-  // wrong peer, incompatible version); the message says why. Refusals of our
-  // data by the peer are not errors: they show in stats().last_error.
+  // wrong peer, incompatible version, a peer whose state predates our GC
+  // watermark, a Goodbye from the peer); the message says why. When `out`
+  // then ends with a Goodbye, send it before closing: it tells the peer why.
+  // Refusals of our data by the peer are not errors: they show in
+  // stats().last_error.
   Status Receive(const msg::Message& message, uint64_t now_ms, std::vector<msg::Message>* out);
 
   // Appends what is due now: new oplog rows to stream (within the in-flight

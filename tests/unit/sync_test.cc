@@ -463,20 +463,16 @@ TEST_F(SyncTest, GapFoundDuringARunningDiffIsRepairedByANewDiff) {
   EXPECT_TRUE(link.a->Idle());
 }
 
-// KNOWN HAZARD, disabled until fixed (found by the simulator: with
-// TIDEMAP_SIM_PERIODIC_DIFFS=0, seeds 67, 206, 220, 248, 249, 282 and 287 of
-// 1..300 never converge, all with wipes). A node that lost its database but
-// kept its id is repaired only by the diff of its first session with each
-// peer: the peer still holds a cursor for it (all of the peer's rows up to
-// there "acknowledged") and streams only what follows. If that first session
-// is cut before its diff ends, the wiped node's own cursor for the peer now
-// exists (AddPeer persisted 0), so the next session is not a first contact
-// either: nothing but a periodic diff ever sends the rows below the stale
-// cursor. Rows that originated at the wiped node are never streamed back to
-// it at all (no echo to the origin). Enable when sessions detect a peer that
-// lost its state (e.g. a per-database incarnation id in Hello, stored with
-// the cursor, resetting it and forcing a repair when it changes).
-TEST_F(SyncTest, DISABLED_WipedPeerWhoseFirstDiffIsCutStillConverges) {
+// Found by the simulator (with TIDEMAP_SIM_PERIODIC_DIFFS=0, seeds 67, 206,
+// 220, 248, 249, 282 and 287 of 1..300 never converged, all with wipes). A
+// node that lost its database but kept its id used to be repaired only by the
+// diff of its first session with each peer: the peer still held a cursor for
+// it and streamed only what followed, and once that first session was cut
+// before its diff ended, the next one was not a first contact either (the
+// wiped node had registered the peer). Now its new database has another
+// incarnation, which its Hello carries: the peer's stored cursor no longer
+// counts, and nothing is persisted until a repair has finished.
+TEST_F(SyncTest, WipedPeerWhoseFirstDiffIsCutStillConverges) {
   Add(1);
   Node& b = Add(2);
   for (int i = 0; i < 50; ++i) ASSERT_TRUE(b.replica->Put("m", "k" + std::to_string(i), "v").ok());
@@ -503,21 +499,25 @@ TEST_F(SyncTest, DISABLED_WipedPeerWhoseFirstDiffIsCutStillConverges) {
   Pump(link);
   EXPECT_TRUE(link.a->Idle());
   EXPECT_TRUE(link.b->Idle());
-  ExpectConverged({1, 2});  // today: A holds 0 keys and stays so
+  ExpectConverged({1, 2});
+  EXPECT_NE(link.b->stats().peer_reset.find("another database"), std::string::npos)
+      << link.b->stats().peer_reset;
+  // B's cursor for A is A's new database's: moved back to what the repair gave it.
+  auto state = b.replica->oplog().Peer(1);
+  ASSERT_TRUE(state.ok());
+  EXPECT_EQ(state->incarnation, nodes_[1].replica->incarnation());
 }
 
-// KNOWN HAZARD, disabled until fixed. A node that lost its database (and with
-// it the persisted HLC bound) but kept its id can re-issue a version its
-// former self issued, with other bytes; the simulator counts such re-issues
-// (wipe_version_reissued, equal_version_conflicts). Where both records meet,
-// the tie rule picks one; but the Merkle item digest covers the version, not
+// A node that lost its database (and with it the persisted HLC bound) but
+// kept its id can re-issue a version its former self issued, with other
+// bytes (the simulator counts such re-issues: wipe_version_reissued,
+// equal_version_conflicts). The Merkle item digest covers the version, not
 // the value, so two replicas holding one version with different bytes have
-// equal trees and no diff ever looks, and the peer never streams the old
-// record to the wiped node because it originated there (no echo to the
-// origin). Equal roots, different data, forever. Enable when a wiped node
-// cannot re-issue versions (e.g. a new node id per database, or an
-// incarnation in the version) or the digest covers the value's digest.
-TEST_F(SyncTest, DISABLED_WipedNodeReissuingAVersionStillConverges) {
+// equal trees and no diff looks; and the peer never streams the old record
+// to the wiped node because it originated there. The peer sees the new
+// incarnation in the Hello and resyncs the records of that origin both ways
+// (OriginRecords), so the tie rule picks one copy on both sides.
+TEST_F(SyncTest, WipedNodeReissuingAVersionStillConverges) {
   Node& a = Add(1);
   Node& b = Add(2);
   auto old_version = a.replica->Put("m", "k", "old bytes");
@@ -543,7 +543,10 @@ TEST_F(SyncTest, DISABLED_WipedNodeReissuingAVersionStillConverges) {
   Link link = Connect(1, 2);
   Pump(link);
   EXPECT_EQ(a.replica->MerkleRoot(), b.replica->MerkleRoot());  // equal trees...
-  ExpectConverged({1, 2});  // ...today with "new bytes" on A, "old bytes" on B
+  ExpectConverged({1, 2});  // ...and equal bytes: the old ones, which win the tie
+  EXPECT_EQ(a.replica->Get("m", "k")->value, "old bytes");
+  EXPECT_TRUE(link.a->Idle());
+  EXPECT_TRUE(link.b->Idle());
 }
 
 TEST_F(SyncTest, OutOfOrderMessageClosesTheSession) {

@@ -4,8 +4,13 @@
 // cursor; a key rewritten many times while a peer was away ships once;
 // changes flow on transitively (A -> B -> C) and never echo to their origin;
 // a peer whose cursor fell below the pruned point is repaired by tree diff;
-// a refused clock keeps the sender's data until the receiver accepts it; and
-// an out-of-order message or another protocol version closes the session.
+// a refused clock keeps the sender's data until the receiver accepts it; a
+// node whose database was wiped or restored from an older backup is noticed
+// by its incarnation and last seq, repaired and resynced (re-issued versions
+// included); a stale node cannot bring back a key whose tombstone was purged
+// and is told to re-bootstrap; purged tombstones are not shipped back and
+// forth; and an out-of-order message or another protocol version closes the
+// session.
 #include <gtest/gtest.h>
 #include <leveldb/env.h>
 #include <leveldb/helpers/memenv.h>
@@ -19,6 +24,7 @@ namespace tidemap {
 namespace {
 
 constexpr uint64_t kStartMs = 1'800'000'000'000;
+constexpr uint64_t kHorizonMs = 10'000;  // tombstone GC horizon of every node here
 
 struct Node {
   std::unique_ptr<ManualClock> clock;
@@ -29,19 +35,50 @@ class SyncTest : public ::testing::Test {
  protected:
   SyncTest() : env_(leveldb::NewMemEnv(leveldb::Env::Default())) {}
 
-  Node& Add(uint64_t id, OplogRetention retention = {}) {
+  Node& Add(uint64_t id, OplogRetention retention = {}, uint64_t horizon_ms = kHorizonMs) {
     Node& n = nodes_[id];
     n.clock = std::make_unique<ManualClock>(kStartMs);
+    n.replica = OpenNode(id, "/n" + std::to_string(id), n.clock.get(), retention, horizon_ms);
+    return n;
+  }
+
+  std::unique_ptr<Replica> OpenNode(uint64_t id, const std::string& path, ManualClock* clock,
+                                    OplogRetention retention = {},
+                                    uint64_t horizon_ms = kHorizonMs) {
     ReplicaOptions o;
-    o.path = "/n" + std::to_string(id);
+    o.path = path;
     o.env = env_.get();
-    o.clock = n.clock.get();
+    o.clock = clock;
     o.node_id = id;
     o.retention = retention;
+    o.tombstone_horizon_ms = horizon_ms;
     auto r = Replica::Open(std::move(o));
     EXPECT_TRUE(r.ok()) << r.status().ToString();
-    n.replica = std::move(r).value();
-    return n;
+    return r.ok() ? std::move(r).value() : nullptr;
+  }
+
+  // Copies every file of database `from` to `to` (the database must be closed):
+  // a backup, or its restore.
+  void CopyDb(const std::string& from, const std::string& to) {
+    std::vector<std::string> files;
+    ASSERT_TRUE(env_->GetChildren(from, &files).ok());
+    ASSERT_TRUE(env_->CreateDir(to).ok() || env_->FileExists(to));
+    for (const std::string& f : files) {
+      leveldb::SequentialFile* in = nullptr;
+      if (!env_->NewSequentialFile(from + "/" + f, &in).ok()) continue;  // a directory
+      std::unique_ptr<leveldb::SequentialFile> in_owner(in);
+      leveldb::WritableFile* out = nullptr;
+      ASSERT_TRUE(env_->NewWritableFile(to + "/" + f, &out).ok());
+      std::unique_ptr<leveldb::WritableFile> out_owner(out);
+      std::string scratch(1 << 16, '\0');
+      for (;;) {
+        leveldb::Slice chunk;
+        ASSERT_TRUE(in->Read(scratch.size(), &chunk, scratch.data()).ok());
+        if (chunk.empty()) break;
+        ASSERT_TRUE(out->Append(chunk).ok());
+      }
+      ASSERT_TRUE(out->Close().ok());
+    }
   }
 
   // The node loses its disk and comes back empty under the same id (its
@@ -54,6 +91,7 @@ class SyncTest : public ::testing::Test {
     o.env = env_.get();
     o.clock = n.clock.get();
     o.node_id = id;
+    o.tombstone_horizon_ms = kHorizonMs;
     auto r = Replica::Open(std::move(o));
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     n.replica = std::move(r).value();
@@ -99,6 +137,42 @@ class SyncTest : public ::testing::Test {
       to_a = std::move(next_a);
     }
     return rounds;
+  }
+
+  // Runs the link until one side's Receive fails (a closed session) or both
+  // are idle. When the failing side's replies end with a Goodbye, it reaches
+  // the other side, as the transport sends it before closing. Returns each
+  // side's first error (OK when it had none).
+  std::pair<Status, Status> PumpUntilClosed(Link& link, uint64_t now_ms) {
+    std::vector<msg::Message> to_b, to_a;
+    EXPECT_TRUE(link.a->Start(now_ms, &to_b).ok());
+    EXPECT_TRUE(link.b->Start(now_ms, &to_a).ok());
+    Status sa, sb;
+    for (int round = 0; round < 100; ++round) {
+      EXPECT_TRUE(link.a->Poll(now_ms, &to_b).ok());
+      EXPECT_TRUE(link.b->Poll(now_ms, &to_a).ok());
+      if (to_a.empty() && to_b.empty()) break;
+      std::vector<msg::Message> next_b, next_a, ignored;
+      for (const auto& m : to_b) {
+        if (sb.ok()) sb = link.b->Receive(m, now_ms, &next_a);
+      }
+      for (const auto& m : to_a) {
+        if (sa.ok()) sa = link.a->Receive(m, now_ms, &next_b);
+      }
+      if (!sa.ok() || !sb.ok()) {
+        // The closing side's last replies (its Goodbye) still reach the other.
+        for (const auto& m : next_a) {
+          if (!sb.ok() && sa.ok()) sa = link.a->Receive(m, now_ms, &ignored);
+        }
+        for (const auto& m : next_b) {
+          if (!sa.ok() && sb.ok()) sb = link.b->Receive(m, now_ms, &ignored);
+        }
+        break;
+      }
+      to_b = std::move(next_b);
+      to_a = std::move(next_a);
+    }
+    return {sa, sb};
   }
 
   std::string Scan(uint64_t id) {
@@ -547,6 +621,167 @@ TEST_F(SyncTest, WipedNodeReissuingAVersionStillConverges) {
   EXPECT_EQ(a.replica->Get("m", "k")->value, "old bytes");
   EXPECT_TRUE(link.a->Idle());
   EXPECT_TRUE(link.b->Idle());
+}
+
+// ---------------------------------------------------------------------------
+// Tombstone GC across replicas.
+
+// A node that was away holds a deleted key's old live version; the other side
+// has purged the key's tombstone. The old version is not stored, and the
+// session ends with an error that tells the stale node to re-bootstrap; the
+// stale node learns why from the Goodbye.
+TEST_F(SyncTest, StalePeerCannotResurrectAPurgedKeyAndIsToldToRebootstrap) {
+  Node& a = Add(1);
+  Add(2);
+  ASSERT_TRUE(a.replica->Put("m", "k", "old").ok());
+  const RemoteRecord old = **a.replica->ReadRecord("m", "k");
+  ASSERT_TRUE(a.replica->Delete("m", "k").ok());
+  ASSERT_TRUE(a.replica->Put("m", "other", "v").ok());
+  {
+    Link link = Connect(1, 2);
+    Pump(link);  // B, A's only known peer, holds the tombstone and acknowledged it
+  }
+  a.clock->Advance(kHorizonMs + 1);
+  ASSERT_EQ(a.replica->PurgeTombstones()->purged, 1u);
+  const Version watermark = a.replica->gc_watermark();
+  // C took the old version before the delete and was away ever since.
+  Node& c = Add(3);
+  ASSERT_TRUE(c.replica->ApplyRemote({&old, 1}, 1).ok());
+
+  Link link = Connect(1, 3);
+  const auto [sa, sc] = PumpUntilClosed(link, a.clock->NowMillis());
+  ASSERT_TRUE(sa.IsRefused()) << sa.ToString();
+  EXPECT_EQ(sa.message(), "peer 0000000000000003: its state predates our GC watermark " +
+                              watermark.ToString() + " (it sent map 'm', key 'k' at " +
+                              old.version.ToString() +
+                              ", deleted and purged here); re-bootstrap it from an empty data dir");
+  ASSERT_TRUE(sc.IsRefused()) << sc.ToString();
+  EXPECT_EQ(sc.message(), "peer 0000000000000001 closed the session: " + sa.message());
+  EXPECT_EQ(link.b->stats().last_error, sc.message());
+  EXPECT_TRUE(a.replica->Get("m", "k").status().IsNotFound());
+  EXPECT_EQ(a.replica->Stats()->stale_records_dropped, 1u);
+}
+
+// The same through streaming: a known peer's oplog row carries a deleted
+// key's old version (here C got it late, from the node that wrote it).
+TEST_F(SyncTest, StaleRecordInAStreamedBatchEndsTheSession) {
+  Node& a = Add(1);
+  Add(2);
+  const RemoteRecord old{"m", "k", "old", Version{Timestamp::FromParts(kStartMs - 5, 0), 9}, false};
+  ASSERT_TRUE(a.replica->ApplyRemote({&old, 1}, 9).ok());
+  ASSERT_TRUE(a.replica->Delete("m", "k").ok());
+  {
+    Link link = Connect(1, 2);
+    Pump(link);
+  }
+  a.clock->Advance(kHorizonMs + 1);
+  ASSERT_EQ(a.replica->PurgeTombstones()->purged, 1u);
+  Node& c = Add(3);
+  ASSERT_TRUE(c.replica->ApplyRemote({&old, 1}, 9).ok());
+  // A and C know each other already: no repair, C streams its row to A.
+  ASSERT_TRUE(a.replica->oplog()
+                  .SetPeer(3, PeerState{a.replica->LastSeq(), c.replica->incarnation(), 0})
+                  .ok());
+  ASSERT_TRUE(c.replica->oplog()
+                  .SetPeer(1, PeerState{0, a.replica->incarnation(), a.replica->LastSeq()})
+                  .ok());
+  Link link = Connect(1, 3);
+  const auto [sa, sc] = PumpUntilClosed(link, a.clock->NowMillis());
+  ASSERT_TRUE(sa.IsRefused()) << sa.ToString();
+  EXPECT_NE(sa.message().find("its state predates our GC watermark"), std::string::npos);
+  EXPECT_TRUE(sc.IsRefused()) << sc.ToString();
+  EXPECT_EQ(link.a->stats().diffs_completed, 0u);
+  EXPECT_TRUE(a.replica->Get("m", "k").status().IsNotFound());
+  EXPECT_EQ(*c.replica->oplog().PeerAck(1), 0u);  // C's row was never acknowledged
+}
+
+// A purged replica and one that still holds the tombstone differ in that
+// bucket until the second purges too. Their diffs find the difference but
+// ship nothing: the side that purged does not ask for the tombstone, the
+// other does not send it to a peer whose watermark covers it. Then both
+// purge, and their roots are equal.
+TEST_F(SyncTest, PurgedTombstonesAreNotShippedBackAndForth) {
+  Node& a = Add(1);
+  Node& b = Add(2, {}, 2 * kHorizonMs);  // B keeps tombstones longer
+  SyncOptions opts;
+  opts.diff_interval_ms = 1'000;
+  {
+    Link link = Connect(1, 2, opts);
+    Pump(link);
+    ASSERT_TRUE(a.replica->Put("m", "k", "v").ok());
+    ASSERT_TRUE(a.replica->Put("m", "keep", "v").ok());
+    ASSERT_TRUE(a.replica->Delete("m", "k").ok());
+    Pump(link, /*start=*/false);
+  }
+  ExpectConverged({1, 2});
+  a.clock->Advance(kHorizonMs + 1);
+  b.clock->Advance(kHorizonMs + 1);
+  ASSERT_EQ(a.replica->PurgeTombstones()->purged, 1u);
+  ASSERT_EQ(b.replica->PurgeTombstones()->purged, 0u);
+  ASSERT_NE(a.replica->MerkleRoot(), b.replica->MerkleRoot());
+
+  const uint64_t t = a.clock->NowMillis();
+  Link link = Connect(1, 2, opts);
+  Pump(link, /*start=*/true, t);
+  Pump(link, /*start=*/false, t + 1'000);  // a periodic diff
+  EXPECT_GE(link.a->stats().diffs_completed, 1u);
+  EXPECT_EQ(link.a->stats().records_sent, 0u);
+  EXPECT_EQ(link.b->stats().records_sent, 0u);
+  EXPECT_TRUE(link.a->Idle());
+  EXPECT_TRUE(link.b->Idle());
+  EXPECT_EQ(Scan(1), "m/keep=v@" + a.replica->Get("m", "keep")->version.ToString() + " ");
+  EXPECT_EQ(b.replica->Stats()->tombstones, 1u);
+
+  b.clock->Advance(kHorizonMs);
+  ASSERT_EQ(b.replica->PurgeTombstones()->purged, 1u);
+  ExpectConverged({1, 2});
+  Pump(link, /*start=*/false, t + 2'000);
+  EXPECT_EQ(link.a->stats().records_sent + link.b->stats().records_sent, 0u);
+}
+
+// A node restored from an older backup: the same incarnation, but fewer rows
+// than its peer acknowledged from it, and it reuses the seqs it lost for new
+// changes. The peer notices (its received seq is past the Hello's last seq),
+// repairs it by tree diff and resends the records the node wrote and lost.
+TEST_F(SyncTest, NodeRestoredFromAnOlderBackupIsRepaired) {
+  Node& a = Add(1);
+  Node& b = Add(2);
+  {
+    Link link = Connect(1, 2);
+    Pump(link);  // empty: equal roots, cursors tagged with each other's incarnation
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE(a.replica->Put("m", "k" + std::to_string(i), "v").ok());
+    Pump(link, /*start=*/false);
+  }
+  EXPECT_EQ(b.replica->oplog().Peer(1)->received, 5u);
+  const uint64_t incarnation = a.replica->incarnation();
+  a.replica.reset();
+  CopyDb("/n1", "/n1-backup");
+  a.replica = OpenNode(1, "/n1", a.clock.get());
+  {
+    for (int i = 5; i < 10; ++i)
+      ASSERT_TRUE(a.replica->Put("m", "k" + std::to_string(i), "v").ok());
+    Link link = Connect(1, 2);
+    Pump(link);
+  }
+  EXPECT_EQ(b.replica->oplog().Peer(1)->received, 10u);
+  a.replica.reset();
+  a.replica = OpenNode(1, "/n1-backup", a.clock.get());  // the restore
+  ASSERT_EQ(a.replica->incarnation(), incarnation);
+  ASSERT_EQ(a.replica->LastSeq(), 5u);
+  ASSERT_TRUE(a.replica->Put("m", "after-restore", "v").ok());  // seq 6 again, another change
+
+  Link link = Connect(1, 2);
+  Pump(link);
+  ExpectConverged({1, 2});
+  EXPECT_EQ(a.replica->Stats()->keys, 11u);
+  EXPECT_NE(link.b->stats().peer_reset.find("went back in time"), std::string::npos)
+      << link.b->stats().peer_reset;
+  EXPECT_TRUE(link.a->stats().peer_reset.empty());
+  EXPECT_TRUE(link.a->Idle());
+  EXPECT_TRUE(link.b->Idle());
+  // B's state for A now describes the restored database.
+  EXPECT_EQ(*b.replica->oplog().Peer(1),
+            (PeerState{b.replica->LastSeq(), incarnation, a.replica->LastSeq()}));
 }
 
 TEST_F(SyncTest, OutOfOrderMessageClosesTheSession) {

@@ -241,7 +241,15 @@ struct Replica::Impl {
   uint64_t live TIDEMAP_GUARDED_BY(state_mu) = 0;
   uint64_t tombstones TIDEMAP_GUARDED_BY(state_mu) = 0;
   // Tombstone GC. Changed only by PurgeTombstones, under commit_mu as well.
-  Version gc_watermark TIDEMAP_GUARDED_BY(state_mu);
+  Version gc_watermark TIDEMAP_GUARDED_BY(state_mu);  // the greatest over every bucket
+  // Per Merkle bucket, the greatest purged tombstone version (see the design
+  // note at PurgeTombstones).
+  mutable Mutex gc_mu;
+  std::vector<Version> bucket_watermark TIDEMAP_GUARDED_BY(gc_mu);
+  Version BucketWatermark(uint32_t bucket) const {
+    MutexLock l(&gc_mu);
+    return bucket_watermark[bucket];
+  }
   uint64_t gc_purged TIDEMAP_GUARDED_BY(state_mu) = 0;
   std::atomic<uint64_t> below_watermark_tombstones{0};
   std::atomic<uint64_t> stale_dropped{0};
@@ -370,7 +378,7 @@ Status Replica::Impl::BuildKeyFilter(uint64_t stored_keys) {
 
 void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
   uint64_t seq, live_count, tomb_count;
-  Version watermark;
+  Version watermark;  // over every bucket: most records are above it
   {
     MutexLock l(&state_mu);
     seq = last_seq;
@@ -446,16 +454,20 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
         if (old.exists) hlc->RaiseFloor(old.meta.version.hlc);
         version = Version{hlc->Now(), options.node_id};
       }
-      // A key not held here, at or below the GC watermark: its tombstone may
-      // have been purged here, so this is an older version of a deleted key
-      // (or a write later than the horizon allows). Never resurrect it; a
-      // tombstone changes nothing (the purge already stands for it).
-      if (w->remote && !old.exists && version <= watermark) {
+      // A key not held here, at or below its bucket's GC watermark: its
+      // tombstone may have been purged here, so this is an older version of
+      // a deleted key (or a write later than the horizon allows). Never
+      // resurrect it; a tombstone changes nothing (the purge stands for it).
+      const Version key_watermark = w->remote && !old.exists && version <= watermark
+                                        ? BucketWatermark(BucketOf(key_hash, tree_shape))
+                                        : Version{};
+      if (w->remote && !old.exists && version <= key_watermark) {
         if (tombstone) {
           ++apply.below_watermark_tombstones;
         } else {
           if (apply.stale++ == 0) {
             apply.first_stale = rows::DescribeKey(map, key) + " at " + version.ToString();
+            apply.first_stale_watermark = key_watermark;
           }
         }
         continue;
@@ -818,6 +830,24 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
     impl->recovered_buckets = impl->dirty.size();
     tree.RecomputeInner();
   }
+  {
+    // The per-bucket GC watermarks (one row per bucket that ever purged).
+    MutexLock l(&impl->gc_mu);
+    impl->bucket_watermark.assign(impl->dirty_flag.size(), Version{});
+    auto it = store.NewIterator();
+    for (it->Seek(std::string(1, rows::kGcWatermarkPrefix));
+         it->Valid() && !it->key().empty() && it->key()[0] == rows::kGcWatermarkPrefix;
+         it->Next()) {
+      uint32_t bucket = 0;
+      if (!rows::ParseGcWatermarkKey(it->key(), &bucket) ||
+          bucket >= impl->bucket_watermark.size()) {
+        return Status::Corruption("database " + options.path + ": malformed GC watermark row");
+      }
+      TIDEMAP_ASSIGN_OR_RETURN(impl->bucket_watermark[bucket],
+                               rows::DecodeVersion(it->value(), "bucket gc watermark"));
+    }
+    TIDEMAP_RETURN_IF_ERROR(it->status());
+  }
   impl->checkpoint_seq = checkpoint_seq;
   impl->checkpoint_ms = options.clock->NowMillis();
   {
@@ -1177,22 +1207,32 @@ Result<PruneStats> Replica::PruneOplog() {
 // not know (peers of peers, a node that joins later from one of them). A
 // replica with no known peer has no acknowledgement to wait for, so the
 // horizon alone decides: a lone replica is free to purge, and a peer it
-// meets later is held to the watermark below like any stale peer. H = 0
-// disables GC.
+// meets later is held to the watermark below like any stale peer. A replica
+// in a cluster must therefore know its peers before it purges: the daemon
+// registers its configured peers (Oplog::AddPeer) at every start, so a
+// fresh or wiped database waits for them too. (The simulator found the
+// alternative: a wiped node that had not met its peer yet purged its own
+// delete, which that peer then never received, and refused the peer's older
+// version of the key for good.) H = 0 disables GC.
 //
-// The watermark. Each purge raises the GC watermark W, the greatest version
-// purged here, persisted in meta in the batch of the purge. A remote record
-// for a key we do not hold whose version is <= W may be the old version of
-// a key whose tombstone was purged, and is never stored (Impl::ProcessGroup):
-// a live one is counted as stale (the sync core then refuses the sender,
+// The watermark. Each purge raises the GC watermark of the key's Merkle
+// bucket, the greatest version purged there ('w' rows, persisted in the batch
+// of the purge; W, the greatest over every bucket, is what Hello and Stats
+// report). A remote record for a key we do not hold whose version is at or
+// below its bucket's watermark may be the old version of a key whose
+// tombstone was purged, and is never stored (Impl::ProcessGroup): a live one
+// is counted as stale (the sync core then refuses the sender, see
 // replica/sync.cc), a tombstone is dropped silently (absent already means
-// deleted here, and re-storing it would make it circulate between replicas
+// deleted here, and storing it again would let it circulate between replicas
 // that purged it). A key we do hold is merged by LWW as always, so a write
-// after a delete is never affected. W is one number for every key, which is
-// where H comes in again: a legitimate write stamped <= W that reaches us for
+// after a delete is never affected. The watermark stands for every key of
+// its bucket, which is where H comes in again: a legitimate write of another
+// key of the bucket, stamped at or below the watermark, that reaches us for
 // the first time after the purge (a partition, a backlog or a clock skew
 // longer than H) is refused too. So H must exceed the longest time a write
-// may take to reach every replica, skew included (days in production).
+// may take to reach every replica, skew included (days in production). One
+// watermark per bucket (65,536 by default, 1 MB) rather than one per replica
+// makes that 65,536 times less likely; one per key would be a tombstone.
 //
 // Trees. A purge removes the key's Merkle item, so a replica that purged and
 // one that has not differ in those buckets until the other purges too (every
@@ -1227,6 +1267,7 @@ Result<PurgeStats> Replica::PurgeTombstones(const std::function<void(const KeyMe
     Version version;
   };
   std::vector<Purged> purged;
+  std::map<uint32_t, Version> raised;  // bucket watermarks this batch raises
   std::vector<LeafDelta> deltas;
   Batch batch;
   Version watermark = stats.watermark;
@@ -1244,6 +1285,9 @@ Result<PurgeStats> Replica::PurgeTombstones(const std::function<void(const KeyMe
     }
     batch.Put(rows::MetaKey(rows::kMetaGcWatermark), rows::EncodeVersion(watermark));
     batch.Put(rows::MetaKey(rows::kMetaGcPurged), rows::EncodeU64(purged_total + purged.size()));
+    for (const auto& [bucket, v] : raised) {
+      batch.Put(rows::GcWatermarkKey(bucket), rows::EncodeVersion(v));
+    }
     im.AppendCheckpoint(&batch, seq, deltas);
     TIDEMAP_RETURN_IF_ERROR(im.store->Write(&batch, /*sync=*/true));
     {
@@ -1254,6 +1298,11 @@ Result<PurgeStats> Replica::PurgeTombstones(const std::function<void(const KeyMe
       im.bucket_tombs[d.bucket] += static_cast<uint32_t>(d.tombstones);  // wraps: -1
     }
     im.CheckpointDone(seq, now_ms);
+    {
+      MutexLock l(&im.gc_mu);
+      for (const auto& [bucket, v] : raised) im.bucket_watermark[bucket] = v;
+    }
+    raised.clear();
     purged_total += purged.size();
     {
       MutexLock l(&im.state_mu);
@@ -1297,10 +1346,13 @@ Result<PurgeStats> Replica::PurgeTombstones(const std::function<void(const KeyMe
     batch.Delete(rows::RecordKey(map, key));
     batch.Delete(rows::HashIndexKey(key_hash, map, key));
     batch.Delete(std::string(it->key()));
-    deltas.push_back(LeafDelta{BucketOf(key_hash, im.tree_shape),
-                               ItemDigest(map, key, version, /*tombstone=*/true), 0, -1});
+    const uint32_t bucket = BucketOf(key_hash, im.tree_shape);
+    deltas.push_back(LeafDelta{bucket, ItemDigest(map, key, version, /*tombstone=*/true), 0, -1});
     purged.push_back(Purged{std::string(map), std::string(key), version});
     watermark = std::max(watermark, version);
+    auto [r, fresh] = raised.try_emplace(bucket, Version{});
+    if (fresh) r->second = im.BucketWatermark(bucket);
+    r->second = std::max(r->second, version);
     if (purged.size() >= kPurgeBatchMax) TIDEMAP_RETURN_IF_ERROR(commit_batch());
   }
   TIDEMAP_RETURN_IF_ERROR(it->status());
@@ -1355,6 +1407,10 @@ Result<ReplicaStats> Replica::Stats() const {
 Version Replica::gc_watermark() const {
   MutexLock l(&impl_->state_mu);
   return impl_->gc_watermark;
+}
+
+Version Replica::gc_watermark(uint64_t key_hash) const {
+  return impl_->BucketWatermark(BucketOf(key_hash, impl_->tree_shape));
 }
 
 uint64_t Replica::incarnation() const { return impl_->incarnation; }

@@ -149,7 +149,8 @@ struct ApplyResult {
   // write that arrived later than the GC horizon allows): never resurrected.
   // The sender's state predates the watermark; the sync core refuses it.
   size_t stale = 0;
-  std::string first_stale;  // "map 'm', key 'k' at <version>" when stale > 0
+  std::string first_stale;        // "map 'm', key 'k' at <version>" when stale > 0
+  Version first_stale_watermark;  // the watermark that record was at or below
 };
 
 // What one PurgeTombstones call did.
@@ -282,7 +283,8 @@ class Replica {
 
   // Tombstone GC: deletes every tombstone older than tombstone_horizon_ms
   // whose oplog seq every known peer acknowledged (with no known peer, the
-  // horizon alone decides), with its key-hash index row, its queue row and
+  // horizon alone decides: register the configured peers with
+  // oplog().AddPeer before the first purge), with its key-hash index row, its queue row and
   // its Merkle item, in batches that also raise the GC watermark and
   // checkpoint the tree. Calls `on_purged` (may be empty) for each purged key
   // after its batch committed. Writes wait while it runs. The daemon calls
@@ -290,6 +292,9 @@ class Replica {
   Result<PurgeStats> PurgeTombstones(const std::function<void(const KeyMeta&)>& on_purged = {});
   // The greatest version of a purged tombstone (zero when none was purged).
   Version gc_watermark() const;
+  // The GC watermark of the Merkle bucket of `key_hash` (KeyHash(map, key)):
+  // what a remote record for a key not held is compared with.
+  Version gc_watermark(uint64_t key_hash) const;
   // This database's incarnation: random and non-zero, drawn when the
   // database was created, never changed. A node whose database was wiped or
   // replaced comes back with another one, even under the same node id.

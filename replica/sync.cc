@@ -173,7 +173,7 @@ struct SyncSession::Impl {
   Status RefuseStale(const ApplyResult& r, std::vector<msg::Message>* out) {
     std::string reason = "peer " + NodeIdToString(peer_id) +
                          ": its state predates our GC watermark " +
-                         replica->gc_watermark().ToString() + " (it sent " + r.first_stale;
+                         r.first_stale_watermark.ToString() + " (it sent " + r.first_stale;
     if (r.stale > 1) reason += " and " + std::to_string(r.stale - 1) + " more";
     reason += ", deleted and purged here); re-bootstrap it from an empty data dir";
     Emit(msg::Goodbye{reason}, out);
@@ -200,11 +200,13 @@ struct SyncSession::Impl {
   // that lacks their key (see the comment at the top).
   void FilterBelowWatermarks(const std::vector<SummaryEntry>& mine,
                              const std::vector<SummaryEntry>& theirs, BucketDiff* diff) const {
-    const Version own = replica->gc_watermark();
-    std::erase_if(diff->request, [&](uint64_t h) {
-      const SummaryEntry* t = FindEntry(theirs, h);
-      return t != nullptr && t->tombstone && t->version <= own && FindEntry(mine, h) == nullptr;
-    });
+    if (replica->gc_watermark() != Version{}) {
+      std::erase_if(diff->request, [&](uint64_t h) {
+        const SummaryEntry* t = FindEntry(theirs, h);
+        return t != nullptr && t->tombstone && FindEntry(mine, h) == nullptr &&
+               t->version <= replica->gc_watermark(h);
+      });
+    }
     std::erase_if(diff->send, [&](uint64_t h) {
       const SummaryEntry* m = FindEntry(mine, h);
       return m != nullptr && m->tombstone && m->version <= peer_watermark &&

@@ -24,6 +24,9 @@
 //       with the oplog seq under which it won here; written and deleted with
 //       its record (a live version replacing the tombstone deletes the row),
 //       so tombstone GC reads the oldest tombstones without a full scan
+//   gc watermark := 'w' bucket:u32  ->  hlc:u64 origin:u64
+//       per Merkle bucket, the greatest version of a tombstone of that bucket
+//       purged here (no row: none purged); written with the purge
 //   meta key     := 'm' name
 //       schema_version -> u64   node_id -> u64   hlc_bound -> u64 (Timestamp raw)
 //       incarnation -> u64: random, non-zero, drawn when the database is
@@ -33,7 +36,7 @@
 //                oplog rows after it name every key changed since (rewritten
 //                by each checkpoint, in the batch of the group it covers)
 //       gc_watermark -> hlc:u64 origin:u64: the greatest version of a purged
-//                tombstone (absent: none purged)
+//                tombstone over every bucket (absent: none purged)
 //       gc_purged -> u64: tombstones purged so far
 //       peer/<node id:u64> -> acked:u64 incarnation:u64 received:u64
 //                (oplog/oplog.cc)
@@ -241,6 +244,18 @@ bool ParseGcQueueKey(std::string_view row_key, Version* version, std::string_vie
   }
   *version = Version{Timestamp{hlc}, origin};
   *key = row_key;
+  return true;
+}
+
+std::string GcWatermarkKey(uint32_t bucket) {
+  std::string out(1, kGcWatermarkPrefix);
+  PutFixed32BE(&out, bucket);
+  return out;
+}
+
+bool ParseGcWatermarkKey(std::string_view row_key, uint32_t* bucket) {
+  if (row_key.size() != 5 || row_key[0] != kGcWatermarkPrefix) return false;
+  *bucket = DecodeFixed32BE(row_key.data() + 1);
   return true;
 }
 

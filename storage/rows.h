@@ -25,6 +25,7 @@ inline constexpr char kMerklePrefix = 'k';
 inline constexpr char kHashIndexPrefix = 'h';
 inline constexpr char kMetaPrefix = 'm';
 inline constexpr char kGcPrefix = 'g';
+inline constexpr char kGcWatermarkPrefix = 'w';
 
 // The schema version this build writes and reads. 3: peer rows carry the
 // peer's incarnation and received seq, the tombstone queue, the incarnation
@@ -94,6 +95,11 @@ std::string GcQueueKey(const Version& version, std::string_view map, std::string
 // Splits a queue row key; false when it is not one.
 bool ParseGcQueueKey(std::string_view row_key, Version* version, std::string_view* map,
                      std::string_view* key);
+
+// The row of Merkle bucket `bucket`'s GC watermark (the greatest version of
+// a tombstone of that bucket purged here); a bucket without one has none.
+std::string GcWatermarkKey(uint32_t bucket);
+bool ParseGcWatermarkKey(std::string_view row_key, uint32_t* bucket);
 
 // ---- meta ----
 

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "base/random.h"
+#include "merkle/merkle.h"
 #include "replica/replica.h"
 #include "storage/rows.h"
 #include "tests/support/test_util.h"
@@ -739,8 +740,10 @@ TEST_F(ReplicaTest, GcWatermarkPersistsAcrossReopen) {
 
 // Once a key's tombstone is purged, an older version of it from a peer must
 // not come back: a live one is counted as stale, a tombstone changes nothing.
-// A newer version is a write after the delete and is stored; a key still
-// held merges by LWW as always.
+// The watermark is per Merkle bucket: an old version of another key of the
+// same bucket is refused too (taken for a late write), one of a key in
+// another bucket is stored. A newer version is a write after the delete and
+// is stored; a key still held merges by LWW as always.
 TEST_F(ReplicaTest, OlderVersionOfAPurgedKeyIsNeverResurrected) {
   ReplicaOptions o = Options();
   o.tombstone_horizon_ms = kHorizonMs;
@@ -750,24 +753,37 @@ TEST_F(ReplicaTest, OlderVersionOfAPurgedKeyIsNeverResurrected) {
   const Version del = *r->Delete("m", "gone");
   clock_.Advance(kHorizonMs + 1);
   ASSERT_EQ(r->PurgeTombstones()->purged, 1u);
-  const Digest128 root = r->MerkleRoot();
+
+  // A key that shares the bucket of "gone", and one that does not.
+  const TreeShape shape;
+  const uint32_t gone_bucket = BucketOf(KeyHash("m", "gone"), shape);
+  std::string same_bucket;
+  for (int i = 0; same_bucket.empty(); ++i) {
+    const std::string k = "s" + std::to_string(i);
+    if (BucketOf(KeyHash("m", k), shape) == gone_bucket) same_bucket = k;
+  }
+  ASSERT_NE(BucketOf(KeyHash("m", "elsewhere"), shape), gone_bucket);
+  EXPECT_EQ(r->gc_watermark(KeyHash("m", same_bucket)), del);
+  EXPECT_EQ(r->gc_watermark(KeyHash("m", "elsewhere")), Version{});
 
   const uint64_t peer = 0xfe;
-  auto stale = r->ApplyRemote(
-      std::vector<RemoteRecord>{{"m", "gone", "old", old_live, false},
-                                {"m", "gone", "", del, true},
-                                {"m", "never-seen", "late", Version{old_live.hlc, peer}, false}},
-      peer);
+  const Version late{old_live.hlc, peer};  // below the watermark
+  auto stale = r->ApplyRemote(std::vector<RemoteRecord>{{"m", "gone", "old", old_live, false},
+                                                        {"m", "gone", "", del, true},
+                                                        {"m", same_bucket, "late", late, false},
+                                                        {"m", "elsewhere", "late", late, false}},
+                              peer);
   ASSERT_TRUE(stale.ok()) << stale.status().ToString();
-  EXPECT_EQ(stale->applied, 0u);
-  EXPECT_EQ(stale->stale, 2u);  // the old version, and a write stamped below the watermark
+  EXPECT_EQ(stale->applied, 1u);  // "elsewhere"
+  EXPECT_EQ(stale->stale, 2u);
   EXPECT_EQ(stale->below_watermark_tombstones, 1u);
   EXPECT_EQ(stale->first_stale, "map 'm', key 'gone' at " + old_live.ToString());
+  EXPECT_EQ(stale->first_stale_watermark, del);
   EXPECT_TRUE(r->Get("m", "gone").status().IsNotFound());
-  EXPECT_EQ(RenderAll(*r), "m/held=v1");
-  EXPECT_EQ(r->MerkleRoot(), root);
+  EXPECT_EQ(RenderAll(*r), "m/elsewhere=late m/held=v1");
   EXPECT_EQ(r->Stats()->stale_records_dropped, 2u);
   EXPECT_EQ(r->Stats()->below_watermark_tombstones, 1u);
+  ASSERT_TRUE(r->Delete("m", "elsewhere").ok());
 
   // A held key at or below the watermark still merges by LWW.
   const Version newer_held{Timestamp::FromParts(held.hlc.physical_ms(), held.hlc.logical() + 1),
@@ -783,7 +799,7 @@ TEST_F(ReplicaTest, OlderVersionOfAPurgedKeyIsNeverResurrected) {
       r->ApplyRemote(std::vector<RemoteRecord>{{"m", "gone", "new", after, false}}, peer);
   ASSERT_TRUE(recreated.ok());
   EXPECT_EQ(recreated->applied, 1u);
-  EXPECT_EQ(RenderAll(*r), "m/gone=new m/held=v2");
+  EXPECT_EQ(RenderAll(*r), "m/elsewhere=⊥ m/gone=new m/held=v2");
   ExpectScrubOk(*r);
 }
 

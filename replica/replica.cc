@@ -194,6 +194,7 @@ struct Replica::Impl {
     std::span<const RemoteRecord> remote_records;
     bool remote = false;
     uint64_t peer = 0;  // who sent the remote records
+    StaleRecords stale = StaleRecords::kRedelete;
     size_t bytes = 0;
     // Output.
     Status status;
@@ -457,20 +458,27 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
       // A key not held here, at or below its bucket's GC watermark: its
       // tombstone may have been purged here, so this is an older version of
       // a deleted key (or a write later than the horizon allows). Never
-      // resurrect it; a tombstone changes nothing (the purge stands for it).
+      // resurrect it. A tombstone changes nothing (the purge stands for it);
+      // a live version is answered by the delete, restored at the watermark
+      // (or dropped, for a caller that refuses the sender).
       const Version key_watermark = w->remote && !old.exists && version <= watermark
                                         ? BucketWatermark(BucketOf(key_hash, tree_shape))
                                         : Version{};
+      bool redelete = false;
       if (w->remote && !old.exists && version <= key_watermark) {
         if (tombstone) {
           ++apply.below_watermark_tombstones;
-        } else {
-          if (apply.stale++ == 0) {
-            apply.first_stale = rows::DescribeKey(map, key) + " at " + version.ToString();
-            apply.first_stale_watermark = key_watermark;
-          }
+          continue;
         }
-        continue;
+        if (apply.stale++ == 0) {
+          apply.first_stale = rows::DescribeKey(map, key) + " at " + version.ToString();
+          apply.first_stale_watermark = key_watermark;
+        }
+        if (w->stale == StaleRecords::kDrop) continue;
+        redelete = true;
+        version = key_watermark;
+        tombstone = true;
+        value = std::string_view();
       }
       const Digest128 content = ContentDigest(tombstone, value);
       if (w->remote && old.exists) {
@@ -498,9 +506,10 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
       rec.value.assign(value);
       staged.Put(row_key, rows::EncodeRecord(row_key, rec));
       ++w_seq;
+      // A restored delete is this replica's doing: it must reach the sender.
       staged.Put(Oplog::RowKey(w_seq),
                  Oplog::EncodeRow(OplogEntry{w_seq, std::string(map), std::string(key), version,
-                                             tombstone, w->remote ? w->peer : 0}));
+                                             tombstone, w->remote && !redelete ? w->peer : 0}));
       // The tombstone queue holds exactly the stored tombstones.
       if (old.exists && old.meta.tombstone) {
         staged.Delete(rows::GcQueueKey(old.meta.version, map, key));
@@ -530,7 +539,7 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
       staged_keys.insert_or_assign(std::move(row_key),
                                    KeyState{true, rows::RecordMeta{version, tombstone}, content});
       if (w->remote) {
-        ++apply.applied;
+        if (!redelete) ++apply.applied;
       } else {
         versions.push_back(version);
       }
@@ -901,7 +910,8 @@ Result<std::vector<Version>> Replica::Write(const WriteBatch& batch) {
   return std::move(w.versions);
 }
 
-Result<ApplyResult> Replica::ApplyRemote(std::span<const RemoteRecord> records, uint64_t peer) {
+Result<ApplyResult> Replica::ApplyRemote(std::span<const RemoteRecord> records, uint64_t peer,
+                                         StaleRecords stale) {
   const Limits& limits = impl_->options.limits;
   // Hlc::CheckOffset says "peer <name>: clock ... ahead"; other errors get
   // "from peer <name>" in front.
@@ -932,6 +942,7 @@ Result<ApplyResult> Replica::ApplyRemote(std::span<const RemoteRecord> records, 
   Impl::Writer w(&impl_->mu);
   w.remote = true;
   w.peer = peer;
+  w.stale = stale;
   w.remote_records = records;
   w.bytes = bytes;
   TIDEMAP_RETURN_IF_ERROR(impl_->Commit(&w));
@@ -1220,19 +1231,28 @@ Result<PruneStats> Replica::PruneOplog() {
 // of the purge; W, the greatest over every bucket, is what Hello and Stats
 // report). A remote record for a key we do not hold whose version is at or
 // below its bucket's watermark may be the old version of a key whose
-// tombstone was purged, and is never stored (Impl::ProcessGroup): a live one
-// is counted as stale (the sync core then refuses the sender, see
-// replica/sync.cc), a tombstone is dropped silently (absent already means
-// deleted here, and storing it again would let it circulate between replicas
-// that purged it). A key we do hold is merged by LWW as always, so a write
-// after a delete is never affected. The watermark stands for every key of
-// its bucket, which is where H comes in again: a legitimate write of another
-// key of the bucket, stamped at or below the watermark, that reaches us for
-// the first time after the purge (a partition, a backlog or a clock skew
-// longer than H) is refused too. So H must exceed the longest time a write
-// may take to reach every replica, skew included (days in production). One
-// watermark per bucket (65,536 by default, 1 MB) rather than one per replica
-// makes that 65,536 times less likely; one per key would be a tombstone.
+// tombstone was purged, and is never stored as it is (Impl::ProcessGroup).
+// A tombstone is dropped: absent already means deleted here, and storing it
+// again would let it circulate between replicas that purged it. A live one
+// (stale) is answered by restoring the delete: a tombstone at the bucket's
+// watermark, which beats it, is stored in its place and flows back to the
+// sender like any delete, then is purged again. Refusing the sender instead
+// (StaleRecords::kDrop, for SyncOptions::refuse_stale_peers) was the first
+// design; the simulator showed why it is not the default: a purge relies on
+// the acks of the known peers, and a peer that acknowledged a tombstone and
+// then lost its database (wiped before passing it on) leaves nodes behind it
+// that never got the delete. Refused, they would hold the old version
+// forever; answered with the delete, the cluster converges. A key we do hold
+// is merged by LWW as always, so a write after a delete is never affected.
+//
+// Why H. The watermark stands for every key of its bucket: a legitimate
+// write of another key of the bucket, stamped at or below the watermark,
+// that reaches us for the first time after the purge (a partition, a backlog
+// or a clock skew longer than H) is deleted too. So H must exceed the longest
+// time a write may take to reach every replica, skew included (days in
+// production). One watermark per bucket (65,536 by default, 1 MB) rather
+// than one per replica makes that 65,536 times less likely (the simulator's
+// slow seeds hit it with one per replica); one per key would be a tombstone.
 //
 // Trees. A purge removes the key's Merkle item, so a replica that purged and
 // one that has not differ in those buckets until the other purges too (every

@@ -142,15 +142,28 @@ class WriteBatch {
 struct ApplyResult {
   size_t applied = 0;  // won and stored
   size_t ignored = 0;  // older than, or equal to, what we hold
-  // Records for keys this replica does not hold, at or below its GC
-  // watermark, not stored. Tombstones: a purge here already implies them.
+  // Records for keys this replica does not hold, at or below the GC
+  // watermark of their Merkle bucket. Tombstones: not stored, a purge here
+  // already stands for them.
   size_t below_watermark_tombstones = 0;
   // Live versions: the old version of a key deleted and purged here (or a
-  // write that arrived later than the GC horizon allows): never resurrected.
-  // The sender's state predates the watermark; the sync core refuses it.
+  // write that arrived later than the GC horizon allows): the sender's state
+  // predates the watermark. Never resurrected; what is stored instead
+  // depends on StaleRecords.
   size_t stale = 0;
   std::string first_stale;        // "map 'm', key 'k' at <version>" when stale > 0
   Version first_stale_watermark;  // the watermark that record was at or below
+};
+
+// What ApplyRemote does with a stale live record (see ApplyResult::stale).
+enum class StaleRecords {
+  // Stores a tombstone at the bucket's watermark instead: the purged delete,
+  // restored. It is newer than the stale version, so it flows back to the
+  // sender (and whoever else holds that version) like any delete, and is
+  // purged again later. The cluster converges on the key being deleted.
+  kRedelete,
+  // Stores nothing; the caller refuses the sender (SyncOptions::refuse_stale_peers).
+  kDrop,
 };
 
 // What one PurgeTombstones call did.
@@ -233,9 +246,11 @@ class Replica {
   // is too far ahead, the whole call is Refused before anything changes, so the
   // sender keeps its data and can retry. Winners get a fresh oplog seq (with
   // their origin kept), so they flow on to other replicas. A record for a key
-  // not held here whose version is at or below the GC watermark is not
-  // stored (see ApplyResult): a purged key never comes back.
-  Result<ApplyResult> ApplyRemote(std::span<const RemoteRecord> records, uint64_t peer);
+  // not held here whose version is at or below its bucket's GC watermark is
+  // not stored as it is (see ApplyResult, StaleRecords): a purged key never
+  // comes back.
+  Result<ApplyResult> ApplyRemote(std::span<const RemoteRecord> records, uint64_t peer,
+                                  StaleRecords stale = StaleRecords::kRedelete);
 
   using Callback = std::function<void(const ChangeEvent&)>;
   using SubscriptionId = uint64_t;

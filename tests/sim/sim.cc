@@ -91,8 +91,8 @@ const char* CounterName(Counter c) {
       return "tombstones_purged";
     case Counter::kBelowWatermarkDropped:
       return "below_watermark_tombstones_dropped";
-    case Counter::kStaleRefusals:
-      return "stale_peer_refusals";
+    case Counter::kStaleRedeleted:
+      return "stale_records_redeleted";
     case Counter::kPeerResets:
       return "peer_database_changed";
     case Counter::kDiffsCompleted:
@@ -253,7 +253,6 @@ enum CutReason : uint64_t {
   kCutStall,
   kCutPartition,
   kCutRefused,
-  kCutStale,
 };
 
 const char* CutReasonName(uint64_t r) {
@@ -270,8 +269,6 @@ const char* CutReasonName(uint64_t r) {
       return "partition";
     case kCutRefused:
       return "clock refused in diff";
-    case kCutStale:
-      return "state predates the GC watermark";
   }
   return "?";
 }
@@ -424,6 +421,7 @@ class Simulation {
   void CountSession(const SyncSession& s) {
     Count(Counter::kDiffsCompleted, s.stats().diffs_completed);
     Count(Counter::kBelowWatermarkDropped, s.stats().below_watermark_dropped);
+    Count(Counter::kStaleRedeleted, s.stats().stale_redeleted);
     if (!s.stats().peer_reset.empty()) Count(Counter::kPeerResets);
   }
   void Fail(const std::string& what);
@@ -1100,14 +1098,6 @@ void Simulation::Deliver(Conn& c, int side) {
         }
         Count(Counter::kDiffRefusedCuts);
         return Cut(c, kCutRefused, s.ToString());
-      }
-      if (s.IsRefused() && s.message().find("predates our GC watermark") != std::string::npos) {
-        // The sender holds a version older than a tombstone purged here (or
-        // a write that took longer than the horizon to get here). Counted;
-        // whether the cluster still converges is for the final checks.
-        Trace(Ev::kSessionError, to, from, 0, 0, s.ToString());
-        Count(Counter::kStaleRefusals);
-        return Cut(c, kCutStale, s.ToString());
       }
       return Fail("session at " + Name(to) + " failed on " + body + " #" + std::to_string(m.seq) +
                   " from " + Name(from) + (c.faulty ? "" : " (no fault injected)") + ": " +

@@ -73,7 +73,7 @@ enum class Counter : int {
   kPrunedRows,
   kTombstonesPurged,       // tombstone GC (seeds with GC on)
   kBelowWatermarkDropped,  // tombstones at or below a GC watermark not stored by a diff or stream
-  kStaleRefusals,          // sessions ended: the peer's state predates the GC watermark
+  kStaleRedeleted,         // records older than a GC watermark answered with the delete
   kPeerResets,             // sessions that found the peer's database changed (wiped)
   kDiffsCompleted,
   kHealMsMax,  // the longest heal (simulated ms); max, not sum

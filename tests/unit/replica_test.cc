@@ -739,11 +739,12 @@ TEST_F(ReplicaTest, GcWatermarkPersistsAcrossReopen) {
 }
 
 // Once a key's tombstone is purged, an older version of it from a peer must
-// not come back: a live one is counted as stale, a tombstone changes nothing.
-// The watermark is per Merkle bucket: an old version of another key of the
-// same bucket is refused too (taken for a late write), one of a key in
-// another bucket is stored. A newer version is a write after the delete and
-// is stored; a key still held merges by LWW as always.
+// not come back. A tombstone changes nothing; a live version is answered by
+// the delete, restored at the watermark (or, with StaleRecords::kDrop, not
+// stored at all). The watermark is per Merkle bucket: an old version of
+// another key of the same bucket is treated alike (taken for a late write),
+// one of a key in another bucket is stored. A newer version is a write after
+// the delete and is stored; a key still held merges by LWW as always.
 TEST_F(ReplicaTest, OlderVersionOfAPurgedKeyIsNeverResurrected) {
   ReplicaOptions o = Options();
   o.tombstone_horizon_ms = kHorizonMs;
@@ -753,6 +754,7 @@ TEST_F(ReplicaTest, OlderVersionOfAPurgedKeyIsNeverResurrected) {
   const Version del = *r->Delete("m", "gone");
   clock_.Advance(kHorizonMs + 1);
   ASSERT_EQ(r->PurgeTombstones()->purged, 1u);
+  const Digest128 root = r->MerkleRoot();
 
   // A key that shares the bucket of "gone", and one that does not.
   const TreeShape shape;
@@ -768,22 +770,47 @@ TEST_F(ReplicaTest, OlderVersionOfAPurgedKeyIsNeverResurrected) {
 
   const uint64_t peer = 0xfe;
   const Version late{old_live.hlc, peer};  // below the watermark
-  auto stale = r->ApplyRemote(std::vector<RemoteRecord>{{"m", "gone", "old", old_live, false},
-                                                        {"m", "gone", "", del, true},
-                                                        {"m", same_bucket, "late", late, false},
-                                                        {"m", "elsewhere", "late", late, false}},
-                              peer);
-  ASSERT_TRUE(stale.ok()) << stale.status().ToString();
-  EXPECT_EQ(stale->applied, 1u);  // "elsewhere"
-  EXPECT_EQ(stale->stale, 2u);
-  EXPECT_EQ(stale->below_watermark_tombstones, 1u);
-  EXPECT_EQ(stale->first_stale, "map 'm', key 'gone' at " + old_live.ToString());
-  EXPECT_EQ(stale->first_stale_watermark, del);
+  const std::vector<RemoteRecord> incoming{{"m", "gone", "old", old_live, false},
+                                           {"m", "gone", "", del, true},
+                                           {"m", same_bucket, "late", late, false},
+                                           {"m", "elsewhere", "late", late, false}};
+  // Dropped: nothing but "elsewhere" changes.
+  auto dropped = r->ApplyRemote(incoming, peer, StaleRecords::kDrop);
+  ASSERT_TRUE(dropped.ok()) << dropped.status().ToString();
+  EXPECT_EQ(dropped->applied, 1u);  // "elsewhere"
+  EXPECT_EQ(dropped->stale, 2u);
+  EXPECT_EQ(dropped->below_watermark_tombstones, 1u);
+  EXPECT_EQ(dropped->first_stale, "map 'm', key 'gone' at " + old_live.ToString());
+  EXPECT_EQ(dropped->first_stale_watermark, del);
   EXPECT_TRUE(r->Get("m", "gone").status().IsNotFound());
   EXPECT_EQ(RenderAll(*r), "m/elsewhere=late m/held=v1");
   EXPECT_EQ(r->Stats()->stale_records_dropped, 2u);
-  EXPECT_EQ(r->Stats()->below_watermark_tombstones, 1u);
   ASSERT_TRUE(r->Delete("m", "elsewhere").ok());
+  clock_.Advance(kHorizonMs + 1);
+  ASSERT_EQ(r->PurgeTombstones()->purged, 1u);
+  EXPECT_EQ(r->MerkleRoot(), root);
+
+  // Redeleted (the default): the stale versions meet the delete again, at the
+  // bucket's watermark, a version above them.
+  std::vector<std::string> events;
+  r->Subscribe("m", [&](const ChangeEvent& e) {
+    events.push_back(std::string(ChangeKindName(e.kind)) + " " + std::string(e.key) + "@" +
+                     e.version.ToString());
+  });
+  auto redeleted = r->ApplyRemote({incoming.data(), 3}, peer);
+  ASSERT_TRUE(redeleted.ok());
+  EXPECT_EQ(redeleted->applied, 0u);
+  EXPECT_EQ(redeleted->stale, 2u);
+  EXPECT_EQ(RenderAll(*r), "m/gone=⊥ m/held=v1 m/" + same_bucket + "=⊥");
+  EXPECT_EQ(events, (std::vector<std::string>{"delete gone@" + del.ToString(),
+                                              "delete " + same_bucket + "@" + del.ToString()}));
+  // The restored deletes are this replica's doing: their oplog rows name no
+  // peer they came from, so they stream back to the sender too.
+  auto rows = r->oplog().ReadAfter(r->LastSeq() - 2, 2);
+  ASSERT_TRUE(rows.ok());
+  for (const OplogEntry& row : *rows) EXPECT_EQ(row.via, 0u);
+  EXPECT_EQ(r->Stats()->stale_records_dropped, 4u);
+  ExpectScrubOk(*r);
 
   // A held key at or below the watermark still merges by LWW.
   const Version newer_held{Timestamp::FromParts(held.hlc.physical_ms(), held.hlc.logical() + 1),
@@ -799,7 +826,7 @@ TEST_F(ReplicaTest, OlderVersionOfAPurgedKeyIsNeverResurrected) {
       r->ApplyRemote(std::vector<RemoteRecord>{{"m", "gone", "new", after, false}}, peer);
   ASSERT_TRUE(recreated.ok());
   EXPECT_EQ(recreated->applied, 1u);
-  EXPECT_EQ(RenderAll(*r), "m/elsewhere=⊥ m/gone=new m/held=v2");
+  EXPECT_EQ(RenderAll(*r), "m/gone=new m/held=v2 m/" + same_bucket + "=⊥");
   ExpectScrubOk(*r);
 }
 

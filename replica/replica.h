@@ -187,9 +187,11 @@ struct ReplicaStats {
   uint64_t recovered_oplog_rows = 0;
   uint64_t recovered_buckets = 0;
   uint64_t incarnation = 0;  // this database's incarnation id (see Replica::incarnation)
-  // Tombstone GC: the greatest purged tombstone version (zero when none),
-  // tombstones purged since the database was created, and since open the
-  // records ApplyRemote did not store for being at or below the watermark.
+  // Tombstone GC: the greatest purged tombstone version over every bucket
+  // (zero when none), tombstones purged since the database was created, and
+  // since open the records ApplyRemote did not store as they were for being
+  // at or below their bucket's watermark (see ApplyResult): tombstones, and
+  // stale live versions (dropped, or answered with the delete restored).
   Version gc_watermark;
   uint64_t tombstones_purged = 0;
   uint64_t below_watermark_tombstones = 0;

@@ -8,9 +8,9 @@
 // node whose database was wiped or restored from an older backup is noticed
 // by its incarnation and last seq, repaired and resynced (re-issued versions
 // included); a stale node cannot bring back a key whose tombstone was purged
-// and is told to re-bootstrap; purged tombstones are not shipped back and
-// forth; and an out-of-order message or another protocol version closes the
-// session.
+// (it gets the delete back, or is told to re-bootstrap); purged tombstones are
+// not shipped back and forth; a gap found while a repair runs is repaired;
+// and an out-of-order message or another protocol version closes the session.
 #include <gtest/gtest.h>
 #include <leveldb/env.h>
 #include <leveldb/helpers/memenv.h>

@@ -175,8 +175,15 @@ CasePair OpenCasePair(const Bases& bases, const std::vector<uint64_t>& on_a,
   CasePair p{CaseReplica(bases, kNodeA), CaseReplica(bases, kNodeB)};
   ApplyIndices(*p.a.replica, on_a);
   ApplyIndices(*p.b.replica, on_b);
-  TIDEMAP_CHECK(p.a.replica->oplog().SetPeerAck(kNodeB, p.a.replica->LastSeq()).ok());
-  TIDEMAP_CHECK(p.b.replica->oplog().SetPeerAck(kNodeA, p.b.replica->LastSeq()).ok());
+  // Cursors tagged with the other's incarnation, as a finished sync leaves them.
+  TIDEMAP_CHECK(p.a.replica->oplog()
+                    .SetPeer(kNodeB, PeerState{p.a.replica->LastSeq(), p.b.replica->incarnation(),
+                                               p.b.replica->LastSeq()})
+                    .ok());
+  TIDEMAP_CHECK(p.b.replica->oplog()
+                    .SetPeer(kNodeA, PeerState{p.b.replica->LastSeq(), p.a.replica->incarnation(),
+                                               p.a.replica->LastSeq()})
+                    .ok());
   return p;
 }
 

@@ -6,7 +6,10 @@
 //       flags    := bit0 tombstone; other bits zero
 //       checksum := low 32 bits of XXH3-64 of every byte before it, seeded with seq
 //   meta 'pruned_through' -> u64: every seq at or below it was deleted
-//   meta 'peer/' node:u64 -> acked seq:u64
+//   meta 'peer/' node:u64 -> acked:u64 incarnation:u64 received:u64
+//       acked       := the peer acknowledged our rows up to this seq
+//       incarnation := the peer database these numbers are about (0: unknown)
+//       received    := we acknowledged the peer's rows up to this seq
 #include "oplog/oplog.h"
 
 #include <algorithm>
@@ -30,6 +33,23 @@ std::string PeerKey(uint64_t peer) {
 
 uint32_t RowChecksum(uint64_t seq, std::string_view body) {
   return static_cast<uint32_t>(Hash64(body, seq));
+}
+
+std::string EncodePeerState(const PeerState& p) {
+  std::string out;
+  PutFixed64BE(&out, p.acked);
+  PutFixed64BE(&out, p.incarnation);
+  PutFixed64BE(&out, p.received);
+  return out;
+}
+
+Result<PeerState> DecodePeerState(std::string_view bytes) {
+  PeerState p;
+  if (!GetFixed64BE(&bytes, &p.acked) || !GetFixed64BE(&bytes, &p.incarnation) ||
+      !GetFixed64BE(&bytes, &p.received) || !bytes.empty()) {
+    return Status::Corruption("meta: malformed peer row");
+  }
+  return p;
 }
 
 Result<uint64_t> ReadU64OrZero(const Store& store, std::string_view meta_name) {
@@ -118,22 +138,48 @@ Result<uint64_t> Oplog::FirstSeq() const {
 Result<uint64_t> Oplog::PrunedThrough() const { return ReadU64OrZero(*store_, kMetaPrunedThrough); }
 
 Status Oplog::SetPeerAck(uint64_t peer, uint64_t seq) {
-  auto current = PeerAck(peer);
-  if (current.ok() && *current >= seq) return Status::Ok();
+  auto current = Peer(peer);
   if (!current.ok() && !current.status().IsNotFound()) return current.status();
+  PeerState state = current.ok() ? *current : PeerState{};
+  if (current.ok() && state.acked >= seq) return Status::Ok();
+  state.acked = seq;
   Batch batch;
-  batch.Put(PeerKey(peer), rows::EncodeU64(seq));
+  batch.Put(PeerKey(peer), EncodePeerState(state));
   // Not synced: a lost ack only means re-sending rows, which is idempotent.
   return store_->Write(&batch, /*sync=*/false);
 }
 
+Status Oplog::SetPeerReceived(uint64_t peer, uint64_t seq) {
+  TIDEMAP_ASSIGN_OR_RETURN(PeerState state, Peer(peer));
+  if (state.received >= seq) return Status::Ok();
+  state.received = seq;
+  Batch batch;
+  batch.Put(PeerKey(peer), EncodePeerState(state));
+  // Not synced: a lost one only makes the check for a peer that went back in
+  // time (replica/sync.cc) less sensitive, never wrong.
+  return store_->Write(&batch, /*sync=*/false);
+}
+
+Status Oplog::SetPeer(uint64_t peer, const PeerState& state) {
+  Batch batch;
+  batch.Put(PeerKey(peer), EncodePeerState(state));
+  return store_->Write(&batch, /*sync=*/true);
+}
+
 Result<uint64_t> Oplog::PeerAck(uint64_t peer) const {
+  TIDEMAP_ASSIGN_OR_RETURN(PeerState state, Peer(peer));
+  return state.acked;
+}
+
+Result<PeerState> Oplog::Peer(uint64_t peer) const {
   auto bytes = store_->Get(PeerKey(peer));
   if (bytes.status().IsNotFound()) {
     return Status::NotFound("peer " + NodeIdToString(peer) + " is not known");
   }
   if (!bytes.ok()) return bytes.status();
-  return rows::DecodeU64(*bytes, "peer cursor");
+  auto state = DecodePeerState(*bytes);
+  if (!state.ok()) return state.status().WithContext("peer " + NodeIdToString(peer));
+  return state;
 }
 
 Result<std::map<uint64_t, uint64_t>> Oplog::PeerAcks() const {
@@ -144,19 +190,19 @@ Result<std::map<uint64_t, uint64_t>> Oplog::PeerAcks() const {
     const std::string_view k = it->key();
     if (k.substr(0, prefix.size()) != prefix) break;
     if (k.size() != prefix.size() + 8) return Status::Corruption("meta: malformed peer row");
-    TIDEMAP_ASSIGN_OR_RETURN(uint64_t seq, rows::DecodeU64(it->value(), "peer cursor"));
-    out[DecodeFixed64BE(k.data() + prefix.size())] = seq;
+    TIDEMAP_ASSIGN_OR_RETURN(PeerState state, DecodePeerState(it->value()));
+    out[DecodeFixed64BE(k.data() + prefix.size())] = state.acked;
   }
   TIDEMAP_RETURN_IF_ERROR(it->status());
   return out;
 }
 
 Status Oplog::AddPeer(uint64_t peer) {
-  auto current = PeerAck(peer);
+  auto current = Peer(peer);
   if (current.ok()) return Status::Ok();
   if (!current.status().IsNotFound()) return current.status();
   Batch batch;
-  batch.Put(PeerKey(peer), rows::EncodeU64(0));
+  batch.Put(PeerKey(peer), EncodePeerState(PeerState{}));
   return store_->Write(&batch, /*sync=*/true);
 }
 

@@ -42,6 +42,18 @@ struct OplogRetention {
   uint64_t bytes_max = uint64_t{256} << 20;  // approximate on-disk bytes
 };
 
+// What this replica keeps about one peer (a node id), under its cursor row.
+struct PeerState {
+  uint64_t acked = 0;  // the peer acknowledged our oplog up to this seq
+  // The peer database (its incarnation, drawn when it was created) that
+  // `acked` and `received` are about; 0 while not yet known (a peer
+  // registered before any session with it finished its first repair).
+  uint64_t incarnation = 0;
+  uint64_t received = 0;  // the highest seq of the peer's oplog we acknowledged
+
+  friend bool operator==(const PeerState&, const PeerState&) = default;
+};
+
 struct PruneStats {
   uint64_t rows_pruned = 0;
   uint64_t pruned_through = 0;  // every seq <= this is gone
@@ -65,11 +77,21 @@ class Oplog {
   // Every seq at or below this has been pruned (0: none ever was).
   Result<uint64_t> PrunedThrough() const;
 
-  // Records that `peer` (a node id) acknowledged everything up to `seq`.
-  // Cursors only move forward; a lower value is ignored.
+  // Records that `peer` (a node id) acknowledged everything up to `seq`,
+  // registering it if unknown. Cursors only move forward; a lower value is
+  // ignored. The other fields of its state are kept.
   Status SetPeerAck(uint64_t peer, uint64_t seq);
+  // Records that we acknowledged the peer's oplog up to `seq`; forward only,
+  // like SetPeerAck. NotFound for a peer that was never registered.
+  Status SetPeerReceived(uint64_t peer, uint64_t seq);
+  // Replaces the whole state of `peer` (registering it if unknown), cursor
+  // included even when it moves back: the sync core does this when the
+  // peer's database changed (another incarnation, or one restored from a
+  // backup) and a repair made the new state true.
+  Status SetPeer(uint64_t peer, const PeerState& state);
   // NotFound for a peer that was never registered.
   Result<uint64_t> PeerAck(uint64_t peer) const;
+  Result<PeerState> Peer(uint64_t peer) const;
   Result<std::map<uint64_t, uint64_t>> PeerAcks() const;
   // Registers a peer at cursor 0 if unknown (it then holds back pruning).
   Status AddPeer(uint64_t peer);

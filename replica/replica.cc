@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "base/coding.h"
+#include "base/crypto.h"
 #include "base/hash.h"
 #include "base/mutex.h"
 #include "merkle/merkle.h"
@@ -17,6 +18,8 @@ namespace tidemap {
 namespace {
 
 constexpr size_t kScanLimitMax = 10'000;
+// Tombstones one PurgeTombstones batch deletes at most.
+constexpr size_t kPurgeBatchMax = 10'000;
 
 // The deterministic tie rule for equal (hlc, origin) with different bytes,
 // which honest peers never produce: the greater digest of (tombstone, value) wins.
@@ -191,6 +194,7 @@ struct Replica::Impl {
     std::span<const RemoteRecord> remote_records;
     bool remote = false;
     uint64_t peer = 0;  // who sent the remote records
+    StaleRecords stale = StaleRecords::kRedelete;
     size_t bytes = 0;
     // Output.
     Status status;
@@ -237,6 +241,20 @@ struct Replica::Impl {
   uint64_t last_seq TIDEMAP_GUARDED_BY(state_mu) = 0;
   uint64_t live TIDEMAP_GUARDED_BY(state_mu) = 0;
   uint64_t tombstones TIDEMAP_GUARDED_BY(state_mu) = 0;
+  // Tombstone GC. Changed only by PurgeTombstones, under commit_mu as well.
+  Version gc_watermark TIDEMAP_GUARDED_BY(state_mu);  // the greatest over every bucket
+  // Per Merkle bucket, the greatest purged tombstone version (see the design
+  // note at PurgeTombstones).
+  mutable Mutex gc_mu;
+  std::vector<Version> bucket_watermark TIDEMAP_GUARDED_BY(gc_mu);
+  Version BucketWatermark(uint32_t bucket) const {
+    MutexLock l(&gc_mu);
+    return bucket_watermark[bucket];
+  }
+  uint64_t gc_purged TIDEMAP_GUARDED_BY(state_mu) = 0;
+  std::atomic<uint64_t> below_watermark_tombstones{0};
+  std::atomic<uint64_t> stale_dropped{0};
+  uint64_t incarnation = 0;  // fixed at open
   // Only the leader (or whoever holds commit_mu) touches these.
   uint64_t reserved_bound_ms = 0;
   KeyFilter key_filter;
@@ -366,11 +384,13 @@ Status Replica::Impl::BuildKeyFilter(uint64_t stored_keys) {
 
 void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
   uint64_t seq, live_count, tomb_count;
+  Version watermark;  // over every bucket: most records are above it
   {
     MutexLock l(&state_mu);
     seq = last_seq;
     live_count = live;
     tomb_count = tombstones;
+    watermark = gc_watermark;
   }
   // The filter is built only once this process has written a little, so a
   // one-shot CLI command never pays for the scan; it doubles when full.
@@ -440,6 +460,31 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
         if (old.exists) hlc->RaiseFloor(old.meta.version.hlc);
         version = Version{hlc->Now(), options.node_id};
       }
+      // A key not held here, at or below its bucket's GC watermark: its
+      // tombstone may have been purged here, so this is an older version of
+      // a deleted key (or a write later than the horizon allows). Never
+      // resurrect it. A tombstone changes nothing (the purge stands for it);
+      // a live version is answered by the delete, restored at the watermark
+      // (or dropped, for a caller that refuses the sender).
+      const Version key_watermark = w->remote && !old.exists && version <= watermark
+                                        ? BucketWatermark(BucketOf(key_hash, tree_shape))
+                                        : Version{};
+      bool redelete = false;
+      if (w->remote && !old.exists && version <= key_watermark) {
+        if (tombstone) {
+          ++apply.below_watermark_tombstones;
+          continue;
+        }
+        if (apply.stale++ == 0) {
+          apply.first_stale = rows::DescribeKey(map, key) + " at " + version.ToString();
+          apply.first_stale_watermark = key_watermark;
+        }
+        if (w->stale == StaleRecords::kDrop) continue;
+        redelete = true;
+        version = key_watermark;
+        tombstone = true;
+        value = std::string_view();
+      }
       const Digest128 content = ContentDigest(tombstone, value);
       if (w->remote && old.exists) {
         bool wins = version > old.meta.version;
@@ -466,9 +511,15 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
       rec.value.assign(value);
       staged.Put(row_key, rows::EncodeRecord(row_key, rec));
       ++w_seq;
+      // A restored delete is this replica's doing: it must reach the sender.
       staged.Put(Oplog::RowKey(w_seq),
                  Oplog::EncodeRow(OplogEntry{w_seq, std::string(map), std::string(key), version,
-                                             tombstone, w->remote ? w->peer : 0}));
+                                             tombstone, w->remote && !redelete ? w->peer : 0}));
+      // The tombstone queue holds exactly the stored tombstones.
+      if (old.exists && old.meta.tombstone) {
+        staged.Delete(rows::GcQueueKey(old.meta.version, map, key));
+      }
+      if (tombstone) staged.Put(rows::GcQueueKey(version, map, key), rows::EncodeU64(w_seq));
       if (old.exists) (old.meta.tombstone ? w_tomb : w_live) -= 1;
       (tombstone ? w_tomb : w_live) += 1;
 
@@ -493,7 +544,7 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
       staged_keys.insert_or_assign(std::move(row_key),
                                    KeyState{true, rows::RecordMeta{version, tombstone}, content});
       if (w->remote) {
-        ++apply.applied;
+        if (!redelete) ++apply.applied;
       } else {
         versions.push_back(version);
       }
@@ -687,9 +738,20 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
                                 " has data but no schema version; it is not a tidemap replica");
     }
     TIDEMAP_RETURN_IF_ERROR(it->status());
+    // The incarnation: random and never zero, so a database created again
+    // under the same node id (a wiped disk) differs from its former self.
+    uint64_t incarnation = 0;
+    while (incarnation == 0) {
+      if (options.random != nullptr) {
+        incarnation = options.random->Next64();
+      } else {
+        crypto::RandomBytes(&incarnation, sizeof(incarnation));
+      }
+    }
     Batch init;
     init.Put(rows::MetaKey(rows::kMetaSchemaVersion), rows::EncodeU64(rows::kSchemaVersion));
     init.Put(rows::MetaKey(rows::kMetaNodeId), rows::EncodeU64(options.node_id));
+    init.Put(rows::MetaKey(rows::kMetaIncarnation), rows::EncodeU64(incarnation));
     init.Put(rows::MetaKey(rows::kMetaState), rows::EncodeU64(0));
     TIDEMAP_RETURN_IF_ERROR(store.Write(&init, /*sync=*/true));
   } else if (!version_bytes.ok()) {
@@ -709,6 +771,20 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
     return Status::Refused("database " + options.path + " belongs to node " +
                            NodeIdToString(stored_node) + ", not to this node " +
                            NodeIdToString(options.node_id));
+  }
+
+  TIDEMAP_ASSIGN_OR_RETURN(std::string incarnation_bytes,
+                           store.Get(rows::MetaKey(rows::kMetaIncarnation)));
+  TIDEMAP_ASSIGN_OR_RETURN(impl->incarnation, rows::DecodeU64(incarnation_bytes, "incarnation"));
+  Version watermark;
+  uint64_t purged = 0;
+  if (auto wm = store.Get(rows::MetaKey(rows::kMetaGcWatermark)); wm.ok()) {
+    TIDEMAP_ASSIGN_OR_RETURN(watermark, rows::DecodeVersion(*wm, "gc_watermark"));
+    TIDEMAP_ASSIGN_OR_RETURN(std::string purged_bytes,
+                             store.Get(rows::MetaKey(rows::kMetaGcPurged)));
+    TIDEMAP_ASSIGN_OR_RETURN(purged, rows::DecodeU64(purged_bytes, "gc_purged"));
+  } else if (!wm.status().IsNotFound()) {
+    return wm.status();
   }
 
   TIDEMAP_ASSIGN_OR_RETURN(std::string state_bytes, store.Get(rows::MetaKey(rows::kMetaState)));
@@ -768,6 +844,24 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
     impl->recovered_buckets = impl->dirty.size();
     tree.RecomputeInner();
   }
+  {
+    // The per-bucket GC watermarks (one row per bucket that ever purged).
+    MutexLock l(&impl->gc_mu);
+    impl->bucket_watermark.assign(impl->dirty_flag.size(), Version{});
+    auto it = store.NewIterator();
+    for (it->Seek(std::string(1, rows::kGcWatermarkPrefix));
+         it->Valid() && !it->key().empty() && it->key()[0] == rows::kGcWatermarkPrefix;
+         it->Next()) {
+      uint32_t bucket = 0;
+      if (!rows::ParseGcWatermarkKey(it->key(), &bucket) ||
+          bucket >= impl->bucket_watermark.size()) {
+        return Status::Corruption("database " + options.path + ": malformed GC watermark row");
+      }
+      TIDEMAP_ASSIGN_OR_RETURN(impl->bucket_watermark[bucket],
+                               rows::DecodeVersion(it->value(), "bucket gc watermark"));
+    }
+    TIDEMAP_RETURN_IF_ERROR(it->status());
+  }
   impl->checkpoint_seq = checkpoint_seq;
   impl->checkpoint_ms = options.clock->NowMillis();
   {
@@ -778,6 +872,8 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
     impl->last_seq = last_seq;
     impl->live = live;
     impl->tombstones = tombstones;
+    impl->gc_watermark = watermark;
+    impl->gc_purged = purged;
   }
   // Every timestamp issued before had physical time <= bound_ms, so starting
   // above (bound_ms, max logical) keeps the clock monotonic across restarts.
@@ -820,7 +916,8 @@ Result<std::vector<Version>> Replica::Write(const WriteBatch& batch) {
   return std::move(w.versions);
 }
 
-Result<ApplyResult> Replica::ApplyRemote(std::span<const RemoteRecord> records, uint64_t peer) {
+Result<ApplyResult> Replica::ApplyRemote(std::span<const RemoteRecord> records, uint64_t peer,
+                                         StaleRecords stale) {
   const Limits& limits = impl_->options.limits;
   // Hlc::CheckOffset says "peer <name>: clock ... ahead"; other errors get
   // "from peer <name>" in front.
@@ -851,10 +948,14 @@ Result<ApplyResult> Replica::ApplyRemote(std::span<const RemoteRecord> records, 
   Impl::Writer w(&impl_->mu);
   w.remote = true;
   w.peer = peer;
+  w.stale = stale;
   w.remote_records = records;
   w.bytes = bytes;
   TIDEMAP_RETURN_IF_ERROR(impl_->Commit(&w));
   impl_->remote_applied.fetch_add(w.apply.applied, std::memory_order_relaxed);
+  impl_->below_watermark_tombstones.fetch_add(w.apply.below_watermark_tombstones,
+                                              std::memory_order_relaxed);
+  impl_->stale_dropped.fetch_add(w.apply.stale, std::memory_order_relaxed);
   return w.apply;
 }
 
@@ -1031,6 +1132,7 @@ Result<ScrubReport> Replica::Scrub() {
   TIDEMAP_ASSIGN_OR_RETURN(MerkleTree rebuilt, MerkleTree::Create(impl_->tree_shape));
   std::vector<uint32_t> rebuilt_live(rebuilt.leaf_count()), rebuilt_tombs(rebuilt.leaf_count());
   Status index_status;
+  uint64_t tombstones = 0;
   Status s = ForEachKeyMeta([&](const KeyMeta& m) {
     ++report.records;
     const uint64_t key_hash = KeyHash(m.map, m.key);
@@ -1047,6 +1149,17 @@ Result<ScrubReport> Replica::Scrub() {
     if (!meta.ok() || meta->version != m.version || meta->tombstone != m.tombstone) {
       ++report.index_mismatches;
     }
+    if (m.tombstone) {
+      ++tombstones;
+      auto queued = impl_->store->Get(rows::GcQueueKey(m.version, m.map, m.key));
+      if (!queued.ok() && !queued.status().IsNotFound()) {
+        index_status = queued.status();
+        return false;
+      }
+      if (!queued.ok() || !rows::DecodeU64(*queued, "tombstone queue seq").ok()) {
+        ++report.index_mismatches;
+      }
+    }
     return true;
   });
   TIDEMAP_RETURN_IF_ERROR(s);
@@ -1059,6 +1172,14 @@ Result<ScrubReport> Replica::Scrub() {
                                           [&](uint64_t, std::string_view, std::string_view,
                                               const rows::RecordMeta&) { ++index_rows; }));
   if (index_rows > report.records) report.index_mismatches += index_rows - report.records;
+  // Tombstone queue rows without their tombstone, likewise.
+  uint64_t queue_rows = 0;
+  for (it->Seek(std::string(1, rows::kGcPrefix));
+       it->Valid() && !it->key().empty() && it->key()[0] == rows::kGcPrefix; it->Next()) {
+    ++queue_rows;
+  }
+  TIDEMAP_RETURN_IF_ERROR(it->status());
+  if (queue_rows > tombstones) report.index_mismatches += queue_rows - tombstones;
 
   // The leaves as stored on disk (digests and counts), not as held in memory.
   TIDEMAP_ASSIGN_OR_RETURN(MerkleTree stored, MerkleTree::Create(impl_->tree_shape));
@@ -1092,6 +1213,201 @@ Result<PruneStats> Replica::PruneOplog() {
   return impl_->oplog->Prune(covered, impl_->options.retention);
 }
 
+// Tombstone GC
+// ------------
+// A tombstone keeps a deleted key's older versions from coming back: any of
+// them arriving later loses to it. Purging it gives that up, so two rules
+// make the loss safe.
+//
+// When. A tombstone is purged once (1) every known peer acknowledged the
+// oplog row under which it won here: each of them then holds it or a newer
+// version, and will neither lose it nor send us an older version of the key;
+// and (2) it is older than the horizon H (tombstone_horizon_ms, by its hlc's
+// physical time against our clock): time for it to reach the replicas we do
+// not know (peers of peers, a node that joins later from one of them). A
+// replica with no known peer has no acknowledgement to wait for, so the
+// horizon alone decides: a lone replica is free to purge, and a peer it
+// meets later is held to the watermark below like any stale peer. A replica
+// in a cluster must therefore know its peers before it purges: the daemon
+// registers its configured peers (Oplog::AddPeer) at every start, so a
+// fresh or wiped database waits for them too. (The simulator found the
+// alternative: a wiped node that had not met its peer yet purged its own
+// delete, which that peer then never received, and refused the peer's older
+// version of the key for good.) H = 0 disables GC.
+//
+// The watermark. Each purge raises the GC watermark of the key's Merkle
+// bucket, the greatest version purged there ('w' rows, persisted in the batch
+// of the purge; W, the greatest over every bucket, is what Hello and Stats
+// report). A remote record for a key we do not hold whose version is at or
+// below its bucket's watermark may be the old version of a key whose
+// tombstone was purged, and is never stored as it is (Impl::ProcessGroup).
+// A tombstone is dropped: absent already means deleted here, and storing it
+// again would let it circulate between replicas that purged it. A live one
+// (stale) is answered by restoring the delete: a tombstone at the bucket's
+// watermark, which beats it, is stored in its place and flows back to the
+// sender like any delete, then is purged again. Refusing the sender instead
+// (StaleRecords::kDrop, for SyncOptions::refuse_stale_peers) was the first
+// design; the simulator showed why it is not the default: a purge relies on
+// the acks of the known peers, and a peer that acknowledged a tombstone and
+// then lost its database (wiped before passing it on) leaves nodes behind it
+// that never got the delete. Refused, they would hold the old version
+// forever; answered with the delete, the cluster converges. A key we do hold
+// is merged by LWW as always, so a write after a delete is never affected.
+//
+// Why H. The watermark stands for every key of its bucket: a legitimate
+// write of another key of the bucket, stamped at or below the watermark,
+// that reaches us for the first time after the purge (a partition, a backlog
+// or a clock skew longer than H) is deleted too. So H must exceed the longest
+// time a write may take to reach every replica, skew included (days in
+// production). One watermark per bucket (65,536 by default, 1 MB) rather
+// than one per replica makes that 65,536 times less likely (the simulator's
+// slow seeds hit it with one per replica); one per key would be a tombstone.
+//
+// Trees. A purge removes the key's Merkle item, so a replica that purged and
+// one that has not differ in those buckets until the other purges too (every
+// replica purges the same tombstones once they are older than H everywhere
+// and acknowledged). Diffs do not ship such tombstones back and forth: the
+// side that purged does not ask for tombstones at or below its watermark of
+// keys it lacks, and a side holding one does not send it to a peer whose
+// watermark (from its Hello) covers it (replica/sync.cc).
+//
+// Atomicity. Records, key-hash index rows, queue rows, the watermark and the
+// purge count go in one batch per up to kPurgeBatchMax tombstones, with a
+// checkpoint of the Merkle leaves: a purge has no oplog row, so the leaf rows
+// must be exact after it (Open only replays oplog rows). The queue ('g'
+// rows, in version order) lists the stored tombstones with their seq, so a
+// purge reads only tombstones older than the horizon, never every key.
+Result<PurgeStats> Replica::PurgeTombstones(const std::function<void(const KeyMeta&)>& on_purged) {
+  Impl& im = *impl_;
+  PurgeStats stats;
+  stats.watermark = gc_watermark();
+  const uint64_t horizon_ms = im.options.tombstone_horizon_ms;
+  const uint64_t now_ms = im.options.clock->NowMillis();
+  if (horizon_ms == 0 || now_ms <= horizon_ms) return stats;
+  const uint64_t cutoff_ms = now_ms - horizon_ms;  // purge tombstones stamped before it
+
+  MutexLock commit(&im.commit_mu);  // no group is half done; writes wait
+  TIDEMAP_ASSIGN_OR_RETURN(auto acks, im.oplog->PeerAcks());
+  uint64_t acked_by_all = UINT64_MAX;  // no known peer: the horizon alone decides
+  for (const auto& [peer, seq] : acks) acked_by_all = std::min(acked_by_all, seq);
+
+  struct Purged {
+    std::string map, key;
+    Version version;
+  };
+  std::vector<Purged> purged;
+  std::map<uint32_t, Version> raised;  // bucket watermarks this batch raises
+  std::vector<LeafDelta> deltas;
+  Batch batch;
+  Version watermark = stats.watermark;
+  uint64_t purged_total;
+  {
+    MutexLock l(&im.state_mu);
+    purged_total = im.gc_purged;
+  }
+  auto commit_batch = [&]() -> Status {
+    if (purged.empty()) return Status::Ok();
+    uint64_t seq;
+    {
+      MutexLock l(&im.state_mu);
+      seq = im.last_seq;
+    }
+    batch.Put(rows::MetaKey(rows::kMetaGcWatermark), rows::EncodeVersion(watermark));
+    batch.Put(rows::MetaKey(rows::kMetaGcPurged), rows::EncodeU64(purged_total + purged.size()));
+    for (const auto& [bucket, v] : raised) {
+      batch.Put(rows::GcWatermarkKey(bucket), rows::EncodeVersion(v));
+    }
+    im.AppendCheckpoint(&batch, seq, deltas);
+    TIDEMAP_RETURN_IF_ERROR(im.store->Write(&batch, /*sync=*/true));
+    {
+      MutexLock l(&im.tree_mu);
+      for (const LeafDelta& d : deltas) im.tree.Apply(d.bucket, d.digest);
+    }
+    for (const LeafDelta& d : deltas) {
+      im.bucket_tombs[d.bucket] += static_cast<uint32_t>(d.tombstones);  // wraps: -1
+    }
+    im.CheckpointDone(seq, now_ms);
+    {
+      MutexLock l(&im.gc_mu);
+      for (const auto& [bucket, v] : raised) im.bucket_watermark[bucket] = v;
+    }
+    raised.clear();
+    purged_total += purged.size();
+    {
+      MutexLock l(&im.state_mu);
+      im.tombstones -= purged.size();
+      im.gc_watermark = watermark;
+      im.gc_purged = purged_total;
+    }
+    stats.purged += purged.size();
+    stats.watermark = watermark;
+    if (on_purged) {
+      for (const Purged& p : purged) on_purged(KeyMeta{p.map, p.key, p.version, true});
+    }
+    purged.clear();
+    deltas.clear();
+    batch = Batch();
+    return Status::Ok();
+  };
+
+  // The iterator reads a snapshot; the batches committed meanwhile delete
+  // only rows it has passed.
+  auto it = im.store->NewIterator();
+  for (it->Seek(std::string(1, rows::kGcPrefix));
+       it->Valid() && !it->key().empty() && it->key()[0] == rows::kGcPrefix; it->Next()) {
+    Version version;
+    std::string_view map, key;
+    if (!rows::ParseGcQueueKey(it->key(), &version, &map, &key)) {
+      return Status::Corruption("malformed tombstone queue row " + Printable(it->key()));
+    }
+    if (version.hlc.physical_ms() >= cutoff_ms) break;  // the rest is younger
+    TIDEMAP_ASSIGN_OR_RETURN(uint64_t seq, rows::DecodeU64(it->value(), "tombstone queue seq"));
+    if (seq > acked_by_all) {
+      ++stats.unacknowledged;
+      continue;
+    }
+    const uint64_t key_hash = KeyHash(map, key);
+    TIDEMAP_ASSIGN_OR_RETURN(KeyState st, im.LoadKeyState(key_hash, map, key));
+    if (!st.exists || !st.meta.tombstone || st.meta.version != version) {
+      return Status::Corruption("tombstone queue row of " + rows::DescribeKey(map, key) + " at " +
+                                version.ToString() + " disagrees with the key-hash index");
+    }
+    batch.Delete(rows::RecordKey(map, key));
+    batch.Delete(rows::HashIndexKey(key_hash, map, key));
+    batch.Delete(std::string(it->key()));
+    const uint32_t bucket = BucketOf(key_hash, im.tree_shape);
+    deltas.push_back(LeafDelta{bucket, ItemDigest(map, key, version, /*tombstone=*/true), 0, -1});
+    purged.push_back(Purged{std::string(map), std::string(key), version});
+    watermark = std::max(watermark, version);
+    auto [r, fresh] = raised.try_emplace(bucket, Version{});
+    if (fresh) r->second = im.BucketWatermark(bucket);
+    r->second = std::max(r->second, version);
+    if (purged.size() >= kPurgeBatchMax) TIDEMAP_RETURN_IF_ERROR(commit_batch());
+  }
+  TIDEMAP_RETURN_IF_ERROR(it->status());
+  TIDEMAP_RETURN_IF_ERROR(commit_batch());
+  return stats;
+}
+
+Status Replica::RecordsOfOrigin(uint64_t origin, std::vector<RemoteRecord>* out) const {
+  const std::string prefix(1, rows::kRecordPrefix);
+  auto it = impl_->store->NewIterator();
+  for (it->Seek(prefix); it->Valid(); it->Next()) {
+    const std::string_view row_key = it->key();
+    if (row_key.empty() || row_key[0] != rows::kRecordPrefix) break;
+    TIDEMAP_ASSIGN_OR_RETURN(rows::RecordMeta meta, rows::DecodeRecordMeta(row_key, it->value()));
+    if (meta.version.origin != origin) continue;
+    std::string_view m, k;
+    if (!rows::ParseRecordKey(row_key, &m, &k)) {
+      return Status::Corruption("malformed record key " + Printable(row_key));
+    }
+    TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, it->value()));
+    out->push_back(RemoteRecord{std::string(m), std::string(k), std::move(rec.value), rec.version,
+                                rec.tombstone});
+  }
+  return it->status();
+}
+
 Result<ReplicaStats> Replica::Stats() const {
   ReplicaStats s;
   s.node_id = impl_->options.node_id;
@@ -1111,8 +1427,27 @@ Result<ReplicaStats> Replica::Stats() const {
   s.reads = impl_->reads.load(std::memory_order_relaxed);
   s.oplog_bytes = impl_->store->ApproximateBytes(Oplog::RowKey(0), Oplog::RowKey(UINT64_MAX));
   s.disk_bytes = impl_->store->DiskBytes();
+  s.incarnation = impl_->incarnation;
+  {
+    MutexLock l(&impl_->state_mu);
+    s.gc_watermark = impl_->gc_watermark;
+    s.tombstones_purged = impl_->gc_purged;
+  }
+  s.below_watermark_tombstones = impl_->below_watermark_tombstones.load(std::memory_order_relaxed);
+  s.stale_records_dropped = impl_->stale_dropped.load(std::memory_order_relaxed);
   return s;
 }
+
+Version Replica::gc_watermark() const {
+  MutexLock l(&impl_->state_mu);
+  return impl_->gc_watermark;
+}
+
+Version Replica::gc_watermark(uint64_t key_hash) const {
+  return impl_->BucketWatermark(BucketOf(key_hash, impl_->tree_shape));
+}
+
+uint64_t Replica::incarnation() const { return impl_->incarnation; }
 
 uint64_t Replica::node_id() const { return impl_->options.node_id; }
 Oplog& Replica::oplog() { return *impl_->oplog; }

@@ -25,6 +25,7 @@
 
 #include "base/clock.h"
 #include "base/hash.h"
+#include "base/random.h"
 #include "base/status.h"
 #include "hlc/hlc.h"
 #include "oplog/oplog.h"
@@ -69,6 +70,16 @@ struct ReplicaOptions {
   // scan per row since the checkpoint (about a second at the bound).
   uint64_t checkpoint_interval_ms = 1000;
   uint64_t checkpoint_rows_max = 100'000;
+  // Tombstone GC (PurgeTombstones, design in replica.cc): a tombstone goes
+  // once it is older than this horizon H (its hlc's physical time against
+  // `clock`) and every known peer acknowledged it. 0: never purge. H must
+  // exceed the longest time a write may take to reach every replica, clock
+  // skew included: a write older than the GC watermark that arrives for a key
+  // this replica does not hold is taken for a deleted key's old version.
+  uint64_t tombstone_horizon_ms = uint64_t{7} * 24 * 3600 * 1000;
+  // Draws the incarnation id of a new database (seeded in simulations);
+  // nullptr: the OS's randomness. Used only while Open runs.
+  Random* random = nullptr;
 };
 
 // One key's current state as Get returns it.
@@ -131,6 +142,36 @@ class WriteBatch {
 struct ApplyResult {
   size_t applied = 0;  // won and stored
   size_t ignored = 0;  // older than, or equal to, what we hold
+  // Records for keys this replica does not hold, at or below the GC
+  // watermark of their Merkle bucket. Tombstones: not stored, a purge here
+  // already stands for them.
+  size_t below_watermark_tombstones = 0;
+  // Live versions: the old version of a key deleted and purged here (or a
+  // write that arrived later than the GC horizon allows): the sender's state
+  // predates the watermark. Never resurrected; what is stored instead
+  // depends on StaleRecords.
+  size_t stale = 0;
+  std::string first_stale;        // "map 'm', key 'k' at <version>" when stale > 0
+  Version first_stale_watermark;  // the watermark that record was at or below
+};
+
+// What ApplyRemote does with a stale live record (see ApplyResult::stale).
+enum class StaleRecords {
+  // Stores a tombstone at the bucket's watermark instead: the purged delete,
+  // restored. It is newer than the stale version, so it flows back to the
+  // sender (and whoever else holds that version) like any delete, and is
+  // purged again later. The cluster converges on the key being deleted.
+  kRedelete,
+  // Stores nothing; the caller refuses the sender (SyncOptions::refuse_stale_peers).
+  kDrop,
+};
+
+// What one PurgeTombstones call did.
+struct PurgeStats {
+  uint64_t purged = 0;  // tombstones deleted
+  // Older than the horizon but not yet acknowledged by every known peer.
+  uint64_t unacknowledged = 0;
+  Version watermark;  // the GC watermark after the call
 };
 
 struct ReplicaStats {
@@ -154,16 +195,27 @@ struct ReplicaStats {
   // Approximate on-disk bytes of the oplog rows, and of the whole database directory.
   uint64_t oplog_bytes = 0;
   uint64_t disk_bytes = 0;
+  uint64_t incarnation = 0;  // this database's incarnation id (see Replica::incarnation)
+  // Tombstone GC: the greatest purged tombstone version over every bucket
+  // (zero when none), tombstones purged since the database was created, and
+  // since open the records ApplyRemote did not store as they were for being
+  // at or below their bucket's watermark (see ApplyResult): tombstones, and
+  // stale live versions (dropped, or answered with the delete restored).
+  Version gc_watermark;
+  uint64_t tombstones_purged = 0;
+  uint64_t below_watermark_tombstones = 0;
+  uint64_t stale_records_dropped = 0;
 };
 
 // What Scrub() found. Consistent iff every root agrees and nothing mismatched.
 struct ScrubReport {
-  uint64_t records = 0;           // stored keys, tombstones included
-  Digest128 stored_root;          // from the leaf rows on disk
-  Digest128 memory_root;          // the tree the replica serves from memory
-  Digest128 rebuilt_root;         // recomputed from every record
-  uint64_t leaf_mismatches = 0;   // buckets whose stored leaf differs from the rebuild
-  uint64_t index_mismatches = 0;  // key-hash index rows missing, extra or disagreeing
+  uint64_t records = 0;          // stored keys, tombstones included
+  Digest128 stored_root;         // from the leaf rows on disk
+  Digest128 memory_root;         // the tree the replica serves from memory
+  Digest128 rebuilt_root;        // recomputed from every record
+  uint64_t leaf_mismatches = 0;  // buckets whose stored leaf differs from the rebuild
+  // Key-hash index rows, and tombstone queue rows, missing, extra or disagreeing.
+  uint64_t index_mismatches = 0;
   bool ok() const {
     return leaf_mismatches == 0 && index_mismatches == 0 && stored_root == rebuilt_root &&
            memory_root == rebuilt_root;
@@ -204,8 +256,12 @@ class Replica {
   // Each record's timestamp is checked against max_clock_offset first: if any
   // is too far ahead, the whole call is Refused before anything changes, so the
   // sender keeps its data and can retry. Winners get a fresh oplog seq (with
-  // their origin kept), so they flow on to other replicas.
-  Result<ApplyResult> ApplyRemote(std::span<const RemoteRecord> records, uint64_t peer);
+  // their origin kept), so they flow on to other replicas. A record for a key
+  // not held here whose version is at or below its bucket's GC watermark is
+  // not stored as it is (see ApplyResult, StaleRecords): a purged key never
+  // comes back.
+  Result<ApplyResult> ApplyRemote(std::span<const RemoteRecord> records, uint64_t peer,
+                                  StaleRecords stale = StaleRecords::kRedelete);
 
   using Callback = std::function<void(const ChangeEvent&)>;
   using SubscriptionId = uint64_t;
@@ -250,6 +306,29 @@ class Replica {
 
   // Prunes the oplog (see Oplog::Prune) with this replica's retention.
   Result<PruneStats> PruneOplog();
+
+  // Tombstone GC: deletes every tombstone older than tombstone_horizon_ms
+  // whose oplog seq every known peer acknowledged (with no known peer, the
+  // horizon alone decides: register the configured peers with
+  // oplog().AddPeer before the first purge), with its key-hash index row, its queue row and
+  // its Merkle item, in batches that also raise the GC watermark and
+  // checkpoint the tree. Calls `on_purged` (may be empty) for each purged key
+  // after its batch committed. Writes wait while it runs. The daemon calls
+  // it on a timer; nothing calls it automatically.
+  Result<PurgeStats> PurgeTombstones(const std::function<void(const KeyMeta&)>& on_purged = {});
+  // The greatest version of a purged tombstone (zero when none was purged).
+  Version gc_watermark() const;
+  // The GC watermark of the Merkle bucket of `key_hash` (KeyHash(map, key)):
+  // what a remote record for a key not held is compared with.
+  Version gc_watermark(uint64_t key_hash) const;
+  // This database's incarnation: random and non-zero, drawn when the
+  // database was created, never changed. A node whose database was wiped or
+  // replaced comes back with another one, even under the same node id.
+  uint64_t incarnation() const;
+  // Every stored record (tombstones included) whose version's origin is
+  // `origin`, appended to `out` (a full scan: for the rare resync after a
+  // peer's database changed).
+  Status RecordsOfOrigin(uint64_t origin, std::vector<RemoteRecord>* out) const;
 
   Result<ReplicaStats> Stats() const;
   uint64_t node_id() const;

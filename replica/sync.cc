@@ -8,10 +8,57 @@
 
 namespace tidemap {
 
+// Peers whose database changed
+// -----------------------------
+// What we persist about a peer (Oplog PeerState: the cursor it acknowledged
+// into our oplog, the highest of its seqs we acknowledged, and the
+// incarnation of its database both are about) is true only of that database.
+// A node may come back under the same id with another one: wiped (a new,
+// empty database, so another incarnation) or restored from an older backup
+// (the same incarnation, but fewer rows than we acknowledged from it). Its
+// Hello carries its incarnation and last seq, so OnHello sees either:
+//   - another incarnation than the stored one, or a last seq below what we
+//     acknowledged from it: its database changed. The stored cursor is not
+//     trusted (streaming from it would leave a gap, and rows it wrote itself
+//     are never streamed back to their origin): it is repaired by a tree diff
+//     as on first contact, and its records are resynced (OriginRecords,
+//     below). Nothing is persisted until both are done, so a session cut
+//     before then finds the same mismatch next time; then the whole state
+//     is replaced at once (Oplog::SetPeer), the cursor moving back if need be.
+//   - no stored state, or one whose incarnation was never learned (0: a
+//     first session cut before its repair, or a cursor an embedder set): a
+//     tree diff repairs it, and the incarnation is stored when it is done.
+// A changed node may also issue a version its former self issued, with other
+// bytes (its HLC bound went with its database). Merkle digests cover
+// versions, not values, so no diff sees that. Hence the resync: the side that
+// noticed sends every record it holds of the changed node's origin; the
+// changed node applies them (the tie rule picks one of two equal versions),
+// then answers with every record of its own origin, which the first side
+// applies. Both then hold the same bytes. This reaches the peers that held
+// the node's former records themselves; the others get the winner from them
+// as any change. It costs a scan of every record on both sides, once per
+// database change.
+//
+// Tombstone GC (replica.cc): records for keys we do not hold at or below our
+// GC watermark are not stored as they are; a live one means the peer's state
+// predates the watermark (it holds a deleted key's old version, or a write
+// far later than the horizon allows). By default the replica stores the
+// purged delete again in its place and a tree diff ships it to the peer; with
+// refuse_stale_peers the session ends with a Goodbye telling the peer to
+// re-bootstrap. In diffs, tombstones at or below the watermark of the side
+// that lacks the key are neither requested nor sent, so replicas whose purges
+// are at different points do not ship them back and forth.
+
 namespace {
 
 size_t RecordBytes(const RemoteRecord& r) {
   return r.map.size() + r.key.size() + r.value.size() + 32;
+}
+
+const SummaryEntry* FindEntry(const std::vector<SummaryEntry>& entries, uint64_t key_hash) {
+  auto it = std::lower_bound(entries.begin(), entries.end(), key_hash,
+                             [](const SummaryEntry& e, uint64_t h) { return e.key_hash < h; });
+  return it != entries.end() && it->key_hash == key_hash ? &*it : nullptr;
 }
 
 }  // namespace
@@ -37,13 +84,30 @@ struct SyncSession::Impl {
   uint64_t blocked_until_ms = 0;    // after a BatchRefused
   bool refused_peer_batch = false;  // stats.last_error is our refusal of the peer's batch
 
+  // What we had stored about the peer when the session started (nullopt:
+  // first contact), and our state then: the Hello's last seq and root.
+  std::optional<PeerState> stored;
+  uint64_t start_last_seq = 0;
+  uint64_t start_pruned = 0;
+  // From the peer's Hello.
+  uint64_t peer_incarnation = 0;
+  Version peer_watermark;
+
   // The peer's persisted cursor into our oplog. While `repair_pending`, the
-  // peer is missing rows we no longer hold (first contact, or its cursor fell
-  // below our pruned point): acks are held in memory until a tree diff has
-  // repaired it, then the cursor jumps to max(snapshot_seq, acks).
+  // peer is missing rows we no longer hold (first contact, its cursor fell
+  // below our pruned point, or its database changed): acks are held in
+  // memory until a tree diff has repaired it, then the cursor jumps to
+  // max(snapshot_seq, acks).
   uint64_t stored_cursor = 0;
   bool repair_pending = false;
   uint64_t snapshot_seq = 0;
+  // The peer's whole stored state is replaced once the repair (and, if
+  // `peer_changed`, the resync) is done; until then nothing is persisted.
+  bool restate_pending = false;
+  bool peer_changed = false;      // its database changed since we stored its state
+  bool resync_pending = false;    // we sent its origin records; its own are due
+  uint64_t repaired_acked = 0;    // the cursor the repair established
+  uint64_t session_received = 0;  // the highest of the peer's seqs acked here
 
   // The running tree diff, if any.
   uint64_t diff_id = 0;
@@ -75,9 +139,104 @@ struct SyncSession::Impl {
   bool IsLowerId() const { return replica->node_id() < peer_id; }
 
   Status PersistAck(uint64_t seq) {
-    if (repair_pending) return Status::Ok();
+    if (repair_pending || resync_pending || restate_pending) return Status::Ok();
     stats.acked_seq = std::max(stats.acked_seq, seq);
     return replica->oplog().SetPeerAck(peer_id, seq);
+  }
+
+  // The repair diff (or equal roots) made the peer hold everything up to `repaired`.
+  Status RepairDone(uint64_t repaired) {
+    repair_pending = false;
+    repaired_acked = std::max(repaired_acked, repaired);
+    return MaybeSettle();
+  }
+
+  // Persists what the repair and the resync established, once both are done.
+  Status MaybeSettle() {
+    if (repair_pending || resync_pending) return Status::Ok();
+    const uint64_t acked = std::max(repaired_acked, session_acked);
+    if (!restate_pending) {
+      stored_cursor = std::max(stored_cursor, acked);
+      return PersistAck(acked);
+    }
+    restate_pending = false;
+    PeerState state;
+    state.acked = acked;
+    state.incarnation = peer_incarnation;
+    state.received = session_received;
+    if (stored.has_value() && !peer_changed) {
+      state.received = std::max(state.received, stored->received);
+    }
+    stored_cursor = acked;
+    stats.acked_seq = acked;
+    return replica->oplog().SetPeer(peer_id, state);
+  }
+
+  // Ends the session: the peer sent live records at or below our GC watermark.
+  Status RefuseStale(const ApplyResult& r, std::vector<msg::Message>* out) {
+    std::string reason = "peer " + NodeIdToString(peer_id) +
+                         ": its state predates our GC watermark " +
+                         r.first_stale_watermark.ToString() + " (it sent " + r.first_stale;
+    if (r.stale > 1) reason += " and " + std::to_string(r.stale - 1) + " more";
+    reason += ", deleted and purged here); re-bootstrap it from an empty data dir";
+    Emit(msg::Goodbye{reason}, out);
+    return Status::Refused(reason);
+  }
+
+  // Applies records the peer sent, in slices within our batch limit.
+  // `context` names the path for errors.
+  Status ApplyFromPeer(const std::vector<RemoteRecord>& records, const char* context,
+                       std::vector<msg::Message>* out) {
+    const size_t slice = std::max<size_t>(1, replica->limits().batch_ops_max);
+    for (size_t i = 0; i < records.size(); i += slice) {
+      const size_t n = std::min(slice, records.size() - i);
+      auto applied = replica->ApplyRemote({records.data() + i, n}, peer_id, StalePolicy());
+      if (!applied.ok()) return applied.status().WithContext(context);
+      TIDEMAP_RETURN_IF_ERROR(Applied(*applied, out));
+    }
+    return Status::Ok();
+  }
+
+  StaleRecords StalePolicy() const {
+    return options.refuse_stale_peers ? StaleRecords::kDrop : StaleRecords::kRedelete;
+  }
+
+  // Accounts for records applied from the peer. Stale ones (its state
+  // predates our GC watermark) either end the session (refuse_stale_peers)
+  // or were answered with the purged delete, restored, which a tree diff
+  // now ships to the peer.
+  Status Applied(const ApplyResult& r, std::vector<msg::Message>* out) {
+    stats.records_applied += r.applied;
+    stats.below_watermark_dropped += r.below_watermark_tombstones;
+    if (r.stale == 0) return Status::Ok();
+    if (options.refuse_stale_peers) return RefuseStale(r, out);
+    if (stats.stale_redeleted == 0) {
+      stats.stale_note = "peer " + NodeIdToString(peer_id) +
+                         ": its state predates our GC watermark " +
+                         r.first_stale_watermark.ToString() + " (it sent " + r.first_stale +
+                         ", deleted and purged here): the delete was restored and sent back";
+    }
+    stats.stale_redeleted += r.stale;
+    diff_requested = true;
+    return Status::Ok();
+  }
+
+  // Drops from `diff` the tombstones at or below a watermark of the side
+  // that lacks their key (see the comment at the top).
+  void FilterBelowWatermarks(const std::vector<SummaryEntry>& mine,
+                             const std::vector<SummaryEntry>& theirs, BucketDiff* diff) const {
+    if (replica->gc_watermark() != Version{}) {
+      std::erase_if(diff->request, [&](uint64_t h) {
+        const SummaryEntry* t = FindEntry(theirs, h);
+        return t != nullptr && t->tombstone && FindEntry(mine, h) == nullptr &&
+               t->version <= replica->gc_watermark(h);
+      });
+    }
+    std::erase_if(diff->send, [&](uint64_t h) {
+      const SummaryEntry* m = FindEntry(mine, h);
+      return m != nullptr && m->tombstone && m->version <= peer_watermark &&
+             FindEntry(theirs, h) == nullptr;
+    });
   }
 
   Status OnHello(const msg::Hello& h, uint64_t now_ms, std::vector<msg::Message>* out);
@@ -89,6 +248,10 @@ struct SyncSession::Impl {
                      std::vector<msg::Message>* out);
   Status OnDiffRecords(const msg::DiffRecords& d, uint64_t now_ms, std::vector<msg::Message>* out);
   Status OnDiffEnd(const msg::DiffEnd& e, uint64_t now_ms);
+  Status OnOriginRecords(const msg::OriginRecords& o, std::vector<msg::Message>* out);
+  Status OnGoodbye(const msg::Goodbye& g);
+  // Sends every record we hold of `origin`, chunked; the last chunk says so.
+  Status SendOriginRecords(uint64_t origin, std::vector<msg::Message>* out);
 
   Status StartDiff(uint64_t now_ms, std::vector<msg::Message>* out);
   // Adopts the peer's diff `id` as its responder.
@@ -115,33 +278,29 @@ Status SyncSession::Start(uint64_t now_ms, std::vector<msg::Message>* out) {
   TIDEMAP_CHECK(!s.started);
   s.started = true;
   s.last_diff_ms = now_ms;
-  auto cursor = s.replica->oplog().PeerAck(s.peer_id);
-  bool first_contact = false;
-  if (cursor.status().IsNotFound()) {
+  auto peer = s.replica->oplog().Peer(s.peer_id);
+  if (peer.status().IsNotFound()) {
     TIDEMAP_RETURN_IF_ERROR(s.replica->oplog().AddPeer(s.peer_id));
-    first_contact = true;
-    s.stored_cursor = 0;
-  } else if (!cursor.ok()) {
-    return cursor.status();
+  } else if (!peer.ok()) {
+    return peer.status();
   } else {
-    s.stored_cursor = *cursor;
+    s.stored = *peer;
+    s.stored_cursor = peer->acked;
   }
   s.stats.acked_seq = s.stored_cursor;
   // The seq is read before the root, so the root covers at least every row up
-  // to it: a snapshot the peer may be declared repaired to.
-  const uint64_t last_seq = s.replica->LastSeq();
-  TIDEMAP_ASSIGN_OR_RETURN(uint64_t pruned, s.replica->oplog().PrunedThrough());
+  // to it: a snapshot the peer may be declared repaired to. Whether it needs
+  // a repair is decided when its Hello tells who it is now (OnHello).
+  s.start_last_seq = s.replica->LastSeq();
+  TIDEMAP_ASSIGN_OR_RETURN(s.start_pruned, s.replica->oplog().PrunedThrough());
   s.hello_root = s.replica->MerkleRoot();
-  s.stream_next = s.stored_cursor + 1;
-  if (first_contact || s.stored_cursor < pruned) {
-    s.repair_pending = true;
-    s.snapshot_seq = last_seq;
-    s.stream_next = last_seq + 1;  // what precedes the snapshot comes by tree diff
-  }
   msg::Hello hello;
   hello.merkle_root = s.hello_root;
   hello.tree_fanout_bits = s.replica->tree_fanout_bits();
   hello.tree_depth = s.replica->tree_depth();
+  hello.incarnation = s.replica->incarnation();
+  hello.last_seq = s.start_last_seq;
+  hello.gc_watermark = s.replica->gc_watermark();
   s.Emit(hello, out);
   return Status::Ok();
 }
@@ -170,6 +329,8 @@ Status SyncSession::Receive(const msg::Message& message, uint64_t now_ms,
   if (auto* bs = std::get_if<msg::BucketSummaries>(&b)) return s.OnSummaries(*bs, now_ms, out);
   if (auto* d = std::get_if<msg::DiffRecords>(&b)) return s.OnDiffRecords(*d, now_ms, out);
   if (auto* e = std::get_if<msg::DiffEnd>(&b)) return s.OnDiffEnd(*e, now_ms);
+  if (auto* o = std::get_if<msg::OriginRecords>(&b)) return s.OnOriginRecords(*o, out);
+  if (auto* g = std::get_if<msg::Goodbye>(&b)) return s.OnGoodbye(*g);
   return Status::InvalidArgument("unknown message");
 }
 
@@ -183,12 +344,47 @@ Status SyncSession::Impl::OnHello(const msg::Hello& h, uint64_t now_ms,
   if (h.tree_fanout_bits != replica->tree_fanout_bits() || h.tree_depth != replica->tree_depth()) {
     return Status::Refused("peer's Merkle tree has another shape");
   }
+  if (h.incarnation == 0) return Status::InvalidArgument("hello without a database incarnation");
   got_hello = true;
+  peer_incarnation = h.incarnation;
+  peer_watermark = h.gc_watermark;
+
+  // Does the cursor we stored still describe the peer's database? (See the
+  // comment at the top.)
+  bool repair = false;
+  if (!stored.has_value() || stored->incarnation == 0) {
+    repair = true;
+    restate_pending = true;
+  } else if (stored->incarnation != h.incarnation || stored->received > h.last_seq) {
+    repair = true;
+    restate_pending = true;
+    peer_changed = true;
+    stats.peer_reset =
+        "peer " + NodeIdToString(peer_id) + ": " +
+        (stored->incarnation != h.incarnation
+             ? "another database (incarnation " + NodeIdToString(h.incarnation) +
+                   ", we had synced with " + NodeIdToString(stored->incarnation) + ")"
+             : "its database went back in time (it ends at seq " + std::to_string(h.last_seq) +
+                   ", we had acknowledged its seq " + std::to_string(stored->received) + ")") +
+        ": repairing it by tree diff and resyncing the records it wrote";
+  } else if (stored->acked < start_pruned) {
+    repair = true;
+  }
+  if (repair) {
+    repair_pending = true;
+    snapshot_seq = start_last_seq;
+    stream_next = start_last_seq + 1;  // what precedes the snapshot comes by tree diff
+  } else {
+    stream_next = stored_cursor + 1;
+  }
+  if (peer_changed) {
+    resync_pending = true;
+    TIDEMAP_RETURN_IF_ERROR(SendOriginRecords(peer_id, out));
+  }
   if (h.merkle_root == hello_root) diff_requested = false;  // nothing to find
   if (repair_pending && h.merkle_root == hello_root) {
     // Equal roots: the peer held everything we had at our snapshot.
-    repair_pending = false;
-    TIDEMAP_RETURN_IF_ERROR(PersistAck(std::max(snapshot_seq, session_acked)));
+    TIDEMAP_RETURN_IF_ERROR(RepairDone(snapshot_seq));
   }
   if (repair_pending || diff_requested) TIDEMAP_RETURN_IF_ERROR(StartDiff(now_ms, out));
   return Stream(now_ms, out);
@@ -201,17 +397,28 @@ Status SyncSession::Impl::Stream(uint64_t now_ms, std::vector<msg::Message>* out
     TIDEMAP_ASSIGN_OR_RETURN(
         std::vector<OplogEntry> rows,
         replica->oplog().ReadAfter(stream_next - 1, options.batch_records_max));
-    if ((rows.empty() || rows.front().seq != stream_next) && !repair_pending) {
+    if (rows.empty() || rows.front().seq != stream_next) {
       // Our own pruning overtook this peer while the session ran: the rows it
-      // needs are gone (all of them, when nothing is left after stream_next),
-      // so repair it by tree diff instead of leaving a gap.
-      repair_pending = true;
-      snapshot_seq = replica->LastSeq();
-      stream_next = snapshot_seq + 1;
-      if (diff_id == 0) return StartDiff(now_ms, out);
-      return Status::Ok();
+      // needs are gone (all of them, when nothing is left after stream_next).
+      // A repair that has not started yet covers them (its diff compares the
+      // trees from its start on), as does a running repairing diff whose
+      // snapshot is past them; otherwise the peer is repaired again by a new
+      // tree diff instead of being left with a gap. (Found by the simulator:
+      // a gap found while a repairing diff ran used to be skipped even when
+      // the rows came after that diff's snapshot.)
+      const uint64_t gap_end = rows.empty() ? replica->LastSeq() : rows.front().seq - 1;
+      const bool covered =
+          repair_pending && (diff_id == 0 || !diff_repairs || gap_end <= snapshot_seq);
+      if (!covered) {
+        repair_pending = true;
+        diff_repairs = false;  // a running diff may predate the missing rows
+        snapshot_seq = replica->LastSeq();
+        stream_next = snapshot_seq + 1;
+        if (diff_id == 0) return StartDiff(now_ms, out);
+        return Status::Ok();
+      }
+      if (rows.empty()) return Status::Ok();
     }
-    if (rows.empty()) return Status::Ok();  // a repair is pending: the diff covers them
     msg::RecordBatch batch;
     batch.first_seq = stream_next;
     size_t bytes = 0;
@@ -236,7 +443,7 @@ Status SyncSession::Impl::Stream(uint64_t now_ms, std::vector<msg::Message>* out
 }
 
 Status SyncSession::Impl::OnBatch(const msg::RecordBatch& b, std::vector<msg::Message>* out) {
-  auto applied = replica->ApplyRemote(b.records, peer_id);
+  auto applied = replica->ApplyRemote(b.records, peer_id, StalePolicy());
   if (!applied.ok()) {
     if (applied.status().IsRefused()) {
       // Not ours to keep: the sender holds its data and retries later. Our
@@ -252,8 +459,11 @@ Status SyncSession::Impl::OnBatch(const msg::RecordBatch& b, std::vector<msg::Me
     stats.last_error.clear();
     refused_peer_batch = false;
   }
-  stats.records_applied += applied->applied;
+  TIDEMAP_RETURN_IF_ERROR(Applied(*applied, out));
   Emit(msg::BatchAck{b.last_seq}, out);
+  session_received = std::max(session_received, b.last_seq);
+  // Until a changed or unverified peer is settled, its stored state is kept.
+  if (!restate_pending) return replica->oplog().SetPeerReceived(peer_id, b.last_seq);
   return Status::Ok();
 }
 
@@ -270,8 +480,9 @@ Status SyncSession::Impl::OnRefused(const msg::BatchRefused& r, uint64_t now_ms)
   stats.last_error = "peer " + NodeIdToString(peer_id) + " refused our records: " + r.reason;
   // Send it all again from the last acknowledged row, after a pause.
   in_flight.clear();
-  const uint64_t resume = repair_pending ? std::max(session_acked, snapshot_seq)
-                                         : std::max(session_acked, stored_cursor);
+  const uint64_t floor =
+      repair_pending || restate_pending ? std::max(snapshot_seq, repaired_acked) : stored_cursor;
+  const uint64_t resume = std::max(session_acked, floor);
   stream_next = resume + 1;
   blocked_until_ms = now_ms + options.refused_retry_ms;
   return Status::Ok();
@@ -314,12 +525,11 @@ Status SyncSession::Impl::FinishDiff(uint64_t now_ms) {
   // Only a diff that began as the repair completes it; if the repair became
   // pending during this one, Poll starts the repairing diff next.
   if (repair_pending && diff_repairs) {
-    repair_pending = false;
     const uint64_t repaired = std::max(snapshot_seq, session_acked);
-    TIDEMAP_RETURN_IF_ERROR(PersistAck(repaired));
     // Rows up to the snapshot reached the peer by the diff: do not stream
     // them again (pruning may even have removed them by now).
     stream_next = std::max(stream_next, repaired + 1);
+    return RepairDone(repaired);
   }
   return Status::Ok();
 }
@@ -441,6 +651,7 @@ Status SyncSession::Impl::OnSummaries(const msg::BucketSummaries& bs, uint64_t n
     }
     offset += bs.counts[i];
     TIDEMAP_ASSIGN_OR_RETURN(BucketDiff diff, DiffBucket(mine, theirs));
+    FilterBelowWatermarks(mine, theirs, &diff);
     pending_send.insert(pending_send.end(), diff.send.begin(), diff.send.end());
     pending_request.insert(pending_request.end(), diff.request.begin(), diff.request.end());
   }
@@ -490,13 +701,7 @@ Status SyncSession::Impl::OnDiffRecords(const msg::DiffRecords& d, uint64_t now_
   if (d.diff_id != diff_id) return Status::Ok();
   diff_answered = true;
   // Apply in slices within our own batch limit, whatever the peer's chunking.
-  const size_t slice = std::max<size_t>(1, replica->limits().batch_ops_max);
-  for (size_t i = 0; i < d.records.size(); i += slice) {
-    const size_t n = std::min(slice, d.records.size() - i);
-    auto applied = replica->ApplyRemote({d.records.data() + i, n}, peer_id);
-    if (!applied.ok()) return applied.status().WithContext("tree diff");
-    stats.records_applied += applied->applied;
-  }
+  TIDEMAP_RETURN_IF_ERROR(ApplyFromPeer(d.records, "tree diff", out));
   pending_request.insert(pending_request.end(), d.requests.begin(), d.requests.end());
   if (!d.last) return Status::Ok();
   std::vector<uint64_t> request = std::move(pending_request);
@@ -511,6 +716,55 @@ Status SyncSession::Impl::OnDiffRecords(const msg::DiffRecords& d, uint64_t now_
 Status SyncSession::Impl::OnDiffEnd(const msg::DiffEnd& e, uint64_t now_ms) {
   if (e.diff_id != diff_id) return Status::Ok();
   return FinishDiff(now_ms);
+}
+
+Status SyncSession::Impl::SendOriginRecords(uint64_t origin, std::vector<msg::Message>* out) {
+  std::vector<RemoteRecord> found;
+  TIDEMAP_RETURN_IF_ERROR(replica->RecordsOfOrigin(origin, &found));
+  msg::OriginRecords o;
+  o.origin = origin;
+  size_t bytes = 0;
+  for (RemoteRecord& r : found) {
+    if (!o.records.empty() && (bytes + RecordBytes(r) > options.diff_chunk_bytes_max ||
+                               o.records.size() >= options.batch_records_max)) {
+      o.last = false;
+      stats.records_sent += o.records.size();
+      Emit(std::move(o), out);
+      o = msg::OriginRecords{};
+      o.origin = origin;
+      bytes = 0;
+    }
+    bytes += RecordBytes(r);
+    o.records.push_back(std::move(r));
+  }
+  o.last = true;
+  stats.records_sent += o.records.size();
+  Emit(std::move(o), out);
+  return Status::Ok();
+}
+
+Status SyncSession::Impl::OnOriginRecords(const msg::OriginRecords& o,
+                                          std::vector<msg::Message>* out) {
+  if (o.origin == replica->node_id()) {
+    // The peer found our database changed and sent what it holds of ours;
+    // once all of it is applied, it gets ours.
+    TIDEMAP_RETURN_IF_ERROR(ApplyFromPeer(o.records, "origin resync", out));
+    if (o.last) return SendOriginRecords(o.origin, out);
+    return Status::Ok();
+  }
+  if (o.origin != peer_id || !resync_pending) {
+    return Status::InvalidArgument("origin records of node " + NodeIdToString(o.origin) +
+                                   " this session did not ask for");
+  }
+  TIDEMAP_RETURN_IF_ERROR(ApplyFromPeer(o.records, "origin resync", out));
+  if (!o.last) return Status::Ok();
+  resync_pending = false;
+  return MaybeSettle();
+}
+
+Status SyncSession::Impl::OnGoodbye(const msg::Goodbye& g) {
+  stats.last_error = "peer " + NodeIdToString(peer_id) + " closed the session: " + g.reason;
+  return Status::Refused(stats.last_error);
 }
 
 Status SyncSession::Poll(uint64_t now_ms, std::vector<msg::Message>* out) {
@@ -532,7 +786,7 @@ void SyncSession::RequestDiff() { impl_->diff_requested = true; }
 bool SyncSession::Idle() const {
   const Impl& s = *impl_;
   return s.got_hello && s.in_flight.empty() && s.diff_id == 0 && !s.repair_pending &&
-         s.stream_next > s.replica->LastSeq();
+         !s.resync_pending && !s.diff_requested && s.stream_next > s.replica->LastSeq();
 }
 
 }  // namespace tidemap

@@ -14,7 +14,17 @@
 //  - tree diff: on first contact, when the peer's cursor fell below our pruned
 //    point, and every diff_interval_ms; it descends the Merkle trees only where
 //    digests differ, exchanges (key hash, version) summaries of the differing
-//    buckets, then only the records one side lacks or holds older.
+//    buckets, then only the records one side lacks or holds older;
+//  - a peer whose database changed since we stored its cursor (another
+//    incarnation: wiped or replaced; or fewer rows than we acknowledged from
+//    it: restored from a backup) is repaired as on first contact, and the
+//    records it wrote are resynced both ways (OriginRecords); the comment at
+//    the top of sync.cc has the details;
+//  - tombstone GC: a peer that sends a live record at or below our GC
+//    watermark for a key we do not hold (its state predates the watermark) is
+//    repaired: the purged delete is restored and shipped to it (or, with
+//    refuse_stale_peers, it is refused with a Goodbye telling it to
+//    re-bootstrap).
 //
 // Thread-safety: none; one owner thread drives a session. The replica must
 // outlive it.
@@ -39,6 +49,12 @@ struct SyncOptions {
   size_t diff_chunk_bytes_max = size_t{1} << 20;  // per TreeNodes/BucketSummaries/DiffRecords
   uint64_t diff_interval_ms = 60'000;             // periodic anti-entropy (0: never)
   uint64_t refused_retry_ms = 5'000;              // after a BatchRefused, wait this long
+  // A peer that sends a live record at or below our GC watermark for a key
+  // we do not hold (its state predates the watermark): false, the default,
+  // answers it with the purged delete, restored (StaleRecords::kRedelete)
+  // and a tree diff that ships it; true ends the session with a Goodbye that
+  // tells the peer to re-bootstrap (its data never merges).
+  bool refuse_stale_peers = false;
 };
 
 // What a session has done, for status, metrics and benchmarks.
@@ -49,8 +65,19 @@ struct SyncStats {
   uint64_t records_applied = 0;  // received records that won here
   uint64_t diffs_completed = 0;
   uint64_t acked_seq = 0;  // the peer's cursor into our oplog
+  // Tombstones received at or below our GC watermark for keys we do not
+  // hold, not stored (a purge here already stands for them).
+  uint64_t below_watermark_dropped = 0;
+  // Live records received at or below our GC watermark for keys we do not
+  // hold, answered with the delete restored (refuse_stale_peers false), and
+  // what the first one was.
+  uint64_t stale_redeleted = 0;
+  std::string stale_note;
   bool diff_in_progress = false;
-  std::string last_error;  // e.g. the peer refused our clock
+  std::string last_error;  // e.g. the peer refused our clock, or closed the session
+  // Set when the peer's database changed since we stored its state (wiped,
+  // replaced, restored from a backup): what we found and what we do.
+  std::string peer_reset;
 };
 
 class SyncSession {
@@ -67,8 +94,11 @@ class SyncSession {
 
   // Handles one message from the peer and appends the replies to `out`.
   // A non-OK status means the session must be closed (protocol violation,
-  // wrong peer, incompatible version); the message says why. Refusals of our
-  // data by the peer are not errors: they show in stats().last_error.
+  // wrong peer, incompatible version, with refuse_stale_peers a peer whose
+  // state predates our GC watermark, a Goodbye from the peer); the message says why. When `out`
+  // then ends with a Goodbye, send it before closing: it tells the peer why.
+  // Refusals of our data by the peer are not errors: they show in
+  // stats().last_error.
   Status Receive(const msg::Message& message, uint64_t now_ms, std::vector<msg::Message>* out);
 
   // Appends what is due now: new oplog rows to stream (within the in-flight

@@ -21,8 +21,8 @@
 // codec can see is checked; Cap'n Proto's kj::Exception is caught here and
 // returned as a Status.
 //
-// Record blob (RecordBatch.records, DiffRecords.records)
-// ------------------------------------------------------
+// Record blob (RecordBatch.records, DiffRecords.records, OriginRecords.records)
+// -----------------------------------------------------------------------------
 // Records are nearly all the bytes of a catch-up. As a List(Record) (a struct
 // of 3 data words and 3 Data pointers, each byte string padded to a word) a
 // small record cost ~55 bytes beyond its own map+key+value+16 (its version).
@@ -281,7 +281,7 @@ size_t EstimateWords(const msg::Message& m, size_t blob_bytes) {
   const size_t blob = Words(blob_bytes);
   const size_t body = std::visit(
       Overloaded{
-          [](const msg::Hello&) -> size_t { return 3; },
+          [](const msg::Hello&) -> size_t { return 7; },
           [&](const msg::RecordBatch&) -> size_t { return 3 + blob; },
           [](const msg::BatchAck&) -> size_t { return 1; },
           [](const msg::BatchRefused& b) -> size_t { return 2 + Words(b.reason.size() + 1); },
@@ -293,6 +293,8 @@ size_t EstimateWords(const msg::Message& m, size_t blob_bytes) {
           },
           [&](const msg::DiffRecords& d) -> size_t { return 4 + blob + d.requests.size(); },
           [](const msg::DiffEnd&) -> size_t { return 1; },
+          [&](const msg::OriginRecords&) -> size_t { return 3 + blob; },
+          [](const msg::Goodbye& g) -> size_t { return 1 + Words(g.reason.size() + 1); },
       },
       m.body);
   return 1 + 3 + body + 8;  // root pointer, Message, body, slack
@@ -343,6 +345,9 @@ Result<std::string> BodyBlob(const msg::Body& body) {
           [](const msg::DiffRecords& d) {
             return codec_internal::EncodeRecords(d.records, "diff_records");
           },
+          [](const msg::OriginRecords& o) {
+            return codec_internal::EncodeRecords(o.records, "origin_records");
+          },
           [](const auto&) { return Result<std::string>(std::string()); },
       },
       body);
@@ -369,6 +374,10 @@ Status BuildMessage(const msg::Message& m, std::string_view blob, wire::Message:
             b.setTreeDepth(static_cast<uint16_t>(h.tree_depth));
             b.setMerkleRootLo(h.merkle_root.lo);
             b.setMerkleRootHi(h.merkle_root.hi);
+            b.setIncarnation(h.incarnation);
+            b.setLastSeq(h.last_seq);
+            b.setGcWatermarkHlc(h.gc_watermark.hlc.raw);
+            b.setGcWatermarkOrigin(h.gc_watermark.origin);
             return Status::Ok();
           },
           [&](const msg::RecordBatch& rb) -> Status {
@@ -429,6 +438,17 @@ Status BuildMessage(const msg::Message& m, std::string_view blob, wire::Message:
             body.initDiffEnd().setDiffId(e.diff_id);
             return Status::Ok();
           },
+          [&](const msg::OriginRecords& o) -> Status {
+            auto b = body.initOriginRecords();
+            b.setOrigin(o.origin);
+            b.setLast(o.last);
+            if (!blob.empty()) b.setRecords(AsData(blob));
+            return Status::Ok();
+          },
+          [&](const msg::Goodbye& g) -> Status {
+            body.initGoodbye().setReason(capnp::Text::Reader(g.reason.data(), g.reason.size()));
+            return Status::Ok();
+          },
       },
       m.body);
 }
@@ -436,6 +456,7 @@ Status BuildMessage(const msg::Message& m, std::string_view blob, wire::Message:
 Status CheckCapnpListSizes(const msg::Message& m) {
   size_t largest = std::visit(Overloaded{
                                   [](const msg::BatchRefused& r) { return r.reason.size() + 1; },
+                                  [](const msg::Goodbye& g) { return g.reason.size() + 1; },
                                   [](const msg::TreeNodes& t) {
                                     return std::max(t.parents.size(), t.child_digests.size());
                                   },
@@ -494,6 +515,9 @@ Result<msg::Message> ReadMessage(wire::Message::Reader root, const DecodeLimits&
       h.merkle_root = Digest128{b.getMerkleRootLo(), b.getMerkleRootHi()};
       h.tree_fanout_bits = b.getTreeFanoutBits();
       h.tree_depth = b.getTreeDepth();
+      h.incarnation = b.getIncarnation();
+      h.last_seq = b.getLastSeq();
+      h.gc_watermark = Version{Timestamp{b.getGcWatermarkHlc()}, b.getGcWatermarkOrigin()};
       m.body = h;
       break;
     }
@@ -569,6 +593,23 @@ Result<msg::Message> ReadMessage(wire::Message::Reader root, const DecodeLimits&
     case wire::Message::Body::DIFF_END: {
       if (!body.hasDiffEnd()) return MissingBody("diff_end");
       m.body = msg::DiffEnd{body.getDiffEnd().getDiffId()};
+      break;
+    }
+    case wire::Message::Body::ORIGIN_RECORDS: {
+      if (!body.hasOriginRecords()) return MissingBody("origin_records");
+      auto b = body.getOriginRecords();
+      msg::OriginRecords o;
+      o.origin = b.getOrigin();
+      o.last = b.getLast();
+      TIDEMAP_ASSIGN_OR_RETURN(o.records, codec_internal::DecodeRecords(AsView(b.getRecords()),
+                                                                        limits, "origin_records"));
+      m.body = std::move(o);
+      break;
+    }
+    case wire::Message::Body::GOODBYE: {
+      if (!body.hasGoodbye()) return MissingBody("goodbye");
+      capnp::Text::Reader reason = body.getGoodbye().getReason();
+      m.body = msg::Goodbye{std::string(reason.cStr(), reason.size())};
       break;
     }
     default:

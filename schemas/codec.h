@@ -31,10 +31,10 @@ struct DecodeLimits {
   uint64_t traversal_words_max = (uint64_t{32} << 20) / 8 * 2;
   // Cap'n Proto's nesting limit; the protocol itself nests 3 deep.
   int nesting_max = 16;
-  // Records of one RecordBatch or DiffRecords.
+  // Records of one RecordBatch, DiffRecords or OriginRecords.
   size_t records_max = 100'000;
-  // Bytes of map names, keys and values of the records of one RecordBatch or
-  // DiffRecords, as decoded. A map name crosses the wire once per message and
+  // Bytes of map names, keys and values of the records of one RecordBatch,
+  // DiffRecords or OriginRecords, as decoded. A map name crosses the wire once per message and
   // is copied into every record of that map, so this, not the frame size,
   // bounds that expansion; checked before each record is copied out. The
   // default holds every frame within frame_bytes_max whose map names are at

@@ -14,6 +14,8 @@ const char* BodyName(const Body& body) {
                         [](const BucketSummaries&) { return "bucket_summaries"; },
                         [](const DiffRecords&) { return "diff_records"; },
                         [](const DiffEnd&) { return "diff_end"; },
+                        [](const OriginRecords&) { return "origin_records"; },
+                        [](const Goodbye&) { return "goodbye"; },
                     },
                     body);
 }

@@ -43,6 +43,14 @@ struct Hello {
   Digest128 merkle_root;          // equal roots: nothing to repair
   uint32_t tree_fanout_bits = 0;  // both sides must use the same tree shape (< 2^16)
   uint32_t tree_depth = 0;        // (< 2^16)
+  // The sender's database incarnation (random, never 0 from a replica) and
+  // its highest oplog seq: a receiver that stored another incarnation for
+  // this node, or acknowledged a higher seq of it, knows its database was
+  // wiped, replaced or restored from a backup.
+  uint64_t incarnation = 0;
+  uint64_t last_seq = 0;
+  // The sender's tombstone GC watermark (zero: nothing purged).
+  Version gc_watermark;
   friend bool operator==(const Hello&, const Hello&) = default;
 };
 
@@ -119,8 +127,31 @@ struct DiffEnd {
   friend bool operator==(const DiffEnd&, const DiffEnd&) = default;
 };
 
+// Resync after a database change: the side that found the other's database
+// changed (another incarnation, or back in time) sends every record it holds
+// whose version's origin is `origin`, the changed node; that node applies
+// them, then answers with every record it holds of its own origin. A node that
+// lost its database may issue a version again that its former self issued,
+// with other bytes, which no tree diff sees (the digests cover versions, not
+// values); both sides then hold both and the tie rule picks one. `last` is
+// false on all but the final chunk of each direction.
+struct OriginRecords {
+  uint64_t origin = 0;
+  std::vector<RemoteRecord> records;
+  bool last = true;
+  friend bool operator==(const OriginRecords&, const OriginRecords&) = default;
+};
+
+// The sender closes the session and says why (e.g. the receiver's state
+// predates the sender's GC watermark). The receiver closes it too, with
+// `reason` as its error.
+struct Goodbye {
+  std::string reason;
+  friend bool operator==(const Goodbye&, const Goodbye&) = default;
+};
+
 using Body = std::variant<Hello, RecordBatch, BatchAck, BatchRefused, TreeNodes, BucketSummaries,
-                          DiffRecords, DiffEnd>;
+                          DiffRecords, DiffEnd, OriginRecords, Goodbye>;
 
 struct Message {
   uint64_t seq = 0;  // per session and direction, from 1

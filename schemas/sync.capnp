@@ -32,10 +32,12 @@ struct Message {
     bucketSummaries @6 :BucketSummaries;
     diffRecords @7 :DiffRecords;
     diffEnd @8 :DiffEnd;
+    originRecords @9 :OriginRecords;
+    goodbye @10 :Goodbye;
   }
 }
 
-# 24 bytes of data, so a whole hello frame is 64 bytes. The peer's identity is
+# 56 bytes of data, so a whole hello frame is 96 bytes. The peer's identity is
 # not in it: the transport authenticated the connection before any hello.
 struct Hello {
   protocolVersion @0 :UInt32;  # first, so every later version can read it
@@ -43,6 +45,10 @@ struct Hello {
   treeDepth @2 :UInt16;
   merkleRootLo @3 :UInt64;
   merkleRootHi @4 :UInt64;
+  incarnation @5 :UInt64;        # the sender's database incarnation, never 0
+  lastSeq @6 :UInt64;            # the sender's highest oplog seq
+  gcWatermarkHlc @7 :UInt64;     # the sender's GC watermark (0, 0: none)
+  gcWatermarkOrigin @8 :UInt64;
 }
 
 # Records travel as one Data blob per message, not as a List(struct): a
@@ -90,4 +96,14 @@ struct DiffRecords {
 
 struct DiffEnd {
   diffId @0 :UInt64;
+}
+
+struct OriginRecords {
+  origin @0 :UInt64;
+  last @1 :Bool = true;
+  records @2 :Data;  # as RecordBatch.records
+}
+
+struct Goodbye {
+  reason @0 :Text;
 }

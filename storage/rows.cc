@@ -19,12 +19,27 @@
 //   index key    := 'h' key_hash:u64 lp(map) key  ->  hlc:u64 origin:u64 flags:u8
 //       key_hash := merkle KeyHash(map, key); one row per stored key, tombstones
 //                   included, rewritten with its record in the same batch
+//   gc key       := 'g' hlc:u64 origin:u64 lp(map) key  ->  seq:u64
+//       the tombstone queue: one row per stored tombstone, in version order,
+//       with the oplog seq under which it won here; written and deleted with
+//       its record (a live version replacing the tombstone deletes the row),
+//       so tombstone GC reads the oldest tombstones without a full scan
+//   gc watermark := 'w' bucket:u32  ->  hlc:u64 origin:u64
+//       per Merkle bucket, the greatest version of a tombstone of that bucket
+//       purged here (no row: none purged); written with the purge
 //   meta key     := 'm' name
 //       schema_version -> u64   node_id -> u64   hlc_bound -> u64 (Timestamp raw)
+//       incarnation -> u64: random, non-zero, drawn when the database is
+//                created and never changed: a wiped or replaced database gets
+//                another one, which is how peers notice (replica/sync.cc)
 //       state -> checkpoint_seq:u64: every leaf row is exact as of this seq;
 //                oplog rows after it name every key changed since (rewritten
 //                by each checkpoint, in the batch of the group it covers)
-//       peer/<node id:u64> -> acked seq:u64
+//       gc_watermark -> hlc:u64 origin:u64: the greatest version of a purged
+//                tombstone over every bucket (absent: none purged)
+//       gc_purged -> u64: tombstones purged so far
+//       peer/<node id:u64> -> acked:u64 incarnation:u64 received:u64
+//                (oplog/oplog.cc)
 #include "storage/rows.h"
 
 #include "base/coding.h"
@@ -209,6 +224,41 @@ Result<RecordMeta> DecodeHashIndexValue(std::string_view bytes) {
   return RecordMeta{Version{Timestamp{hlc}, origin}, (flags & kFlagTombstone) != 0};
 }
 
+std::string GcQueueKey(const Version& version, std::string_view map, std::string_view key) {
+  std::string out(1, kGcPrefix);
+  PutFixed64BE(&out, version.hlc.raw);
+  PutFixed64BE(&out, version.origin);
+  PutLengthPrefixed(&out, map);
+  out.append(key);
+  return out;
+}
+
+bool ParseGcQueueKey(std::string_view row_key, Version* version, std::string_view* map,
+                     std::string_view* key) {
+  if (row_key.empty() || row_key[0] != kGcPrefix) return false;
+  row_key.remove_prefix(1);
+  uint64_t hlc = 0, origin = 0;
+  if (!GetFixed64BE(&row_key, &hlc) || !GetFixed64BE(&row_key, &origin) ||
+      !GetLengthPrefixed(&row_key, map)) {
+    return false;
+  }
+  *version = Version{Timestamp{hlc}, origin};
+  *key = row_key;
+  return true;
+}
+
+std::string GcWatermarkKey(uint32_t bucket) {
+  std::string out(1, kGcWatermarkPrefix);
+  PutFixed32BE(&out, bucket);
+  return out;
+}
+
+bool ParseGcWatermarkKey(std::string_view row_key, uint32_t* bucket) {
+  if (row_key.size() != 5 || row_key[0] != kGcWatermarkPrefix) return false;
+  *bucket = DecodeFixed32BE(row_key.data() + 1);
+  return true;
+}
+
 std::string MetaKey(std::string_view name) {
   std::string out(1, kMetaPrefix);
   out.append(name);
@@ -227,6 +277,21 @@ Result<uint64_t> DecodeU64(std::string_view bytes, std::string_view what) {
     return Status::Corruption("meta " + std::string(what) + ": expected 8 bytes");
   }
   return v;
+}
+
+std::string EncodeVersion(const Version& v) {
+  std::string out;
+  PutFixed64BE(&out, v.hlc.raw);
+  PutFixed64BE(&out, v.origin);
+  return out;
+}
+
+Result<Version> DecodeVersion(std::string_view bytes, std::string_view what) {
+  uint64_t hlc = 0, origin = 0;
+  if (bytes.size() != 16 || !GetFixed64BE(&bytes, &hlc) || !GetFixed64BE(&bytes, &origin)) {
+    return Status::Corruption("meta " + std::string(what) + ": expected 16 bytes");
+  }
+  return Version{Timestamp{hlc}, origin};
 }
 
 std::string DescribeKey(std::string_view map, std::string_view key) {

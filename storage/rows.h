@@ -24,9 +24,13 @@ inline constexpr char kOplogPrefix = 'o';
 inline constexpr char kMerklePrefix = 'k';
 inline constexpr char kHashIndexPrefix = 'h';
 inline constexpr char kMetaPrefix = 'm';
+inline constexpr char kGcPrefix = 'g';
+inline constexpr char kGcWatermarkPrefix = 'w';
 
-// The schema version this build writes and reads.
-inline constexpr uint64_t kSchemaVersion = 2;
+// The schema version this build writes and reads. 3: peer rows carry the
+// peer's incarnation and received seq, the tombstone queue, the incarnation
+// and GC meta rows.
+inline constexpr uint64_t kSchemaVersion = 3;
 
 // ---- records ----
 
@@ -84,6 +88,19 @@ bool ParseHashIndexKey(std::string_view row_key, uint64_t* key_hash, std::string
 std::string EncodeHashIndexValue(const RecordMeta& meta);
 Result<RecordMeta> DecodeHashIndexValue(std::string_view bytes);
 
+// ---- the tombstone queue (tombstone GC) ----
+
+// The queue row of the tombstone `version` of (map, key): rows sort by version.
+std::string GcQueueKey(const Version& version, std::string_view map, std::string_view key);
+// Splits a queue row key; false when it is not one.
+bool ParseGcQueueKey(std::string_view row_key, Version* version, std::string_view* map,
+                     std::string_view* key);
+
+// The row of Merkle bucket `bucket`'s GC watermark (the greatest version of
+// a tombstone of that bucket purged here); a bucket without one has none.
+std::string GcWatermarkKey(uint32_t bucket);
+bool ParseGcWatermarkKey(std::string_view row_key, uint32_t* bucket);
+
 // ---- meta ----
 
 std::string MetaKey(std::string_view name);
@@ -92,9 +109,14 @@ inline constexpr std::string_view kMetaNodeId = "node_id";
 inline constexpr std::string_view kMetaHlcBound = "hlc_bound";
 inline constexpr std::string_view kMetaState = "state";
 inline constexpr std::string_view kMetaPeerPrefix = "peer/";
+inline constexpr std::string_view kMetaIncarnation = "incarnation";
+inline constexpr std::string_view kMetaGcWatermark = "gc_watermark";
+inline constexpr std::string_view kMetaGcPurged = "gc_purged";
 
 std::string EncodeU64(uint64_t v);
 Result<uint64_t> DecodeU64(std::string_view bytes, std::string_view what);
+std::string EncodeVersion(const Version& v);
+Result<Version> DecodeVersion(std::string_view bytes, std::string_view what);
 
 // "map 'orders', key 'k1'" for messages.
 std::string DescribeKey(std::string_view map, std::string_view key);

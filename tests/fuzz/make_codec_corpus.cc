@@ -37,7 +37,9 @@ int main(int argc, char** argv) {
   const uint64_t ms = 1'780'000'000'000;
   const uint64_t a = 0x1111222233334444, b = 0x5555666677778888;
   const std::vector<std::pair<std::string, msg::Message>> messages = {
-      {"hello", {1, msg::Hello{1, tidemap::Digest128{3, 4}, 4, 4}}},
+      {"hello",
+       {1, msg::Hello{1, tidemap::Digest128{3, 4}, 4, 4, 0x0123456789abcdef, 93,
+                      Version{Timestamp::FromParts(ms - 86'400'000, 2), b}}}},
       {"record_batch",
        {2, msg::RecordBatch{90,
                             93,
@@ -66,6 +68,12 @@ int main(int argc, char** argv) {
       {"diff_records",
        {7, msg::DiffRecords{1, {Rec("bob", "x", ms, b)}, {0x0102000000340000}, true}}},
       {"diff_end", {8, msg::DiffEnd{1}}},
+      {"origin_records",
+       {9,
+        msg::OriginRecords{a, {Rec("carol", "1", ms, a), Rec("dave", "", ms - 2, a, true)}, true}}},
+      {"goodbye",
+       {10, msg::Goodbye{"peer 5555666677778888: its state predates our GC watermark; "
+                         "re-bootstrap it from an empty data dir"}}},
   };
   for (const auto& [name, m] : messages) {
     tidemap::Result<std::string> bytes = tidemap::EncodeMessage(m);

@@ -11,15 +11,20 @@
 // connection cuts, message drop / duplication / reordering inside a
 // connection, symmetric and asymmetric partitions, crashes that keep or drop
 // unsynced data, wiped nodes, late joiners, clock offsets and jumps (beyond
-// max_clock_offset in some seeds). A final heal phase turns every fault off
-// and must converge within a bound.
+// max_clock_offset in some seeds), and tombstone GC (in some seeds, with a
+// horizon of seconds and clocks kept within a few seconds of each other, as
+// the horizon must exceed skew plus delivery delays). A final heal phase turns
+// every fault off and must converge within a bound; with GC, a last round
+// then purges every tombstone everywhere and the roots must still agree.
 //
 // Every event (write result, delivery, fault) is folded into a 64-bit trace
 // hash; the same seed gives the same hash. Invariants are checked as the run
 // goes (HLC monotonic per node, seqs never reused, nothing committed lost by a
-// crash, stored Merkle tree equal to a rebuild after each restart) and at the
-// end (equal roots and full scans on every replica, every key at the LWW
-// maximum of the accepted writes, quiescence, cursors caught up).
+// crash, stored Merkle tree equal to a rebuild after each restart, no
+// replica ever live again on a version older than a tombstone it held or
+// purged) and at the end (equal roots and full scans on every replica, every
+// key at the LWW maximum of the accepted writes or, when that is a purged
+// tombstone, absent, quiescence, cursors caught up).
 //
 // Everything here is single-threaded; LevelDB's own background thread only
 // compacts, which changes no observable content.
@@ -55,18 +60,21 @@ enum class Counter : int {
   kCrashDrop,      // machine crash: unsynced data dropped
   kRestarts,
   kWipes,
-  kWipeLostWrites,          // accepted writes that lived only on a wiped disk
-  kWipeStaleCursors,        // peers holding a cursor > 0 for a wiped node when it returns
-  kHlcBehindAfterWipe,      // a wiped node issued a version below its former self's
-  kVersionReissued,         // ...or exactly one its former self issued
-  kEqualVersionConflicts,   // two accepted writes to one key with one version, other bytes
-  kEqualVersionDivergence,  // ...left replicas with equal roots but other bytes (known hazard)
+  kWipeLostWrites,         // accepted writes that lived only on a wiped disk
+  kWipeStaleCursors,       // peers holding a cursor > 0 for a wiped node when it returns
+  kHlcBehindAfterWipe,     // a wiped node issued a version below its former self's
+  kVersionReissued,        // ...or exactly one its former self issued
+  kEqualVersionConflicts,  // two accepted writes to one key with one version, other bytes
   kLateJoins,
   kClockJumps,
   kClockBeyond,      // offsets set beyond max_clock_offset
   kBatchRefused,     // BatchRefused messages delivered
   kDiffRefusedCuts,  // a refused clock inside a tree diff closed the session
   kPrunedRows,
+  kTombstonesPurged,       // tombstone GC (seeds with GC on)
+  kBelowWatermarkDropped,  // tombstones at or below a GC watermark not stored by a diff or stream
+  kStaleRedeleted,         // records older than a GC watermark answered with the delete
+  kPeerResets,             // sessions that found the peer's database changed (wiped)
   kDiffsCompleted,
   kHealMsMax,  // the longest heal (simulated ms); max, not sum
   kCount,

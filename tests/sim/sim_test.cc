@@ -1,14 +1,15 @@
 // Proves that a tidemap cluster converges to the LWW maximum of every accepted
-// write, loses no acknowledged write and keeps its per-node invariants,
-// whatever the seeded simulator (tests/sim/sim.h) does to its network, disks
-// and clocks; and that a seed replays exactly (same trace hash).
+// write, loses no acknowledged write, never brings a purged key back, and
+// keeps its per-node invariants, whatever the seeded simulator
+// (tests/sim/sim.h) does to its network, disks and clocks, with tombstone GC
+// on or off; and that a seed replays exactly (same trace hash).
 //
 // Environment: TIDEMAP_SIM_SEEDS (how many seeds; default 300, 30 in
 // sanitizer builds), TIDEMAP_SIM_FIRST_SEED (default 1), TIDEMAP_SIM_SEED
-// (replay one seed, with a longer event log), TIDEMAP_SIM_SCALE (run length
-// and op count, default 1), TIDEMAP_SIM_PERIODIC_DIFFS=0 (no periodic
-// anti-entropy: shows which histories only the periodic diff repairs, e.g.
-// wiped nodes).
+// (replay one seed, with a longer event log: TIDEMAP_SIM_LOG_EVENTS events,
+// default 400), TIDEMAP_SIM_SCALE (run length and op count, default 1),
+// TIDEMAP_SIM_PERIODIC_DIFFS=0 (no periodic anti-entropy: shows which
+// histories only the periodic diff repairs).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -47,7 +48,7 @@ TEST(Sim, SeededClusterHistoriesKeepEveryInvariant) {
   const uint64_t count =
       replay ? 1 : testing::IntFromEnv("TIDEMAP_SIM_SEEDS", TIDEMAP_SIM_DEFAULT_SEEDS);
   SimParams params = ParamsFromEnv();
-  if (replay) params.log_tail_events = 400;
+  if (replay) params.log_tail_events = testing::IntFromEnv("TIDEMAP_SIM_LOG_EVENTS", 400);
 
   std::array<uint64_t, static_cast<int>(Counter::kCount)> totals{};
   std::string failing;
@@ -89,7 +90,8 @@ TEST(Sim, SeededClusterHistoriesKeepEveryInvariant) {
           Counter::kFaultsDetected, Counter::kPartitionsSym, Counter::kPartitionsAsym,
           Counter::kPartitionCuts, Counter::kCrashKeep, Counter::kCrashDrop, Counter::kWipes,
           Counter::kLateJoins, Counter::kClockJumps, Counter::kClockBeyond, Counter::kBatchRefused,
-          Counter::kPrunedRows, Counter::kDiffsCompleted}) {
+          Counter::kPrunedRows, Counter::kTombstonesPurged, Counter::kPeerResets,
+          Counter::kDiffsCompleted}) {
       EXPECT_GT(totals[static_cast<int>(c)], 0u) << CounterName(c) << " never happened";
     }
   }

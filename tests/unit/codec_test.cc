@@ -125,15 +125,20 @@ uint64_t ListPointer(int64_t offset, uint64_t element_size, uint64_t count) {
 // ---------------------------------------------------------------------------
 // Round trips of every body type.
 
-TEST(CodecTest, HelloIsSixtyFourBytes) {
-  // The identical-replicas target: one 64-byte frame each way.
-  EXPECT_EQ(Encode({1, msg::Hello{1, Digest128{~0ull, ~0ull}, 4, 4}}).size(), 64u);
+TEST(CodecTest, HelloIsNinetySixBytes) {
+  // Identical replicas exchange one hello each way: root, shape, incarnation,
+  // last seq and GC watermark in 56 bytes of data, 96 with the framing.
+  EXPECT_EQ(Encode({1, msg::Hello{1, Digest128{~0ull, ~0ull}, 4, 4, kMax64, kMax64,
+                                  Version{Timestamp{kMax64}, kMax64}}})
+                .size(),
+            96u);
 }
 
 TEST(CodecTest, HelloRoundTrips) {
   ExpectRoundTrip({1, msg::Hello{}});
-  ExpectRoundTrip({kMax64, msg::Hello{kMax32, Digest128{kMax64, kMax64}, 0xffff, 0xffff}});
-  ExpectRoundTrip({0, msg::Hello{1, Digest128{1, 2}, 4, 4}});
+  ExpectRoundTrip({kMax64, msg::Hello{kMax32, Digest128{kMax64, kMax64}, 0xffff, 0xffff, kMax64,
+                                      kMax64, Version{Timestamp{kMax64}, kMax64}}});
+  ExpectRoundTrip({0, msg::Hello{1, Digest128{1, 2}, 4, 4, 0x1234, 77, Version{Timestamp{5}, 6}}});
 }
 
 TEST(CodecTest, RecordBatchRoundTrips) {
@@ -175,6 +180,17 @@ TEST(CodecTest, SmallBodiesRoundTrip) {
   ExpectRoundTrip({3, msg::BatchRefused{7, std::string(100000, 'r')}});
   ExpectRoundTrip({1, msg::DiffEnd{}});
   ExpectRoundTrip({kMax64, msg::DiffEnd{kMax64}});
+  ExpectRoundTrip({1, msg::Goodbye{}});
+  ExpectRoundTrip({2, msg::Goodbye{"peer 3f2a…: its state predates our GC watermark"}});
+}
+
+TEST(CodecTest, OriginRecordsRoundTrip) {
+  ExpectRoundTrip({1, msg::OriginRecords{}});
+  ExpectRoundTrip({2, msg::OriginRecords{kMax64, {}, false}});
+  ExpectRoundTrip({3, msg::OriginRecords{7,
+                                         {Rec("m", "k1", "value one", 5, 7),
+                                          Rec("m", std::string("k\0y", 3), "", 9, 7, true)},
+                                         true}});
 }
 
 TEST(CodecTest, TreeNodesRoundTrip) {
@@ -256,11 +272,22 @@ std::vector<RemoteRecord> RandomRecords(Random& rng) {
 msg::Message RandomMessage(Random& rng) {
   msg::Message m;
   m.seq = EdgeOr(rng, rng.Next64());
-  switch (rng.Uniform(8)) {
+  switch (rng.Uniform(10)) {
     case 0:
-      m.body = msg::Hello{
-          static_cast<uint32_t>(EdgeOr(rng, rng.Next64())), Digest128{rng.Next64(), rng.Next64()},
-          static_cast<uint32_t>(rng.Uniform(9)), static_cast<uint32_t>(rng.Uniform(9))};
+      m.body = msg::Hello{static_cast<uint32_t>(EdgeOr(rng, rng.Next64())),
+                          Digest128{rng.Next64(), rng.Next64()},
+                          static_cast<uint32_t>(rng.Uniform(9)),
+                          static_cast<uint32_t>(rng.Uniform(9)),
+                          EdgeOr(rng, rng.Next64()),
+                          EdgeOr(rng, rng.Next64()),
+                          Version{Timestamp{EdgeOr(rng, rng.Next64())}, EdgeOr(rng, rng.Next64())}};
+      break;
+    case 8:
+      m.body =
+          msg::OriginRecords{EdgeOr(rng, rng.Next64()), RandomRecords(rng), rng.Bernoulli(0.5)};
+      break;
+    case 9:
+      m.body = msg::Goodbye{RandomBytes(rng, rng.Uniform(100))};
       break;
     case 1:
       m.body = msg::RecordBatch{EdgeOr(rng, rng.Next64()), EdgeOr(rng, rng.Next64()),
@@ -349,7 +376,7 @@ TEST(CodecTest, RandomMessagesRoundTrip) {
 // One valid frame of every body type, small enough to try every truncation.
 std::vector<std::string> SampleFrames() {
   std::vector<msg::Message> messages = {
-      {1, msg::Hello{1, Digest128{3, 4}, 4, 4}},
+      {1, msg::Hello{1, Digest128{3, 4}, 4, 4, 5, 6, Version{Timestamp{7}, 8}}},
       {2,
        msg::RecordBatch{1, 3, {Rec("m", "k1", "value one", 5, 6), Rec("m", "k2", "", 7, 8, true)}}},
       {3, msg::BatchAck{3}},
@@ -363,6 +390,8 @@ std::vector<std::string> SampleFrames() {
                                false}},
       {7, msg::DiffRecords{1, {Rec("m", "k", "v", 1, 2)}, {77, 78}, true}},
       {8, msg::DiffEnd{1}},
+      {9, msg::OriginRecords{6, {Rec("m", "k", "v", 1, 6)}, true}},
+      {10, msg::Goodbye{"re-bootstrap"}},
   };
   std::vector<std::string> frames;
   for (const msg::Message& m : messages) frames.push_back(Encode(m));

@@ -1,5 +1,6 @@
 // Proves the oplog: row codec round trip and corruption detection, reads
-// after a cursor, monotonic peer cursors, pruning up to the slowest peer, the
+// after a cursor, monotonic peer cursors, peer states tagged with the peer's
+// database incarnation and replaced whole, pruning up to the slowest peer, the
 // retention cap for a peer that stays away, and the pruned watermark.
 #include <gtest/gtest.h>
 #include <leveldb/env.h>
@@ -77,6 +78,24 @@ TEST_F(OplogTest, PeerCursorsOnlyMoveForward) {
   EXPECT_EQ(*oplog_->PeerAck(5), 9u);
   ASSERT_TRUE(oplog_->RemovePeer(5).ok());
   EXPECT_TRUE(oplog_->PeerAcks()->empty());
+}
+
+// A peer's state also says which database of it the numbers are about;
+// SetPeer replaces it all, the cursor moving back if need be (a repair of a
+// peer whose database changed), while SetPeerAck and SetPeerReceived only
+// move forward and keep the other fields.
+TEST_F(OplogTest, PeerStateIsTaggedAndReplacedWhole) {
+  EXPECT_TRUE(oplog_->Peer(7).status().IsNotFound());
+  EXPECT_TRUE(oplog_->SetPeerReceived(7, 3).IsNotFound());
+  ASSERT_TRUE(oplog_->SetPeer(7, PeerState{40, 0xabc, 12}).ok());
+  ASSERT_TRUE(oplog_->SetPeerAck(7, 45).ok());
+  ASSERT_TRUE(oplog_->SetPeerReceived(7, 10).ok());  // lower: ignored
+  ASSERT_TRUE(oplog_->SetPeerReceived(7, 15).ok());
+  EXPECT_EQ(*oplog_->Peer(7), (PeerState{45, 0xabc, 15}));
+  ASSERT_TRUE(oplog_->SetPeer(7, PeerState{5, 0xdef, 2}).ok());  // another database
+  EXPECT_EQ(*oplog_->Peer(7), (PeerState{5, 0xdef, 2}));
+  EXPECT_EQ(*oplog_->PeerAck(7), 5u);
+  EXPECT_EQ(oplog_->PeerAcks()->at(7), 5u);
 }
 
 TEST_F(OplogTest, PruneUpToSlowestPeer) {

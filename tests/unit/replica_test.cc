@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "base/random.h"
+#include "merkle/merkle.h"
 #include "replica/replica.h"
 #include "storage/rows.h"
 #include "tests/support/test_util.h"
@@ -601,6 +602,254 @@ TEST_F(ReplicaTest, ConcurrentWritersGetDistinctVersionsAndContiguousSeqs) {
   for (const OplogEntry& e : *rows) last_by_key[e.key] = e.version;
   for (const auto& [key, v] : last_by_key) EXPECT_EQ(r->Get("m", key)->version, v);
   EXPECT_EQ(r->Stats()->keys, size_t{kThreads * 50});
+}
+
+// ---------------------------------------------------------------------------
+// Tombstone GC.
+
+constexpr uint64_t kHorizonMs = 10'000;
+
+// "m/a=1 m/b=⊥" over every stored key, tombstones included.
+std::string RenderAll(const Replica& r) {
+  std::string out;
+  EXPECT_TRUE(r.ForEachKeyMeta([&](const KeyMeta& m) {
+                 if (!out.empty()) out += ' ';
+                 out += std::string(m.map) + "/" + std::string(m.key) + "=";
+                 if (m.tombstone) {
+                   out += "⊥";
+                 } else {
+                   out += r.Get(m.map, m.key)->value;
+                 }
+                 return true;
+               }).ok());
+  return out;
+}
+
+void ExpectScrubOk(Replica& r) {
+  auto scrub = r.Scrub();
+  ASSERT_TRUE(scrub.ok()) << scrub.status().ToString();
+  EXPECT_TRUE(scrub->ok()) << "leaf " << scrub->leaf_mismatches << " index "
+                           << scrub->index_mismatches;
+}
+
+// A tombstone goes only when it is older than the horizon AND every known
+// peer acknowledged its oplog row: each condition alone keeps it.
+TEST_F(ReplicaTest, PurgeNeedsTheHorizonAndEveryPeersAck) {
+  ReplicaOptions o = Options();
+  o.tombstone_horizon_ms = kHorizonMs;
+  auto r = OpenReplica(std::move(o));
+  ASSERT_TRUE(r->oplog().AddPeer(0xb1).ok());
+  ASSERT_TRUE(r->oplog().AddPeer(0xb2).ok());
+  ASSERT_TRUE(r->Put("m", "a", "1").ok());     // seq 1
+  const Version del_a = *r->Delete("m", "a");  // seq 2
+  ASSERT_TRUE(r->Put("m", "b", "2").ok());     // seq 3
+  const Version del_c = *r->Delete("m", "c");  // seq 4: a key never written
+  ASSERT_TRUE(r->Delete("m", "d").ok());       // seq 5...
+  ASSERT_TRUE(r->Put("m", "d", "back").ok());  // ...and a live version again
+  EXPECT_EQ(RenderAll(*r), "m/a=⊥ m/b=2 m/c=⊥ m/d=back");
+
+  // Every peer acknowledged everything, but nothing is old enough yet.
+  ASSERT_TRUE(r->oplog().SetPeerAck(0xb1, 6).ok());
+  ASSERT_TRUE(r->oplog().SetPeerAck(0xb2, 6).ok());
+  auto young = r->PurgeTombstones();
+  ASSERT_TRUE(young.ok());
+  EXPECT_EQ(young->purged, 0u);
+  clock_.Advance(kHorizonMs - 1);
+  EXPECT_EQ(r->PurgeTombstones()->purged, 0u);
+
+  // Old enough, but 0xb3 (known, acknowledged nothing) holds them back.
+  ASSERT_TRUE(r->oplog().AddPeer(0xb3).ok());
+  clock_.Advance(2);
+  auto held = r->PurgeTombstones();
+  ASSERT_TRUE(held.ok());
+  EXPECT_EQ(held->purged, 0u);
+  EXPECT_EQ(held->unacknowledged, 2u);  // a and c; d's tombstone is no longer stored
+  EXPECT_EQ(held->watermark, Version{});
+
+  // 0xb3 acknowledged a's row, not c's: only a's tombstone goes.
+  ASSERT_TRUE(r->oplog().SetPeerAck(0xb3, 3).ok());
+  std::vector<std::string> purged;
+  auto some = r->PurgeTombstones(
+      [&](const KeyMeta& m) { purged.push_back(std::string(m.key) + "@" + m.version.ToString()); });
+  ASSERT_TRUE(some.ok());
+  EXPECT_EQ(some->purged, 1u);
+  EXPECT_EQ(some->unacknowledged, 1u);
+  EXPECT_EQ(some->watermark, del_a);
+  EXPECT_EQ(purged, std::vector<std::string>{"a@" + del_a.ToString()});
+  EXPECT_EQ(RenderAll(*r), "m/b=2 m/c=⊥ m/d=back");
+  ExpectScrubOk(*r);
+
+  ASSERT_TRUE(r->oplog().SetPeerAck(0xb3, 6).ok());
+  EXPECT_EQ(r->PurgeTombstones()->purged, 1u);
+  EXPECT_EQ(RenderAll(*r), "m/b=2 m/d=back");
+  auto stats = r->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->tombstones, 0u);
+  EXPECT_EQ(stats->keys, 2u);
+  EXPECT_EQ(stats->tombstones_purged, 2u);
+  EXPECT_EQ(stats->gc_watermark, del_c);
+  ExpectScrubOk(*r);
+  // Nothing left to purge; a second call changes nothing.
+  EXPECT_EQ(r->PurgeTombstones()->purged, 0u);
+}
+
+// With no known peer the horizon alone decides; a horizon of 0 never purges.
+TEST_F(ReplicaTest, PurgeWithoutPeersUsesTheHorizonAloneAndZeroDisablesIt) {
+  ReplicaOptions o = Options();
+  o.tombstone_horizon_ms = kHorizonMs;
+  auto lone = OpenReplica(std::move(o));
+  ASSERT_TRUE(lone->Delete("m", "k").ok());
+  ReplicaOptions never_opts = Options(kNode, "/never");
+  never_opts.tombstone_horizon_ms = 0;
+  auto never = OpenReplica(std::move(never_opts));
+  ASSERT_TRUE(never->Delete("m", "k").ok());
+  clock_.Advance(100 * kHorizonMs);
+  EXPECT_EQ(lone->PurgeTombstones()->purged, 1u);
+  EXPECT_EQ(never->PurgeTombstones()->purged, 0u);
+  EXPECT_EQ(never->Stats()->tombstones, 1u);
+}
+
+// The watermark and the purge count are persisted with the purge; the tree
+// reopens exact (the purge checkpointed it: nothing to replay).
+TEST_F(ReplicaTest, GcWatermarkPersistsAcrossReopen) {
+  Version del, watermark;
+  Digest128 root;
+  {
+    ReplicaOptions o = Options();
+    o.tombstone_horizon_ms = kHorizonMs;
+    auto r = OpenReplica(std::move(o));
+    ASSERT_TRUE(r->Put("m", "x", "1").ok());
+    del = *r->Delete("m", "x");
+    clock_.Advance(kHorizonMs + 1);
+    auto p = r->PurgeTombstones();
+    ASSERT_TRUE(p.ok());
+    ASSERT_EQ(p->purged, 1u);
+    watermark = r->gc_watermark();
+    root = r->MerkleRoot();
+  }
+  EXPECT_EQ(watermark, del);
+  ReplicaOptions o = Options();
+  o.tombstone_horizon_ms = kHorizonMs;
+  auto r = OpenReplica(std::move(o));
+  EXPECT_EQ(r->gc_watermark(), del);
+  EXPECT_EQ(r->Stats()->tombstones_purged, 1u);
+  EXPECT_EQ(r->Stats()->recovered_oplog_rows, 0u);
+  EXPECT_EQ(r->MerkleRoot(), root);
+  ExpectScrubOk(*r);
+}
+
+// Once a key's tombstone is purged, an older version of it from a peer must
+// not come back. A tombstone changes nothing; a live version is answered by
+// the delete, restored at the watermark (or, with StaleRecords::kDrop, not
+// stored at all). The watermark is per Merkle bucket: an old version of
+// another key of the same bucket is treated alike (taken for a late write),
+// one of a key in another bucket is stored. A newer version is a write after
+// the delete and is stored; a key still held merges by LWW as always.
+TEST_F(ReplicaTest, OlderVersionOfAPurgedKeyIsNeverResurrected) {
+  ReplicaOptions o = Options();
+  o.tombstone_horizon_ms = kHorizonMs;
+  auto r = OpenReplica(std::move(o));
+  const Version held = *r->Put("m", "held", "v1");
+  const Version old_live = *r->Put("m", "gone", "old");
+  const Version del = *r->Delete("m", "gone");
+  clock_.Advance(kHorizonMs + 1);
+  ASSERT_EQ(r->PurgeTombstones()->purged, 1u);
+  const Digest128 root = r->MerkleRoot();
+
+  // A key that shares the bucket of "gone", and one that does not.
+  const TreeShape shape;
+  const uint32_t gone_bucket = BucketOf(KeyHash("m", "gone"), shape);
+  std::string same_bucket;
+  for (int i = 0; same_bucket.empty(); ++i) {
+    const std::string k = "s" + std::to_string(i);
+    if (BucketOf(KeyHash("m", k), shape) == gone_bucket) same_bucket = k;
+  }
+  ASSERT_NE(BucketOf(KeyHash("m", "elsewhere"), shape), gone_bucket);
+  EXPECT_EQ(r->gc_watermark(KeyHash("m", same_bucket)), del);
+  EXPECT_EQ(r->gc_watermark(KeyHash("m", "elsewhere")), Version{});
+
+  const uint64_t peer = 0xfe;
+  const Version late{old_live.hlc, peer};  // below the watermark
+  const std::vector<RemoteRecord> incoming{{"m", "gone", "old", old_live, false},
+                                           {"m", "gone", "", del, true},
+                                           {"m", same_bucket, "late", late, false},
+                                           {"m", "elsewhere", "late", late, false}};
+  // Dropped: nothing but "elsewhere" changes.
+  auto dropped = r->ApplyRemote(incoming, peer, StaleRecords::kDrop);
+  ASSERT_TRUE(dropped.ok()) << dropped.status().ToString();
+  EXPECT_EQ(dropped->applied, 1u);  // "elsewhere"
+  EXPECT_EQ(dropped->stale, 2u);
+  EXPECT_EQ(dropped->below_watermark_tombstones, 1u);
+  EXPECT_EQ(dropped->first_stale, "map 'm', key 'gone' at " + old_live.ToString());
+  EXPECT_EQ(dropped->first_stale_watermark, del);
+  EXPECT_TRUE(r->Get("m", "gone").status().IsNotFound());
+  EXPECT_EQ(RenderAll(*r), "m/elsewhere=late m/held=v1");
+  EXPECT_EQ(r->Stats()->stale_records_dropped, 2u);
+  ASSERT_TRUE(r->Delete("m", "elsewhere").ok());
+  clock_.Advance(kHorizonMs + 1);
+  ASSERT_EQ(r->PurgeTombstones()->purged, 1u);
+  EXPECT_EQ(r->MerkleRoot(), root);
+
+  // Redeleted (the default): the stale versions meet the delete again, at the
+  // bucket's watermark, a version above them.
+  std::vector<std::string> events;
+  r->Subscribe("m", [&](const ChangeEvent& e) {
+    events.push_back(std::string(ChangeKindName(e.kind)) + " " + std::string(e.key) + "@" +
+                     e.version.ToString());
+  });
+  auto redeleted = r->ApplyRemote({incoming.data(), 3}, peer);
+  ASSERT_TRUE(redeleted.ok());
+  EXPECT_EQ(redeleted->applied, 0u);
+  EXPECT_EQ(redeleted->stale, 2u);
+  EXPECT_EQ(RenderAll(*r), "m/gone=⊥ m/held=v1 m/" + same_bucket + "=⊥");
+  EXPECT_EQ(events, (std::vector<std::string>{"delete gone@" + del.ToString(),
+                                              "delete " + same_bucket + "@" + del.ToString()}));
+  // The restored deletes are this replica's doing: their oplog rows name no
+  // peer they came from, so they stream back to the sender too.
+  auto rows = r->oplog().ReadAfter(r->LastSeq() - 2, 2);
+  ASSERT_TRUE(rows.ok());
+  for (const OplogEntry& row : *rows) EXPECT_EQ(row.via, 0u);
+  EXPECT_EQ(r->Stats()->stale_records_dropped, 4u);
+  ExpectScrubOk(*r);
+
+  // A held key at or below the watermark still merges by LWW.
+  const Version newer_held{Timestamp::FromParts(held.hlc.physical_ms(), held.hlc.logical() + 1),
+                           peer};
+  ASSERT_LT(newer_held, del);
+  auto merged =
+      r->ApplyRemote(std::vector<RemoteRecord>{{"m", "held", "v2", newer_held, false}}, peer);
+  ASSERT_TRUE(merged.ok());
+  EXPECT_EQ(merged->applied, 1u);
+  // A version above the watermark is a write after the delete: stored.
+  const Version after{Timestamp::FromParts(clock_.NowMillis(), 0), peer};
+  auto recreated =
+      r->ApplyRemote(std::vector<RemoteRecord>{{"m", "gone", "new", after, false}}, peer);
+  ASSERT_TRUE(recreated.ok());
+  EXPECT_EQ(recreated->applied, 1u);
+  EXPECT_EQ(RenderAll(*r), "m/gone=new m/held=v2 m/" + same_bucket + "=⊥");
+  ExpectScrubOk(*r);
+}
+
+// A replica that purged its tombstones has the same tree as one that never
+// held the deleted keys: after every replica purged, roots are equal.
+TEST_F(ReplicaTest, PurgedTreeEqualsATreeThatNeverHeldTheKeys) {
+  ReplicaOptions o = Options();
+  o.tombstone_horizon_ms = kHorizonMs;
+  auto r = OpenReplica(std::move(o));
+  for (int i = 0; i < 200; ++i) ASSERT_TRUE(r->Put("m", "k" + std::to_string(i), "v").ok());
+  for (int i = 0; i < 200; i += 3) ASSERT_TRUE(r->Delete("m", "k" + std::to_string(i)).ok());
+  std::vector<RemoteRecord> live;
+  ASSERT_TRUE(r->ForEachKeyMeta([&](const KeyMeta& m) {
+                 if (!m.tombstone) live.push_back(**r->ReadRecord(m.map, m.key));
+                 return true;
+               }).ok());
+  auto fresh = OpenReplica(Options(0xa2, "/fresh"));
+  ASSERT_TRUE(fresh->ApplyRemote(live, kNode).ok());
+  EXPECT_NE(r->MerkleRoot(), fresh->MerkleRoot());
+  clock_.Advance(kHorizonMs + 1);
+  EXPECT_EQ(r->PurgeTombstones()->purged, 67u);
+  EXPECT_EQ(r->MerkleRoot(), fresh->MerkleRoot());
+  ExpectScrubOk(*r);
 }
 
 }  // namespace

@@ -4,8 +4,13 @@
 // cursor; a key rewritten many times while a peer was away ships once;
 // changes flow on transitively (A -> B -> C) and never echo to their origin;
 // a peer whose cursor fell below the pruned point is repaired by tree diff;
-// a refused clock keeps the sender's data until the receiver accepts it; and
-// an out-of-order message or another protocol version closes the session.
+// a refused clock keeps the sender's data until the receiver accepts it; a
+// node whose database was wiped or restored from an older backup is noticed
+// by its incarnation and last seq, repaired and resynced (re-issued versions
+// included); a stale node cannot bring back a key whose tombstone was purged
+// (it gets the delete back, or is told to re-bootstrap); purged tombstones are
+// not shipped back and forth; a gap found while a repair runs is repaired;
+// and an out-of-order message or another protocol version closes the session.
 #include <gtest/gtest.h>
 #include <leveldb/env.h>
 #include <leveldb/helpers/memenv.h>
@@ -19,6 +24,7 @@ namespace tidemap {
 namespace {
 
 constexpr uint64_t kStartMs = 1'800'000'000'000;
+constexpr uint64_t kHorizonMs = 10'000;  // tombstone GC horizon of every node here
 
 struct Node {
   std::unique_ptr<ManualClock> clock;
@@ -29,19 +35,50 @@ class SyncTest : public ::testing::Test {
  protected:
   SyncTest() : env_(leveldb::NewMemEnv(leveldb::Env::Default())) {}
 
-  Node& Add(uint64_t id, OplogRetention retention = {}) {
+  Node& Add(uint64_t id, OplogRetention retention = {}, uint64_t horizon_ms = kHorizonMs) {
     Node& n = nodes_[id];
     n.clock = std::make_unique<ManualClock>(kStartMs);
+    n.replica = OpenNode(id, "/n" + std::to_string(id), n.clock.get(), retention, horizon_ms);
+    return n;
+  }
+
+  std::unique_ptr<Replica> OpenNode(uint64_t id, const std::string& path, ManualClock* clock,
+                                    OplogRetention retention = {},
+                                    uint64_t horizon_ms = kHorizonMs) {
     ReplicaOptions o;
-    o.path = "/n" + std::to_string(id);
+    o.path = path;
     o.env = env_.get();
-    o.clock = n.clock.get();
+    o.clock = clock;
     o.node_id = id;
     o.retention = retention;
+    o.tombstone_horizon_ms = horizon_ms;
     auto r = Replica::Open(std::move(o));
     EXPECT_TRUE(r.ok()) << r.status().ToString();
-    n.replica = std::move(r).value();
-    return n;
+    return r.ok() ? std::move(r).value() : nullptr;
+  }
+
+  // Copies every file of database `from` to `to` (the database must be closed):
+  // a backup, or its restore.
+  void CopyDb(const std::string& from, const std::string& to) {
+    std::vector<std::string> files;
+    ASSERT_TRUE(env_->GetChildren(from, &files).ok());
+    ASSERT_TRUE(env_->CreateDir(to).ok() || env_->FileExists(to));
+    for (const std::string& f : files) {
+      leveldb::SequentialFile* in = nullptr;
+      if (!env_->NewSequentialFile(from + "/" + f, &in).ok()) continue;  // a directory
+      std::unique_ptr<leveldb::SequentialFile> in_owner(in);
+      leveldb::WritableFile* out = nullptr;
+      ASSERT_TRUE(env_->NewWritableFile(to + "/" + f, &out).ok());
+      std::unique_ptr<leveldb::WritableFile> out_owner(out);
+      std::string scratch(1 << 16, '\0');
+      for (;;) {
+        leveldb::Slice chunk;
+        ASSERT_TRUE(in->Read(scratch.size(), &chunk, scratch.data()).ok());
+        if (chunk.empty()) break;
+        ASSERT_TRUE(out->Append(chunk).ok());
+      }
+      ASSERT_TRUE(out->Close().ok());
+    }
   }
 
   // The node loses its disk and comes back empty under the same id (its
@@ -54,6 +91,7 @@ class SyncTest : public ::testing::Test {
     o.env = env_.get();
     o.clock = n.clock.get();
     o.node_id = id;
+    o.tombstone_horizon_ms = kHorizonMs;
     auto r = Replica::Open(std::move(o));
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     n.replica = std::move(r).value();
@@ -99,6 +137,42 @@ class SyncTest : public ::testing::Test {
       to_a = std::move(next_a);
     }
     return rounds;
+  }
+
+  // Runs the link until one side's Receive fails (a closed session) or both
+  // are idle. When the failing side's replies end with a Goodbye, it reaches
+  // the other side, as the transport sends it before closing. Returns each
+  // side's first error (OK when it had none).
+  std::pair<Status, Status> PumpUntilClosed(Link& link, uint64_t now_ms) {
+    std::vector<msg::Message> to_b, to_a;
+    EXPECT_TRUE(link.a->Start(now_ms, &to_b).ok());
+    EXPECT_TRUE(link.b->Start(now_ms, &to_a).ok());
+    Status sa, sb;
+    for (int round = 0; round < 100; ++round) {
+      EXPECT_TRUE(link.a->Poll(now_ms, &to_b).ok());
+      EXPECT_TRUE(link.b->Poll(now_ms, &to_a).ok());
+      if (to_a.empty() && to_b.empty()) break;
+      std::vector<msg::Message> next_b, next_a, ignored;
+      for (const auto& m : to_b) {
+        if (sb.ok()) sb = link.b->Receive(m, now_ms, &next_a);
+      }
+      for (const auto& m : to_a) {
+        if (sa.ok()) sa = link.a->Receive(m, now_ms, &next_b);
+      }
+      if (!sa.ok() || !sb.ok()) {
+        // The closing side's last replies (its Goodbye) still reach the other.
+        for (const auto& m : next_a) {
+          if (!sb.ok() && sa.ok()) sa = link.a->Receive(m, now_ms, &ignored);
+        }
+        for (const auto& m : next_b) {
+          if (!sa.ok() && sb.ok()) sb = link.b->Receive(m, now_ms, &ignored);
+        }
+        break;
+      }
+      to_b = std::move(next_b);
+      to_a = std::move(next_a);
+    }
+    return {sa, sb};
   }
 
   std::string Scan(uint64_t id) {
@@ -463,20 +537,56 @@ TEST_F(SyncTest, GapFoundDuringARunningDiffIsRepairedByANewDiff) {
   EXPECT_TRUE(link.a->Idle());
 }
 
-// KNOWN HAZARD, disabled until fixed (found by the simulator: with
-// TIDEMAP_SIM_PERIODIC_DIFFS=0, seeds 67, 206, 220, 248, 249, 282 and 287 of
-// 1..300 never converge, all with wipes). A node that lost its database but
-// kept its id is repaired only by the diff of its first session with each
-// peer: the peer still holds a cursor for it (all of the peer's rows up to
-// there "acknowledged") and streams only what follows. If that first session
-// is cut before its diff ends, the wiped node's own cursor for the peer now
-// exists (AddPeer persisted 0), so the next session is not a first contact
-// either: nothing but a periodic diff ever sends the rows below the stale
-// cursor. Rows that originated at the wiped node are never streamed back to
-// it at all (no echo to the origin). Enable when sessions detect a peer that
-// lost its state (e.g. a per-database incarnation id in Hello, stored with
-// the cursor, resetting it and forcing a repair when it changes).
-TEST_F(SyncTest, DISABLED_WipedPeerWhoseFirstDiffIsCutStillConverges) {
+// Found by the simulator (seed 248 with TIDEMAP_SIM_PERIODIC_DIFFS=0): a
+// repair diff is running (first contact) when pruning removes rows written
+// after its snapshot, before they were streamed. The running diff cannot
+// cover them (its first steps predate them): the stream must see the gap and
+// repair the peer again, not skip it because "a repair is pending".
+TEST_F(SyncTest, GapAfterTheSnapshotOfARunningRepairIsRepairedAgain) {
+  OplogRetention tight;
+  tight.rows_max = 2;
+  Node& a = Add(1, tight);
+  Add(2);
+  ASSERT_TRUE(a.replica->Put("m", "k0", "v").ok());
+  SyncOptions no_periodic;
+  no_periodic.diff_interval_ms = 0;
+  Link link = Connect(1, 2, no_periodic);
+  std::vector<msg::Message> to_b, to_a, ignored;
+  ASSERT_TRUE(link.a->Start(kStartMs, &to_b).ok());
+  ASSERT_TRUE(link.b->Start(kStartMs, &to_a).ok());
+  // A takes B's hello and starts its repair diff (snapshot: seq 1)...
+  for (const auto& m : to_a) ASSERT_TRUE(link.a->Receive(m, kStartMs, &to_b).ok());
+  to_a.clear();
+  ASSERT_TRUE(link.a->stats().diff_in_progress);
+  // ...then writes ten keys whose rows are pruned before they are streamed.
+  for (int i = 1; i <= 10; ++i) ASSERT_TRUE(a.replica->Put("m", "k" + std::to_string(i), "v").ok());
+  ASSERT_TRUE(a.replica->PruneOplog().ok());
+  ASSERT_GT(*a.replica->oplog().FirstSeq(), 2u);
+  for (int round = 0; round < 100 && !(to_a.empty() && to_b.empty() && round > 0); ++round) {
+    ASSERT_TRUE(link.a->Poll(kStartMs, &to_b).ok());
+    ASSERT_TRUE(link.b->Poll(kStartMs, &to_a).ok());
+    std::vector<msg::Message> next_b, next_a;
+    for (const auto& m : to_b) ASSERT_TRUE(link.b->Receive(m, kStartMs, &next_a).ok());
+    for (const auto& m : to_a) ASSERT_TRUE(link.a->Receive(m, kStartMs, &next_b).ok());
+    to_b = std::move(next_b);
+    to_a = std::move(next_a);
+  }
+  ExpectConverged({1, 2});
+  EXPECT_TRUE(link.a->Idle());
+  EXPECT_TRUE(link.b->Idle());
+  EXPECT_GE(link.a->stats().diffs_completed, 2u);
+}
+
+// Found by the simulator (with TIDEMAP_SIM_PERIODIC_DIFFS=0, seeds 67, 206,
+// 220, 248, 249, 282 and 287 of 1..300 never converged, all with wipes). A
+// node that lost its database but kept its id used to be repaired only by the
+// diff of its first session with each peer: the peer still held a cursor for
+// it and streamed only what followed, and once that first session was cut
+// before its diff ended, the next one was not a first contact either (the
+// wiped node had registered the peer). Now its new database has another
+// incarnation, which its Hello carries: the peer's stored cursor no longer
+// counts, and nothing is persisted until a repair has finished.
+TEST_F(SyncTest, WipedPeerWhoseFirstDiffIsCutStillConverges) {
   Add(1);
   Node& b = Add(2);
   for (int i = 0; i < 50; ++i) ASSERT_TRUE(b.replica->Put("m", "k" + std::to_string(i), "v").ok());
@@ -503,21 +613,25 @@ TEST_F(SyncTest, DISABLED_WipedPeerWhoseFirstDiffIsCutStillConverges) {
   Pump(link);
   EXPECT_TRUE(link.a->Idle());
   EXPECT_TRUE(link.b->Idle());
-  ExpectConverged({1, 2});  // today: A holds 0 keys and stays so
+  ExpectConverged({1, 2});
+  EXPECT_NE(link.b->stats().peer_reset.find("another database"), std::string::npos)
+      << link.b->stats().peer_reset;
+  // B's cursor for A is A's new database's: moved back to what the repair gave it.
+  auto state = b.replica->oplog().Peer(1);
+  ASSERT_TRUE(state.ok());
+  EXPECT_EQ(state->incarnation, nodes_[1].replica->incarnation());
 }
 
-// KNOWN HAZARD, disabled until fixed. A node that lost its database (and with
-// it the persisted HLC bound) but kept its id can re-issue a version its
-// former self issued, with other bytes; the simulator counts such re-issues
-// (wipe_version_reissued, equal_version_conflicts). Where both records meet,
-// the tie rule picks one; but the Merkle item digest covers the version, not
+// A node that lost its database (and with it the persisted HLC bound) but
+// kept its id can re-issue a version its former self issued, with other
+// bytes (the simulator counts such re-issues: wipe_version_reissued,
+// equal_version_conflicts). The Merkle item digest covers the version, not
 // the value, so two replicas holding one version with different bytes have
-// equal trees and no diff ever looks, and the peer never streams the old
-// record to the wiped node because it originated there (no echo to the
-// origin). Equal roots, different data, forever. Enable when a wiped node
-// cannot re-issue versions (e.g. a new node id per database, or an
-// incarnation in the version) or the digest covers the value's digest.
-TEST_F(SyncTest, DISABLED_WipedNodeReissuingAVersionStillConverges) {
+// equal trees and no diff looks; and the peer never streams the old record
+// to the wiped node because it originated there. The peer sees the new
+// incarnation in the Hello and resyncs the records of that origin both ways
+// (OriginRecords), so the tie rule picks one copy on both sides.
+TEST_F(SyncTest, WipedNodeReissuingAVersionStillConverges) {
   Node& a = Add(1);
   Node& b = Add(2);
   auto old_version = a.replica->Put("m", "k", "old bytes");
@@ -543,7 +657,213 @@ TEST_F(SyncTest, DISABLED_WipedNodeReissuingAVersionStillConverges) {
   Link link = Connect(1, 2);
   Pump(link);
   EXPECT_EQ(a.replica->MerkleRoot(), b.replica->MerkleRoot());  // equal trees...
-  ExpectConverged({1, 2});  // ...today with "new bytes" on A, "old bytes" on B
+  ExpectConverged({1, 2});  // ...and equal bytes: the old ones, which win the tie
+  EXPECT_EQ(a.replica->Get("m", "k")->value, "old bytes");
+  EXPECT_TRUE(link.a->Idle());
+  EXPECT_TRUE(link.b->Idle());
+}
+
+// ---------------------------------------------------------------------------
+// Tombstone GC across replicas.
+
+// A node that was away holds a deleted key's old live version; the other side
+// has purged the key's tombstone. The old version never comes back: by
+// default the delete is restored in its place and a tree diff ships it to
+// the stale node, so both converge on the key being deleted (and purge it
+// again later).
+TEST_F(SyncTest, StalePeerCannotResurrectAPurgedKeyAndIsRepaired) {
+  Node& a = Add(1);
+  Add(2);
+  ASSERT_TRUE(a.replica->Put("m", "k", "old").ok());
+  const RemoteRecord old = **a.replica->ReadRecord("m", "k");
+  const Version del = *a.replica->Delete("m", "k");
+  ASSERT_TRUE(a.replica->Put("m", "other", "v").ok());
+  {
+    Link link = Connect(1, 2);
+    Pump(link);  // B, A's only known peer, holds the tombstone and acknowledged it
+  }
+  a.clock->Advance(kHorizonMs + 1);
+  ASSERT_EQ(a.replica->PurgeTombstones()->purged, 1u);
+  // C took the old version before the delete and was away ever since.
+  Node& c = Add(3);
+  ASSERT_TRUE(c.replica->ApplyRemote({&old, 1}, 1).ok());
+
+  Link link = Connect(1, 3);
+  Pump(link, /*start=*/true, a.clock->NowMillis());
+  ExpectConverged({1, 3});
+  EXPECT_EQ(Scan(3), "m/k=⊥@" + del.ToString() + " m/other=v@" +
+                         a.replica->Get("m", "other")->version.ToString() + " ");
+  EXPECT_EQ(link.a->stats().stale_redeleted, 1u);
+  EXPECT_EQ(link.a->stats().stale_note,
+            "peer 0000000000000003: its state predates our GC watermark " + del.ToString() +
+                " (it sent map 'm', key 'k' at " + old.version.ToString() +
+                ", deleted and purged here): the delete was restored and sent back");
+  EXPECT_TRUE(link.a->Idle());
+  EXPECT_TRUE(link.b->Idle());
+  // Once its known peers (C, and B again) acknowledged the restored delete,
+  // A purges it again.
+  EXPECT_EQ(a.replica->PurgeTombstones()->purged, 0u);
+  Link ab = Connect(1, 2);
+  Pump(ab, /*start=*/true, a.clock->NowMillis());
+  EXPECT_EQ(a.replica->PurgeTombstones()->purged, 1u);
+}
+
+// With refuse_stale_peers, the stale node's data never merges: the session
+// ends with an error that tells it to re-bootstrap, and the stale node learns
+// why from the Goodbye.
+TEST_F(SyncTest, StalePeerIsToldToRebootstrapWhenRefused) {
+  Node& a = Add(1);
+  Add(2);
+  ASSERT_TRUE(a.replica->Put("m", "k", "old").ok());
+  const RemoteRecord old = **a.replica->ReadRecord("m", "k");
+  ASSERT_TRUE(a.replica->Delete("m", "k").ok());
+  {
+    Link link = Connect(1, 2);
+    Pump(link);
+  }
+  a.clock->Advance(kHorizonMs + 1);
+  ASSERT_EQ(a.replica->PurgeTombstones()->purged, 1u);
+  const Version watermark = a.replica->gc_watermark();
+  Node& c = Add(3);
+  ASSERT_TRUE(c.replica->ApplyRemote({&old, 1}, 1).ok());
+
+  SyncOptions refuse;
+  refuse.refuse_stale_peers = true;
+  Link link = Connect(1, 3, refuse);
+  const auto [sa, sc] = PumpUntilClosed(link, a.clock->NowMillis());
+  ASSERT_TRUE(sa.IsRefused()) << sa.ToString();
+  EXPECT_EQ(sa.message(), "peer 0000000000000003: its state predates our GC watermark " +
+                              watermark.ToString() + " (it sent map 'm', key 'k' at " +
+                              old.version.ToString() +
+                              ", deleted and purged here); re-bootstrap it from an empty data dir");
+  ASSERT_TRUE(sc.IsRefused()) << sc.ToString();
+  EXPECT_EQ(sc.message(), "peer 0000000000000001 closed the session: " + sa.message());
+  EXPECT_EQ(link.b->stats().last_error, sc.message());
+  EXPECT_TRUE(a.replica->Get("m", "k").status().IsNotFound());
+  EXPECT_EQ(a.replica->Stats()->tombstones, 0u);
+  EXPECT_EQ(a.replica->Stats()->stale_records_dropped, 1u);
+}
+
+// The same through streaming: a known peer's oplog row carries a deleted
+// key's old version (here C got it late, from the node that wrote it). The
+// delete is restored, the batch acknowledged, and a diff repairs C.
+TEST_F(SyncTest, StaleRecordInAStreamedBatchIsAnsweredWithTheDelete) {
+  Node& a = Add(1);
+  Add(2);
+  const RemoteRecord old{"m", "k", "old", Version{Timestamp::FromParts(kStartMs - 5, 0), 9}, false};
+  ASSERT_TRUE(a.replica->ApplyRemote({&old, 1}, 9).ok());
+  const Version del = *a.replica->Delete("m", "k");
+  {
+    Link link = Connect(1, 2);
+    Pump(link);
+  }
+  a.clock->Advance(kHorizonMs + 1);
+  ASSERT_EQ(a.replica->PurgeTombstones()->purged, 1u);
+  Node& c = Add(3);
+  ASSERT_TRUE(c.replica->ApplyRemote({&old, 1}, 9).ok());
+  // A and C know each other already: no repair, C streams its row to A.
+  ASSERT_TRUE(a.replica->oplog()
+                  .SetPeer(3, PeerState{a.replica->LastSeq(), c.replica->incarnation(), 0})
+                  .ok());
+  ASSERT_TRUE(c.replica->oplog()
+                  .SetPeer(1, PeerState{0, a.replica->incarnation(), a.replica->LastSeq()})
+                  .ok());
+  Link link = Connect(1, 3);
+  Pump(link, /*start=*/true, a.clock->NowMillis());
+  ExpectConverged({1, 3});
+  EXPECT_EQ(Scan(3), "m/k=⊥@" + del.ToString() + " ");
+  EXPECT_EQ(link.a->stats().stale_redeleted, 1u);
+  EXPECT_GE(link.a->stats().diffs_completed, 1u);
+  EXPECT_EQ(*c.replica->oplog().PeerAck(1), c.replica->LastSeq());  // its row was acknowledged
+}
+
+// A purged replica and one that still holds the tombstone differ in that
+// bucket until the second purges too. Their diffs find the difference but
+// ship nothing: the side that purged does not ask for the tombstone, the
+// other does not send it to a peer whose watermark covers it. Then both
+// purge, and their roots are equal.
+TEST_F(SyncTest, PurgedTombstonesAreNotShippedBackAndForth) {
+  Node& a = Add(1);
+  Node& b = Add(2, {}, 2 * kHorizonMs);  // B keeps tombstones longer
+  SyncOptions opts;
+  opts.diff_interval_ms = 1'000;
+  {
+    Link link = Connect(1, 2, opts);
+    Pump(link);
+    ASSERT_TRUE(a.replica->Put("m", "k", "v").ok());
+    ASSERT_TRUE(a.replica->Put("m", "keep", "v").ok());
+    ASSERT_TRUE(a.replica->Delete("m", "k").ok());
+    Pump(link, /*start=*/false);
+  }
+  ExpectConverged({1, 2});
+  a.clock->Advance(kHorizonMs + 1);
+  b.clock->Advance(kHorizonMs + 1);
+  ASSERT_EQ(a.replica->PurgeTombstones()->purged, 1u);
+  ASSERT_EQ(b.replica->PurgeTombstones()->purged, 0u);
+  ASSERT_NE(a.replica->MerkleRoot(), b.replica->MerkleRoot());
+
+  const uint64_t t = a.clock->NowMillis();
+  Link link = Connect(1, 2, opts);
+  Pump(link, /*start=*/true, t);
+  Pump(link, /*start=*/false, t + 1'000);  // a periodic diff
+  EXPECT_GE(link.a->stats().diffs_completed, 1u);
+  EXPECT_EQ(link.a->stats().records_sent, 0u);
+  EXPECT_EQ(link.b->stats().records_sent, 0u);
+  EXPECT_TRUE(link.a->Idle());
+  EXPECT_TRUE(link.b->Idle());
+  EXPECT_EQ(Scan(1), "m/keep=v@" + a.replica->Get("m", "keep")->version.ToString() + " ");
+  EXPECT_EQ(b.replica->Stats()->tombstones, 1u);
+
+  b.clock->Advance(kHorizonMs);
+  ASSERT_EQ(b.replica->PurgeTombstones()->purged, 1u);
+  ExpectConverged({1, 2});
+  Pump(link, /*start=*/false, t + 2'000);
+  EXPECT_EQ(link.a->stats().records_sent + link.b->stats().records_sent, 0u);
+}
+
+// A node restored from an older backup: the same incarnation, but fewer rows
+// than its peer acknowledged from it, and it reuses the seqs it lost for new
+// changes. The peer notices (its received seq is past the Hello's last seq),
+// repairs it by tree diff and resends the records the node wrote and lost.
+TEST_F(SyncTest, NodeRestoredFromAnOlderBackupIsRepaired) {
+  Node& a = Add(1);
+  Node& b = Add(2);
+  {
+    Link link = Connect(1, 2);
+    Pump(link);  // empty: equal roots, cursors tagged with each other's incarnation
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE(a.replica->Put("m", "k" + std::to_string(i), "v").ok());
+    Pump(link, /*start=*/false);
+  }
+  EXPECT_EQ(b.replica->oplog().Peer(1)->received, 5u);
+  const uint64_t incarnation = a.replica->incarnation();
+  a.replica.reset();
+  CopyDb("/n1", "/n1-backup");
+  a.replica = OpenNode(1, "/n1", a.clock.get());
+  {
+    for (int i = 5; i < 10; ++i)
+      ASSERT_TRUE(a.replica->Put("m", "k" + std::to_string(i), "v").ok());
+    Link link = Connect(1, 2);
+    Pump(link);
+  }
+  EXPECT_EQ(b.replica->oplog().Peer(1)->received, 10u);
+  a.replica.reset();
+  a.replica = OpenNode(1, "/n1-backup", a.clock.get());  // the restore
+  ASSERT_EQ(a.replica->incarnation(), incarnation);
+  ASSERT_EQ(a.replica->LastSeq(), 5u);
+  ASSERT_TRUE(a.replica->Put("m", "after-restore", "v").ok());  // seq 6 again, another change
+
+  Link link = Connect(1, 2);
+  Pump(link);
+  ExpectConverged({1, 2});
+  EXPECT_EQ(a.replica->Stats()->keys, 11u);
+  EXPECT_NE(link.b->stats().peer_reset.find("went back in time"), std::string::npos)
+      << link.b->stats().peer_reset;
+  EXPECT_TRUE(link.a->stats().peer_reset.empty());
+  EXPECT_TRUE(link.a->Idle());
+  EXPECT_TRUE(link.b->Idle());
+  // B's state for A now describes the restored database.
+  EXPECT_EQ(*b.replica->oplog().Peer(1),
+            (PeerState{b.replica->LastSeq(), incarnation, a.replica->LastSeq()}));
 }
 
 TEST_F(SyncTest, OutOfOrderMessageClosesTheSession) {

@@ -548,6 +548,7 @@ void Connection::PublishStats() {
   p.records_applied += st.records_applied - published_.records_applied;
   p.sync_rounds += st.diffs_completed - published_.diffs_completed;
   p.sync_in_progress = st.diff_in_progress && !socket_closed_;
+  p.clock_offset_ms = st.peer_clock_offset_ms;
   if (!st.last_error.empty() && st.last_error != published_.last_error) {
     node_->log->warn("peer {}: {}", NodeIdToString(peer_id_), st.last_error);
   }
@@ -687,6 +688,13 @@ awaitable<void> Node::Impl::MaintenanceLoop() {
     } else if (pruned->rows_pruned > 0) {
       log->info("oplog pruned {} rows", pruned->rows_pruned);
     }
+    auto purged = replica->PurgeTombstones();
+    if (!purged.ok()) {
+      log->warn("tombstone purge: {}", purged.status().message());
+    } else if (purged->purged > 0) {
+      log->info("purged {} tombstones (GC watermark {})", purged->purged,
+                purged->watermark.hlc.ToString());
+    }
   }
 }
 
@@ -782,16 +790,17 @@ Result<std::unique_ptr<Node>> Node::Start(NodeOptions options, Replica* replica,
     }
     impl->port = impl->acceptor.local_endpoint(ec).port();
   }
-  {
-    // Known peers: the trusted keys, then whoever holds a cursor into our oplog.
+  // Every trusted key is a known peer from the start: the oplog keeps its
+  // rows (up to the retention cap) and tombstones wait for its acknowledgement
+  // before they are purged, even while it has never connected.
+  for (const auto& key : trust->keys()) {
+    const uint64_t id = crypto::NodeIdOf(key);
+    if (id == identity->node_id()) continue;
+    TIDEMAP_RETURN_IF_ERROR(replica->oplog().AddPeer(id));
     MutexLock lock(&impl->mu);
-    for (const auto& key : trust->keys()) {
-      const uint64_t id = crypto::NodeIdOf(key);
-      if (id == identity->node_id()) continue;
-      PeerStatus& p = impl->peers[id];
-      p.node_id = id;
-      p.public_key = crypto::PublicKeyToText(key);
-    }
+    PeerStatus& p = impl->peers[id];
+    p.node_id = id;
+    p.public_key = crypto::PublicKeyToText(key);
   }
   Impl* raw = impl.get();
   impl->subscription = replica->Subscribe("", [raw](const ChangeEvent&) {

@@ -301,6 +301,7 @@ Status SyncSession::Start(uint64_t now_ms, std::vector<msg::Message>* out) {
   hello.incarnation = s.replica->incarnation();
   hello.last_seq = s.start_last_seq;
   hello.gc_watermark = s.replica->gc_watermark();
+  hello.physical_ms = now_ms;
   s.Emit(hello, out);
   return Status::Ok();
 }
@@ -337,6 +338,10 @@ Status SyncSession::Receive(const msg::Message& message, uint64_t now_ms,
 Status SyncSession::Impl::OnHello(const msg::Hello& h, uint64_t now_ms,
                                   std::vector<msg::Message>* out) {
   if (got_hello) return Status::InvalidArgument("second hello");
+  if (h.physical_ms != 0) {
+    // One-way latency included: an estimate, for status, not for decisions.
+    stats.peer_clock_offset_ms = static_cast<int64_t>(h.physical_ms - now_ms);
+  }
   if (h.protocol_version != kProtocolVersion) {
     return Status::Refused("peer speaks protocol version " + std::to_string(h.protocol_version) +
                            ", this node " + std::to_string(kProtocolVersion));

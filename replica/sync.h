@@ -74,6 +74,8 @@ struct SyncStats {
   uint64_t stale_redeleted = 0;
   std::string stale_note;
   bool diff_in_progress = false;
+  // The peer's clock minus ours when its hello arrived (latency included).
+  int64_t peer_clock_offset_ms = 0;
   std::string last_error;  // e.g. the peer refused our clock, or closed the session
   // Set when the peer's database changed since we stored its state (wiped,
   // replaced, restored from a backup): what we found and what we do.

@@ -378,6 +378,7 @@ Status BuildMessage(const msg::Message& m, std::string_view blob, wire::Message:
             b.setLastSeq(h.last_seq);
             b.setGcWatermarkHlc(h.gc_watermark.hlc.raw);
             b.setGcWatermarkOrigin(h.gc_watermark.origin);
+            b.setPhysicalMs(h.physical_ms);
             return Status::Ok();
           },
           [&](const msg::RecordBatch& rb) -> Status {
@@ -518,6 +519,7 @@ Result<msg::Message> ReadMessage(wire::Message::Reader root, const DecodeLimits&
       h.incarnation = b.getIncarnation();
       h.last_seq = b.getLastSeq();
       h.gc_watermark = Version{Timestamp{b.getGcWatermarkHlc()}, b.getGcWatermarkOrigin()};
+      h.physical_ms = b.getPhysicalMs();
       m.body = h;
       break;
     }

@@ -51,6 +51,9 @@ struct Hello {
   uint64_t last_seq = 0;
   // The sender's tombstone GC watermark (zero: nothing purged).
   Version gc_watermark;
+  // The sender's clock (ms since the Unix epoch) when it made the hello: the
+  // receiver's estimate of their clock offset, for status (0: not given).
+  uint64_t physical_ms = 0;
   friend bool operator==(const Hello&, const Hello&) = default;
 };
 

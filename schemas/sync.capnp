@@ -37,7 +37,7 @@ struct Message {
   }
 }
 
-# 56 bytes of data, so a whole hello frame is 96 bytes. The peer's identity is
+# 64 bytes of data, so a whole hello frame is 104 bytes. The peer's identity is
 # not in it: the transport authenticated the connection before any hello.
 struct Hello {
   protocolVersion @0 :UInt32;  # first, so every later version can read it
@@ -49,6 +49,7 @@ struct Hello {
   lastSeq @6 :UInt64;            # the sender's highest oplog seq
   gcWatermarkHlc @7 :UInt64;     # the sender's GC watermark (0, 0: none)
   gcWatermarkOrigin @8 :UInt64;
+  physicalMs @9 :UInt64;         # the sender's clock when it sent this (ms since epoch)
 }
 
 # Records travel as one Data blob per message, not as a List(struct): a

@@ -73,6 +73,7 @@ const std::map<std::string, Setter>& Settings() {
          return std::nullopt;
        }},
       {"max_clock_offset_ms", Unsigned(&DaemonConfig::max_clock_offset_ms)},
+      {"tombstone_horizon_ms", Unsigned(&DaemonConfig::tombstone_horizon_ms)},
       {"oplog_retention_rows", Unsigned(&DaemonConfig::oplog_retention_rows)},
       {"oplog_retention_bytes", Unsigned(&DaemonConfig::oplog_retention_bytes)},
       {"diff_interval_ms", Unsigned(&DaemonConfig::diff_interval_ms)},

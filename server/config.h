@@ -24,6 +24,7 @@ struct DaemonConfig {
   std::string http_token_file;     // the token's first line (alternative to http_token)
   Durability durability = Durability::kSync;
   uint64_t max_clock_offset_ms = 60'000;
+  uint64_t tombstone_horizon_ms = uint64_t{7} * 24 * 3600 * 1000;  // 0: never purge
   uint64_t oplog_retention_rows = 1'000'000;
   uint64_t oplog_retention_bytes = uint64_t{256} << 20;
   uint64_t diff_interval_ms = 60'000;         // periodic anti-entropy with each peer

@@ -43,6 +43,7 @@ Result<std::unique_ptr<DataDir>> DataDir::OpenWith(const std::string& dir, Ident
   ro.durability = options.durability;
   ro.hlc = options.hlc;
   ro.retention = options.retention;
+  ro.tombstone_horizon_ms = options.tombstone_horizon_ms;
   auto replica = Replica::Open(std::move(ro));
   if (!replica.ok()) {
     if (replica.status().IsUnavailable()) {

@@ -19,6 +19,7 @@ struct DataDirOptions {
   leveldb::Env* env = nullptr;  // nullptr: the real file system
   HlcOptions hlc;               // max_clock_offset_ms
   OplogRetention retention;
+  uint64_t tombstone_horizon_ms = uint64_t{7} * 24 * 3600 * 1000;  // see ReplicaOptions
 };
 
 // An opened data dir. Destroying it closes the replica (and releases the lock).

@@ -31,6 +31,8 @@ nlohmann::json StatusJson(const StatusInfo& info, const std::vector<net::PeerSta
   j["tombstones"] = s.tombstones;
   j["merkle_root"] = info.merkle_root.ToHex();
   j["hlc"] = s.hlc_last.ToString();
+  j["tombstones_purged"] = s.tombstones_purged;
+  j["gc_watermark"] = s.gc_watermark.hlc.ToString();
   j["oplog"] = {{"first_seq", s.oplog_first_seq},
                 {"last_seq", s.oplog_last_seq},
                 {"pruned_through", s.oplog_pruned_through}};

@@ -102,6 +102,9 @@ std::string RenderMetrics(const MetricsSnapshot& snap) {
   family("tidemap_keys", "gauge", "Live records.").Add(r.keys);
   family("tidemap_tombstones", "gauge", "Deleted records still held (tombstones).")
       .Add(r.tombstones);
+  family("tidemap_tombstones_purged_total", "counter",
+         "Tombstones purged by GC since the database was created.")
+      .Add(r.tombstones_purged);
   // Seqs are assigned without gaps and pruned as a prefix, so the retained rows are a range.
   const uint64_t oplog_rows = r.oplog_first_seq == 0 ? 0 : r.oplog_last_seq - r.oplog_first_seq + 1;
   family("tidemap_oplog_rows", "gauge", "Rows retained in the oplog.").Add(oplog_rows);

@@ -31,6 +31,8 @@ void AddServeCommand(CLI::App* app, ServeArgs* args) {
       ->check(CLI::IsMember({"sync", "relaxed"}));
   cmd->add_option("--max-clock-offset-ms", f.max_clock_offset_ms,
                   "refuse peers' timestamps further ahead than this (default 60000)");
+  cmd->add_option("--tombstone-horizon-ms", f.tombstone_horizon_ms,
+                  "purge acknowledged tombstones older than this (default 7 days; 0: never)");
   cmd->add_option("--oplog-retention-rows", f.oplog_retention_rows,
                   "keep at most this many oplog rows for absent peers");
   cmd->add_option("--diff-interval-ms", f.diff_interval_ms,
@@ -60,6 +62,7 @@ void ApplyFlags(const ServeArgs& args, DaemonConfig* c) {
     c->durability = args.durability == "relaxed" ? Durability::kRelaxed : Durability::kSync;
   }
   if (given("--max-clock-offset-ms")) c->max_clock_offset_ms = f.max_clock_offset_ms;
+  if (given("--tombstone-horizon-ms")) c->tombstone_horizon_ms = f.tombstone_horizon_ms;
   if (given("--oplog-retention-rows")) c->oplog_retention_rows = f.oplog_retention_rows;
   if (given("--diff-interval-ms")) c->diff_interval_ms = f.diff_interval_ms;
   if (given("--maintenance-interval-ms")) c->maintenance_interval_ms = f.maintenance_interval_ms;

@@ -40,7 +40,9 @@ int Run(const std::string& dir) {
 
   tidemap::msg::Message hello;
   hello.seq = 1;
-  hello.body = tidemap::msg::Hello{.merkle_root = (*replica)->MerkleRoot()};
+  tidemap::msg::Hello body;
+  body.merkle_root = (*replica)->MerkleRoot();
+  hello.body = body;
   auto frame = tidemap::EncodeMessage(hello);
   if (!frame.ok()) return Fail("encode", frame.status());
   auto decoded = tidemap::DecodeMessage(*frame);

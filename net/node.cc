@@ -549,6 +549,7 @@ void Connection::PublishStats() {
   p.sync_rounds += st.diffs_completed - published_.diffs_completed;
   p.sync_in_progress = st.diff_in_progress && !socket_closed_;
   p.clock_offset_ms = st.peer_clock_offset_ms;
+  p.sync_percent = st.sync_percent;
   if (!st.last_error.empty() && st.last_error != published_.last_error) {
     node_->log->warn("peer {}: {}", NodeIdToString(peer_id_), st.last_error);
   }

@@ -83,6 +83,12 @@ struct SyncSession::Impl {
   uint64_t session_acked = 0;       // highest seq acknowledged in this session
   uint64_t blocked_until_ms = 0;    // after a BatchRefused
   bool refused_peer_batch = false;  // stats.last_error is our refusal of the peer's batch
+  // For the progress estimate of a diff (stats.sync_percent): our records
+  // when the session started, the peer's (from its Hello), and the records
+  // received by the running diff.
+  uint64_t records_at_start = 0;
+  uint64_t peer_records = 0;
+  uint64_t diff_records_received = 0;
 
   // What we had stored about the peer when the session started (nullopt:
   // first contact), and our state then: the Hello's last seq and root.
@@ -302,6 +308,9 @@ Status SyncSession::Start(uint64_t now_ms, std::vector<msg::Message>* out) {
   hello.last_seq = s.start_last_seq;
   hello.gc_watermark = s.replica->gc_watermark();
   hello.physical_ms = now_ms;
+  TIDEMAP_ASSIGN_OR_RETURN(const ReplicaStats ours, s.replica->Stats());
+  s.records_at_start = ours.keys + ours.tombstones;
+  hello.records = s.records_at_start;
   s.Emit(hello, out);
   return Status::Ok();
 }
@@ -342,6 +351,7 @@ Status SyncSession::Impl::OnHello(const msg::Hello& h, uint64_t now_ms,
     // One-way latency included: an estimate, for status, not for decisions.
     stats.peer_clock_offset_ms = static_cast<int64_t>(h.physical_ms - now_ms);
   }
+  peer_records = h.records;
   if (h.protocol_version != kProtocolVersion) {
     return Status::Refused("peer speaks protocol version " + std::to_string(h.protocol_version) +
                            ", this node " + std::to_string(kProtocolVersion));
@@ -503,6 +513,8 @@ Status SyncSession::Impl::StartDiff(uint64_t now_ms, std::vector<msg::Message>* 
   diff_requested = false;
   diff_repairs = repair_pending;
   stats.diff_in_progress = true;
+  stats.sync_percent = 0;
+  diff_records_received = 0;
   last_diff_ms = now_ms;
   if (repair_pending) snapshot_seq = std::max(snapshot_seq, replica->LastSeq());
   return SendTreeStep(0, {0}, out);
@@ -513,6 +525,8 @@ void SyncSession::Impl::JoinDiff(uint64_t id) {
   diff_initiator = false;
   diff_answered = true;
   stats.diff_in_progress = true;
+  stats.sync_percent = 0;
+  diff_records_received = 0;
   pending_parents.clear();
   pending_digests.clear();
   pending_send.clear();
@@ -525,6 +539,7 @@ void SyncSession::Impl::JoinDiff(uint64_t id) {
 Status SyncSession::Impl::FinishDiff(uint64_t now_ms) {
   diff_id = 0;
   stats.diff_in_progress = false;
+  stats.sync_percent = 0;
   ++stats.diffs_completed;
   last_diff_ms = now_ms;
   // Only a diff that began as the repair completes it; if the repair became
@@ -707,6 +722,13 @@ Status SyncSession::Impl::OnDiffRecords(const msg::DiffRecords& d, uint64_t now_
   diff_answered = true;
   // Apply in slices within our own batch limit, whatever the peer's chunking.
   TIDEMAP_RETURN_IF_ERROR(ApplyFromPeer(d.records, "tree diff", out));
+  // Progress: the records the peer holds beyond ours are what a bootstrap
+  // has to move; a diff of a few keys is done before anyone looks.
+  diff_records_received += d.records.size();
+  if (peer_records > records_at_start) {
+    stats.sync_percent = std::min(99.0, 100.0 * static_cast<double>(diff_records_received) /
+                                            static_cast<double>(peer_records - records_at_start));
+  }
   pending_request.insert(pending_request.end(), d.requests.begin(), d.requests.end());
   if (!d.last) return Status::Ok();
   std::vector<uint64_t> request = std::move(pending_request);

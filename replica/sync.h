@@ -76,6 +76,9 @@ struct SyncStats {
   bool diff_in_progress = false;
   // The peer's clock minus ours when its hello arrived (latency included).
   int64_t peer_clock_offset_ms = 0;
+  // While diff_in_progress: an estimate of how far it got (0..99), from the
+  // records received against how many more the peer holds than we did.
+  double sync_percent = 0;
   std::string last_error;  // e.g. the peer refused our clock, or closed the session
   // Set when the peer's database changed since we stored its state (wiped,
   // replaced, restored from a backup): what we found and what we do.

@@ -379,6 +379,7 @@ Status BuildMessage(const msg::Message& m, std::string_view blob, wire::Message:
             b.setGcWatermarkHlc(h.gc_watermark.hlc.raw);
             b.setGcWatermarkOrigin(h.gc_watermark.origin);
             b.setPhysicalMs(h.physical_ms);
+            b.setRecords(h.records);
             return Status::Ok();
           },
           [&](const msg::RecordBatch& rb) -> Status {
@@ -520,6 +521,7 @@ Result<msg::Message> ReadMessage(wire::Message::Reader root, const DecodeLimits&
       h.last_seq = b.getLastSeq();
       h.gc_watermark = Version{Timestamp{b.getGcWatermarkHlc()}, b.getGcWatermarkOrigin()};
       h.physical_ms = b.getPhysicalMs();
+      h.records = b.getRecords();
       m.body = h;
       break;
     }

@@ -54,6 +54,9 @@ struct Hello {
   // The sender's clock (ms since the Unix epoch) when it made the hello: the
   // receiver's estimate of their clock offset, for status (0: not given).
   uint64_t physical_ms = 0;
+  // The sender's records (live and tombstones): the receiver's estimate of how
+  // far a bootstrap has got, for status.
+  uint64_t records = 0;
   friend bool operator==(const Hello&, const Hello&) = default;
 };
 

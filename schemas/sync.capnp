@@ -37,7 +37,7 @@ struct Message {
   }
 }
 
-# 64 bytes of data, so a whole hello frame is 104 bytes. The peer's identity is
+# 72 bytes of data, so a whole hello frame is 112 bytes. The peer's identity is
 # not in it: the transport authenticated the connection before any hello.
 struct Hello {
   protocolVersion @0 :UInt32;  # first, so every later version can read it
@@ -50,6 +50,7 @@ struct Hello {
   gcWatermarkHlc @7 :UInt64;     # the sender's GC watermark (0, 0: none)
   gcWatermarkOrigin @8 :UInt64;
   physicalMs @9 :UInt64;         # the sender's clock when it sent this (ms since epoch)
+  records @10 :UInt64;           # the sender's records, live and tombstones
 }
 
 # Records travel as one Data blob per message, not as a List(struct): a

@@ -5,12 +5,14 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <iterator>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "base/clock.h"
 #include "base/coding.h"
@@ -301,7 +303,15 @@ double Num(const nlohmann::json& j, const char* field) {
 }
 
 // The human form of a status document (server/json.h), the same for both targets.
-void PrintStatus(const nlohmann::json& s) {
+// A text progress bar of `width` cells for `percent` (0..100).
+std::string ProgressBar(double percent, int width) {
+  const int filled = std::clamp(static_cast<int>(percent * width / 100.0), 0, width);
+  return "[" + std::string(static_cast<size_t>(filled), '#') +
+         std::string(static_cast<size_t>(width - filled), '.') + "]";
+}
+
+// `bars`: a peer whose sync runs gets a progress bar line under its own.
+void PrintStatus(const nlohmann::json& s, bool bars = false) {
   std::printf("node        %s\n", Str(s, "node_id").c_str());
   std::printf("public key  %s\n", Str(s, "public_key").c_str());
   std::printf("keys        %llu live, %llu tombstones\n",
@@ -343,10 +353,30 @@ void PrintStatus(const nlohmann::json& s) {
       line += ", last error: " + error;
     }
     std::printf("peer        %s\n", line.c_str());
+    if (bars && p.value("sync_in_progress", false)) {
+      std::printf("            %s %.0f%%\n", ProgressBar(Num(p, "sync_percent"), 40).c_str(),
+                  Num(p, "sync_percent"));
+    }
   }
 }
 
-int CmdStatus(const Target& target, bool json) {
+int CmdStatus(const Target& target, bool json, bool watch) {
+  if (watch) {
+    // Redraws the human status every half second until interrupted; on a
+    // terminal, syncing peers get a progress bar and the screen is cleared
+    // between frames.
+    if (!target.is_http()) return Fail(Status::InvalidArgument("--watch needs --http"));
+    const bool tty = isatty(STDOUT_FILENO) != 0;
+    while (true) {
+      TIDEMAP_ASSIGN_OR_RETURN_INT(HttpReply reply, Call(target, "GET", "/v1/status"));
+      TIDEMAP_ASSIGN_OR_RETURN_INT(nlohmann::json doc, ReplyJson(reply));
+      if (tty) std::printf("\x1b[H\x1b[2J");
+      PrintStatus(doc, tty);
+      std::printf("\n");
+      std::fflush(stdout);
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+  }
   nlohmann::json doc;
   if (target.is_http()) {
     TIDEMAP_ASSIGN_OR_RETURN_INT(HttpReply reply, Call(target, "GET", "/v1/status"));
@@ -436,6 +466,10 @@ int RunCli(const std::vector<std::string>& args) {
   auto* status = app.add_subcommand("status", "show the node's state");
   target.AddTo(status);
   status->add_flag("--json", json, "print JSON");
+  bool watch = false;
+  status->add_flag("--watch", watch,
+                   "redraw every 0.5 s until interrupted, with progress bars on a terminal "
+                   "(--http only)");
 
   auto* scrub = app.add_subcommand(
       "scrub",
@@ -461,7 +495,7 @@ int RunCli(const std::vector<std::string>& args) {
   if (get->parsed()) return CmdGet(target, map, key);
   if (del->parsed()) return CmdDel(target, map, key);
   if (scan->parsed()) return CmdScan(target, map, prefix, after, limit, json);
-  if (status->parsed()) return CmdStatus(target, json);
+  if (status->parsed()) return CmdStatus(target, json, watch);
   if (scrub->parsed()) return CmdScrub(dir);
   if (serve.command->parsed()) return RunServe(serve);
   return RunDemo();

@@ -39,7 +39,7 @@ int main(int argc, char** argv) {
   const std::vector<std::pair<std::string, msg::Message>> messages = {
       {"hello",
        {1, msg::Hello{1, tidemap::Digest128{3, 4}, 4, 4, 0x0123456789abcdef, 93,
-                      Version{Timestamp::FromParts(ms - 86'400'000, 2), b}, ms}}},
+                      Version{Timestamp::FromParts(ms - 86'400'000, 2), b}, ms, 93}}},
       {"record_batch",
        {2, msg::RecordBatch{90,
                             93,

@@ -125,19 +125,20 @@ uint64_t ListPointer(int64_t offset, uint64_t element_size, uint64_t count) {
 // ---------------------------------------------------------------------------
 // Round trips of every body type.
 
-TEST(CodecTest, HelloIsOneHundredFourBytes) {
+TEST(CodecTest, HelloIsOneHundredTwelveBytes) {
   // Identical replicas exchange one hello each way: root, shape, incarnation,
-  // last seq, GC watermark and clock in 64 bytes of data, 104 with the framing.
+  // last seq, GC watermark, clock and record count in 72 bytes of data, 112
+  // with the framing.
   EXPECT_EQ(Encode({1, msg::Hello{1, Digest128{~0ull, ~0ull}, 4, 4, kMax64, kMax64,
-                                  Version{Timestamp{kMax64}, kMax64}, kMax64}})
+                                  Version{Timestamp{kMax64}, kMax64}, kMax64, kMax64}})
                 .size(),
-            104u);
+            112u);
 }
 
 TEST(CodecTest, HelloRoundTrips) {
   ExpectRoundTrip({1, msg::Hello{}});
   ExpectRoundTrip({kMax64, msg::Hello{kMax32, Digest128{kMax64, kMax64}, 0xffff, 0xffff, kMax64,
-                                      kMax64, Version{Timestamp{kMax64}, kMax64}, kMax64}});
+                                      kMax64, Version{Timestamp{kMax64}, kMax64}, kMax64, kMax64}});
   ExpectRoundTrip({0, msg::Hello{1, Digest128{1, 2}, 4, 4, 0x1234, 77, Version{Timestamp{5}, 6}}});
 }
 

@@ -866,6 +866,49 @@ TEST_F(SyncTest, NodeRestoredFromAnOlderBackupIsRepaired) {
             (PeerState{b.replica->LastSeq(), incarnation, a.replica->LastSeq()}));
 }
 
+TEST_F(SyncTest, BootstrapReportsProgressAndThePeersClockOffset) {
+  // b starts empty and a holds 6000 keys: while the diff runs, b's percent
+  // rises strictly between 0 and 100 as record chunks arrive, and it is 0
+  // again once the diff is over. Each side measures the other's clock from
+  // its hello (a's runs 1500 ms ahead of b's here).
+  Node& a = Add(1);
+  Add(2);
+  WriteBatch wa;
+  for (int i = 0; i < 6000; ++i) wa.Put("m", "a" + std::to_string(i), "x");
+  ASSERT_TRUE(a.replica->Write(wa).ok());
+  SyncOptions opts;
+  opts.batch_records_max = 500;
+  Link link = Connect(1, 2, opts);
+  std::vector<msg::Message> to_b, to_a;
+  ASSERT_TRUE(link.a->Start(kStartMs + 1500, &to_b).ok());
+  ASSERT_TRUE(link.b->Start(kStartMs, &to_a).ok());
+  std::vector<double> seen;
+  for (int round = 0; round < 200 && !(to_a.empty() && to_b.empty() && round > 0); ++round) {
+    std::vector<msg::Message> next_a, next_b;
+    for (const auto& m : to_b) {
+      ASSERT_TRUE(link.b->Receive(m, kStartMs, &next_a).ok());
+      if (link.b->stats().diff_in_progress) seen.push_back(link.b->stats().sync_percent);
+    }
+    for (const auto& m : to_a) ASSERT_TRUE(link.a->Receive(m, kStartMs + 1500, &next_b).ok());
+    ASSERT_TRUE(link.a->Poll(kStartMs + 1500, &next_b).ok());
+    ASSERT_TRUE(link.b->Poll(kStartMs, &next_a).ok());
+    to_a = std::move(next_a);
+    to_b = std::move(next_b);
+  }
+  ExpectConverged({1, 2});
+  bool partway = false;
+  for (double p : seen) {
+    EXPECT_GE(p, 0.0);
+    EXPECT_LT(p, 100.0);
+    partway = partway || (p > 10 && p < 90);
+  }
+  EXPECT_TRUE(partway) << "percents seen: " << ::testing::PrintToString(seen);
+  EXPECT_FALSE(link.b->stats().diff_in_progress);
+  EXPECT_EQ(link.b->stats().sync_percent, 0.0);
+  EXPECT_EQ(link.b->stats().peer_clock_offset_ms, 1500);
+  EXPECT_EQ(link.a->stats().peer_clock_offset_ms, -1500);
+}
+
 TEST_F(SyncTest, OutOfOrderMessageClosesTheSession) {
   Add(1);
   Add(2);

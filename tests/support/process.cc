@@ -29,6 +29,32 @@ std::ostream& operator<<(std::ostream& os, const RunResult& r) {
 
 namespace {
 
+// What every spawn here shares: argv of `path` and `args`, and attributes
+// that give the child SIGPIPE's default action and an empty signal mask.
+struct SpawnArgs {
+  SpawnArgs(const std::string& path, const std::vector<std::string>& args) {
+    strings.push_back(path);
+    strings.insert(strings.end(), args.begin(), args.end());
+    for (std::string& a : strings) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawnattr_init(&attr);
+    sigset_t defaults, mask;
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGPIPE);
+    sigemptyset(&mask);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    posix_spawnattr_setsigmask(&attr, &mask);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  }
+  ~SpawnArgs() { posix_spawnattr_destroy(&attr); }
+  SpawnArgs(const SpawnArgs&) = delete;
+  SpawnArgs& operator=(const SpawnArgs&) = delete;
+
+  std::vector<std::string> strings;
+  std::vector<char*> argv;
+  posix_spawnattr_t attr;
+};
+
 void ClosePipe(int fds[2]) {
   for (int i = 0; i < 2; ++i) {
     if (fds[i] >= 0) close(fds[i]);
@@ -61,21 +87,7 @@ RunResult RunProgram(const std::string& path, const std::vector<std::string>& ar
   posix_spawn_file_actions_adddup2(&actions, in[0], STDIN_FILENO);
   posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
   posix_spawn_file_actions_adddup2(&actions, err[1], STDERR_FILENO);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t defaults, mask;
-  sigemptyset(&defaults);
-  sigaddset(&defaults, SIGPIPE);
-  sigemptyset(&mask);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setsigmask(&attr, &mask);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-
-  std::vector<std::string> argv_strings = {path};
-  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& a : argv_strings) argv.push_back(a.data());
-  argv.push_back(nullptr);
+  SpawnArgs spawn(path, args);
 
   std::vector<std::string> env_strings;
   for (char** e = environ; *e != nullptr; ++e) {
@@ -94,9 +106,8 @@ RunResult RunProgram(const std::string& path, const std::vector<std::string>& ar
 
   pid_t pid = -1;
   const int spawn_error =
-      posix_spawn(&pid, path.c_str(), &actions, &attr, argv.data(), envp.data());
+      posix_spawn(&pid, path.c_str(), &actions, &spawn.attr, spawn.argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
   close(in[0]);
   close(out[1]);
   close(err[1]);
@@ -193,23 +204,10 @@ ChildProcess::ChildProcess(const std::string& path, const std::vector<std::strin
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, log_fd, STDOUT_FILENO);
   posix_spawn_file_actions_adddup2(&actions, log_fd, STDERR_FILENO);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t defaults, mask;
-  sigemptyset(&defaults);
-  sigaddset(&defaults, SIGPIPE);
-  sigemptyset(&mask);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setsigmask(&attr, &mask);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-  std::vector<std::string> argv_strings = {path};
-  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& a : argv_strings) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const int error = posix_spawn(&pid_, path.c_str(), &actions, &attr, argv.data(), environ);
+  SpawnArgs spawn(path, args);
+  const int error =
+      posix_spawn(&pid_, path.c_str(), &actions, &spawn.attr, spawn.argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
   close(log_fd);
   if (error != 0) {
     pid_ = -1;
@@ -251,6 +249,22 @@ std::string ChildProcess::Log() const {
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+int ConnectLoopback(uint16_t port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    const int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+  }
+  return fd;
 }
 
 uint16_t FreeTcpPort() {

@@ -60,6 +60,10 @@ class ChildProcess {
 // bind retry with a new one.
 uint16_t FreeTcpPort();
 
+// A TCP socket connected to 127.0.0.1:`port` (close-on-exec), or -1 with
+// errno set when the connect failed. The caller closes it.
+int ConnectLoopback(uint16_t port);
+
 // Calls `done` every `interval_ms` until it returns true or `timeout_ms`
 // passed; returns its last result.
 template <typename F>

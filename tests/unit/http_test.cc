@@ -42,6 +42,7 @@
 #include "server/metrics.h"
 #include "server/status.h"
 #include "server/url.h"
+#include "tests/support/process.h"
 #include "tests/support/test_util.h"
 
 namespace tidemap {
@@ -55,16 +56,8 @@ constexpr int kIoTimeoutMs = 10'000;
 class Socket {
  public:
   explicit Socket(uint16_t port) {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-      ADD_FAILURE() << "connect to port " << port << ": " << std::strerror(errno);
-      close(fd_);
-      fd_ = -1;
-    }
+    fd_ = testing::ConnectLoopback(port);
+    if (fd_ < 0) ADD_FAILURE() << "connect to port " << port << ": " << std::strerror(errno);
   }
   ~Socket() {
     if (fd_ >= 0) close(fd_);

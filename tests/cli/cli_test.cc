@@ -36,7 +36,6 @@
 #include "tests/support/process.h"
 #include "tests/support/test_util.h"
 
-
 namespace tidemap {
 namespace {
 

@@ -453,6 +453,9 @@ awaitable<void> Connection::WriteLoop(std::shared_ptr<Connection> self) {
     bytes_out_ += chunk.size();
     last_tx_ms_ = NowMs();
     read_resume_.cancel();
+    // Room again: the session may have more to send (the next window of a
+    // diff's records) without waiting for the next tick.
+    if (out_queue_bytes_ <= node_->options.send_queue_bytes_max / 2) Poll();
   }
 }
 

@@ -1048,27 +1048,30 @@ Result<std::optional<RemoteRecord>> Replica::ReadRecord(std::string_view map,
       std::string(map), std::string(key), std::move(rec.value), rec.version, rec.tombstone});
 }
 
-Status Replica::RecordsByKeyHash(std::vector<uint64_t> key_hashes,
-                                 std::vector<RemoteRecord>* out) const {
+Result<size_t> Replica::RecordsByKeyHash(std::span<const uint64_t> key_hashes, size_t bytes_max,
+                                         std::vector<RemoteRecord>* out) const {
   // One iterator, seeking forward through the sorted hashes.
-  std::sort(key_hashes.begin(), key_hashes.end());
-  key_hashes.erase(std::unique(key_hashes.begin(), key_hashes.end()), key_hashes.end());
+  auto it = impl_->store->NewIterator();
   std::vector<std::pair<std::string, std::string>> keys;
-  {
-    auto it = impl_->store->NewIterator();
-    for (uint64_t key_hash : key_hashes) {
-      TIDEMAP_RETURN_IF_ERROR(ForEachIndexRow(
-          it.get(), key_hash, key_hash,
-          [&](uint64_t, std::string_view m, std::string_view k, const rows::RecordMeta&) {
-            keys.emplace_back(std::string(m), std::string(k));
-          }));
+  size_t bytes = 0, done = 0;
+  while (done < key_hashes.size() && bytes < bytes_max) {
+    const uint64_t key_hash = key_hashes[done];
+    TIDEMAP_CHECK(done == 0 || key_hash > key_hashes[done - 1]);
+    keys.clear();
+    TIDEMAP_RETURN_IF_ERROR(ForEachIndexRow(
+        it.get(), key_hash, key_hash,
+        [&](uint64_t, std::string_view m, std::string_view k, const rows::RecordMeta&) {
+          keys.emplace_back(std::string(m), std::string(k));
+        }));
+    for (const auto& [m, k] : keys) {
+      TIDEMAP_ASSIGN_OR_RETURN(std::optional<RemoteRecord> rec, ReadRecord(m, k));
+      if (!rec.has_value()) continue;
+      bytes += rec->map.size() + rec->key.size() + rec->value.size();
+      out->push_back(std::move(*rec));
     }
+    ++done;
   }
-  for (const auto& [m, k] : keys) {
-    TIDEMAP_ASSIGN_OR_RETURN(std::optional<RemoteRecord> rec, ReadRecord(m, k));
-    if (rec.has_value()) out->push_back(std::move(*rec));
-  }
-  return Status::Ok();
+  return done;
 }
 
 Status Replica::BucketSummaries(const std::vector<uint32_t>& buckets,
@@ -1389,10 +1392,18 @@ Result<PurgeStats> Replica::PurgeTombstones(const std::function<void(const KeyMe
   return stats;
 }
 
-Status Replica::RecordsOfOrigin(uint64_t origin, std::vector<RemoteRecord>* out) const {
+Result<bool> Replica::RecordsOfOrigin(uint64_t origin, std::string* cursor, size_t page_bytes,
+                                      std::vector<RemoteRecord>* out) const {
   const std::string prefix(1, rows::kRecordPrefix);
   auto it = impl_->store->NewIterator();
-  for (it->Seek(prefix); it->Valid(); it->Next()) {
+  size_t bytes = 0;
+  if (cursor->empty()) {
+    it->Seek(prefix);
+  } else {
+    it->Seek(*cursor);
+    if (it->Valid() && it->key() == *cursor) it->Next();
+  }
+  for (; it->Valid(); it->Next()) {
     const std::string_view row_key = it->key();
     if (row_key.empty() || row_key[0] != rows::kRecordPrefix) break;
     TIDEMAP_ASSIGN_OR_RETURN(rows::RecordMeta meta, rows::DecodeRecordMeta(row_key, it->value()));
@@ -1402,10 +1413,17 @@ Status Replica::RecordsOfOrigin(uint64_t origin, std::vector<RemoteRecord>* out)
       return Status::Corruption("malformed record key " + Printable(row_key));
     }
     TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, it->value()));
+    bytes += m.size() + k.size() + rec.value.size();
     out->push_back(RemoteRecord{std::string(m), std::string(k), std::move(rec.value), rec.version,
                                 rec.tombstone});
+    if (bytes >= page_bytes) {
+      cursor->assign(row_key);
+      TIDEMAP_RETURN_IF_ERROR(it->status());
+      return false;
+    }
   }
-  return it->status();
+  TIDEMAP_RETURN_IF_ERROR(it->status());
+  return true;
 }
 
 Result<ReplicaStats> Replica::Stats() const {

@@ -283,9 +283,13 @@ class Replica {
 
   // The stored record of (map, key), tombstones included; nullopt when absent.
   Result<std::optional<RemoteRecord>> ReadRecord(std::string_view map, std::string_view key) const;
-  // Every stored record (tombstones included) whose KeyHash is one of
-  // `key_hashes` (any order), appended to `out`.
-  Status RecordsByKeyHash(std::vector<uint64_t> key_hashes, std::vector<RemoteRecord>* out) const;
+  // The stored records (tombstones included) whose KeyHash is one of
+  // `key_hashes` (ascending, no repeats), appended to `out` in that order,
+  // stopping after the first hash whose records bring the bytes appended
+  // (map, key and value sizes) to `bytes_max` or more. Returns how many of
+  // `key_hashes` were done (all their records appended).
+  Result<size_t> RecordsByKeyHash(std::span<const uint64_t> key_hashes, size_t bytes_max,
+                                  std::vector<RemoteRecord>* out) const;
   // The (key hash, version) entries of each of `buckets` (ascending), in
   // key-hash order, appended to `entries`; `counts` gets one count per bucket.
   Status BucketSummaries(const std::vector<uint32_t>& buckets,
@@ -325,10 +329,14 @@ class Replica {
   // database was created, never changed. A node whose database was wiped or
   // replaced comes back with another one, even under the same node id.
   uint64_t incarnation() const;
-  // Every stored record (tombstones included) whose version's origin is
-  // `origin`, appended to `out` (a full scan: for the rare resync after a
-  // peer's database changed).
-  Status RecordsOfOrigin(uint64_t origin, std::vector<RemoteRecord>* out) const;
+  // Stored records (tombstones included) whose version's origin is
+  // `origin`, appended to `out` a page at a time: the scan resumes after
+  // `*cursor` (empty: from the start), stops once the page holds about
+  // `page_bytes` of records, and leaves in `*cursor` where to resume. Returns
+  // true when the scan reached the end. Pages together are one full scan: for
+  // the rare resync after a peer's database changed.
+  Result<bool> RecordsOfOrigin(uint64_t origin, std::string* cursor, size_t page_bytes,
+                               std::vector<RemoteRecord>* out) const;
 
   Result<ReplicaStats> Stats() const;
   uint64_t node_id() const;

@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <deque>
 #include <optional>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
 
 #include "merkle/merkle.h"
 
@@ -132,6 +136,25 @@ struct SyncSession::Impl {
   std::vector<uint64_t> pending_send;     // key hashes we owe the peer (from summaries)
   std::vector<uint64_t> pending_request;  // key hashes we want from the peer
 
+  // Records we owe the peer, read and sent a window at a time (PumpRecords),
+  // so that a bootstrap never holds more than a window of them in memory.
+  // The records of a diff step: sorted key hashes, the next to read, and the
+  // requests that ride on the last chunk.
+  struct DiffOut {
+    bool active = false;
+    std::vector<uint64_t> key_hashes;
+    size_t next = 0;
+    std::vector<uint64_t> requests;
+  };
+  DiffOut diff_out;
+  // Resyncs of an origin's records (see the comment at the top): where the
+  // scan of each resumes. Both sides' may run at once.
+  struct OriginOut {
+    uint64_t origin = 0;
+    std::string cursor;
+  };
+  std::deque<OriginOut> origin_out;
+
   // Appends a message with the next seq, built in place (GCC 12 warns about
   // moving a filled std::variant at -O3, a false positive).
   template <typename T>
@@ -256,16 +279,27 @@ struct SyncSession::Impl {
   Status OnDiffEnd(const msg::DiffEnd& e, uint64_t now_ms);
   Status OnOriginRecords(const msg::OriginRecords& o, std::vector<msg::Message>* out);
   Status OnGoodbye(const msg::Goodbye& g);
-  // Sends every record we hold of `origin`, chunked; the last chunk says so.
+  // Sends every record we hold of `origin`, chunked, a window at a time; the
+  // last chunk says so.
   Status SendOriginRecords(uint64_t origin, std::vector<msg::Message>* out);
+  // Emits the next window of the records we owe (diff, then resyncs).
+  Status PumpRecords(std::vector<msg::Message>* out);
+  // Emits `records` as chunks of M (DiffRecords or OriginRecords) within the
+  // chunk limits, each a copy of `header` with its records; the last of them
+  // marked last (and given the diff's requests) when `final`. Adds the bytes
+  // to `*window`.
+  template <typename M>
+  void EmitRecordChunks(std::vector<RemoteRecord> records, const M& header, bool final,
+                        size_t* window, std::vector<msg::Message>* out);
 
   Status StartDiff(uint64_t now_ms, std::vector<msg::Message>* out);
   // Adopts the peer's diff `id` as its responder.
   void JoinDiff(uint64_t id);
   Status FinishDiff(uint64_t now_ms);
-  // Sends the records for `key_hashes`, chunked; `requests` ride on the last chunk.
-  Status SendDiffRecords(const std::vector<uint64_t>& key_hashes,
-                         const std::vector<uint64_t>& requests, std::vector<msg::Message>* out);
+  // Sends the records for `key_hashes`, chunked, a window at a time;
+  // `requests` ride on the last chunk.
+  Status SendDiffRecords(std::vector<uint64_t> key_hashes, std::vector<uint64_t> requests,
+                         std::vector<msg::Message>* out);
   Status SendTreeStep(uint32_t level, const std::vector<uint32_t>& parents,
                       std::vector<msg::Message>* out);
   Status SendSummaries(const std::vector<uint32_t>& buckets, std::vector<msg::Message>* out);
@@ -531,6 +565,7 @@ void SyncSession::Impl::JoinDiff(uint64_t id) {
   pending_digests.clear();
   pending_send.clear();
   pending_request.clear();
+  diff_out = DiffOut{};
   // Everything up to now is covered by the tree we are about to describe.
   diff_repairs = repair_pending;
   if (repair_pending) snapshot_seq = std::max(snapshot_seq, replica->LastSeq());
@@ -538,6 +573,7 @@ void SyncSession::Impl::JoinDiff(uint64_t id) {
 
 Status SyncSession::Impl::FinishDiff(uint64_t now_ms) {
   diff_id = 0;
+  diff_out = DiffOut{};
   stats.diff_in_progress = false;
   stats.sync_percent = 0;
   ++stats.diffs_completed;
@@ -683,36 +719,79 @@ Status SyncSession::Impl::OnSummaries(const msg::BucketSummaries& bs, uint64_t n
     Emit(msg::DiffEnd{diff_id}, out);
     return FinishDiff(now_ms);
   }
-  return SendDiffRecords(send, request, out);
+  return SendDiffRecords(std::move(send), std::move(request), out);
 }
 
-Status SyncSession::Impl::SendDiffRecords(const std::vector<uint64_t>& key_hashes,
-                                          const std::vector<uint64_t>& requests,
+Status SyncSession::Impl::SendDiffRecords(std::vector<uint64_t> key_hashes,
+                                          std::vector<uint64_t> requests,
                                           std::vector<msg::Message>* out) {
-  msg::DiffRecords d;
-  d.diff_id = diff_id;
+  // Sorted, so each window's reads seek forward through the index.
+  std::sort(key_hashes.begin(), key_hashes.end());
+  key_hashes.erase(std::unique(key_hashes.begin(), key_hashes.end()), key_hashes.end());
+  diff_out.active = true;
+  diff_out.key_hashes = std::move(key_hashes);
+  diff_out.next = 0;
+  diff_out.requests = std::move(requests);
+  return PumpRecords(out);
+}
+
+template <typename M>
+void SyncSession::Impl::EmitRecordChunks(std::vector<RemoteRecord> records, const M& header,
+                                         bool final, size_t* window,
+                                         std::vector<msg::Message>* out) {
+  M chunk = header;
   size_t bytes = 0;
-  std::vector<RemoteRecord> found;
-  TIDEMAP_RETURN_IF_ERROR(replica->RecordsByKeyHash(key_hashes, &found));
-  {
-    for (RemoteRecord& r : found) {
-      if (!d.records.empty() && (bytes + RecordBytes(r) > options.diff_chunk_bytes_max ||
-                                 d.records.size() >= options.batch_records_max)) {
-        d.last = false;
-        stats.records_sent += d.records.size();
-        Emit(std::move(d), out);
-        d = msg::DiffRecords{};
-        d.diff_id = diff_id;
-        bytes = 0;
-      }
-      bytes += RecordBytes(r);
-      d.records.push_back(std::move(r));
+  for (RemoteRecord& r : records) {
+    if (!chunk.records.empty() && (bytes + RecordBytes(r) > options.diff_chunk_bytes_max ||
+                                   chunk.records.size() >= options.batch_records_max)) {
+      chunk.last = false;
+      stats.records_sent += chunk.records.size();
+      Emit(std::move(chunk), out);
+      chunk = header;
+      bytes = 0;
     }
+    bytes += RecordBytes(r);
+    *window += RecordBytes(r);
+    chunk.records.push_back(std::move(r));
   }
-  d.requests = requests;
-  d.last = true;
-  stats.records_sent += d.records.size();
-  Emit(std::move(d), out);
+  if (!final && chunk.records.empty()) return;
+  chunk.last = final;
+  if constexpr (std::is_same_v<M, msg::DiffRecords>) {
+    if (final) chunk.requests = std::move(diff_out.requests);
+  }
+  stats.records_sent += chunk.records.size();
+  Emit(std::move(chunk), out);
+}
+
+Status SyncSession::Impl::PumpRecords(std::vector<msg::Message>* out) {
+  size_t window = 0;
+  while (diff_out.active && window < options.records_window_bytes) {
+    // About one chunk of records at a time, however large they are.
+    const std::span<const uint64_t> rest =
+        std::span<const uint64_t>(diff_out.key_hashes).subspan(diff_out.next);
+    std::vector<RemoteRecord> found;
+    TIDEMAP_ASSIGN_OR_RETURN(
+        const size_t done,
+        replica->RecordsByKeyHash(rest.first(std::min(rest.size(), options.batch_records_max)),
+                                  std::max<size_t>(1, options.diff_chunk_bytes_max), &found));
+    diff_out.next += done;
+    const bool final = diff_out.next == diff_out.key_hashes.size();
+    msg::DiffRecords header;
+    header.diff_id = diff_id;
+    EmitRecordChunks(std::move(found), header, final, &window, out);
+    if (final) diff_out = DiffOut{};
+  }
+  while (!origin_out.empty() && window < options.records_window_bytes) {
+    OriginOut& o = origin_out.front();
+    std::vector<RemoteRecord> found;
+    TIDEMAP_ASSIGN_OR_RETURN(
+        const bool done,
+        replica->RecordsOfOrigin(o.origin, &o.cursor, options.diff_chunk_bytes_max, &found));
+    msg::OriginRecords header;
+    header.origin = o.origin;
+    EmitRecordChunks(std::move(found), header, done, &window, out);
+    if (done) origin_out.pop_front();
+  }
   return Status::Ok();
 }
 
@@ -737,7 +816,7 @@ Status SyncSession::Impl::OnDiffRecords(const msg::DiffRecords& d, uint64_t now_
     Emit(msg::DiffEnd{diff_id}, out);
     return FinishDiff(now_ms);
   }
-  return SendDiffRecords(request, {}, out);
+  return SendDiffRecords(std::move(request), {}, out);
 }
 
 Status SyncSession::Impl::OnDiffEnd(const msg::DiffEnd& e, uint64_t now_ms) {
@@ -746,28 +825,8 @@ Status SyncSession::Impl::OnDiffEnd(const msg::DiffEnd& e, uint64_t now_ms) {
 }
 
 Status SyncSession::Impl::SendOriginRecords(uint64_t origin, std::vector<msg::Message>* out) {
-  std::vector<RemoteRecord> found;
-  TIDEMAP_RETURN_IF_ERROR(replica->RecordsOfOrigin(origin, &found));
-  msg::OriginRecords o;
-  o.origin = origin;
-  size_t bytes = 0;
-  for (RemoteRecord& r : found) {
-    if (!o.records.empty() && (bytes + RecordBytes(r) > options.diff_chunk_bytes_max ||
-                               o.records.size() >= options.batch_records_max)) {
-      o.last = false;
-      stats.records_sent += o.records.size();
-      Emit(std::move(o), out);
-      o = msg::OriginRecords{};
-      o.origin = origin;
-      bytes = 0;
-    }
-    bytes += RecordBytes(r);
-    o.records.push_back(std::move(r));
-  }
-  o.last = true;
-  stats.records_sent += o.records.size();
-  Emit(std::move(o), out);
-  return Status::Ok();
+  origin_out.push_back(OriginOut{origin, {}});
+  return PumpRecords(out);
 }
 
 Status SyncSession::Impl::OnOriginRecords(const msg::OriginRecords& o,
@@ -805,6 +864,7 @@ Status SyncSession::Poll(uint64_t now_ms, std::vector<msg::Message>* out) {
       TIDEMAP_RETURN_IF_ERROR(s.StartDiff(now_ms, out));
     }
   }
+  TIDEMAP_RETURN_IF_ERROR(s.PumpRecords(out));
   return s.Stream(now_ms, out);
 }
 
@@ -813,7 +873,8 @@ void SyncSession::RequestDiff() { impl_->diff_requested = true; }
 bool SyncSession::Idle() const {
   const Impl& s = *impl_;
   return s.got_hello && s.in_flight.empty() && s.diff_id == 0 && !s.repair_pending &&
-         !s.resync_pending && !s.diff_requested && s.stream_next > s.replica->LastSeq();
+         !s.resync_pending && !s.diff_requested && s.origin_out.empty() &&
+         s.stream_next > s.replica->LastSeq();
 }
 
 }  // namespace tidemap

@@ -47,8 +47,13 @@ struct SyncOptions {
   size_t batch_bytes_max = size_t{1} << 20;  // a record larger than this goes alone
   size_t batches_in_flight_max = 4;
   size_t diff_chunk_bytes_max = size_t{1} << 20;  // per TreeNodes/BucketSummaries/DiffRecords
-  uint64_t diff_interval_ms = 60'000;             // periodic anti-entropy (0: never)
-  uint64_t refused_retry_ms = 5'000;              // after a BatchRefused, wait this long
+  // Records a diff (or a resync) owes the peer are read and sent a window at
+  // a time: one Receive or Poll emits about this many bytes of them at most,
+  // and the next Poll the next window. An owner that polls only when its
+  // send queue has room keeps the memory of a bootstrap bounded.
+  size_t records_window_bytes = size_t{4} << 20;
+  uint64_t diff_interval_ms = 60'000;  // periodic anti-entropy (0: never)
+  uint64_t refused_retry_ms = 5'000;   // after a BatchRefused, wait this long
   // A peer that sends a live record at or below our GC watermark for a key
   // we do not hold (its state predates the watermark): false, the default,
   // answers it with the purged delete, restored (StaleRecords::kRedelete)
@@ -107,8 +112,9 @@ class SyncSession {
   Status Receive(const msg::Message& message, uint64_t now_ms, std::vector<msg::Message>* out);
 
   // Appends what is due now: new oplog rows to stream (within the in-flight
-  // window), the next chunks of a running diff, a periodic diff. Call after
-  // local writes and on a timer.
+  // window), the next window of records a running diff or resync owes the
+  // peer, a periodic diff. Call after local writes, when the transport's send
+  // queue drained, and on a timer.
   Status Poll(uint64_t now_ms, std::vector<msg::Message>* out);
 
   // Asks for a tree diff as soon as the handshake is done (or at the next

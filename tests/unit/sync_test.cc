@@ -254,6 +254,127 @@ TEST_F(SyncTest, LargeDiffIsChunkedWithinBatchLimits) {
   EXPECT_EQ(a.replica->Stats()->keys, 12000u);
 }
 
+// The bytes of records in DiffRecords and OriginRecords among `messages`
+// from index `from` on.
+size_t RecordBytesFrom(const std::vector<msg::Message>& messages, size_t from) {
+  size_t bytes = 0;
+  auto add = [&](const std::vector<RemoteRecord>& records) {
+    for (const RemoteRecord& r : records) bytes += r.map.size() + r.key.size() + r.value.size();
+  };
+  for (size_t i = from; i < messages.size(); ++i) {
+    if (auto* d = std::get_if<msg::DiffRecords>(&messages[i].body)) add(d->records);
+    if (auto* o = std::get_if<msg::OriginRecords>(&messages[i].body)) add(o->records);
+  }
+  return bytes;
+}
+
+// What a windowed run of a link saw: the most bytes of records any one call
+// of Start, Receive or Poll emitted, and how many calls emitted some.
+struct WindowedRun {
+  size_t max_call_bytes = 0;
+  int calls_with_records = 0;
+};
+
+// Like Pump, but it measures every call (a transport polls when its send
+// queue has room; here, once a round).
+WindowedRun PumpMeasuringWindows(SyncSession& a, SyncSession& b, uint64_t now_ms) {
+  WindowedRun run;
+  std::vector<msg::Message> to_b, to_a;
+  auto measure = [&](std::vector<msg::Message>* out, size_t before) {
+    const size_t bytes = RecordBytesFrom(*out, before);
+    run.max_call_bytes = std::max(run.max_call_bytes, bytes);
+    if (bytes > 0) ++run.calls_with_records;
+  };
+  EXPECT_TRUE(a.Start(now_ms, &to_b).ok());
+  EXPECT_TRUE(b.Start(now_ms, &to_a).ok());
+  for (int round = 0; round < 1000; ++round) {
+    size_t before = to_b.size();
+    EXPECT_TRUE(a.Poll(now_ms, &to_b).ok());
+    measure(&to_b, before);
+    before = to_a.size();
+    EXPECT_TRUE(b.Poll(now_ms, &to_a).ok());
+    measure(&to_a, before);
+    if (to_a.empty() && to_b.empty()) break;
+    std::vector<msg::Message> next_b, next_a;
+    for (const auto& m : to_b) {
+      before = next_a.size();
+      Status s = b.Receive(m, now_ms, &next_a);
+      EXPECT_TRUE(s.ok()) << s.ToString();
+      measure(&next_a, before);
+    }
+    for (const auto& m : to_a) {
+      before = next_b.size();
+      Status s = a.Receive(m, now_ms, &next_b);
+      EXPECT_TRUE(s.ok()) << s.ToString();
+      measure(&next_b, before);
+    }
+    to_b = std::move(next_b);
+    to_a = std::move(next_a);
+  }
+  EXPECT_TRUE(a.Idle());
+  EXPECT_TRUE(b.Idle());
+  return run;
+}
+
+constexpr size_t kWindowBytes = 64 << 10;
+constexpr size_t kChunkBytes = 16 << 10;
+constexpr size_t kValueBytes = 1000;
+
+SyncOptions WindowedOptions() {
+  SyncOptions opts;
+  opts.records_window_bytes = kWindowBytes;
+  opts.diff_chunk_bytes_max = kChunkBytes;
+  return opts;
+}
+
+// A bootstrap of ~2 MB never has more than a window of records (plus the
+// chunk that crosses its end) emitted at once, in either direction, and
+// still converges.
+TEST_F(SyncTest, DiffRecordsMoveAWindowAtATime) {
+  Node& a = Add(1);
+  Node& b = Add(2);
+  WriteBatch wa, wb;
+  for (int i = 0; i < 2000; ++i) {
+    if (i % 1000 == 999) {
+      ASSERT_TRUE(a.replica->Write(wa).ok());
+      wa = WriteBatch{};
+    }
+    wa.Put("m", "a" + std::to_string(i), std::string(kValueBytes, 'x'));
+  }
+  ASSERT_TRUE(a.replica->Write(wa).ok());
+  for (int i = 0; i < 300; ++i) wb.Put("m", "b" + std::to_string(i), std::string(kValueBytes, 'y'));
+  ASSERT_TRUE(b.replica->Write(wb).ok());
+  Link link = Connect(1, 2, WindowedOptions());
+  const WindowedRun run = PumpMeasuringWindows(*link.a, *link.b, kStartMs);
+  ExpectConverged({1, 2});
+  EXPECT_EQ(b.replica->Stats()->keys, 2300u);
+  EXPECT_LE(run.max_call_bytes, kWindowBytes + kChunkBytes + kValueBytes + 16);
+  EXPECT_GE(run.calls_with_records, 2000 * static_cast<int>(kValueBytes) / int{kWindowBytes});
+}
+
+// The resync of a wiped node's records (all of them sent back to it) moves
+// a window at a time too.
+TEST_F(SyncTest, OriginResyncMovesAWindowAtATime) {
+  Node& a = Add(1);
+  Add(2);
+  WriteBatch wa;
+  for (int i = 0; i < 900; ++i) wa.Put("m", "a" + std::to_string(i), std::string(kValueBytes, 'x'));
+  ASSERT_TRUE(a.replica->Write(wa).ok());
+  {
+    Link link = Connect(1, 2);
+    Pump(link);
+  }
+  ExpectConverged({1, 2});
+  Wipe(1);
+  Link link = Connect(1, 2, WindowedOptions());
+  const WindowedRun run = PumpMeasuringWindows(*link.a, *link.b, kStartMs);
+  ExpectConverged({1, 2});
+  EXPECT_EQ(nodes_[1].replica->Stats()->keys, 900u);
+  EXPECT_FALSE(link.b->stats().peer_reset.empty());
+  EXPECT_LE(run.max_call_bytes, kWindowBytes + kChunkBytes + kValueBytes + 16);
+  EXPECT_GE(run.calls_with_records, 900 * static_cast<int>(kValueBytes) / int{kWindowBytes});
+}
+
 TEST_F(SyncTest, LaterWritesStreamAndAdvanceTheCursor) {
   Node& a = Add(1);
   Node& b = Add(2);

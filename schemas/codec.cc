@@ -1,17 +1,18 @@
 // The sync protocol's wire codec: msg::Message <-> a flat Cap'n Proto message
 // of schemas/sync.capnp.
 //
-// Frame payload: the standard Cap'n Proto flat serialization (segment table,
-// then the segments), unpacked. Encoding sizes the first segment from the
-// message so that almost every frame is one segment (8 bytes of table, no far
-// pointers). Cap'n Proto packing was measured and not taken: it saved 4.2%
-// on a batch of 1000 records with 16-byte keys and 100-byte random values
-// when records were a List(struct) (nothing since they are a blob), 1.1% on
-// 4096x16 tree digests and 2.6% on bucket summaries (random bytes do not
-// pack), while it costs a pass over every byte each way and lets a packed
-// frame unpack to ~1000x its size (2 bytes can stand for 256 zero words),
-// which would need a limit of its own
-// (tests/unit/codec_test.cc, CodecSizes.Report, prints these numbers).
+// Frame payload: the standard Cap'n Proto serialization (segment table, then
+// the segments) with Cap'n Proto's packing (capnp::writePackedMessage).
+// Encoding sizes the first segment from the message so that almost every
+// frame is one segment (8 bytes of table, no far pointers). Packing saves
+// little on the bulk of a sync (records are a blob, digests and summaries
+// are random: 0-3%, tests/unit/codec_test.cc, CodecSizes.Report, prints the
+// numbers) but nearly halves the small control messages, whose fixed-width
+// fields are mostly zero bytes: a Hello, all two replicas with equal trees
+// exchange, packs from 112 bytes to about 60. Unpacking is bounded before it
+// allocates: 2 packed bytes can stand for 256 zero words, so the segment
+// table's sizes are read first and their total, unpacked, must be within
+// frame_bytes_max too.
 //
 // Decoding never trusts the peer: the frame size is checked before anything
 // is copied; Cap'n Proto reads through FlatArrayMessageReader with explicit
@@ -627,6 +628,56 @@ Result<msg::Message> ReadMessage(wire::Message::Reader root, const DecodeLimits&
 }  // namespace
 
 // ---------------------------------------------------------------------------
+// Packed frames (see the top of this file).
+
+namespace {
+
+// The words `packed` unpacks to (segment table and segments), or an error
+// when they would exceed limits.frame_bytes_max or the input is malformed.
+// Reads as Cap'n Proto's own packed reader does (the packed stream wants the
+// reads in that order): the table's first word, the rest of the table, then
+// every segment; the sizes are checked before the segments are allocated.
+Result<kj::Array<capnp::word>> Unpack(std::string_view packed, const DecodeLimits& limits) {
+  constexpr uint32_t kSegmentsMax = 512;
+  kj::ArrayInputStream in(
+      kj::arrayPtr(reinterpret_cast<const kj::byte*>(packed.data()), packed.size()));
+  capnp::_::PackedInputStream unpacker(in);
+  auto size_at = [](const kj::Array<capnp::word>& words, size_t i) {  // i-th 4-byte LE field
+    const auto* p = reinterpret_cast<const unsigned char*>(words.begin()) + 4 * i;
+    return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
+  };
+  kj::Array<capnp::word> first = kj::heapArray<capnp::word>(1);
+  unpacker.read(first.begin(), sizeof(capnp::word));
+  const uint64_t segments = uint64_t{size_at(first, 0)} + 1;
+  if (segments > kSegmentsMax) {
+    return Status::InvalidArgument("sync frame: " + Str(segments) + " segments, over " +
+                                   Str(kSegmentsMax));
+  }
+  const size_t table_words = segments / 2 + 1;  // (1 + segments) 4-byte fields, word-padded
+  kj::Array<capnp::word> table = kj::heapArray<capnp::word>(table_words);
+  table[0] = first[0];
+  if (table_words > 1) unpacker.read(&table[1], (table_words - 1) * sizeof(capnp::word));
+  uint64_t total = table_words;
+  for (uint64_t i = 0; i < segments; ++i) total += size_at(table, 1 + i);
+  if (total * sizeof(capnp::word) > limits.frame_bytes_max) {
+    return Status::InvalidArgument("sync frame: unpacks to " + Str(total * sizeof(capnp::word)) +
+                                   " bytes, over frame_bytes_max " + Str(limits.frame_bytes_max));
+  }
+  kj::Array<capnp::word> words = kj::heapArray<capnp::word>(total);
+  std::copy(table.begin(), table.end(), words.begin());
+  if (total > table_words) {
+    unpacker.read(words.begin() + table_words, (total - table_words) * sizeof(capnp::word));
+  }
+  if (in.tryGetReadBuffer().size() != 0) {
+    return Status::Corruption("sync frame: " + Str(in.tryGetReadBuffer().size()) +
+                              " bytes after the message");
+  }
+  return words;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
 // Record blob and summary entry blob (grammars at the top of this file).
 
 namespace codec_internal {
@@ -941,22 +992,27 @@ Result<std::vector<msg::SummaryEntry>> DecodeSummaryEntries(std::string_view blo
   return entries;
 }
 
-Result<size_t> PackedSize(std::string_view frame) {
-  if (frame.size() % sizeof(capnp::word) != 0) {
-    return Status::InvalidArgument("not a whole number of words");
-  }
+Result<std::string> UnpackFrame(std::string_view packed, const DecodeLimits& limits) {
   try {
-    kj::Array<capnp::word> words = kj::heapArray<capnp::word>(frame.size() / sizeof(capnp::word));
-    std::memcpy(words.begin(), frame.data(), frame.size());
-    capnp::FlatArrayMessageReader reader(words);
-    capnp::MallocMessageBuilder builder;
-    builder.setRoot(reader.getRoot<wire::Message>());
-    kj::VectorOutputStream out;
-    capnp::writePackedMessage(out, builder);
-    return out.getArray().size();
+    TIDEMAP_ASSIGN_OR_RETURN(kj::Array<capnp::word> words, Unpack(packed, limits));
+    return std::string(reinterpret_cast<const char*>(words.begin()),
+                       words.size() * sizeof(capnp::word));
   } catch (const kj::Exception& e) {
     return Status::Corruption(e.getDescription().cStr());
   }
+}
+
+std::string PackFrame(std::string_view words) {
+  TIDEMAP_CHECK(words.size() % sizeof(capnp::word) == 0);
+  kj::Array<capnp::word> aligned = kj::heapArray<capnp::word>(words.size() / sizeof(capnp::word));
+  std::memcpy(aligned.begin(), words.data(), words.size());
+  kj::VectorOutputStream out(words.size() + words.size() / 8 + 16);
+  {
+    capnp::_::PackedOutputStream packer(out);
+    packer.write(aligned.begin(), words.size());
+  }
+  const kj::ArrayPtr<kj::byte> bytes = out.getArray();
+  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
 }
 
 }  // namespace codec_internal
@@ -970,12 +1026,11 @@ Result<std::string> EncodeMessage(const msg::Message& m) {
     const size_t estimate = std::min(EstimateWords(m, blob.size()), kCapnpListMax);
     capnp::MallocMessageBuilder builder(static_cast<unsigned>(estimate));
     TIDEMAP_RETURN_IF_ERROR(BuildMessage(m, blob, builder.initRoot<wire::Message>()));
-    const size_t words = capnp::computeSerializedSizeInWords(builder);
-    std::string out(words * sizeof(capnp::word), '\0');
-    kj::ArrayOutputStream stream(kj::arrayPtr(reinterpret_cast<kj::byte*>(out.data()), out.size()));
-    capnp::writeMessage(stream, builder);
-    TIDEMAP_CHECK(stream.getArray().size() == out.size());
-    return out;
+    kj::VectorOutputStream stream(capnp::computeSerializedSizeInWords(builder) *
+                                  sizeof(capnp::word));
+    capnp::writePackedMessage(stream, builder);
+    const kj::ArrayPtr<kj::byte> packed = stream.getArray();
+    return std::string(reinterpret_cast<const char*>(packed.begin()), packed.size());
   } catch (const kj::Exception& e) {
     return Status::Internal(std::string("encoding ") + msg::BodyName(m.body) + ": " +
                             e.getDescription().cStr());
@@ -991,23 +1046,9 @@ Result<msg::Message> DecodeMessage(std::string_view bytes, const DecodeLimits& l
     return Status::InvalidArgument("sync frame: " + Str(bytes.size()) +
                                    " bytes, over frame_bytes_max " + Str(limits.frame_bytes_max));
   }
-  if (bytes.size() % sizeof(capnp::word) != 0) {
-    return Status::Corruption("sync frame: " + Str(bytes.size()) +
-                              " bytes is not a whole number of 8-byte words");
-  }
   try {
-    // Cap'n Proto reads words in place; only a misaligned frame is copied
-    // (into a buffer no larger than the frame, already checked above).
-    kj::Array<capnp::word> aligned;
-    kj::ArrayPtr<const capnp::word> words;
-    if (reinterpret_cast<uintptr_t>(bytes.data()) % alignof(capnp::word) == 0) {
-      words = kj::arrayPtr(reinterpret_cast<const capnp::word*>(bytes.data()),
-                           bytes.size() / sizeof(capnp::word));
-    } else {
-      aligned = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
-      std::memcpy(aligned.begin(), bytes.data(), bytes.size());
-      words = aligned;
-    }
+    TIDEMAP_ASSIGN_OR_RETURN(kj::Array<capnp::word> unpacked, Unpack(bytes, limits));
+    const kj::ArrayPtr<const capnp::word> words = unpacked;
     capnp::ReaderOptions options;
     options.traversalLimitInWords = limits.traversal_words_max;
     options.nestingLimit = limits.nesting_max;

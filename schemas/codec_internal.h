@@ -40,10 +40,11 @@ Result<std::vector<msg::SummaryEntry>> DecodeSummaryEntries(std::string_view blo
                                                             const std::vector<uint32_t>& counts,
                                                             const DecodeLimits& limits);
 
-// The size of `frame` (an EncodeMessage result) if it were written with
-// Cap'n Proto's packing instead (capnp::writePackedMessage). For the size
-// measurements that decided against packing.
-Result<size_t> PackedSize(std::string_view frame);
+// The flat Cap'n Proto words a packed frame (an EncodeMessage result)
+// unpacks to, within limits.frame_bytes_max; and the packing of such words.
+// For tests that measure frames or craft hostile ones word by word.
+Result<std::string> UnpackFrame(std::string_view packed, const DecodeLimits& limits = {});
+std::string PackFrame(std::string_view words);
 
 }  // namespace tidemap::codec_internal
 

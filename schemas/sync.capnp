@@ -1,8 +1,8 @@
 @0x9c64296f80b0eb14;
 # tidemap sync protocol, version 1 (tidemap::kProtocolVersion, sent in Hello).
 #
-# One frame payload is one Message, serialized as a flat (unpacked) Cap'n Proto
-# message; net/ adds the length prefix. schemas/codec.cc maps these structs to
+# One frame payload is one Message, serialized as a packed Cap'n Proto message
+# (capnp::writePackedMessage); net/ adds the length prefix. schemas/codec.cc maps these structs to
 # and from the C++ values of schemas/messages.h and documents every choice made
 # here for size.
 #
@@ -16,7 +16,7 @@
 #
 # The rule binds from the release of version 1. Until then the schema still
 # changes freely (RecordBatch and DiffRecords records went from a List(Record)
-# to a Data blob before release).
+# to a Data blob, and frames went from unpacked to packed, before release).
 
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("tidemap::wire");

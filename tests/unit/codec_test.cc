@@ -101,6 +101,15 @@ Result<std::vector<RemoteRecord>> DecodeBlob(std::string_view blob,
   return codec_internal::DecodeRecords(blob, limits, "record_batch");
 }
 
+// Frames are packed on the wire; hostile ones are crafted on the unpacked
+// words (Raw) and packed again (Packed).
+std::string Raw(const std::string& frame) {
+  Result<std::string> words = codec_internal::UnpackFrame(frame);
+  EXPECT_TRUE(words.ok()) << words.status().ToString();
+  return words.ok() ? *words : std::string();
+}
+std::string Packed(const std::string& words) { return codec_internal::PackFrame(words); }
+
 // Frame layout helpers for hand-crafted hostile frames. Offsets are of the
 // flat single-segment serialization (8 bytes of segment table first); each
 // use checks what it expects to find before patching.
@@ -125,14 +134,35 @@ uint64_t ListPointer(int64_t offset, uint64_t element_size, uint64_t count) {
 // ---------------------------------------------------------------------------
 // Round trips of every body type.
 
-TEST(CodecTest, HelloIsOneHundredTwelveBytes) {
+TEST(CodecTest, HelloOfIdenticalReplicasFitsInSixtyFourBytes) {
   // Identical replicas exchange one hello each way: root, shape, incarnation,
-  // last seq, GC watermark, clock and record count in 72 bytes of data, 112
-  // with the framing.
-  EXPECT_EQ(Encode({1, msg::Hello{1, Digest128{~0ull, ~0ull}, 4, 4, kMax64, kMax64,
-                                  Version{Timestamp{kMax64}, kMax64}, kMax64, kMax64}})
-                .size(),
-            112u);
+  // last seq, GC watermark, clock and record count are 72 bytes of data, 112
+  // with the framing, unpacked; packing drops their zero bytes.
+  const msg::Hello full{1,
+                        Digest128{~0ull, ~0ull},
+                        4,
+                        4,
+                        kMax64,
+                        kMax64,
+                        Version{Timestamp{kMax64}, kMax64},
+                        kMax64,
+                        kMax64};
+  EXPECT_EQ(Raw(Encode({1, full})).size(), 112u);
+  // A replica of a million records, a random root and incarnation, no GC yet.
+  SeededRandom rng(Seed());
+  msg::Hello real;
+  real.merkle_root = Digest128{rng.Next64() | 0x0101010101010101,
+                               rng.Next64() | 0x0101010101010101};  // no zero bytes
+  real.tree_fanout_bits = 4;
+  real.tree_depth = 4;
+  real.incarnation = rng.Next64() | 0x0101010101010101;
+  real.last_seq = 1'000'000;
+  real.physical_ms = 1'800'000'000'000;
+  real.records = 1'000'000;
+  const size_t size = Encode({1, real}).size();
+  std::printf("hello of a 1M-record replica: %zu bytes\n", size);
+  EXPECT_LE(size, 64u);
+  ExpectRoundTrip({1, real});
 }
 
 TEST(CodecTest, HelloRoundTrips) {
@@ -453,7 +483,8 @@ TEST(CodecTest, RejectsEmptyMisalignedAndTrailingBytes) {
   m = DecodeMessage(frame + "1234");
   ASSERT_FALSE(m.ok());
   EXPECT_TRUE(m.status().IsCorruption());
-  EXPECT_NE(m.status().message().find("whole number of 8-byte words"), std::string::npos);
+  EXPECT_NE(m.status().message().find("4 bytes after the message"), std::string::npos)
+      << m.status().ToString();
 
   m = DecodeMessage(frame + std::string(16, '\0'));
   ASSERT_FALSE(m.ok());
@@ -461,9 +492,31 @@ TEST(CodecTest, RejectsEmptyMisalignedAndTrailingBytes) {
       << m.status().ToString();
 
   // A segment table alone, claiming a segment that is not there.
-  m = DecodeMessage(std::string("\0\0\0\0\x10\0\0\0", 8));
+  m = DecodeMessage(Packed(std::string("\0\0\0\0\x10\0\0\0", 8)));
   ASSERT_FALSE(m.ok());
   EXPECT_TRUE(m.status().IsCorruption()) << m.status().ToString();
+}
+
+TEST(CodecTest, FrameThatWouldUnpackPastTheLimitIsRefusedBeforeUnpacking) {
+  // 2 packed bytes stand for 256 zero words: a table claiming one segment of
+  // 2^22 words (32 MiB) and zero runs for all of it is ~32 KB packed.
+  std::string words("\0\0\0\0\0\0\x40\0", 8);
+  words.append(size_t{4} << 20, '\0');  // the first 4 MiB of it: enough to show
+  const std::string packed = Packed(words);
+  ASSERT_LT(packed.size(), size_t{64} << 10);
+  DecodeLimits limits;
+  limits.frame_bytes_max = size_t{16} << 20;
+  Result<msg::Message> m = DecodeMessage(packed, limits);
+  ASSERT_FALSE(m.ok());
+  EXPECT_TRUE(m.status().IsInvalidArgument()) << m.status().ToString();
+  EXPECT_NE(m.status().message().find("unpacks to 33554440 bytes, over frame_bytes_max 16777216"),
+            std::string::npos)
+      << m.status().ToString();
+  // Too many segments.
+  m = DecodeMessage(Packed(std::string("\xff\xff\0\0\x01\0\0\0", 8)));
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("65536 segments, over 512"), std::string::npos)
+      << m.status().ToString();
 }
 
 TEST(CodecTest, OversizedFrameIsRejectedBeforeAnyByteIsRead) {
@@ -490,14 +543,14 @@ TEST(CodecTest, OversizedFrameIsRejectedBeforeAnyByteIsRead) {
 }
 
 TEST(CodecTest, UnknownBodyTypeAndNullBodyAreRejected) {
-  std::string frame = Encode({5, msg::DiffEnd{9}});
+  std::string frame = Raw(Encode({5, msg::DiffEnd{9}}));
   // Message: root pointer (word 0), seq (word 1), union tag (word 2, low 16
   // bits), body pointer (word 3).
   ASSERT_EQ(WordAt(frame, 1), 5u);
   ASSERT_EQ(WordAt(frame, 2) & 0xffff, 7u);  // diffEnd is the eighth member
   std::string unknown = frame;
   SetWordAt(&unknown, 2, 99);
-  Result<msg::Message> m = DecodeMessage(unknown);
+  Result<msg::Message> m = DecodeMessage(Packed(unknown));
   ASSERT_FALSE(m.ok());
   EXPECT_TRUE(m.status().IsInvalidArgument());
   EXPECT_NE(m.status().message().find("unknown body type 99"), std::string::npos)
@@ -505,7 +558,7 @@ TEST(CodecTest, UnknownBodyTypeAndNullBodyAreRejected) {
 
   std::string null_body = frame;
   SetWordAt(&null_body, 3, 0);
-  m = DecodeMessage(null_body);
+  m = DecodeMessage(Packed(null_body));
   ASSERT_FALSE(m.ok());
   EXPECT_NE(m.status().message().find("diff_end: the body pointer is null"), std::string::npos)
       << m.status().ToString();
@@ -516,11 +569,12 @@ TEST(CodecTest, ProtocolRulesAreEnforcedOnDecode) {
   // RecordBlobTombstoneHasNoValue.)
   // Child digests not a whole fanout: TreeNodes (words 4-7), parents pointer at word 6.
   {
-    std::string frame = Encode({1, msg::TreeNodes{1, 0, {0, 1}, {1, 2, 3, 4, 5, 6, 7, 8}, true}});
+    std::string frame =
+        Raw(Encode({1, msg::TreeNodes{1, 0, {0, 1}, {1, 2, 3, 4, 5, 6, 7, 8}, true}}));
     const uint64_t parents = WordAt(frame, 6);
     ASSERT_EQ(ListCount(parents), 2u);
     SetWordAt(&frame, 6, ListPointer(ListOffset(parents), 4 /* four bytes */, 3));
-    Result<msg::Message> m = DecodeMessage(frame);
+    Result<msg::Message> m = DecodeMessage(Packed(frame));
     ASSERT_FALSE(m.ok());
     EXPECT_NE(m.status().message().find("8 child digests are not a whole fanout for 3 parents"),
               std::string::npos)
@@ -529,13 +583,13 @@ TEST(CodecTest, ProtocolRulesAreEnforcedOnDecode) {
   // Bucket counts that do not add up to the entries: find the counts list by
   // the bucket number before it.
   {
-    std::string frame =
-        Encode({1, msg::BucketSummaries{1, {0x12345678}, {2}, {Entry(1, 1, 1), Entry(2, 2, 2)}}});
+    std::string frame = Raw(
+        Encode({1, msg::BucketSummaries{1, {0x12345678}, {2}, {Entry(1, 1, 1), Entry(2, 2, 2)}}}));
     const size_t at = frame.find("\x78\x56\x34\x12");
     ASSERT_NE(at, std::string::npos);
     ASSERT_EQ(frame[at + 8], 2);
     frame[at + 8] = 3;
-    Result<msg::Message> m = DecodeMessage(frame);
+    Result<msg::Message> m = DecodeMessage(Packed(frame));
     ASSERT_FALSE(m.ok());
     EXPECT_TRUE(m.status().IsInvalidArgument());
     EXPECT_NE(m.status().message().find("counts add up to 3 but there are 2 entries"),
@@ -848,7 +902,7 @@ TEST(CodecTest, HostileRecordBlobInAFrame) {
   // The blob inside a real frame: a key length past the blob's end, and a
   // count over records_max, patched in place.
   const msg::Message m{1, msg::RecordBatch{1, 1, {Rec("m", "key", "value", 1, 1)}}};
-  const std::string frame = Encode(m);
+  const std::string frame = Raw(Encode(m));
   Result<std::string> blob =
       codec_internal::EncodeRecords(std::get<msg::RecordBatch>(m.body).records, "record_batch");
   ASSERT_TRUE(blob.ok());
@@ -859,7 +913,7 @@ TEST(CodecTest, HostileRecordBlobInAFrame) {
   ASSERT_EQ(frame[key_len_at], 3);
   std::string bad = frame;
   bad[key_len_at] = 100;
-  Result<msg::Message> r = DecodeMessage(bad);
+  Result<msg::Message> r = DecodeMessage(Packed(bad));
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(r.status().IsCorruption());
   EXPECT_NE(r.status().message().find("record_batch: malformed records: record 0: key truncated"),
@@ -871,13 +925,13 @@ TEST(CodecTest, HostileRecordBlobInAFrame) {
   bad[at] = 0x7f;  // 127 records
   DecodeLimits limits;
   limits.records_max = 126;
-  r = DecodeMessage(bad, limits);
+  r = DecodeMessage(Packed(bad), limits);
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(r.status().IsInvalidArgument());
   EXPECT_NE(r.status().message().find("127 records, over records_max 126"), std::string::npos)
       << r.status().ToString();
   limits.records_max = 127;
-  r = DecodeMessage(bad, limits);
+  r = DecodeMessage(Packed(bad), limits);
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(r.status().IsCorruption());
   EXPECT_NE(r.status().message().find("127 records cannot fit"), std::string::npos)
@@ -1024,10 +1078,10 @@ TEST(CodecSizes, Report) {
   const double per_entry = static_cast<double>(summary_frame.size()) / n_entries;
   std::printf(
       "bucket_summaries: 1000 buckets x 15 entries: frame %zu bytes = %.2f bytes/entry "
-      "(blob alone %.2f, buckets+counts %.2f); capnp-packed frame would be %zu\n",
+      "(blob alone %.2f, buckets+counts %.2f); unpacked %zu\n",
       summary_frame.size(), per_entry, static_cast<double>(blob->size()) / n_entries,
       static_cast<double>(summary_frame.size() - blob->size()) / n_entries,
-      *codec_internal::PackedSize(summary_frame));
+      Raw(summary_frame).size());
   EXPECT_LT(per_entry, 11.0);
 
   // Record batches. A record's own bytes are map + key + value + 16 (its
@@ -1043,9 +1097,9 @@ TEST(CodecSizes, Report) {
     const double size = static_cast<double>(frame.size());
     std::printf(
         "%s: frame %zu bytes = %.3fx the records' own bytes; %+.1f bytes/record beyond "
-        "map+key+value+16 (%+.1f beyond map+key+value); packed %zu bytes\n",
+        "map+key+value+16 (%+.1f beyond map+key+value); unpacked %zu bytes\n",
         what, frame.size(), size / own, (size - own) / n, (size - own + 16 * n) / n,
-        *codec_internal::PackedSize(frame));
+        Raw(frame).size());
     return size / own;
   };
 
@@ -1110,12 +1164,12 @@ TEST(CodecSizes, Report) {
   for (uint32_t i = 0; i < 4096; ++i) tree.parents[i] = i * 3;
   for (uint64_t& d : tree.child_digests) d = rng.Next64();
   const std::string tree_frame = Encode({1, tree});
-  const size_t tree_packed = *codec_internal::PackedSize(tree_frame);
+  const size_t tree_unpacked = Raw(tree_frame).size();
   std::printf(
-      "tree_nodes: 4096 parents x 16 digests: frame %zu bytes (digests alone %zu); packed %zu "
-      "bytes (%.1f%% smaller)\n",
-      tree_frame.size(), tree.child_digests.size() * 8, tree_packed,
-      100.0 * (1.0 - static_cast<double>(tree_packed) / static_cast<double>(tree_frame.size())));
+      "tree_nodes: 4096 parents x 16 digests: frame %zu bytes (digests alone %zu); unpacked %zu "
+      "bytes (packing saved %.1f%%)\n",
+      tree_frame.size(), tree.child_digests.size() * 8, tree_unpacked,
+      100.0 * (1.0 - static_cast<double>(tree_frame.size()) / static_cast<double>(tree_unpacked)));
   EXPECT_LT(tree_frame.size(), 4096 * 16 * 8 + 4096 * 4 + 128);
 
   // Small messages.

@@ -28,6 +28,9 @@ constexpr RatioSpec kRatios[] = {
     {"batch_put_vs_raw_leveldb", "BM_ReplicaBatchPut1000", "BM_RawLevelDbPut/batched_1000"},
     {"sync_8_writers_vs_1", "BM_ReplicaPutSync/threads:8", "BM_ReplicaPutSync/threads:1"},
     {"get_vs_raw_leveldb", "BM_ReplicaGet", "BM_RawLevelDbGet"},
+    // Records applied on the receiving node (bench/net_bench.cc) against the
+    // raw LevelDB rate of the record+oplog rows a writer must put anyway.
+    {"replication_vs_raw_leveldb", "BM_NetReplication", "BM_RawLevelDbPut/batched_1000"},
 };
 
 // A run's name without the fields Google Benchmark adds for settings

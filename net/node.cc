@@ -148,7 +148,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
                                          node->identity->public_key(), node->trust}),
         signal_(node->io),
         read_resume_(node->io),
-        timer_(node->io) {}
+        timer_(node->io) {
+    // The sync protocol is request/response (batches wait for acks, a diff
+    // descends level by level): Nagle's algorithm would hold each small frame
+    // back for the previous one's ACK. Dialed and accepted sockets both come
+    // through here. A failure only costs latency, so it is ignored.
+    error_code ignored;
+    socket_.set_option(tcp::no_delay(true), ignored);
+  }
 
   // Runs the connection to its end (returns when it is closed). `self` is
   // this connection: the coroutine frame holds it alive.

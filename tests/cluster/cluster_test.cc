@@ -350,7 +350,8 @@ class RawClient {
   // Reads what is available within `ms`.
   std::string ReadFor(int ms) {
     std::string got;
-    timeval tv{0, ms * 1000};
+    // tv_usec must stay below 1,000,000 (setsockopt refuses it otherwise).
+    timeval tv{ms / 1000, (ms % 1000) * 1000};
     setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     char buf[4096];
     const ssize_t n = recv(fd_, buf, sizeof(buf), 0);
@@ -417,10 +418,23 @@ TEST_F(ClusterTest, MalformedAndReplayedConnectionsCloseOnlyThemselves) {
     c.Send(junk);
     EXPECT_TRUE(c.ReadUntilClosed());
   }
-  {  // an oversized length prefix in place of the first handshake message
+  {  // a full hello header (net/handshake.h: "tmhs" type:u8 length:u32be) whose
+     // length is oversized: refused from the header alone, at once, not after
+     // the handshake timeout (5 s)
     RawClient c(a.port);
-    c.Send(std::string("\xff\xff\xff\xff\xff\xff\xff\xff", 8));
-    EXPECT_TRUE(c.ReadUntilClosed());
+    ASSERT_TRUE(c.connected());
+    const auto sent_at = std::chrono::steady_clock::now();
+    c.Send(std::string("tmhs\x01\xff\xff\xff\xff", 9));
+    std::string got;
+    EXPECT_TRUE(c.ReadUntilClosed(&got));
+    const auto closed_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::steady_clock::now() - sent_at)
+                               .count();
+    EXPECT_LT(closed_ms, 1500) << "closed after " << closed_ms << " ms";
+    // The refuse message (type 5) tells the peer why before the close.
+    EXPECT_EQ(got.substr(0, 5), std::string("tmhs\x05", 5));
+    EXPECT_NE(a.process->Log().find("exceeds handshake_bytes_max"), std::string::npos)
+        << a.process->Log();
   }
   std::string recorded;
   {  // a real handshake, then a tampered frame

@@ -54,6 +54,7 @@
 #include "base/crypto.h"
 #include "base/random.h"
 #include "bench/report.h"
+#include "bench/workload.h"
 #include "net/handshake.h"
 #include "net/node.h"
 #include "net/trust.h"
@@ -68,11 +69,12 @@ using std::chrono::microseconds;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-constexpr size_t kKeyBytes = 16;
-constexpr size_t kValueBytes = 100;
-constexpr int64_t kPayloadBytes = kKeyBytes + kValueBytes;
-constexpr std::string_view kMap = "bench";
-constexpr uint64_t kSeed = 20'240'602;
+using bench::Hex16;
+using bench::kKeyBytes;
+using bench::kMap;
+using bench::kPayloadBytes;
+using bench::TempDir;
+using bench::TheValues;
 constexpr size_t kBatchOps = 1000;  // per Replica::Write
 
 // BM_NetReplication: records per iteration (a block), iterations per run, runs.
@@ -116,73 +118,6 @@ double Quantile(const std::vector<double>& sorted, double q) {
   if (sorted.empty()) return 0;
   const auto i = static_cast<size_t>(q * static_cast<double>(sorted.size() - 1) + 0.5);
   return sorted[std::min(i, sorted.size() - 1)];
-}
-
-// A fresh directory under /tmp, removed with everything in it on destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = std::filesystem::temp_directory_path() / "tidemap-netbench-XXXXXX";
-    if (mkdtemp(pattern.data()) != nullptr) path_ = pattern;
-  }
-  ~TempDir() {
-    if (path_.empty()) return;
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  bool ok() const { return !path_.empty(); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-// splitmix64's finalizer: distinct indexes give distinct keys spread over the
-// key space (the keys bench/replica_bench.cc writes).
-uint64_t Mix(uint64_t x) {
-  x += 0x9e37'79b9'7f4a'7c15;
-  x = (x ^ (x >> 30)) * 0xbf58'476d'1ce4'e5b9;
-  x = (x ^ (x >> 27)) * 0x94d0'49bb'1331'11eb;
-  return x ^ (x >> 31);
-}
-
-// 16 hex digits of `x`.
-std::string Hex16(uint64_t x) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string key(kKeyBytes, '0');
-  for (size_t i = 0; i < kKeyBytes; ++i) {
-    key[kKeyBytes - 1 - i] = kHex[x & 0xf];
-    x >>= 4;
-  }
-  return key;
-}
-
-// The key of logical write `index`: random-looking, as the raw baseline's.
-std::string KeyAt(uint64_t index) { return Hex16(Mix(index)); }
-
-// 100-byte values cut from a random buffer, so blocks do not compress to nothing.
-class Values {
- public:
-  Values() : bytes_(kBufferBytes, '\0') {
-    SeededRandom rng(kSeed);
-    for (char& c : bytes_) c = static_cast<char>(rng.Next64());
-  }
-  std::string_view At(uint64_t index) const {
-    return std::string_view(bytes_).substr((index * 101) % (kBufferBytes - kValueBytes),
-                                           kValueBytes);
-  }
-
- private:
-  static constexpr size_t kBufferBytes = size_t{1} << 20;
-  std::string bytes_;
-};
-
-const Values& TheValues() {
-  static const Values values;
-  return values;
 }
 
 std::shared_ptr<spdlog::logger> QuietLogger() {
@@ -245,7 +180,7 @@ struct Peer {
 
 // Two nodes that trust each other: a listens, b dials a.
 struct Pair {
-  TempDir root;
+  TempDir root{"tidemap-netbench"};
   Peer a;
   Peer b;
 
@@ -281,7 +216,7 @@ Status WriteRange(Replica* replica, uint64_t first, uint64_t count) {
   for (uint64_t start = first; start < first + count; start += kBatchOps) {
     WriteBatch batch;
     for (uint64_t i = start; i < std::min(first + count, start + kBatchOps); ++i) {
-      batch.Put(kMap, KeyAt(i), TheValues().At(i));
+      batch.Put(kMap, bench::KeyString(i), TheValues().At(i));
     }
     auto v = replica->Write(batch);
     if (!v.ok()) return v.status();

@@ -32,6 +32,7 @@
 #include "base/clock.h"
 #include "base/coding.h"
 #include "base/random.h"
+#include "bench/workload.h"
 #include "oplog/oplog.h"
 #include "replica/replica.h"
 #include "storage/rows.h"
@@ -39,10 +40,14 @@
 namespace tidemap {
 namespace {
 
-constexpr size_t kKeyBytes = 16;
-constexpr size_t kValueBytes = 100;
-constexpr int64_t kPayloadBytes = kKeyBytes + kValueBytes;
-constexpr std::string_view kMap = "bench";
+using bench::KeyAt;
+using bench::KeyString;
+using bench::kKeyBytes;
+using bench::kMap;
+using bench::kPayloadBytes;
+using bench::kValueBytes;
+using bench::TempDir;
+using bench::TheValues;
 constexpr uint64_t kNodeId = 0x7469'6465'6d61'7001;  // any non-zero id
 constexpr uint64_t kSeed = 20'240'601;               // fixed: every run reads the same keys
 // Preloaded keys for the read benchmarks.
@@ -75,77 +80,6 @@ void CommonSync(benchmark::internal::Benchmark* b) {
       ->UseRealTime()
       ->Repetitions(kSyncRepetitions)
       ->DisplayAggregatesOnly();
-}
-
-// A fresh directory under /tmp, removed with everything in it on destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "tidemap-bench-XXXXXX");
-    if (mkdtemp(pattern.data()) != nullptr) path_ = pattern;
-  }
-  ~TempDir() {
-    if (path_.empty()) return;
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  bool ok() const { return !path_.empty(); }
-  // The database directory inside (LevelDB creates it).
-  std::string db() const { return path_ + "/db"; }
-
- private:
-  std::string path_;
-};
-
-// splitmix64's finalizer: a bijection on 64-bit values, so distinct indexes
-// give distinct keys that are spread uniformly over the key space.
-uint64_t Mix(uint64_t x) {
-  x += 0x9e37'79b9'7f4a'7c15;
-  x = (x ^ (x >> 30)) * 0xbf58'476d'1ce4'e5b9;
-  x = (x ^ (x >> 27)) * 0x94d0'49bb'1331'11eb;
-  return x ^ (x >> 31);
-}
-
-// Writes the 16-byte key of logical write `index` (hex of Mix(index)) into `out`.
-void KeyAt(uint64_t index, char out[kKeyBytes]) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  uint64_t x = Mix(index);
-  for (size_t i = 0; i < kKeyBytes; ++i) {
-    out[kKeyBytes - 1 - i] = kHex[x & 0xf];
-    x >>= 4;
-  }
-}
-
-std::string KeyString(uint64_t index) {
-  std::string key(kKeyBytes, '\0');
-  KeyAt(index, key.data());
-  return key;
-}
-
-// 100-byte values cut from a random buffer, so that blocks do not compress to
-// nothing (LevelDB snappy-compresses tables).
-class Values {
- public:
-  Values() : bytes_(kBufferBytes, '\0') {
-    SeededRandom rng(kSeed);
-    for (char& c : bytes_) c = static_cast<char>(rng.Next64());
-  }
-  std::string_view At(uint64_t index) const {
-    return std::string_view(bytes_).substr((index * 101) % (kBufferBytes - kValueBytes),
-                                           kValueBytes);
-  }
-
- private:
-  static constexpr size_t kBufferBytes = size_t{1} << 20;
-  std::string bytes_;
-};
-
-const Values& TheValues() {
-  static const Values values;
-  return values;
 }
 
 // Row sizes, taken from the real encoders so they follow format changes.

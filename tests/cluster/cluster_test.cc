@@ -430,7 +430,9 @@ TEST_F(ClusterTest, MalformedAndReplayedConnectionsCloseOnlyThemselves) {
     const auto closed_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                std::chrono::steady_clock::now() - sent_at)
                                .count();
-    EXPECT_LT(closed_ms, 1500) << "closed after " << closed_ms << " ms";
+    // Well under the 5 s a wait for the timeout would take, with room for a
+    // loaded machine.
+    EXPECT_LT(closed_ms, 4000) << "closed after " << closed_ms << " ms";
     // The refuse message (type 5) tells the peer why before the close.
     EXPECT_EQ(got.substr(0, 5), std::string("tmhs\x05", 5));
     EXPECT_NE(a.process->Log().find("exceeds handshake_bytes_max"), std::string::npos)

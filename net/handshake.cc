@@ -204,6 +204,12 @@ Status Handshake::Feed(std::string_view in, std::string* out, size_t* consumed) 
       in_.append(in.data(), n);
       in.remove_prefix(n);
       *consumed += n;
+      // Bytes that cannot start a header end the handshake at once, not
+      // after the handshake timeout while holding a pending slot.
+      if (!header_parsed_ && !kHandshakeMagic.starts_with(std::string_view(in_).substr(
+                                 0, std::min(in_.size(), kHandshakeMagic.size())))) {
+        return Malformed("bad magic (not a tidemap peer?)", out);
+      }
       if (in_.size() < target) break;
     }
     if (!header_parsed_) {

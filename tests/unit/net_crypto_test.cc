@@ -591,6 +591,19 @@ TEST_F(HandshakeTest, MalformedAndOversizedMessagesAreRefusedFromTheHeader) {
     EXPECT_EQ(consumed, internal::kHandshakeHeaderBytes);
     EXPECT_EQ(Types(out), std::vector<uint8_t>{T(HandshakeType::kRefuse)});
   }
+  {  // One wrong byte is enough: no waiting for a whole header (and the
+     // handshake timeout) to find out.
+    Handshake r(Role::kResponder, ConfigFor(b_, &trust_));
+    std::string out;
+    size_t consumed = 0;
+    ASSERT_TRUE(r.Start(&out).ok());
+    ASSERT_TRUE(r.Feed("tm", &out, &consumed).ok());  // a prefix of the magic: wait
+    EXPECT_EQ(consumed, 2u);
+    const Status s = r.Feed("x", &out, &consumed);
+    EXPECT_TRUE(s.IsCorruption()) << s.ToString();
+    EXPECT_EQ(s.message(), "malformed handshake: bad magic (not a tidemap peer?)");
+    EXPECT_EQ(Types(out), std::vector<uint8_t>{T(HandshakeType::kRefuse)});
+  }
   {  // A 2 GiB length: refused after its 9-byte header, nothing buffered for it.
     Handshake r(Role::kResponder, ConfigFor(b_, &trust_));
     std::string out;

@@ -495,6 +495,9 @@ void Simulation::Configure() {
   c.sync.batch_bytes_max = kBatchBytes[rng_.Uniform(std::size(kBatchBytes))];
   c.sync.batches_in_flight_max = 1 + rng_.Uniform(4);
   c.sync.diff_chunk_bytes_max = kChunkBytes[rng_.Uniform(std::size(kChunkBytes))];
+  // Small windows make a diff's records move over many polls, across faults.
+  static constexpr size_t kWindowBytes[] = {256, 4096, size_t{4} << 20};
+  c.sync.records_window_bytes = kWindowBytes[rng_.Uniform(std::size(kWindowBytes))];
   c.sync.diff_interval_ms = 1'500 + rng_.Uniform(6'500);
   c.sync.refused_retry_ms = 200 + rng_.Uniform(1'300);
   if (!params_.periodic_diffs) c.sync.diff_interval_ms = 0;
@@ -582,6 +585,7 @@ std::string Simulation::DescribeConfig() const {
        std::to_string(c.sync.batch_bytes_max) + "B x" +
        std::to_string(c.sync.batches_in_flight_max) +
        " chunk=" + std::to_string(c.sync.diff_chunk_bytes_max) +
+       "B window=" + std::to_string(c.sync.records_window_bytes) +
        "B diff_every=" + std::to_string(c.sync.diff_interval_ms) +
        "ms retry=" + std::to_string(c.sync.refused_retry_ms) + "ms)";
   s += " poll=" + std::to_string(c.poll_ms) + "ms" +

@@ -29,6 +29,7 @@
 #include "net/frame.h"
 #include "net/handshake.h"
 #include "net/trust.h"
+#include "server/http_client.h"
 #include "storage/identity.h"
 #include "tests/support/process.h"
 #include "tests/support/test_util.h"
@@ -217,6 +218,28 @@ TEST_F(ClusterTest, FullMeshOfThreeConverges) {
   EXPECT_EQ(st["keys"], 60) << st.dump();
   EXPECT_TRUE(PeerEntry(a, b)["connected"].get<bool>());
   EXPECT_TRUE(PeerEntry(a, c)["connected"].get<bool>());
+
+  // A live node's metrics, with real peers behind them, pass promtool.
+  HttpClientOptions client;
+  client.address = a.http();
+  Result<HttpReply> metrics = HttpCall(client, "GET", "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status().ToString();
+  ASSERT_EQ(metrics->status, 200);
+  const std::string& m = metrics->body;
+  const std::string peer_b = "{peer=\"" + Status(b)["node_id"].get<std::string>() + "\"}";
+  const std::vector<std::string> lines = {"tidemap_peer_connected" + peer_b + " 1\n",
+                                          "tidemap_peer_lag_records" + peer_b + " 0\n",
+                                          "tidemap_writes_total 21\n", "tidemap_keys 60\n"};
+  for (const std::string& line : lines) {
+    EXPECT_NE(m.find(line), std::string::npos) << "missing: " << line << "\n" << m;
+  }
+  EXPECT_NE(m.find("tidemap_peer_received_bytes_total" + peer_b), std::string::npos) << m;
+  bool missing = false;
+  EXPECT_EQ(testing::PromtoolCheck(m, &missing), "") << m;
+  if (missing) {
+    ASSERT_EQ(std::getenv("CI"), nullptr) << "promtool must be installed in CI";
+    GTEST_SKIP() << "promtool not installed (Debian package prometheus)";
+  }
 }
 
 TEST_F(ClusterTest, ChainConvergesAndADialOutOnlyNodeSyncsBothWays) {

@@ -13,9 +13,14 @@
 
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
+
+#include "tests/support/test_util.h"
 
 extern char** environ;
 
@@ -281,6 +286,20 @@ uint16_t FreeTcpPort() {
   }
   close(fd);
   return port;
+}
+
+std::string PromtoolCheck(const std::string& text, bool* missing) {
+  *missing = std::system("command -v promtool >/dev/null 2>&1") != 0;
+  if (*missing) return "";
+  const std::string dir = MakeTempDir("tidemap-promtool");
+  const std::string in = dir + "/metrics.txt", out = dir + "/out.txt";
+  std::ofstream(in, std::ios::binary) << text;
+  const int rc = std::system(("promtool check metrics < " + in + " > " + out + " 2>&1").c_str());
+  std::ifstream f(out);
+  std::string output((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  return rc == 0 ? "" : "promtool failed: " + output;
 }
 
 }  // namespace tidemap::testing

@@ -313,21 +313,6 @@ std::string AllBytes() {
   return s;
 }
 
-// Runs `promtool check metrics` on `text`; "" when it passes, else its output.
-// Sets *missing when promtool is not installed.
-std::string Promtool(const std::string& text, bool* missing) {
-  *missing = std::system("command -v promtool >/dev/null 2>&1") != 0;
-  if (*missing) return "";
-  const std::string dir = testing::MakeTempDir("tidemap-promtool");
-  const std::string in = dir + "/metrics.txt", out = dir + "/out.txt";
-  std::ofstream(in, std::ios::binary) << text;
-  const int rc = std::system(("promtool check metrics < " + in + " > " + out + " 2>&1").c_str());
-  std::ifstream f(out);
-  std::string output((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  std::filesystem::remove_all(dir);
-  return rc == 0 ? "" : "promtool failed: " + output;
-}
-
 // ---- fixture ----
 
 class HttpTest : public ::testing::Test {
@@ -684,8 +669,11 @@ TEST_F(HttpTest, MetricsPassPromtoolAndCount) {
     EXPECT_NE(m.find(line), std::string::npos) << "missing: " << line << "\n" << m;
   }
   bool missing = false;
-  EXPECT_EQ(Promtool(m, &missing), "") << m;
-  if (missing) GTEST_SKIP() << "promtool not installed (Debian package prometheus)";
+  EXPECT_EQ(testing::PromtoolCheck(m, &missing), "") << m;
+  if (missing) {
+    ASSERT_EQ(std::getenv("CI"), nullptr) << "promtool must be installed in CI";
+    GTEST_SKIP() << "promtool not installed (Debian package prometheus)";
+  }
 }
 
 TEST(MetricsTest, RenderWithoutTransportPassesPromtool) {
@@ -698,8 +686,11 @@ TEST(MetricsTest, RenderWithoutTransportPassesPromtool) {
   EXPECT_NE(m.find("tidemap_refused_connections_total{reason=\"http_connections_max\"} 1\n"),
             std::string::npos);
   bool missing = false;
-  EXPECT_EQ(Promtool(m, &missing), "") << m;
-  if (missing) GTEST_SKIP() << "promtool not installed (Debian package prometheus)";
+  EXPECT_EQ(testing::PromtoolCheck(m, &missing), "") << m;
+  if (missing) {
+    ASSERT_EQ(std::getenv("CI"), nullptr) << "promtool must be installed in CI";
+    GTEST_SKIP() << "promtool not installed (Debian package prometheus)";
+  }
 }
 
 // ---- errors and limits ----

@@ -1,5 +1,5 @@
-// The sync protocol's wire codec: msg::Message <-> a flat Cap'n Proto message
-// of schemas/sync.capnp.
+// The sync protocol's wire codec: msg::Message <-> a packed Cap'n Proto
+// message of schemas/sync.capnp.
 //
 // Frame payload: the standard Cap'n Proto serialization (segment table, then
 // the segments) with Cap'n Proto's packing (capnp::writePackedMessage).
@@ -8,8 +8,8 @@
 // little on the bulk of a sync (records are a blob, digests and summaries
 // are random: 0-3%, tests/unit/codec_test.cc, CodecSizes.Report, prints the
 // numbers) but nearly halves the small control messages, whose fixed-width
-// fields are mostly zero bytes: a Hello, all two replicas with equal trees
-// exchange, packs from 112 bytes to about 60. Unpacking is bounded before it
+// fields are mostly zero bytes: a Hello (all that two replicas with equal
+// trees exchange) packs from 112 bytes to about 60. Unpacking is bounded before it
 // allocates: 2 packed bytes can stand for 256 zero words, so the segment
 // table's sizes are read first and their total, unpacked, must be within
 // frame_bytes_max too.

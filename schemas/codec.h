@@ -1,5 +1,5 @@
 // The wire codec of the sync protocol: msg::Message <-> one frame payload
-// (a flat Cap'n Proto message of schemas/sync.capnp, protocol version 1).
+// (a packed Cap'n Proto message of schemas/sync.capnp, protocol version 1).
 //
 // The generated Cap'n Proto code stays inside schemas/; this header speaks
 // only our types. Nothing here throws: Cap'n Proto's exceptions are caught
@@ -22,7 +22,8 @@ namespace tidemap {
 // Hard limits a decoder applies to bytes from a peer, checked before the
 // memory they would cost is allocated.
 struct DecodeLimits {
-  // Whole frame payload. Checked first, before anything is copied.
+  // Whole frame payload, checked first, before anything is copied; and
+  // what it unpacks to, checked before that is allocated.
   size_t frame_bytes_max = size_t{32} << 20;
   // Cap'n Proto's traversal limit (words read, counting re-reads of shared
   // pointers), which bounds pointer-aliasing amplification. Also bounds the

@@ -28,6 +28,10 @@ constexpr RatioSpec kRatios[] = {
     {"batch_put_vs_raw_leveldb", "BM_ReplicaBatchPut1000", "BM_RawLevelDbPut/batched_1000"},
     {"sync_8_writers_vs_1", "BM_ReplicaPutSync/threads:8", "BM_ReplicaPutSync/threads:1"},
     {"get_vs_raw_leveldb", "BM_ReplicaGet", "BM_RawLevelDbGet"},
+    // The share of a local put's time that the in-memory tree update takes
+    // (bucket, two item digests, Apply): puts/s over updates/s. The tree's
+    // rows (the key-hash index row, leaf checkpoints) are inside the put.
+    {"merkle_update_share_of_local_put", "BM_ReplicaPut/relaxed", "BM_MerkleUpdateKey"},
     // Records applied on the receiving node (bench/net_bench.cc) against the
     // raw LevelDB rate of the record+oplog rows a writer must put anyway.
     {"replication_vs_raw_leveldb", "BM_NetReplication", "BM_RawLevelDbPut/batched_1000"},

@@ -204,8 +204,9 @@ Status Handshake::Feed(std::string_view in, std::string* out, size_t* consumed) 
       in_.append(in.data(), n);
       in.remove_prefix(n);
       *consumed += n;
-      // Bytes that cannot start a header end the handshake at once, not
-      // after the handshake timeout while holding a pending slot.
+      // The magic is checked as its bytes arrive (ParseHeader checks the
+      // rest): bytes that cannot start a header end the handshake at once,
+      // not after the handshake timeout while holding a pending slot.
       if (!header_parsed_ && !kHandshakeMagic.starts_with(std::string_view(in_).substr(
                                  0, std::min(in_.size(), kHandshakeMagic.size())))) {
         return Malformed("bad magic (not a tidemap peer?)", out);
@@ -225,12 +226,10 @@ Status Handshake::Feed(std::string_view in, std::string* out, size_t* consumed) 
   return status_;
 }
 
-// Checks the complete header in in_ against the state: the magic, a type the
-// state expects and a length within the limit, before the body is buffered.
+// Checks the complete header in in_ against the state (Feed checked the
+// magic as it arrived): a type the state expects and a length within the
+// limit, before the body is buffered.
 Status Handshake::ParseHeader(std::string* out) {
-  if (std::string_view(in_).substr(0, kHandshakeMagic.size()) != kHandshakeMagic) {
-    return Malformed("bad magic (not a tidemap peer?)", out);
-  }
   in_type_ = static_cast<uint8_t>(in_[4]);
   in_body_bytes_ = DecodeFixed32BE(in_.data() + 5);
   const size_t message_bytes = kHandshakeHeaderBytes + in_body_bytes_;

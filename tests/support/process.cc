@@ -288,9 +288,11 @@ uint16_t FreeTcpPort() {
   return port;
 }
 
-std::string PromtoolCheck(const std::string& text, bool* missing) {
-  *missing = std::system("command -v promtool >/dev/null 2>&1") != 0;
-  if (*missing) return "";
+bool ExpectPromtoolPasses(const std::string& text) {
+  if (std::system("command -v promtool >/dev/null 2>&1") != 0) {
+    EXPECT_EQ(std::getenv("CI"), nullptr) << "promtool must be installed in CI";
+    return false;
+  }
   const std::string dir = MakeTempDir("tidemap-promtool");
   const std::string in = dir + "/metrics.txt", out = dir + "/out.txt";
   std::ofstream(in, std::ios::binary) << text;
@@ -299,7 +301,8 @@ std::string PromtoolCheck(const std::string& text, bool* missing) {
   std::string output((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
-  return rc == 0 ? "" : "promtool failed: " + output;
+  EXPECT_EQ(rc, 0) << "promtool failed: " << output << "\n" << text;
+  return true;
 }
 
 }  // namespace tidemap::testing

@@ -64,11 +64,12 @@ uint16_t FreeTcpPort();
 // errno set when the connect failed. The caller closes it.
 int ConnectLoopback(uint16_t port);
 
-// Runs `promtool check metrics` (Debian package prometheus) on a Prometheus
-// text exposition: "" when it passes, else promtool's output. Sets *missing
-// (and returns "") when promtool is not installed; callers skip then, except
-// under CI (the CI environment variable set), where it must be there.
-std::string PromtoolCheck(const std::string& text, bool* missing);
+// Checks a Prometheus text exposition with `promtool check metrics` (Debian
+// package prometheus): a test failure, with promtool's output, when it is
+// rejected, and when promtool is missing under CI (the CI environment
+// variable set), where it must be there. Returns false when promtool is
+// missing, so that the caller skips: `if (!ExpectPromtoolPasses(m)) GTEST_SKIP()`.
+bool ExpectPromtoolPasses(const std::string& text);
 
 // Calls `done` every `interval_ms` until it returns true or `timeout_ms`
 // passed; returns its last result.

@@ -15,6 +15,7 @@
 #include <leveldb/env.h>
 #include <leveldb/helpers/memenv.h>
 
+#include <functional>
 #include <map>
 
 #include "replica/sync.h"
@@ -111,27 +112,37 @@ class SyncTest : public ::testing::Test {
     return link;
   }
 
+  // What a call of Start, Poll or Receive appended to `out`: the messages
+  // from index `from` on.
+  using Observer = std::function<void(const std::vector<msg::Message>& out, size_t from)>;
+
   // Runs the link until both sides are idle; returns the number of exchange
   // rounds (each round delivers everything queued in both directions).
-  int Pump(Link& link, bool start = true, uint64_t now_ms = kStartMs, int rounds_max = 100) {
+  // `observe`, when given, sees what each call appended.
+  int Pump(Link& link, bool start = true, uint64_t now_ms = kStartMs, int rounds_max = 100,
+           const Observer& observe = {}) {
     std::vector<msg::Message> to_b, to_a;
+    auto call = [&](std::vector<msg::Message>* out, auto&& fn) {
+      const size_t from = out->size();
+      const Status s = fn(out);
+      EXPECT_TRUE(s.ok()) << s.ToString();
+      if (observe) observe(*out, from);
+    };
     if (start) {
-      EXPECT_TRUE(link.a->Start(now_ms, &to_b).ok());
-      EXPECT_TRUE(link.b->Start(now_ms, &to_a).ok());
+      call(&to_b, [&](auto* out) { return link.a->Start(now_ms, out); });
+      call(&to_a, [&](auto* out) { return link.b->Start(now_ms, out); });
     }
     int rounds = 0;
     for (; rounds < rounds_max; ++rounds) {
-      EXPECT_TRUE(link.a->Poll(now_ms, &to_b).ok());
-      EXPECT_TRUE(link.b->Poll(now_ms, &to_a).ok());
+      call(&to_b, [&](auto* out) { return link.a->Poll(now_ms, out); });
+      call(&to_a, [&](auto* out) { return link.b->Poll(now_ms, out); });
       if (to_a.empty() && to_b.empty()) break;
       std::vector<msg::Message> next_b, next_a;
       for (const auto& m : to_b) {
-        Status s = link.b->Receive(m, now_ms, &next_a);
-        EXPECT_TRUE(s.ok()) << s.ToString();
+        call(&next_a, [&](auto* out) { return link.b->Receive(m, now_ms, out); });
       }
       for (const auto& m : to_a) {
-        Status s = link.a->Receive(m, now_ms, &next_b);
-        EXPECT_TRUE(s.ok()) << s.ToString();
+        call(&next_b, [&](auto* out) { return link.a->Receive(m, now_ms, out); });
       }
       to_b = std::move(next_b);
       to_a = std::move(next_a);
@@ -273,48 +284,13 @@ size_t RecordBytesFrom(const std::vector<msg::Message>& messages, size_t from) {
 struct WindowedRun {
   size_t max_call_bytes = 0;
   int calls_with_records = 0;
-};
 
-// Like Pump, but it measures every call (a transport polls when its send
-// queue has room; here, once a round).
-WindowedRun PumpMeasuringWindows(SyncSession& a, SyncSession& b, uint64_t now_ms) {
-  WindowedRun run;
-  std::vector<msg::Message> to_b, to_a;
-  auto measure = [&](std::vector<msg::Message>* out, size_t before) {
-    const size_t bytes = RecordBytesFrom(*out, before);
-    run.max_call_bytes = std::max(run.max_call_bytes, bytes);
-    if (bytes > 0) ++run.calls_with_records;
-  };
-  EXPECT_TRUE(a.Start(now_ms, &to_b).ok());
-  EXPECT_TRUE(b.Start(now_ms, &to_a).ok());
-  for (int round = 0; round < 1000; ++round) {
-    size_t before = to_b.size();
-    EXPECT_TRUE(a.Poll(now_ms, &to_b).ok());
-    measure(&to_b, before);
-    before = to_a.size();
-    EXPECT_TRUE(b.Poll(now_ms, &to_a).ok());
-    measure(&to_a, before);
-    if (to_a.empty() && to_b.empty()) break;
-    std::vector<msg::Message> next_b, next_a;
-    for (const auto& m : to_b) {
-      before = next_a.size();
-      Status s = b.Receive(m, now_ms, &next_a);
-      EXPECT_TRUE(s.ok()) << s.ToString();
-      measure(&next_a, before);
-    }
-    for (const auto& m : to_a) {
-      before = next_b.size();
-      Status s = a.Receive(m, now_ms, &next_b);
-      EXPECT_TRUE(s.ok()) << s.ToString();
-      measure(&next_b, before);
-    }
-    to_b = std::move(next_b);
-    to_a = std::move(next_a);
+  void Observe(const std::vector<msg::Message>& out, size_t from) {
+    const size_t bytes = RecordBytesFrom(out, from);
+    max_call_bytes = std::max(max_call_bytes, bytes);
+    if (bytes > 0) ++calls_with_records;
   }
-  EXPECT_TRUE(a.Idle());
-  EXPECT_TRUE(b.Idle());
-  return run;
-}
+};
 
 constexpr size_t kWindowBytes = 64 << 10;
 constexpr size_t kChunkBytes = 16 << 10;
@@ -345,7 +321,12 @@ TEST_F(SyncTest, DiffRecordsMoveAWindowAtATime) {
   for (int i = 0; i < 300; ++i) wb.Put("m", "b" + std::to_string(i), std::string(kValueBytes, 'y'));
   ASSERT_TRUE(b.replica->Write(wb).ok());
   Link link = Connect(1, 2, WindowedOptions());
-  const WindowedRun run = PumpMeasuringWindows(*link.a, *link.b, kStartMs);
+  // A transport polls when its send queue has room; here, once a round.
+  WindowedRun run;
+  Pump(link, true, kStartMs, 1000,
+       [&](const std::vector<msg::Message>& out, size_t from) { run.Observe(out, from); });
+  EXPECT_TRUE(link.a->Idle());
+  EXPECT_TRUE(link.b->Idle());
   ExpectConverged({1, 2});
   EXPECT_EQ(b.replica->Stats()->keys, 2300u);
   EXPECT_LE(run.max_call_bytes, kWindowBytes + kChunkBytes + kValueBytes + 16);
@@ -367,7 +348,12 @@ TEST_F(SyncTest, OriginResyncMovesAWindowAtATime) {
   ExpectConverged({1, 2});
   Wipe(1);
   Link link = Connect(1, 2, WindowedOptions());
-  const WindowedRun run = PumpMeasuringWindows(*link.a, *link.b, kStartMs);
+  // A transport polls when its send queue has room; here, once a round.
+  WindowedRun run;
+  Pump(link, true, kStartMs, 1000,
+       [&](const std::vector<msg::Message>& out, size_t from) { run.Observe(out, from); });
+  EXPECT_TRUE(link.a->Idle());
+  EXPECT_TRUE(link.b->Idle());
   ExpectConverged({1, 2});
   EXPECT_EQ(nodes_[1].replica->Stats()->keys, 900u);
   EXPECT_FALSE(link.b->stats().peer_reset.empty());

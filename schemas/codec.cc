@@ -642,23 +642,23 @@ Result<kj::Array<capnp::word>> Unpack(std::string_view packed, const DecodeLimit
   kj::ArrayInputStream in(
       kj::arrayPtr(reinterpret_cast<const kj::byte*>(packed.data()), packed.size()));
   capnp::_::PackedInputStream unpacker(in);
-  auto size_at = [](const kj::Array<capnp::word>& words, size_t i) {  // i-th 4-byte LE field
-    const auto* p = reinterpret_cast<const unsigned char*>(words.begin()) + 4 * i;
+  auto size_at = [](const capnp::word* words, size_t i) {  // the i-th 4-byte LE field
+    const auto* p = reinterpret_cast<const unsigned char*>(words) + 4 * i;
     return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
   };
-  kj::Array<capnp::word> first = kj::heapArray<capnp::word>(1);
-  unpacker.read(first.begin(), sizeof(capnp::word));
-  const uint64_t segments = uint64_t{size_at(first, 0)} + 1;
+  capnp::word first;
+  unpacker.read(&first, sizeof(first));
+  const uint64_t segments = uint64_t{size_at(&first, 0)} + 1;
   if (segments > kSegmentsMax) {
     return Status::InvalidArgument("sync frame: " + Str(segments) + " segments, over " +
                                    Str(kSegmentsMax));
   }
   const size_t table_words = segments / 2 + 1;  // (1 + segments) 4-byte fields, word-padded
   kj::Array<capnp::word> table = kj::heapArray<capnp::word>(table_words);
-  table[0] = first[0];
+  table[0] = first;
   if (table_words > 1) unpacker.read(&table[1], (table_words - 1) * sizeof(capnp::word));
   uint64_t total = table_words;
-  for (uint64_t i = 0; i < segments; ++i) total += size_at(table, 1 + i);
+  for (uint64_t i = 0; i < segments; ++i) total += size_at(table.begin(), 1 + i);
   if (total * sizeof(capnp::word) > limits.frame_bytes_max) {
     return Status::InvalidArgument("sync frame: unpacks to " + Str(total * sizeof(capnp::word)) +
                                    " bytes, over frame_bytes_max " + Str(limits.frame_bytes_max));

@@ -258,7 +258,7 @@ struct Replica::Impl {
   // Only the leader (or whoever holds commit_mu) touches these.
   uint64_t reserved_bound_ms = 0;
   KeyFilter key_filter;
-  uint64_t writes_since_open = 0;
+  uint64_t writes_since_open = 0;  // ops (local or remote) processed, not writers
   // Live records and tombstones per Merkle bucket (what leaf rows persist).
   std::vector<uint32_t> bucket_live, bucket_tombs;
   // Buckets whose leaf changed since the last checkpoint: the persisted leaf
@@ -394,7 +394,9 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
   }
   // The filter is built only once this process has written a little, so a
   // one-shot CLI command never pays for the scan; it doubles when full.
-  writes_since_open += group.size();
+  for (const Writer* w : group) {
+    writes_since_open += w->remote ? w->remote_records.size() : w->local->size();
+  }
   if (writes_since_open >= 64 && (!key_filter.ready() || key_filter.full())) {
     (void)BuildKeyFilter(live_count + tomb_count);  // on failure every write reads first
   }

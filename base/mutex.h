@@ -3,6 +3,7 @@
 #ifndef TIDEMAP_BASE_MUTEX_H_
 #define TIDEMAP_BASE_MUTEX_H_
 
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 
@@ -51,6 +52,14 @@ class CondVar {
     std::unique_lock<std::mutex> lock(mu_->native(), std::adopt_lock);
     cv_.wait(lock);
     lock.release();
+  }
+  // Waits until signalled or `deadline` passed (spurious wake-ups too).
+  // Returns false once the deadline passed.
+  bool WaitUntil(std::chrono::steady_clock::time_point deadline) TIDEMAP_REQUIRES(mu_) {
+    std::unique_lock<std::mutex> lock(mu_->native(), std::adopt_lock);
+    const bool signalled = cv_.wait_until(lock, deadline) == std::cv_status::no_timeout;
+    lock.release();
+    return signalled;
   }
   void Signal() { cv_.notify_one(); }
   void SignalAll() { cv_.notify_all(); }

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <map>
+#include <thread>
 #include <unordered_map>
 
 #include "base/coding.h"
@@ -20,6 +22,8 @@ namespace {
 constexpr size_t kScanLimitMax = 10'000;
 // Tombstones one PurgeTombstones batch deletes at most.
 constexpr size_t kPurgeBatchMax = 10'000;
+// The group-commit wait tracks at most this many threads of the last group.
+constexpr size_t kGroupThreadsTracked = 64;
 
 // The deterministic tie rule for equal (hlc, origin) with different bytes,
 // which honest peers never produce: the greater digest of (tombstone, value) wins.
@@ -202,6 +206,7 @@ struct Replica::Impl {
     ApplyResult apply;
     bool done = false;
     CondVar cv;
+    std::thread::id thread = std::this_thread::get_id();
   };
 
   // A change to announce once its group committed.
@@ -226,6 +231,15 @@ struct Replica::Impl {
 
   Mutex mu;
   std::deque<Writer*> writers TIDEMAP_GUARDED_BY(mu);
+  // Group-commit wait (see ReplicaOptions::group_commit_wait_max_us): the
+  // threads of the last group, whether a leader is waiting for them, and a
+  // moving average of a synced commit's duration.
+  std::vector<std::thread::id> last_group_threads TIDEMAP_GUARDED_BY(mu);
+  bool leader_waiting TIDEMAP_GUARDED_BY(mu) = false;
+  std::atomic<int64_t> sync_commit_ns{0};
+  // The leader `w` waits for the threads of the last group to queue again.
+  void AwaitLastGroup(Writer* w) TIDEMAP_REQUIRES(mu);
+  bool LastGroupQueued(const Writer* w) const TIDEMAP_REQUIRES(mu);
   // Held by the pipeline leader while it processes and commits a group, and by
   // Scrub(), which needs a moment when no commit is half done.
   Mutex commit_mu;
@@ -337,17 +351,26 @@ Result<Digest128> Replica::Impl::LoadContent(const std::string& row_key) const {
 Status Replica::Impl::Commit(Writer* w) {
   mu.Lock();
   writers.push_back(w);
+  // A leader waiting for the last group's threads recounts on each arrival.
+  if (leader_waiting && writers.front() != w) writers.front()->cv.Signal();
   while (!w->done && w != writers.front()) w->cv.Wait();
   if (w->done) {
     mu.Unlock();
     return w->status;
   }
+  AwaitLastGroup(w);
   std::vector<Writer*> group;
   size_t group_bytes = 0;
+  last_group_threads.clear();
   for (Writer* x : writers) {
     if (!group.empty() && group_bytes + x->bytes > options.group_commit_bytes_max) break;
     group.push_back(x);
     group_bytes += x->bytes;
+    if (last_group_threads.size() < kGroupThreadsTracked &&
+        std::find(last_group_threads.begin(), last_group_threads.end(), x->thread) ==
+            last_group_threads.end()) {
+      last_group_threads.push_back(x->thread);
+    }
   }
   mu.Unlock();
 
@@ -370,6 +393,33 @@ Status Replica::Impl::Commit(Writer* w) {
   }
   mu.Unlock();
   return w->status;
+}
+
+bool Replica::Impl::LastGroupQueued(const Writer* w) const {
+  for (const std::thread::id& t : last_group_threads) {
+    if (t == w->thread) continue;
+    if (std::none_of(writers.begin(), writers.end(), [&](const Writer* x) { return x->thread == t; })) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void Replica::Impl::AwaitLastGroup(Writer* w) {
+  // Only a synced commit is worth waiting for, and only for others' threads.
+  if (options.durability != Durability::kSync || options.group_commit_wait_max_us == 0 ||
+      LastGroupQueued(w)) {
+    return;
+  }
+  // Steady time bounds this wait only; no decision about data depends on it.
+  const int64_t wait_ns =
+      std::min<int64_t>(sync_commit_ns.load(std::memory_order_relaxed) / 2,
+                        int64_t{options.group_commit_wait_max_us} * 1000);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(wait_ns);
+  leader_waiting = true;
+  while (!LastGroupQueued(w) && w->cv.WaitUntil(deadline)) {
+  }
+  leader_waiting = false;
 }
 
 Status Replica::Impl::BuildKeyFilter(uint64_t stored_keys) {
@@ -589,7 +639,16 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
                           now_ms - checkpoint_ms >= options.checkpoint_interval_ms;
   if (checkpoint) AppendCheckpoint(&batch, seq, leaf_deltas);
 
+  const auto write_start = std::chrono::steady_clock::now();
   const Status written = store->Write(&batch, sync);
+  if (sync) {
+    // A moving average (1/8 weight for the newest) for AwaitLastGroup.
+    const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           std::chrono::steady_clock::now() - write_start)
+                           .count();
+    const int64_t avg = sync_commit_ns.load(std::memory_order_relaxed);
+    sync_commit_ns.store(avg == 0 ? ns : avg + (ns - avg) / 8, std::memory_order_relaxed);
+  }
   if (!written.ok()) {
     for (Writer* w : group) {
       if (w->status.ok()) {

@@ -58,6 +58,14 @@ struct ReplicaOptions {
   uint64_t hlc_reserve_ms = 1000;
   // A group commit stops collecting writers past this many bytes.
   size_t group_commit_bytes_max = size_t{4} << 20;
+  // In sync mode, a group's leader first waits for the threads of the
+  // previous group to queue again: a thread that writes in a loop comes back
+  // microseconds after its commit returned, just too late for the next group,
+  // so without the wait concurrent writers split into two alternating halves
+  // and pay twice the fsyncs. The wait ends when they are all back, or after
+  // half the recent duration of a synced commit, and never lasts longer than
+  // this. A lone writer never waits. 0: never wait.
+  uint32_t group_commit_wait_max_us = 1000;
   // Merkle leaf rows (digest and counts per bucket) and the state row are not
   // rewritten by every commit: a checkpoint writes every leaf changed since the
   // last one, inside the batch of the first group commit this long (on

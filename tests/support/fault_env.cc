@@ -28,6 +28,7 @@ class FaultEnv::File : public leveldb::WritableFile {
   leveldb::Status Flush() override { return base_->Flush(); }
 
   leveldb::Status Sync() override {
+    if (env_->sync_hook_) env_->sync_hook_(fname_);
     if (env_->write_error()) return leveldb::Status::IOError(fname_, "injected sync error");
     leveldb::Status s = base_->Sync();
     if (s.ok()) env_->OnSync(id_);

@@ -26,8 +26,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
+#include <utility>
 
 #include "base/mutex.h"
 
@@ -59,6 +61,12 @@ class FaultEnv : public leveldb::EnvWrapper {
   // While `fail` is true, WritableFile::Append and Sync on files of this Env
   // write nothing and return an IOError.
   void SetWriteError(bool fail);
+
+  // Calls `hook` with the file's name at the start of every WritableFile::Sync
+  // (to count syncs, or make them slow). Set it before the Env is in use.
+  void SetSyncHook(std::function<void(const std::string& fname)> hook) {
+    sync_hook_ = std::move(hook);
+  }
 
   // Forgets the tracking (everything written so far counts as synced) and
   // clears the write error.
@@ -95,6 +103,7 @@ class FaultEnv : public leveldb::EnvWrapper {
   std::map<uint64_t, Tracked> files_ TIDEMAP_GUARDED_BY(mu_);
   std::map<std::string, uint64_t> ids_by_name_ TIDEMAP_GUARDED_BY(mu_);
   std::atomic<bool> write_error_{false};
+  std::function<void(const std::string&)> sync_hook_;
 };
 
 }  // namespace tidemap::testing

@@ -9,6 +9,8 @@
 #include <leveldb/helpers/memenv.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -18,6 +20,7 @@
 #include "merkle/merkle.h"
 #include "replica/replica.h"
 #include "storage/rows.h"
+#include "tests/support/fault_env.h"
 #include "tests/support/test_util.h"
 
 namespace tidemap {
@@ -602,6 +605,47 @@ TEST_F(ReplicaTest, ConcurrentWritersGetDistinctVersionsAndContiguousSeqs) {
   for (const OplogEntry& e : *rows) last_by_key[e.key] = e.version;
   for (const auto& [key, v] : last_by_key) EXPECT_EQ(r->Get("m", key)->version, v);
   EXPECT_EQ(r->Stats()->keys, size_t{kThreads * 50});
+}
+
+// In sync mode a group's leader waits for the threads of the previous group
+// to queue again. Threads B and C commit together; then B writes at once and
+// C 5 ms later. B leads, waits for C (up to half of a 40 ms sync), and both
+// share one sync. Without the wait B would commit alone and C after it.
+TEST_F(ReplicaTest, SyncLeaderWaitsForTheLastGroupsThreads) {
+  testing::FaultEnv env(env_.get());
+  std::atomic<int> log_syncs{0};
+  std::atomic<bool> first_sync_entered{false};
+  env.SetSyncHook([&](const std::string& fname) {
+    if (fname.size() < 4 || fname.substr(fname.size() - 4) != ".log") return;
+    ++log_syncs;
+    first_sync_entered = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(40));
+  });
+  ReplicaOptions o = Options();
+  o.env = &env;
+  o.durability = Durability::kSync;
+  o.group_commit_wait_max_us = 2'000'000;
+  auto r = OpenReplica(std::move(o));
+  ASSERT_NE(r, nullptr);
+  log_syncs = 0;
+  first_sync_entered = false;
+
+  // A's commit holds the sync while B and C queue: they form the next group.
+  std::thread a([&] { EXPECT_TRUE(r->Put("m", "a", "1").ok()); });
+  while (!first_sync_entered) std::this_thread::yield();
+  auto writer = [&](const std::string& key, std::chrono::milliseconds pause) {
+    EXPECT_TRUE(r->Put("m", key + "1", "1").ok());
+    std::this_thread::sleep_for(pause);
+    EXPECT_TRUE(r->Put("m", key + "2", "2").ok());
+  };
+  std::thread b(writer, "b", std::chrono::milliseconds(0));
+  std::thread c(writer, "c", std::chrono::milliseconds(5));
+  a.join();
+  b.join();
+  c.join();
+  // A alone, {B, C}, then {B, C} again.
+  EXPECT_EQ(log_syncs.load(), 3);
+  EXPECT_EQ(r->Stats()->keys, 5u);
 }
 
 // ---------------------------------------------------------------------------

@@ -113,24 +113,37 @@ Status ForEachIndexRow(StoreIterator* it, uint64_t lo, uint64_t hi, Fn&& fn) {
   return it->status();
 }
 
-// Loads every persisted Merkle leaf row (digest and counts) into `tree`,
-// `live` and `tombs` (each leaf_count() long, zero where no row exists),
-// reusing `it`. Leaves the tree's inner nodes stale (RecomputeInner follows).
+// Loads every persisted Merkle page row (leaf digests and counts) into
+// `tree`, `live` and `tombs` (each leaf_count() long, zero where no row
+// exists), reusing `it`. Leaves the tree's inner nodes stale (RecomputeInner follows).
 Status LoadLeafRows(StoreIterator* it, MerkleTree* tree, std::vector<uint32_t>* live,
                     std::vector<uint32_t>* tombs) {
   live->assign(tree->leaf_count(), 0);
   tombs->assign(tree->leaf_count(), 0);
   for (it->Seek(std::string(1, rows::kMerklePrefix));
        it->Valid() && !it->key().empty() && it->key()[0] == rows::kMerklePrefix; it->Next()) {
-    uint32_t bucket = 0;
-    auto leaf = rows::DecodeLeafValue(it->value());
-    if (!rows::ParseMerkleLeafKey(it->key(), &bucket) || !leaf.ok() ||
-        bucket >= tree->leaf_count() || leaf->live > UINT32_MAX || leaf->tombstones > UINT32_MAX) {
-      return Status::Corruption("malformed Merkle leaf row");
+    uint32_t page = 0;
+    if (!rows::ParseMerklePageKey(it->key(), &page) ||
+        page >= (tree->leaf_count() + rows::kLeavesPerPage - 1) / rows::kLeavesPerPage) {
+      return Status::Corruption("malformed Merkle page row key");
     }
-    TIDEMAP_RETURN_IF_ERROR(tree->LoadLeaf(bucket, leaf->digest));
-    (*live)[bucket] = static_cast<uint32_t>(leaf->live);
-    (*tombs)[bucket] = static_cast<uint32_t>(leaf->tombstones);
+    auto leaves = rows::DecodeLeafPage(it->value());
+    if (!leaves.ok()) return leaves.status().WithContext("page " + std::to_string(page));
+    const uint32_t first = page * rows::kLeavesPerPage;
+    if (leaves->size() != std::min(rows::kLeavesPerPage, tree->leaf_count() - first)) {
+      return Status::Corruption("Merkle page row " + std::to_string(page) + " holds " +
+                                std::to_string(leaves->size()) + " leaves");
+    }
+    for (uint32_t i = 0; i < leaves->size(); ++i) {
+      const rows::LeafValue& leaf = (*leaves)[i];
+      if (leaf.live > UINT32_MAX || leaf.tombstones > UINT32_MAX) {
+        return Status::Corruption("Merkle page row " + std::to_string(page) +
+                                  ": count out of range");
+      }
+      TIDEMAP_RETURN_IF_ERROR(tree->LoadLeaf(first + i, leaf.digest));
+      (*live)[first + i] = static_cast<uint32_t>(leaf.live);
+      (*tombs)[first + i] = static_cast<uint32_t>(leaf.tombstones);
+    }
   }
   return it->status();
 }
@@ -275,8 +288,9 @@ struct Replica::Impl {
   uint64_t writes_since_open = 0;  // ops (local or remote) processed, not writers
   // Live records and tombstones per Merkle bucket (what leaf rows persist).
   std::vector<uint32_t> bucket_live, bucket_tombs;
-  // Buckets whose leaf changed since the last checkpoint: the persisted leaf
-  // rows lag memory exactly there. `dirty_flag` has one byte per bucket.
+  // Merkle pages (see rows::kLeavesPerPage) with a leaf changed since the
+  // last checkpoint: the persisted page rows lag memory exactly there.
+  // `dirty_flag` has one byte per page.
   std::vector<uint8_t> dirty_flag;
   std::vector<uint32_t> dirty;
   // The last checkpoint: every leaf row and count is exact as of this seq.
@@ -301,14 +315,15 @@ struct Replica::Impl {
   Status BuildKeyFilter(uint64_t stored_keys);
   void ProcessGroup(const std::vector<Writer*>& group);
   void MarkDirty(uint32_t bucket) {
-    if (dirty_flag[bucket] == 0) {
-      dirty_flag[bucket] = 1;
-      dirty.push_back(bucket);
+    const uint32_t page = bucket / rows::kLeavesPerPage;
+    if (dirty_flag[page] == 0) {
+      dirty_flag[page] = 1;
+      dirty.push_back(page);
     }
   }
-  // Puts a checkpoint covering `seq` into `batch`: the leaf row (digest and
-  // counts) of every dirty bucket and of every bucket in `pending` (changes
-  // this batch commits, not yet applied to memory), and the state row.
+  // Puts a checkpoint covering `seq` into `batch`: the page row (digests and
+  // counts) of every dirty page and of every page with a bucket in `pending`
+  // (changes this batch commits, not yet applied to memory), and the state row.
   void AppendCheckpoint(Batch* batch, uint64_t seq, std::span<const LeafDelta> pending);
   // After a checkpoint covering `seq` committed.
   void CheckpointDone(uint64_t seq, uint64_t now_ms);
@@ -398,7 +413,8 @@ Status Replica::Impl::Commit(Writer* w) {
 bool Replica::Impl::LastGroupQueued(const Writer* w) const {
   for (const std::thread::id& t : last_group_threads) {
     if (t == w->thread) continue;
-    if (std::none_of(writers.begin(), writers.end(), [&](const Writer* x) { return x->thread == t; })) {
+    if (std::none_of(writers.begin(), writers.end(),
+                     [&](const Writer* x) { return x->thread == t; })) {
       return false;
     }
   }
@@ -412,9 +428,8 @@ void Replica::Impl::AwaitLastGroup(Writer* w) {
     return;
   }
   // Steady time bounds this wait only; no decision about data depends on it.
-  const int64_t wait_ns =
-      std::min<int64_t>(sync_commit_ns.load(std::memory_order_relaxed) / 2,
-                        int64_t{options.group_commit_wait_max_us} * 1000);
+  const int64_t wait_ns = std::min<int64_t>(sync_commit_ns.load(std::memory_order_relaxed) / 2,
+                                            int64_t{options.group_commit_wait_max_us} * 1000);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(wait_ns);
   leader_waiting = true;
   while (!LastGroupQueued(w) && w->cv.WaitUntil(deadline)) {
@@ -683,37 +698,40 @@ void Replica::Impl::AppendCheckpoint(Batch* batch, uint64_t seq,
                                      std::span<const LeafDelta> pending) {
   // Changes of this batch, merged per bucket (only when checkpointing: rare).
   std::unordered_map<uint32_t, LeafDelta> merged;
+  std::vector<uint32_t> pages = dirty;
   for (const LeafDelta& d : pending) {
     LeafDelta& m = merged.try_emplace(d.bucket, LeafDelta{d.bucket, {}, 0, 0}).first->second;
     m.digest ^= d.digest;
     m.live += d.live;
     m.tombstones += d.tombstones;
+    if (dirty_flag[d.bucket / rows::kLeavesPerPage] == 0) {
+      pages.push_back(d.bucket / rows::kLeavesPerPage);
+    }
   }
+  std::sort(pages.begin(), pages.end());
+  pages.erase(std::unique(pages.begin(), pages.end()), pages.end());
   MutexLock l(&tree_mu);
-  auto put = [&](uint32_t bucket, const LeafDelta* d) {
-    rows::LeafValue leaf{tree.Leaf(bucket), bucket_live[bucket], bucket_tombs[bucket]};
-    if (d != nullptr) {
-      leaf.digest ^= d->digest;
-      leaf.live += static_cast<uint64_t>(static_cast<int64_t>(d->live));
-      leaf.tombstones += static_cast<uint64_t>(static_cast<int64_t>(d->tombstones));
+  std::vector<rows::LeafValue> leaves;
+  for (uint32_t page : pages) {
+    const uint32_t first = page * rows::kLeavesPerPage;
+    const uint32_t end = std::min(first + rows::kLeavesPerPage, tree.leaf_count());
+    leaves.clear();
+    for (uint32_t bucket = first; bucket < end; ++bucket) {
+      rows::LeafValue leaf{tree.Leaf(bucket), bucket_live[bucket], bucket_tombs[bucket]};
+      if (auto m = merged.find(bucket); m != merged.end()) {
+        leaf.digest ^= m->second.digest;
+        leaf.live += static_cast<uint64_t>(static_cast<int64_t>(m->second.live));
+        leaf.tombstones += static_cast<uint64_t>(static_cast<int64_t>(m->second.tombstones));
+      }
+      leaves.push_back(leaf);
     }
-    batch->Put(rows::MerkleLeafKey(bucket), rows::EncodeLeafValue(leaf));
-  };
-  for (uint32_t bucket : dirty) {
-    auto m = merged.find(bucket);
-    if (m == merged.end()) {
-      put(bucket, nullptr);
-    } else {
-      put(bucket, &m->second);
-      merged.erase(m);
-    }
+    batch->Put(rows::MerklePageKey(page), rows::EncodeLeafPage(leaves));
   }
-  for (const auto& [bucket, d] : merged) put(bucket, &d);
   batch->Put(rows::MetaKey(rows::kMetaState), rows::EncodeU64(seq));
 }
 
 void Replica::Impl::CheckpointDone(uint64_t seq, uint64_t now_ms) {
-  for (uint32_t bucket : dirty) dirty_flag[bucket] = 0;
+  for (uint32_t page : dirty) dirty_flag[page] = 0;
   dirty.clear();
   checkpoint_seq = seq;
   checkpoint_ms = now_ms;
@@ -867,7 +885,8 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
     MutexLock l(&impl->tree_mu);
     TIDEMAP_ASSIGN_OR_RETURN(impl->tree, MerkleTree::Create(impl->tree_shape));
     MerkleTree& tree = impl->tree;
-    impl->dirty_flag.assign(tree.leaf_count(), 0);
+    impl->dirty_flag.assign((tree.leaf_count() + rows::kLeavesPerPage - 1) / rows::kLeavesPerPage,
+                            0);
     auto it = store.NewIterator();
     TIDEMAP_RETURN_IF_ERROR(LoadLeafRows(it.get(), &tree, &impl->bucket_live, &impl->bucket_tombs)
                                 .WithContext("database " + options.path));
@@ -877,18 +896,20 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
     // oplog row, and the oplog is never pruned past the checkpoint). Those
     // buckets are recomputed exactly from their key-hash index rows, which
     // commit with their records, and stay dirty until the next checkpoint.
+    std::vector<uint32_t> replayed;
     for (it->Seek(Oplog::RowKey(checkpoint_seq + 1));
          it->Valid() && !it->key().empty() && it->key()[0] == rows::kOplogPrefix; it->Next()) {
       if (it->key().size() != 9) return Status::Corruption("oplog: malformed row key");
       const uint64_t seq = DecodeFixed64BE(it->key().data() + 1);
       TIDEMAP_ASSIGN_OR_RETURN(OplogEntry e, Oplog::DecodeRow(seq, it->value()));
-      impl->MarkDirty(BucketOf(KeyHash(e.map, e.key), impl->tree_shape));
+      replayed.push_back(BucketOf(KeyHash(e.map, e.key), impl->tree_shape));
       last_seq = std::max(last_seq, seq);
       ++impl->recovered_rows;
     }
     TIDEMAP_RETURN_IF_ERROR(it->status());
-    std::sort(impl->dirty.begin(), impl->dirty.end());
-    for (uint32_t bucket : impl->dirty) {
+    std::sort(replayed.begin(), replayed.end());
+    replayed.erase(std::unique(replayed.begin(), replayed.end()), replayed.end());
+    for (uint32_t bucket : replayed) {
       Digest128 digest;
       uint32_t live = 0, tombs = 0;
       const auto [lo, hi] = tree.KeyHashRange(tree.depth(), bucket);
@@ -901,14 +922,15 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
       TIDEMAP_RETURN_IF_ERROR(tree.LoadLeaf(bucket, digest));
       impl->bucket_live[bucket] = live;
       impl->bucket_tombs[bucket] = tombs;
+      impl->MarkDirty(bucket);
     }
-    impl->recovered_buckets = impl->dirty.size();
+    impl->recovered_buckets = replayed.size();
     tree.RecomputeInner();
   }
   {
     // The per-bucket GC watermarks (one row per bucket that ever purged).
     MutexLock l(&impl->gc_mu);
-    impl->bucket_watermark.assign(impl->dirty_flag.size(), Version{});
+    impl->bucket_watermark.assign(impl->bucket_live.size(), Version{});
     auto it = store.NewIterator();
     for (it->Seek(std::string(1, rows::kGcWatermarkPrefix));
          it->Valid() && !it->key().empty() && it->key()[0] == rows::kGcWatermarkPrefix;

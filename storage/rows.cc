@@ -11,7 +11,10 @@
 //                   with seed, header = every byte before the checksum;
 //                   binding the key means a row moved under another key fails too
 //   oplog key    := 'o' seq:u64               (value: see oplog/oplog.cc)
-//   merkle key   := 'k' bucket:u32  ->  digest:16 live:varint tombstones:varint
+//   merkle key   := 'k' page:u32  ->  count:varint leaf{count}
+//       page     := buckets [page * 64, page * 64 + count) (kLeavesPerPage = 64;
+//                   count is 64 but in the last page of a tree of fewer leaves)
+//       leaf     := digest:16 live:varint tombstones:varint
 //       digest   := leaf digest hi:u64 lo:u64 (MerkleTree::EncodeDigest, see merkle/)
 //       live, tombstones := the bucket's live records and tombstones
 //       Written by checkpoints only (see replica/replica.cc), so a row is exact
@@ -152,36 +155,45 @@ Result<RecordMeta> DecodeRecordMeta(std::string_view row_key, std::string_view b
   return ParseRecord(row_key, bytes, nullptr, nullptr);
 }
 
-std::string MerkleLeafKey(uint32_t bucket) {
+std::string MerklePageKey(uint32_t page) {
   std::string out(1, kMerklePrefix);
-  PutFixed32BE(&out, bucket);
+  PutFixed32BE(&out, page);
   return out;
 }
 
-bool ParseMerkleLeafKey(std::string_view row_key, uint32_t* bucket) {
+bool ParseMerklePageKey(std::string_view row_key, uint32_t* page) {
   if (row_key.size() != 5 || row_key[0] != kMerklePrefix) return false;
-  *bucket = DecodeFixed32BE(row_key.data() + 1);
+  *page = DecodeFixed32BE(row_key.data() + 1);
   return true;
 }
 
-std::string EncodeLeafValue(const LeafValue& leaf) {
+std::string EncodeLeafPage(std::span<const LeafValue> leaves) {
   std::string out;
-  out.reserve(16 + 2 * 5);
-  PutFixed64BE(&out, leaf.digest.hi);
-  PutFixed64BE(&out, leaf.digest.lo);
-  PutVarint64(&out, leaf.live);
-  PutVarint64(&out, leaf.tombstones);
+  out.reserve(1 + leaves.size() * (16 + 2 * 5));
+  PutVarint64(&out, leaves.size());
+  for (const LeafValue& leaf : leaves) {
+    PutFixed64BE(&out, leaf.digest.hi);
+    PutFixed64BE(&out, leaf.digest.lo);
+    PutVarint64(&out, leaf.live);
+    PutVarint64(&out, leaf.tombstones);
+  }
   return out;
 }
 
-Result<LeafValue> DecodeLeafValue(std::string_view bytes) {
-  LeafValue leaf;
-  if (!GetFixed64BE(&bytes, &leaf.digest.hi) || !GetFixed64BE(&bytes, &leaf.digest.lo) ||
-      !GetVarint64(&bytes, &leaf.live) || !GetVarint64(&bytes, &leaf.tombstones) ||
-      !bytes.empty()) {
-    return Status::Corruption("malformed Merkle leaf row");
+Result<std::vector<LeafValue>> DecodeLeafPage(std::string_view bytes) {
+  uint64_t count = 0;
+  if (!GetVarint64(&bytes, &count) || count > kLeavesPerPage) {
+    return Status::Corruption("malformed Merkle page row");
   }
-  return leaf;
+  std::vector<LeafValue> leaves(count);
+  for (LeafValue& leaf : leaves) {
+    if (!GetFixed64BE(&bytes, &leaf.digest.hi) || !GetFixed64BE(&bytes, &leaf.digest.lo) ||
+        !GetVarint64(&bytes, &leaf.live) || !GetVarint64(&bytes, &leaf.tombstones)) {
+      return Status::Corruption("malformed Merkle page row");
+    }
+  }
+  if (!bytes.empty()) return Status::Corruption("malformed Merkle page row");
+  return leaves;
 }
 
 std::string HashIndexPrefix(uint64_t key_hash) {

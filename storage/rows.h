@@ -9,8 +9,10 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/hash.h"
 #include "base/status.h"
@@ -29,8 +31,8 @@ inline constexpr char kGcWatermarkPrefix = 'w';
 
 // The schema version this build writes and reads. 3: peer rows carry the
 // peer's incarnation and received seq, the tombstone queue, the incarnation
-// and GC meta rows.
-inline constexpr uint64_t kSchemaVersion = 3;
+// and GC meta rows. 4: Merkle leaves persisted in pages.
+inline constexpr uint64_t kSchemaVersion = 4;
 
 // ---- records ----
 
@@ -65,19 +67,23 @@ Result<RecordMeta> DecodeRecordMeta(std::string_view row_key, std::string_view b
 
 // ---- Merkle leaves and the key-hash index ----
 
-// The row holding the persisted digest and counts of Merkle leaf `bucket`,
-// as of the last checkpoint (the seq in the meta state row).
-std::string MerkleLeafKey(uint32_t bucket);
-// Splits a Merkle leaf row key; false when it is not one.
-bool ParseMerkleLeafKey(std::string_view row_key, uint32_t* bucket);
-
 struct LeafValue {
   Digest128 digest;         // XOR of the item digests of the bucket's keys
   uint64_t live = 0;        // live records in the bucket
   uint64_t tombstones = 0;  // tombstones in the bucket
 };
-std::string EncodeLeafValue(const LeafValue& leaf);
-Result<LeafValue> DecodeLeafValue(std::string_view bytes);
+
+// Merkle leaves are persisted a page at a time: page p holds the digests and
+// counts of buckets [p * kLeavesPerPage, (p + 1) * kLeavesPerPage), as of the
+// last checkpoint (the seq in the meta state row). A checkpoint after random
+// writes then inserts a thousand rows instead of every one of 65,536 leaves.
+inline constexpr uint32_t kLeavesPerPage = 64;
+std::string MerklePageKey(uint32_t page);
+// Splits a Merkle page row key; false when it is not one.
+bool ParseMerklePageKey(std::string_view row_key, uint32_t* page);
+// The leaves of one page, first bucket first (at most kLeavesPerPage).
+std::string EncodeLeafPage(std::span<const LeafValue> leaves);
+Result<std::vector<LeafValue>> DecodeLeafPage(std::string_view bytes);
 
 // The key-hash index lists every stored key by KeyHash(map, key), so that a
 // Merkle bucket (a contiguous key-hash range) is one range scan.

@@ -76,12 +76,13 @@ class CrashTest : public ::testing::Test {
     auto it = (*store)->NewIterator();
     for (it->Seek(std::string(1, rows::kMerklePrefix));
          it->Valid() && it->key()[0] == rows::kMerklePrefix; it->Next()) {
-      uint32_t bucket = 0;
-      EXPECT_TRUE(rows::ParseMerkleLeafKey(it->key(), &bucket));
-      auto leaf = rows::DecodeLeafValue(it->value());
-      EXPECT_TRUE(leaf.ok());
-      if (leaf.ok()) {
-        EXPECT_TRUE(tree->LoadLeaf(bucket, leaf->digest).ok());
+      uint32_t page = 0;
+      EXPECT_TRUE(rows::ParseMerklePageKey(it->key(), &page));
+      auto leaves = rows::DecodeLeafPage(it->value());
+      EXPECT_TRUE(leaves.ok());
+      if (!leaves.ok()) continue;
+      for (uint32_t i = 0; i < leaves->size(); ++i) {
+        EXPECT_TRUE(tree->LoadLeaf(page * rows::kLeavesPerPage + i, (*leaves)[i].digest).ok());
       }
     }
     EXPECT_TRUE(it->status().ok());

@@ -405,6 +405,55 @@ TEST_F(ReplicaTest, MerkleRootIsOrderIndependentAndTracksVersions) {
   EXPECT_EQ(scrub->records, 200u);
 }
 
+// Merkle leaves are checkpointed a page of 64 at a time: writes over most
+// buckets leave at most one row per page, each with 64 leaves. A page row
+// that does not hold its page's leaves is corruption at open, naming it.
+TEST_F(ReplicaTest, LeavesAreCheckpointedInPages) {
+  uint32_t leaf_count = 0;
+  {
+    auto r = OpenReplica(Options());
+    leaf_count = uint32_t{1} << (r->tree_fanout_bits() * r->tree_depth());
+    WriteBatch batch;
+    for (int i = 0; i < 5000; ++i) batch.Put("m", "k" + std::to_string(i), "v");
+    ASSERT_TRUE(r->Write(batch).ok());
+  }
+  StoreOptions so;
+  so.path = "/db";
+  so.env = env_.get();
+  std::string last_key, last_value;
+  {
+    auto store = Store::Open(so);
+    ASSERT_TRUE(store.ok());
+    auto it = (*store)->NewIterator();
+    uint32_t pages = 0;
+    for (it->Seek(std::string(1, rows::kMerklePrefix));
+         it->Valid() && it->key()[0] == rows::kMerklePrefix; it->Next()) {
+      uint32_t page = 0;
+      ASSERT_TRUE(rows::ParseMerklePageKey(it->key(), &page));
+      auto leaves = rows::DecodeLeafPage(it->value());
+      ASSERT_TRUE(leaves.ok());
+      EXPECT_EQ(leaves->size(), rows::kLeavesPerPage);
+      ++pages;
+      last_key = std::string(it->key());
+      last_value = std::string(it->value());
+    }
+    // 5000 keys over 65,536 buckets touch most of the 1,024 pages.
+    EXPECT_LE(pages, leaf_count / rows::kLeavesPerPage);
+    EXPECT_GT(pages, leaf_count / rows::kLeavesPerPage / 2);
+    auto leaves = rows::DecodeLeafPage(last_value);
+    ASSERT_TRUE(leaves.ok());
+    leaves->pop_back();
+    Batch b;
+    b.Put(last_key, rows::EncodeLeafPage(*leaves));
+    ASSERT_TRUE((*store)->Write(&b, true).ok());
+  }
+  auto r = Replica::Open(Options());
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("Merkle page row"), std::string::npos)
+      << r.status().ToString();
+}
+
 TEST_F(ReplicaTest, ScrubFindsATamperedLeafAndAMissingIndexRow) {
   {
     auto r = OpenReplica(Options());
@@ -422,23 +471,18 @@ TEST_F(ReplicaTest, ScrubFindsATamperedLeafAndAMissingIndexRow) {
     auto it = (*store)->NewIterator();
     it->Seek(std::string(1, rows::kMerklePrefix));
     ASSERT_TRUE(it->Valid());
-    const std::string leaf_key(it->key());
-    auto leaf = rows::DecodeLeafValue(it->value());
-    ASSERT_TRUE(leaf.ok());
-    it->Next();  // a second leaf: its digest is right, its count is not
-    ASSERT_TRUE(it->Valid());
-    const std::string count_key(it->key());
-    auto counted = rows::DecodeLeafValue(it->value());
-    ASSERT_TRUE(counted.ok());
+    const std::string page_key(it->key());
+    auto leaves = rows::DecodeLeafPage(it->value());
+    ASSERT_TRUE(leaves.ok());
+    ASSERT_GE(leaves->size(), 2u);
     it->Seek(std::string(1, rows::kHashIndexPrefix));
     ASSERT_TRUE(it->Valid());
     const std::string index_key(it->key());
     it.reset();
-    leaf->digest.hi ^= 0x5a;
-    counted->live += 1;
+    (*leaves)[0].digest.hi ^= 0x5a;  // one leaf's digest is wrong,
+    (*leaves)[1].live += 1;          // another's count
     Batch b;
-    b.Put(leaf_key, rows::EncodeLeafValue(*leaf));
-    b.Put(count_key, rows::EncodeLeafValue(*counted));
+    b.Put(page_key, rows::EncodeLeafPage(*leaves));
     b.Delete(index_key);
     ASSERT_TRUE((*store)->Write(&b, true).ok());
   }

@@ -286,6 +286,19 @@ struct Replica::Impl {
   uint64_t reserved_bound_ms = 0;
   KeyFilter key_filter;
   uint64_t writes_since_open = 0;  // ops (local or remote) processed, not writers
+  // The key filter is (re)built by a background thread from an iterator
+  // taken by the leader, so no write waits for a scan of every key (seconds
+  // for millions). Meanwhile the current filter, if any, goes on serving,
+  // and the leader notes the key hashes it adds in `filter_pending`, for the
+  // new filter is blind to keys written after its iterator was taken.
+  bool filter_building = false;
+  bool filter_failed = false;  // a build failed: writes read first from now on
+  std::vector<uint64_t> filter_pending;
+  std::thread filter_thread;
+  std::atomic<bool> filter_cancel{false};
+  Mutex filter_mu;
+  std::optional<KeyFilter> filter_built TIDEMAP_GUARDED_BY(filter_mu);
+  bool filter_done TIDEMAP_GUARDED_BY(filter_mu) = false;
   // Live records and tombstones per Merkle bucket (what leaf rows persist).
   std::vector<uint32_t> bucket_live, bucket_tombs;
   // Merkle pages (see rows::kLeavesPerPage) with a leaf changed since the
@@ -311,8 +324,18 @@ struct Replica::Impl {
   std::atomic<size_t> sub_count{0};
 
   Status Commit(Writer* w);
-  // Fills key_filter from the key-hash index, sized for twice the stored keys.
-  Status BuildKeyFilter(uint64_t stored_keys);
+  // Installs a filter the background build finished, and starts a build
+  // when there is none or the current one is full (sized for twice the
+  // stored keys). Called by the leader at the start of each group.
+  void MaintainKeyFilter(uint64_t stored_keys);
+  // Adds a key about to be stored to the filter (and to the pending build).
+  void AddToKeyFilter(uint64_t key_hash) {
+    if (key_filter.ready()) key_filter.Add(key_hash);
+    if (filter_building) filter_pending.push_back(key_hash);
+  }
+  // Waits for a running build to stop (and drops its result).
+  void StopKeyFilterBuild();
+  ~Impl() { StopKeyFilterBuild(); }  // before the store goes
   void ProcessGroup(const std::vector<Writer*>& group);
   void MarkDirty(uint32_t bucket) {
     const uint32_t page = bucket / rows::kLeavesPerPage;
@@ -437,14 +460,63 @@ void Replica::Impl::AwaitLastGroup(Writer* w) {
   leader_waiting = false;
 }
 
-Status Replica::Impl::BuildKeyFilter(uint64_t stored_keys) {
-  key_filter.Reset(std::max<uint64_t>(uint64_t{1} << 20, 2 * stored_keys));
-  auto it = store->NewIterator();
-  Status s = ForEachIndexRow(it.get(), 0, UINT64_MAX,
-                             [&](uint64_t key_hash, std::string_view, std::string_view,
-                                 const rows::RecordMeta&) { key_filter.Add(key_hash); });
-  if (!s.ok()) key_filter = KeyFilter();  // unusable: writes read before writing instead
-  return s;
+void Replica::Impl::MaintainKeyFilter(uint64_t stored_keys) {
+  if (filter_building) {
+    std::optional<KeyFilter> built;
+    {
+      MutexLock l(&filter_mu);
+      if (!filter_done) return;  // still scanning
+      built = std::move(filter_built);
+      filter_built.reset();
+      filter_done = false;
+    }
+    filter_thread.join();
+    filter_building = false;
+    if (built.has_value()) {
+      for (uint64_t key_hash : filter_pending) built->Add(key_hash);
+      key_filter = std::move(*built);
+    } else {
+      filter_failed = true;  // the scan failed: keep reading before writing
+      key_filter = KeyFilter();
+    }
+    filter_pending.clear();
+    filter_pending.shrink_to_fit();
+  }
+  // Built only once this process has written a little, so a one-shot CLI
+  // command never pays for the scan.
+  if (filter_failed || writes_since_open < 64 || (key_filter.ready() && !key_filter.full())) {
+    return;
+  }
+  // The iterator is taken here, between commits: it sees exactly the keys
+  // committed so far, and every later one goes through AddToKeyFilter.
+  std::shared_ptr<StoreIterator> it = store->NewIterator();
+  const uint64_t capacity = std::max<uint64_t>(uint64_t{1} << 20, 2 * stored_keys);
+  filter_building = true;
+  filter_thread = std::thread([this, it, capacity] {
+    KeyFilter filter;
+    filter.Reset(capacity);
+    bool ok = true;
+    uint64_t rows = 0;
+    for (it->Seek(std::string(1, rows::kHashIndexPrefix)); it->Valid(); it->Next()) {
+      const std::string_view k = it->key();
+      if (k.empty() || k[0] != rows::kHashIndexPrefix) break;
+      if (k.size() < 9 || (++rows % 4096 == 0 && filter_cancel.load(std::memory_order_relaxed))) {
+        ok = false;  // a malformed row, or the replica is closing
+        break;
+      }
+      filter.Add(DecodeFixed64BE(k.data() + 1));
+    }
+    ok = ok && it->status().ok();
+    MutexLock l(&filter_mu);
+    if (ok) filter_built = std::move(filter);
+    filter_done = true;
+  });
+}
+
+void Replica::Impl::StopKeyFilterBuild() {
+  if (!filter_thread.joinable()) return;
+  filter_cancel = true;
+  filter_thread.join();
 }
 
 void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
@@ -457,14 +529,10 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
     tomb_count = tombstones;
     watermark = gc_watermark;
   }
-  // The filter is built only once this process has written a little, so a
-  // one-shot CLI command never pays for the scan; it doubles when full.
   for (const Writer* w : group) {
     writes_since_open += w->remote ? w->remote_records.size() : w->local->size();
   }
-  if (writes_since_open >= 64 && (!key_filter.ready() || key_filter.full())) {
-    (void)BuildKeyFilter(live_count + tomb_count);  // on failure every write reads first
-  }
+  MaintainKeyFilter(live_count + tomb_count);
   Batch batch;
   std::unordered_map<std::string, KeyState> overlay;  // keys changed earlier in this group
   std::vector<PendingEvent> events;
@@ -601,7 +669,7 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
       staged.Put(rows::HashIndexKey(key_hash, map, key),
                  rows::EncodeHashIndexValue(rows::RecordMeta{version, tombstone}));
       // Added before the commit: if it fails, a false positive is harmless.
-      if (key_filter.ready() && !old.exists) key_filter.Add(key_hash);
+      if (!old.exists) AddToKeyFilter(key_hash);
 
       ChangeKind kind = ChangeKind::kDelete;
       if (!tombstone) {

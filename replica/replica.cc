@@ -337,6 +337,33 @@ struct Replica::Impl {
   void StopKeyFilterBuild();
   ~Impl() { StopKeyFilterBuild(); }  // before the store goes
   void ProcessGroup(const std::vector<Writer*>& group);
+  // A key within one group: views into the writers' ops (alive while the
+  // group is processed), with its KeyHash.
+  struct GroupKey {
+    std::string_view map, key;
+    uint64_t hash = 0;
+    bool operator==(const GroupKey& o) const {
+      return hash == o.hash && map == o.map && key == o.key;
+    }
+  };
+  struct GroupKeyHash {
+    size_t operator()(const GroupKey& k) const { return static_cast<size_t>(k.hash); }
+  };
+  // What a group commits, built op by op.
+  struct GroupBuild {
+    Batch batch;
+    // Keys changed earlier in the group, latest state (kept only when the
+    // group has more than one op: a batch may touch a key twice).
+    std::unordered_map<GroupKey, KeyState, GroupKeyHash> keys;
+    std::vector<PendingEvent> events;
+    std::vector<LeafDelta> leaf_deltas;  // per op: its Merkle bucket's change
+    uint64_t seq = 0, live = 0, tombs = 0;
+  };
+  // Appends the ops of `w` that win to `g`, and sets w's versions and apply
+  // result. On error `g` holds part of w's ops and must be built again.
+  Status AppendWriter(Writer* w, const Version& watermark, bool track_keys, GroupBuild* g);
+  // Reused encoding buffers (the leader's only).
+  std::string row_key_scratch, value_scratch;
   void MarkDirty(uint32_t bucket) {
     const uint32_t page = bucket / rows::kLeavesPerPage;
     if (dirty_flag[page] == 0) {
@@ -519,6 +546,134 @@ void Replica::Impl::StopKeyFilterBuild() {
   filter_thread.join();
 }
 
+Status Replica::Impl::AppendWriter(Writer* w, const Version& watermark, bool track_keys,
+                                   GroupBuild* g) {
+  std::vector<Version> versions;
+  ApplyResult apply;
+  const size_t n = w->remote ? w->remote_records.size() : w->local->size();
+  for (size_t i = 0; i < n; ++i) {
+    std::string_view map, key, value;
+    bool tombstone;
+    Version version;
+    if (w->remote) {
+      const RemoteRecord& r = w->remote_records[i];
+      map = r.map, key = r.key, value = r.tombstone ? std::string_view() : r.value;
+      tombstone = r.tombstone;
+      version = r.version;
+    } else {
+      const WriteBatch::Op& op = (*w->local)[i];
+      map = op.map, key = op.key, value = op.tombstone ? std::string_view() : op.value;
+      tombstone = op.tombstone;
+    }
+    const GroupKey group_key{map, key, KeyHash(map, key)};
+    const uint64_t key_hash = group_key.hash;
+
+    // The key's state as of everything before this op.
+    KeyState old;
+    auto o = track_keys ? g->keys.find(group_key) : g->keys.end();
+    if (o != g->keys.end()) {
+      old = o->second;
+    } else if (key_filter.ready() && !key_filter.MayContain(key_hash)) {
+      // Certainly not stored: no read needed.
+    } else {
+      TIDEMAP_ASSIGN_OR_RETURN(old, LoadKeyState(key_hash, map, key));
+    }
+
+    if (!w->remote) {
+      // The HLC is above every stored version (its floor comes from the
+      // reserved bound), so a local write wins; raising the clock past the
+      // old version keeps that true even if a bound was lost.
+      if (old.exists) hlc->RaiseFloor(old.meta.version.hlc);
+      version = Version{hlc->Now(), options.node_id};
+    }
+    // A key not held here, at or below its bucket's GC watermark: its
+    // tombstone may have been purged here, so this is an older version of
+    // a deleted key (or a write later than the horizon allows). Never
+    // resurrect it. A tombstone changes nothing (the purge stands for it);
+    // a live version is answered by the delete, restored at the watermark
+    // (or dropped, for a caller that refuses the sender).
+    const Version key_watermark = w->remote && !old.exists && version <= watermark
+                                      ? BucketWatermark(BucketOf(key_hash, tree_shape))
+                                      : Version{};
+    bool redelete = false;
+    if (w->remote && !old.exists && version <= key_watermark) {
+      if (tombstone) {
+        ++apply.below_watermark_tombstones;
+        continue;
+      }
+      if (apply.stale++ == 0) {
+        apply.first_stale = rows::DescribeKey(map, key) + " at " + version.ToString();
+        apply.first_stale_watermark = key_watermark;
+      }
+      if (w->stale == StaleRecords::kDrop) continue;
+      redelete = true;
+      version = key_watermark;
+      tombstone = true;
+      value = std::string_view();
+    }
+    rows::RecordKeyInto(&row_key_scratch, map, key);
+    const Digest128 content = ContentDigest(tombstone, value);
+    if (w->remote && old.exists) {
+      bool wins = version > old.meta.version;
+      if (version == old.meta.version) {
+        if (!old.content.has_value()) {
+          TIDEMAP_ASSIGN_OR_RETURN(old.content, LoadContent(row_key_scratch));
+        }
+        wins = DigestLess(*old.content, content);
+      }
+      if (!wins) {
+        ++apply.ignored;
+        continue;
+      }
+    }
+
+    const rows::RecordMeta meta{version, tombstone};
+    rows::EncodeRecordInto(&value_scratch, row_key_scratch, meta, std::nullopt, value);
+    g->batch.Put(row_key_scratch, value_scratch);
+    const uint64_t seq = ++g->seq;
+    // A restored delete is this replica's doing: it must reach the sender.
+    g->batch.Put(Oplog::RowKey(seq),
+                 Oplog::EncodeRow(OplogEntry{seq, std::string(map), std::string(key), version,
+                                             tombstone, w->remote && !redelete ? w->peer : 0}));
+    // The tombstone queue holds exactly the stored tombstones.
+    if (old.exists && old.meta.tombstone) {
+      g->batch.Delete(rows::GcQueueKey(old.meta.version, map, key));
+    }
+    if (tombstone) g->batch.Put(rows::GcQueueKey(version, map, key), rows::EncodeU64(seq));
+    if (old.exists) (old.meta.tombstone ? g->tombs : g->live) -= 1;
+    (tombstone ? g->tombs : g->live) += 1;
+
+    // The key's Merkle item changes from the old version's to the new one's,
+    // and its key-hash index row is rewritten with it.
+    Digest128 delta = ItemDigest(map, key, version, tombstone);
+    if (old.exists) delta ^= ItemDigest(map, key, old.meta.version, old.meta.tombstone);
+    LeafDelta leaf{BucketOf(key_hash, tree_shape), delta, 0, 0};
+    if (old.exists) (old.meta.tombstone ? leaf.tombstones : leaf.live) -= 1;
+    (tombstone ? leaf.tombstones : leaf.live) += 1;
+    g->leaf_deltas.push_back(leaf);
+    rows::HashIndexKeyInto(&row_key_scratch, key_hash, map, key);
+    rows::EncodeHashIndexValueInto(&value_scratch, meta);
+    g->batch.Put(row_key_scratch, value_scratch);
+    // Added before the commit: if it fails, a false positive is harmless.
+    if (!old.exists) AddToKeyFilter(key_hash);
+
+    ChangeKind kind = ChangeKind::kDelete;
+    if (!tombstone) {
+      kind = (old.exists && !old.meta.tombstone) ? ChangeKind::kUpdate : ChangeKind::kCreate;
+    }
+    g->events.push_back(PendingEvent{kind, map, key, value, version, seq, w->remote});
+    if (track_keys) g->keys.insert_or_assign(group_key, KeyState{true, meta, content});
+    if (w->remote) {
+      if (!redelete) ++apply.applied;
+    } else {
+      versions.push_back(version);
+    }
+  }
+  w->versions = std::move(versions);
+  w->apply = std::move(apply);
+  return Status::Ok();
+}
+
 void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
   uint64_t seq, live_count, tomb_count;
   Version watermark;  // over every bucket: most records are above it
@@ -529,174 +684,40 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
     tomb_count = tombstones;
     watermark = gc_watermark;
   }
-  for (const Writer* w : group) {
-    writes_since_open += w->remote ? w->remote_records.size() : w->local->size();
-  }
+  size_t ops = 0;
+  for (const Writer* w : group) ops += w->remote ? w->remote_records.size() : w->local->size();
+  writes_since_open += ops;
   MaintainKeyFilter(live_count + tomb_count);
-  Batch batch;
-  std::unordered_map<std::string, KeyState> overlay;  // keys changed earlier in this group
-  std::vector<PendingEvent> events;
-  std::vector<LeafDelta> leaf_deltas;  // per op: its Merkle bucket's change
 
-  for (Writer* w : group) {
-    // A writer's ops are all-or-nothing: stage them, merge only on success.
-    Batch staged;
-    // Keys this writer changed so far, latest state (a batch may touch a key twice).
-    std::unordered_map<std::string, KeyState> staged_keys;
-    std::vector<PendingEvent> staged_events;
-    std::vector<LeafDelta> staged_deltas;
-    uint64_t w_seq = seq, w_live = live_count, w_tomb = tomb_count;
-    std::vector<Version> versions;
-    ApplyResult apply;
-    Status status;
-
-    const size_t n = w->remote ? w->remote_records.size() : w->local->size();
-    for (size_t i = 0; i < n && status.ok(); ++i) {
-      std::string_view map, key, value;
-      bool tombstone;
-      Version version;
-      if (w->remote) {
-        const RemoteRecord& r = w->remote_records[i];
-        map = r.map, key = r.key, value = r.tombstone ? std::string_view() : r.value;
-        tombstone = r.tombstone;
-        version = r.version;
-      } else {
-        const WriteBatch::Op& op = (*w->local)[i];
-        map = op.map, key = op.key, value = op.tombstone ? std::string_view() : op.value;
-        tombstone = op.tombstone;
-      }
-      std::string row_key = rows::RecordKey(map, key);
-      const uint64_t key_hash = KeyHash(map, key);
-
-      // The key's state as of everything before this op.
-      KeyState old;
-      if (auto st = staged_keys.find(row_key); st != staged_keys.end()) {
-        old = st->second;
-      } else {
-        auto o = overlay.find(row_key);
-        if (o != overlay.end()) {
-          old = o->second;
-        } else if (key_filter.ready() && !key_filter.MayContain(key_hash)) {
-          // Certainly not stored: no read needed.
-        } else {
-          auto loaded = LoadKeyState(key_hash, map, key);
-          if (!loaded.ok()) {
-            status = loaded.status();
-            break;
-          }
-          old = *loaded;
-        }
-      }
-
-      if (!w->remote) {
-        // The HLC is above every stored version (its floor comes from the
-        // reserved bound), so a local write wins; raising the clock past the
-        // old version keeps that true even if a bound was lost.
-        if (old.exists) hlc->RaiseFloor(old.meta.version.hlc);
-        version = Version{hlc->Now(), options.node_id};
-      }
-      // A key not held here, at or below its bucket's GC watermark: its
-      // tombstone may have been purged here, so this is an older version of
-      // a deleted key (or a write later than the horizon allows). Never
-      // resurrect it. A tombstone changes nothing (the purge stands for it);
-      // a live version is answered by the delete, restored at the watermark
-      // (or dropped, for a caller that refuses the sender).
-      const Version key_watermark = w->remote && !old.exists && version <= watermark
-                                        ? BucketWatermark(BucketOf(key_hash, tree_shape))
-                                        : Version{};
-      bool redelete = false;
-      if (w->remote && !old.exists && version <= key_watermark) {
-        if (tombstone) {
-          ++apply.below_watermark_tombstones;
-          continue;
-        }
-        if (apply.stale++ == 0) {
-          apply.first_stale = rows::DescribeKey(map, key) + " at " + version.ToString();
-          apply.first_stale_watermark = key_watermark;
-        }
-        if (w->stale == StaleRecords::kDrop) continue;
-        redelete = true;
-        version = key_watermark;
-        tombstone = true;
-        value = std::string_view();
-      }
-      const Digest128 content = ContentDigest(tombstone, value);
-      if (w->remote && old.exists) {
-        bool wins = version > old.meta.version;
-        if (version == old.meta.version) {
-          if (!old.content.has_value()) {
-            auto loaded = LoadContent(row_key);
-            if (!loaded.ok()) {
-              status = loaded.status();
-              break;
-            }
-            old.content = *loaded;
-          }
-          wins = DigestLess(*old.content, content);
-        }
-        if (!wins) {
-          ++apply.ignored;
-          continue;
-        }
-      }
-
-      rows::RecordValue rec;
-      rec.version = version;
-      rec.tombstone = tombstone;
-      rec.value.assign(value);
-      staged.Put(row_key, rows::EncodeRecord(row_key, rec));
-      ++w_seq;
-      // A restored delete is this replica's doing: it must reach the sender.
-      staged.Put(Oplog::RowKey(w_seq),
-                 Oplog::EncodeRow(OplogEntry{w_seq, std::string(map), std::string(key), version,
-                                             tombstone, w->remote && !redelete ? w->peer : 0}));
-      // The tombstone queue holds exactly the stored tombstones.
-      if (old.exists && old.meta.tombstone) {
-        staged.Delete(rows::GcQueueKey(old.meta.version, map, key));
-      }
-      if (tombstone) staged.Put(rows::GcQueueKey(version, map, key), rows::EncodeU64(w_seq));
-      if (old.exists) (old.meta.tombstone ? w_tomb : w_live) -= 1;
-      (tombstone ? w_tomb : w_live) += 1;
-
-      // The key's Merkle item changes from the old version's to the new one's,
-      // and its key-hash index row is rewritten with it.
-      Digest128 delta = ItemDigest(map, key, version, tombstone);
-      if (old.exists) delta ^= ItemDigest(map, key, old.meta.version, old.meta.tombstone);
-      LeafDelta leaf{BucketOf(key_hash, tree_shape), delta, 0, 0};
-      if (old.exists) (old.meta.tombstone ? leaf.tombstones : leaf.live) -= 1;
-      (tombstone ? leaf.tombstones : leaf.live) += 1;
-      staged_deltas.push_back(leaf);
-      staged.Put(rows::HashIndexKey(key_hash, map, key),
-                 rows::EncodeHashIndexValue(rows::RecordMeta{version, tombstone}));
-      // Added before the commit: if it fails, a false positive is harmless.
-      if (!old.exists) AddToKeyFilter(key_hash);
-
-      ChangeKind kind = ChangeKind::kDelete;
-      if (!tombstone) {
-        kind = (old.exists && !old.meta.tombstone) ? ChangeKind::kUpdate : ChangeKind::kCreate;
-      }
-      staged_events.push_back(PendingEvent{kind, map, key, value, version, w_seq, w->remote});
-      staged_keys.insert_or_assign(std::move(row_key),
-                                   KeyState{true, rows::RecordMeta{version, tombstone}, content});
-      if (w->remote) {
-        if (!redelete) ++apply.applied;
-      } else {
-        versions.push_back(version);
+  // Every writer's ops go straight into one batch. A writer's ops are
+  // all-or-nothing: when one fails (a read error), that writer gets the
+  // error and the group is built again without it (stamps drawn by the
+  // failed attempt are simply skipped).
+  std::vector<Writer*> writers_left = group;
+  GroupBuild g;
+  for (bool built = false; !built;) {
+    g.batch.Clear();
+    g.keys.clear();
+    g.events.clear();
+    g.leaf_deltas.clear();
+    g.seq = seq, g.live = live_count, g.tombs = tomb_count;
+    built = true;
+    for (auto it = writers_left.begin(); it != writers_left.end(); ++it) {
+      Status s = AppendWriter(*it, watermark, /*track_keys=*/ops > 1, &g);
+      if (!s.ok()) {
+        (*it)->status = std::move(s);
+        (*it)->versions.clear();
+        (*it)->apply = ApplyResult{};
+        writers_left.erase(it);
+        built = false;
+        break;
       }
     }
-
-    w->status = status;
-    if (!status.ok()) continue;
-    batch.Append(staged);
-    for (auto& [k, st] : staged_keys) overlay[k] = st;
-    events.insert(events.end(), staged_events.begin(), staged_events.end());
-    leaf_deltas.insert(leaf_deltas.end(), staged_deltas.begin(), staged_deltas.end());
-    seq = w_seq;
-    live_count = w_live;
-    tomb_count = w_tomb;
-    w->versions = std::move(versions);
-    w->apply = apply;
   }
+  seq = g.seq, live_count = g.live, tomb_count = g.tombs;
+  Batch& batch = g.batch;
+  const std::vector<LeafDelta>& leaf_deltas = g.leaf_deltas;
+  const std::vector<PendingEvent>& events = g.events;
 
   if (batch.empty()) return;  // nothing won, or every writer failed
 
@@ -733,12 +754,10 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
     sync_commit_ns.store(avg == 0 ? ns : avg + (ns - avg) / 8, std::memory_order_relaxed);
   }
   if (!written.ok()) {
-    for (Writer* w : group) {
-      if (w->status.ok()) {
-        w->status = written;
-        w->versions.clear();
-        w->apply = ApplyResult{};
-      }
+    for (Writer* w : writers_left) {
+      w->status = written;
+      w->versions.clear();
+      w->apply = ApplyResult{};
     }
     return;
   }

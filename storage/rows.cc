@@ -103,15 +103,20 @@ Result<RecordMeta> ParseRecord(std::string_view row_key, std::string_view bytes,
 
 std::string RecordMapPrefix(std::string_view map, std::string_view key_prefix) {
   std::string out;
-  out.reserve(2 + map.size() + key_prefix.size());
-  out.push_back(kRecordPrefix);
-  PutLengthPrefixed(&out, map);
-  out.append(key_prefix);
+  RecordKeyInto(&out, map, key_prefix);
   return out;
 }
 
 std::string RecordKey(std::string_view map, std::string_view key) {
   return RecordMapPrefix(map, key);
+}
+
+void RecordKeyInto(std::string* out, std::string_view map, std::string_view key) {
+  out->clear();
+  out->reserve(2 + map.size() + key.size());
+  out->push_back(kRecordPrefix);
+  PutLengthPrefixed(out, map);
+  out->append(key);
 }
 
 bool ParseRecordKey(std::string_view row_key, std::string_view* map, std::string_view* key) {
@@ -124,18 +129,25 @@ bool ParseRecordKey(std::string_view row_key, std::string_view* map, std::string
 
 std::string EncodeRecord(std::string_view row_key, const RecordValue& record) {
   std::string out;
-  out.reserve(1 + 8 + 8 + 8 + kChecksumBytes + record.value.size());
-  uint8_t flags = 0;
-  if (record.tombstone) flags |= kFlagTombstone;
-  if (record.expiry_ms.has_value()) flags |= kFlagExpiry;
-  out.push_back(static_cast<char>(flags));
-  PutFixed64BE(&out, record.version.hlc.raw);
-  PutFixed64BE(&out, record.version.origin);
-  if (record.expiry_ms.has_value()) PutFixed64BE(&out, *record.expiry_ms);
-  const std::string_view value = record.tombstone ? std::string_view() : record.value;
-  PutFixed64BE(&out, RecordChecksum(row_key, out, value));
-  out.append(value);
+  EncodeRecordInto(&out, row_key, RecordMeta{record.version, record.tombstone}, record.expiry_ms,
+                   record.value);
   return out;
+}
+
+void EncodeRecordInto(std::string* out, std::string_view row_key, const RecordMeta& meta,
+                      std::optional<uint64_t> expiry_ms, std::string_view value) {
+  out->clear();
+  out->reserve(1 + 8 + 8 + 8 + kChecksumBytes + value.size());
+  uint8_t flags = 0;
+  if (meta.tombstone) flags |= kFlagTombstone;
+  if (expiry_ms.has_value()) flags |= kFlagExpiry;
+  out->push_back(static_cast<char>(flags));
+  PutFixed64BE(out, meta.version.hlc.raw);
+  PutFixed64BE(out, meta.version.origin);
+  if (expiry_ms.has_value()) PutFixed64BE(out, *expiry_ms);
+  if (meta.tombstone) value = std::string_view();
+  PutFixed64BE(out, RecordChecksum(row_key, *out, value));
+  out->append(value);
 }
 
 Result<RecordValue> DecodeRecord(std::string_view row_key, std::string_view bytes) {
@@ -203,10 +215,19 @@ std::string HashIndexPrefix(uint64_t key_hash) {
 }
 
 std::string HashIndexKey(uint64_t key_hash, std::string_view map, std::string_view key) {
-  std::string out = HashIndexPrefix(key_hash);
-  PutLengthPrefixed(&out, map);
-  out.append(key);
+  std::string out;
+  HashIndexKeyInto(&out, key_hash, map, key);
   return out;
+}
+
+void HashIndexKeyInto(std::string* out, uint64_t key_hash, std::string_view map,
+                      std::string_view key) {
+  out->clear();
+  out->reserve(1 + 8 + 1 + map.size() + key.size());
+  out->push_back(kHashIndexPrefix);
+  PutFixed64BE(out, key_hash);
+  PutLengthPrefixed(out, map);
+  out->append(key);
 }
 
 bool ParseHashIndexKey(std::string_view row_key, uint64_t* key_hash, std::string_view* map,
@@ -220,10 +241,15 @@ bool ParseHashIndexKey(std::string_view row_key, uint64_t* key_hash, std::string
 
 std::string EncodeHashIndexValue(const RecordMeta& meta) {
   std::string out;
-  PutFixed64BE(&out, meta.version.hlc.raw);
-  PutFixed64BE(&out, meta.version.origin);
-  out.push_back(static_cast<char>(meta.tombstone ? kFlagTombstone : 0));
+  EncodeHashIndexValueInto(&out, meta);
   return out;
+}
+
+void EncodeHashIndexValueInto(std::string* out, const RecordMeta& meta) {
+  out->clear();
+  PutFixed64BE(out, meta.version.hlc.raw);
+  PutFixed64BE(out, meta.version.origin);
+  out->push_back(static_cast<char>(meta.tombstone ? kFlagTombstone : 0));
 }
 
 Result<RecordMeta> DecodeHashIndexValue(std::string_view bytes) {

@@ -39,6 +39,8 @@ inline constexpr uint64_t kSchemaVersion = 4;
 // The key of a record row: prefix, map name, key. All keys of one map are
 // contiguous and sorted by key bytes.
 std::string RecordKey(std::string_view map, std::string_view key);
+// Same, into `*out` (replacing its contents), for a write path that reuses a buffer.
+void RecordKeyInto(std::string* out, std::string_view map, std::string_view key);
 // The common prefix of every record row of `map` (whose keys start with `key_prefix`).
 std::string RecordMapPrefix(std::string_view map, std::string_view key_prefix = {});
 // Splits a record row key; false when it is not one.
@@ -59,6 +61,9 @@ struct RecordMeta {
 };
 
 std::string EncodeRecord(std::string_view row_key, const RecordValue& record);
+// Same, into `*out` (replacing its contents), from views.
+void EncodeRecordInto(std::string* out, std::string_view row_key, const RecordMeta& meta,
+                      std::optional<uint64_t> expiry_ms, std::string_view value);
 // Verifies the checksum (bound to `row_key`, so a row copied under another key fails too).
 // Corruption names the map and key.
 Result<RecordValue> DecodeRecord(std::string_view row_key, std::string_view bytes);
@@ -88,10 +93,13 @@ Result<std::vector<LeafValue>> DecodeLeafPage(std::string_view bytes);
 // The key-hash index lists every stored key by KeyHash(map, key), so that a
 // Merkle bucket (a contiguous key-hash range) is one range scan.
 std::string HashIndexKey(uint64_t key_hash, std::string_view map, std::string_view key);
+void HashIndexKeyInto(std::string* out, uint64_t key_hash, std::string_view map,
+                      std::string_view key);
 std::string HashIndexPrefix(uint64_t key_hash);
 bool ParseHashIndexKey(std::string_view row_key, uint64_t* key_hash, std::string_view* map,
                        std::string_view* key);
 std::string EncodeHashIndexValue(const RecordMeta& meta);
+void EncodeHashIndexValueInto(std::string* out, const RecordMeta& meta);
 Result<RecordMeta> DecodeHashIndexValue(std::string_view bytes);
 
 // ---- the tombstone queue (tombstone GC) ----

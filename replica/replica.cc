@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <deque>
+#include <iterator>
 #include <map>
 #include <unordered_map>
 
@@ -20,6 +21,9 @@ namespace {
 constexpr size_t kScanLimitMax = 10'000;
 // Tombstones one PurgeTombstones batch deletes at most.
 constexpr size_t kPurgeBatchMax = 10'000;
+// Oplog entries Open reads at a time while it replays the tail after the
+// last checkpoint.
+constexpr size_t kReplayEntriesPerRead = 4096;
 
 // The deterministic tie rule for equal (hlc, origin) with different bytes,
 // which honest peers never produce: the greater digest of (tombstone, value) wins.
@@ -404,6 +408,10 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
   std::unordered_map<std::string, KeyState> overlay;  // keys changed earlier in this group
   std::vector<PendingEvent> events;
   std::vector<LeafDelta> leaf_deltas;  // per op: its Merkle bucket's change
+  // The oplog entries of the writers that succeeded: consecutive seqs, since
+  // `seq` advances only past a writer that succeeded. Packed into rows once,
+  // after the loop.
+  std::vector<OplogEntry> oplog_entries;
 
   for (Writer* w : group) {
     // A writer's ops are all-or-nothing: stage them, merge only on success.
@@ -412,6 +420,7 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
     std::unordered_map<std::string, KeyState> staged_keys;
     std::vector<PendingEvent> staged_events;
     std::vector<LeafDelta> staged_deltas;
+    std::vector<OplogEntry> staged_entries;
     uint64_t w_seq = seq, w_live = live_count, w_tomb = tomb_count;
     std::vector<Version> versions;
     ApplyResult apply;
@@ -514,9 +523,8 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
       staged.Put(row_key, rows::EncodeRecord(row_key, rec));
       ++w_seq;
       // A restored delete is this replica's doing: it must reach the sender.
-      staged.Put(Oplog::RowKey(w_seq),
-                 Oplog::EncodeRow(OplogEntry{w_seq, std::string(map), std::string(key), version,
-                                             tombstone, w->remote && !redelete ? w->peer : 0}));
+      staged_entries.push_back(OplogEntry{w_seq, std::string(map), std::string(key), version,
+                                          tombstone, w->remote && !redelete ? w->peer : 0});
       // The tombstone queue holds exactly the stored tombstones.
       if (old.exists && old.meta.tombstone) {
         staged.Delete(rows::GcQueueKey(old.meta.version, map, key));
@@ -558,6 +566,12 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
     for (auto& [k, st] : staged_keys) overlay[k] = st;
     events.insert(events.end(), staged_events.begin(), staged_events.end());
     leaf_deltas.insert(leaf_deltas.end(), staged_deltas.begin(), staged_deltas.end());
+    if (oplog_entries.empty()) {
+      oplog_entries = std::move(staged_entries);
+    } else {
+      oplog_entries.insert(oplog_entries.end(), std::make_move_iterator(staged_entries.begin()),
+                           std::make_move_iterator(staged_entries.end()));
+    }
     seq = w_seq;
     live_count = w_live;
     tomb_count = w_tomb;
@@ -566,6 +580,9 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
   }
 
   if (batch.empty()) return;  // nothing won, or every writer failed
+  // Every op that won has its entry, so the oplog rows cover exactly the
+  // records this batch writes.
+  Oplog::AppendRows(oplog_entries, &batch);
 
   // Reserve the HLC bound ahead of every timestamp in this batch. Crossing it
   // forces a synced commit even in relaxed mode, so a restart (with the clock
@@ -579,7 +596,7 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
     sync = true;
   }
   // Leaf rows and the state row are not rewritten by every commit: the first
-  // group after checkpoint_interval_ms or checkpoint_rows_max oplog rows
+  // group after checkpoint_interval_ms or checkpoint_rows_max oplog entries
   // carries a checkpoint of every leaf changed since the last one, atomically
   // with its own records. A crash in between is repaired at open from the
   // oplog rows after the checkpoint's seq (see Open).
@@ -818,16 +835,19 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
     // oplog row, and the oplog is never pruned past the checkpoint). Those
     // buckets are recomputed exactly from their key-hash index rows, which
     // commit with their records, and stay dirty until the next checkpoint.
-    for (it->Seek(Oplog::RowKey(checkpoint_seq + 1));
-         it->Valid() && !it->key().empty() && it->key()[0] == rows::kOplogPrefix; it->Next()) {
-      if (it->key().size() != 9) return Status::Corruption("oplog: malformed row key");
-      const uint64_t seq = DecodeFixed64BE(it->key().data() + 1);
-      TIDEMAP_ASSIGN_OR_RETURN(OplogEntry e, Oplog::DecodeRow(seq, it->value()));
-      impl->MarkDirty(BucketOf(KeyHash(e.map, e.key), impl->tree_shape));
-      last_seq = std::max(last_seq, seq);
-      ++impl->recovered_rows;
+    // (A packed row never straddles the checkpoint, which is written with
+    // the last row of a commit; ReadAfter would skip its older part anyway.)
+    impl->oplog = std::make_unique<Oplog>(impl->store.get());
+    for (uint64_t after = checkpoint_seq;;) {
+      TIDEMAP_ASSIGN_OR_RETURN(std::vector<OplogEntry> tail,
+                               impl->oplog->ReadAfter(after, kReplayEntriesPerRead));
+      if (tail.empty()) break;
+      for (const OplogEntry& e : tail) {
+        impl->MarkDirty(BucketOf(KeyHash(e.map, e.key), impl->tree_shape));
+      }
+      impl->recovered_rows += tail.size();
+      after = last_seq = tail.back().seq;
     }
-    TIDEMAP_RETURN_IF_ERROR(it->status());
     std::sort(impl->dirty.begin(), impl->dirty.end());
     for (uint32_t bucket : impl->dirty) {
       Digest128 digest;
@@ -882,7 +902,6 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
   const Timestamp floor =
       bound_ms == 0 ? Timestamp{} : Timestamp::FromParts(bound_ms, Timestamp::kLogicalMax);
   impl->hlc = std::make_unique<Hlc>(options.clock, options.hlc, floor);
-  impl->oplog = std::make_unique<Oplog>(impl->store.get());
   impl->options = std::move(options);
   return std::unique_ptr<Replica>(new Replica(std::move(impl)));
 }

@@ -29,8 +29,10 @@ inline constexpr char kGcWatermarkPrefix = 'w';
 
 // The schema version this build writes and reads. 3: peer rows carry the
 // peer's incarnation and received seq, the tombstone queue, the incarnation
-// and GC meta rows.
-inline constexpr uint64_t kSchemaVersion = 3;
+// and GC meta rows. 4: packed oplog rows (one row per run of up to 256
+// consecutive seqs of one commit, keyed by its last seq; oplog/oplog.cc), so
+// a version 3 database, with one row per seq, is refused.
+inline constexpr uint64_t kSchemaVersion = 4;
 
 // ---- records ----
 

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <iterator>
 #include <map>
 #include <thread>
 #include <unordered_map>
@@ -24,6 +25,9 @@ constexpr size_t kScanLimitMax = 10'000;
 constexpr size_t kPurgeBatchMax = 10'000;
 // The group-commit wait tracks at most this many threads of the last group.
 constexpr size_t kGroupThreadsTracked = 64;
+// Oplog entries Open reads at a time while it replays the tail after the
+// last checkpoint.
+constexpr size_t kReplayEntriesPerRead = 4096;
 
 // The deterministic tie rule for equal (hlc, origin) with different bytes,
 // which honest peers never produce: the greater digest of (tombstone, value) wins.
@@ -357,6 +361,9 @@ struct Replica::Impl {
     std::unordered_map<GroupKey, KeyState, GroupKeyHash> keys;
     std::vector<PendingEvent> events;
     std::vector<LeafDelta> leaf_deltas;  // per op: its Merkle bucket's change
+    // One per op that won, in seq order: consecutive seqs, packed into oplog
+    // rows once the group is built.
+    std::vector<OplogEntry> oplog_entries;
     uint64_t seq = 0, live = 0, tombs = 0;
   };
   // Appends the ops of `w` that win to `g`, and sets w's versions and apply
@@ -632,9 +639,8 @@ Status Replica::Impl::AppendWriter(Writer* w, const Version& watermark, bool tra
     g->batch.Put(row_key_scratch, value_scratch);
     const uint64_t seq = ++g->seq;
     // A restored delete is this replica's doing: it must reach the sender.
-    g->batch.Put(Oplog::RowKey(seq),
-                 Oplog::EncodeRow(OplogEntry{seq, std::string(map), std::string(key), version,
-                                             tombstone, w->remote && !redelete ? w->peer : 0}));
+    g->oplog_entries.push_back(OplogEntry{seq, std::string(map), std::string(key), version,
+                                          tombstone, w->remote && !redelete ? w->peer : 0});
     // The tombstone queue holds exactly the stored tombstones.
     if (old.exists && old.meta.tombstone) {
       g->batch.Delete(rows::GcQueueKey(old.meta.version, map, key));
@@ -700,6 +706,7 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
     g.keys.clear();
     g.events.clear();
     g.leaf_deltas.clear();
+    g.oplog_entries.clear();
     g.seq = seq, g.live = live_count, g.tombs = tomb_count;
     built = true;
     for (auto it = writers_left.begin(); it != writers_left.end(); ++it) {
@@ -720,6 +727,9 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
   const std::vector<PendingEvent>& events = g.events;
 
   if (batch.empty()) return;  // nothing won, or every writer failed
+  // Every op that won has its entry, so the oplog rows cover exactly the
+  // records this batch writes.
+  Oplog::AppendRows(g.oplog_entries, &batch);
 
   // Reserve the HLC bound ahead of every timestamp in this batch. Crossing it
   // forces a synced commit even in relaxed mode, so a restart (with the clock
@@ -733,7 +743,7 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
     sync = true;
   }
   // Leaf rows and the state row are not rewritten by every commit: the first
-  // group after checkpoint_interval_ms or checkpoint_rows_max oplog rows
+  // group after checkpoint_interval_ms or checkpoint_rows_max oplog entries
   // carries a checkpoint of every leaf changed since the last one, atomically
   // with its own records. A crash in between is repaired at open from the
   // oplog rows after the checkpoint's seq (see Open).
@@ -983,17 +993,20 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
     // oplog row, and the oplog is never pruned past the checkpoint). Those
     // buckets are recomputed exactly from their key-hash index rows, which
     // commit with their records, and stay dirty until the next checkpoint.
+    // (A packed row never straddles the checkpoint, which is written with
+    // the last row of a commit; ReadAfter would skip its older part anyway.)
+    impl->oplog = std::make_unique<Oplog>(impl->store.get());
     std::vector<uint32_t> replayed;
-    for (it->Seek(Oplog::RowKey(checkpoint_seq + 1));
-         it->Valid() && !it->key().empty() && it->key()[0] == rows::kOplogPrefix; it->Next()) {
-      if (it->key().size() != 9) return Status::Corruption("oplog: malformed row key");
-      const uint64_t seq = DecodeFixed64BE(it->key().data() + 1);
-      TIDEMAP_ASSIGN_OR_RETURN(OplogEntry e, Oplog::DecodeRow(seq, it->value()));
-      replayed.push_back(BucketOf(KeyHash(e.map, e.key), impl->tree_shape));
-      last_seq = std::max(last_seq, seq);
-      ++impl->recovered_rows;
+    for (uint64_t after = checkpoint_seq;;) {
+      TIDEMAP_ASSIGN_OR_RETURN(std::vector<OplogEntry> tail,
+                               impl->oplog->ReadAfter(after, kReplayEntriesPerRead));
+      if (tail.empty()) break;
+      for (const OplogEntry& e : tail) {
+        replayed.push_back(BucketOf(KeyHash(e.map, e.key), impl->tree_shape));
+      }
+      impl->recovered_rows += tail.size();
+      after = last_seq = tail.back().seq;
     }
-    TIDEMAP_RETURN_IF_ERROR(it->status());
     std::sort(replayed.begin(), replayed.end());
     replayed.erase(std::unique(replayed.begin(), replayed.end()), replayed.end());
     for (uint32_t bucket : replayed) {
@@ -1050,7 +1063,6 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
   const Timestamp floor =
       bound_ms == 0 ? Timestamp{} : Timestamp::FromParts(bound_ms, Timestamp::kLogicalMax);
   impl->hlc = std::make_unique<Hlc>(options.clock, options.hlc, floor);
-  impl->oplog = std::make_unique<Oplog>(impl->store.get());
   impl->options = std::move(options);
   return std::unique_ptr<Replica>(new Replica(std::move(impl)));
 }

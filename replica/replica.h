@@ -69,13 +69,13 @@ struct ReplicaOptions {
   // Merkle leaf rows (digest and counts per bucket) and the state row are not
   // rewritten by every commit: a checkpoint writes every leaf changed since the
   // last one, inside the batch of the first group commit this long (on
-  // `clock`) or this many oplog rows after the last checkpoint, and on a clean
-  // close, before Scrub and before PruneOplog. After a crash, Open recomputes
-  // the buckets named by the oplog rows since the checkpoint from the
-  // key-hash index: the tree stays exact with no full rebuild. Random writes
-  // dirty about min(rows, leaf count) buckets, so the row bound is set well
-  // above the 65,536 leaves: the replay after a crash costs at most one bucket
-  // scan per row since the checkpoint (about a second at the bound).
+  // `clock`) or this many oplog entries (seqs) after the last checkpoint, and
+  // on a clean close, before Scrub and before PruneOplog. After a crash, Open
+  // recomputes the buckets named by the oplog entries since the checkpoint
+  // from the key-hash index: the tree stays exact with no full rebuild. Random
+  // writes dirty about min(entries, leaf count) buckets, so the bound is set
+  // well above the 65,536 leaves: the replay after a crash costs at most one
+  // bucket scan per entry since the checkpoint (about a second at the bound).
   uint64_t checkpoint_interval_ms = 1000;
   uint64_t checkpoint_rows_max = 100'000;
   // Tombstone GC (PurgeTombstones, design in replica.cc): a tombstone goes
@@ -190,8 +190,9 @@ struct ReplicaStats {
   uint64_t oplog_last_seq = 0;   // the highest seq ever assigned
   uint64_t oplog_pruned_through = 0;
   Timestamp hlc_last;
-  // What the last open replayed: oplog rows after the last checkpoint, and the
-  // Merkle buckets recomputed for them (both 0 after a clean close).
+  // What the last open replayed: oplog entries (seqs, not LevelDB rows) after
+  // the last checkpoint, and the Merkle buckets recomputed for them (both 0
+  // after a clean close).
   uint64_t recovered_oplog_rows = 0;
   uint64_t recovered_buckets = 0;
   // Since open (counters kept in memory, for metrics): committed local

@@ -10,7 +10,7 @@
 //       checksum := H(value, H(header, H(record key))), H(x, seed) = XXH3-64 of x
 //                   with seed, header = every byte before the checksum;
 //                   binding the key means a row moved under another key fails too
-//   oplog key    := 'o' seq:u64               (value: see oplog/oplog.cc)
+//   oplog key    := 'o' last_seq:u64          (a packed row: see oplog/oplog.cc)
 //   merkle key   := 'k' page:u32  ->  count:varint leaf{count}
 //       page     := buckets [page * 64, page * 64 + count) (kLeavesPerPage = 64;
 //                   count is 64 but in the last page of a tree of fewer leaves)
@@ -36,7 +36,7 @@
 //                created and never changed: a wiped or replaced database gets
 //                another one, which is how peers notice (replica/sync.cc)
 //       state -> checkpoint_seq:u64: every leaf row is exact as of this seq;
-//                oplog rows after it name every key changed since (rewritten
+//                oplog entries after it name every key changed since (rewritten
 //                by each checkpoint, in the batch of the group it covers)
 //       gc_watermark -> hlc:u64 origin:u64: the greatest version of a purged
 //                tombstone over every bucket (absent: none purged)

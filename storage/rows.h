@@ -31,7 +31,9 @@ inline constexpr char kGcWatermarkPrefix = 'w';
 
 // The schema version this build writes and reads. 3: peer rows carry the
 // peer's incarnation and received seq, the tombstone queue, the incarnation
-// and GC meta rows. 4: Merkle leaves persisted in pages.
+// and GC meta rows. 4: packed oplog rows (one row per run of up to 256
+// consecutive seqs of one commit, keyed by its last seq; oplog/oplog.cc) and
+// Merkle leaves persisted 64 to a page row, so a version 3 database is refused.
 inline constexpr uint64_t kSchemaVersion = 4;
 
 // ---- records ----

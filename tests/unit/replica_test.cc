@@ -1,8 +1,10 @@
 // Proves the local replica: the write path (put, delete, atomic batches,
 // limits), reads (get, scan pages), subscriptions, LWW merge of remote records
 // (against an oracle over random interleavings, duplicates and orders), clock
-// and seq behaviour across restarts, refusal of foreign or unknown databases,
-// detection of corrupt records, and concurrent writers sharing group commits.
+// and seq behaviour across restarts, refusal of foreign or unknown databases
+// (a version 3 one included), detection of corrupt records, concurrent
+// writers sharing group commits, the oplog rows a large commit packs its
+// entries into, and a failed writer leaving no oplog entry behind.
 // Everything runs on LevelDB's in-memory Env with a manual clock.
 #include <gtest/gtest.h>
 #include <leveldb/env.h>
@@ -16,6 +18,7 @@
 #include <set>
 #include <thread>
 
+#include "base/coding.h"
 #include "base/random.h"
 #include "merkle/merkle.h"
 #include "replica/replica.h"
@@ -625,6 +628,28 @@ TEST_F(ReplicaTest, RefusesForeignAndUnknownDatabases) {
       << future.status().message();
 }
 
+// Version 3 wrote one oplog row per seq; this build reads only packed rows
+// (version 4), so a version 3 database is refused, saying both versions.
+TEST_F(ReplicaTest, RefusesAVersion3Database) {
+  { auto r = OpenReplica(Options()); }
+  {
+    StoreOptions so;
+    so.path = "/db";
+    so.env = env_.get();
+    auto store = Store::Open(so);
+    ASSERT_TRUE(store.ok());
+    Batch b;
+    b.Put(rows::MetaKey(rows::kMetaSchemaVersion), rows::EncodeU64(3));
+    ASSERT_TRUE((*store)->Write(&b, true).ok());
+  }
+  ASSERT_EQ(rows::kSchemaVersion, 4u);
+  auto old = Replica::Open(Options());
+  ASSERT_FALSE(old.ok());
+  EXPECT_TRUE(old.status().IsRefused());
+  EXPECT_EQ(old.status().message(),
+            "database /db has schema version 3; this build reads version 4");
+}
+
 // MemEnv does not lock files, so this one runs on the real file system.
 TEST_F(ReplicaTest, HeldDatabaseIsInUse) {
   const std::string dir = testing::MakeTempDir("tidemap-lock");
@@ -736,6 +761,79 @@ TEST_F(ReplicaTest, SyncLeaderWaitsForTheLastGroupsThreads) {
   // A alone, {B, C}, then {B, C} again.
   EXPECT_EQ(log_syncs.load(), 3);
   EXPECT_EQ(r->Stats()->keys, 5u);
+}
+
+// The oplog entries of one commit are packed into rows of up to 256: a
+// 600-op batch after a single put leaves four LevelDB rows (1, 2..257,
+// 258..513, 514..601), and reads cross their boundaries seamlessly.
+TEST_F(ReplicaTest, AGroupOf600OpsMakesThreeOplogRows) {
+  {
+    auto r = OpenReplica(Options());
+    ASSERT_TRUE(r->Put("m", "first", "v").ok());
+    WriteBatch b;
+    for (int i = 0; i < 600; ++i) b.Put("m", "k" + std::to_string(i), "v");
+    ASSERT_TRUE(r->Write(b).ok());
+    auto all = r->oplog().ReadAfter(0, 1000);
+    ASSERT_TRUE(all.ok());
+    ASSERT_EQ(all->size(), 601u);
+    for (size_t i = 0; i < all->size(); ++i) {
+      EXPECT_EQ((*all)[i].seq, i + 1);
+      EXPECT_EQ((*all)[i].key, i == 0 ? "first" : "k" + std::to_string(i - 1));
+    }
+    auto across = r->oplog().ReadAfter(256, 2);
+    ASSERT_TRUE(across.ok());
+    ASSERT_EQ(across->size(), 2u);
+    EXPECT_EQ((*across)[0].key, "k255");
+    EXPECT_EQ((*across)[1].key, "k256");
+    auto stats = r->Stats();
+    EXPECT_EQ(stats->oplog_first_seq, 1u);
+    EXPECT_EQ(stats->oplog_last_seq, 601u);
+  }
+  StoreOptions so;
+  so.path = "/db";
+  so.env = env_.get();
+  auto store = Store::Open(so);
+  ASSERT_TRUE(store.ok());
+  std::string row_keys;
+  auto it = (*store)->NewIterator();
+  for (it->Seek(std::string(1, rows::kOplogPrefix));
+       it->Valid() && it->key()[0] == rows::kOplogPrefix; it->Next()) {
+    ASSERT_EQ(it->key().size(), 9u);
+    if (!row_keys.empty()) row_keys += ' ';
+    row_keys += std::to_string(DecodeFixed64BE(it->key().data() + 1));
+  }
+  ASSERT_TRUE(it->status().ok());
+  EXPECT_EQ(row_keys, "1 257 513 601");
+}
+
+// A writer that fails midway leaves no oplog entry for the ops it staged,
+// and the seqs stay contiguous: the next write takes the next seq.
+TEST_F(ReplicaTest, AFailedWriterLeavesNoOplogEntry) {
+  { ASSERT_TRUE(OpenReplica(Options())->Put("m", "a", "1").ok()); }
+  {
+    // A corrupt key-hash index row makes any write to m/bad fail.
+    StoreOptions so;
+    so.path = "/db";
+    so.env = env_.get();
+    auto store = Store::Open(so);
+    ASSERT_TRUE(store.ok());
+    Batch b;
+    b.Put(rows::HashIndexKey(KeyHash("m", "bad"), "m", "bad"), "garbage");
+    ASSERT_TRUE((*store)->Write(&b, true).ok());
+  }
+  auto r = OpenReplica(Options());
+  WriteBatch b;
+  b.Put("m", "x", "1");
+  b.Put("m", "bad", "1");
+  EXPECT_TRUE(r->Write(b).status().IsCorruption());
+  ASSERT_TRUE(r->Put("m", "y", "1").ok());
+  auto rows = r->oplog().ReadAfter(0, 100);
+  ASSERT_TRUE(rows.ok());
+  std::string rendered;
+  for (const OplogEntry& e : *rows) rendered += std::to_string(e.seq) + ":" + e.key + " ";
+  EXPECT_EQ(rendered, "1:a 2:y ");
+  EXPECT_TRUE(r->Get("m", "x").status().IsNotFound());
+  EXPECT_EQ(r->Stats()->oplog_last_seq, 2u);
 }
 
 // ---------------------------------------------------------------------------

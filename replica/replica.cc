@@ -423,8 +423,11 @@ Result<Digest128> Replica::Impl::LoadContent(const std::string& row_key) const {
 Status Replica::Impl::Commit(Writer* w) {
   mu.Lock();
   writers.push_back(w);
-  // A leader waiting for the last group's threads recounts on each arrival.
-  if (leader_waiting && writers.front() != w) writers.front()->cv.Signal();
+  // A leader waiting for the last group's threads is woken by the arrival
+  // that completes them (waking it on every arrival costs a context switch each).
+  if (leader_waiting && writers.front() != w && LastGroupQueued(writers.front())) {
+    writers.front()->cv.Signal();
+  }
   while (!w->done && w != writers.front()) w->cv.Wait();
   if (w->done) {
     mu.Unlock();

@@ -42,17 +42,22 @@ bool DigestLess(const Digest128& a, const Digest128& b) {
 // A Bloom filter over the key hashes of every stored key, so a write to a key
 // that certainly does not exist skips the read-before-write. It never says
 // "absent" for a stored key (no false negatives); a false positive just costs
-// the read. 10 bits and 7 probes per key: about 1% false positives at capacity.
+// the read. Blocked: every probe of a key falls in one 64-byte block (chosen
+// by the hash's top bits), so a lookup or an insert touches one cache line,
+// not seven scattered over megabytes. 10 bits and 7 probes per key: about 1%
+// false positives at capacity.
 class KeyFilter {
  public:
   static constexpr uint64_t kBitsPerKey = 10;
   static constexpr int kProbes = 7;
+  static constexpr uint64_t kBlockBits = 512;
 
   void Reset(uint64_t capacity_keys) {
-    uint64_t bits = 64;
-    while (bits < capacity_keys * kBitsPerKey) bits <<= 1;
-    words_.assign(bits / 64, 0);
-    mask_ = bits - 1;
+    uint64_t blocks = 1;
+    int block_shift = 64;  // 64 - log2(blocks)
+    while (blocks * kBlockBits < capacity_keys * kBitsPerKey) blocks <<= 1, --block_shift;
+    words_.assign(blocks * (kBlockBits / 64), 0);
+    block_shift_ = block_shift;
     capacity_ = capacity_keys;
     added_ = 0;
   }
@@ -62,23 +67,30 @@ class KeyFilter {
 
   void Add(uint64_t key_hash) {
     ++added_;
+    uint64_t* block = &words_[BlockOffset(key_hash)];
     uint64_t h = key_hash;
-    const uint64_t delta = (key_hash >> 33) | (key_hash << 31) | 1;  // double hashing
-    for (int i = 0; i < kProbes; ++i, h += delta) words_[(h & mask_) >> 6] |= Bit(h);
+    const uint64_t delta = (key_hash >> 21) | 1;  // double hashing within the block
+    for (int i = 0; i < kProbes; ++i, h += delta) block[(h & 511) >> 6] |= Bit(h);
   }
   bool MayContain(uint64_t key_hash) const {
+    const uint64_t* block = &words_[BlockOffset(key_hash)];
     uint64_t h = key_hash;
-    const uint64_t delta = (key_hash >> 33) | (key_hash << 31) | 1;
+    const uint64_t delta = (key_hash >> 21) | 1;
     for (int i = 0; i < kProbes; ++i, h += delta) {
-      if ((words_[(h & mask_) >> 6] & Bit(h)) == 0) return false;
+      if ((block[(h & 511) >> 6] & Bit(h)) == 0) return false;
     }
     return true;
   }
 
  private:
   static uint64_t Bit(uint64_t h) { return uint64_t{1} << (h & 63); }
+  // The first word of the key's block (kBlockBits / 64 words), picked by the top bits.
+  size_t BlockOffset(uint64_t key_hash) const {
+    const uint64_t index = block_shift_ == 64 ? 0 : key_hash >> block_shift_;
+    return static_cast<size_t>(index * (kBlockBits / 64));
+  }
   std::vector<uint64_t> words_;
-  uint64_t mask_ = 0;
+  int block_shift_ = 64;
   uint64_t capacity_ = 0;
   uint64_t added_ = 0;
 };

@@ -1589,13 +1589,19 @@ Result<PurgeStats> Replica::PurgeTombstones(const std::function<void(const KeyMe
   return stats;
 }
 
-Result<bool> Replica::RecordsOfOrigin(uint64_t origin, std::string* cursor, size_t page_bytes,
-                                      std::vector<RemoteRecord>* out) const {
-  const std::string prefix(1, rows::kRecordPrefix);
-  auto it = impl_->store->NewIterator();
+namespace {
+
+// Appends the records for which keep(meta, map, key) holds to `out`, from
+// after `*cursor` (empty: the first record) in (map, key) order, until they
+// reach `page_bytes` (then `*cursor` is where to resume, and the result
+// false) or the records end (true).
+template <typename Keep>
+Result<bool> ScanRecordsWhere(const Store& store, std::string* cursor, size_t page_bytes,
+                              std::vector<RemoteRecord>* out, Keep&& keep) {
+  auto it = store.NewIterator();
   size_t bytes = 0;
   if (cursor->empty()) {
-    it->Seek(prefix);
+    it->Seek(std::string(1, rows::kRecordPrefix));
   } else {
     it->Seek(*cursor);
     if (it->Valid() && it->key() == *cursor) it->Next();
@@ -1604,11 +1610,11 @@ Result<bool> Replica::RecordsOfOrigin(uint64_t origin, std::string* cursor, size
     const std::string_view row_key = it->key();
     if (row_key.empty() || row_key[0] != rows::kRecordPrefix) break;
     TIDEMAP_ASSIGN_OR_RETURN(rows::RecordMeta meta, rows::DecodeRecordMeta(row_key, it->value()));
-    if (meta.version.origin != origin) continue;
     std::string_view m, k;
     if (!rows::ParseRecordKey(row_key, &m, &k)) {
       return Status::Corruption("malformed record key " + Printable(row_key));
     }
+    if (!keep(meta, m, k)) continue;
     TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, it->value()));
     bytes += m.size() + k.size() + rec.value.size();
     out->push_back(RemoteRecord{std::string(m), std::string(k), std::move(rec.value), rec.version,
@@ -1621,6 +1627,30 @@ Result<bool> Replica::RecordsOfOrigin(uint64_t origin, std::string* cursor, size
   }
   TIDEMAP_RETURN_IF_ERROR(it->status());
   return true;
+}
+
+}  // namespace
+
+Result<bool> Replica::RecordsOfOrigin(uint64_t origin, std::string* cursor, size_t page_bytes,
+                                      std::vector<RemoteRecord>* out) const {
+  return ScanRecordsWhere(*impl_->store, cursor, page_bytes, out,
+                          [origin](const rows::RecordMeta& meta, std::string_view,
+                                   std::string_view) { return meta.version.origin == origin; });
+}
+
+Result<bool> Replica::RecordsWithKeyHashes(std::span<const uint64_t> key_hashes,
+                                           std::string* cursor, size_t page_bytes,
+                                           std::vector<RemoteRecord>* out) const {
+  return ScanRecordsWhere(
+      *impl_->store, cursor, page_bytes, out,
+      [key_hashes](const rows::RecordMeta&, std::string_view m, std::string_view k) {
+        return std::binary_search(key_hashes.begin(), key_hashes.end(), KeyHash(m, k));
+      });
+}
+
+uint64_t Replica::KeyCount() const {
+  MutexLock l(&impl_->state_mu);
+  return impl_->live + impl_->tombstones;
 }
 
 Result<ReplicaStats> Replica::Stats() const {

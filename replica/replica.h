@@ -346,6 +346,14 @@ class Replica {
   // the rare resync after a peer's database changed.
   Result<bool> RecordsOfOrigin(uint64_t origin, std::string* cursor, size_t page_bytes,
                                std::vector<RemoteRecord>* out) const;
+  // The stored records whose KeyHash is one of `key_hashes` (ascending),
+  // paged like RecordsOfOrigin, in (map, key) order. For a diff that owes the
+  // peer a large share of the keys (a bootstrap): one pass over the records
+  // then costs far less than RecordsByKeyHash's lookup of each.
+  Result<bool> RecordsWithKeyHashes(std::span<const uint64_t> key_hashes, std::string* cursor,
+                                    size_t page_bytes, std::vector<RemoteRecord>* out) const;
+  // Stored keys, tombstones included (cheap; no I/O).
+  uint64_t KeyCount() const;
 
   Result<ReplicaStats> Stats() const;
   uint64_t node_id() const;

@@ -55,6 +55,13 @@ namespace tidemap {
 
 namespace {
 
+// A diff's records are read by one pass over the stored records, rather than
+// a lookup per key, when they are at least this many and at least one in
+// kDenseDiffShare of the stored keys: a lookup at a random place costs about
+// as much as reading a few dozen records in order.
+constexpr size_t kDenseDiffKeysMin = 1024;
+constexpr uint64_t kDenseDiffShare = 8;
+
 size_t RecordBytes(const RemoteRecord& r) {
   return r.map.size() + r.key.size() + r.value.size() + 32;
 }
@@ -145,6 +152,11 @@ struct SyncSession::Impl {
     std::vector<uint64_t> key_hashes;
     size_t next = 0;
     std::vector<uint64_t> requests;
+    // A dense diff (a large share of our keys, as in a bootstrap) is read by
+    // one pass over the records, resuming after `cursor`, instead of a
+    // lookup per key (RecordsByKeyHash) at random places on disk.
+    bool scan = false;
+    std::string cursor;
   };
   DiffOut diff_out;
   // Resyncs of an origin's records (see the comment at the top): where the
@@ -729,6 +741,8 @@ Status SyncSession::Impl::SendDiffRecords(std::vector<uint64_t> key_hashes,
   std::sort(key_hashes.begin(), key_hashes.end());
   key_hashes.erase(std::unique(key_hashes.begin(), key_hashes.end()), key_hashes.end());
   diff_out.active = true;
+  diff_out.scan = key_hashes.size() >= kDenseDiffKeysMin &&
+                  key_hashes.size() * kDenseDiffShare >= replica->KeyCount();
   diff_out.key_hashes = std::move(key_hashes);
   diff_out.next = 0;
   diff_out.requests = std::move(requests);
@@ -767,15 +781,23 @@ Status SyncSession::Impl::PumpRecords(std::vector<msg::Message>* out) {
   size_t window = 0;
   while (diff_out.active && window < options.records_window_bytes) {
     // About one chunk of records at a time, however large they are.
-    const std::span<const uint64_t> rest =
-        std::span<const uint64_t>(diff_out.key_hashes).subspan(diff_out.next);
     std::vector<RemoteRecord> found;
-    TIDEMAP_ASSIGN_OR_RETURN(
-        const size_t done,
-        replica->RecordsByKeyHash(rest.first(std::min(rest.size(), options.batch_records_max)),
-                                  std::max<size_t>(1, options.diff_chunk_bytes_max), &found));
-    diff_out.next += done;
-    const bool final = diff_out.next == diff_out.key_hashes.size();
+    bool final = false;
+    if (diff_out.scan) {
+      TIDEMAP_ASSIGN_OR_RETURN(
+          final,
+          replica->RecordsWithKeyHashes(diff_out.key_hashes, &diff_out.cursor,
+                                        std::max<size_t>(1, options.diff_chunk_bytes_max), &found));
+    } else {
+      const std::span<const uint64_t> rest =
+          std::span<const uint64_t>(diff_out.key_hashes).subspan(diff_out.next);
+      TIDEMAP_ASSIGN_OR_RETURN(
+          const size_t done,
+          replica->RecordsByKeyHash(rest.first(std::min(rest.size(), options.batch_records_max)),
+                                    std::max<size_t>(1, options.diff_chunk_bytes_max), &found));
+      diff_out.next += done;
+      final = diff_out.next == diff_out.key_hashes.size();
+    }
     msg::DiffRecords header;
     header.diff_id = diff_id;
     EmitRecordChunks(std::move(found), header, final, &window, out);

@@ -333,6 +333,38 @@ TEST_F(SyncTest, DiffRecordsMoveAWindowAtATime) {
   EXPECT_GE(run.calls_with_records, 2000 * static_cast<int>(kValueBytes) / int{kWindowBytes});
 }
 
+// A diff that owes the peer most of our keys (a bootstrap) reads them in one
+// pass over the records, so they go out in key order (a lookup per key
+// would send them in key-hash order), a window at a time.
+TEST_F(SyncTest, DenseDiffSendsRecordsInKeyOrder) {
+  Node& a = Add(1);
+  Node& b = Add(2);
+  WriteBatch wa;
+  for (int i = 0; i < 3000; ++i) {
+    char key[8];
+    std::snprintf(key, sizeof(key), "k%04d", i);
+    wa.Put("m", key, std::string(100, 'x'));
+  }
+  ASSERT_TRUE(a.replica->Write(wa).ok());
+  Link link = Connect(1, 2, WindowedOptions());
+  std::vector<std::string> sent;
+  WindowedRun run;
+  Pump(link, true, kStartMs, 1000, [&](const std::vector<msg::Message>& out, size_t from) {
+    run.Observe(out, from);
+    for (size_t i = from; i < out.size(); ++i) {
+      if (auto* d = std::get_if<msg::DiffRecords>(&out[i].body)) {
+        for (const RemoteRecord& r : d->records) sent.push_back(r.key);
+      }
+    }
+  });
+  ExpectConverged({1, 2});
+  EXPECT_EQ(b.replica->Stats()->keys, 3000u);
+  ASSERT_EQ(sent.size(), 3000u);
+  EXPECT_TRUE(std::is_sorted(sent.begin(), sent.end()));
+  EXPECT_LE(run.max_call_bytes, kWindowBytes + kChunkBytes + 200);
+  EXPECT_GE(run.calls_with_records, 3000 * 105 / int{kWindowBytes});
+}
+
 // The resync of a wiped node's records (all of them sent back to it) moves
 // a window at a time too.
 TEST_F(SyncTest, OriginResyncMovesAWindowAtATime) {

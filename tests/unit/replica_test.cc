@@ -45,6 +45,17 @@ class ReplicaTest : public ::testing::Test {
     return o;
   }
 
+  // The database at "/db" opened as a bare Store (no replica on it), to
+  // inspect or tamper with its rows.
+  std::unique_ptr<Store> OpenStore() {
+    StoreOptions so;
+    so.path = "/db";
+    so.env = env_.get();
+    auto store = Store::Open(so);
+    EXPECT_TRUE(store.ok()) << store.status().ToString();
+    return store.ok() ? std::move(store).value() : nullptr;
+  }
+
   std::unique_ptr<Replica> OpenReplica(ReplicaOptions o) {
     auto r = Replica::Open(std::move(o));
     EXPECT_TRUE(r.ok()) << r.status().ToString();
@@ -420,14 +431,11 @@ TEST_F(ReplicaTest, LeavesAreCheckpointedInPages) {
     for (int i = 0; i < 5000; ++i) batch.Put("m", "k" + std::to_string(i), "v");
     ASSERT_TRUE(r->Write(batch).ok());
   }
-  StoreOptions so;
-  so.path = "/db";
-  so.env = env_.get();
   std::string last_key, last_value;
   {
-    auto store = Store::Open(so);
-    ASSERT_TRUE(store.ok());
-    auto it = (*store)->NewIterator();
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    auto it = store->NewIterator();
     uint32_t pages = 0;
     for (it->Seek(std::string(1, rows::kMerklePrefix));
          it->Valid() && it->key()[0] == rows::kMerklePrefix; it->Next()) {
@@ -448,7 +456,7 @@ TEST_F(ReplicaTest, LeavesAreCheckpointedInPages) {
     leaves->pop_back();
     Batch b;
     b.Put(last_key, rows::EncodeLeafPage(*leaves));
-    ASSERT_TRUE((*store)->Write(&b, true).ok());
+    ASSERT_TRUE(store->Write(&b, true).ok());
   }
   auto r = Replica::Open(Options());
   ASSERT_FALSE(r.ok());
@@ -466,12 +474,9 @@ TEST_F(ReplicaTest, ScrubFindsATamperedLeafAndAMissingIndexRow) {
     EXPECT_TRUE(clean->ok());
   }
   {
-    StoreOptions so;
-    so.path = "/db";
-    so.env = env_.get();
-    auto store = Store::Open(so);
-    ASSERT_TRUE(store.ok());
-    auto it = (*store)->NewIterator();
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    auto it = store->NewIterator();
     it->Seek(std::string(1, rows::kMerklePrefix));
     ASSERT_TRUE(it->Valid());
     const std::string page_key(it->key());
@@ -487,7 +492,7 @@ TEST_F(ReplicaTest, ScrubFindsATamperedLeafAndAMissingIndexRow) {
     Batch b;
     b.Put(page_key, rows::EncodeLeafPage(*leaves));
     b.Delete(index_key);
-    ASSERT_TRUE((*store)->Write(&b, true).ok());
+    ASSERT_TRUE(store->Write(&b, true).ok());
   }
   auto r = OpenReplica(Options());
   auto scrub = r->Scrub();
@@ -613,14 +618,11 @@ TEST_F(ReplicaTest, RefusesForeignAndUnknownDatabases) {
 
   // Rewrite the schema version to one from the future.
   {
-    StoreOptions so;
-    so.path = "/db";
-    so.env = env_.get();
-    auto store = Store::Open(so);
-    ASSERT_TRUE(store.ok());
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
     Batch b;
     b.Put(rows::MetaKey(rows::kMetaSchemaVersion), rows::EncodeU64(99));
-    ASSERT_TRUE((*store)->Write(&b, true).ok());
+    ASSERT_TRUE(store->Write(&b, true).ok());
   }
   auto future = Replica::Open(Options());
   ASSERT_FALSE(future.ok());
@@ -633,14 +635,11 @@ TEST_F(ReplicaTest, RefusesForeignAndUnknownDatabases) {
 TEST_F(ReplicaTest, RefusesAVersion3Database) {
   { auto r = OpenReplica(Options()); }
   {
-    StoreOptions so;
-    so.path = "/db";
-    so.env = env_.get();
-    auto store = Store::Open(so);
-    ASSERT_TRUE(store.ok());
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
     Batch b;
     b.Put(rows::MetaKey(rows::kMetaSchemaVersion), rows::EncodeU64(3));
-    ASSERT_TRUE((*store)->Write(&b, true).ok());
+    ASSERT_TRUE(store->Write(&b, true).ok());
   }
   ASSERT_EQ(rows::kSchemaVersion, 4u);
   auto old = Replica::Open(Options());
@@ -668,19 +667,16 @@ TEST_F(ReplicaTest, HeldDatabaseIsInUse) {
 TEST_F(ReplicaTest, CorruptRecordIsReportedNeverServed) {
   { ASSERT_TRUE(OpenReplica(Options())->Put("m", "victim", "precious").ok()); }
   {
-    StoreOptions so;
-    so.path = "/db";
-    so.env = env_.get();
-    auto store = Store::Open(so);
-    ASSERT_TRUE(store.ok());
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
     const std::string row_key = rows::RecordKey("m", "victim");
-    auto bytes = (*store)->Get(row_key);
+    auto bytes = store->Get(row_key);
     ASSERT_TRUE(bytes.ok());
     std::string flipped = *bytes;
     flipped.back() ^= 0x01;  // one bit of the value
     Batch b;
     b.Put(row_key, flipped);
-    ASSERT_TRUE((*store)->Write(&b, true).ok());
+    ASSERT_TRUE(store->Write(&b, true).ok());
   }
   auto r = OpenReplica(Options());
   auto got = r->Get("m", "victim");
@@ -789,13 +785,10 @@ TEST_F(ReplicaTest, AGroupOf600OpsMakesThreeOplogRows) {
     EXPECT_EQ(stats->oplog_first_seq, 1u);
     EXPECT_EQ(stats->oplog_last_seq, 601u);
   }
-  StoreOptions so;
-  so.path = "/db";
-  so.env = env_.get();
-  auto store = Store::Open(so);
-  ASSERT_TRUE(store.ok());
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
   std::string row_keys;
-  auto it = (*store)->NewIterator();
+  auto it = store->NewIterator();
   for (it->Seek(std::string(1, rows::kOplogPrefix));
        it->Valid() && it->key()[0] == rows::kOplogPrefix; it->Next()) {
     ASSERT_EQ(it->key().size(), 9u);
@@ -812,14 +805,11 @@ TEST_F(ReplicaTest, AFailedWriterLeavesNoOplogEntry) {
   { ASSERT_TRUE(OpenReplica(Options())->Put("m", "a", "1").ok()); }
   {
     // A corrupt key-hash index row makes any write to m/bad fail.
-    StoreOptions so;
-    so.path = "/db";
-    so.env = env_.get();
-    auto store = Store::Open(so);
-    ASSERT_TRUE(store.ok());
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
     Batch b;
     b.Put(rows::HashIndexKey(KeyHash("m", "bad"), "m", "bad"), "garbage");
-    ASSERT_TRUE((*store)->Write(&b, true).ok());
+    ASSERT_TRUE(store->Write(&b, true).ok());
   }
   auto r = OpenReplica(Options());
   WriteBatch b;

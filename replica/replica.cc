@@ -4,7 +4,6 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
-#include <iterator>
 #include <map>
 #include <thread>
 #include <unordered_map>

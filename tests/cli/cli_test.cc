@@ -32,6 +32,7 @@
 #include "server/http.h"
 #include "server/json.h"
 #include "server/status.h"
+#include "storage/rows.h"
 #include "storage/storage.h"
 #include "tests/support/process.h"
 #include "tests/support/test_util.h"
@@ -396,14 +397,18 @@ TEST_F(CliTest, ScrubPassesOnAHealthyDirAndCatchesATamperedLeaf) {
     auto store = Store::Open(so);
     ASSERT_TRUE(store.ok()) << store.status().ToString();
     auto it = (*store)->NewIterator();
-    it->Seek("k");  // the first Merkle leaf row (family prefix 'k')
+    it->Seek("k");  // the first Merkle page row (family prefix 'k')
     ASSERT_TRUE(it->Valid());
     ASSERT_EQ(it->key()[0], 'k');
-    const std::string leaf(it->key());
+    const std::string page_key(it->key());
+    auto leaves = rows::DecodeLeafPage(it->value());
     it.reset();
+    ASSERT_TRUE(leaves.ok()) << leaves.status().ToString();
+    ASSERT_FALSE(leaves->empty());
+    // A well-formed page whose first leaf has the wrong digest.
+    (*leaves)[0].digest = Digest128{0x0101010101010101, 0x0101010101010101};
     Batch b;
-    // A well-formed leaf row (digest, live 0, tombstones 0) with the wrong digest.
-    b.Put(leaf, std::string(16, '\x01') + std::string(2, '\0'));
+    b.Put(page_key, rows::EncodeLeafPage(*leaves));
     ASSERT_TRUE((*store)->Write(&b, true).ok());
   }
   const RunResult bad = RunTidemap({"scrub", "--data", data_});

@@ -22,6 +22,8 @@ namespace {
 constexpr size_t kScanLimitMax = 10'000;
 // Tombstones one PurgeTombstones batch deletes at most.
 constexpr size_t kPurgeBatchMax = 10'000;
+// A group's buffers are kept for the next group unless its batch was larger.
+constexpr size_t kGroupBuildKeptBytes = size_t{1} << 20;
 // The group-commit wait tracks at most this many threads of the last group.
 constexpr size_t kGroupThreadsTracked = 64;
 // Oplog entries Open reads at a time while it replays the tail after the
@@ -380,8 +382,14 @@ struct Replica::Impl {
   // Appends the ops of `w` that win to `g`, and sets w's versions and apply
   // result. On error `g` holds part of w's ops and must be built again.
   Status AppendWriter(Writer* w, const Version& watermark, bool track_keys, GroupBuild* g);
-  // Reused encoding buffers (the leader's only).
+  // Reused by every group (the leader's only): encoding buffers, the group
+  // being built, and the writers left in it.
   std::string row_key_scratch, value_scratch;
+  GroupBuild group_build;
+  std::vector<Writer*> group_left;
+  // After a group: drops what must not outlive it, and the buffers of a
+  // large one.
+  void ReleaseGroupBuild();
   void MarkDirty(uint32_t bucket) {
     const uint32_t page = bucket / rows::kLeavesPerPage;
     if (dirty_flag[page] == 0) {
@@ -713,8 +721,9 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
   // all-or-nothing: when one fails (a read error), that writer gets the
   // error and the group is built again without it (stamps drawn by the
   // failed attempt are simply skipped).
-  std::vector<Writer*> writers_left = group;
-  GroupBuild g;
+  std::vector<Writer*>& writers_left = group_left;
+  writers_left.assign(group.begin(), group.end());
+  GroupBuild& g = group_build;
   for (bool built = false; !built;) {
     g.batch.Clear();
     g.keys.clear();
@@ -740,7 +749,10 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
   const std::vector<LeafDelta>& leaf_deltas = g.leaf_deltas;
   const std::vector<PendingEvent>& events = g.events;
 
-  if (batch.empty()) return;  // nothing won, or every writer failed
+  if (batch.empty()) {  // nothing won, or every writer failed
+    ReleaseGroupBuild();
+    return;
+  }
   // Every op that won has its entry, so the oplog rows cover exactly the
   // records this batch writes.
   Oplog::AppendRows(g.oplog_entries, &batch);
@@ -783,6 +795,7 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
       w->versions.clear();
       w->apply = ApplyResult{};
     }
+    ReleaseGroupBuild();
     return;
   }
   reserved_bound_ms = new_bound;
@@ -803,6 +816,14 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
     tombstones = tomb_count;
   }
   Deliver(events);
+  ReleaseGroupBuild();
+}
+
+void Replica::Impl::ReleaseGroupBuild() {
+  GroupBuild& g = group_build;
+  g.events.clear();  // views into the writers' ops, which are about to go
+  g.keys.clear();
+  if (g.batch.ApproximateBytes() > kGroupBuildKeptBytes) g = GroupBuild{};
 }
 
 void Replica::Impl::AppendCheckpoint(Batch* batch, uint64_t seq,

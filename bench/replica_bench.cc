@@ -38,6 +38,7 @@
 #include "base/coding.h"
 #include "base/random.h"
 #include "bench/workload.h"
+#include "merkle/merkle.h"
 #include "oplog/oplog.h"
 #include "replica/replica.h"
 #include "storage/rows.h"
@@ -143,9 +144,12 @@ class RawDb {
 // Builds the two rows of logical write `index` (oplog seq index + 1): the
 // record row under the real record key, the oplog row under the real key of
 // a one-entry row (RowKey of its seq), both values filler of the real sizes.
+// With `index_row`, also the key's key-hash index row (real key, filler value
+// of the real size): the row the Merkle tree costs every write.
 class RawRowMaker {
  public:
-  RawRowMaker() : sizes_(TheRowSizes()), record_key_(rows::RecordMapPrefix(kMap)) {
+  explicit RawRowMaker(bool index_row = false)
+      : sizes_(TheRowSizes()), record_key_(rows::RecordMapPrefix(kMap)), index_row_(index_row) {
     prefix_bytes_ = record_key_.size();
     record_key_.resize(prefix_bytes_ + kKeyBytes);
     record_value_.assign(sizes_.record_value - kValueBytes, '\x01');
@@ -161,6 +165,11 @@ class RawRowMaker {
     batch->Put(record_key_, record_value_);
     oplog_key_ = Oplog::RowKey(index + 1);
     batch->Put(oplog_key_, oplog_value_);
+    if (index_row_) {
+      const std::string_view key(record_key_.data() + prefix_bytes_, kKeyBytes);
+      rows::HashIndexKeyInto(&index_key_, KeyHash(kMap, key), kMap, key);
+      batch->Put(index_key_, index_value_);
+    }
   }
 
  private:
@@ -171,6 +180,10 @@ class RawRowMaker {
   size_t header_bytes_;
   std::string oplog_key_;
   std::string oplog_value_;
+  const bool index_row_;
+  std::string index_key_;
+  // A real index value (its bytes do not matter, its size does).
+  const std::string index_value_ = rows::EncodeHashIndexValue(rows::RecordMeta{});
 };
 
 void SetRates(benchmark::State& state, int64_t items) {
@@ -178,8 +191,8 @@ void SetRates(benchmark::State& state, int64_t items) {
   state.SetBytesProcessed(items * kPayloadBytes);
 }
 
-// Raw puts, `per_batch` logical writes (2 rows each) per WriteBatch.
-void RawPut(benchmark::State& state, int64_t per_batch, bool sync) {
+// Raw puts, `per_batch` logical writes (2 rows each, 3 with `index_row`) per WriteBatch.
+void RawPut(benchmark::State& state, int64_t per_batch, bool sync, bool index_row = false) {
   TempDir dir;
   std::string error = "cannot create a directory under /tmp";
   std::unique_ptr<RawDb> raw = dir.ok() ? RawDb::Open(dir.db(), &error) : nullptr;
@@ -187,7 +200,7 @@ void RawPut(benchmark::State& state, int64_t per_batch, bool sync) {
     state.SkipWithError(error.c_str());
     return;
   }
-  RawRowMaker maker;
+  RawRowMaker maker(index_row);
   leveldb::WriteOptions wo;
   wo.sync = sync;
   leveldb::WriteBatch batch;
@@ -211,6 +224,13 @@ BENCHMARK_CAPTURE(BM_RawLevelDbPut, unbatched, 1)->Iterations(kPutIterations)->A
 BENCHMARK_CAPTURE(BM_RawLevelDbPut, batched_1000, 1000)
     ->Iterations(kBatchIterations)
     ->Apply(Common);
+
+// The raw unbatched put plus the key-hash index row: bench/main.cc takes the
+// Merkle tree's share of a local put from the difference.
+void BM_RawLevelDbPutIndexed(benchmark::State& state) {
+  RawPut(state, 1, /*sync=*/false, /*index_row=*/true);
+}
+BENCHMARK(BM_RawLevelDbPutIndexed)->Iterations(kPutIterations)->Apply(Common);
 
 // The durable limit: one fsync per logical write, one writer.
 void BM_RawLevelDbPutSync(benchmark::State& state) { RawPut(state, 1, /*sync=*/true); }

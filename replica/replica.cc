@@ -141,13 +141,13 @@ Status LoadLeafRows(StoreIterator* it, MerkleTree* tree, std::vector<uint32_t>* 
        it->Valid() && !it->key().empty() && it->key()[0] == rows::kMerklePrefix; it->Next()) {
     uint32_t page = 0;
     if (!rows::ParseMerklePageKey(it->key(), &page) ||
-        page >= (tree->leaf_count() + rows::kLeavesPerPage - 1) / rows::kLeavesPerPage) {
+        page >= rows::LeafPageCount(tree->leaf_count())) {
       return Status::Corruption("malformed Merkle page row key");
     }
     auto leaves = rows::DecodeLeafPage(it->value());
     if (!leaves.ok()) return leaves.status().WithContext("page " + std::to_string(page));
     const uint32_t first = page * rows::kLeavesPerPage;
-    if (leaves->size() != std::min(rows::kLeavesPerPage, tree->leaf_count() - first)) {
+    if (leaves->size() != rows::LeavesInPage(page, tree->leaf_count())) {
       return Status::Corruption("Merkle page row " + std::to_string(page) + " holds " +
                                 std::to_string(leaves->size()) + " leaves");
     }
@@ -391,7 +391,7 @@ struct Replica::Impl {
   // large one.
   void ReleaseGroupBuild();
   void MarkDirty(uint32_t bucket) {
-    const uint32_t page = bucket / rows::kLeavesPerPage;
+    const uint32_t page = rows::LeafPageOf(bucket);
     if (dirty_flag[page] == 0) {
       dirty_flag[page] = 1;
       dirty.push_back(page);
@@ -836,8 +836,8 @@ void Replica::Impl::AppendCheckpoint(Batch* batch, uint64_t seq,
     m.digest ^= d.digest;
     m.live += d.live;
     m.tombstones += d.tombstones;
-    if (dirty_flag[d.bucket / rows::kLeavesPerPage] == 0) {
-      pages.push_back(d.bucket / rows::kLeavesPerPage);
+    if (const uint32_t page = rows::LeafPageOf(d.bucket); dirty_flag[page] == 0) {
+      pages.push_back(page);
     }
   }
   std::sort(pages.begin(), pages.end());
@@ -846,7 +846,7 @@ void Replica::Impl::AppendCheckpoint(Batch* batch, uint64_t seq,
   std::vector<rows::LeafValue> leaves;
   for (uint32_t page : pages) {
     const uint32_t first = page * rows::kLeavesPerPage;
-    const uint32_t end = std::min(first + rows::kLeavesPerPage, tree.leaf_count());
+    const uint32_t end = first + rows::LeavesInPage(page, tree.leaf_count());
     leaves.clear();
     for (uint32_t bucket = first; bucket < end; ++bucket) {
       rows::LeafValue leaf{tree.Leaf(bucket), bucket_live[bucket], bucket_tombs[bucket]};
@@ -1017,8 +1017,7 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
     MutexLock l(&impl->tree_mu);
     TIDEMAP_ASSIGN_OR_RETURN(impl->tree, MerkleTree::Create(impl->tree_shape));
     MerkleTree& tree = impl->tree;
-    impl->dirty_flag.assign((tree.leaf_count() + rows::kLeavesPerPage - 1) / rows::kLeavesPerPage,
-                            0);
+    impl->dirty_flag.assign(rows::LeafPageCount(tree.leaf_count()), 0);
     auto it = store.NewIterator();
     TIDEMAP_RETURN_IF_ERROR(LoadLeafRows(it.get(), &tree, &impl->bucket_live, &impl->bucket_tombs)
                                 .WithContext("database " + options.path));

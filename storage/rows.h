@@ -7,6 +7,7 @@
 #ifndef TIDEMAP_STORAGE_ROWS_H_
 #define TIDEMAP_STORAGE_ROWS_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -85,6 +86,16 @@ struct LeafValue {
 // last checkpoint (the seq in the meta state row). A checkpoint after random
 // writes then inserts a thousand rows instead of every one of 65,536 leaves.
 inline constexpr uint32_t kLeavesPerPage = 64;
+// The page of leaf `bucket`; the pages of a tree of `leaf_count` leaves; and
+// how many leaves page `page` of such a tree holds (kLeavesPerPage but in a
+// last, partial page).
+constexpr uint32_t LeafPageOf(uint32_t bucket) { return bucket / kLeavesPerPage; }
+constexpr uint32_t LeafPageCount(uint32_t leaf_count) {
+  return (leaf_count + kLeavesPerPage - 1) / kLeavesPerPage;
+}
+constexpr uint32_t LeavesInPage(uint32_t page, uint32_t leaf_count) {
+  return std::min(kLeavesPerPage, leaf_count - page * kLeavesPerPage);
+}
 std::string MerklePageKey(uint32_t page);
 // Splits a Merkle page row key; false when it is not one.
 bool ParseMerklePageKey(std::string_view row_key, uint32_t* page);

@@ -130,6 +130,37 @@ Status ForEachIndexRow(StoreIterator* it, uint64_t lo, uint64_t hi, Fn&& fn) {
   return it->status();
 }
 
+// A tree-diff read (bucket summaries, records by key hash) is split across
+// threads only when each gets at least this many buckets or hashes: below
+// that, starting a thread costs more than the cold block reads it overlaps.
+constexpr size_t kParallelReadSliceMin = 128;
+// diff_read_threads 0 means the machine's hardware threads, at most this many.
+constexpr uint32_t kDiffReadThreadsAuto = 4;
+
+// Calls fn(slice, begin, end) for consecutive slices of [0, n): one slice on
+// the calling thread when n is small or `threads` is 1, else up to `threads`
+// slices (the caller runs the first), each at least kParallelReadSliceMin
+// long. Returns the first failure in slice order. fn must only touch what its
+// slice owns.
+template <typename Fn>
+Status ForEachReadSlice(size_t n, uint32_t threads, Fn&& fn) {
+  TIDEMAP_CHECK(threads >= 1);
+  const size_t slices = std::clamp<size_t>(n / kParallelReadSliceMin, 1, threads);
+  std::vector<Status> results(slices);
+  const auto run = [&](size_t slice) {
+    results[slice] = fn(slice, n * slice / slices, n * (slice + 1) / slices);
+  };
+  std::vector<std::thread> helpers;
+  helpers.reserve(slices - 1);
+  for (size_t slice = 1; slice < slices; ++slice) helpers.emplace_back(run, slice);
+  run(0);
+  for (std::thread& t : helpers) t.join();
+  for (Status& r : results) {
+    if (!r.ok()) return std::move(r);
+  }
+  return Status::Ok();
+}
+
 // Loads every persisted Merkle page row (leaf digests and counts) into
 // `tree`, `live` and `tombs` (each leaf_count() long, zero where no row
 // exists), reusing `it`. Leaves the tree's inner nodes stale (RecomputeInner follows).
@@ -1098,6 +1129,10 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
       bound_ms == 0 ? Timestamp{} : Timestamp::FromParts(bound_ms, Timestamp::kLogicalMax);
   impl->hlc = std::make_unique<Hlc>(options.clock, options.hlc, floor);
   impl->options = std::move(options);
+  if (impl->options.diff_read_threads == 0) {
+    impl->options.diff_read_threads =
+        std::clamp<uint32_t>(std::thread::hardware_concurrency(), 1, kDiffReadThreadsAuto);
+  }
   return std::unique_ptr<Replica>(new Replica(std::move(impl)));
 }
 
@@ -1266,26 +1301,64 @@ Result<std::optional<RemoteRecord>> Replica::ReadRecord(std::string_view map,
 
 Result<size_t> Replica::RecordsByKeyHash(std::span<const uint64_t> key_hashes, size_t bytes_max,
                                          std::vector<RemoteRecord>* out) const {
-  // One iterator, seeking forward through the sorted hashes.
-  auto it = impl_->store->NewIterator();
-  std::vector<std::pair<std::string, std::string>> keys;
+  for (size_t i = 1; i < key_hashes.size(); ++i) TIDEMAP_CHECK(key_hashes[i] > key_hashes[i - 1]);
+  // A window of hashes at a time is read in parallel slices, each seeking
+  // forward with its own iterator and stopping once it alone has read what
+  // is left of the byte budget; then the slices are taken in order until the
+  // budget is spent. So memory stays within a budget (plus one hash's
+  // records) per slice, and a slice's unread tail is never skipped: the
+  // budget is always spent before it.
+  const uint32_t threads = impl_->options.diff_read_threads;
+  const size_t window_max = size_t{threads} * kParallelReadSliceMin * 4;
+  struct Slice {
+    std::vector<RemoteRecord> records;
+    std::vector<uint32_t> per_hash;  // records read for each hash of the slice, in order
+  };
+  std::vector<Slice> slices;
   size_t bytes = 0, done = 0;
   while (done < key_hashes.size() && bytes < bytes_max) {
-    const uint64_t key_hash = key_hashes[done];
-    TIDEMAP_CHECK(done == 0 || key_hash > key_hashes[done - 1]);
-    keys.clear();
-    TIDEMAP_RETURN_IF_ERROR(ForEachIndexRow(
-        it.get(), key_hash, key_hash,
-        [&](uint64_t, std::string_view m, std::string_view k, const rows::RecordMeta&) {
-          keys.emplace_back(std::string(m), std::string(k));
-        }));
-    for (const auto& [m, k] : keys) {
-      TIDEMAP_ASSIGN_OR_RETURN(std::optional<RemoteRecord> rec, ReadRecord(m, k));
-      if (!rec.has_value()) continue;
-      bytes += rec->map.size() + rec->key.size() + rec->value.size();
-      out->push_back(std::move(*rec));
+    const std::span<const uint64_t> window =
+        key_hashes.subspan(done, std::min(window_max, key_hashes.size() - done));
+    const size_t left = bytes_max - bytes;
+    slices.assign(threads, Slice{});
+    const Status status = ForEachReadSlice(
+        window.size(), threads, [&](size_t slice, size_t begin, size_t end) -> Status {
+          Slice& mine = slices[slice];
+          auto it = impl_->store->NewIterator();
+          std::vector<std::pair<std::string, std::string>> keys;
+          size_t mine_bytes = 0;
+          for (size_t i = begin; i < end && mine_bytes < left; ++i) {
+            keys.clear();
+            TIDEMAP_RETURN_IF_ERROR(ForEachIndexRow(
+                it.get(), window[i], window[i],
+                [&](uint64_t, std::string_view m, std::string_view k, const rows::RecordMeta&) {
+                  keys.emplace_back(std::string(m), std::string(k));
+                }));
+            uint32_t count = 0;
+            for (const auto& [m, k] : keys) {
+              TIDEMAP_ASSIGN_OR_RETURN(std::optional<RemoteRecord> rec, ReadRecord(m, k));
+              if (!rec.has_value()) continue;
+              mine_bytes += rec->map.size() + rec->key.size() + rec->value.size();
+              mine.records.push_back(std::move(*rec));
+              ++count;
+            }
+            mine.per_hash.push_back(count);
+          }
+          return Status::Ok();
+        });
+    if (!status.ok()) return status;
+    for (Slice& slice : slices) {
+      size_t next = 0;
+      for (uint32_t count : slice.per_hash) {
+        if (bytes >= bytes_max) break;
+        for (uint32_t r = 0; r < count; ++r) {
+          RemoteRecord& rec = slice.records[next++];
+          bytes += rec.map.size() + rec.key.size() + rec.value.size();
+          out->push_back(std::move(rec));
+        }
+        ++done;
+      }
     }
-    ++done;
   }
   return done;
 }
@@ -1303,15 +1376,30 @@ Status Replica::BucketSummaries(const std::vector<uint32_t>& buckets,
       ranges.push_back(impl_->tree.KeyHashRange(impl_->tree.depth(), bucket));
     }
   }
-  auto it = impl_->store->NewIterator();
-  for (const auto& [lo, hi] : ranges) {
-    const size_t before = entries->size();
-    TIDEMAP_RETURN_IF_ERROR(ForEachIndexRow(
-        it.get(), lo, hi,
-        [&](uint64_t h, std::string_view, std::string_view, const rows::RecordMeta& meta) {
-          entries->push_back(msg::SummaryEntry{h, meta.version, meta.tombstone});
-        }));
-    counts->push_back(static_cast<uint32_t>(entries->size() - before));
+  // Cold buckets cost a block read and decompression each: parallel slices,
+  // each seeking forward with its own iterator, joined in bucket order.
+  const uint32_t threads = impl_->options.diff_read_threads;
+  std::vector<std::vector<msg::SummaryEntry>> slice_entries(threads);
+  std::vector<std::vector<uint32_t>> slice_counts(slice_entries.size());
+  const Status status = ForEachReadSlice(
+      ranges.size(), threads, [&](size_t slice, size_t begin, size_t end) -> Status {
+        std::vector<msg::SummaryEntry>& mine = slice_entries[slice];
+        auto it = impl_->store->NewIterator();
+        for (size_t i = begin; i < end; ++i) {
+          const size_t before = mine.size();
+          TIDEMAP_RETURN_IF_ERROR(ForEachIndexRow(
+              it.get(), ranges[i].first, ranges[i].second,
+              [&](uint64_t h, std::string_view, std::string_view, const rows::RecordMeta& meta) {
+                mine.push_back(msg::SummaryEntry{h, meta.version, meta.tombstone});
+              }));
+          slice_counts[slice].push_back(static_cast<uint32_t>(mine.size() - before));
+        }
+        return Status::Ok();
+      });
+  if (!status.ok()) return status;
+  for (size_t slice = 0; slice < slice_entries.size(); ++slice) {
+    entries->insert(entries->end(), slice_entries[slice].begin(), slice_entries[slice].end());
+    counts->insert(counts->end(), slice_counts[slice].begin(), slice_counts[slice].end());
   }
   return Status::Ok();
 }

@@ -85,6 +85,12 @@ struct ReplicaOptions {
   // skew included: a write older than the GC watermark that arrives for a key
   // this replica does not hold is taken for a deleted key's old version.
   uint64_t tombstone_horizon_ms = uint64_t{7} * 24 * 3600 * 1000;
+  // A tree diff's reads of at least 256 buckets (summaries) or key hashes
+  // (records) run in up to this many threads, the caller's included, each
+  // with its own iterator: on a cold block cache they are bound by block
+  // reads and decompression, which then overlap. 0: one per hardware thread,
+  // at most 4 (more threads than cores only contend); 1: the caller alone.
+  uint32_t diff_read_threads = 0;
   // Draws the incarnation id of a new database (seeded in simulations);
   // nullptr: the OS's randomness. Used only while Open runs.
   Random* random = nullptr;

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <numeric>
 #include <set>
 #include <thread>
 
@@ -422,6 +423,73 @@ TEST_F(ReplicaTest, MerkleRootIsOrderIndependentAndTracksVersions) {
 // Merkle leaves are checkpointed a page of 64 at a time: writes over most
 // buckets leave at most one row per page, each with 64 leaves. A page row
 // that does not hold its page's leaves is corruption at open, naming it.
+// Tree-diff reads split across threads (diff_read_threads) must return
+// exactly what one thread reads: the same summaries in bucket order, the same
+// records in key-hash order, and under a byte budget the same prefix, never
+// skipping a hash a slice stopped before.
+TEST_F(ReplicaTest, DiffReadsInParallelSlicesMatchOneThread) {
+  std::vector<uint64_t> hashes;
+  {
+    auto r = OpenReplica(Options());
+    ASSERT_NE(r, nullptr);
+    for (int i = 0; i < 3000; ++i) {
+      const std::string key = "k" + std::to_string(i);
+      // Mixed sizes, so slices spend a byte budget at different paces.
+      const std::string value(static_cast<size_t>(1 + (i * 37) % 900), 'v');
+      ASSERT_TRUE(r->Put("m", key, value).ok());
+      hashes.push_back(KeyHash("m", key));
+      if (i % 7 == 0) {
+        ASSERT_TRUE(r->Delete("m", key).ok());
+      }
+    }
+  }
+  std::sort(hashes.begin(), hashes.end());
+  std::vector<uint32_t> buckets(4096);
+  std::iota(buckets.begin(), buckets.end(), 0);
+  struct Reads {
+    std::vector<msg::SummaryEntry> entries;
+    std::vector<uint32_t> counts;
+    std::vector<std::pair<size_t, std::vector<RemoteRecord>>> records;  // per budget
+  };
+  const std::vector<size_t> budgets = {1, 5'000, 100'000, 400'000, SIZE_MAX};
+  const auto read = [&](uint32_t threads) {
+    ReplicaOptions o = Options();
+    o.diff_read_threads = threads;
+    auto r = OpenReplica(std::move(o));
+    Reads out;
+    if (r == nullptr) return out;
+    EXPECT_TRUE(r->BucketSummaries(buckets, &out.entries, &out.counts).ok());
+    for (size_t budget : budgets) {
+      std::vector<RemoteRecord> records;
+      auto done = r->RecordsByKeyHash(hashes, budget, &records);
+      EXPECT_TRUE(done.ok()) << done.status().ToString();
+      out.records.emplace_back(done.ok() ? *done : 0, std::move(records));
+    }
+    return out;
+  };
+  const Reads one = read(1);
+  ASSERT_EQ(one.counts.size(), buckets.size());
+  ASSERT_FALSE(one.entries.empty());
+  // Budgets below the total stop early; the last reads every hash (tombstones
+  // included, as the index holds them).
+  EXPECT_EQ(one.records.front().first, 1u);
+  EXPECT_LT(one.records[2].first, hashes.size());
+  EXPECT_EQ(one.records.back().first, hashes.size());
+  EXPECT_EQ(one.records.back().second.size(), hashes.size());
+  for (uint32_t threads : {2u, 3u, 8u}) {
+    SCOPED_TRACE("threads " + std::to_string(threads));
+    const Reads many = read(threads);
+    EXPECT_EQ(many.entries, one.entries);
+    EXPECT_EQ(many.counts, one.counts);
+    ASSERT_EQ(many.records.size(), one.records.size());
+    for (size_t b = 0; b < budgets.size(); ++b) {
+      SCOPED_TRACE("budget " + std::to_string(budgets[b]));
+      EXPECT_EQ(many.records[b].first, one.records[b].first);
+      EXPECT_TRUE(many.records[b].second == one.records[b].second);
+    }
+  }
+}
+
 TEST_F(ReplicaTest, LeavesAreCheckpointedInPages) {
   uint32_t leaf_count = 0;
   {

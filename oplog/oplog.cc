@@ -57,8 +57,9 @@ size_t VarintBytes(uint64_t v) {
   return n;
 }
 
-// The encoded size of one entry.
-size_t EntryBytes(const OplogEntry& e) {
+// The encoded size of one entry (an OplogEntry or an OplogEntryRef).
+template <typename Entry>
+size_t EntryBytes(const Entry& e) {
   return kEntryFixedBytes + VarintBytes(e.map.size()) + e.map.size() + VarintBytes(e.key.size()) +
          e.key.size();
 }
@@ -165,32 +166,20 @@ std::string Oplog::RowKey(uint64_t seq) {
   return out;
 }
 
-void Oplog::AppendRows(std::span<const OplogEntry> entries, Batch* batch) {
-  for (size_t i = 1; i < entries.size(); ++i) {
-    TIDEMAP_CHECK_MSG(entries[i].seq == entries[i - 1].seq + 1, "oplog seqs must be consecutive");
-  }
-  for (size_t begin = 0; begin < entries.size();) {
-    size_t end = begin, bytes = 0;
-    while (end < entries.size() && end - begin < kRowEntriesMax && bytes < kRowBytesMax) {
-      bytes += EntryBytes(entries[end++]);
-    }
-    const std::span<const OplogEntry> row = entries.subspan(begin, end - begin);
-    batch->Put(RowKey(row.back().seq), EncodeRow(row));
-    begin = end;
-  }
-}
+namespace {
 
-std::string Oplog::EncodeRow(std::span<const OplogEntry> entries) {
-  TIDEMAP_CHECK(!entries.empty() && entries.size() <= kRowEntriesMax);
+template <typename Entry>
+std::string EncodeRowOf(std::span<const Entry> entries) {
+  TIDEMAP_CHECK(!entries.empty() && entries.size() <= Oplog::kRowEntriesMax);
   const uint64_t first_seq = entries.front().seq;
   TIDEMAP_CHECK(first_seq >= 1);
   size_t bytes = VarintBytes(entries.size()) + kChecksumBytes;
-  for (const OplogEntry& e : entries) bytes += EntryBytes(e);
+  for (const Entry& e : entries) bytes += EntryBytes(e);
   std::string out;
   out.reserve(bytes);
   PutVarint64(&out, entries.size());
   for (size_t i = 0; i < entries.size(); ++i) {
-    const OplogEntry& e = entries[i];
+    const Entry& e = entries[i];
     TIDEMAP_CHECK_MSG(e.seq == first_seq + i, "oplog seqs must be consecutive");
     out.push_back(static_cast<char>(e.tombstone ? kFlagTombstone : 0));
     PutFixed64BE(&out, e.version.hlc.raw);
@@ -202,6 +191,36 @@ std::string Oplog::EncodeRow(std::span<const OplogEntry> entries) {
   PutFixed32BE(&out, RowChecksum(entries.back().seq, out));
   return out;
 }
+
+template <typename Entry>
+void AppendRowsOf(std::span<const Entry> entries, Batch* batch) {
+  for (size_t i = 1; i < entries.size(); ++i) {
+    TIDEMAP_CHECK_MSG(entries[i].seq == entries[i - 1].seq + 1, "oplog seqs must be consecutive");
+  }
+  for (size_t begin = 0; begin < entries.size();) {
+    size_t end = begin, bytes = 0;
+    while (end < entries.size() && end - begin < Oplog::kRowEntriesMax &&
+           bytes < Oplog::kRowBytesMax) {
+      bytes += EntryBytes(entries[end++]);
+    }
+    const std::span<const Entry> row = entries.subspan(begin, end - begin);
+    batch->Put(Oplog::RowKey(row.back().seq), EncodeRowOf(row));
+    begin = end;
+  }
+}
+
+}  // namespace
+
+void Oplog::AppendRows(std::span<const OplogEntryRef> entries, Batch* batch) {
+  AppendRowsOf(entries, batch);
+}
+void Oplog::AppendRows(std::span<const OplogEntry> entries, Batch* batch) {
+  AppendRowsOf(entries, batch);
+}
+std::string Oplog::EncodeRow(std::span<const OplogEntryRef> entries) {
+  return EncodeRowOf(entries);
+}
+std::string Oplog::EncodeRow(std::span<const OplogEntry> entries) { return EncodeRowOf(entries); }
 
 Result<std::vector<OplogEntry>> Oplog::DecodeRow(uint64_t last_seq, std::string_view bytes) {
   std::vector<OplogEntry> out;

@@ -42,6 +42,17 @@ struct OplogEntry {
   friend bool operator==(const OplogEntry&, const OplogEntry&) = default;
 };
 
+// An entry on its way into a row, viewing a map and key owned elsewhere (the
+// commit being built): appending a commit's entries copies no strings.
+struct OplogEntryRef {
+  uint64_t seq = 0;
+  std::string_view map;
+  std::string_view key;
+  Version version;
+  bool tombstone = false;
+  uint64_t via = 0;
+};
+
 // When rows go even though a peer has not acknowledged them.
 struct OplogRetention {
   uint64_t rows_max = 1'000'000;             // entries (seqs), not LevelDB rows
@@ -81,10 +92,12 @@ class Oplog {
   // cut every kRowEntriesMax entries or kRowBytesMax bytes. REQUIRES: the
   // seqs are consecutive and ascending, the first one >= 1 (CHECKed). Nothing
   // is put when `entries` is empty.
+  static void AppendRows(std::span<const OplogEntryRef> entries, Batch* batch);
   static void AppendRows(std::span<const OplogEntry> entries, Batch* batch);
   // The value of one row holding `entries` (what AppendRows puts under
   // RowKey(entries.back().seq)). REQUIRES: 1 to kRowEntriesMax entries with
   // consecutive ascending seqs, the first one >= 1 (CHECKed).
+  static std::string EncodeRow(std::span<const OplogEntryRef> entries);
   static std::string EncodeRow(std::span<const OplogEntry> entries);
   // The entries of the row stored under RowKey(last_seq), verified against its
   // checksum. Corruption names the row's seq range.

@@ -243,11 +243,24 @@ std::string_view ChangeKindName(ChangeKind kind) {
 }
 
 void WriteBatch::Put(std::string_view map, std::string_view key, std::string_view value) {
-  ops_.push_back(Op{std::string(map), std::string(key), std::string(value), false});
+  Add(map, key, value, /*tombstone=*/false);
 }
 
 void WriteBatch::Delete(std::string_view map, std::string_view key) {
-  ops_.push_back(Op{std::string(map), std::string(key), std::string(), true});
+  Add(map, key, {}, /*tombstone=*/true);
+}
+
+void WriteBatch::Add(std::string_view map, std::string_view key, std::string_view value,
+                     bool tombstone) {
+  ops_.push_back(OpRef{bytes_.size(), map.size(), key.size(), value.size(), tombstone});
+  bytes_.append(map).append(key).append(value);
+}
+
+WriteBatch::Op WriteBatch::op(size_t i) const {
+  const OpRef& r = ops_[i];
+  const std::string_view all(bytes_);
+  return Op{all.substr(r.offset, r.map_size), all.substr(r.offset + r.map_size, r.key_size),
+            all.substr(r.offset + r.map_size + r.key_size, r.value_size), r.tombstone};
 }
 
 struct Replica::Impl {
@@ -255,7 +268,7 @@ struct Replica::Impl {
   struct Writer {
     explicit Writer(Mutex* mu) : cv(mu) {}
     // Input: local ops, or remote records (then `remote` is set).
-    const std::vector<WriteBatch::Op>* local = nullptr;
+    const WriteBatch* local = nullptr;
     std::span<const RemoteRecord> remote_records;
     bool remote = false;
     uint64_t peer = 0;  // who sent the remote records
@@ -407,7 +420,7 @@ struct Replica::Impl {
     std::vector<LeafDelta> leaf_deltas;  // per op: its Merkle bucket's change
     // One per op that won, in seq order: consecutive seqs, packed into oplog
     // rows once the group is built.
-    std::vector<OplogEntry> oplog_entries;
+    std::vector<OplogEntryRef> oplog_entries;  // views into the writers' ops
     uint64_t seq = 0, live = 0, tombs = 0;
   };
   // Appends the ops of `w` that win to `g`, and sets w's versions and apply
@@ -621,7 +634,7 @@ Status Replica::Impl::AppendWriter(Writer* w, const Version& watermark, bool tra
       tombstone = r.tombstone;
       version = r.version;
     } else {
-      const WriteBatch::Op& op = (*w->local)[i];
+      const WriteBatch::Op op = w->local->op(i);
       map = op.map, key = op.key, value = op.tombstone ? std::string_view() : op.value;
       tombstone = op.tombstone;
     }
@@ -692,8 +705,8 @@ Status Replica::Impl::AppendWriter(Writer* w, const Version& watermark, bool tra
     g->batch.Put(row_key_scratch, value_scratch);
     const uint64_t seq = ++g->seq;
     // A restored delete is this replica's doing: it must reach the sender.
-    g->oplog_entries.push_back(OplogEntry{seq, std::string(map), std::string(key), version,
-                                          tombstone, w->remote && !redelete ? w->peer : 0});
+    g->oplog_entries.push_back(
+        OplogEntryRef{seq, map, key, version, tombstone, w->remote && !redelete ? w->peer : 0});
     // The tombstone queue holds exactly the stored tombstones.
     if (old.exists && old.meta.tombstone) {
       g->batch.Delete(rows::GcQueueKey(old.meta.version, map, key));
@@ -853,6 +866,7 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
 void Replica::Impl::ReleaseGroupBuild() {
   GroupBuild& g = group_build;
   g.events.clear();  // views into the writers' ops, which are about to go
+  g.oplog_entries.clear();
   g.keys.clear();
   if (g.batch.ApproximateBytes() > kGroupBuildKeptBytes) g = GroupBuild{};
 }
@@ -1153,14 +1167,15 @@ Result<Version> Replica::Delete(std::string_view map, std::string_view key) {
 Result<std::vector<Version>> Replica::Write(const WriteBatch& batch) {
   const Limits& limits = impl_->options.limits;
   size_t bytes = 0;
-  for (const WriteBatch::Op& op : batch.ops()) {
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const WriteBatch::Op op = batch.op(i);
     TIDEMAP_RETURN_IF_ERROR(CheckSizes(limits, op.map, op.key, op.value));
     bytes += op.map.size() + op.key.size() + op.value.size();
   }
-  if (batch.ops().empty()) return std::vector<Version>{};
-  TIDEMAP_RETURN_IF_ERROR(CheckBatch(limits, batch.ops().size(), bytes));
+  if (batch.size() == 0) return std::vector<Version>{};
+  TIDEMAP_RETURN_IF_ERROR(CheckBatch(limits, batch.size(), bytes));
   Impl::Writer w(&impl_->mu);
-  w.local = &batch.ops();
+  w.local = &batch;
   w.bytes = bytes;
   TIDEMAP_RETURN_IF_ERROR(impl_->Commit(&w));
   impl_->local_writes.fetch_add(w.versions.size(), std::memory_order_relaxed);

@@ -138,19 +138,29 @@ struct ChangeEvent {
 // A multi-key write that commits atomically.
 class WriteBatch {
  public:
+  // One op, viewing the batch's copy of its bytes: valid until the batch
+  // changes or goes.
   struct Op {
-    std::string map;
-    std::string key;
-    std::string value;
+    std::string_view map;
+    std::string_view key;
+    std::string_view value;  // empty for a delete
     bool tombstone = false;
   };
   void Put(std::string_view map, std::string_view key, std::string_view value);
   void Delete(std::string_view map, std::string_view key);
-  const std::vector<Op>& ops() const { return ops_; }
+  // REQUIRES: i < size().
+  Op op(size_t i) const;
   size_t size() const { return ops_.size(); }
 
  private:
-  std::vector<Op> ops_;
+  // Ops are copied back to back into one buffer (no allocation per op).
+  struct OpRef {
+    size_t offset, map_size, key_size, value_size;
+    bool tombstone;
+  };
+  void Add(std::string_view map, std::string_view key, std::string_view value, bool tombstone);
+  std::string bytes_;
+  std::vector<OpRef> ops_;
 };
 
 struct ApplyResult {

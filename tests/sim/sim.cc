@@ -1290,7 +1290,7 @@ void Simulation::DoWrite() {
   if (multi) {
     versions = n.replica->Write(batch);
   } else {
-    const WriteBatch::Op& op = batch.ops()[0];
+    const WriteBatch::Op op = batch.op(0);
     auto v =
         op.tombstone ? n.replica->Delete(op.map, op.key) : n.replica->Put(op.map, op.key, op.value);
     if (v.ok()) {
@@ -1307,7 +1307,7 @@ void Simulation::DoWrite() {
     Trace(Ev::kBatch, n.index, ops);
   }
   for (size_t i = 0; i < ops; ++i) {
-    const WriteBatch::Op& op = batch.ops()[i];
+    const WriteBatch::Op op = batch.op(i);
     const Version v = (*versions)[i];
     if (v.origin != n.id) return Fail("local write on " + Name(n.index) + " has another origin");
     // HLC monotonic per node, across restarts.
@@ -1317,8 +1317,8 @@ void Simulation::DoWrite() {
     }
     // A local write wins locally: the HLC is above every version the node holds.
     if (v <= before[i]) {
-      return Fail(Name(n.index) + " stamped a write to " + op.key + " " + RelVersion(v) +
-                  ", not above the held " + RelVersion(before[i]));
+      return Fail(Name(n.index) + " stamped a write to " + std::string(op.key) + " " +
+                  RelVersion(v) + ", not above the held " + RelVersion(before[i]));
     }
     if (n.incarnation > 0 && v <= n.last_local_before_wipe) {
       Count(Counter::kHlcBehindAfterWipe);
@@ -1327,7 +1327,7 @@ void Simulation::DoWrite() {
     n.last_local = v;
     n.issued.insert(v.hlc.raw);
     std::vector<Accepted>& writes = oracle_[KeyId(op.map, op.key)];
-    const std::string value = op.tombstone ? std::string() : op.value;
+    const std::string value = op.tombstone ? std::string() : std::string(op.value);
     for (const Accepted& w : writes) {
       if (w.version == v && (w.tombstone != op.tombstone || w.value != value)) {
         Count(Counter::kEqualVersionConflicts);

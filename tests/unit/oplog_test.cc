@@ -140,6 +140,25 @@ TEST_F(OplogTest, RowRoundTripAndCorruption) {
 
 // Rows whose checksum is right but whose count cannot be: none, more than the
 // seqs below the key, more than a row may hold, or bytes left over.
+// A commit appends views of its entries (OplogEntryRef); the rows must be
+// byte for byte those of the owning entries, and decode back to them.
+TEST_F(OplogTest, EntryViewsEncodeLikeEntries) {
+  const std::vector<OplogEntry> es = Entries(40, 339);  // more than one row
+  std::vector<OplogEntryRef> refs;
+  for (const OplogEntry& e : es) {
+    refs.push_back(OplogEntryRef{e.seq, e.map, e.key, e.version, e.tombstone, e.via});
+  }
+  EXPECT_EQ(Oplog::EncodeRow(std::span(refs).first(7)), Oplog::EncodeRow(std::span(es).first(7)));
+  Batch from_refs, from_entries;
+  Oplog::AppendRows(refs, &from_refs);
+  Oplog::AppendRows(es, &from_entries);
+  ASSERT_TRUE(store_->Write(&from_refs, false).ok());
+  EXPECT_EQ(from_refs.ApproximateBytes(), from_entries.ApproximateBytes());
+  auto read = oplog_->ReadAfter(39, 1000);
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  EXPECT_EQ(*read, es);
+}
+
 TEST_F(OplogTest, ImpossibleCountsAreCorruption) {
   auto message = [](uint64_t last_seq, const std::string& row) {
     const Status s = Oplog::DecodeRow(last_seq, row).status();

@@ -423,6 +423,28 @@ TEST_F(ReplicaTest, MerkleRootIsOrderIndependentAndTracksVersions) {
 // Merkle leaves are checkpointed a page of 64 at a time: writes over most
 // buckets leave at most one row per page, each with 64 leaves. A page row
 // that does not hold its page's leaves is corruption at open, naming it.
+// WriteBatch copies its ops into one growing buffer; every op must read back
+// whole after the buffer moved many times, deletes with an empty value.
+TEST(WriteBatchTest, OpsReadBackAfterTheBufferGrows) {
+  WriteBatch batch;
+  for (int i = 0; i < 500; ++i) {
+    const std::string key = "key-" + std::to_string(i);
+    if (i % 3 == 0) {
+      batch.Delete("map" + std::to_string(i % 4), key);
+    } else {
+      batch.Put("map" + std::to_string(i % 4), key, std::string(static_cast<size_t>(i), 'x'));
+    }
+  }
+  ASSERT_EQ(batch.size(), 500u);
+  for (int i = 0; i < 500; ++i) {
+    const WriteBatch::Op op = batch.op(static_cast<size_t>(i));
+    EXPECT_EQ(op.map, "map" + std::to_string(i % 4));
+    EXPECT_EQ(op.key, "key-" + std::to_string(i));
+    EXPECT_EQ(op.tombstone, i % 3 == 0);
+    EXPECT_EQ(op.value, i % 3 == 0 ? std::string() : std::string(static_cast<size_t>(i), 'x'));
+  }
+}
+
 // Tree-diff reads split across threads (diff_read_threads) must return
 // exactly what one thread reads: the same summaries in bucket order, the same
 // records in key-hash order, and under a byte budget the same prefix, never

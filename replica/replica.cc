@@ -981,6 +981,7 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
   StoreOptions so;
   so.path = options.path;
   so.env = options.env;
+  so.write_buffer_bytes = options.write_buffer_bytes;
   TIDEMAP_ASSIGN_OR_RETURN(impl->store, Store::Open(so));
   Store& store = *impl->store;
 

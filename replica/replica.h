@@ -91,6 +91,12 @@ struct ReplicaOptions {
   // reads and decompression, which then overlap. 0: one per hardware thread,
   // at most 4 (more threads than cores only contend); 1: the caller alone.
   uint32_t diff_read_threads = 0;
+  // LevelDB's memtable size. Larger means fewer level-0 tables and less
+  // compaction under a sustained stream of writes (a bootstrap from a peer),
+  // but each insert walks a deeper, less cache-resident skip list (so a batch
+  // put is slower), and a restart replays more log. The README's
+  // "write_buffer_mb" setting has measured figures.
+  size_t write_buffer_bytes = size_t{4} << 20;
   // Draws the incarnation id of a new database (seeded in simulations);
   // nullptr: the OS's randomness. Used only while Open runs.
   Random* random = nullptr;

@@ -13,6 +13,10 @@ namespace tidemap {
 
 namespace {
 
+// The largest memtable write_buffer_mb accepts: LevelDB holds up to two of
+// them (the one filling and the one being flushed) in memory.
+constexpr uint64_t kWriteBufferMbMax = 1024;
+
 // One setting's reader: takes the TOML node, writes the config, or says what
 // was wrong with the value.
 using Setter = std::function<std::optional<std::string>(const toml::node&, DaemonConfig*)>;
@@ -76,6 +80,7 @@ const std::map<std::string, Setter>& Settings() {
       {"tombstone_horizon_ms", Unsigned(&DaemonConfig::tombstone_horizon_ms)},
       {"oplog_retention_rows", Unsigned(&DaemonConfig::oplog_retention_rows)},
       {"oplog_retention_bytes", Unsigned(&DaemonConfig::oplog_retention_bytes)},
+      {"write_buffer_mb", Unsigned(&DaemonConfig::write_buffer_mb)},
       {"diff_interval_ms", Unsigned(&DaemonConfig::diff_interval_ms)},
       {"maintenance_interval_ms", Unsigned(&DaemonConfig::maintenance_interval_ms)},
       {"idle_timeout_ms", Unsigned(&DaemonConfig::idle_timeout_ms)},
@@ -129,6 +134,10 @@ Status ValidateConfig(const DaemonConfig& config) {
   }
   if (!config.http_token.empty() && !config.http_token_file.empty()) {
     return Status::InvalidArgument("give http_token or http_token_file, not both");
+  }
+  if (config.write_buffer_mb < 1 || config.write_buffer_mb > kWriteBufferMbMax) {
+    return Status::InvalidArgument("write_buffer_mb " + std::to_string(config.write_buffer_mb) +
+                                   ": expected 1 to " + std::to_string(kWriteBufferMbMax));
   }
   static const char* const kLevels[] = {"trace", "debug", "info", "warn", "error"};
   bool level_ok = false;

@@ -44,6 +44,7 @@ Result<std::unique_ptr<DataDir>> DataDir::OpenWith(const std::string& dir, Ident
   ro.hlc = options.hlc;
   ro.retention = options.retention;
   ro.tombstone_horizon_ms = options.tombstone_horizon_ms;
+  ro.write_buffer_bytes = options.write_buffer_bytes;
   auto replica = Replica::Open(std::move(ro));
   if (!replica.ok()) {
     if (replica.status().IsUnavailable()) {

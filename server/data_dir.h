@@ -20,6 +20,7 @@ struct DataDirOptions {
   HlcOptions hlc;               // max_clock_offset_ms
   OplogRetention retention;
   uint64_t tombstone_horizon_ms = uint64_t{7} * 24 * 3600 * 1000;  // see ReplicaOptions
+  size_t write_buffer_bytes = size_t{4} << 20;                     // see ReplicaOptions
 };
 
 // An opened data dir. Destroying it closes the replica (and releases the lock).

@@ -556,6 +556,11 @@ TEST_F(ClusterTest, ServeRefusesBadSettingsWithTheFileAndTheReason) {
   r = Tidemap({"serve", "--config", config});
   EXPECT_EQ(r.exit_code, 2) << r;
   EXPECT_NE(r.err.find("line 2: unknown setting \"lisen\""), std::string::npos) << r;
+  std::ofstream(config) << "data = \"" << a.dir << "\"\nlisten = \"" << listen
+                        << "\"\nwrite_buffer_mb = 0\n";
+  r = Tidemap({"serve", "--config", config});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_NE(r.err.find("write_buffer_mb 0: expected 1 to 1024"), std::string::npos) << r;
   r = Tidemap({"serve", "--data", a.dir, "--listen", listen, "--http", "0.0.0.0:0"});
   EXPECT_EQ(r.exit_code, 2) << r;
   EXPECT_NE(r.err.find("token"), std::string::npos) << r;
@@ -570,7 +575,8 @@ TEST_F(ClusterTest, ConfigFileSettingsAndFlagsThatOverrideThem) {
                         << "listen = \"" << a.listen() << "\"\n"
                         << "http = \"127.0.0.1:1\"\n"
                         << "trust = [\"" << b.public_key << "\"]\n"
-                        << "durability = \"relaxed\"\n";
+                        << "durability = \"relaxed\"\n"
+                        << "write_buffer_mb = 16\n";
   ++a.starts;
   a.process = std::make_unique<ChildProcess>(
       TIDEMAP_BIN, std::vector<std::string>{"serve", "--config", config, "--http", a.http()},

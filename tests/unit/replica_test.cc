@@ -445,6 +445,33 @@ TEST(WriteBatchTest, OpsReadBackAfterTheBufferGrows) {
   }
 }
 
+// ReplicaOptions::write_buffer_bytes reaches LevelDB: the same 2 MiB of
+// writes leave level-0 tables behind with a 256 KiB memtable and none with a
+// 64 MiB one (all of it still in the memtable and its log).
+TEST_F(ReplicaTest, WriteBufferSizeDecidesWhenTablesAreWritten) {
+  const auto tables_after_writes = [&](const std::string& path, size_t write_buffer) {
+    ReplicaOptions o = Options(kNode, path);
+    o.durability = Durability::kRelaxed;
+    o.write_buffer_bytes = write_buffer;
+    auto r = OpenReplica(std::move(o));
+    if (r == nullptr) return -1;
+    for (int b = 0; b < 20; ++b) {
+      WriteBatch batch;
+      for (int i = 0; i < 100; ++i) {
+        batch.Put("m", "k" + std::to_string(b * 100 + i), std::string(1000, 'v'));
+      }
+      EXPECT_TRUE(r->Write(batch).ok());
+    }
+    std::vector<std::string> children;
+    EXPECT_TRUE(env_->GetChildren(path, &children).ok());
+    return static_cast<int>(std::count_if(children.begin(), children.end(), [](const auto& c) {
+      return c.size() > 4 && c.substr(c.size() - 4) == ".ldb";
+    }));
+  };
+  EXPECT_GT(tables_after_writes("/small", size_t{256} << 10), 0);
+  EXPECT_EQ(tables_after_writes("/large", size_t{64} << 20), 0);
+}
+
 // Tree-diff reads split across threads (diff_read_threads) must return
 // exactly what one thread reads: the same summaries in bucket order, the same
 // records in key-hash order, and under a byte budget the same prefix, never

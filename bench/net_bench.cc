@@ -147,6 +147,7 @@ struct Peer {
     o.clock = &clock;
     o.node_id = identity->node_id();
     o.durability = Durability::kRelaxed;
+    bench::WriteBufferFromEnv(&o.write_buffer_bytes);
     auto r = Replica::Open(std::move(o));
     if (!r.ok()) return r.status().ToString();
     replica = std::move(*r);

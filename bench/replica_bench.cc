@@ -260,6 +260,7 @@ struct ReplicaFixture {
     o.clock = &clock;
     o.node_id = kNodeId;
     o.durability = durability;
+    bench::WriteBufferFromEnv(&o.write_buffer_bytes);
     auto r = Replica::Open(std::move(o));
     if (!r.ok()) return r.status().ToString();
     replica = std::move(*r);

@@ -21,6 +21,16 @@ inline constexpr size_t kValueBytes = 100;
 inline constexpr int64_t kPayloadBytes = kKeyBytes + kValueBytes;
 inline constexpr std::string_view kMap = "bench";
 
+// Sets *write_buffer_bytes (ReplicaOptions::write_buffer_bytes) from
+// TIDEMAP_BENCH_WRITE_BUFFER_MB when it is set to 1..1024; else leaves the
+// default. For measuring the memtable trade-off with the same binary.
+inline void WriteBufferFromEnv(size_t* write_buffer_bytes) {
+  const char* env = getenv("TIDEMAP_BENCH_WRITE_BUFFER_MB");
+  if (env == nullptr || *env == '\0') return;
+  const unsigned long long mb = strtoull(env, nullptr, 10);
+  if (mb >= 1 && mb <= 1024) *write_buffer_bytes = static_cast<size_t>(mb) << 20;
+}
+
 // splitmix64's finalizer: a bijection on 64-bit values, so distinct indexes
 // give distinct keys that are spread uniformly over the key space.
 inline uint64_t Mix(uint64_t x) {

@@ -37,7 +37,7 @@ asan-test: deps
 tsan-test: deps
 	@cmake --preset tsan >/dev/null
 	@cmake --build build/tsan
-	ctest --test-dir build/tsan --output-on-failure -j2 -L unit
+	TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp" ctest --test-dir build/tsan --output-on-failure -j2 -L unit
 
 FORMAT_FILES = $(shell git ls-files '*.cc' '*.h')
 

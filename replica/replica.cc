@@ -1393,13 +1393,16 @@ Status Replica::BucketSummaries(const std::vector<uint32_t>& buckets,
     }
   }
   // Cold buckets cost a block read and decompression each: parallel slices,
-  // each seeking forward with its own iterator, joined in bucket order.
+  // each seeking forward with its own iterator, joined in bucket order. The
+  // first slice appends to the output directly (the only one when the call
+  // is small), the others to their own vectors, appended after it.
   const uint32_t threads = impl_->options.diff_read_threads;
   std::vector<std::vector<msg::SummaryEntry>> slice_entries(threads);
   std::vector<std::vector<uint32_t>> slice_counts(slice_entries.size());
   const Status status = ForEachReadSlice(
       ranges.size(), threads, [&](size_t slice, size_t begin, size_t end) -> Status {
-        std::vector<msg::SummaryEntry>& mine = slice_entries[slice];
+        std::vector<msg::SummaryEntry>& mine = slice == 0 ? *entries : slice_entries[slice];
+        std::vector<uint32_t>& mine_counts = slice == 0 ? *counts : slice_counts[slice];
         auto it = impl_->store->NewIterator();
         for (size_t i = begin; i < end; ++i) {
           const size_t before = mine.size();
@@ -1408,12 +1411,12 @@ Status Replica::BucketSummaries(const std::vector<uint32_t>& buckets,
               [&](uint64_t h, std::string_view, std::string_view, const rows::RecordMeta& meta) {
                 mine.push_back(msg::SummaryEntry{h, meta.version, meta.tombstone});
               }));
-          slice_counts[slice].push_back(static_cast<uint32_t>(mine.size() - before));
+          mine_counts.push_back(static_cast<uint32_t>(mine.size() - before));
         }
         return Status::Ok();
       });
   if (!status.ok()) return status;
-  for (size_t slice = 0; slice < slice_entries.size(); ++slice) {
+  for (size_t slice = 1; slice < slice_entries.size(); ++slice) {
     entries->insert(entries->end(), slice_entries[slice].begin(), slice_entries[slice].end());
     counts->insert(counts->end(), slice_counts[slice].begin(), slice_counts[slice].end());
   }

@@ -35,6 +35,10 @@ constexpr RatioSpec kRatios[] = {
     // Records applied on the receiving node (bench/net_bench.cc) against the
     // raw LevelDB rate of the record+oplog rows a writer must put anyway.
     {"replication_vs_raw_leveldb", "BM_NetReplication", "BM_RawLevelDbPut/batched_1000"},
+    // Where replication's time goes: the receiver's merge alone, in process
+    // (bench/replica_bench.cc), and a node catching up after downtime.
+    {"apply_remote_vs_raw_leveldb", "BM_ReplicaApplyRemote1000", "BM_RawLevelDbPut/batched_1000"},
+    {"catch_up_vs_raw_leveldb", "BM_NetCatchUp", "BM_RawLevelDbPut/batched_1000"},
 };
 
 // A run's name without the fields Google Benchmark adds for settings

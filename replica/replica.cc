@@ -1,6 +1,7 @@
 #include "replica/replica.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <deque>
@@ -26,6 +27,9 @@ constexpr size_t kPurgeBatchMax = 10'000;
 constexpr size_t kGroupBuildKeptBytes = size_t{1} << 20;
 // The group-commit wait tracks at most this many threads of the last group.
 constexpr size_t kGroupThreadsTracked = 64;
+// How far ahead of the op it processes a commit hashes keys and prefetches
+// their key filter blocks (see AppendWriter).
+constexpr size_t kHashesAhead = 8;
 // Oplog entries Open reads at a time while it replays the tail after the
 // last checkpoint.
 constexpr size_t kReplayEntriesPerRead = 4096;
@@ -57,40 +61,53 @@ class KeyFilter {
     uint64_t blocks = 1;
     int block_shift = 64;  // 64 - log2(blocks)
     while (blocks * kBlockBits < capacity_keys * kBitsPerKey) blocks <<= 1, --block_shift;
-    words_.assign(blocks * (kBlockBits / 64), 0);
+    blocks_.assign(blocks, Block{});
     block_shift_ = block_shift;
     capacity_ = capacity_keys;
     added_ = 0;
   }
-  bool ready() const { return !words_.empty(); }
+  bool ready() const { return !blocks_.empty(); }
   bool full() const { return added_ > capacity_; }
   uint64_t capacity() const { return capacity_; }
 
   void Add(uint64_t key_hash) {
     ++added_;
-    uint64_t* block = &words_[BlockOffset(key_hash)];
+    uint64_t* words = BlockOf(key_hash).words;
     uint64_t h = key_hash;
     const uint64_t delta = (key_hash >> 21) | 1;  // double hashing within the block
-    for (int i = 0; i < kProbes; ++i, h += delta) block[(h & 511) >> 6] |= Bit(h);
+    for (int i = 0; i < kProbes; ++i, h += delta) words[(h & 511) >> 6] |= Bit(h);
   }
   bool MayContain(uint64_t key_hash) const {
-    const uint64_t* block = &words_[BlockOffset(key_hash)];
+    const uint64_t* words = BlockOf(key_hash).words;
     uint64_t h = key_hash;
     const uint64_t delta = (key_hash >> 21) | 1;
     for (int i = 0; i < kProbes; ++i, h += delta) {
-      if ((block[(h & 511) >> 6] & Bit(h)) == 0) return false;
+      if ((words[(h & 511) >> 6] & Bit(h)) == 0) return false;
     }
     return true;
   }
+  // Starts loading the key's block into the cache, for a MayContain soon
+  // after: a batch's lookups then overlap their memory latency.
+  void Prefetch(uint64_t key_hash) const {
+    if (ready()) __builtin_prefetch(BlockOf(key_hash).words);
+  }
 
  private:
+  // One cache line (the vector allocates them aligned).
+  struct alignas(64) Block {
+    uint64_t words[kBlockBits / 64] = {};
+  };
+  static_assert(sizeof(Block) == 64);
+
   static uint64_t Bit(uint64_t h) { return uint64_t{1} << (h & 63); }
-  // The first word of the key's block (kBlockBits / 64 words), picked by the top bits.
-  size_t BlockOffset(uint64_t key_hash) const {
-    const uint64_t index = block_shift_ == 64 ? 0 : key_hash >> block_shift_;
-    return static_cast<size_t>(index * (kBlockBits / 64));
+  // The key's block, picked by the top bits.
+  Block& BlockOf(uint64_t key_hash) {
+    return blocks_[block_shift_ == 64 ? 0 : static_cast<size_t>(key_hash >> block_shift_)];
   }
-  std::vector<uint64_t> words_;
+  const Block& BlockOf(uint64_t key_hash) const {
+    return blocks_[block_shift_ == 64 ? 0 : static_cast<size_t>(key_hash >> block_shift_)];
+  }
+  std::vector<Block> blocks_;
   int block_shift_ = 64;
   uint64_t capacity_ = 0;
   uint64_t added_ = 0;
@@ -624,6 +641,19 @@ Status Replica::Impl::AppendWriter(Writer* w, const Version& watermark, bool tra
   std::vector<Version> versions;
   ApplyResult apply;
   const size_t n = w->remote ? w->remote_records.size() : w->local->size();
+  // Key hashes are computed kHashesAhead ops ahead, and each key's filter
+  // block prefetched then, so the filter's cache misses (one per op, in a
+  // table of megabytes) overlap instead of stalling one after another.
+  const auto hash_of = [&](size_t i) {
+    if (w->remote) return KeyHash(w->remote_records[i].map, w->remote_records[i].key);
+    const WriteBatch::Op op = w->local->op(i);
+    return KeyHash(op.map, op.key);
+  };
+  std::array<uint64_t, kHashesAhead> hashes_ahead;
+  for (size_t i = 0; i < std::min(n, kHashesAhead); ++i) {
+    hashes_ahead[i] = hash_of(i);
+    key_filter.Prefetch(hashes_ahead[i]);
+  }
   for (size_t i = 0; i < n; ++i) {
     std::string_view map, key, value;
     bool tombstone;
@@ -638,8 +668,12 @@ Status Replica::Impl::AppendWriter(Writer* w, const Version& watermark, bool tra
       map = op.map, key = op.key, value = op.tombstone ? std::string_view() : op.value;
       tombstone = op.tombstone;
     }
-    const GroupKey group_key{map, key, KeyHash(map, key)};
-    const uint64_t key_hash = group_key.hash;
+    const uint64_t key_hash = hashes_ahead[i % kHashesAhead];
+    if (i + kHashesAhead < n) {
+      hashes_ahead[i % kHashesAhead] = hash_of(i + kHashesAhead);
+      key_filter.Prefetch(hashes_ahead[i % kHashesAhead]);
+    }
+    const GroupKey group_key{map, key, key_hash};
 
     // The key's state as of everything before this op.
     KeyState old;

@@ -1225,6 +1225,7 @@ Result<ApplyResult> Replica::ApplyRemote(std::span<const RemoteRecord> records, 
   const std::string peer_name = peer == 0 ? "(unknown)" : NodeIdToString(peer);
   const std::string context = "from peer " + peer_name;
   size_t bytes = 0;
+  Timestamp newest;
   for (const RemoteRecord& r : records) {
     Status s = CheckSizes(limits, r.map, r.key, r.value);
     if (s.ok() && r.tombstone && !r.value.empty()) {
@@ -1236,16 +1237,18 @@ Result<ApplyResult> Replica::ApplyRemote(std::span<const RemoteRecord> records, 
                                   " has origin node 0");
     }
     if (!s.ok()) return s.WithContext(context);
-    TIDEMAP_RETURN_IF_ERROR(impl_->hlc->CheckOffset(r.version.hlc, peer_name));
+    newest = std::max(newest, r.version.hlc);
     bytes += r.map.size() + r.key.size() + r.value.size();
   }
   if (records.empty()) return ApplyResult{};
+  // The newest timestamp stands for them all: when it is within
+  // max_clock_offset, every one is.
+  TIDEMAP_RETURN_IF_ERROR(impl_->hlc->CheckOffset(newest, peer_name));
   TIDEMAP_RETURN_IF_ERROR(CheckBatch(limits, records.size(), bytes).WithContext(context));
   // Merge the timestamps into our clock first, so every later local write is
-  // stamped above what we just learned (the HLC receive rule).
-  for (const RemoteRecord& r : records) {
-    TIDEMAP_RETURN_IF_ERROR(impl_->hlc->Update(r.version.hlc, peer_name));
-  }
+  // stamped above what we just learned (the HLC receive rule). Merging is a
+  // max, so merging the newest is merging them all.
+  TIDEMAP_RETURN_IF_ERROR(impl_->hlc->Update(newest, peer_name));
   Impl::Writer w(&impl_->mu);
   w.remote = true;
   w.peer = peer;

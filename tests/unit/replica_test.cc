@@ -260,6 +260,37 @@ TEST_F(ReplicaTest, RemoteTimestampFromTheFutureRaisesTheClock) {
   EXPECT_GT(local->hlc, ahead);
 }
 
+TEST_F(ReplicaTest, RemoteBatchRaisesTheClockPastItsNewestTimestampInAnyPosition) {
+  auto r = OpenReplica(Options());
+  const Timestamp newest = Timestamp::FromParts(kStartMs + 30'000, 7);
+  std::vector<RemoteRecord> recs = {
+      {"m", "a", "v", Version{Timestamp::FromParts(kStartMs + 10'000, 0), 0xb2}, false},
+      {"m", "b", "v", Version{newest, 0xb2}, false},
+      {"m", "c", "v", Version{Timestamp::FromParts(kStartMs + 20'000, 0), 0xb2}, false},
+  };
+  ASSERT_TRUE(r->ApplyRemote(recs, 0xb2).ok());
+  EXPECT_EQ(r->hlc().Last(), newest);
+  auto local = r->Put("m", "other", "v");
+  ASSERT_TRUE(local.ok());
+  EXPECT_GT(local->hlc, newest);
+}
+
+TEST_F(ReplicaTest, ClockOffsetBeyondLimitInTheMiddleRefusesTheWholeBatch) {
+  auto r = OpenReplica(Options());
+  std::vector<RemoteRecord> recs = {
+      {"m", "first", "v", Version{Timestamp::FromParts(kStartMs, 0), 0xb2}, false},
+      {"m", "far", "v", Version{Timestamp::FromParts(kStartMs + 90'000, 0), 0xb2}, false},
+      {"m", "last", "v", Version{Timestamp::FromParts(kStartMs + 1'000, 0), 0xb2}, false},
+  };
+  const Timestamp before = r->hlc().Last();
+  Status s = r->ApplyRemote(recs, 0xb2).status();
+  EXPECT_TRUE(s.IsRefused());
+  EXPECT_NE(s.message().find("90.0 s"), std::string::npos) << s.message();
+  EXPECT_EQ(r->hlc().Last(), before);
+  EXPECT_TRUE(r->Get("m", "first").status().IsNotFound());
+  EXPECT_TRUE(r->Get("m", "last").status().IsNotFound());
+}
+
 TEST_F(ReplicaTest, ClockOffsetBeyondLimitRefusesTheWholeBatch) {
   auto r = OpenReplica(Options());
   std::vector<RemoteRecord> recs = {

@@ -237,18 +237,31 @@ Status WriteRange(Replica* replica, uint64_t first, uint64_t count) {
 
 // ---- replication throughput ----
 
-void BM_NetReplication(benchmark::State& state) {
-  Pair pair;
-  const std::string error = pair.OpenAndConnect();
+// For benchmarks where A writes and B only applies: opens and connects
+// `pair` (false, with the benchmark failed, when that fails) and sets
+// `*b_base` to B's last seq. B writes nothing itself and every key is new,
+// so each record A writes takes exactly one seq in B's oplog when B applies it.
+bool ConnectForStreaming(benchmark::State& state, Pair* pair, uint64_t* b_base) {
+  const std::string error = pair->OpenAndConnect();
   if (!error.empty()) {
     state.SkipWithError(error.c_str());
-    return;
+    return false;
   }
+  *b_base = pair->b.replica->LastSeq();
+  return true;
+}
+
+// Waits (bounded by kApplyTimeout) until B has applied `records` of A's.
+bool WaitApplied(const Replica& b, uint64_t b_base, uint64_t records) {
+  return WaitFor(kApplyTimeout, microseconds(100), [&] { return b.LastSeq() - b_base >= records; });
+}
+
+void BM_NetReplication(benchmark::State& state) {
+  Pair pair;
+  uint64_t b_base = 0;
+  if (!ConnectForStreaming(state, &pair, &b_base)) return;
   Replica& a = *pair.a.replica;
   Replica& b = *pair.b.replica;
-  // B writes nothing itself and every key is new, so each record A writes
-  // takes exactly one seq in B's oplog when B applies it.
-  const uint64_t b_base = b.LastSeq();
   uint64_t written = 0;
   // Where an iteration's time goes: A's own writes, then the wait for B to
   // apply what it has not yet (the tail after A's last write returned).
@@ -264,8 +277,7 @@ void BM_NetReplication(benchmark::State& state) {
     written += kReplicationBlockRecords;
     const auto t1 = SteadyClock::now();
     write_ms += std::chrono::duration<double, std::milli>(t1 - t0).count();
-    if (!WaitFor(kApplyTimeout, microseconds(100),
-                 [&] { return b.LastSeq() - b_base >= written; })) {
+    if (!WaitApplied(b, b_base, written)) {
       state.SkipWithError("B did not apply a block within 60 s");
       break;
     }
@@ -293,23 +305,17 @@ BENCHMARK(BM_NetReplication)
 void BM_NetCatchUp(benchmark::State& state) {
   const auto block = static_cast<uint64_t>(state.range(0));
   Pair pair;
-  std::string error = pair.OpenAndConnect();
-  if (!error.empty()) {
-    state.SkipWithError(error.c_str());
-    return;
-  }
+  uint64_t b_base = 0;
+  if (!ConnectForStreaming(state, &pair, &b_base)) return;
   Replica& a = *pair.a.replica;
-  Replica& b = *pair.b.replica;
-  // As in BM_NetReplication, each record A writes takes one seq on B.
-  const uint64_t b_base = b.LastSeq();
-  const auto applied = [&](uint64_t n) {
-    return WaitFor(kApplyTimeout, microseconds(100), [&] { return b.LastSeq() - b_base >= n; });
-  };
+  const Replica& b = *pair.b.replica;
   // Warm-up: B has been in contact and holds a cursor into A's oplog, so
   // what follows is the stream from that cursor, as after a restart.
   uint64_t written = kBatchOps;
   Status s = WriteRange(&a, 0, written);
-  if (s.ok() && !applied(written)) s = Status::Unavailable("B did not apply the warm-up writes");
+  if (s.ok() && !WaitApplied(b, b_base, written)) {
+    s = Status::Unavailable("B did not apply the warm-up writes");
+  }
   for (auto _ : state) {
     if (!s.ok()) break;
     state.PauseTiming();
@@ -318,10 +324,10 @@ void BM_NetCatchUp(benchmark::State& state) {
     written += block;
     state.ResumeTiming();
     if (!s.ok()) break;
-    error = pair.StartB();
+    const std::string error = pair.StartB();
     if (!error.empty()) {
       s = Status::Unavailable(error);
-    } else if (!applied(written)) {
+    } else if (!WaitApplied(b, b_base, written)) {
       s = Status::Unavailable("B did not catch up within 60 s");
     }
   }

@@ -61,6 +61,9 @@ namespace {
 // as much as reading a few dozen records in order.
 constexpr size_t kDenseDiffKeysMin = 1024;
 constexpr uint64_t kDenseDiffShare = 8;
+// What a bucket summary entry (or a bucket's header) counts for in chunks and
+// windows: about its encoded size.
+constexpr size_t kSummaryEntryBytes = 12;
 
 size_t RecordBytes(const RemoteRecord& r) {
   return r.map.size() + r.key.size() + r.value.size() + 32;
@@ -143,7 +146,17 @@ struct SyncSession::Impl {
   std::vector<uint64_t> pending_send;     // key hashes we owe the peer (from summaries)
   std::vector<uint64_t> pending_request;  // key hashes we want from the peer
 
-  // Records we owe the peer, read and sent a window at a time (PumpRecords),
+  // Bucket summaries we owe the peer (the last step of a diff), read and
+  // sent a window at a time (PumpOwed) like records: in a bootstrap every
+  // bucket differs, and the summaries of every key would otherwise be read
+  // and queued at once. `buckets` ascending; `next` is the first not sent.
+  struct SummariesOut {
+    bool active = false;
+    std::vector<uint32_t> buckets;
+    size_t next = 0;
+  };
+  SummariesOut summaries_out;
+  // Records we owe the peer, read and sent a window at a time (PumpOwed),
   // so that a bootstrap never holds more than a window of them in memory.
   // The records of a diff step: sorted key hashes, the next to read, and the
   // requests that ride on the last chunk.
@@ -294,8 +307,11 @@ struct SyncSession::Impl {
   // Sends every record we hold of `origin`, chunked, a window at a time; the
   // last chunk says so.
   Status SendOriginRecords(uint64_t origin, std::vector<msg::Message>* out);
-  // Emits the next window of the records we owe (diff, then resyncs).
-  Status PumpRecords(std::vector<msg::Message>* out);
+  // Emits the next window of what we owe the peer: a diff's bucket
+  // summaries, its records, then resyncs' records.
+  Status PumpOwed(std::vector<msg::Message>* out);
+  // Emits summaries until `*window` (bytes, added to) reaches the window.
+  Status PumpSummaries(size_t* window, std::vector<msg::Message>* out);
   // Emits `records` as chunks of M (DiffRecords or OriginRecords) within the
   // chunk limits, each a copy of `header` with its records; the last of them
   // marked last (and given the diff's requests) when `final`. Adds the bytes
@@ -314,7 +330,8 @@ struct SyncSession::Impl {
                          std::vector<msg::Message>* out);
   Status SendTreeStep(uint32_t level, const std::vector<uint32_t>& parents,
                       std::vector<msg::Message>* out);
-  Status SendSummaries(const std::vector<uint32_t>& buckets, std::vector<msg::Message>* out);
+  // Sends the summaries of `buckets` (ascending), chunked, a window at a time.
+  Status SendSummaries(std::vector<uint32_t> buckets, std::vector<msg::Message>* out);
   Status Stream(uint64_t now_ms, std::vector<msg::Message>* out);
 };
 
@@ -577,6 +594,7 @@ void SyncSession::Impl::JoinDiff(uint64_t id) {
   pending_digests.clear();
   pending_send.clear();
   pending_request.clear();
+  summaries_out = SummariesOut{};
   diff_out = DiffOut{};
   // Everything up to now is covered by the tree we are about to describe.
   diff_repairs = repair_pending;
@@ -585,6 +603,7 @@ void SyncSession::Impl::JoinDiff(uint64_t id) {
 
 Status SyncSession::Impl::FinishDiff(uint64_t now_ms) {
   diff_id = 0;
+  summaries_out = SummariesOut{};
   diff_out = DiffOut{};
   stats.diff_in_progress = false;
   stats.sync_percent = 0;
@@ -657,36 +676,59 @@ Status SyncSession::Impl::OnTreeNodes(const msg::TreeNodes& t, uint64_t now_ms,
     Emit(msg::DiffEnd{diff_id}, out);
     return FinishDiff(now_ms);
   }
-  if (child_level == depth) return SendSummaries(differing, out);
+  if (child_level == depth) return SendSummaries(std::move(differing), out);
   return SendTreeStep(child_level, differing, out);
 }
 
-Status SyncSession::Impl::SendSummaries(const std::vector<uint32_t>& buckets,
+Status SyncSession::Impl::SendSummaries(std::vector<uint32_t> buckets,
                                         std::vector<msg::Message>* out) {
-  std::vector<msg::SummaryEntry> entries;
-  std::vector<uint32_t> counts;
-  TIDEMAP_RETURN_IF_ERROR(replica->BucketSummaries(buckets, &entries, &counts));
-  // Chunks of whole buckets, about diff_chunk_bytes_max each (~10 B an entry).
-  msg::BucketSummaries s;
-  s.diff_id = diff_id;
-  size_t offset = 0, chunk_entries = 0;
-  for (size_t i = 0; i < buckets.size(); ++i) {
-    s.buckets.push_back(buckets[i]);
-    s.counts.push_back(counts[i]);
-    s.entries.insert(s.entries.end(), entries.begin() + static_cast<std::ptrdiff_t>(offset),
-                     entries.begin() + static_cast<std::ptrdiff_t>(offset + counts[i]));
-    offset += counts[i];
-    chunk_entries += counts[i] + 1;
-    if (chunk_entries * 12 >= options.diff_chunk_bytes_max && i + 1 < buckets.size()) {
-      s.last = false;
-      Emit(std::move(s), out);
-      s = msg::BucketSummaries{};
-      s.diff_id = diff_id;
-      chunk_entries = 0;
+  summaries_out = SummariesOut{true, std::move(buckets), 0};
+  return PumpOwed(out);
+}
+
+Status SyncSession::Impl::PumpSummaries(size_t* window, std::vector<msg::Message>* out) {
+  if (!summaries_out.active) return Status::Ok();
+  // Buckets per read: about a window of entries, at our average per bucket.
+  const uint32_t leaf_bits =
+      std::min<uint32_t>(63, replica->tree_fanout_bits() * replica->tree_depth());
+  const uint64_t per_bucket = std::max<uint64_t>(1, replica->KeyCount() >> leaf_bits);
+  const size_t buckets_per_read = static_cast<size_t>(
+      std::max<uint64_t>(1, options.records_window_bytes / (kSummaryEntryBytes * per_bucket)));
+  while (summaries_out.active && *window < options.records_window_bytes) {
+    const std::vector<uint32_t>& all = summaries_out.buckets;
+    const size_t begin = summaries_out.next;
+    const size_t end = std::min(all.size(), begin + buckets_per_read);
+    const std::vector<uint32_t> buckets(all.begin() + static_cast<std::ptrdiff_t>(begin),
+                                        all.begin() + static_cast<std::ptrdiff_t>(end));
+    std::vector<msg::SummaryEntry> entries;
+    std::vector<uint32_t> counts;
+    TIDEMAP_RETURN_IF_ERROR(replica->BucketSummaries(buckets, &entries, &counts));
+    // Chunks of whole buckets, about diff_chunk_bytes_max each.
+    msg::BucketSummaries s;
+    s.diff_id = diff_id;
+    size_t offset = 0, chunk_entries = 0;
+    for (size_t i = 0; i < buckets.size(); ++i) {
+      s.buckets.push_back(buckets[i]);
+      s.counts.push_back(counts[i]);
+      s.entries.insert(s.entries.end(), entries.begin() + static_cast<std::ptrdiff_t>(offset),
+                       entries.begin() + static_cast<std::ptrdiff_t>(offset + counts[i]));
+      offset += counts[i];
+      chunk_entries += counts[i] + 1;
+      *window += (counts[i] + 1) * kSummaryEntryBytes;
+      if (chunk_entries * kSummaryEntryBytes >= options.diff_chunk_bytes_max &&
+          i + 1 < buckets.size()) {
+        s.last = false;
+        Emit(std::move(s), out);
+        s = msg::BucketSummaries{};
+        s.diff_id = diff_id;
+        chunk_entries = 0;
+      }
     }
+    s.last = end == all.size();
+    Emit(std::move(s), out);
+    summaries_out.next = end;
+    if (end == all.size()) summaries_out = SummariesOut{};
   }
-  s.last = true;
-  Emit(std::move(s), out);
   return Status::Ok();
 }
 
@@ -746,7 +788,7 @@ Status SyncSession::Impl::SendDiffRecords(std::vector<uint64_t> key_hashes,
   diff_out.key_hashes = std::move(key_hashes);
   diff_out.next = 0;
   diff_out.requests = std::move(requests);
-  return PumpRecords(out);
+  return PumpOwed(out);
 }
 
 template <typename M>
@@ -777,8 +819,9 @@ void SyncSession::Impl::EmitRecordChunks(std::vector<RemoteRecord> records, cons
   Emit(std::move(chunk), out);
 }
 
-Status SyncSession::Impl::PumpRecords(std::vector<msg::Message>* out) {
+Status SyncSession::Impl::PumpOwed(std::vector<msg::Message>* out) {
   size_t window = 0;
+  TIDEMAP_RETURN_IF_ERROR(PumpSummaries(&window, out));
   while (diff_out.active && window < options.records_window_bytes) {
     // About one chunk of records at a time, however large they are.
     std::vector<RemoteRecord> found;
@@ -848,7 +891,7 @@ Status SyncSession::Impl::OnDiffEnd(const msg::DiffEnd& e, uint64_t now_ms) {
 
 Status SyncSession::Impl::SendOriginRecords(uint64_t origin, std::vector<msg::Message>* out) {
   origin_out.push_back(OriginOut{origin, {}});
-  return PumpRecords(out);
+  return PumpOwed(out);
 }
 
 Status SyncSession::Impl::OnOriginRecords(const msg::OriginRecords& o,
@@ -886,7 +929,7 @@ Status SyncSession::Poll(uint64_t now_ms, std::vector<msg::Message>* out) {
       TIDEMAP_RETURN_IF_ERROR(s.StartDiff(now_ms, out));
     }
   }
-  TIDEMAP_RETURN_IF_ERROR(s.PumpRecords(out));
+  TIDEMAP_RETURN_IF_ERROR(s.PumpOwed(out));
   return s.Stream(now_ms, out);
 }
 

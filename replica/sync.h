@@ -47,10 +47,11 @@ struct SyncOptions {
   size_t batch_bytes_max = size_t{1} << 20;  // a record larger than this goes alone
   size_t batches_in_flight_max = 4;
   size_t diff_chunk_bytes_max = size_t{1} << 20;  // per TreeNodes/BucketSummaries/DiffRecords
-  // Records a diff (or a resync) owes the peer are read and sent a window at
-  // a time: one Receive or Poll emits about this many bytes of them at most,
-  // and the next Poll the next window. An owner that polls only when its
-  // send queue has room keeps the memory of a bootstrap bounded.
+  // The bucket summaries and records a diff (or a resync) owes the peer are
+  // read and sent a window at a time: one Receive or Poll emits about this
+  // many bytes of them at most (a summary entry counts about 12), and the
+  // next Poll the next window. An owner that polls only when its send queue
+  // has room keeps the memory of a bootstrap bounded.
   size_t records_window_bytes = size_t{4} << 20;
   uint64_t diff_interval_ms = 60'000;  // periodic anti-entropy (0: never)
   uint64_t refused_retry_ms = 5'000;   // after a BatchRefused, wait this long

@@ -333,6 +333,40 @@ TEST_F(SyncTest, DiffRecordsMoveAWindowAtATime) {
   EXPECT_GE(run.calls_with_records, 2000 * static_cast<int>(kValueBytes) / int{kWindowBytes});
 }
 
+// A bootstrap, where every bucket differs, sends the bucket summaries of the
+// full side a window at a time too, never the summaries of every key in one
+// call, and still converges.
+TEST_F(SyncTest, SummariesMoveAWindowAtATime) {
+  constexpr int kKeys = 6000;
+  constexpr size_t kSummaryWindowBytes = 8 << 10;  // about 680 summary entries
+  Node& a = Add(1);
+  Node& b = Add(2);
+  WriteBatch wa;
+  for (int i = 0; i < kKeys; ++i) wa.Put("m", "a" + std::to_string(i), "x");
+  ASSERT_TRUE(a.replica->Write(wa).ok());
+  SyncOptions opts;
+  opts.records_window_bytes = kSummaryWindowBytes;
+  opts.diff_chunk_bytes_max = 2 << 10;
+  Link link = Connect(1, 2, opts);
+  size_t max_call_entries = 0, total_entries = 0;
+  int calls_with_entries = 0;
+  Pump(link, true, kStartMs, 1000, [&](const std::vector<msg::Message>& out, size_t from) {
+    size_t entries = 0;
+    for (size_t i = from; i < out.size(); ++i) {
+      if (auto* bs = std::get_if<msg::BucketSummaries>(&out[i].body)) entries += bs->entries.size();
+    }
+    max_call_entries = std::max(max_call_entries, entries);
+    total_entries += entries;
+    if (entries > 0) ++calls_with_entries;
+  });
+  ExpectConverged({1, 2});
+  EXPECT_EQ(b.replica->Stats()->keys, static_cast<uint64_t>(kKeys));
+  EXPECT_GE(total_entries, static_cast<size_t>(kKeys));  // every key's summary went out
+  // A window of entries plus the buckets of one read that cross its end.
+  EXPECT_LE(max_call_entries, 2 * kSummaryWindowBytes / 12);
+  EXPECT_GE(calls_with_entries, static_cast<int>(kKeys * 12 / kSummaryWindowBytes));
+}
+
 // A diff that owes the peer most of our keys (a bootstrap) reads them in one
 // pass over the records, so they go out in key order (a lookup per key
 // would send them in key-hash order), a window at a time.

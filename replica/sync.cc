@@ -813,7 +813,25 @@ void SyncSession::Impl::EmitRecordChunks(std::vector<RemoteRecord> records, cons
   if (!final && chunk.records.empty()) return;
   chunk.last = final;
   if constexpr (std::is_same_v<M, msg::DiffRecords>) {
-    if (final) chunk.requests = std::move(diff_out.requests);
+    if (final) {
+      // The requests ride on the last chunks, a chunk's worth (8 B each) on
+      // any one: a bootstrap requests every key, which in one frame would
+      // pass the frame limit past a few million keys. The peer gathers them
+      // until the last chunk.
+      const std::vector<uint64_t>& requests = diff_out.requests;
+      const size_t per_chunk = std::max<size_t>(1, options.diff_chunk_bytes_max / 8);
+      size_t next = 0;
+      for (; requests.size() - next > per_chunk; next += per_chunk) {
+        M only_requests = header;
+        only_requests.last = false;
+        only_requests.requests.assign(
+            requests.begin() + static_cast<std::ptrdiff_t>(next),
+            requests.begin() + static_cast<std::ptrdiff_t>(next + per_chunk));
+        Emit(std::move(only_requests), out);
+      }
+      chunk.requests.assign(requests.begin() + static_cast<std::ptrdiff_t>(next), requests.end());
+      diff_out.requests.clear();
+    }
   }
   stats.records_sent += chunk.records.size();
   Emit(std::move(chunk), out);

@@ -367,6 +367,37 @@ TEST_F(SyncTest, SummariesMoveAWindowAtATime) {
   EXPECT_GE(calls_with_entries, static_cast<int>(kKeys * 12 / kSummaryWindowBytes));
 }
 
+// The key hashes a diff requests ride on its last DiffRecords chunks, a
+// chunk's worth on any one, never all in one frame (a bootstrap requests
+// every key: past a few million keys one frame would pass the frame limit).
+TEST_F(SyncTest, RequestsAreSpreadOverChunks) {
+  constexpr int kKeys = 3000;
+  constexpr size_t kChunkBytesSmall = 2 << 10;  // 256 requests a chunk
+  Node& a = Add(1);
+  Node& b = Add(2);
+  WriteBatch wa, wb;
+  for (int i = 0; i < kKeys; ++i) wa.Put("m", "a" + std::to_string(i), "x");
+  for (int i = 0; i < kKeys; ++i) wb.Put("m", "b" + std::to_string(i), "y");
+  ASSERT_TRUE(a.replica->Write(wa).ok());
+  ASSERT_TRUE(b.replica->Write(wb).ok());
+  SyncOptions opts;
+  opts.diff_chunk_bytes_max = kChunkBytesSmall;
+  Link link = Connect(1, 2, opts);
+  size_t max_requests = 0, total_requests = 0;
+  Pump(link, true, kStartMs, 1000, [&](const std::vector<msg::Message>& out, size_t from) {
+    for (size_t i = from; i < out.size(); ++i) {
+      if (auto* d = std::get_if<msg::DiffRecords>(&out[i].body)) {
+        max_requests = std::max(max_requests, d->requests.size());
+        total_requests += d->requests.size();
+      }
+    }
+  });
+  ExpectConverged({1, 2});
+  EXPECT_EQ(a.replica->Stats()->keys, 2u * kKeys);
+  EXPECT_GE(total_requests, static_cast<size_t>(kKeys));  // one side asked for the other's keys
+  EXPECT_LE(max_requests, kChunkBytesSmall / 8);
+}
+
 // A diff that owes the peer most of our keys (a bootstrap) reads them in one
 // pass over the records, so they go out in key order (a lookup per key
 // would send them in key-hash order), a window at a time.

@@ -314,8 +314,9 @@ struct SyncSession::Impl {
   Status PumpSummaries(size_t* window, std::vector<msg::Message>* out);
   // Emits `records` as chunks of M (DiffRecords or OriginRecords) within the
   // chunk limits, each a copy of `header` with its records; the last of them
-  // marked last (and given the diff's requests) when `final`. Adds the bytes
-  // to `*window`.
+  // marked last when `final`, and then given the diff's requests (the
+  // surplus over a chunk's worth goes on chunks of requests just before it).
+  // Adds the bytes of records to `*window`.
   template <typename M>
   void EmitRecordChunks(std::vector<RemoteRecord> records, const M& header, bool final,
                         size_t* window, std::vector<msg::Message>* out);

@@ -117,7 +117,8 @@ struct BucketSummaries {
 };
 
 // Tree diff, transfer: records the other side lacks or holds older, and the
-// key hashes the sender wants in return (only on the last chunk).
+// key hashes the sender wants in return (on the last chunks of a step, after
+// every record; the receiver gathers them until `last`).
 struct DiffRecords {
   uint64_t diff_id = 0;
   std::vector<RemoteRecord> records;

@@ -27,6 +27,10 @@ constexpr size_t kPurgeBatchMax = 10'000;
 constexpr size_t kGroupBuildKeptBytes = size_t{1} << 20;
 // The group-commit wait tracks at most this many threads of the last group.
 constexpr size_t kGroupThreadsTracked = 64;
+// The key filter's scan starts once a process has written this many ops,
+// and at least one per kKeyFilterStoredKeysPerWrite keys stored.
+constexpr uint64_t kKeyFilterWritesMin = 64;
+constexpr uint64_t kKeyFilterStoredKeysPerWrite = 64;
 // How far ahead of the op it processes a commit hashes keys and prefetches
 // their key filter blocks (see AppendWriter).
 constexpr size_t kHashesAhead = 8;
@@ -600,8 +604,14 @@ void Replica::Impl::MaintainKeyFilter(uint64_t stored_keys) {
     filter_pending.shrink_to_fit();
   }
   // Built only once this process has written a little, so a one-shot CLI
-  // command never pays for the scan.
-  if (filter_failed || writes_since_open < 64 || (key_filter.ready() && !key_filter.full())) {
+  // command never pays for the scan, and in proportion to what is stored: the
+  // scan reads the whole key-hash index, which a node that reopens and merges
+  // a few hundred records from a peer (a short diff) would pay for while the
+  // diff's own reads wait for a core.
+  const uint64_t writes_first =
+      std::max<uint64_t>(kKeyFilterWritesMin, stored_keys / kKeyFilterStoredKeysPerWrite);
+  if (filter_failed || writes_since_open < writes_first ||
+      (key_filter.ready() && !key_filter.full())) {
     return;
   }
   // The iterator is taken here, between commits: it sees exactly the keys

@@ -689,7 +689,8 @@ TEST_F(ReplicaTest, KeysWrittenWhileTheFilterIsBuiltAreNeverHidden) {
     }
   }
   auto r = OpenReplica(Options());
-  // The first batches pass 64 ops and start the scan; the rest race it.
+  // The first 79 batches pass 781 ops (one per 64 stored keys) and start the
+  // scan; the rest race it.
   for (int start = 0; start < kNew; start += kPerBatch) {
     WriteBatch batch;
     for (int i = start; i < start + kPerBatch; ++i) batch.Put("m", "new" + std::to_string(i), "v");

@@ -104,13 +104,12 @@ class KeyFilter {
   static_assert(sizeof(Block) == 64);
 
   static uint64_t Bit(uint64_t h) { return uint64_t{1} << (h & 63); }
-  // The key's block, picked by the top bits.
-  Block& BlockOf(uint64_t key_hash) {
-    return blocks_[block_shift_ == 64 ? 0 : static_cast<size_t>(key_hash >> block_shift_)];
+  // The index of the key's block, picked by the top bits.
+  size_t BlockIndex(uint64_t key_hash) const {
+    return block_shift_ == 64 ? 0 : static_cast<size_t>(key_hash >> block_shift_);
   }
-  const Block& BlockOf(uint64_t key_hash) const {
-    return blocks_[block_shift_ == 64 ? 0 : static_cast<size_t>(key_hash >> block_shift_)];
-  }
+  Block& BlockOf(uint64_t key_hash) { return blocks_[BlockIndex(key_hash)]; }
+  const Block& BlockOf(uint64_t key_hash) const { return blocks_[BlockIndex(key_hash)]; }
   std::vector<Block> blocks_;
   int block_shift_ = 64;
   uint64_t capacity_ = 0;

@@ -298,8 +298,10 @@ struct Replica::Impl {
     Status status;
     std::vector<Version> versions;
     ApplyResult apply;
-    bool done = false;
-    CondVar cv;
+    // Set by the leader that committed it (release), read by the writer
+    // without `mu` (acquire), after which the leader never touches it again.
+    std::atomic<bool> done{false};
+    CondVar cv;  // wakes a leader asleep in AwaitLastGroup
     std::thread::id thread = std::this_thread::get_id();
   };
 
@@ -331,6 +333,15 @@ struct Replica::Impl {
   std::vector<std::thread::id> last_group_threads TIDEMAP_GUARDED_BY(mu);
   bool leader_waiting TIDEMAP_GUARDED_BY(mu) = false;
   std::atomic<int64_t> sync_commit_ns{0};
+  // Bumped (under mu, after marking its writers done) by every leader that
+  // finished a group; followers and the next leader wait for it to move.
+  // One word for all of them: the leader wakes every sleeper with one call,
+  // and none when they all spin.
+  std::atomic<uint32_t> groups_done{0};
+  // Returns once groups_done differs from `seen`: yielding the CPU in a loop
+  // for up to twice a synced commit's recent duration (and at most
+  // ReplicaOptions::group_commit_spin_max_us), then asleep.
+  void AwaitGroupDone(uint32_t seen);
   // The leader `w` waits for the threads of the last group to queue again.
   void AwaitLastGroup(Writer* w) TIDEMAP_REQUIRES(mu);
   bool LastGroupQueued(const Writer* w) const TIDEMAP_REQUIRES(mu);
@@ -511,10 +522,17 @@ Status Replica::Impl::Commit(Writer* w) {
   if (leader_waiting && writers.front() != w && LastGroupQueued(writers.front())) {
     writers.front()->cv.Signal();
   }
-  while (!w->done && w != writers.front()) w->cv.Wait();
-  if (w->done) {
+  while (true) {
+    if (w->done.load(std::memory_order_relaxed)) {  // stored under mu
+      mu.Unlock();
+      return w->status;
+    }
+    if (w == writers.front()) break;
+    const uint32_t seen = groups_done.load(std::memory_order_relaxed);
     mu.Unlock();
-    return w->status;
+    AwaitGroupDone(seen);
+    if (w->done.load(std::memory_order_acquire)) return w->status;
+    mu.Lock();
   }
   AwaitLastGroup(w);
   std::vector<Writer*> group;
@@ -540,16 +558,11 @@ Status Replica::Impl::Commit(Writer* w) {
   for (Writer* x : group) {
     TIDEMAP_CHECK(writers.front() == x);
     writers.pop_front();
-    if (x != w) x->done = true;
+    if (x != w) x->done.store(true, std::memory_order_release);
   }
-  // Wake the next leader first, so the next group gets going while this one's
-  // followers wake. Signals go out under the lock: a woken writer may return
-  // and destroy its Writer (and condition variable) as soon as it sees `done`.
-  if (!writers.empty()) writers.front()->cv.Signal();
-  for (Writer* x : group) {
-    if (x != w) x->cv.Signal();
-  }
+  groups_done.fetch_add(1, std::memory_order_release);
   mu.Unlock();
+  groups_done.notify_all();
   return w->status;
 }
 
@@ -564,6 +577,20 @@ bool Replica::Impl::LastGroupQueued(const Writer* w) const {
   return true;
 }
 
+void Replica::Impl::AwaitGroupDone(uint32_t seen) {
+  // Steady time bounds the spin only; no decision about data depends on it.
+  const int64_t spin_ns = std::min<int64_t>(2 * sync_commit_ns.load(std::memory_order_relaxed),
+                                            int64_t{options.group_commit_spin_max_us} * 1000);
+  if (spin_ns > 0) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(spin_ns);
+    while (groups_done.load(std::memory_order_acquire) == seen &&
+           std::chrono::steady_clock::now() < until) {
+      std::this_thread::yield();
+    }
+  }
+  groups_done.wait(seen, std::memory_order_acquire);
+}
+
 void Replica::Impl::AwaitLastGroup(Writer* w) {
   // Only a synced commit is worth waiting for, and only for others' threads.
   if (options.durability != Durability::kSync || options.group_commit_wait_max_us == 0 ||
@@ -574,6 +601,14 @@ void Replica::Impl::AwaitLastGroup(Writer* w) {
   const int64_t wait_ns = std::min<int64_t>(sync_commit_ns.load(std::memory_order_relaxed) / 2,
                                             int64_t{options.group_commit_wait_max_us} * 1000);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(wait_ns);
+  if (options.group_commit_spin_max_us > 0) {
+    while (!LastGroupQueued(w) && std::chrono::steady_clock::now() < deadline) {
+      mu.Unlock();
+      std::this_thread::yield();
+      mu.Lock();
+    }
+    return;
+  }
   leader_waiting = true;
   while (!LastGroupQueued(w) && w->cv.WaitUntil(deadline)) {
   }

@@ -867,6 +867,55 @@ TEST_F(ReplicaTest, ConcurrentWritersGetDistinctVersionsAndContiguousSeqs) {
   EXPECT_EQ(r->Stats()->keys, size_t{kThreads * 50});
 }
 
+// Durable writers wait for their group's commit by yielding the CPU in a loop
+// (group_commit_spin_max_us), then asleep once that budget is spent. With
+// commits slowed to 2 ms: 0 always sleeps, 100 us spins and then sleeps, and
+// 1 s spins through (the budget is twice a recent commit). In each, every
+// write returns with a distinct version, the seqs are exactly 1..N, and
+// writers share commits.
+TEST_F(ReplicaTest, SyncWritersReturnWhetherTheySpinOrSleep) {
+  for (uint32_t spin_us : {0u, 100u, 1'000'000u}) {
+    SCOPED_TRACE("group_commit_spin_max_us " + std::to_string(spin_us));
+    testing::FaultEnv env(env_.get());
+    std::atomic<int> log_syncs{0};
+    env.SetSyncHook([&](const std::string& fname) {
+      if (fname.size() < 4 || fname.substr(fname.size() - 4) != ".log") return;
+      ++log_syncs;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    });
+    ReplicaOptions o = Options(kNode, "/db-spin" + std::to_string(spin_us));
+    o.env = &env;
+    o.durability = Durability::kSync;
+    o.group_commit_spin_max_us = spin_us;
+    auto r = OpenReplica(std::move(o));
+    ASSERT_NE(r, nullptr);
+    log_syncs = 0;
+    constexpr int kThreads = 8, kPerThread = 25;
+    std::vector<std::vector<Version>> versions(kThreads);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kPerThread; ++i) {
+          auto v = r->Put("m", "t" + std::to_string(t) + "-" + std::to_string(i), "v");
+          ASSERT_TRUE(v.ok()) << v.status().ToString();
+          versions[t].push_back(*v);
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    std::set<Version> all;
+    for (const auto& vs : versions) all.insert(vs.begin(), vs.end());
+    EXPECT_EQ(all.size(), size_t{kThreads * kPerThread});
+    auto rows = r->oplog().ReadAfter(0, 100'000);
+    ASSERT_TRUE(rows.ok());
+    ASSERT_EQ(rows->size(), size_t{kThreads * kPerThread});
+    for (size_t i = 0; i < rows->size(); ++i) EXPECT_EQ((*rows)[i].seq, i + 1);
+    EXPECT_EQ(r->Stats()->keys, size_t{kThreads * kPerThread});
+    // Grouped: far fewer syncs than writes (one per write would be 200).
+    EXPECT_LT(log_syncs.load(), kThreads * kPerThread / 2);
+  }
+}
+
 // In sync mode a group's leader waits for the threads of the previous group
 // to queue again. Threads B and C commit together; then B writes at once and
 // C 5 ms later. B leads, waits for C (up to half of a 40 ms sync), and both

@@ -62,32 +62,37 @@ class CapturingReporter : public benchmark::ConsoleReporter {
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const Run& run : runs) {
       if (run.error_occurred) continue;
-      auto it = run.counters.find("items_per_second");
-      if (it == run.counters.end()) continue;
-      if (run.run_type == Run::RT_Iteration) {
-        single_[RatioName(run)] = it->second.value;
-      } else if (run.aggregate_name == "median") {
-        median_[RatioName(run)] = it->second.value;
+      const bool single = run.run_type == Run::RT_Iteration;
+      if (!single && run.aggregate_name != "median") continue;
+      for (const auto& [counter, value] : run.counters) {
+        (single ? single_ : median_)[RatioName(run) + "#" + counter] = value.value;
       }
     }
     ConsoleReporter::ReportRuns(runs);
   }
 
-  // The items/s to use for `name`, or nullptr when no such benchmark ran.
-  // `name` matches a run name exactly or as a prefix followed by '/'.
-  const double* Find(const std::string& name) const {
-    if (const double* rate = FindIn(median_, name)) return rate;
-    return FindIn(single_, name);
+  // The items/s to use for `name` (or its `counter`: the median over the
+  // repetitions), or nullptr when no such benchmark ran. `name` matches a run
+  // name exactly or as a prefix followed by '/'.
+  const double* Find(const std::string& name,
+                     const std::string& counter = "items_per_second") const {
+    if (const double* value = FindIn(median_, name, counter)) return value;
+    return FindIn(single_, name, counter);
   }
 
  private:
-  static const double* FindIn(const std::map<std::string, double>& rates, const std::string& name) {
-    for (const auto& [run_name, rate] : rates) {
-      if (run_name == name || run_name.rfind(name + "/", 0) == 0) return &rate;
+  static const double* FindIn(const std::map<std::string, double>& values, const std::string& name,
+                              const std::string& counter) {
+    for (const auto& [key, value] : values) {
+      const size_t hash = key.rfind('#');
+      const std::string run_name = key.substr(0, hash);
+      if (key.compare(hash + 1, std::string::npos, counter) != 0) continue;
+      if (run_name == name || run_name.rfind(name + "/", 0) == 0) return &value;
     }
     return nullptr;
   }
 
+  // "run name#counter" to the counter's value.
   std::map<std::string, double> single_;
   std::map<std::string, double> median_;
 };
@@ -110,16 +115,14 @@ int main(int argc, char** argv) {
                 spec.numerator, *num, spec.denominator, *den);
   }
   // The Merkle tree's share of a local put's time: its key-hash index row
-  // (what a raw put with that row costs more than one without, per write)
-  // plus its in-memory update, over the put's own time. Leaf checkpoints (a
-  // page row per 64 leaves, once a second) are left out.
+  // (what a raw put with that row costs more than one without, measured in
+  // pairs) plus its in-memory update, over the put's own time. Leaf
+  // checkpoints (a page row per 64 leaves, once a second) are left out.
   const double* put = reporter.Find("BM_ReplicaPut/relaxed");
-  const double* raw2 = reporter.Find("BM_RawLevelDbPut/unbatched");
-  const double* raw3 = reporter.Find("BM_RawLevelDbPutIndexed");
+  const double* index_ns = reporter.Find("BM_RawLevelDbIndexRowCost", "index_row_ns");
   const double* tree = reporter.Find("BM_MerkleUpdateKey");
-  if (put != nullptr && raw2 != nullptr && raw3 != nullptr && tree != nullptr && *raw2 > 0 &&
-      *raw3 > 0 && *tree > 0) {
-    const double index_s = 1 / *raw3 - 1 / *raw2, update_s = 1 / *tree;
+  if (put != nullptr && index_ns != nullptr && tree != nullptr && *put > 0 && *tree > 0) {
+    const double index_s = *index_ns * 1e-9, update_s = 1 / *tree;
     std::printf(
         "ratio tree_share_of_local_put = %.2f  (index row %.2f us + in-memory update %.2f us "
         "of a %.2f us put)\n",

@@ -24,6 +24,7 @@
 #include <leveldb/write_batch.h>
 #include <stdlib.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -74,6 +75,7 @@ constexpr int64_t kScanIterations = 5'000;  // pages of 100
 // interleaves them with the others).
 constexpr int kRepetitions = 7;
 constexpr int kSyncRepetitions = 11;
+constexpr int kIndexRowCostRepetitions = 15;
 
 // Settings shared by every benchmark here. They measure wall time: waiting for
 // the disk and the work of LevelDB's background compaction thread are part of
@@ -225,12 +227,66 @@ BENCHMARK_CAPTURE(BM_RawLevelDbPut, batched_1000, 1000)
     ->Iterations(kBatchIterations)
     ->Apply(Common);
 
-// The raw unbatched put plus the key-hash index row: bench/main.cc takes the
-// Merkle tree's share of a local put from the difference.
-void BM_RawLevelDbPutIndexed(benchmark::State& state) {
-  RawPut(state, 1, /*sync=*/false, /*index_row=*/true);
+// What the key-hash index row adds to a raw unbatched put, measured in pairs:
+// two databases take the same sequence of logical writes, one with the index
+// row and one without, a write to each in turn (the order alternating), each
+// write timed alone. A slow spell of a shared machine falls on both sides of
+// every pair, where two separate benchmarks (minutes apart) saw it on one
+// side only and their difference even came out negative. Each write's time
+// includes building its rows. Reports the mean time of each kind of write
+// and `index_row_ns`, their difference;
+// bench/main.cc takes the Merkle tree's share of a local put from it.
+void BM_RawLevelDbIndexRowCost(benchmark::State& state) {
+  TempDir plain_dir, indexed_dir;
+  std::string error = "cannot create a directory under /tmp";
+  std::unique_ptr<RawDb> plain = plain_dir.ok() ? RawDb::Open(plain_dir.db(), &error) : nullptr;
+  std::unique_ptr<RawDb> indexed =
+      plain != nullptr && indexed_dir.ok() ? RawDb::Open(indexed_dir.db(), &error) : nullptr;
+  if (indexed == nullptr) {
+    state.SkipWithError(error.c_str());
+    return;
+  }
+  RawRowMaker plain_maker, indexed_maker(/*index_row=*/true);
+  const leveldb::WriteOptions wo;
+  leveldb::WriteBatch batch;
+  uint64_t index = 0;
+  std::chrono::nanoseconds plain_time{0}, indexed_time{0};
+  // One logical write into `db`, timed; false (and the benchmark skipped) on error.
+  const auto timed_put = [&](RawDb* db, RawRowMaker* maker, std::chrono::nanoseconds* total) {
+    const auto start = std::chrono::steady_clock::now();
+    batch.Clear();
+    maker->Add(index, &batch);  // encoding the rows (and hashing the key) counts
+    const leveldb::Status s = db->db()->Write(wo, &batch);
+    *total += std::chrono::steady_clock::now() - start;
+    if (!s.ok()) state.SkipWithError(s.ToString().c_str());
+    return s.ok();
+  };
+  for (auto _ : state) {
+    const bool plain_first = index % 2 == 0;
+    RawDb* first = plain_first ? plain.get() : indexed.get();
+    RawDb* second = plain_first ? indexed.get() : plain.get();
+    RawRowMaker* first_maker = plain_first ? &plain_maker : &indexed_maker;
+    RawRowMaker* second_maker = plain_first ? &indexed_maker : &plain_maker;
+    if (!timed_put(first, first_maker, plain_first ? &plain_time : &indexed_time) ||
+        !timed_put(second, second_maker, plain_first ? &indexed_time : &plain_time)) {
+      break;
+    }
+    ++index;
+  }
+  if (index == 0) return;
+  const double n = static_cast<double>(index);
+  const double plain_ns = static_cast<double>(plain_time.count()) / n;
+  const double indexed_ns = static_cast<double>(indexed_time.count()) / n;
+  state.counters["plain_ns"] = plain_ns;
+  state.counters["indexed_ns"] = indexed_ns;
+  state.counters["index_row_ns"] = indexed_ns - plain_ns;
+  SetRates(state, state.iterations() * 2);
 }
-BENCHMARK(BM_RawLevelDbPutIndexed)->Iterations(kPutIterations)->Apply(Common);
+// The difference of two means swings with compactions: more repetitions.
+BENCHMARK(BM_RawLevelDbIndexRowCost)
+    ->Iterations(kPutIterations)
+    ->Apply(Common)
+    ->Repetitions(kIndexRowCostRepetitions);
 
 // The durable limit: one fsync per logical write, one writer.
 void BM_RawLevelDbPutSync(benchmark::State& state) { RawPut(state, 1, /*sync=*/true); }

@@ -193,8 +193,8 @@ void SetRates(benchmark::State& state, int64_t items) {
   state.SetBytesProcessed(items * kPayloadBytes);
 }
 
-// Raw puts, `per_batch` logical writes (2 rows each, 3 with `index_row`) per WriteBatch.
-void RawPut(benchmark::State& state, int64_t per_batch, bool sync, bool index_row = false) {
+// Raw puts, `per_batch` logical writes (2 rows each) per WriteBatch.
+void RawPut(benchmark::State& state, int64_t per_batch, bool sync) {
   TempDir dir;
   std::string error = "cannot create a directory under /tmp";
   std::unique_ptr<RawDb> raw = dir.ok() ? RawDb::Open(dir.db(), &error) : nullptr;
@@ -202,7 +202,7 @@ void RawPut(benchmark::State& state, int64_t per_batch, bool sync, bool index_ro
     state.SkipWithError(error.c_str());
     return;
   }
-  RawRowMaker maker(index_row);
+  RawRowMaker maker;
   leveldb::WriteOptions wo;
   wo.sync = sync;
   leveldb::WriteBatch batch;

@@ -63,6 +63,38 @@ class ReplicaTest : public ::testing::Test {
     return r.ok() ? std::move(r).value() : nullptr;
   }
 
+  // `threads` threads each put `per_thread` times into map "m", cycling over
+  // `keys_per_thread` keys of their own, through the group-commit pipeline.
+  // Checks that every write got a distinct version and a seq, the seqs being
+  // exactly 1..N; returns the oplog rows.
+  static std::vector<OplogEntry> WriteFromThreads(Replica* r, int threads, int per_thread,
+                                                  int keys_per_thread) {
+    std::vector<std::vector<Version>> versions(threads);
+    std::vector<std::thread> running;
+    for (int t = 0; t < threads; ++t) {
+      running.emplace_back([&, t] {
+        for (int i = 0; i < per_thread; ++i) {
+          const std::string key =
+              "t" + std::to_string(t) + "-" + std::to_string(i % keys_per_thread);
+          auto v = r->Put("m", key, "v");
+          ASSERT_TRUE(v.ok()) << v.status().ToString();
+          versions[t].push_back(*v);
+        }
+      });
+    }
+    for (auto& th : running) th.join();
+    const auto writes = static_cast<size_t>(threads) * static_cast<size_t>(per_thread);
+    std::set<Version> all;
+    for (const auto& vs : versions) all.insert(vs.begin(), vs.end());
+    EXPECT_EQ(all.size(), writes);
+    auto rows = r->oplog().ReadAfter(0, 100'000);
+    EXPECT_TRUE(rows.ok());
+    if (!rows.ok()) return {};
+    EXPECT_EQ(rows->size(), writes);
+    for (size_t i = 0; i < rows->size(); ++i) EXPECT_EQ((*rows)[i].seq, i + 1);
+    return std::move(rows).value();
+  }
+
   // "k1=v1 k2=v2" over the live keys of `map`.
   static std::string Render(const Replica& r, const std::string& map) {
     auto page = r.Scan(map, "", std::nullopt, 10'000);
@@ -840,31 +872,12 @@ TEST_F(ReplicaTest, CorruptRecordIsReportedNeverServed) {
 // 1..N, and every oplog row matches the record it describes.
 TEST_F(ReplicaTest, ConcurrentWritersGetDistinctVersionsAndContiguousSeqs) {
   auto r = OpenReplica(Options());
-  constexpr int kThreads = 8, kPerThread = 200;
-  std::vector<std::vector<Version>> versions(kThreads);
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      for (int i = 0; i < kPerThread; ++i) {
-        auto v = r->Put("m", "t" + std::to_string(t) + "-" + std::to_string(i % 50), "v");
-        ASSERT_TRUE(v.ok());
-        versions[t].push_back(*v);
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
-  std::set<Version> all;
-  for (const auto& vs : versions) all.insert(vs.begin(), vs.end());
-  EXPECT_EQ(all.size(), size_t{kThreads * kPerThread});
-  auto rows = r->oplog().ReadAfter(0, 100'000);
-  ASSERT_TRUE(rows.ok());
-  ASSERT_EQ(rows->size(), size_t{kThreads * kPerThread});
-  for (size_t i = 0; i < rows->size(); ++i) EXPECT_EQ((*rows)[i].seq, i + 1);
+  const std::vector<OplogEntry> rows = WriteFromThreads(r.get(), 8, 200, 50);
   // The last row of each key carries the key's stored version.
   std::map<std::string, Version> last_by_key;
-  for (const OplogEntry& e : *rows) last_by_key[e.key] = e.version;
+  for (const OplogEntry& e : rows) last_by_key[e.key] = e.version;
   for (const auto& [key, v] : last_by_key) EXPECT_EQ(r->Get("m", key)->version, v);
-  EXPECT_EQ(r->Stats()->keys, size_t{kThreads * 50});
+  EXPECT_EQ(r->Stats()->keys, 8u * 50u);
 }
 
 // Durable writers wait for their group's commit by yielding the CPU in a loop
@@ -890,29 +903,10 @@ TEST_F(ReplicaTest, SyncWritersReturnWhetherTheySpinOrSleep) {
     auto r = OpenReplica(std::move(o));
     ASSERT_NE(r, nullptr);
     log_syncs = 0;
-    constexpr int kThreads = 8, kPerThread = 25;
-    std::vector<std::vector<Version>> versions(kThreads);
-    std::vector<std::thread> threads;
-    for (int t = 0; t < kThreads; ++t) {
-      threads.emplace_back([&, t] {
-        for (int i = 0; i < kPerThread; ++i) {
-          auto v = r->Put("m", "t" + std::to_string(t) + "-" + std::to_string(i), "v");
-          ASSERT_TRUE(v.ok()) << v.status().ToString();
-          versions[t].push_back(*v);
-        }
-      });
-    }
-    for (auto& th : threads) th.join();
-    std::set<Version> all;
-    for (const auto& vs : versions) all.insert(vs.begin(), vs.end());
-    EXPECT_EQ(all.size(), size_t{kThreads * kPerThread});
-    auto rows = r->oplog().ReadAfter(0, 100'000);
-    ASSERT_TRUE(rows.ok());
-    ASSERT_EQ(rows->size(), size_t{kThreads * kPerThread});
-    for (size_t i = 0; i < rows->size(); ++i) EXPECT_EQ((*rows)[i].seq, i + 1);
-    EXPECT_EQ(r->Stats()->keys, size_t{kThreads * kPerThread});
+    WriteFromThreads(r.get(), 8, 25, 25);
+    EXPECT_EQ(r->Stats()->keys, 8u * 25u);
     // Grouped: far fewer syncs than writes (one per write would be 200).
-    EXPECT_LT(log_syncs.load(), kThreads * kPerThread / 2);
+    EXPECT_LT(log_syncs.load(), 8 * 25 / 2);
   }
 }
 

@@ -560,7 +560,9 @@ Status Replica::Impl::Commit(Writer* w) {
     writers.pop_front();
     if (x != w) x->done.store(true, std::memory_order_release);
   }
-  groups_done.fetch_add(1, std::memory_order_release);
+  // seq_cst: notify_all reads the waiter count after this store, and a
+  // waiter counts itself before it reads the word (a store-load pair).
+  groups_done.fetch_add(1, std::memory_order_seq_cst);
   mu.Unlock();
   groups_done.notify_all();
   return w->status;

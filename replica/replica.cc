@@ -581,8 +581,13 @@ bool Replica::Impl::LastGroupQueued(const Writer* w) const {
 
 void Replica::Impl::AwaitGroupDone(uint32_t seen) {
   // Steady time bounds the spin only; no decision about data depends on it.
-  const int64_t spin_ns = std::min<int64_t>(2 * sync_commit_ns.load(std::memory_order_relaxed),
-                                            int64_t{options.group_commit_spin_max_us} * 1000);
+  // (A relaxed replica syncs the commits that move the HLC bound, so
+  // sync_commit_ns is set there too: the durability decides.)
+  const int64_t spin_ns =
+      options.durability != Durability::kSync
+          ? 0
+          : std::min<int64_t>(2 * sync_commit_ns.load(std::memory_order_relaxed),
+                              int64_t{options.group_commit_spin_max_us} * 1000);
   if (spin_ns > 0) {
     const auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(spin_ns);
     while (groups_done.load(std::memory_order_acquire) == seen &&

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -65,7 +66,7 @@ class CapturingReporter : public benchmark::ConsoleReporter {
       const bool single = run.run_type == Run::RT_Iteration;
       if (!single && run.aggregate_name != "median") continue;
       for (const auto& [counter, value] : run.counters) {
-        (single ? single_ : median_)[RatioName(run) + "#" + counter] = value.value;
+        (single ? single_ : median_)[{RatioName(run), counter}] = value.value;
       }
     }
     ConsoleReporter::ReportRuns(runs);
@@ -81,20 +82,21 @@ class CapturingReporter : public benchmark::ConsoleReporter {
   }
 
  private:
-  static const double* FindIn(const std::map<std::string, double>& values, const std::string& name,
+  // (run name, counter) to the counter's value.
+  using Values = std::map<std::pair<std::string, std::string>, double>;
+
+  static const double* FindIn(const Values& values, const std::string& name,
                               const std::string& counter) {
     for (const auto& [key, value] : values) {
-      const size_t hash = key.rfind('#');
-      const std::string run_name = key.substr(0, hash);
-      if (key.compare(hash + 1, std::string::npos, counter) != 0) continue;
+      const auto& [run_name, run_counter] = key;
+      if (run_counter != counter) continue;
       if (run_name == name || run_name.rfind(name + "/", 0) == 0) return &value;
     }
     return nullptr;
   }
 
-  // "run name#counter" to the counter's value.
-  std::map<std::string, double> single_;
-  std::map<std::string, double> median_;
+  Values single_;
+  Values median_;
 };
 
 }  // namespace

@@ -317,26 +317,26 @@ void BM_RawLevelDbIndexRowCost(benchmark::State& state) {
   leveldb::WriteBatch batch;
   uint64_t index = 0;
   std::chrono::nanoseconds plain_time{0}, indexed_time{0};
-  // One logical write into `db`, timed; false (and the benchmark skipped) on error.
-  const auto timed_put = [&](RawDb* db, RawRowMaker* maker, std::chrono::nanoseconds* total) {
+  struct Side {
+    RawDb* db;
+    RawRowMaker* maker;
+    std::chrono::nanoseconds* time;
+  };
+  const Side sides[2] = {{plain.get(), &plain_maker, &plain_time},
+                         {indexed.get(), &indexed_maker, &indexed_time}};
+  // One logical write into a side, timed; false (and the benchmark skipped) on error.
+  const auto timed_put = [&](const Side& side) {
     const auto start = std::chrono::steady_clock::now();
     batch.Clear();
-    maker->Add(index, &batch);  // encoding the rows (and hashing the key) counts
-    const leveldb::Status s = db->db()->Write(wo, &batch);
-    *total += std::chrono::steady_clock::now() - start;
+    side.maker->Add(index, &batch);  // encoding the rows (and hashing the key) counts
+    const leveldb::Status s = side.db->db()->Write(wo, &batch);
+    *side.time += std::chrono::steady_clock::now() - start;
     if (!s.ok()) state.SkipWithError(s.ToString().c_str());
     return s.ok();
   };
   for (auto _ : state) {
-    const bool plain_first = index % 2 == 0;
-    RawDb* first = plain_first ? plain.get() : indexed.get();
-    RawDb* second = plain_first ? indexed.get() : plain.get();
-    RawRowMaker* first_maker = plain_first ? &plain_maker : &indexed_maker;
-    RawRowMaker* second_maker = plain_first ? &indexed_maker : &plain_maker;
-    if (!timed_put(first, first_maker, plain_first ? &plain_time : &indexed_time) ||
-        !timed_put(second, second_maker, plain_first ? &indexed_time : &plain_time)) {
-      break;
-    }
+    const size_t first = index % 2;  // the plain side first on even writes
+    if (!timed_put(sides[first]) || !timed_put(sides[1 - first])) break;
     ++index;
   }
   if (index == 0) return;

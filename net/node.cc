@@ -28,6 +28,7 @@
 #include "base/coding.h"
 #include "base/crypto.h"
 #include "base/mutex.h"
+#include "base/thread_name.h"
 #include "hlc/hlc.h"
 #include "net/frame.h"
 #include "net/handshake.h"
@@ -828,6 +829,7 @@ Result<std::unique_ptr<Node>> Node::Start(NodeOptions options, Replica* replica,
   asio::co_spawn(impl->io, impl->TickLoop(), on_done);
   asio::co_spawn(impl->io, impl->MaintenanceLoop(), on_done);
   impl->thread = std::thread([raw] {
+    NameThisThread("tidemap-net");
     try {
       raw->io.run();
     } catch (const std::exception& e) {

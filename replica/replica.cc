@@ -13,6 +13,7 @@
 #include "base/crypto.h"
 #include "base/hash.h"
 #include "base/mutex.h"
+#include "base/thread_name.h"
 #include "merkle/merkle.h"
 #include "storage/rows.h"
 
@@ -661,6 +662,7 @@ void Replica::Impl::MaintainKeyFilter(uint64_t stored_keys) {
   const uint64_t capacity = std::max<uint64_t>(uint64_t{1} << 20, 2 * stored_keys);
   filter_building = true;
   filter_thread = std::thread([this, it, capacity] {
+    NameThisThread("tidemap-filter");
     KeyFilter filter;
     filter.Reset(capacity);
     bool ok = true;

@@ -40,6 +40,7 @@
 #include "base/coding.h"
 #include "base/crypto.h"
 #include "base/mutex.h"
+#include "base/thread_name.h"
 #include "server/json.h"
 #include "server/metrics.h"
 #include "server/status.h"
@@ -1039,6 +1040,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(HttpOptions options, HttpC
     impl->io_done = done.get_future();
     Impl* raw = impl.get();
     impl->io_thread = std::thread([raw, done = std::move(done)]() mutable {
+      NameThisThread("tidemap-http");
       for (;;) {
         try {
           raw->ioc->run();

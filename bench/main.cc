@@ -6,9 +6,11 @@
 
 #include "bench/report.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -99,6 +101,47 @@ class CapturingReporter : public benchmark::ConsoleReporter {
   Values median_;
 };
 
+// Where replication's CPU time went per record applied (medians of
+// BM_NetReplication's counters, see bench/net_bench.cc), against a raw
+// batched row's, and the most that replication_vs_raw_leveldb could be on
+// this many cores with that CPU per record, were every core busy all along.
+void PrintReplicationCpu(const CapturingReporter& reporter) {
+  const std::string run = "BM_NetReplication";
+  const double* cpu = reporter.Find(run, "cpu_us");
+  const double* writer = reporter.Find(run, "writer_us");
+  const double* net = reporter.Find(run, "net_us");
+  const double* compaction = reporter.Find(run, "compaction_us");
+  const double* other = reporter.Find(run, "other_us");
+  const double* busy = reporter.Find(run, "cores_busy");
+  const double* raw_rate = reporter.Find("BM_RawLevelDbPut/batched_1000");
+  const double* raw_cpu = reporter.Find("BM_RawLevelDbPut/batched_1000", "cpu_us");
+  if (cpu == nullptr || writer == nullptr || net == nullptr || compaction == nullptr ||
+      other == nullptr || busy == nullptr || *cpu <= 0) {
+    return;
+  }
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  std::printf(
+      "replication cpu_us_per_record = %.2f  (A's writer %.2f, event loops %.2f, "
+      "compaction %.2f, other %.2f; cores busy %.2f of %u)\n",
+      *cpu, *writer, *net, *compaction, *other, *busy, cores);
+  if (raw_rate == nullptr || raw_cpu == nullptr || *raw_rate <= 0) return;
+  const double raw_wall_us = 1e6 / *raw_rate;
+  std::printf(
+      "replication cpu bound = %.2f  (%u cores x %.2f us per raw batched row / %.2f us of CPU "
+      "per record; a raw batched row takes %.2f us of CPU)\n",
+      cores * raw_wall_us / *cpu, cores, raw_wall_us, *cpu, *raw_cpu);
+  // The same bound if the network, crypto and streaming cost nothing: the
+  // sender's batch write plus the receiver's merge, each measured in process
+  // (bench/replica_bench.cc) with its database's compaction.
+  const double* write_cpu = reporter.Find("BM_ReplicaBatchPut1000", "cpu_us");
+  const double* merge_cpu = reporter.Find("BM_ReplicaApplyRemote1000", "cpu_us");
+  if (write_cpu == nullptr || merge_cpu == nullptr || *write_cpu + *merge_cpu <= 0) return;
+  std::printf(
+      "replication cpu bound without the network = %.2f  (%u cores x %.2f us / (%.2f us to "
+      "write a record + %.2f us to merge it))\n",
+      cores * raw_wall_us / (*write_cpu + *merge_cpu), cores, raw_wall_us, *write_cpu, *merge_cpu);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -130,6 +173,7 @@ int main(int argc, char** argv) {
         "of a %.2f us put)\n",
         (index_s + update_s) * *put, index_s * 1e6, update_s * 1e6, 1e6 / *put);
   }
+  PrintReplicationCpu(reporter);
   for (const std::string& line : tidemap::ReportLines()) std::printf("%s\n", line.c_str());
   return 0;
 }

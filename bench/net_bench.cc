@@ -51,6 +51,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -60,6 +61,8 @@
 
 #include "base/crypto.h"
 #include "base/random.h"
+#include "bench/cpu.h"
+#include "bench/own_env.h"
 #include "bench/report.h"
 #include "bench/workload.h"
 #include "net/handshake.h"
@@ -142,6 +145,7 @@ struct Peer {
   std::string dir;
   std::optional<Identity> identity;
   SystemClock clock;
+  bench::OwnCompactionThreadEnv env;
   std::unique_ptr<Replica> replica;
   net::TrustList trust;
   std::unique_ptr<net::Node> node;
@@ -157,6 +161,7 @@ struct Peer {
     o.clock = &clock;
     o.node_id = identity->node_id();
     o.durability = Durability::kRelaxed;
+    o.env = &env;
     bench::WriteBufferFromEnv(&o.write_buffer_bytes);
     auto r = Replica::Open(std::move(o));
     if (!r.ok()) return r.status().ToString();
@@ -256,6 +261,36 @@ bool WaitApplied(const Replica& b, uint64_t b_base, uint64_t records) {
   return WaitFor(kApplyTimeout, microseconds(100), [&] { return b.LastSeq() - b_base >= records; });
 }
 
+// Sets counters on `state` that say where the CPU time of a run went, per
+// record applied on B, from per-thread CPU seconds taken before and after it:
+// `writer_us` (the benchmark's thread: A's writes, and its polls of B), `net_us` (the two nodes'
+// event loops: A's stream, B's merge, framing and crypto), `compaction_us`
+// (the two databases' LevelDB background threads), `other_us` (the rest of
+// the process, e.g. threads that ended) and `cpu_us` (all of it). `cores_busy`
+// is the process's CPU time over the wall time: near the core count, the run
+// was bound by CPU, and its rate by the CPU a record takes.
+void ReportCpu(benchmark::State& state, const std::map<std::string, double>& before,
+               const std::map<std::string, double>& after, double cpu_s, double wall_s,
+               uint64_t records) {
+  if (records == 0 || wall_s <= 0) return;
+  const auto used = [&](const std::string& name) {
+    const auto a = after.find(name), b = before.find(name);
+    const double end = a == after.end() ? 0 : a->second;
+    const double begin = b == before.end() ? 0 : b->second;
+    return std::max(end - begin, 0.0);
+  };
+  const double per_record_us = 1e6 / static_cast<double>(records);
+  const double writer = used(bench::kMainThread);
+  const double net = used("tidemap-net");
+  const double compaction = used(bench::OwnCompactionThreadEnv::kThreadName);
+  state.counters["cpu_us"] = cpu_s * per_record_us;
+  state.counters["writer_us"] = writer * per_record_us;
+  state.counters["net_us"] = net * per_record_us;
+  state.counters["compaction_us"] = compaction * per_record_us;
+  state.counters["other_us"] = std::max(cpu_s - writer - net - compaction, 0.0) * per_record_us;
+  state.counters["cores_busy"] = cpu_s / wall_s;
+}
+
 void BM_NetReplication(benchmark::State& state) {
   Pair pair;
   uint64_t b_base = 0;
@@ -267,6 +302,10 @@ void BM_NetReplication(benchmark::State& state) {
   // apply what it has not yet (the tail after A's last write returned).
   double write_ms = 0;
   double tail_ms = 0;
+  // And where the CPU time goes, by thread (see ReportCpu).
+  const std::map<std::string, double> threads_before = bench::ThreadCpuSeconds();
+  const double cpu_before = bench::ProcessCpuSeconds();
+  const auto start = SteadyClock::now();
   for (auto _ : state) {
     const auto t0 = SteadyClock::now();
     const Status s = WriteRange(&a, written, kReplicationBlockRecords);
@@ -289,6 +328,8 @@ void BM_NetReplication(benchmark::State& state) {
       static_cast<double>(std::max<benchmark::IterationCount>(state.iterations(), 1));
   state.counters["a_write_ms"] = write_ms / iterations;
   state.counters["b_tail_ms"] = tail_ms / iterations;
+  ReportCpu(state, threads_before, bench::ThreadCpuSeconds(),
+            bench::ProcessCpuSeconds() - cpu_before, MsSince(start) / 1e3, written);
   if (!state.error_occurred() && a.MerkleRoot() != b.MerkleRoot()) {
     state.SkipWithError("the Merkle roots differ after replication");
   }

@@ -24,6 +24,7 @@
 #include <leveldb/write_batch.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -43,6 +44,8 @@
 #include "base/clock.h"
 #include "base/coding.h"
 #include "base/random.h"
+#include "bench/cpu.h"
+#include "bench/own_env.h"
 #include "bench/workload.h"
 #include "merkle/merkle.h"
 #include "oplog/oplog.h"
@@ -58,6 +61,7 @@ using bench::kKeyBytes;
 using bench::kMap;
 using bench::kPayloadBytes;
 using bench::kValueBytes;
+using bench::OwnCompactionThreadEnv;
 using bench::TempDir;
 using bench::TheValues;
 constexpr uint64_t kNodeId = 0x7469'6465'6d61'7001;  // any non-zero id
@@ -113,56 +117,6 @@ RowSizes TheRowSizes() {
 }
 
 // ---- raw LevelDB ----
-
-// LevelDB's default Env runs the background work (memtable flushes,
-// compactions) of every database in the process on one thread. This one
-// gives a database a thread of its own, as a database alone in its process
-// has: two databases measured side by side then never wait behind each
-// other's compactions.
-class OwnCompactionThreadEnv : public leveldb::EnvWrapper {
- public:
-  OwnCompactionThreadEnv() : leveldb::EnvWrapper(leveldb::Env::Default()) {
-    thread_ = std::thread([this] { Run(); });
-  }
-  ~OwnCompactionThreadEnv() override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stopping_ = true;
-    }
-    cv_.notify_one();
-    thread_.join();
-  }
-
-  void Schedule(void (*fn)(void*), void* arg) override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      queue_.emplace_back(fn, arg);
-    }
-    cv_.notify_one();
-  }
-
- private:
-  // Runs the scheduled work in order (LevelDB expects one item at a time),
-  // until stopped with nothing left.
-  void Run() {
-    std::unique_lock<std::mutex> lock(mu_);
-    while (true) {
-      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;
-      const auto [fn, arg] = queue_.front();
-      queue_.pop_front();
-      lock.unlock();
-      fn(arg);
-      lock.lock();
-    }
-  }
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::pair<void (*)(void*), void*>> queue_;
-  bool stopping_ = false;
-  std::thread thread_;
-};
 
 // A LevelDB database with storage/storage.cc's options, on LevelDB's default
 // Env or, with `own_compaction_thread`, on an OwnCompactionThreadEnv.
@@ -266,6 +220,7 @@ void RawPut(benchmark::State& state, int64_t per_batch, bool sync) {
   wo.sync = sync;
   leveldb::WriteBatch batch;
   uint64_t index = 0;
+  const double cpu_before = bench::ProcessCpuSeconds();
   for (auto _ : state) {
     batch.Clear();
     for (int64_t i = 0; i < per_batch; ++i) maker.Add(index++, &batch);
@@ -276,6 +231,7 @@ void RawPut(benchmark::State& state, int64_t per_batch, bool sync) {
     }
   }
   SetRates(state, state.iterations() * per_batch);
+  bench::SetCpuPerItem(state, cpu_before, state.iterations() * per_batch);
 }
 
 void BM_RawLevelDbPut(benchmark::State& state, int64_t per_batch) {
@@ -456,6 +412,7 @@ void BM_ReplicaBatchPut1000(benchmark::State& state) {
   }
   char key[kKeyBytes];
   uint64_t index = 0;
+  const double cpu_before = bench::ProcessCpuSeconds();
   for (auto _ : state) {
     WriteBatch batch;
     for (int64_t i = 0; i < kOps; ++i) {
@@ -470,6 +427,7 @@ void BM_ReplicaBatchPut1000(benchmark::State& state) {
     }
   }
   SetRates(state, state.iterations() * kOps);
+  bench::SetCpuPerItem(state, cpu_before, state.iterations() * kOps);
 }
 BENCHMARK(BM_ReplicaBatchPut1000)->Iterations(kBatchIterations)->Apply(Common);
 
@@ -500,6 +458,7 @@ void BM_ReplicaApplyRemote1000(benchmark::State& state) {
     }
   }
   size_t next = 0;
+  const double cpu_before = bench::ProcessCpuSeconds();
   for (auto _ : state) {
     auto v = f.replica->ApplyRemote(batches.at(next++), kRemoteOrigin);
     if (!v.ok() || v->applied != static_cast<size_t>(kOps)) {
@@ -508,6 +467,7 @@ void BM_ReplicaApplyRemote1000(benchmark::State& state) {
     }
   }
   SetRates(state, state.iterations() * kOps);
+  bench::SetCpuPerItem(state, cpu_before, state.iterations() * kOps);
 }
 BENCHMARK(BM_ReplicaApplyRemote1000)->Iterations(kBatchIterations)->Apply(Common);
 

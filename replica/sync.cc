@@ -93,10 +93,35 @@ struct SyncSession::Impl {
 
   // Outbound streaming. Every row below stream_next was sent (or skipped).
   uint64_t stream_next = 1;
-  std::deque<uint64_t> in_flight;   // last_seq of each unacknowledged batch
-  uint64_t session_acked = 0;       // highest seq acknowledged in this session
-  uint64_t blocked_until_ms = 0;    // after a BatchRefused
-  bool refused_peer_batch = false;  // stats.last_error is our refusal of the peer's batch
+  std::deque<uint64_t> in_flight;  // last_seq of each unacknowledged batch
+  uint64_t session_acked = 0;      // highest seq acknowledged in this session
+  uint64_t blocked_until_ms = 0;   // after a BatchRefused
+  // What stats.last_error reports, so that only the event that ends it
+  // clears it.
+  enum class Error {
+    kNone,
+    kRefusedPeerBatch,    // we refused the peer's batch; ends when one is applied
+    kPeerRefusedOurs,     // the peer refused ours; ends when it acknowledges one
+    kRefusedDiffRecords,  // we refused records of a diff; ends with a diff that refuses none
+    kPeerClosed,          // the peer's Goodbye
+  };
+  Error error = Error::kNone;
+  void SetError(Error kind, std::string message) {
+    error = kind;
+    stats.last_error = std::move(message);
+  }
+  void EndError(Error kind) {
+    if (error != kind) return;
+    error = Error::kNone;
+    stats.last_error.clear();
+  }
+  // Records a tree diff (or an origin resync) received from the peer were
+  // refused for their clock: once no diff runs, another is due from
+  // diff_retry_at_ms, diff_retry_pause_ms later (refused_retry_ms, doubled
+  // while diffs keep refusing, up to refused_retry_max_ms).
+  bool diff_retry_due = false;
+  uint64_t diff_retry_at_ms = 0;
+  uint64_t diff_retry_pause_ms = 0;
   // For the progress estimate of a diff (stats.sync_percent): our records
   // when the session started, the peer's (from its Hello), and the records
   // received by the running diff.
@@ -239,16 +264,45 @@ struct SyncSession::Impl {
 
   // Applies records the peer sent, in slices within our batch limit.
   // `context` names the path for errors.
+  // A slice refused for a clock too far ahead is applied without the records
+  // that are: the peer keeps those, and a later diff (see Poll) asks again.
   Status ApplyFromPeer(const std::vector<RemoteRecord>& records, const char* context,
                        std::vector<msg::Message>* out) {
     const size_t slice = std::max<size_t>(1, replica->limits().batch_ops_max);
     for (size_t i = 0; i < records.size(); i += slice) {
-      const size_t n = std::min(slice, records.size() - i);
-      auto applied = replica->ApplyRemote({records.data() + i, n}, peer_id, StalePolicy());
+      const std::span<const RemoteRecord> part(records.data() + i,
+                                               std::min(slice, records.size() - i));
+      auto applied = replica->ApplyRemote(part, peer_id, StalePolicy());
+      if (!applied.ok() && applied.status().IsRefused()) {
+        applied = ApplyWithinClockOffset(part, applied.status());
+      }
       if (!applied.ok()) return applied.status().WithContext(context);
       TIDEMAP_RETURN_IF_ERROR(Applied(*applied, out));
     }
     return Status::Ok();
+  }
+
+  // Applies the records of `part` whose timestamps are within our
+  // max_clock_offset, after ApplyRemote refused `part` as a whole with
+  // `refusal`, and counts the others as refused.
+  Result<ApplyResult> ApplyWithinClockOffset(std::span<const RemoteRecord> part,
+                                             const Status& refusal) {
+    const std::string peer_name = NodeIdToString(peer_id);
+    std::vector<RemoteRecord> within;
+    for (const RemoteRecord& r : part) {
+      if (replica->hlc().CheckOffset(r.version.hlc, peer_name).ok()) within.push_back(r);
+    }
+    // None refused now (our clock moved on): the whole part goes again.
+    const size_t refused = part.size() - within.size();
+    if (refused > 0) {
+      stats.records_refused += refused;
+      std::string message = refusal.message();
+      if (refused > 1) message += " (and " + std::to_string(refused - 1) + " more)";
+      SetError(Error::kRefusedDiffRecords, std::move(message));
+      diff_retry_due = true;
+    }
+    if (within.empty()) return ApplyResult{};
+    return replica->ApplyRemote(within, peer_id, StalePolicy());
   }
 
   StaleRecords StalePolicy() const {
@@ -527,17 +581,13 @@ Status SyncSession::Impl::OnBatch(const msg::RecordBatch& b, std::vector<msg::Me
     if (applied.status().IsRefused()) {
       // Not ours to keep: the sender holds its data and retries later. Our
       // status shows why until a batch from it is applied.
-      stats.last_error = applied.status().message();
-      refused_peer_batch = true;
+      SetError(Error::kRefusedPeerBatch, applied.status().message());
       Emit(msg::BatchRefused{b.last_seq, applied.status().message()}, out);
       return Status::Ok();
     }
     return applied.status();
   }
-  if (refused_peer_batch) {
-    stats.last_error.clear();
-    refused_peer_batch = false;
-  }
+  EndError(Error::kRefusedPeerBatch);
   TIDEMAP_RETURN_IF_ERROR(Applied(*applied, out));
   Emit(msg::BatchAck{b.last_seq}, out);
   session_received = std::max(session_received, b.last_seq);
@@ -551,12 +601,13 @@ Status SyncSession::Impl::OnAck(const msg::BatchAck& a) {
   if (in_flight.empty() || in_flight.front() != a.last_seq) return Status::Ok();
   in_flight.pop_front();
   session_acked = a.last_seq;
-  stats.last_error.clear();
+  EndError(Error::kPeerRefusedOurs);
   return PersistAck(a.last_seq);
 }
 
 Status SyncSession::Impl::OnRefused(const msg::BatchRefused& r, uint64_t now_ms) {
-  stats.last_error = "peer " + NodeIdToString(peer_id) + " refused our records: " + r.reason;
+  SetError(Error::kPeerRefusedOurs,
+           "peer " + NodeIdToString(peer_id) + " refused our records: " + r.reason);
   // Send it all again from the last acknowledged row, after a pause.
   in_flight.clear();
   const uint64_t floor =
@@ -610,6 +661,12 @@ Status SyncSession::Impl::FinishDiff(uint64_t now_ms) {
   stats.sync_percent = 0;
   ++stats.diffs_completed;
   last_diff_ms = now_ms;
+  // A diff that refused none of the peer's records for their clock ends the
+  // refusal it reported before.
+  if (!diff_retry_due) {
+    EndError(Error::kRefusedDiffRecords);
+    diff_retry_pause_ms = 0;
+  }
   // Only a diff that began as the repair completes it; if the repair became
   // pending during this one, Poll starts the repairing diff next.
   if (repair_pending && diff_repairs) {
@@ -933,7 +990,8 @@ Status SyncSession::Impl::OnOriginRecords(const msg::OriginRecords& o,
 }
 
 Status SyncSession::Impl::OnGoodbye(const msg::Goodbye& g) {
-  stats.last_error = "peer " + NodeIdToString(peer_id) + " closed the session: " + g.reason;
+  SetError(Error::kPeerClosed,
+           "peer " + NodeIdToString(peer_id) + " closed the session: " + g.reason);
   return Status::Refused(stats.last_error);
 }
 
@@ -942,9 +1000,21 @@ Status SyncSession::Poll(uint64_t now_ms, std::vector<msg::Message>* out) {
   TIDEMAP_CHECK(s.started);
   if (!s.got_hello) return Status::Ok();
   if (s.diff_id == 0) {
+    if (s.diff_retry_due) {
+      // Records were refused for their clock: ask again after a pause.
+      s.diff_retry_pause_ms =
+          s.diff_retry_pause_ms == 0
+              ? s.options.refused_retry_ms
+              : std::min(2 * s.diff_retry_pause_ms,
+                         std::max(s.options.refused_retry_ms, s.options.refused_retry_max_ms));
+      s.diff_retry_due = false;
+      s.diff_requested = true;
+      s.diff_retry_at_ms = now_ms + s.diff_retry_pause_ms;
+    }
     const bool periodic_due = s.options.diff_interval_ms > 0 && s.IsLowerId() &&
                               now_ms >= s.last_diff_ms + s.options.diff_interval_ms;
-    if (s.repair_pending || s.diff_requested || periodic_due) {
+    const bool requested = s.diff_requested && now_ms >= s.diff_retry_at_ms;
+    if (s.repair_pending || requested || periodic_due) {
       TIDEMAP_RETURN_IF_ERROR(s.StartDiff(now_ms, out));
     }
   }

@@ -54,7 +54,12 @@ struct SyncOptions {
   // has room keeps the memory of a bootstrap bounded.
   size_t records_window_bytes = size_t{4} << 20;
   uint64_t diff_interval_ms = 60'000;  // periodic anti-entropy (0: never)
-  uint64_t refused_retry_ms = 5'000;   // after a BatchRefused, wait this long
+  // After a BatchRefused, or records a diff refused for their clock, wait
+  // this long before sending again (or asking again, with another diff).
+  uint64_t refused_retry_ms = 5'000;
+  // While diffs keep refusing records for their clock (each moves all of
+  // them again), each pause is twice the one before, up to this.
+  uint64_t refused_retry_max_ms = 80'000;
   // A peer that sends a live record at or below our GC watermark for a key
   // we do not hold (its state predates the watermark): false, the default,
   // answers it with the purged delete, restored (StaleRecords::kRedelete)
@@ -69,6 +74,11 @@ struct SyncStats {
   uint64_t messages_received = 0;
   uint64_t records_sent = 0;
   uint64_t records_applied = 0;  // received records that won here
+  // Records of a tree diff (or an origin resync) refused for a timestamp
+  // beyond our max_clock_offset, counted each time: the diff applies the
+  // others, the peer keeps these, and a diff after refused_retry_ms asks for
+  // them again. (A streamed batch with such a record is refused whole.)
+  uint64_t records_refused = 0;
   uint64_t diffs_completed = 0;
   uint64_t acked_seq = 0;  // the peer's cursor into our oplog
   // Tombstones received at or below our GC watermark for keys we do not

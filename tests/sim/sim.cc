@@ -85,6 +85,8 @@ const char* CounterName(Counter c) {
       return "batch_refused";
     case Counter::kDiffRefusedCuts:
       return "diff_refused_cuts";
+    case Counter::kDiffRecordsRefused:
+      return "diff_records_refused";
     case Counter::kPrunedRows:
       return "oplog_rows_pruned";
     case Counter::kTombstonesPurged:
@@ -422,6 +424,7 @@ class Simulation {
     Count(Counter::kDiffsCompleted, s.stats().diffs_completed);
     Count(Counter::kBelowWatermarkDropped, s.stats().below_watermark_dropped);
     Count(Counter::kStaleRedeleted, s.stats().stale_redeleted);
+    Count(Counter::kDiffRecordsRefused, s.stats().records_refused);
     if (!s.stats().peer_reset.empty()) Count(Counter::kPeerResets);
   }
   void Fail(const std::string& what);
@@ -509,9 +512,10 @@ void Simulation::Configure() {
     c.in_range_offset_ms = kGcInRangeOffsetMs;
     c.clock_beyond = false;
   }
-  // Silence longer than a refusal pause plus a poll, with messages in flight
-  // delivered, means nothing will ever move on that connection again.
-  c.stall_timeout_ms = c.sync.refused_retry_ms + 3 * c.poll_ms + 1'000;
+  // Silence longer than the longest refusal pause plus a poll, with messages
+  // in flight delivered, means nothing will ever move on that connection again.
+  c.sync.refused_retry_max_ms = 4 * c.sync.refused_retry_ms;
+  c.stall_timeout_ms = c.sync.refused_retry_max_ms + 3 * c.poll_ms + 1'000;
 
   zipf_ = ZipfSampler(c.keys, c.zipf_theta);
   wipes_left_ = c.wipes;
@@ -1106,6 +1110,11 @@ void Simulation::Deliver(Conn& c, int side) {
       return Fail("session at " + Name(to) + " failed on " + body + " #" + std::to_string(m.seq) +
                   " from " + Name(from) + (c.faulty ? "" : " (no fault injected)") + ": " +
                   s.ToString());
+    }
+    if (!cfg_.clock_beyond && c.s[1 - side]->stats().records_refused > 0) {
+      return Fail("session at " + Name(to) + " refused records of " + Name(from) +
+                  " for their clock although every clock stays within max_clock_offset: " +
+                  c.s[1 - side]->stats().last_error);
     }
     Enqueue(c, 1 - side, &out);
     delivered = true;

@@ -67,9 +67,10 @@ enum class Counter : int {
   kEqualVersionConflicts,  // two accepted writes to one key with one version, other bytes
   kLateJoins,
   kClockJumps,
-  kClockBeyond,      // offsets set beyond max_clock_offset
-  kBatchRefused,     // BatchRefused messages delivered
-  kDiffRefusedCuts,  // a refused clock inside a tree diff closed the session
+  kClockBeyond,         // offsets set beyond max_clock_offset
+  kBatchRefused,        // BatchRefused messages delivered
+  kDiffRefusedCuts,     // a refused clock inside a tree diff closed the session
+  kDiffRecordsRefused,  // records a tree diff left out for their clock (the rest applied)
   kPrunedRows,
   kTombstonesPurged,       // tombstone GC (seeds with GC on)
   kBelowWatermarkDropped,  // tombstones at or below a GC watermark not stored by a diff or stream

@@ -85,13 +85,16 @@ TEST(Sim, SeededClusterHistoriesKeepEveryInvariant) {
 
   // Over a CI-sized run every kind of fault must actually have struck.
   if (count >= 100) {
-    for (Counter c :
-         {Counter::kCuts, Counter::kMsgDropped, Counter::kMsgDuplicated, Counter::kMsgReordered,
-          Counter::kFaultsDetected, Counter::kPartitionsSym, Counter::kPartitionsAsym,
-          Counter::kPartitionCuts, Counter::kCrashKeep, Counter::kCrashDrop, Counter::kWipes,
-          Counter::kLateJoins, Counter::kClockJumps, Counter::kClockBeyond, Counter::kBatchRefused,
-          Counter::kPrunedRows, Counter::kTombstonesPurged, Counter::kPeerResets,
-          Counter::kDiffsCompleted}) {
+    for (Counter c : {Counter::kCuts,           Counter::kMsgDropped,
+                      Counter::kMsgDuplicated,  Counter::kMsgReordered,
+                      Counter::kFaultsDetected, Counter::kPartitionsSym,
+                      Counter::kPartitionsAsym, Counter::kPartitionCuts,
+                      Counter::kCrashKeep,      Counter::kCrashDrop,
+                      Counter::kWipes,          Counter::kLateJoins,
+                      Counter::kClockJumps,     Counter::kClockBeyond,
+                      Counter::kBatchRefused,   Counter::kDiffRecordsRefused,
+                      Counter::kPrunedRows,     Counter::kTombstonesPurged,
+                      Counter::kPeerResets,     Counter::kDiffsCompleted}) {
       EXPECT_GT(totals[static_cast<int>(c)], 0u) << CounterName(c) << " never happened";
     }
   }

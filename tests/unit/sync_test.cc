@@ -581,6 +581,64 @@ TEST_F(SyncTest, RefusedClockKeepsTheDataUntilTheReceiverAccepts) {
   ExpectConverged({1, 2});
 }
 
+// A tree diff that brings records too far ahead for the receiver's clock
+// applies the others and keeps the session; diffs started after a pause
+// (doubled each time they refuse again) ask for the rest until the clock
+// allows them.
+TEST_F(SyncTest, DiffAppliesWhatItCanAndAsksAgainForRecordsRefusedForTheirClock) {
+  Node& a = Add(1);
+  Node& b = Add(2);
+  constexpr int kKeys = 50;
+  for (int i = 0; i < kKeys; ++i) {
+    ASSERT_TRUE(a.replica->Put("m", "k" + std::to_string(i), "v").ok());
+  }
+  a.clock->Advance(120'000);  // A's clock now runs two minutes ahead of B's
+  ASSERT_TRUE(a.replica->Put("m", "future", "v").ok());
+  ASSERT_TRUE(a.replica->Put("m", "k7", "later").ok());
+  // First contact: everything goes by tree diff, none of it by the stream.
+  Link link = Connect(1, 2);
+  Pump(link);  // every call returns OK: the session stays open
+  EXPECT_GE(link.b->stats().diffs_completed, 1u);
+  EXPECT_EQ(link.b->stats().records_refused, 2u);
+  EXPECT_NE(link.b->stats().last_error.find("ahead"), std::string::npos)
+      << link.b->stats().last_error;
+  EXPECT_NE(link.b->stats().last_error.find("and 1 more"), std::string::npos)
+      << link.b->stats().last_error;
+  // A diff sends what A holds now: k7 only at its later version.
+  EXPECT_TRUE(b.replica->Get("m", "future").status().IsNotFound());
+  EXPECT_TRUE(b.replica->Get("m", "k7").status().IsNotFound());
+  for (int i = 0; i < kKeys; ++i) {
+    if (i != 7) {
+      EXPECT_TRUE(b.replica->Get("m", "k" + std::to_string(i)).ok()) << i;
+    }
+  }
+  EXPECT_FALSE(link.b->Idle());  // the next diff is due
+  // No diff before the pause (refused_retry_ms, 5 s) is over.
+  const uint64_t diffs = link.b->stats().diffs_completed;
+  Pump(link, false, kStartMs + 4'000);
+  EXPECT_EQ(link.b->stats().diffs_completed, diffs);
+  // After it, one that refuses them again; the next pause is 10 s.
+  Pump(link, false, kStartMs + 5'000);
+  EXPECT_EQ(link.b->stats().diffs_completed, diffs + 1);
+  EXPECT_EQ(link.b->stats().records_refused, 4u);
+  b.clock->Advance(120'000);  // B's clock is fixed
+  Pump(link, false, kStartMs + 14'000);
+  EXPECT_EQ(link.b->stats().diffs_completed, diffs + 1);
+  EXPECT_TRUE(b.replica->Get("m", "future").status().IsNotFound());
+  // The diff after that brings both records and ends the error.
+  Pump(link, false, kStartMs + 15'000);
+  EXPECT_EQ(link.b->stats().diffs_completed, diffs + 2);
+  ASSERT_TRUE(b.replica->Get("m", "future").ok());
+  EXPECT_EQ(b.replica->Get("m", "future")->value, "v");
+  ASSERT_TRUE(b.replica->Get("m", "k7").ok());
+  EXPECT_EQ(b.replica->Get("m", "k7")->value, "later");
+  EXPECT_TRUE(link.b->stats().last_error.empty()) << link.b->stats().last_error;
+  EXPECT_EQ(link.b->stats().records_refused, 4u);
+  EXPECT_TRUE(link.a->Idle());
+  EXPECT_TRUE(link.b->Idle());
+  ExpectConverged({1, 2});
+}
+
 // Found by the simulator (seed 16): the side that answers a diff step with
 // DiffEnd (nothing differs any more) must finish the diff too, or it stays
 // "in a diff" forever: never idle, its held acks never persisted, and (as the

@@ -263,12 +263,13 @@ bool WaitApplied(const Replica& b, uint64_t b_base, uint64_t records) {
 
 // Sets counters on `state` that say where the CPU time of a run went, per
 // record applied on B, from per-thread CPU seconds taken before and after it:
-// `writer_us` (the benchmark's thread: A's writes, and its polls of B), `net_us` (the two nodes'
-// event loops: A's stream, B's merge, framing and crypto), `compaction_us`
-// (the two databases' LevelDB background threads), `other_us` (the rest of
-// the process, e.g. threads that ended) and `cpu_us` (all of it). `cores_busy`
-// is the process's CPU time over the wall time: near the core count, the run
-// was bound by CPU, and its rate by the CPU a record takes.
+// `writer_us` (the benchmark's thread: A's writes, and its polls of B),
+// `net_us` (the two nodes' event loops: A's stream, B's merge, framing and
+// crypto), `compaction_us` (the two databases' LevelDB background threads),
+// `other_us` (the rest of the process, e.g. threads that ended) and `cpu_us`
+// (all of it). `cores_busy` is the process's CPU time over the wall time:
+// near the core count, the run was bound by CPU, and its rate by the CPU a
+// record takes.
 void ReportCpu(benchmark::State& state, const std::map<std::string, double>& before,
                const std::map<std::string, double>& after, double cpu_s, double wall_s,
                uint64_t records) {

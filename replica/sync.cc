@@ -262,10 +262,10 @@ struct SyncSession::Impl {
     return Status::Refused(reason);
   }
 
-  // Applies records the peer sent, in slices within our batch limit.
+  // Applies records the peer sent, in slices within our batch limit; a slice
+  // refused for a clock too far ahead is applied without the records that
+  // are (the peer keeps those, and a later diff, see Poll, asks again).
   // `context` names the path for errors.
-  // A slice refused for a clock too far ahead is applied without the records
-  // that are: the peer keeps those, and a later diff (see Poll) asks again.
   Status ApplyFromPeer(const std::vector<RemoteRecord>& records, const char* context,
                        std::vector<msg::Message>* out) {
     const size_t slice = std::max<size_t>(1, replica->limits().batch_ops_max);

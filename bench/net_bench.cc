@@ -282,7 +282,7 @@ void ReportCpu(benchmark::State& state, const std::map<std::string, double>& bef
   };
   const double per_record_us = 1e6 / static_cast<double>(records);
   const double writer = used(bench::kMainThread);
-  const double net = used("tidemap-net");
+  const double net = used(net::kEventLoopThreadName);
   const double compaction = used(bench::OwnCompactionThreadEnv::kThreadName);
   state.counters["cpu_us"] = cpu_s * per_record_us;
   state.counters["writer_us"] = writer * per_record_us;

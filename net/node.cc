@@ -829,7 +829,7 @@ Result<std::unique_ptr<Node>> Node::Start(NodeOptions options, Replica* replica,
   asio::co_spawn(impl->io, impl->TickLoop(), on_done);
   asio::co_spawn(impl->io, impl->MaintenanceLoop(), on_done);
   impl->thread = std::thread([raw] {
-    NameThisThread("tidemap-net");
+    NameThisThread(kEventLoopThreadName);
     try {
       raw->io.run();
     } catch (const std::exception& e) {

@@ -47,6 +47,9 @@ namespace tidemap::net {
 
 class Connection;
 
+// The name of a node's event-loop thread (see base/thread_name.h).
+inline constexpr const char* kEventLoopThreadName = "tidemap-net";
+
 struct NodeOptions {
   std::string listen;              // HOST:PORT to accept on; empty: dial out only
   std::vector<std::string> peers;  // HOST:PORT to dial and keep connected

@@ -466,11 +466,8 @@ BENCHMARK(BM_NetLag)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond
 // ---- bootstrap of an empty node ----
 
 uint64_t BootstrapKeys() {
-  const char* env = std::getenv("TIDEMAP_BENCH_BOOTSTRAP_KEYS");
-  if (env == nullptr || *env == '\0') return kBootstrapKeysDefault;
-  const unsigned long long n = std::strtoull(env, nullptr, 10);
-  if (n == 0 || n > kBootstrapKeysMax) return kBootstrapKeysDefault;
-  return n;
+  return bench::CountFromEnv("TIDEMAP_BENCH_BOOTSTRAP_KEYS", kBootstrapKeysDefault, 1,
+                             kBootstrapKeysMax);
 }
 
 // Resets the process's peak RSS (Linux: "5" to /proc/self/clear_refs), so a

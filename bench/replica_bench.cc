@@ -67,9 +67,20 @@ constexpr size_t kPreloadBatchOps = 1000;
 
 // Work per repetition, fixed so that a run does a bounded, identical amount of
 // work and both sides of a ratio write the same number of rows.
-constexpr int64_t kPutIterations = 100'000;
-constexpr int64_t kBatchIterations = 100;   // x 1000 logical writes
-constexpr int64_t kSyncIterations = 1'000;  // per thread
+//
+// A repetition of a put benchmark makes kPutWrites logical writes into a fresh
+// database (the batched ones in batches of 1000, rounded down). The default
+// 100k (about 20 MB) fits in a few memtables, so LevelDB flushes them and
+// barely starts compacting between levels. TIDEMAP_BENCH_PUT_WRITES measures
+// longer runs: at 1M the databases grow past 100 MB and compactions set the
+// pace (README, "Sustained writes").
+constexpr uint64_t kPutWritesDefault = 100'000;
+constexpr uint64_t kPutWritesMax = 10'000'000;
+const int64_t kPutWrites = static_cast<int64_t>(
+    bench::CountFromEnv("TIDEMAP_BENCH_PUT_WRITES", kPutWritesDefault, 1000, kPutWritesMax));
+const int64_t kPutIterations = kPutWrites;
+const int64_t kBatchIterations = kPutWrites / 1000;  // x 1000 logical writes
+constexpr int64_t kSyncIterations = 1'000;           // per thread
 constexpr int64_t kGetIterations = 200'000;
 constexpr int64_t kScanIterations = 5'000;  // pages of 100
 // The machine may be shared and noisy: each benchmark runs this many times and

@@ -101,6 +101,36 @@ class CapturingReporter : public benchmark::ConsoleReporter {
   Values median_;
 };
 
+// The Merkle tree's share of a local put's time: its key-hash index row plus
+// its in-memory update, over the put's own time. Leaf checkpoints (a page row
+// per 64 leaves, once a second) are left out. The row's cost comes once from
+// the pairs (what a raw put with that row costs more than one without, timed
+// write by write) and once from two separate benchmarks, a raw put with the
+// row and one without, each alone on its database.
+void PrintTreeShare(const CapturingReporter& reporter) {
+  const double* put = reporter.Find("BM_ReplicaPut/relaxed");
+  const double* tree = reporter.Find("BM_MerkleUpdateKey");
+  if (put == nullptr || tree == nullptr || *put <= 0 || *tree <= 0) return;
+  const double update_s = 1 / *tree;
+  const auto share = [&](double index_s) { return (index_s + update_s) * *put; };
+  if (const double* index_ns = reporter.Find("BM_RawLevelDbIndexRowCost", "index_row_ns")) {
+    const double index_s = *index_ns * 1e-9;
+    std::printf(
+        "ratio tree_share_of_local_put = %.2f  (index row %.2f us + in-memory update %.2f us "
+        "of a %.2f us put)\n",
+        share(index_s), index_s * 1e6, update_s * 1e6, 1e6 / *put);
+  }
+  const double* plain = reporter.Find("BM_RawLevelDbPut/unbatched");
+  const double* indexed = reporter.Find("BM_RawLevelDbPut/unbatched_with_index_row");
+  if (plain != nullptr && indexed != nullptr && *plain > 0 && *indexed > 0) {
+    const double index_s = 1 / *indexed - 1 / *plain;
+    std::printf(
+        "tree share from separate benchmarks = %.2f  (index row %.2f us: raw put with it %.2f us, "
+        "without %.2f us)\n",
+        share(index_s), index_s * 1e6, 1e6 / *indexed, 1e6 / *plain);
+  }
+}
+
 // Where replication's CPU time went per record applied (medians of
 // BM_NetReplication's counters, see bench/net_bench.cc), against a raw
 // batched row's, and the most that replication_vs_raw_leveldb could be on
@@ -159,32 +189,7 @@ int main(int argc, char** argv) {
     std::printf("ratio %s = %.2f  (%s %.0f/s vs %s %.0f/s)\n", spec.name, *num / *den,
                 spec.numerator, *num, spec.denominator, *den);
   }
-  // The Merkle tree's share of a local put's time: its key-hash index row
-  // (what a raw put with that row costs more than one without, measured in
-  // pairs) plus its in-memory update, over the put's own time. Leaf
-  // checkpoints (a page row per 64 leaves, once a second) are left out.
-  const double* put = reporter.Find("BM_ReplicaPut/relaxed");
-  const double* index_ns = reporter.Find("BM_RawLevelDbIndexRowCost", "index_row_ns");
-  const double* tree = reporter.Find("BM_MerkleUpdateKey");
-  if (put != nullptr && index_ns != nullptr && tree != nullptr && *put > 0 && *tree > 0) {
-    const double index_s = *index_ns * 1e-9, update_s = 1 / *tree;
-    std::printf(
-        "ratio tree_share_of_local_put = %.2f  (index row %.2f us + in-memory update %.2f us "
-        "of a %.2f us put)\n",
-        (index_s + update_s) * *put, index_s * 1e6, update_s * 1e6, 1e6 / *put);
-  }
-  // The same share with the index row's cost from two separate benchmarks,
-  // a raw put with the row and one without, each alone on its database.
-  const double* plain = reporter.Find("BM_RawLevelDbPut/unbatched");
-  const double* indexed = reporter.Find("BM_RawLevelDbPut/unbatched_with_index_row");
-  if (put != nullptr && tree != nullptr && plain != nullptr && indexed != nullptr && *put > 0 &&
-      *tree > 0 && *plain > 0 && *indexed > 0) {
-    const double index_s = 1 / *indexed - 1 / *plain, update_s = 1 / *tree;
-    std::printf(
-        "tree share from separate benchmarks = %.2f  (index row %.2f us: raw put with it %.2f us, "
-        "without %.2f us)\n",
-        (index_s + update_s) * *put, index_s * 1e6, 1e6 / *indexed, 1e6 / *plain);
-  }
+  PrintTreeShare(reporter);
   PrintReplicationCpu(reporter);
   for (const std::string& line : tidemap::ReportLines()) std::printf("%s\n", line.c_str());
   return 0;

@@ -78,7 +78,6 @@ constexpr uint64_t kPutWritesDefault = 100'000;
 constexpr uint64_t kPutWritesMax = 10'000'000;
 const int64_t kPutWrites = static_cast<int64_t>(
     bench::CountFromEnv("TIDEMAP_BENCH_PUT_WRITES", kPutWritesDefault, 1000, kPutWritesMax));
-const int64_t kPutIterations = kPutWrites;
 const int64_t kBatchIterations = kPutWrites / 1000;  // x 1000 logical writes
 constexpr int64_t kSyncIterations = 1'000;           // per thread
 constexpr int64_t kGetIterations = 200'000;
@@ -244,7 +243,7 @@ void RawPut(benchmark::State& state, int64_t per_batch, bool sync, bool index_ro
 void BM_RawLevelDbPut(benchmark::State& state, int64_t per_batch, bool index_row) {
   RawPut(state, per_batch, /*sync=*/false, index_row);
 }
-BENCHMARK_CAPTURE(BM_RawLevelDbPut, unbatched, 1, false)->Iterations(kPutIterations)->Apply(Common);
+BENCHMARK_CAPTURE(BM_RawLevelDbPut, unbatched, 1, false)->Iterations(kPutWrites)->Apply(Common);
 // The same with each write's key-hash index row: the difference from
 // `unbatched` is the row's cost measured by two separate benchmarks, which
 // bench/main.cc prints beside the paired measurement below. The pairs are
@@ -252,7 +251,7 @@ BENCHMARK_CAPTURE(BM_RawLevelDbPut, unbatched, 1, false)->Iterations(kPutIterati
 // not what a single database sees, since each of the two takes a write half
 // as often and its compactions keep up better.
 BENCHMARK_CAPTURE(BM_RawLevelDbPut, unbatched_with_index_row, 1, true)
-    ->Iterations(kPutIterations)
+    ->Iterations(kPutWrites)
     ->Apply(Common);
 BENCHMARK_CAPTURE(BM_RawLevelDbPut, batched_1000, 1000, false)
     ->Iterations(kBatchIterations)
@@ -322,7 +321,7 @@ void BM_RawLevelDbIndexRowCost(benchmark::State& state) {
 }
 // The difference of two means swings with compactions: more repetitions.
 BENCHMARK(BM_RawLevelDbIndexRowCost)
-    ->Iterations(kPutIterations)
+    ->Iterations(kPutWrites)
     ->Apply(Common)
     ->Repetitions(kIndexRowCostRepetitions);
 
@@ -383,7 +382,7 @@ void BM_ReplicaPut(benchmark::State& state, Durability durability) {
   SetRates(state, state.iterations());
 }
 BENCHMARK_CAPTURE(BM_ReplicaPut, relaxed, Durability::kRelaxed)
-    ->Iterations(kPutIterations)
+    ->Iterations(kPutWrites)
     ->Apply(Common);
 
 // Durable puts from several threads into one replica: group commit should let

@@ -24,25 +24,26 @@ inline constexpr std::string_view kMap = "bench";
 
 // A count from environment variable `name`: `fallback` when it is unset or
 // empty; else its value when that is a whole number in [min, max], and
-// otherwise `fallback` after a warning on stderr (a benchmark run should not
-// silently measure something other than what was asked for).
+// otherwise `fallback` after a warning on stderr that the value is ignored (a
+// benchmark run should not silently measure something other than what was
+// asked for).
 inline uint64_t CountFromEnv(const char* name, uint64_t fallback, uint64_t min, uint64_t max) {
   const char* env = getenv(name);
   if (env == nullptr || *env == '\0') return fallback;
   char* end = nullptr;
   const unsigned long long n = strtoull(env, &end, 10);
   if (*end == '\0' && *env != '-' && n >= min && n <= max) return n;
-  std::fprintf(stderr, "warning: %s=%s is not a whole number in [%llu, %llu]; using %llu\n", name,
-               env, static_cast<unsigned long long>(min), static_cast<unsigned long long>(max),
-               static_cast<unsigned long long>(fallback));
+  std::fprintf(stderr, "warning: %s=%s is not a whole number in [%llu, %llu]; ignored\n", name, env,
+               static_cast<unsigned long long>(min), static_cast<unsigned long long>(max));
   return fallback;
 }
 
 // Sets *write_buffer_bytes (ReplicaOptions::write_buffer_bytes) from
 // TIDEMAP_BENCH_WRITE_BUFFER_MB when it is set to 1..1024; else leaves the
-// default. For measuring the memtable trade-off with the same binary.
+// default. For measuring the memtable trade-off with the same binary. The
+// variable is read (and a bad value reported) once per process.
 inline void WriteBufferFromEnv(size_t* write_buffer_bytes) {
-  const uint64_t mb = CountFromEnv("TIDEMAP_BENCH_WRITE_BUFFER_MB", 0, 1, 1024);
+  static const uint64_t mb = CountFromEnv("TIDEMAP_BENCH_WRITE_BUFFER_MB", 0, 1, 1024);
   if (mb != 0) *write_buffer_bytes = static_cast<size_t>(mb) << 20;
 }
 

@@ -131,6 +131,24 @@ void PrintTreeShare(const CapturingReporter& reporter) {
   }
 }
 
+// The local and batch put ratios again, from BM_PutPairs: the raw and the
+// replica writes timed in alternating blocks, so that a slow spell of the
+// host falls on both sides (the medians of the pairs' counters).
+void PrintPutPairs(const CapturingReporter& reporter) {
+  constexpr std::pair<const char*, const char*> kPairs[] = {
+      {"local_put", "BM_PutPairs/unbatched"},
+      {"batch_put", "BM_PutPairs/batched_1000"},
+  };
+  for (const auto& [name, run] : kPairs) {
+    const double* ratio = reporter.Find(run, "ratio");
+    const double* raw_ns = reporter.Find(run, "raw_ns");
+    const double* replica_ns = reporter.Find(run, "replica_ns");
+    if (ratio == nullptr || raw_ns == nullptr || replica_ns == nullptr) continue;
+    std::printf("%s vs raw leveldb from pairs = %.2f  (replica %.2f us, raw %.2f us a write)\n",
+                name, *ratio, *replica_ns / 1000, *raw_ns / 1000);
+  }
+}
+
 // Where replication's CPU time went per record applied (medians of
 // BM_NetReplication's counters, see bench/net_bench.cc), against a raw
 // batched row's, and the most that replication_vs_raw_leveldb could be on
@@ -189,6 +207,7 @@ int main(int argc, char** argv) {
     std::printf("ratio %s = %.2f  (%s %.0f/s vs %s %.0f/s)\n", spec.name, *num / *den,
                 spec.numerator, *num, spec.denominator, *den);
   }
+  PrintPutPairs(reporter);
   PrintTreeShare(reporter);
   PrintReplicationCpu(reporter);
   for (const std::string& line : tidemap::ReportLines()) std::printf("%s\n", line.c_str());

@@ -38,6 +38,10 @@ constexpr size_t kHashesAhead = 8;
 // Oplog entries Open reads at a time while it replays the tail after the
 // last checkpoint.
 constexpr size_t kReplayEntriesPerRead = 4096;
+// A group of at least this many ops goes into LevelDB in key order (see
+// Batch::SortByKey); smaller ones, a single put's three rows for one, are
+// left in the order they were built.
+constexpr size_t kSortOpsMin = 16;
 
 // The deterministic tie rule for equal (hlc, origin) with different bytes,
 // which honest peers never produce: the greater digest of (tombstone, value) wins.
@@ -911,6 +915,9 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
   if (checkpoint) AppendCheckpoint(&batch, seq, leaf_deltas);
 
   const auto write_start = std::chrono::steady_clock::now();
+  // In key order, a batch of 1000 new keys took about 10% less CPU and a
+  // merge of 1000 remote records about 15% less (README, session 10).
+  if (g.oplog_entries.size() >= kSortOpsMin) batch.SortByKey();
   const Status written = store->Write(&batch, sync);
   if (sync) {
     // A moving average (1/8 weight for the newest) for AwaitLastGroup.

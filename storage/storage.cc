@@ -7,7 +7,10 @@
 #include <leveldb/iterator.h>
 #include <leveldb/write_batch.h>
 
+#include <algorithm>
+#include <array>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace tidemap {
@@ -55,6 +58,85 @@ size_t Batch::ApproximateBytes() const { return rep_->ApproximateSize(); }
 void Batch::Append(const Batch& other) { rep_->Append(*other.rep_); }
 // An empty WriteBatch is exactly its 12-byte header (sequence + count).
 bool Batch::empty() const { return rep_->ApproximateSize() <= 12; }
+
+struct Batch::Change {
+  std::string_view key;
+  std::string_view value;
+  bool put;
+  // The sort key: the key's first byte, then the 7 bytes after the prefix
+  // that every key of the batch starting with that byte shares; ties are
+  // broken by the rest of the key, then by position (same key: order kept).
+  uint64_t head;
+  uint32_t position;
+};
+
+void Batch::SortByKey() {
+  // Views into rep_, which stays untouched until the sorted copy is built.
+  struct Collect : leveldb::WriteBatch::Handler {
+    std::vector<Change>* changes;
+    void Put(const leveldb::Slice& key, const leveldb::Slice& value) override {
+      changes->push_back(Change{ToView(key), ToView(value), true, 0, 0});
+    }
+    void Delete(const leveldb::Slice& key) override {
+      changes->push_back(Change{ToView(key), {}, false, 0, 0});
+    }
+  } collect;
+  changes_.clear();
+  collect.changes = &changes_;
+  // The batch was built here through Put and Delete: it always parses.
+  if (!rep_->Iterate(&collect).ok() || changes_.size() < 2) return;
+  // The prefix shared by the keys starting with each byte (row families
+  // share theirs: 'r' and a map name for records, for example), so that
+  // the 7 bytes of the sort key are ones that tell keys apart.
+  std::array<bool, 256> seen{};
+  std::array<std::string_view, 256> first{};
+  std::array<size_t, 256> shared{};
+  for (const Change& c : changes_) {
+    const auto b = static_cast<uint8_t>(c.key.empty() ? 0 : c.key[0]);
+    if (!seen[b]) {
+      seen[b] = true;
+      first[b] = c.key;
+      shared[b] = c.key.size();
+    } else {
+      const size_t n = std::min(shared[b], c.key.size());
+      shared[b] = static_cast<size_t>(
+          std::mismatch(c.key.begin(), c.key.begin() + static_cast<ptrdiff_t>(n), first[b].begin())
+              .first -
+          c.key.begin());
+    }
+  }
+  for (size_t i = 0; i < changes_.size(); ++i) {
+    Change& c = changes_[i];
+    const auto b = static_cast<uint8_t>(c.key.empty() ? 0 : c.key[0]);
+    uint64_t head = b;
+    for (size_t j = 0; j < 7; ++j) {
+      const size_t at = shared[b] + j;
+      head = head << 8 | (at < c.key.size() ? static_cast<uint8_t>(c.key[at]) : 0);
+    }
+    c.head = head;
+    c.position = static_cast<uint32_t>(i);
+  }
+  std::sort(changes_.begin(), changes_.end(), [&](const Change& x, const Change& y) {
+    if (x.head != y.head) return x.head < y.head;
+    // Same first byte, so the same shared prefix.
+    const size_t skip = std::min(shared[static_cast<uint8_t>(x.key.empty() ? 0 : x.key[0])],
+                                 std::min(x.key.size(), y.key.size()));
+    const int cmp = x.key.substr(skip).compare(y.key.substr(skip));
+    if (cmp != 0) return cmp < 0;
+    return x.position < y.position;
+  });
+  if (spare_ == nullptr) spare_ = std::make_unique<leveldb::WriteBatch>();
+  spare_->Clear();
+  for (const Change& c : changes_) {
+    if (c.put) {
+      spare_->Put(ToSlice(c.key), ToSlice(c.value));
+    } else {
+      spare_->Delete(ToSlice(c.key));
+    }
+  }
+  changes_.clear();
+  std::swap(rep_, spare_);
+}
 
 StoreIterator::StoreIterator(leveldb::Iterator* it) : it_(it) {}
 StoreIterator::~StoreIterator() = default;

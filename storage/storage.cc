@@ -59,7 +59,7 @@ void Batch::Append(const Batch& other) { rep_->Append(*other.rep_); }
 // An empty WriteBatch is exactly its 12-byte header (sequence + count).
 bool Batch::empty() const { return rep_->ApproximateSize() <= 12; }
 
-struct Batch::Change {
+struct KeyOrderSorter::Change {
   std::string_view key;
   std::string_view value;
   bool put;
@@ -70,8 +70,12 @@ struct Batch::Change {
   uint32_t position;
 };
 
-void Batch::SortByKey() {
-  // Views into rep_, which stays untouched until the sorted copy is built.
+KeyOrderSorter::KeyOrderSorter() = default;
+KeyOrderSorter::~KeyOrderSorter() = default;
+
+void KeyOrderSorter::Sort(const leveldb::WriteBatch& in, leveldb::WriteBatch* out) {
+  out->Clear();
+  // Views into `in`.
   struct Collect : leveldb::WriteBatch::Handler {
     std::vector<Change>* changes;
     void Put(const leveldb::Slice& key, const leveldb::Slice& value) override {
@@ -83,8 +87,13 @@ void Batch::SortByKey() {
   } collect;
   changes_.clear();
   collect.changes = &changes_;
-  // The batch was built here through Put and Delete: it always parses.
-  if (!rep_->Iterate(&collect).ok() || changes_.size() < 2) return;
+  // A batch built through Put and Delete always parses; a corrupt one is
+  // copied as it is, for the write to report.
+  if (!in.Iterate(&collect).ok() || changes_.size() < 2) {
+    out->Append(in);
+    changes_.clear();
+    return;
+  }
   // The prefix shared by the keys starting with each byte (row families
   // share theirs: 'r' and a map name for records, for example), so that
   // the 7 bytes of the sort key are ones that tell keys apart.
@@ -125,16 +134,20 @@ void Batch::SortByKey() {
     if (cmp != 0) return cmp < 0;
     return x.position < y.position;
   });
-  if (spare_ == nullptr) spare_ = std::make_unique<leveldb::WriteBatch>();
-  spare_->Clear();
   for (const Change& c : changes_) {
     if (c.put) {
-      spare_->Put(ToSlice(c.key), ToSlice(c.value));
+      out->Put(ToSlice(c.key), ToSlice(c.value));
     } else {
-      spare_->Delete(ToSlice(c.key));
+      out->Delete(ToSlice(c.key));
     }
   }
   changes_.clear();
+}
+
+void Batch::SortByKey() {
+  if (sorter_ == nullptr) sorter_ = std::make_unique<KeyOrderSorter>();
+  if (spare_ == nullptr) spare_ = std::make_unique<leveldb::WriteBatch>();
+  sorter_->Sort(*rep_, spare_.get());
   std::swap(rep_, spare_);
 }
 

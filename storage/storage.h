@@ -47,6 +47,28 @@ struct StoreOptions {
   size_t write_buffer_bytes = size_t{4} << 20;
 };
 
+// Copies a LevelDB batch's changes into another in key order, keeping the
+// order of changes to the same key, so both batches commit exactly the same
+// (the last change to a key wins either way). LevelDB inserts a batch into
+// its memtable, a skip list, one change after another, each by a search from
+// the top of the list; in key order a search walks mostly the nodes the one
+// before it walked, still in cache, where random keys miss it at most
+// levels. The sort compares 8-byte integers first, made of each key's first
+// byte and the 7 bytes after the prefix that the batch's keys starting with
+// that byte share (a row family and map name, say), so it costs less than
+// the inserts save. Reusable; not thread-safe.
+class KeyOrderSorter {
+ public:
+  KeyOrderSorter();
+  ~KeyOrderSorter();
+  // `*out` is cleared first; `in` and `*out` must differ.
+  void Sort(const leveldb::WriteBatch& in, leveldb::WriteBatch* out);
+
+ private:
+  struct Change;
+  std::vector<Change> changes_;
+};
+
 // A set of changes that commit together or not at all.
 class Batch {
  public:
@@ -63,21 +85,16 @@ class Batch {
   // Appends the contents of `other`.
   void Append(const Batch& other);
   bool empty() const;
-  // Reorders the changes by key, keeping the order of changes to the same
-  // key, so the batch commits exactly what it did before (the last change
-  // to a key wins either way). LevelDB inserts a batch into its memtable, a
-  // skip list, one change after another, each by a search from the top of
-  // the list; in key order a search walks mostly the nodes the one before
-  // it walked, still in cache, where random keys miss it at most levels.
+  // Reorders the changes by key (KeyOrderSorter): the batch commits exactly
+  // what it did before, faster when it is large.
   void SortByKey();
 
  private:
   friend class Store;
   std::unique_ptr<leveldb::WriteBatch> rep_;
-  // SortByKey's buffers, kept between calls.
+  // SortByKey's sorter and spare batch, kept between calls.
+  std::unique_ptr<KeyOrderSorter> sorter_;
   std::unique_ptr<leveldb::WriteBatch> spare_;
-  struct Change;
-  std::vector<Change> changes_;
 };
 
 // A forward iterator over a key range of a consistent snapshot. Not thread-safe.

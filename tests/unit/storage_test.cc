@@ -1,13 +1,17 @@
-// Proves Batch::SortByKey: a sorted batch commits exactly what the batch in
-// its built order commits (same keys, same values, the last change to a key
-// winning), over random batches of puts and deletes whose keys repeat, share
-// long prefixes, differ only past the eighth byte after their shared
-// prefix, are prefixes of one another, or are empty; written over stores
-// that already hold some of those keys. The seed is printed on failure.
+// Proves KeyOrderSorter and Batch::SortByKey: the sorted copy is in byte
+// order of the keys with each key's changes in their first order, and a
+// sorted batch commits exactly what the batch in its built order commits (same keys, same values,
+// the last change to a key winning), over random batches of puts and deletes whose keys repeat,
+// share long prefixes, differ only past the eighth byte after their shared prefix, are prefixes of
+// one another, or are empty; written over stores that already hold some of those keys. The seed is
+// printed on failure.
 #include <gtest/gtest.h>
 #include <leveldb/env.h>
 #include <leveldb/helpers/memenv.h>
 
+#include <leveldb/write_batch.h>
+
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <random>
@@ -118,6 +122,65 @@ TEST(BatchTest, SortByKeyCommitsWhatTheBatchCommits) {
     }
     EXPECT_EQ(built.Contents(), expected);
     EXPECT_EQ(sorted.Contents(), expected);
+  }
+}
+
+// Collects a LevelDB batch's changes in their order.
+struct Collector : leveldb::WriteBatch::Handler {
+  std::vector<Change> changes;
+  void Put(const leveldb::Slice& key, const leveldb::Slice& value) override {
+    changes.push_back({key.ToString(), value.ToString(), true});
+  }
+  void Delete(const leveldb::Slice& key) override {
+    changes.push_back({key.ToString(), "", false});
+  }
+};
+
+std::vector<Change> ChangesOf(const leveldb::WriteBatch& batch) {
+  Collector c;
+  EXPECT_TRUE(batch.Iterate(&c).ok());
+  return c.changes;
+}
+
+// The sorted copy holds the same changes, in byte order of their keys, and
+// the changes to each key in their first order.
+TEST(KeyOrderSorterTest, CopiesInKeyOrderKeepingEachKeysOrder) {
+  const std::vector<std::string> pool = KeyPool();
+  KeyOrderSorter sorter;  // reused across seeds
+  leveldb::WriteBatch out;
+  for (uint32_t seed = 1; seed <= 200; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937 rng(seed);
+    const auto pick = [&](size_t n) {
+      return std::uniform_int_distribution<size_t>(0, n - 1)(rng);
+    };
+    leveldb::WriteBatch in;
+    std::vector<Change> built;
+    const size_t n = pick(300);  // 0 and 1 included
+    for (size_t i = 0; i < n; ++i) {
+      const bool put = pick(4) != 0;
+      Change c{pool[pick(pool.size())], put ? "v" + std::to_string(i) : "", put};
+      if (c.put) {
+        in.Put(c.key, c.value);
+      } else {
+        in.Delete(c.key);
+      }
+      built.push_back(std::move(c));
+    }
+    out.Put("left over", "from the last seed");
+    sorter.Sort(in, &out);
+    const std::vector<Change> sorted = ChangesOf(out);
+    ASSERT_EQ(sorted.size(), built.size());
+    // std::stable_sort by bytes is the reference order.
+    std::vector<Change> want = built;
+    std::stable_sort(want.begin(), want.end(), [](const Change& a, const Change& b) {
+      return std::string_view(a.key) < std::string_view(b.key);
+    });
+    for (size_t i = 0; i < want.size(); ++i) {
+      EXPECT_EQ(sorted[i].key, want[i].key) << "at " << i;
+      EXPECT_EQ(sorted[i].value, want[i].value) << "at " << i;
+      EXPECT_EQ(sorted[i].put, want[i].put) << "at " << i;
+    }
   }
 }
 

@@ -916,7 +916,7 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
 
   const auto write_start = std::chrono::steady_clock::now();
   // In key order, a batch of 1000 new keys took about 10% less CPU and a
-  // merge of 1000 remote records about 15% less (README, session 10).
+  // merge of 1000 remote records about 15% less (README, Durability).
   if (g.oplog_entries.size() >= kSortOpsMin) batch.SortByKey();
   const Status written = store->Write(&batch, sync);
   if (sync) {

@@ -24,7 +24,6 @@
 #include <leveldb/write_batch.h>
 #include <stdlib.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstring>

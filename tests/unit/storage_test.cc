@@ -1,14 +1,13 @@
 // Proves KeyOrderSorter and Batch::SortByKey: the sorted copy is in byte
-// order of the keys with each key's changes in their first order, and a
-// sorted batch commits exactly what the batch in its built order commits (same keys, same values,
-// the last change to a key winning), over random batches of puts and deletes whose keys repeat,
-// share long prefixes, differ only past the eighth byte after their shared prefix, are prefixes of
-// one another, or are empty; written over stores that already hold some of those keys. The seed is
-// printed on failure.
+// order of the keys, each key's changes in their first order; and a sorted
+// batch commits exactly what the batch in its built order commits (the last
+// change to a key winning), over stores that already hold some of its keys.
+// The batches are random puts and deletes whose keys repeat, share long
+// prefixes, differ only past the eighth byte after their shared prefix, are
+// prefixes of one another, or are empty. The seed is printed on failure.
 #include <gtest/gtest.h>
 #include <leveldb/env.h>
 #include <leveldb/helpers/memenv.h>
-
 #include <leveldb/write_batch.h>
 
 #include <algorithm>

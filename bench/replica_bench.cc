@@ -64,7 +64,8 @@ constexpr uint64_t kNodeId = 0x7469'6465'6d61'7001;  // any non-zero id
 constexpr uint64_t kSeed = 20'240'601;               // fixed: every run reads the same keys
 // Preloaded keys for the read benchmarks.
 constexpr uint64_t kPreloadKeys = 100'000;
-constexpr size_t kPreloadBatchOps = 1000;
+constexpr int64_t kPreloadBatchOps = 1000;
+static_assert(kPreloadKeys % kPreloadBatchOps == 0, "the preloads write whole batches");
 
 // Work per repetition, fixed so that a run does a bounded, identical amount of
 // work and both sides of a ratio write the same number of rows.
@@ -207,6 +208,34 @@ class RawRowMaker {
   const std::string index_value_ = rows::EncodeHashIndexValue(rows::RecordMeta{});
 };
 
+// One raw write: logical writes [first, first + count) in one WriteBatch,
+// copied in key order by the replica's own sorter first with `key_order`.
+// What RawPut times per iteration, the raw side of every pair, and the
+// preload of the raw read benchmarks.
+class RawWriter {
+ public:
+  RawWriter(RawDb* raw, bool index_row, bool key_order, bool sync = false)
+      : raw_(raw), maker_(index_row), key_order_(key_order) {
+    wo_.sync = sync;
+  }
+
+  leveldb::Status Write(uint64_t first, int64_t count) {
+    batch_.Clear();
+    for (int64_t i = 0; i < count; ++i) maker_.Add(first + static_cast<uint64_t>(i), &batch_);
+    if (!key_order_) return raw_->db()->Write(wo_, &batch_);
+    sorter_.Sort(batch_, &sorted_);
+    return raw_->db()->Write(wo_, &sorted_);
+  }
+
+ private:
+  RawDb* raw_;
+  RawRowMaker maker_;
+  const bool key_order_;
+  leveldb::WriteOptions wo_;
+  leveldb::WriteBatch batch_, sorted_;
+  KeyOrderSorter sorter_;
+};
+
 void SetRates(benchmark::State& state, int64_t items) {
   state.SetItemsProcessed(items);
   state.SetBytesProcessed(items * kPayloadBytes);
@@ -224,19 +253,12 @@ void RawPut(benchmark::State& state, int64_t per_batch, bool sync, bool index_ro
     state.SkipWithError(error.c_str());
     return;
   }
-  RawRowMaker maker(index_row);
-  leveldb::WriteOptions wo;
-  wo.sync = sync;
-  leveldb::WriteBatch batch;
+  RawWriter writer(raw.get(), index_row, key_order, sync);
   uint64_t index = 0;
   const double cpu_before = bench::ProcessCpuSeconds();
-  KeyOrderSorter sorter;
-  leveldb::WriteBatch sorted;
   for (auto _ : state) {
-    batch.Clear();
-    for (int64_t i = 0; i < per_batch; ++i) maker.Add(index++, &batch);
-    if (key_order) sorter.Sort(batch, &sorted);
-    const leveldb::Status s = raw->db()->Write(wo, key_order ? &sorted : &batch);
+    const leveldb::Status s = writer.Write(index, per_batch);
+    index += static_cast<uint64_t>(per_batch);
     if (!s.ok()) {
       state.SkipWithError(s.ToString().c_str());
       break;
@@ -299,24 +321,20 @@ void BM_RawLevelDbIndexRowCost(benchmark::State& state) {
     state.SkipWithError(error.c_str());
     return;
   }
-  RawRowMaker plain_maker, indexed_maker(/*index_row=*/true);
-  const leveldb::WriteOptions wo;
-  leveldb::WriteBatch batch;
+  RawWriter plain_writer(plain.get(), /*index_row=*/false, /*key_order=*/false);
+  RawWriter indexed_writer(indexed.get(), /*index_row=*/true, /*key_order=*/false);
   uint64_t index = 0;
   std::chrono::nanoseconds plain_time{0}, indexed_time{0};
   struct Side {
-    RawDb* db;
-    RawRowMaker* maker;
+    RawWriter* writer;
     std::chrono::nanoseconds* time;
   };
-  const Side sides[2] = {{plain.get(), &plain_maker, &plain_time},
-                         {indexed.get(), &indexed_maker, &indexed_time}};
+  const Side sides[2] = {{&plain_writer, &plain_time}, {&indexed_writer, &indexed_time}};
   // One logical write into a side, timed; false (and the benchmark skipped) on error.
   const auto timed_put = [&](const Side& side) {
     const auto start = std::chrono::steady_clock::now();
-    batch.Clear();
-    side.maker->Add(index, &batch);  // encoding the rows (and hashing the key) counts
-    const leveldb::Status s = side.db->db()->Write(wo, &batch);
+    // Encoding the rows (and hashing the key) counts.
+    const leveldb::Status s = side.writer->Write(index, 1);
     *side.time += std::chrono::steady_clock::now() - start;
     if (!s.ok()) state.SkipWithError(s.ToString().c_str());
     return s.ok();
@@ -381,20 +399,37 @@ struct ReplicaFixture {
   ~ReplicaFixture() { replica.reset(); }  // closed before the directory goes
 };
 
+// Logical writes [first, first + count) into `replica`: one Put when
+// `count` is 1, else one Write of a batch. Empty, or the error. What the
+// replica put benchmarks time per iteration, the replica side of each put
+// pair, and the preload of the replica read benchmarks.
+std::string ReplicaWrite(Replica* replica, uint64_t first, int64_t count) {
+  char key[kKeyBytes];
+  if (count == 1) {
+    KeyAt(first, key);
+    auto v = replica->Put(kMap, std::string_view(key, kKeyBytes), TheValues().At(first));
+    return v.ok() ? std::string() : v.status().ToString();
+  }
+  WriteBatch batch;
+  for (uint64_t index = first; index < first + static_cast<uint64_t>(count); ++index) {
+    KeyAt(index, key);
+    batch.Put(kMap, std::string_view(key, kKeyBytes), TheValues().At(index));
+  }
+  auto v = replica->Write(batch);
+  return v.ok() ? std::string() : v.status().ToString();
+}
+
 void BM_ReplicaPut(benchmark::State& state, Durability durability) {
   ReplicaFixture f(durability);
   if (f.replica == nullptr) {
     state.SkipWithError(f.error.c_str());
     return;
   }
-  char key[kKeyBytes];
   uint64_t index = 0;
   for (auto _ : state) {
-    KeyAt(index, key);
-    auto v = f.replica->Put(kMap, std::string_view(key, kKeyBytes), TheValues().At(index));
-    ++index;
-    if (!v.ok()) {
-      state.SkipWithError(v.status().ToString().c_str());
+    const std::string failure = ReplicaWrite(f.replica.get(), index++, 1);
+    if (!failure.empty()) {
+      state.SkipWithError(failure.c_str());
       break;
     }
   }
@@ -444,19 +479,13 @@ void BM_ReplicaBatchPut1000(benchmark::State& state) {
     state.SkipWithError(f.error.c_str());
     return;
   }
-  char key[kKeyBytes];
   uint64_t index = 0;
   const double cpu_before = bench::ProcessCpuSeconds();
   for (auto _ : state) {
-    WriteBatch batch;
-    for (int64_t i = 0; i < kOps; ++i) {
-      KeyAt(index, key);
-      batch.Put(kMap, std::string_view(key, kKeyBytes), TheValues().At(index));
-      ++index;
-    }
-    auto v = f.replica->Write(batch);
-    if (!v.ok()) {
-      state.SkipWithError(v.status().ToString().c_str());
+    const std::string failure = ReplicaWrite(f.replica.get(), index, kOps);
+    index += kOps;
+    if (!failure.empty()) {
+      state.SkipWithError(failure.c_str());
       break;
     }
   }
@@ -498,42 +527,24 @@ void BM_PutPairs(benchmark::State& state, int64_t per_batch) {
     state.SkipWithError(f.error.c_str());
     return;
   }
-  RawRowMaker maker;
-  leveldb::WriteBatch raw_batch;
-  WriteBatch replica_batch;
-  char key[kKeyBytes];
+  RawWriter raw_writer(raw.get(), /*index_row=*/false, /*key_order=*/false);
   uint64_t block_start = 0;
   std::chrono::nanoseconds raw_time{0}, replica_time{0};
   // One side's block of writes, from logical write `block_start`; an error
   // message, or empty.
   const auto raw_block = [&]() -> std::string {
     for (int64_t done = 0; done < kBlock; done += per_batch) {
-      raw_batch.Clear();
-      for (int64_t i = done; i < done + per_batch; ++i) {
-        maker.Add(block_start + static_cast<uint64_t>(i), &raw_batch);
-      }
-      const leveldb::Status s = raw->db()->Write(leveldb::WriteOptions(), &raw_batch);
+      const leveldb::Status s =
+          raw_writer.Write(block_start + static_cast<uint64_t>(done), per_batch);
       if (!s.ok()) return s.ToString();
     }
     return {};
   };
   const auto replica_block = [&]() -> std::string {
     for (int64_t done = 0; done < kBlock; done += per_batch) {
-      if (per_batch == 1) {
-        const uint64_t index = block_start + static_cast<uint64_t>(done);
-        KeyAt(index, key);
-        auto v = f.replica->Put(kMap, std::string_view(key, kKeyBytes), TheValues().At(index));
-        if (!v.ok()) return v.status().ToString();
-        continue;
-      }
-      replica_batch = WriteBatch();
-      for (int64_t i = done; i < done + per_batch; ++i) {
-        const uint64_t index = block_start + static_cast<uint64_t>(i);
-        KeyAt(index, key);
-        replica_batch.Put(kMap, std::string_view(key, kKeyBytes), TheValues().At(index));
-      }
-      auto v = f.replica->Write(replica_batch);
-      if (!v.ok()) return v.status().ToString();
+      const std::string failure =
+          ReplicaWrite(f.replica.get(), block_start + static_cast<uint64_t>(done), per_batch);
+      if (!failure.empty()) return failure;
     }
     return {};
   };
@@ -615,15 +626,9 @@ void CompactAll(leveldb::DB* db) { db->CompactRange(nullptr, nullptr); }
 
 // Preloads a replica, then compacts its database with LevelDB directly.
 std::string PreloadReplica(ReplicaFixture* f) {
-  char key[kKeyBytes];
-  for (uint64_t start = 0; start < kPreloadKeys; start += kPreloadBatchOps) {
-    WriteBatch batch;
-    for (uint64_t i = start; i < start + kPreloadBatchOps && i < kPreloadKeys; ++i) {
-      KeyAt(i, key);
-      batch.Put(kMap, std::string_view(key, kKeyBytes), TheValues().At(i));
-    }
-    auto v = f->replica->Write(batch);
-    if (!v.ok()) return v.status().ToString();
+  for (uint64_t start = 0; start < kPreloadKeys; start += uint64_t{kPreloadBatchOps}) {
+    const std::string failure = ReplicaWrite(f->replica.get(), start, kPreloadBatchOps);
+    if (!failure.empty()) return failure;
   }
   f->replica.reset();
   {
@@ -636,14 +641,9 @@ std::string PreloadReplica(ReplicaFixture* f) {
 }
 
 std::string PreloadRaw(RawDb* raw) {
-  RawRowMaker maker;
-  leveldb::WriteBatch batch;
-  for (uint64_t start = 0; start < kPreloadKeys; start += kPreloadBatchOps) {
-    batch.Clear();
-    for (uint64_t i = start; i < start + kPreloadBatchOps && i < kPreloadKeys; ++i) {
-      maker.Add(i, &batch);
-    }
-    const leveldb::Status s = raw->db()->Write(leveldb::WriteOptions(), &batch);
+  RawWriter writer(raw, /*index_row=*/false, /*key_order=*/false);
+  for (uint64_t start = 0; start < kPreloadKeys; start += uint64_t{kPreloadBatchOps}) {
+    const leveldb::Status s = writer.Write(start, kPreloadBatchOps);
     if (!s.ok()) return s.ToString();
   }
   CompactAll(raw->db());

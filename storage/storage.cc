@@ -20,6 +20,10 @@ namespace {
 leveldb::Slice ToSlice(std::string_view s) { return leveldb::Slice(s.data(), s.size()); }
 std::string_view ToView(const leveldb::Slice& s) { return std::string_view(s.data(), s.size()); }
 
+// The byte that picks a key's shared prefix in KeyOrderSorter (0 for the
+// empty key, which sorts first either way).
+uint8_t FirstByte(std::string_view key) { return static_cast<uint8_t>(key.empty() ? 0 : key[0]); }
+
 Status FromLevelDb(const leveldb::Status& s, std::string_view context) {
   if (s.ok()) return Status::Ok();
   std::string msg(context);
@@ -101,7 +105,7 @@ void KeyOrderSorter::Sort(const leveldb::WriteBatch& in, leveldb::WriteBatch* ou
   std::array<std::string_view, 256> first{};
   std::array<size_t, 256> shared{};
   for (const Change& c : changes_) {
-    const auto b = static_cast<uint8_t>(c.key.empty() ? 0 : c.key[0]);
+    const auto b = FirstByte(c.key);
     if (!seen[b]) {
       seen[b] = true;
       first[b] = c.key;
@@ -116,7 +120,7 @@ void KeyOrderSorter::Sort(const leveldb::WriteBatch& in, leveldb::WriteBatch* ou
   }
   for (size_t i = 0; i < changes_.size(); ++i) {
     Change& c = changes_[i];
-    const auto b = static_cast<uint8_t>(c.key.empty() ? 0 : c.key[0]);
+    const auto b = FirstByte(c.key);
     uint64_t head = b;
     for (size_t j = 0; j < 7; ++j) {
       const size_t at = shared[b] + j;
@@ -128,8 +132,7 @@ void KeyOrderSorter::Sort(const leveldb::WriteBatch& in, leveldb::WriteBatch* ou
   std::sort(changes_.begin(), changes_.end(), [&](const Change& x, const Change& y) {
     if (x.head != y.head) return x.head < y.head;
     // Same first byte, so the same shared prefix.
-    const size_t skip = std::min(shared[static_cast<uint8_t>(x.key.empty() ? 0 : x.key[0])],
-                                 std::min(x.key.size(), y.key.size()));
+    const size_t skip = std::min(shared[FirstByte(x.key)], std::min(x.key.size(), y.key.size()));
     const int cmp = x.key.substr(skip).compare(y.key.substr(skip));
     if (cmp != 0) return cmp < 0;
     return x.position < y.position;

@@ -132,6 +132,18 @@ void PrintTreeShare(const CapturingReporter& reporter) {
         "tree share from separate benchmarks = %.2f  (index row %.2f us: raw put with it %.2f us, "
         "without %.2f us)\n",
         share(index_s), index_s * 1e6, 1e6 / *indexed, 1e6 / *plain);
+    // What any third row costs, from rows of 9 bytes and no value.
+    const double* tiny_random = reporter.Find("BM_RawLevelDbPut/unbatched_with_tiny_random_row");
+    const double* tiny_sequential =
+        reporter.Find("BM_RawLevelDbPut/unbatched_with_tiny_sequential_row");
+    if (tiny_random != nullptr && tiny_sequential != nullptr && *tiny_random > 0 &&
+        *tiny_sequential > 0) {
+      std::printf(
+          "third row from separate benchmarks: index row %.2f us, 9-byte row at random places "
+          "%.2f us, 9-byte row appended %.2f us (over a raw put of %.2f us)\n",
+          index_s * 1e6, (1 / *tiny_random - 1 / *plain) * 1e6,
+          (1 / *tiny_sequential - 1 / *plain) * 1e6, 1e6 / *plain);
+    }
   }
 }
 

@@ -163,15 +163,27 @@ class RawDb {
   std::unique_ptr<leveldb::DB> db_;
 };
 
+// A third row a raw write may put beside its record and oplog rows.
+enum class ThirdRow {
+  kNone,
+  // The key's key-hash index row (real key, filler value of the real size):
+  // the row the Merkle tree costs every write.
+  kIndexRow,
+  // 9 bytes of key and no value: 'h' and 8 bytes of the key's hash (random
+  // places, as the index row lands) or of the seq (appended, as the oplog
+  // row lands). What a row costs LevelDB whatever its size, for comparison.
+  kTinyRandomRow,
+  kTinySequentialRow,
+};
+
 // Builds the two rows of logical write `index` (oplog seq index + 1): the
 // record row under the real record key, the oplog row under the real key of
-// a one-entry row (RowKey of its seq), both values filler of the real sizes.
-// With `index_row`, also the key's key-hash index row (real key, filler value
-// of the real size): the row the Merkle tree costs every write.
+// a one-entry row (RowKey of its seq), both values filler of the real sizes;
+// and `third`, if any.
 class RawRowMaker {
  public:
-  explicit RawRowMaker(bool index_row = false)
-      : sizes_(TheRowSizes()), record_key_(rows::RecordMapPrefix(kMap)), index_row_(index_row) {
+  explicit RawRowMaker(ThirdRow third = ThirdRow::kNone)
+      : sizes_(TheRowSizes()), record_key_(rows::RecordMapPrefix(kMap)), third_(third) {
     prefix_bytes_ = record_key_.size();
     record_key_.resize(prefix_bytes_ + kKeyBytes);
     record_value_.assign(sizes_.record_value - kValueBytes, '\x01');
@@ -187,10 +199,20 @@ class RawRowMaker {
     batch->Put(record_key_, record_value_);
     oplog_key_ = Oplog::RowKey(index + 1);
     batch->Put(oplog_key_, oplog_value_);
-    if (index_row_) {
-      const std::string_view key(record_key_.data() + prefix_bytes_, kKeyBytes);
-      rows::HashIndexKeyInto(&index_key_, KeyHash(kMap, key), kMap, key);
-      batch->Put(index_key_, index_value_);
+    const std::string_view key(record_key_.data() + prefix_bytes_, kKeyBytes);
+    switch (third_) {
+      case ThirdRow::kNone:
+        break;
+      case ThirdRow::kIndexRow:
+        rows::HashIndexKeyInto(&index_key_, KeyHash(kMap, key), kMap, key);
+        batch->Put(index_key_, index_value_);
+        break;
+      case ThirdRow::kTinyRandomRow:
+        PutTinyRow(KeyHash(kMap, key), batch);
+        break;
+      case ThirdRow::kTinySequentialRow:
+        PutTinyRow(index + 1, batch);
+        break;
     }
   }
 
@@ -202,7 +224,14 @@ class RawRowMaker {
   size_t header_bytes_;
   std::string oplog_key_;
   std::string oplog_value_;
-  const bool index_row_;
+  // 'h' and `n` big-endian, with no value.
+  void PutTinyRow(uint64_t n, leveldb::WriteBatch* batch) {
+    char row[9] = {rows::kHashIndexPrefix};
+    for (size_t i = 0; i < 8; ++i) row[1 + i] = static_cast<char>(n >> (56 - 8 * i));
+    batch->Put(leveldb::Slice(row, sizeof row), leveldb::Slice());
+  }
+
+  const ThirdRow third_;
   std::string index_key_;
   // A real index value (its bytes do not matter, its size does).
   const std::string index_value_ = rows::EncodeHashIndexValue(rows::RecordMeta{});
@@ -214,8 +243,8 @@ class RawRowMaker {
 // preload of the raw read benchmarks.
 class RawWriter {
  public:
-  RawWriter(RawDb* raw, bool index_row, bool key_order, bool sync = false)
-      : raw_(raw), maker_(index_row), key_order_(key_order) {
+  RawWriter(RawDb* raw, ThirdRow third, bool key_order, bool sync = false)
+      : raw_(raw), maker_(third), key_order_(key_order) {
     wo_.sync = sync;
   }
 
@@ -241,10 +270,10 @@ void SetRates(benchmark::State& state, int64_t items) {
   state.SetBytesProcessed(items * kPayloadBytes);
 }
 
-// Raw puts, `per_batch` logical writes (2 rows each, 3 with `index_row`) per
+// Raw puts, `per_batch` logical writes (2 rows each, 3 with a `third`) per
 // WriteBatch; with `key_order`, each batch's rows copied in key order by the
 // replica's own sorter before the write (the copy is timed).
-void RawPut(benchmark::State& state, int64_t per_batch, bool sync, bool index_row = false,
+void RawPut(benchmark::State& state, int64_t per_batch, bool sync, ThirdRow third = ThirdRow::kNone,
             bool key_order = false) {
   TempDir dir;
   std::string error = "cannot create a directory under /tmp";
@@ -253,7 +282,7 @@ void RawPut(benchmark::State& state, int64_t per_batch, bool sync, bool index_ro
     state.SkipWithError(error.c_str());
     return;
   }
-  RawWriter writer(raw.get(), index_row, key_order, sync);
+  RawWriter writer(raw.get(), third, key_order, sync);
   uint64_t index = 0;
   const double cpu_before = bench::ProcessCpuSeconds();
   for (auto _ : state) {
@@ -268,10 +297,10 @@ void RawPut(benchmark::State& state, int64_t per_batch, bool sync, bool index_ro
   bench::SetCpuPerItem(state, cpu_before, state.iterations() * per_batch);
 }
 
-void BM_RawLevelDbPut(benchmark::State& state, int64_t per_batch, bool index_row, bool key_order) {
-  RawPut(state, per_batch, /*sync=*/false, index_row, key_order);
+void BM_RawLevelDbPut(benchmark::State& state, int64_t per_batch, ThirdRow third, bool key_order) {
+  RawPut(state, per_batch, /*sync=*/false, third, key_order);
 }
-BENCHMARK_CAPTURE(BM_RawLevelDbPut, unbatched, 1, false, false)
+BENCHMARK_CAPTURE(BM_RawLevelDbPut, unbatched, 1, ThirdRow::kNone, false)
     ->Iterations(kPutWrites)
     ->Apply(Common);
 // The same with each write's key-hash index row: the difference from
@@ -280,10 +309,21 @@ BENCHMARK_CAPTURE(BM_RawLevelDbPut, unbatched, 1, false, false)
 // steadier in short runs; in long ones (TIDEMAP_BENCH_PUT_WRITES) they are
 // not what a single database sees, since each of the two takes a write half
 // as often and its compactions keep up better.
-BENCHMARK_CAPTURE(BM_RawLevelDbPut, unbatched_with_index_row, 1, true, false)
+BENCHMARK_CAPTURE(BM_RawLevelDbPut, unbatched_with_index_row, 1, ThirdRow::kIndexRow, false)
     ->Iterations(kPutWrites)
     ->Apply(Common);
-BENCHMARK_CAPTURE(BM_RawLevelDbPut, batched_1000, 1000, false, false)
+// The same with a 9-byte row of no value in place of the index row, at random
+// places and appended: whether the index row's cost is its bytes or its being
+// a row at all. bench/main.cc prints their differences beside the index row's.
+BENCHMARK_CAPTURE(BM_RawLevelDbPut, unbatched_with_tiny_random_row, 1, ThirdRow::kTinyRandomRow,
+                  false)
+    ->Iterations(kPutWrites)
+    ->Apply(Common);
+BENCHMARK_CAPTURE(BM_RawLevelDbPut, unbatched_with_tiny_sequential_row, 1,
+                  ThirdRow::kTinySequentialRow, false)
+    ->Iterations(kPutWrites)
+    ->Apply(Common);
+BENCHMARK_CAPTURE(BM_RawLevelDbPut, batched_1000, 1000, ThirdRow::kNone, false)
     ->Iterations(kBatchIterations)
     ->Apply(Common);
 // The batched baseline with each batch's rows put in key order first, by the
@@ -291,7 +331,7 @@ BENCHMARK_CAPTURE(BM_RawLevelDbPut, batched_1000, 1000, false, false)
 // baseline puts them in the order it builds them, and the sort speeds
 // LevelDB's memtable inserts for it too. bench/main.cc prints the batch put
 // against both.
-BENCHMARK_CAPTURE(BM_RawLevelDbPut, batched_1000_in_key_order, 1000, false, true)
+BENCHMARK_CAPTURE(BM_RawLevelDbPut, batched_1000_in_key_order, 1000, ThirdRow::kNone, true)
     ->Iterations(kBatchIterations)
     ->Apply(Common);
 
@@ -321,8 +361,8 @@ void BM_RawLevelDbIndexRowCost(benchmark::State& state) {
     state.SkipWithError(error.c_str());
     return;
   }
-  RawWriter plain_writer(plain.get(), /*index_row=*/false, /*key_order=*/false);
-  RawWriter indexed_writer(indexed.get(), /*index_row=*/true, /*key_order=*/false);
+  RawWriter plain_writer(plain.get(), ThirdRow::kNone, /*key_order=*/false);
+  RawWriter indexed_writer(indexed.get(), ThirdRow::kIndexRow, /*key_order=*/false);
   uint64_t index = 0;
   std::chrono::nanoseconds plain_time{0}, indexed_time{0};
   struct Side {
@@ -527,7 +567,7 @@ void BM_PutPairs(benchmark::State& state, int64_t per_batch) {
     state.SkipWithError(f.error.c_str());
     return;
   }
-  RawWriter raw_writer(raw.get(), /*index_row=*/false, /*key_order=*/false);
+  RawWriter raw_writer(raw.get(), ThirdRow::kNone, /*key_order=*/false);
   uint64_t block_start = 0;
   std::chrono::nanoseconds raw_time{0}, replica_time{0};
   // One side's block of writes, from logical write `block_start`; an error
@@ -641,7 +681,7 @@ std::string PreloadReplica(ReplicaFixture* f) {
 }
 
 std::string PreloadRaw(RawDb* raw) {
-  RawWriter writer(raw, /*index_row=*/false, /*key_order=*/false);
+  RawWriter writer(raw, ThirdRow::kNone, /*key_order=*/false);
   for (uint64_t start = 0; start < kPreloadKeys; start += uint64_t{kPreloadBatchOps}) {
     const leveldb::Status s = writer.Write(start, kPreloadBatchOps);
     if (!s.ok()) return s.ToString();

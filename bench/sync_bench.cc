@@ -3,7 +3,9 @@
 //   sync N=… d=… placement=… bytes=A>B/B>A round_trips=… ms=…
 // where bytes are of the encoded Cap'n Proto frames (schemas/codec.h) each way,
 // round_trips counts sequential exchanges (two one-way hops each), and ms is
-// the wall time of the sync alone (no network latency; set-up excluded).
+// the wall time of the sync alone (no network latency; set-up excluded). A
+// case with d ≤ 10k runs three times from fresh set-ups; its line is the run
+// of median time, with the three times after it.
 //
 // placement=uniform: d keys chosen uniformly, d/2 present only on each side.
 // placement=newest:  both sides hold the N keys and have synced; then one side

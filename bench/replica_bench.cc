@@ -181,7 +181,13 @@ enum class ThirdRow {
   // path (a random memtable insert per put) or in LevelDB's flushes and
   // compactions, which a deferred row pays all the same.
   kIndexRowDeferred,
+  // The same rows packed kPackedIndexEntries to a LevelDB row (each batch a
+  // sorted run, keyed by run number and first entry): what an index of our
+  // own, kept in sorted runs above LevelDB, would pay to write them. Only a
+  // lower bound: such an index would also merge its runs now and then.
+  kIndexPackedDeferred,
 };
+constexpr size_t kPackedIndexEntries = 64;
 // Divides the default 100,000 writes and the long runs' 1M, so every row is
 // written inside the timed loop.
 constexpr size_t kDeferredIndexRows = 25'000;
@@ -224,19 +230,35 @@ class RawRowMaker {
         PutTinyRow(index + 1, batch);
         break;
       case ThirdRow::kIndexRowDeferred:
+      case ThirdRow::kIndexPackedDeferred:
         rows::HashIndexKeyInto(&index_key_, KeyHash(kMap, key), kMap, key);
         deferred_.push_back(index_key_);
         break;
     }
   }
 
-  // With kIndexRowDeferred, once kDeferredIndexRows rows are gathered: puts
-  // them into `*batch` (cleared first) in key order and returns true.
+  // With kIndexRowDeferred or kIndexPackedDeferred, once kDeferredIndexRows
+  // rows are gathered: puts them into `*batch` (cleared first) in key order,
+  // a row each or packed, and returns true.
   bool TakeDeferred(leveldb::WriteBatch* batch) {
     if (deferred_.size() < kDeferredIndexRows) return false;
     std::sort(deferred_.begin(), deferred_.end());
     batch->Clear();
-    for (const std::string& row_key : deferred_) batch->Put(row_key, index_value_);
+    if (third_ == ThirdRow::kIndexRowDeferred) {
+      for (const std::string& row_key : deferred_) batch->Put(row_key, index_value_);
+    } else {
+      ++runs_;
+      for (size_t first = 0; first < deferred_.size(); first += kPackedIndexEntries) {
+        const size_t end = std::min(deferred_.size(), first + kPackedIndexEntries);
+        // 'h', the run, then the first entry's key hash.
+        std::string row_key(1, rows::kHashIndexPrefix);
+        for (size_t i = 0; i < 8; ++i) row_key += static_cast<char>(runs_ >> (56 - 8 * i));
+        row_key.append(deferred_[first], 1, 8);
+        std::string packed;
+        for (size_t i = first; i < end; ++i) packed.append(deferred_[i]).append(index_value_);
+        batch->Put(row_key, packed);
+      }
+    }
     deferred_.clear();
     return true;
   }
@@ -259,6 +281,7 @@ class RawRowMaker {
   const ThirdRow third_;
   std::string index_key_;
   std::vector<std::string> deferred_;
+  uint64_t runs_ = 0;  // kIndexPackedDeferred: runs written
   // A real index value (its bytes do not matter, its size does).
   const std::string index_value_ = rows::EncodeHashIndexValue(rows::RecordMeta{});
 };
@@ -358,6 +381,11 @@ BENCHMARK_CAPTURE(BM_RawLevelDbPut, unbatched_with_tiny_sequential_row, 1,
 // The index row written later, in batches in key order (ThirdRow::kIndexRowDeferred).
 BENCHMARK_CAPTURE(BM_RawLevelDbPut, unbatched_with_index_row_deferred, 1,
                   ThirdRow::kIndexRowDeferred, false)
+    ->Iterations(kPutWrites)
+    ->Apply(Common);
+// ...and packed into sorted runs (ThirdRow::kIndexPackedDeferred).
+BENCHMARK_CAPTURE(BM_RawLevelDbPut, unbatched_with_index_packed_deferred, 1,
+                  ThirdRow::kIndexPackedDeferred, false)
     ->Iterations(kPutWrites)
     ->Apply(Common);
 BENCHMARK_CAPTURE(BM_RawLevelDbPut, batched_1000, 1000, ThirdRow::kNone, false)

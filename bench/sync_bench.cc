@@ -237,6 +237,16 @@ void Report(const char* placement, uint64_t n, uint64_t d, const SyncResult& r, 
   state.counters["sync_ms"] = r.ms;
 }
 
+// RunSync with the benchmark's timer running (it is paused around every
+// set-up), then a check that the two replicas converged.
+SyncResult TimedSync(benchmark::State& state, Replica& a, Replica& b, bool diff) {
+  state.ResumeTiming();
+  const SyncResult r = RunSync(a, b, diff);
+  state.PauseTiming();
+  TIDEMAP_CHECK(a.MerkleRoot() == b.MerkleRoot());
+  return r;
+}
+
 // A sync of a d ≤ 10k case takes milliseconds, and one slow spell of the
 // shared host can double it: such a case runs this many times, each from a
 // fresh set-up, and reports the run of median time. A d=100k case runs once.
@@ -278,11 +288,7 @@ void BM_SyncUniform(benchmark::State& state) {
           CasePair pair = OpenCasePair(b, only_a, only_b);
           Replica& a = *pair.a.replica;
           Replica& bb = *pair.b.replica;
-          state.ResumeTiming();
-          const SyncResult once = RunSync(a, bb, /*diff=*/true);
-          state.PauseTiming();
-          TIDEMAP_CHECK(a.MerkleRoot() == bb.MerkleRoot());
-          return once;
+          return TimedSync(state, a, bb, /*diff=*/true);
         },
         &all_ms);
     Report("uniform", n, d, median, 0, all_ms, state);
@@ -319,11 +325,7 @@ void BM_SyncNewest(benchmark::State& state) {
             }
           }
           if (wb.size() > 0) TIDEMAP_CHECK(a.Write(wb).ok());
-          state.ResumeTiming();
-          const SyncResult once = RunSync(a, bb, /*diff=*/false);
-          state.PauseTiming();
-          TIDEMAP_CHECK(a.MerkleRoot() == bb.MerkleRoot());
-          return once;
+          return TimedSync(state, a, bb, /*diff=*/false);
         },
         &all_ms);
     Report("newest", n, d, median, record_bytes, all_ms, state);

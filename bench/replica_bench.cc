@@ -252,7 +252,7 @@ class RawRowMaker {
         const size_t end = std::min(deferred_.size(), first + kPackedIndexEntries);
         // 'h', the run, then the first entry's key hash.
         std::string row_key(1, rows::kHashIndexPrefix);
-        for (size_t i = 0; i < 8; ++i) row_key += static_cast<char>(runs_ >> (56 - 8 * i));
+        PutFixed64BE(&row_key, runs_);
         row_key.append(deferred_[first], 1, 8);
         std::string packed;
         for (size_t i = first; i < end; ++i) packed.append(deferred_[i]).append(index_value_);
@@ -266,9 +266,9 @@ class RawRowMaker {
  private:
   // 'h' and `n` big-endian, with no value.
   void PutTinyRow(uint64_t n, leveldb::WriteBatch* batch) {
-    char row[9] = {rows::kHashIndexPrefix};
-    for (size_t i = 0; i < 8; ++i) row[1 + i] = static_cast<char>(n >> (56 - 8 * i));
-    batch->Put(leveldb::Slice(row, sizeof row), leveldb::Slice());
+    tiny_key_.assign(1, rows::kHashIndexPrefix);
+    PutFixed64BE(&tiny_key_, n);
+    batch->Put(tiny_key_, leveldb::Slice());
   }
 
   RowSizes sizes_;
@@ -280,6 +280,7 @@ class RawRowMaker {
   std::string oplog_value_;
   const ThirdRow third_;
   std::string index_key_;
+  std::string tiny_key_;
   std::vector<std::string> deferred_;
   uint64_t runs_ = 0;  // kIndexPackedDeferred: runs written
   // A real index value (its bytes do not matter, its size does).

@@ -186,8 +186,15 @@ enum class ThirdRow {
   // own, kept in sorted runs above LevelDB, would pay to write them. Only a
   // lower bound: such an index would also merge its runs now and then.
   kIndexPackedDeferred,
+  // The packed runs merged as such an index would merge them, tiered: once
+  // kMergeFanIn runs of one level exist, they are read back and merged into
+  // one run of the next level (25k, 100k, 400k... entries), and their rows
+  // deleted. The whole write cost of that index, merges included; its reads
+  // (a seek per run per bucket) are not measured here.
+  kIndexPackedMerged,
 };
 constexpr size_t kPackedIndexEntries = 64;
+constexpr size_t kMergeFanIn = 4;
 // Divides the default 100,000 writes and the long runs' 1M, so every row is
 // written inside the timed loop.
 constexpr size_t kDeferredIndexRows = 25'000;
@@ -231,15 +238,16 @@ class RawRowMaker {
         break;
       case ThirdRow::kIndexRowDeferred:
       case ThirdRow::kIndexPackedDeferred:
+      case ThirdRow::kIndexPackedMerged:
         rows::HashIndexKeyInto(&index_key_, KeyHash(kMap, key), kMap, key);
         deferred_.push_back(index_key_);
         break;
     }
   }
 
-  // With kIndexRowDeferred or kIndexPackedDeferred, once kDeferredIndexRows
-  // rows are gathered: puts them into `*batch` (cleared first) in key order,
-  // a row each or packed, and returns true.
+  // With a deferred third row, once kDeferredIndexRows rows are gathered:
+  // puts them into `*batch` (cleared first) in key order, a row each or
+  // packed, and returns true.
   bool TakeDeferred(leveldb::WriteBatch* batch) {
     if (deferred_.size() < kDeferredIndexRows) return false;
     std::sort(deferred_.begin(), deferred_.end());
@@ -248,22 +256,119 @@ class RawRowMaker {
       for (const std::string& row_key : deferred_) batch->Put(row_key, index_value_);
     } else {
       ++runs_;
+      entry_bytes_ = deferred_.front().size() + index_value_.size();
+      std::string packed;
       for (size_t first = 0; first < deferred_.size(); first += kPackedIndexEntries) {
         const size_t end = std::min(deferred_.size(), first + kPackedIndexEntries);
-        // 'h', the run, then the first entry's key hash.
-        std::string row_key(1, rows::kHashIndexPrefix);
-        PutFixed64BE(&row_key, runs_);
-        row_key.append(deferred_[first], 1, 8);
-        std::string packed;
+        packed.clear();
         for (size_t i = first; i < end; ++i) packed.append(deferred_[i]).append(index_value_);
-        batch->Put(row_key, packed);
+        batch->Put(RunRowKey(runs_, packed), packed);
       }
+      if (third_ == ThirdRow::kIndexPackedMerged) run_levels_.emplace_back(runs_, 0);
     }
     deferred_.clear();
     return true;
   }
 
+  // With kIndexPackedMerged: merges runs, kMergeFanIn of one level into one of
+  // the next, as long as a level has that many (see ThirdRow).
+  leveldb::Status MergeRuns(leveldb::DB* db) {
+    if (third_ != ThirdRow::kIndexPackedMerged) return leveldb::Status::OK();
+    for (int level = 0;; ++level) {
+      std::vector<uint64_t> sources;
+      for (const auto& [run, run_level] : run_levels_) {
+        if (run_level == level) sources.push_back(run);
+      }
+      if (sources.size() < kMergeFanIn) return leveldb::Status::OK();
+      sources.resize(kMergeFanIn);
+      const leveldb::Status s = Merge(db, sources, ++runs_);
+      if (!s.ok()) return s;
+      std::erase_if(run_levels_, [&](const std::pair<uint64_t, int>& r) {
+        return std::find(sources.begin(), sources.end(), r.first) != sources.end();
+      });
+      run_levels_.emplace_back(runs_, level + 1);
+    }
+  }
+
  private:
+  // A packed row's key: 'h', the run, then the first entry's key hash.
+  static std::string RunRowKey(uint64_t run, std::string_view packed) {
+    std::string row_key(1, rows::kHashIndexPrefix);
+    PutFixed64BE(&row_key, run);
+    row_key.append(packed.substr(1, 8));
+    return row_key;
+  }
+
+  // One run being read back by a merge: its rows in order, an entry at a time
+  // (entries are all entry_bytes_ long: one map, keys of one length).
+  struct RunReader {
+    std::unique_ptr<leveldb::Iterator> it;
+    std::string prefix;
+    std::string row;
+    size_t offset = 0;
+    bool done = false;
+
+    void Load() {
+      done = !it->Valid() || !it->key().starts_with(prefix);
+      if (!done) row.assign(it->value().data(), it->value().size());
+      offset = 0;
+    }
+  };
+
+  // Merges `sources` (sorted runs of distinct keys) into run `target`,
+  // streaming: each source's rows are deleted as the merge passes them, and
+  // the output goes out about a megabyte at a time.
+  leveldb::Status Merge(leveldb::DB* db, const std::vector<uint64_t>& sources, uint64_t target) {
+    leveldb::ReadOptions ro;
+    ro.fill_cache = false;
+    std::vector<RunReader> readers(sources.size());
+    for (size_t i = 0; i < sources.size(); ++i) {
+      readers[i].it.reset(db->NewIterator(ro));
+      readers[i].prefix.assign(1, rows::kHashIndexPrefix);
+      PutFixed64BE(&readers[i].prefix, sources[i]);
+      readers[i].it->Seek(readers[i].prefix);
+      readers[i].Load();
+    }
+    leveldb::WriteBatch out;
+    std::string packed;
+    size_t in_row = 0;
+    auto flush_row = [&] {
+      out.Put(RunRowKey(target, packed), packed);
+      packed.clear();
+      in_row = 0;
+    };
+    for (;;) {
+      RunReader* least = nullptr;
+      for (RunReader& r : readers) {
+        if (r.done) continue;
+        if (least == nullptr ||
+            std::string_view(r.row).substr(r.offset, entry_bytes_) <
+                std::string_view(least->row).substr(least->offset, entry_bytes_)) {
+          least = &r;
+        }
+      }
+      if (least == nullptr) break;
+      packed.append(least->row, least->offset, entry_bytes_);
+      if (++in_row == kPackedIndexEntries) flush_row();
+      least->offset += entry_bytes_;
+      if (least->offset >= least->row.size()) {
+        out.Delete(least->it->key());
+        least->it->Next();
+        least->Load();
+      }
+      if (out.ApproximateSize() >= (1u << 20)) {
+        const leveldb::Status s = db->Write(leveldb::WriteOptions(), &out);
+        if (!s.ok()) return s;
+        out.Clear();
+      }
+    }
+    if (in_row > 0) flush_row();
+    for (const RunReader& r : readers) {
+      if (!r.it->status().ok()) return r.it->status();
+    }
+    return db->Write(leveldb::WriteOptions(), &out);
+  }
+
   // 'h' and `n` big-endian, with no value.
   void PutTinyRow(uint64_t n, leveldb::WriteBatch* batch) {
     tiny_key_.assign(1, rows::kHashIndexPrefix);
@@ -282,7 +387,9 @@ class RawRowMaker {
   std::string index_key_;
   std::string tiny_key_;
   std::vector<std::string> deferred_;
-  uint64_t runs_ = 0;  // kIndexPackedDeferred: runs written
+  uint64_t runs_ = 0;                                 // packed: runs written
+  size_t entry_bytes_ = 0;                            // packed: the bytes of one entry
+  std::vector<std::pair<uint64_t, int>> run_levels_;  // kIndexPackedMerged: (run, level)
   // A real index value (its bytes do not matter, its size does).
   const std::string index_value_ = rows::EncodeHashIndexValue(rows::RecordMeta{});
 };
@@ -308,7 +415,10 @@ class RawWriter {
     } else {
       s = raw_->db()->Write(wo_, &batch_);
     }
-    if (s.ok() && maker_.TakeDeferred(&batch_)) s = raw_->db()->Write(wo_, &batch_);
+    if (s.ok() && maker_.TakeDeferred(&batch_)) {
+      s = raw_->db()->Write(wo_, &batch_);
+      if (s.ok()) s = maker_.MergeRuns(raw_->db());
+    }
     return s;
   }
 
@@ -387,6 +497,11 @@ BENCHMARK_CAPTURE(BM_RawLevelDbPut, unbatched_with_index_row_deferred, 1,
 // ...and packed into sorted runs (ThirdRow::kIndexPackedDeferred).
 BENCHMARK_CAPTURE(BM_RawLevelDbPut, unbatched_with_index_packed_deferred, 1,
                   ThirdRow::kIndexPackedDeferred, false)
+    ->Iterations(kPutWrites)
+    ->Apply(Common);
+// ...and the runs merged (ThirdRow::kIndexPackedMerged).
+BENCHMARK_CAPTURE(BM_RawLevelDbPut, unbatched_with_index_packed_merged, 1,
+                  ThirdRow::kIndexPackedMerged, false)
     ->Iterations(kPutWrites)
     ->Apply(Common);
 BENCHMARK_CAPTURE(BM_RawLevelDbPut, batched_1000, 1000, ThirdRow::kNone, false)

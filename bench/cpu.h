@@ -27,6 +27,13 @@ inline double ProcessCpuSeconds() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
+// CPU seconds (user + system) used so far by the calling thread.
+inline double ThisThreadCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
 // Sets `state`'s counter `cpu_us`: the process's CPU time since
 // `cpu_before` (a ProcessCpuSeconds()), background threads such as LevelDB's
 // compaction included, per item, in microseconds.

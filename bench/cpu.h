@@ -19,27 +19,30 @@
 
 namespace tidemap::bench {
 
-// CPU seconds (user + system) used so far by every thread of the process,
-// those that have ended included.
-inline double ProcessCpuSeconds() {
+// The seconds `clock` reads.
+inline double ClockSeconds(clockid_t clock) {
   timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  clock_gettime(clock, &ts);
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
+// CPU seconds (user + system) used so far by every thread of the process,
+// those that have ended included.
+inline double ProcessCpuSeconds() { return ClockSeconds(CLOCK_PROCESS_CPUTIME_ID); }
+
 // CPU seconds (user + system) used so far by the calling thread.
-inline double ThisThreadCpuSeconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+inline double ThisThreadCpuSeconds() { return ClockSeconds(CLOCK_THREAD_CPUTIME_ID); }
+
+// `seconds` per item, in microseconds (per one item when there were none).
+inline double MicrosPerItem(double seconds, int64_t items) {
+  return seconds * 1e6 / static_cast<double>(std::max<int64_t>(items, 1));
 }
 
 // Sets `state`'s counter `cpu_us`: the process's CPU time since
 // `cpu_before` (a ProcessCpuSeconds()), background threads such as LevelDB's
 // compaction included, per item, in microseconds.
 inline void SetCpuPerItem(benchmark::State& state, double cpu_before, int64_t items) {
-  state.counters["cpu_us"] =
-      (ProcessCpuSeconds() - cpu_before) * 1e6 / static_cast<double>(std::max<int64_t>(items, 1));
+  state.counters["cpu_us"] = MicrosPerItem(ProcessCpuSeconds() - cpu_before, items);
 }
 
 // The name the process's first thread is listed under by ThreadCpuSeconds.

@@ -301,12 +301,16 @@ class RawRowMaker {
   }
 
  private:
-  // A packed row's key: 'h', the run, then the first entry's key hash.
+  // The keys of run `run`'s packed rows start with 'h' and the run.
+  static std::string RunPrefix(uint64_t run) {
+    std::string prefix(1, rows::kHashIndexPrefix);
+    PutFixed64BE(&prefix, run);
+    return prefix;
+  }
+
+  // A packed row's key: the run's prefix, then the first entry's key hash.
   static std::string RunRowKey(uint64_t run, std::string_view packed) {
-    std::string row_key(1, rows::kHashIndexPrefix);
-    PutFixed64BE(&row_key, run);
-    row_key.append(packed.substr(1, 8));
-    return row_key;
+    return RunPrefix(run).append(packed.substr(1, 8));
   }
 
   // One run being read back by a merge: its rows in order, an entry at a time
@@ -323,6 +327,10 @@ class RawRowMaker {
       if (!done) row.assign(it->value().data(), it->value().size());
       offset = 0;
     }
+    // The entry at `offset`.
+    std::string_view Entry(size_t entry_bytes) const {
+      return std::string_view(row).substr(offset, entry_bytes);
+    }
   };
 
   // Merges `sources` (sorted runs of distinct keys) into run `target`,
@@ -336,15 +344,14 @@ class RawRowMaker {
     std::vector<RunReader> readers(sources.size());
     for (size_t i = 0; i < sources.size(); ++i) {
       readers[i].it.reset(db->NewIterator(ro));
-      readers[i].prefix.assign(1, rows::kHashIndexPrefix);
-      PutFixed64BE(&readers[i].prefix, sources[i]);
+      readers[i].prefix = RunPrefix(sources[i]);
       readers[i].it->Seek(readers[i].prefix);
       readers[i].Load();
     }
     leveldb::WriteBatch out;
     std::string packed;
     size_t in_row = 0;
-    last_.clear();
+    std::string last;  // the entry written last
     auto flush_row = [&] {
       out.Put(RunRowKey(target, packed), packed);
       packed.clear();
@@ -354,18 +361,12 @@ class RawRowMaker {
       RunReader* least = nullptr;
       for (RunReader& r : readers) {
         if (r.done) continue;
-        if (least == nullptr ||
-            std::string_view(r.row).substr(r.offset, entry_bytes_) <
-                std::string_view(least->row).substr(least->offset, entry_bytes_)) {
-          least = &r;
-        }
+        if (least == nullptr || r.Entry(entry_bytes_) < least->Entry(entry_bytes_)) least = &r;
       }
       if (least == nullptr) break;
-      const std::string_view entry =
-          std::string_view(least->row).substr(least->offset, entry_bytes_);
-      if (!last_.empty() && entry <= last_)
-        return leveldb::Status::Corruption("merge out of order");
-      last_.assign(entry);
+      const std::string_view entry = least->Entry(entry_bytes_);
+      if (!last.empty() && entry <= last) return leveldb::Status::Corruption("merge out of order");
+      last.assign(entry);
       ++*merged;
       packed.append(entry);
       if (++in_row == kPackedIndexEntries) flush_row();
@@ -408,14 +409,13 @@ class RawRowMaker {
   std::vector<std::string> deferred_;
   uint64_t runs_ = 0;       // packed: runs written
   size_t entry_bytes_ = 0;  // packed: the bytes of one entry
-  // kIndexPackedMerged: the runs there are, and the entry a merge wrote last.
+  // kIndexPackedMerged: the runs there are.
   struct Run {
     uint64_t id;
     int level;
     size_t entries;
   };
   std::vector<Run> runs_kept_;
-  std::string last_;
   // A real index value (its bytes do not matter, its size does).
   const std::string index_value_ = rows::EncodeHashIndexValue(rows::RecordMeta{});
 };
@@ -491,8 +491,8 @@ void RawPut(benchmark::State& state, int64_t per_batch, bool sync, ThirdRow thir
   bench::SetCpuPerItem(state, cpu_before, items);
   // The writing thread's share of cpu_us; the rest is LevelDB's background
   // thread (its flushes and compactions).
-  state.counters["writer_cpu_us"] = (bench::ThisThreadCpuSeconds() - writer_cpu_before) * 1e6 /
-                                    static_cast<double>(std::max<int64_t>(items, 1));
+  state.counters["writer_cpu_us"] =
+      bench::MicrosPerItem(bench::ThisThreadCpuSeconds() - writer_cpu_before, items);
 }
 
 void BM_RawLevelDbPut(benchmark::State& state, int64_t per_batch, ThirdRow third, bool key_order) {

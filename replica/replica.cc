@@ -221,6 +221,20 @@ Status LoadLeafRows(StoreIterator* it, MerkleTree* tree, std::vector<uint32_t>* 
   return it->status();
 }
 
+// A database's incarnation: random and never zero, so a database created
+// again under the same node id (a wiped disk) differs from its former self.
+uint64_t NewIncarnation(const ReplicaOptions& options) {
+  uint64_t incarnation = 0;
+  while (incarnation == 0) {
+    if (options.random != nullptr) {
+      incarnation = options.random->Next64();
+    } else {
+      crypto::RandomBytes(&incarnation, sizeof(incarnation));
+    }
+  }
+  return incarnation;
+}
+
 Status CheckSizes(const Limits& limits, std::string_view map, std::string_view key,
                   std::string_view value) {
   if (map.empty()) return Status::InvalidArgument("map name must not be empty");
@@ -1075,6 +1089,7 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
   StoreOptions so;
   so.path = options.path;
   so.env = options.env;
+  so.create_if_missing = options.create_if_missing;
   so.write_buffer_bytes = options.write_buffer_bytes;
   TIDEMAP_ASSIGN_OR_RETURN(impl->store, Store::Open(so));
   Store& store = *impl->store;
@@ -1089,20 +1104,10 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
                                 " has data but no schema version; it is not a tidemap replica");
     }
     TIDEMAP_RETURN_IF_ERROR(it->status());
-    // The incarnation: random and never zero, so a database created again
-    // under the same node id (a wiped disk) differs from its former self.
-    uint64_t incarnation = 0;
-    while (incarnation == 0) {
-      if (options.random != nullptr) {
-        incarnation = options.random->Next64();
-      } else {
-        crypto::RandomBytes(&incarnation, sizeof(incarnation));
-      }
-    }
     Batch init;
     init.Put(rows::MetaKey(rows::kMetaSchemaVersion), rows::EncodeU64(rows::kSchemaVersion));
     init.Put(rows::MetaKey(rows::kMetaNodeId), rows::EncodeU64(options.node_id));
-    init.Put(rows::MetaKey(rows::kMetaIncarnation), rows::EncodeU64(incarnation));
+    init.Put(rows::MetaKey(rows::kMetaIncarnation), rows::EncodeU64(NewIncarnation(options)));
     init.Put(rows::MetaKey(rows::kMetaState), rows::EncodeU64(0));
     TIDEMAP_RETURN_IF_ERROR(store.Write(&init, /*sync=*/true));
   } else if (!version_bytes.ok()) {
@@ -1124,6 +1129,11 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
                            NodeIdToString(options.node_id));
   }
 
+  if (options.new_incarnation) {
+    Batch renew;
+    renew.Put(rows::MetaKey(rows::kMetaIncarnation), rows::EncodeU64(NewIncarnation(options)));
+    TIDEMAP_RETURN_IF_ERROR(store.Write(&renew, /*sync=*/true));
+  }
   TIDEMAP_ASSIGN_OR_RETURN(std::string incarnation_bytes,
                            store.Get(rows::MetaKey(rows::kMetaIncarnation)));
   TIDEMAP_ASSIGN_OR_RETURN(impl->incarnation, rows::DecodeU64(incarnation_bytes, "incarnation"));

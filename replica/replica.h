@@ -47,8 +47,15 @@ struct Limits {
 struct ReplicaOptions {
   std::string path;             // LevelDB directory (the data dir's "db")
   leveldb::Env* env = nullptr;  // nullptr: the real file system; must outlive the replica
-  Clock* clock = nullptr;       // required; must outlive the replica
-  uint64_t node_id = 0;         // required, non-zero: this node's id (from its public key)
+  // Create an empty replica when `path` holds no database; else that is
+  // NotFound and nothing is created (see Store::Open).
+  bool create_if_missing = true;
+  // Draw a new incarnation at open even for an existing database, so that
+  // peers take it for another database and reconcile by a tree diff both
+  // ways (after a repair that may have lost records they acknowledged).
+  bool new_incarnation = false;
+  Clock* clock = nullptr;  // required; must outlive the replica
+  uint64_t node_id = 0;    // required, non-zero: this node's id (from its public key)
   Durability durability = Durability::kSync;
   HlcOptions hlc;
   Limits limits;

@@ -7,11 +7,15 @@ namespace tidemap {
 Result<std::unique_ptr<DataDir>> DataDir::Init(const std::string& dir,
                                                const DataDirOptions& options) {
   TIDEMAP_ASSIGN_OR_RETURN(Identity identity, Identity::Create(dir));
-  return OpenWith(dir, std::move(identity), options);
+  return OpenWith(dir, std::move(identity), options, /*create=*/true);
 }
 
-Result<std::unique_ptr<DataDir>> DataDir::Open(const std::string& dir,
-                                               const DataDirOptions& options) {
+namespace {
+
+std::string DbPath(const std::string& dir) { return (std::filesystem::path(dir) / "db").string(); }
+
+// Loads DIR's identity: a dir without one is not a data dir.
+Result<Identity> LoadIdentity(const std::string& dir) {
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec)) {
     return Status::Unavailable("data dir " + dir +
@@ -25,15 +29,67 @@ Result<std::unique_ptr<DataDir>> DataDir::Open(const std::string& dir,
     }
     return identity.status();
   }
-  return OpenWith(dir, std::move(identity).value(), options);
+  return identity;
+}
+
+// What opening DIR's database failed with, for an operator: every failure
+// but a refusal means the node cannot use DIR (exit 3).
+Status OpenError(const std::string& dir, const Status& s) {
+  if (s.IsUnavailable()) {
+    // "database DIR/db is in use by pid N" from the directory lock.
+    const std::string& m = s.message();
+    const size_t at = m.find(" is in use");
+    return Status::Unavailable(
+        "data dir " + dir +
+        (at == std::string::npos ? " is in use by another process" : m.substr(at)) +
+        " (a running `tidemap serve`?)");
+  }
+  if (s.IsRefused()) return s.WithContext("data dir " + dir);
+  if (s.IsNotFound() && s.message().rfind("no database at ", 0) == 0) {
+    return Status::Unavailable("data dir " + dir + " has no database (" + DbPath(dir) +
+                               "/CURRENT does not exist); `tidemap init` creates one only "
+                               "in a new dir, `tidemap repair --data " +
+                               dir + "` rebuilds one from the files left");
+  }
+  return Status::Corruption("data dir " + dir + ": " + s.message() + "; `tidemap repair --data " +
+                            dir + "` rebuilds the database from what can still be read");
+}
+
+}  // namespace
+
+Result<std::unique_ptr<DataDir>> DataDir::Open(const std::string& dir,
+                                               const DataDirOptions& options) {
+  TIDEMAP_ASSIGN_OR_RETURN(Identity identity, LoadIdentity(dir));
+  return OpenWith(dir, std::move(identity), options, /*create=*/false);
+}
+
+Result<DataDirRepairReport> DataDir::Repair(const std::string& dir, const DataDirOptions& options) {
+  TIDEMAP_ASSIGN_OR_RETURN(Identity identity, LoadIdentity(dir));
+  DataDirRepairReport report;
+  auto repaired = Store::Repair(DbPath(dir));
+  if (!repaired.ok()) return OpenError(dir, repaired.status());
+  report.store = std::move(repaired).value();
+  TIDEMAP_ASSIGN_OR_RETURN(
+      std::unique_ptr<DataDir> d,
+      OpenWith(dir, std::move(identity), options, /*create=*/false, /*new_incarnation=*/true));
+  Replica& r = d->replica();
+  TIDEMAP_ASSIGN_OR_RETURN(report.scrub, r.Scrub());
+  TIDEMAP_ASSIGN_OR_RETURN(ReplicaStats stats, r.Stats());
+  report.keys = stats.keys;
+  report.tombstones = stats.tombstones;
+  report.incarnation = r.incarnation();
+  return report;
 }
 
 Result<std::unique_ptr<DataDir>> DataDir::OpenWith(const std::string& dir, Identity identity,
-                                                   const DataDirOptions& options) {
+                                                   const DataDirOptions& options, bool create,
+                                                   bool new_incarnation) {
   std::unique_ptr<DataDir> d(new DataDir(dir, std::move(identity), options.durability));
   ReplicaOptions ro;
-  ro.path = (std::filesystem::path(dir) / "db").string();
+  ro.path = DbPath(dir);
   ro.env = options.env;
+  ro.create_if_missing = create;
+  ro.new_incarnation = new_incarnation;
   ro.clock = options.clock;
   if (ro.clock == nullptr) {
     d->own_clock_ = std::make_unique<SystemClock>();
@@ -46,13 +102,7 @@ Result<std::unique_ptr<DataDir>> DataDir::OpenWith(const std::string& dir, Ident
   ro.tombstone_horizon_ms = options.tombstone_horizon_ms;
   ro.write_buffer_bytes = options.write_buffer_bytes;
   auto replica = Replica::Open(std::move(ro));
-  if (!replica.ok()) {
-    if (replica.status().IsUnavailable()) {
-      return Status::Unavailable("data dir " + dir +
-                                 " is in use by another process (a running `tidemap serve`?)");
-    }
-    return replica.status().WithContext("data dir " + dir);
-  }
+  if (!replica.ok()) return OpenError(dir, replica.status());
   d->replica_ = std::move(replica).value();
   return d;
 }

@@ -23,6 +23,15 @@ struct DataDirOptions {
   size_t write_buffer_bytes = size_t{4} << 20;                     // see ReplicaOptions
 };
 
+// What DataDir::Repair found and did.
+struct DataDirRepairReport {
+  StoreRepairReport store;  // LevelDB's part: tables kept and lost, records dropped
+  uint64_t keys = 0;        // live records after the repair
+  uint64_t tombstones = 0;
+  ScrubReport scrub;         // the Merkle tree against a full rebuild, after the repair
+  uint64_t incarnation = 0;  // the new incarnation peers will see
+};
+
 // An opened data dir. Destroying it closes the replica (and releases the lock).
 class DataDir {
  public:
@@ -30,10 +39,20 @@ class DataDir {
   // already holds an identity: an identity is never overwritten.
   static Result<std::unique_ptr<DataDir>> Init(const std::string& dir,
                                                const DataDirOptions& options = {});
-  // Opens an existing DIR. Unavailable when it is not a data dir or another
-  // process holds it ("in use"); the message names DIR.
+  // Opens an existing DIR; never creates or deletes anything in it. Errors
+  // name DIR: Unavailable when it is not a data dir, has no database, or
+  // another process holds it ("DIR is in use by pid N"); Corruption when its
+  // database cannot be opened (a missing CURRENT, a missing or unreadable
+  // MANIFEST...), with a pointer to `tidemap repair`; Refused for a database
+  // of another node or schema version.
   static Result<std::unique_ptr<DataDir>> Open(const std::string& dir,
                                                const DataDirOptions& options = {});
+  // `tidemap repair`: rebuilds DIR's database from the files LevelDB can
+  // still read (Store::Repair), opens it under a new incarnation (peers then
+  // reconcile with it by a tree diff both ways, so whatever they hold that
+  // the repair lost comes back) and scrubs it. Needs DIR not in use.
+  static Result<DataDirRepairReport> Repair(const std::string& dir,
+                                            const DataDirOptions& options = {});
 
   const std::string& dir() const { return dir_; }
   const Identity& identity() const { return identity_; }
@@ -44,7 +63,8 @@ class DataDir {
   DataDir(std::string dir, Identity identity, Durability durability)
       : dir_(std::move(dir)), identity_(std::move(identity)), durability_(durability) {}
   static Result<std::unique_ptr<DataDir>> OpenWith(const std::string& dir, Identity identity,
-                                                   const DataDirOptions& options);
+                                                   const DataDirOptions& options, bool create,
+                                                   bool new_incarnation = false);
 
   std::string dir_;
   Identity identity_;

@@ -9,9 +9,13 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdarg>
+#include <cstdio>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "storage/dir_lock.h"
 
 namespace tidemap {
 
@@ -163,10 +167,74 @@ std::string_view StoreIterator::key() const { return ToView(it_->key()); }
 std::string_view StoreIterator::value() const { return ToView(it_->value()); }
 Status StoreIterator::status() const { return FromLevelDb(it_->status(), "iterator"); }
 
+namespace {
+
+bool IsRealFileSystem(const leveldb::Env* env) {
+  return env == nullptr || env == leveldb::Env::Default();
+}
+
+// A file that holds data of a LevelDB database: a table, a write-ahead log or
+// a manifest (not LOCK, LOG or LOG.old, which LevelDB recreates freely).
+bool IsLevelDbDataFile(std::string_view name) {
+  const auto ends_with = [&](std::string_view suffix) {
+    return name.size() > suffix.size() && name.substr(name.size() - suffix.size()) == suffix;
+  };
+  return name.substr(0, 9) == "MANIFEST-" || ends_with(".ldb") || ends_with(".sst") ||
+         ends_with(".log");
+}
+
+std::vector<std::string> DataFilesIn(leveldb::Env* env, const std::string& path) {
+  std::vector<std::string> children, data;
+  if (!env->GetChildren(path, &children).ok()) return data;
+  for (std::string& child : children) {
+    if (IsLevelDbDataFile(child)) data.push_back(std::move(child));
+  }
+  std::sort(data.begin(), data.end());
+  return data;
+}
+
+// Asked to create a missing database, LevelDB takes a directory without
+// CURRENT for an empty one: it writes a new manifest and then deletes every
+// table and log file that manifest does not list, which is all of them. So a
+// directory with data files and no CURRENT is refused whatever
+// create_if_missing says, and nothing is created when it is false.
+Status CheckCurrent(leveldb::Env* env, const std::string& path, bool create_if_missing) {
+  const std::string current = path + "/CURRENT";
+  if (env->FileExists(current)) return Status::Ok();
+  const std::vector<std::string> data = DataFilesIn(env, path);
+  if (!data.empty()) {
+    return Status::Corruption(current + " is missing, but the database holds " +
+                              std::to_string(data.size()) + " data files (" + data.front() +
+                              ", ...): refusing to open it, which would start a new database "
+                              "and delete them");
+  }
+  if (!create_if_missing) return Status::NotFound("no database at " + path);
+  return Status::Ok();
+}
+
+// Takes the DirLock on `path` (creating the directory first when asked).
+Result<std::unique_ptr<DirLock>> LockDirectory(leveldb::Env* env, const std::string& path,
+                                               bool create_if_missing) {
+  if (create_if_missing) (void)env->CreateDir(path);  // exists already: fine
+  auto lock = DirLock::Acquire(path);
+  if (lock.status().IsNotFound()) return Status::NotFound("no database at " + path);
+  if (lock.status().IsUnavailable()) {
+    return Status::Unavailable("database " + lock.status().message());
+  }
+  return lock;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
   std::unique_ptr<Store> store(new Store());
   store->path_ = options.path;
   store->env_ = options.env != nullptr ? options.env : leveldb::Env::Default();
+  if (IsRealFileSystem(options.env)) {
+    TIDEMAP_ASSIGN_OR_RETURN(store->dir_lock_,
+                             LockDirectory(store->env_, options.path, options.create_if_missing));
+  }
+  TIDEMAP_RETURN_IF_ERROR(CheckCurrent(store->env_, options.path, options.create_if_missing));
   store->cache_.reset(leveldb::NewLRUCache(options.block_cache_bytes));
   store->filter_.reset(leveldb::NewBloomFilterPolicy(10));
 
@@ -183,7 +251,8 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
   const leveldb::Status s = leveldb::DB::Open(opts, options.path, &db);
   if (!s.ok()) {
     const std::string reason = s.ToString();
-    // LevelDB reports a held LOCK file as an IO error; it is the "in use" case.
+    // LevelDB reports a held LOCK file as an IO error; it is the "in use" case
+    // (another process on a custom Env, which takes no DirLock).
     if (reason.find("/LOCK") != std::string::npos &&
         (reason.find("already held") != std::string::npos ||
          reason.find("temporarily unavailable") != std::string::npos ||
@@ -198,6 +267,61 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
   }
   store->db_.reset(db);
   return store;
+}
+
+namespace {
+
+// Keeps the lines of RepairDB's log that say it dropped or ignored something
+// (a corrupt log record, a table entry it could not read), for the report.
+class RepairLog : public leveldb::Logger {
+ public:
+  explicit RepairLog(StoreRepairReport* report) : report_(report) {}
+  void Logv(const char* format, std::va_list ap) override {
+    char line[512];
+    std::vsnprintf(line, sizeof(line), format, ap);
+    const std::string_view text(line);
+    if (text.find("dropping") == text.npos && text.find("ignoring") == text.npos) return;
+    ++report_->problems;
+    if (report_->problem_lines.size() < kRepairProblemLinesMax) {
+      report_->problem_lines.emplace_back(text);
+    }
+  }
+
+ private:
+  StoreRepairReport* report_;
+};
+
+size_t TablesIn(leveldb::Env* env, const std::string& path) {
+  size_t n = 0;
+  for (const std::string& f : DataFilesIn(env, path)) {
+    n += f.find(".ldb") != f.npos || f.find(".sst") != f.npos;
+  }
+  return n;
+}
+
+}  // namespace
+
+Result<StoreRepairReport> Store::Repair(const std::string& path) {
+  leveldb::Env* env = leveldb::Env::Default();
+  TIDEMAP_ASSIGN_OR_RETURN(std::unique_ptr<DirLock> lock,
+                           LockDirectory(env, path, /*create_if_missing=*/false));
+  StoreRepairReport report;
+  report.files_before = DataFilesIn(env, path).size();
+  // RepairDB moves every file it is done with to lost/ (logs it converted,
+  // old manifests); of those, only tables mean data it could not read.
+  const std::string lost_dir = path + "/lost";
+  const size_t lost_tables_before = TablesIn(env, lost_dir);
+  RepairLog log(&report);
+  leveldb::Options opts;
+  opts.env = env;
+  // Checksums verified, so that a damaged block is dropped (and its table
+  // rewritten without it) rather than kept for every later read to trip on.
+  opts.paranoid_checks = true;
+  opts.info_log = &log;
+  TIDEMAP_RETURN_IF_ERROR(FromLevelDb(leveldb::RepairDB(path, opts), "repair " + path));
+  report.tables_lost = TablesIn(env, lost_dir) - lost_tables_before;
+  report.tables_after = TablesIn(env, path);
+  return report;
 }
 
 Store::~Store() = default;

@@ -40,9 +40,12 @@ std::string_view DurabilityName(Durability d);
 Result<Durability> ParseDurability(std::string_view text);
 
 struct StoreOptions {
-  std::string path;               // the LevelDB directory
-  leveldb::Env* env = nullptr;    // nullptr: the real file system. Must outlive the Store.
-  bool create_if_missing = true;  // else a missing database is NotFound
+  std::string path;             // the LevelDB directory
+  leveldb::Env* env = nullptr;  // nullptr: the real file system. Must outlive the Store.
+  // Create the directory and an empty database when `path` holds none; else
+  // a missing database is NotFound. Either way a directory that holds
+  // LevelDB files but no CURRENT is refused (see Store::Open).
+  bool create_if_missing = true;
   size_t block_cache_bytes = size_t{32} << 20;
   size_t write_buffer_bytes = size_t{4} << 20;
 };
@@ -115,11 +118,40 @@ class StoreIterator {
   std::unique_ptr<leveldb::Iterator> it_;
 };
 
+// What Store::Repair did.
+inline constexpr size_t kRepairProblemLinesMax = 20;
+struct StoreRepairReport {
+  uint64_t files_before = 0;  // table, log and manifest files found
+  uint64_t tables_after = 0;  // tables of the repaired database
+  // Tables with unreadable blocks: their readable entries were copied into a
+  // new table and the originals moved to `path`/lost.
+  uint64_t tables_lost = 0;
+  uint64_t problems = 0;                   // log records and table entries it dropped or ignored
+  std::vector<std::string> problem_lines;  // LevelDB's words for the first of them
+};
+
+class DirLock;
+
 class Store {
  public:
-  // Opens (or creates) the database. A directory held by another process is
-  // Unavailable ("in use"); other failures name the path and LevelDB's reason.
+  // Opens (or, with create_if_missing, creates) the database. On the real
+  // file system (env nullptr or Env::Default()) it first takes a DirLock on
+  // the directory, held until the Store is destroyed; a custom Env (memory,
+  // fault injection) is this process's own and is not locked. Errors:
+  //   Unavailable  another process (or Store) holds the directory: "... is in
+  //                use by pid N";
+  //   NotFound     no database and !create_if_missing (nothing is created);
+  //   Corruption   CURRENT is missing while table, log or manifest files are
+  //                there (LevelDB would start a new database over them and
+  //                delete them), or LevelDB reports corruption;
+  //   IOError      anything else (an unreadable CURRENT or MANIFEST, say).
+  // Every message names the path, and the file where LevelDB names one.
   static Result<std::unique_ptr<Store>> Open(const StoreOptions& options);
+
+  // LevelDB's RepairDB on a database no process holds: it rebuilds CURRENT
+  // and the manifest from whatever table and log files it can read and moves
+  // the files it cannot into `path`/lost. Takes the same DirLock as Open.
+  static Result<StoreRepairReport> Repair(const std::string& path);
   ~Store();
 
   // Commits `batch`. After the first failed write every later write fails with
@@ -147,7 +179,9 @@ class Store {
 
   std::string path_;
   leveldb::Env* env_ = nullptr;
-  // Declaration order matters: the DB is destroyed before the cache and filter it uses.
+  // Declaration order matters: the DB is destroyed before the cache and filter
+  // it uses, and before the directory lock is released.
+  std::unique_ptr<DirLock> dir_lock_;
   std::unique_ptr<leveldb::Cache> cache_;
   std::unique_ptr<const leveldb::FilterPolicy> filter_;
   std::unique_ptr<leveldb::DB> db_;

@@ -398,25 +398,60 @@ int CmdStatus(const Target& target, bool json, bool watch) {
   return kExitOk;
 }
 
-int CmdScrub(const std::string& dir) {
-  auto d = DataDir::Open(dir);
-  if (!d.ok()) return Fail(d.status());
-  auto report = (*d)->replica().Scrub();
-  if (!report.ok()) return Fail(report.status());
-  const ScrubReport& r = *report;
+// Prints a scrub report; true when the tree matches its rebuild.
+bool PrintScrub(const ScrubReport& r) {
   std::printf("records          %llu\n", static_cast<unsigned long long>(r.records));
   std::printf("rebuilt root     %s\n", r.rebuilt_root.ToHex().c_str());
   std::printf("stored root      %s\n", r.stored_root.ToHex().c_str());
   std::printf("in-memory root   %s\n", r.memory_root.ToHex().c_str());
   std::printf("leaf mismatches  %llu\n", static_cast<unsigned long long>(r.leaf_mismatches));
   std::printf("index mismatches %llu\n", static_cast<unsigned long long>(r.index_mismatches));
-  if (r.ok()) {
+  return r.ok();
+}
+
+int CmdScrub(const std::string& dir) {
+  auto d = DataDir::Open(dir);
+  if (!d.ok()) return Fail(d.status());
+  auto report = (*d)->replica().Scrub();
+  if (!report.ok()) return Fail(report.status());
+  if (PrintScrub(*report)) {
     std::printf("OK: the stored Merkle tree matches a full rebuild\n");
     return kExitOk;
   }
   std::fprintf(stderr, "tidemap: MISMATCH: the stored Merkle tree differs from a rebuild of %s\n",
                dir.c_str());
   return kExitNotFound;
+}
+
+int CmdRepair(const std::string& dir) {
+  auto report = DataDir::Repair(dir);
+  if (!report.ok()) return Fail(report.status());
+  const DataDirRepairReport& r = *report;
+  const auto u = [](uint64_t n) { return static_cast<unsigned long long>(n); };
+  std::printf("repaired %s\n", dir.c_str());
+  std::printf("tables           %llu\n", u(r.store.tables_after));
+  std::printf(
+      "tables damaged   %llu (what could be read was kept; the originals are in "
+      "%s/db/lost)\n",
+      u(r.store.tables_lost), dir.c_str());
+  std::printf("records dropped  %llu log records or table entries LevelDB could not read\n",
+              u(r.store.problems));
+  for (const std::string& line : r.store.problem_lines) std::printf("  %s\n", line.c_str());
+  std::printf("keys             %llu\n", u(r.keys));
+  std::printf("tombstones       %llu\n", u(r.tombstones));
+  std::printf("incarnation      %s (new: peers reconcile with this node by a full tree diff)\n",
+              NodeIdToString(r.incarnation).c_str());
+  const bool tree_ok = PrintScrub(r.scrub);
+  const bool lost_any = r.store.tables_lost > 0 || r.store.problems > 0;
+  if (!tree_ok) {
+    std::fprintf(stderr, "tidemap: the Merkle tree of %s still differs from a rebuild\n",
+                 dir.c_str());
+    return kExitUnreachable;
+  }
+  std::printf("%s\n", lost_any ? "REPAIRED with losses: writes this node alone held may be gone; "
+                                 "its peers send back what they hold"
+                               : "OK: nothing was lost");
+  return kExitOk;
 }
 
 }  // namespace
@@ -475,6 +510,9 @@ int RunCli(const std::vector<std::string>& args) {
       "scrub",
       "compare the stored Merkle tree with a full rebuild (exit 0 when they match, 1 not)");
   scrub->add_option("--data", dir, "the data dir (not held by a running node)")->required();
+  auto* repair = app.add_subcommand(
+      "repair", "rebuild a damaged database from the files that can still be read, then scrub it");
+  repair->add_option("--data", dir, "the data dir (not held by a running node)")->required();
 
   ServeArgs serve;
   AddServeCommand(&app, &serve);
@@ -497,6 +535,7 @@ int RunCli(const std::vector<std::string>& args) {
   if (scan->parsed()) return CmdScan(target, map, prefix, after, limit, json);
   if (status->parsed()) return CmdStatus(target, json, watch);
   if (scrub->parsed()) return CmdScrub(dir);
+  if (repair->parsed()) return CmdRepair(dir);
   if (serve.command->parsed()) return RunServe(serve);
   return RunDemo();
 }

@@ -42,6 +42,7 @@ class ChildProcess {
   ChildProcess& operator=(const ChildProcess&) = delete;
 
   bool started() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
   bool running();
   void Signal(int signal_number);
   // Waits up to `timeout_ms` for the exit; the exit code (128 + N when

@@ -24,6 +24,9 @@ test: build
 demo: build
 	$(TIDEMAP) demo
 
+# The benchmark suite. BENCH_ARGS passes flags to the binary (e.g.
+# BENCH_ARGS=--benchmark_filter=Hlc); the JSON results go under build/ unless
+# BENCH_OUT=FILE names another file (see scripts/run-bench.sh).
 bench: build
 	@scripts/run-bench.sh $(BUILD_DIR)
 

@@ -30,7 +30,7 @@ constexpr RatioSpec kRatios[] = {
     {"local_put_vs_raw_leveldb", "BM_ReplicaPut/relaxed", "BM_RawLevelDbPut/unbatched"},
     {"batch_put_vs_raw_leveldb", "BM_ReplicaBatchPut1000", "BM_RawLevelDbPut/batched_1000"},
     // The same against a raw writer that sorts each batch's rows by key, as
-    // the replica does its commits (not the baseline: a fairer one).
+    // the replica does its commits: the fairer anchor for a batch.
     {"batch_put_vs_raw_leveldb_in_key_order", "BM_ReplicaBatchPut1000",
      "BM_RawLevelDbPut/batched_1000_in_key_order"},
     {"sync_8_writers_vs_1", "BM_ReplicaPutSync/threads:8", "BM_ReplicaPutSync/threads:1"},
@@ -105,84 +105,6 @@ class CapturingReporter : public benchmark::ConsoleReporter {
   Values median_;
 };
 
-// The Merkle tree's share of a local put's time: its key-hash index row plus
-// its in-memory update, over the put's own time. Leaf checkpoints (a page row
-// per 64 leaves, once a second) are left out. The row's cost comes once from
-// the pairs (what a raw put with that row costs more than one without, timed
-// write by write) and once from two separate benchmarks, a raw put with the
-// row and one without, each alone on its database.
-void PrintTreeShare(const CapturingReporter& reporter) {
-  const double* put = reporter.Find("BM_ReplicaPut/relaxed");
-  const double* tree = reporter.Find("BM_MerkleUpdateKey");
-  if (put == nullptr || tree == nullptr || *put <= 0 || *tree <= 0) return;
-  const double update_s = 1 / *tree;
-  const auto share = [&](double index_s) { return (index_s + update_s) * *put; };
-  if (const double* index_ns = reporter.Find("BM_RawLevelDbIndexRowCost", "index_row_ns")) {
-    const double index_s = *index_ns * 1e-9;
-    std::printf(
-        "ratio tree_share_of_local_put = %.2f  (index row %.2f us + in-memory update %.2f us "
-        "of a %.2f us put)\n",
-        share(index_s), index_s * 1e6, update_s * 1e6, 1e6 / *put);
-  }
-  const double* plain = reporter.Find("BM_RawLevelDbPut/unbatched");
-  const double* indexed = reporter.Find("BM_RawLevelDbPut/unbatched_with_index_row");
-  if (plain != nullptr && indexed != nullptr && *plain > 0 && *indexed > 0) {
-    const double index_s = 1 / *indexed - 1 / *plain;
-    std::printf(
-        "tree share from separate benchmarks = %.2f  (index row %.2f us: raw put with it %.2f us, "
-        "without %.2f us)\n",
-        share(index_s), index_s * 1e6, 1e6 / *indexed, 1e6 / *plain);
-    // What a third row costs in other forms: the index row deferred, and
-    // rows of 9 bytes and no value; and the index entries packed in runs.
-    const double* deferred = reporter.Find("BM_RawLevelDbPut/unbatched_with_index_row_deferred");
-    const double* packed = reporter.Find("BM_RawLevelDbPut/unbatched_with_index_packed_deferred");
-    const double* tiny_random = reporter.Find("BM_RawLevelDbPut/unbatched_with_tiny_random_row");
-    const double* tiny_sequential =
-        reporter.Find("BM_RawLevelDbPut/unbatched_with_tiny_sequential_row");
-    const auto added_us = [&](double rate) { return (1 / rate - 1 / *plain) * 1e6; };
-    if (deferred != nullptr && tiny_random != nullptr && tiny_sequential != nullptr &&
-        *deferred > 0 && *tiny_random > 0 && *tiny_sequential > 0) {
-      std::printf(
-          "third row from separate benchmarks: index row %.2f us, index row deferred %.2f us, "
-          "9-byte row at random places %.2f us, 9-byte row appended %.2f us (over a raw put of "
-          "%.2f us)\n",
-          index_s * 1e6, added_us(*deferred), added_us(*tiny_random), added_us(*tiny_sequential),
-          1e6 / *plain);
-    }
-    if (packed != nullptr && *packed > 0) {  // 64: kPackedIndexEntries, bench/replica_bench.cc
-      std::printf(
-          "index entries packed into sorted runs, 64 to a row: %.2f us over a raw put (a lower "
-          "bound for an index of our own: merging its runs is not counted)\n",
-          added_us(*packed));
-    }
-    const double* merged = reporter.Find("BM_RawLevelDbPut/unbatched_with_index_packed_merged");
-    if (merged != nullptr && *merged > 0) {  // 4: kMergeFanIn
-      std::printf(
-          "index entries packed into sorted runs, merged 4 runs at a time: %.2f us over a raw put "
-          "(tree share %.2f with it)\n",
-          added_us(*merged), share(1 / *merged - 1 / *plain));
-    }
-  }
-}
-
-// The local and batch put ratios again, from BM_PutPairs: the raw and the
-// replica writes timed in alternating blocks, so that a slow spell of the
-// host falls on both sides (the medians of the pairs' counters).
-void PrintPutPairs(const CapturingReporter& reporter) {
-  constexpr std::pair<const char*, const char*> kPairs[] = {
-      {"local_put", "BM_PutPairs/unbatched"},
-      {"batch_put", "BM_PutPairs/batched_1000"},
-  };
-  for (const auto& [name, run] : kPairs) {
-    const double* ratio = reporter.Find(run, "ratio");
-    const double* raw_ns = reporter.Find(run, "raw_ns");
-    const double* replica_ns = reporter.Find(run, "replica_ns");
-    if (ratio == nullptr || raw_ns == nullptr || replica_ns == nullptr) continue;
-    std::printf("%s vs raw leveldb from pairs = %.2f  (replica %.2f us, raw %.2f us a write)\n",
-                name, *ratio, *replica_ns / 1000, *raw_ns / 1000);
-  }
-}
-
 // Where replication's CPU time went per record applied (medians of
 // BM_NetReplication's counters, see bench/net_bench.cc), against a raw
 // batched row's, and the most that replication_vs_raw_leveldb could be on
@@ -241,8 +163,6 @@ int main(int argc, char** argv) {
     std::printf("ratio %s = %.2f  (%s %.0f/s vs %s %.0f/s)\n", spec.name, *num / *den,
                 spec.numerator, *num, spec.denominator, *den);
   }
-  PrintPutPairs(reporter);
-  PrintTreeShare(reporter);
   PrintReplicationCpu(reporter);
   for (const std::string& line : tidemap::ReportLines()) std::printf("%s\n", line.c_str());
   return 0;

@@ -1,4 +1,4 @@
-// Network benchmarks (issue 4): two in-process net::Node instances on
+// Network benchmarks: two in-process net::Node instances on
 // 127.0.0.1, each over its own Replica on a real LevelDB in a fresh temp dir
 // (durability relaxed), authenticated and encrypted as in production. Writes
 // are 16-byte keys and 100-byte values, as in bench/replica_bench.cc.

@@ -15,7 +15,7 @@
 // buckets' (key_hash, version, tombstone) lists (DiffBucket).
 //
 // XOR combination is linear, so it resists accidents, not adversaries: a
-// trusted peer is assumed (the transport authenticates peers; see ARCHITECTURE.md §7).
+// trusted peer is assumed (the transport authenticates peers; see net/handshake.h).
 //
 // Format contract: ItemDigest, KeyHash, BucketOf and EncodeDigest fix bytes that
 // are persisted (leaf rows) and compared across replicas (roots, node digests).

@@ -1,4 +1,4 @@
-// The node's HTTP API (ARCHITECTURE.md section 8): keys, scans, status,
+// The node's HTTP API (the README's "HTTP API"): keys, scans, status,
 // server-sent events of changes, and Prometheus metrics, served with
 // Boost.Beast. It needs only a Replica and callbacks, so the daemon, tests
 // and tools construct it alike.

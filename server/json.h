@@ -1,5 +1,6 @@
-// The JSON shapes of ARCHITECTURE.md section 8, shared by the CLI and the
-// HTTP API so both print exactly the same documents.
+// The JSON shapes of the external contract (README: "Scan and paging",
+// "Status", "HTTP API"), shared by the CLI and the HTTP API so both print
+// exactly the same documents.
 #ifndef TIDEMAP_SERVER_JSON_H_
 #define TIDEMAP_SERVER_JSON_H_
 

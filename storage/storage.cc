@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "storage/dir_lock.h"
+#include "storage/leveldb_options_internal.h"
 
 namespace tidemap {
 
@@ -235,17 +236,7 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
                              LockDirectory(store->env_, options.path, options.create_if_missing));
   }
   TIDEMAP_RETURN_IF_ERROR(CheckCurrent(store->env_, options.path, options.create_if_missing));
-  store->cache_.reset(leveldb::NewLRUCache(options.block_cache_bytes));
-  store->filter_.reset(leveldb::NewBloomFilterPolicy(10));
-
-  leveldb::Options opts;
-  opts.create_if_missing = options.create_if_missing;
-  opts.paranoid_checks = true;
-  opts.env = store->env_;
-  opts.block_cache = store->cache_.get();
-  opts.filter_policy = store->filter_.get();
-  opts.write_buffer_size = options.write_buffer_bytes;
-  opts.info_log = nullptr;
+  const leveldb::Options opts = LevelDbOptions(options, &store->cache_, &store->filter_);
 
   leveldb::DB* db = nullptr;
   const leveldb::Status s = leveldb::DB::Open(opts, options.path, &db);

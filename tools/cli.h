@@ -1,4 +1,4 @@
-// The `tidemap` command line (ARCHITECTURE.md section 8), callable in-process
+// The `tidemap` command line (the README's "Command line"), callable in-process
 // so the demo can run the very commands it prints.
 #ifndef TIDEMAP_TOOLS_CLI_H_
 #define TIDEMAP_TOOLS_CLI_H_

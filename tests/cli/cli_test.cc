@@ -1,4 +1,4 @@
-// Proves the command-line contract of ARCHITECTURE.md section 8 end to end:
+// Proves the command-line contract (the README's "Command line") end to end:
 // init/id keys and the identity file, put/get/del round trips (binary values
 // through stdin), scan pages and their JSON, status --json, the exit codes
 // (usage 2, unreachable 3, refused 4, not found 1), --help and the demo; and

@@ -316,7 +316,7 @@ TEST_F(FaultEnvDbTest, WriteErrorsReachTheCaller) {
 }
 
 // What LevelDB 1.23 does with a damaged log, pinned because storage/ opens it
-// with paranoid_checks (ARCHITECTURE.md section 4) and must plan around it. If
+// with paranoid_checks (storage/leveldb_options_internal.h) and must plan around it. If
 // one of these fails after a LevelDB upgrade, revisit storage's recovery and
 // write-error handling rather than the expectation.
 class LevelDbLogRecoveryTest : public FaultEnvDbTest {

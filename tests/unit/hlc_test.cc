@@ -25,7 +25,7 @@ namespace tidemap {
 
 namespace {
 
-// 2026-11-22T02:15:20.123Z, the example of ARCHITECTURE.md section 8.
+// 2026-11-22T02:15:20.123Z: a fixed instant, so printed forms are known answers.
 constexpr uint64_t kStartMs = 1'795'313'720'123;
 constexpr char kPeer[] = "3f2a00000000beef";
 

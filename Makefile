@@ -5,7 +5,7 @@ BUILD_DIR := build/$(PRESET)
 TIDEMAP := $(BUILD_DIR)/tools/tidemap
 CTEST_ARGS ?=
 
-.PHONY: all deps configure build test demo bench asan-test tsan-test format check-format clean
+.PHONY: all deps configure build test demo bench asan-test tsan-test fuzz format check-format clean
 
 all: build
 
@@ -37,10 +37,33 @@ asan-test: deps
 	@cmake --build build/asan
 	ctest --test-dir build/asan --output-on-failure -j2
 
+# The unit and cluster tests under ThreadSanitizer (the cluster's daemons are
+# the TSan build too; the kill loop runs 3 kills per durability mode there).
 tsan-test: deps
 	@cmake --preset tsan >/dev/null
 	@cmake --build build/tsan
-	TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp" ctest --test-dir build/tsan --output-on-failure -j2 -L unit
+	TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp" TIDEMAP_KILL_ITERATIONS=3 \
+	  ctest --test-dir build/tsan --output-on-failure -j2 -L 'unit|cluster'
+
+# Each libFuzzer target for FUZZ_SECONDS (clang, ASan+UBSan), over its seeds in
+# tests/fuzz/corpus/NAME; new inputs go to build/fuzz/new/NAME and crashes to
+# build/fuzz/ (a crash fails the run). To grow a checked-in corpus by what a
+# run found: NAME_fuzz -merge=1 tests/fuzz/corpus/NAME build/fuzz/new/NAME.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = codec frame handshake
+fuzz: deps
+	@cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DTIDEMAP_BUILD_FUZZ=ON >/dev/null
+	@cmake --build build/fuzz --target $(addsuffix _fuzz,$(FUZZ_TARGETS))
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/new/$$t; \
+	  echo "fuzz: $${t}_fuzz for $(FUZZ_SECONDS) s"; \
+	  build/fuzz/tests/fuzz/$${t}_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+	    -artifact_prefix=build/fuzz/$${t}- -print_final_stats=1 \
+	    build/fuzz/new/$$t tests/fuzz/corpus/$$t 2>build/fuzz/$$t.log \
+	    || { tail -n 40 build/fuzz/$$t.log; exit 1; }; \
+	  grep -E "stat::number_of_executed_units|stat::new_units_added" build/fuzz/$$t.log; \
+	done
 
 FORMAT_FILES = $(shell git ls-files '*.cc' '*.h')
 

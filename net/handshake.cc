@@ -206,10 +206,18 @@ Status Handshake::Feed(std::string_view in, std::string* out, size_t* consumed) 
       *consumed += n;
       // The magic is checked as its bytes arrive (ParseHeader checks the
       // rest): bytes that cannot start a header end the handshake at once,
-      // not after the handshake timeout while holding a pending slot.
-      if (!header_parsed_ && !kHandshakeMagic.starts_with(std::string_view(in_).substr(
-                                 0, std::min(in_.size(), kHandshakeMagic.size())))) {
-        return Malformed("bad magic (not a tidemap peer?)", out);
+      // not after the handshake timeout while holding a pending slot. The
+      // input counts as consumed through the first byte that breaks the
+      // magic, however the bytes were split into calls.
+      if (!header_parsed_) {
+        const std::string_view head =
+            std::string_view(in_).substr(0, std::min(in_.size(), kHandshakeMagic.size()));
+        const size_t good = static_cast<size_t>(
+            std::mismatch(head.begin(), head.end(), kHandshakeMagic.begin()).first - head.begin());
+        if (good < head.size()) {
+          *consumed -= in_.size() - (good + 1);
+          return Malformed("bad magic (not a tidemap peer?)", out);
+        }
       }
       if (in_.size() < target) break;
     }

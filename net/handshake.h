@@ -122,7 +122,9 @@ class Handshake {
   // Appends what to send to *out and sets *consumed to the input bytes used;
   // bytes after the handshake's last message are not consumed (hand them to the
   // channel). Returns OK while the handshake goes on and once it is done; then
-  // done() is true and later calls consume nothing.
+  // done() is true and later calls consume nothing. How the bytes are split
+  // never changes the outcome, *out or the total consumed, failures included
+  // (bad magic consumes through the first byte that breaks it).
   //
   // A non-OK Status means close the connection; every later call returns it.
   // When the peer should learn why, *out ends with a refuse message (send it,

@@ -655,7 +655,9 @@ Result<kj::Array<capnp::word>> Unpack(std::string_view packed, const DecodeLimit
   }
   const size_t table_words = segments / 2 + 1;  // (1 + segments) 4-byte fields, word-padded
   kj::Array<capnp::word> table = kj::heapArray<capnp::word>(table_words);
-  table[0] = first;
+  // capnp::word is not copy-assignable under clang (its copy operations are
+  // deleted there), so words move as bytes.
+  std::memcpy(table.begin(), &first, sizeof(first));
   if (table_words > 1) unpacker.read(&table[1], (table_words - 1) * sizeof(capnp::word));
   uint64_t total = table_words;
   for (uint64_t i = 0; i < segments; ++i) total += size_at(table.begin(), 1 + i);
@@ -664,7 +666,7 @@ Result<kj::Array<capnp::word>> Unpack(std::string_view packed, const DecodeLimit
                                    " bytes, over frame_bytes_max " + Str(limits.frame_bytes_max));
   }
   kj::Array<capnp::word> words = kj::heapArray<capnp::word>(total);
-  std::copy(table.begin(), table.end(), words.begin());
+  std::memcpy(words.begin(), table.begin(), table_words * sizeof(capnp::word));
   if (total > table_words) {
     unpacker.read(words.begin() + table_words, (total - table_words) * sizeof(capnp::word));
   }

@@ -2,12 +2,15 @@
 
 #include <spdlog/spdlog.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cctype>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 
 #include "base/crypto.h"
+#include "base/private_file.h"
 #include "hlc/hlc.h"
 
 namespace tidemap {
@@ -31,14 +34,23 @@ Result<net::TrustList> LoadTrust(const DaemonConfig& config) {
 
 namespace {
 
-// The bearer token: the first line of `path`, trimmed.
+// A token is one line; the file is read up to this much.
+constexpr size_t kTokenFileBytesMax = 4096;
+
+// The bearer token: the first line of `path`, trimmed. The file must be
+// private to its owner, as an identity file must.
 Result<std::string> ReadTokenFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
-    return Status::Unavailable("token file " + path + ": " + std::strerror(errno));
-  }
-  std::string line;
-  std::getline(in, line);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::Unavailable("token file " + path + ": " + std::strerror(errno));
+  const Status mode = CheckPrivateFile(fd, "token file " + path, path);
+  std::string text(kTokenFileBytesMax, '\0');
+  const ssize_t n = mode.ok() ? ::read(fd, text.data(), text.size()) : 0;
+  const int read_errno = errno;
+  ::close(fd);
+  TIDEMAP_RETURN_IF_ERROR(mode);
+  if (n < 0) return Status::Unavailable("token file " + path + ": " + std::strerror(read_errno));
+  text.resize(static_cast<size_t>(n));
+  std::string line = text.substr(0, text.find('\n'));
   while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
   size_t start = 0;
   while (start < line.size() && std::isspace(static_cast<unsigned char>(line[start]))) ++start;

@@ -25,6 +25,7 @@
 #include <utility>
 
 #include "base/coding.h"
+#include "base/private_file.h"
 
 namespace tidemap {
 namespace {
@@ -46,12 +47,6 @@ constexpr size_t kReadBytesMax = 4096;
 constexpr std::string_view kSelfCheckMessage = "tidemap identity self-check";
 
 std::string ErrnoText(int err) { return std::generic_category().message(err); }
-
-std::string ModeText(mode_t mode) {
-  char buf[8];
-  std::snprintf(buf, sizeof(buf), "%04o", static_cast<unsigned>(mode & 07777));
-  return buf;
-}
 
 bool IsLowerHex(std::string_view s) {
   for (char c : s) {
@@ -290,21 +285,7 @@ Result<Identity> Identity::Load(const std::string& dir) {
     }
     return Status::IOError("cannot open identity file " + path + ": " + ErrnoText(err));
   }
-  struct stat st;
-  if (::fstat(fd.get(), &st) != 0) {
-    return Status::IOError("cannot stat identity file " + path + ": " + ErrnoText(errno));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    return CorruptionIn(path, "not a regular file");
-  }
-  // Checked before reading a byte: a key others could read is already compromised,
-  // one others could write may have been replaced.
-  if ((st.st_mode & 077) != 0) {
-    return Status::Refused("identity file " + path + " has mode " + ModeText(st.st_mode) +
-                           ", must be 0600 (not readable or writable by group or others); "
-                           "run `chmod 600 " +
-                           path + "` if the key has not leaked");
-  }
+  TIDEMAP_RETURN_IF_ERROR(CheckPrivateFile(fd.get(), "identity file " + path, path));
 
   std::array<char, kReadBytesMax + 1> buf;
   ScopedWipe wipe_buf(buf.data(), buf.size());

@@ -548,6 +548,18 @@ TEST_F(ClusterTest, ServeRefusesBadSettingsWithTheFileAndTheReason) {
   EXPECT_NE(r.err.find("identity.key"), std::string::npos) << r;
   std::filesystem::permissions(a.dir + "/identity.key", std::filesystem::perms::others_read,
                                std::filesystem::perm_options::remove);
+  // A token file group or others may read: refused (exit 4) naming it and its mode.
+  const std::string token_file = root_ + "/token";
+  std::ofstream(token_file) << "s3cret\n";
+  std::filesystem::permissions(token_file, std::filesystem::perms::owner_read |
+                                               std::filesystem::perms::owner_write |
+                                               std::filesystem::perms::others_read);
+  r = Tidemap({"serve", "--data", a.dir, "--listen", listen, "--http", a.http(),
+               "--http-token-file", token_file});
+  EXPECT_EQ(r.exit_code, 4) << r;
+  EXPECT_NE(r.err.find("token file " + token_file + " has mode 0604, must be 0600"),
+            std::string::npos)
+      << r;
   // A bad --trust key, an unknown config key, HTTP off loopback without a token: usage, exit 2.
   r = Tidemap({"serve", "--data", a.dir, "--listen", listen, "--trust", "abc"});
   EXPECT_EQ(r.exit_code, 2) << r;

@@ -15,6 +15,8 @@
 #include "base/mutex.h"
 #include "base/thread_name.h"
 #include "merkle/merkle.h"
+#include "replica/limits_internal.h"
+#include "replica/subscriptions_internal.h"
 #include "storage/rows.h"
 
 namespace tidemap {
@@ -221,38 +223,6 @@ Status LoadLeafRows(StoreIterator* it, MerkleTree* tree, std::vector<uint32_t>* 
   return it->status();
 }
 
-Status CheckSizes(const Limits& limits, std::string_view map, std::string_view key,
-                  std::string_view value) {
-  if (map.empty()) return Status::InvalidArgument("map name must not be empty");
-  if (key.empty()) return Status::InvalidArgument("key must not be empty");
-  if (map.size() > limits.map_name_bytes_max) {
-    return Status::Refused("map name is " + std::to_string(map.size()) + " bytes, limit " +
-                           std::to_string(limits.map_name_bytes_max));
-  }
-  if (key.size() > limits.key_bytes_max) {
-    return Status::Refused("key is " + std::to_string(key.size()) + " bytes, limit " +
-                           std::to_string(limits.key_bytes_max));
-  }
-  if (value.size() > limits.value_bytes_max) {
-    return Status::Refused("value of " + rows::DescribeKey(map, key) + " is " +
-                           std::to_string(value.size()) + " bytes, limit " +
-                           std::to_string(limits.value_bytes_max));
-  }
-  return Status::Ok();
-}
-
-Status CheckBatch(const Limits& limits, size_t ops, size_t bytes) {
-  if (ops > limits.batch_ops_max) {
-    return Status::Refused("batch has " + std::to_string(ops) + " operations, limit " +
-                           std::to_string(limits.batch_ops_max));
-  }
-  if (bytes > limits.batch_bytes_max) {
-    return Status::Refused("batch is " + std::to_string(bytes) + " bytes, limit " +
-                           std::to_string(limits.batch_bytes_max));
-  }
-  return Status::Ok();
-}
-
 }  // namespace
 
 std::string_view ChangeKindName(ChangeKind kind) {
@@ -308,20 +278,6 @@ struct Replica::Impl {
     std::atomic<bool> done{false};
     CondVar cv;  // wakes a leader asleep in AwaitLastGroup
     std::thread::id thread = std::this_thread::get_id();
-  };
-
-  // A change to announce once its group committed.
-  struct PendingEvent {
-    ChangeKind kind;
-    std::string_view map, key, value;
-    Version version;
-    uint64_t seq;
-    bool remote;
-  };
-
-  struct Subscription {
-    std::string map;
-    std::shared_ptr<Callback> callback;
   };
 
   ReplicaOptions options;
@@ -415,10 +371,7 @@ struct Replica::Impl {
   std::atomic<uint64_t> remote_applied{0};
   mutable std::atomic<uint64_t> reads{0};
 
-  Mutex subs_mu;
-  std::map<SubscriptionId, Subscription> subs TIDEMAP_GUARDED_BY(subs_mu);
-  SubscriptionId next_sub_id TIDEMAP_GUARDED_BY(subs_mu) = 1;
-  std::atomic<size_t> sub_count{0};
+  Subscriptions subscriptions;
 
   Status Commit(Writer* w);
   // Installs a filter the background build finished, and starts a build
@@ -492,7 +445,6 @@ struct Replica::Impl {
                                 std::string_view key) const;
   // The content digest of the stored record, for the equal-version tie rule.
   Result<Digest128> LoadContent(const std::string& row_key) const;
-  void Deliver(const std::vector<PendingEvent>& events);
 };
 
 Result<KeyState> Replica::Impl::LoadKeyState(uint64_t key_hash, std::string_view map,
@@ -953,7 +905,7 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
     live = live_count;
     tombstones = tomb_count;
   }
-  Deliver(events);
+  subscriptions.Deliver(events);
   ReleaseGroupBuild();
 }
 
@@ -1020,21 +972,6 @@ Status Replica::Impl::Checkpoint(bool sync) {
   TIDEMAP_RETURN_IF_ERROR(store->Write(&batch, sync));
   CheckpointDone(seq, options.clock->NowMillis());
   return Status::Ok();
-}
-
-void Replica::Impl::Deliver(const std::vector<PendingEvent>& events) {
-  if (sub_count.load(std::memory_order_acquire) == 0) return;
-  std::vector<Subscription> current;
-  {
-    MutexLock l(&subs_mu);
-    for (const auto& [id, sub] : subs) current.push_back(sub);
-  }
-  for (const PendingEvent& e : events) {
-    const ChangeEvent event{e.kind, e.map, e.key, e.value, e.version, e.seq, e.remote};
-    for (const Subscription& sub : current) {
-      if (sub.map.empty() || sub.map == e.map) (*sub.callback)(event);
-    }
-  }
 }
 
 Replica::Replica(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -1387,19 +1324,10 @@ Status Replica::ForEachKeyMeta(const std::function<bool(const KeyMeta&)>& fn) co
 }
 
 Replica::SubscriptionId Replica::Subscribe(std::string_view map, Callback callback) {
-  MutexLock l(&impl_->subs_mu);
-  const SubscriptionId id = impl_->next_sub_id++;
-  impl_->subs[id] =
-      Impl::Subscription{std::string(map), std::make_shared<Callback>(std::move(callback))};
-  impl_->sub_count.store(impl_->subs.size(), std::memory_order_release);
-  return id;
+  return impl_->subscriptions.Add(map, std::move(callback));
 }
 
-void Replica::Unsubscribe(SubscriptionId id) {
-  MutexLock l(&impl_->subs_mu);
-  impl_->subs.erase(id);
-  impl_->sub_count.store(impl_->subs.size(), std::memory_order_release);
-}
+void Replica::Unsubscribe(SubscriptionId id) { impl_->subscriptions.Remove(id); }
 
 Result<std::optional<RemoteRecord>> Replica::ReadRecord(std::string_view map,
                                                         std::string_view key) const {

@@ -15,6 +15,7 @@
 #include "base/mutex.h"
 #include "base/thread_name.h"
 #include "merkle/merkle.h"
+#include "replica/key_filter_internal.h"
 #include "replica/limits_internal.h"
 #include "replica/subscriptions_internal.h"
 #include "storage/rows.h"
@@ -30,10 +31,6 @@ constexpr size_t kPurgeBatchMax = 10'000;
 constexpr size_t kGroupBuildKeptBytes = size_t{1} << 20;
 // The group-commit wait tracks at most this many threads of the last group.
 constexpr size_t kGroupThreadsTracked = 64;
-// The key filter's scan starts once a process has written this many ops,
-// and at least one per kKeyFilterStoredKeysPerWrite keys stored.
-constexpr uint64_t kKeyFilterWritesMin = 64;
-constexpr uint64_t kKeyFilterStoredKeysPerWrite = 64;
 // How far ahead of the op it processes a commit hashes keys and prefetches
 // their key filter blocks (see AppendWriter).
 constexpr size_t kHashesAhead = 8;
@@ -54,74 +51,6 @@ Digest128 ContentDigest(bool tombstone, std::string_view value) {
 bool DigestLess(const Digest128& a, const Digest128& b) {
   return a.hi != b.hi ? a.hi < b.hi : a.lo < b.lo;
 }
-
-// A Bloom filter over the key hashes of every stored key, so a write to a key
-// that certainly does not exist skips the read-before-write. It never says
-// "absent" for a stored key (no false negatives); a false positive just costs
-// the read. Blocked: every probe of a key falls in one 64-byte block (chosen
-// by the hash's top bits), so a lookup or an insert touches one cache line,
-// not seven scattered over megabytes. 10 bits and 7 probes per key: about 1%
-// false positives at capacity.
-class KeyFilter {
- public:
-  static constexpr uint64_t kBitsPerKey = 10;
-  static constexpr int kProbes = 7;
-  static constexpr uint64_t kBlockBits = 512;
-
-  void Reset(uint64_t capacity_keys) {
-    uint64_t blocks = 1;
-    int block_shift = 64;  // 64 - log2(blocks)
-    while (blocks * kBlockBits < capacity_keys * kBitsPerKey) blocks <<= 1, --block_shift;
-    blocks_.assign(blocks, Block{});
-    block_shift_ = block_shift;
-    capacity_ = capacity_keys;
-    added_ = 0;
-  }
-  bool ready() const { return !blocks_.empty(); }
-  bool full() const { return added_ > capacity_; }
-  uint64_t capacity() const { return capacity_; }
-
-  void Add(uint64_t key_hash) {
-    ++added_;
-    uint64_t* words = BlockOf(key_hash).words;
-    uint64_t h = key_hash;
-    const uint64_t delta = (key_hash >> 21) | 1;  // double hashing within the block
-    for (int i = 0; i < kProbes; ++i, h += delta) words[(h & 511) >> 6] |= Bit(h);
-  }
-  bool MayContain(uint64_t key_hash) const {
-    const uint64_t* words = BlockOf(key_hash).words;
-    uint64_t h = key_hash;
-    const uint64_t delta = (key_hash >> 21) | 1;
-    for (int i = 0; i < kProbes; ++i, h += delta) {
-      if ((words[(h & 511) >> 6] & Bit(h)) == 0) return false;
-    }
-    return true;
-  }
-  // Starts loading the key's block into the cache, for a MayContain soon
-  // after: a batch's lookups then overlap their memory latency.
-  void Prefetch(uint64_t key_hash) const {
-    if (ready()) __builtin_prefetch(BlockOf(key_hash).words);
-  }
-
- private:
-  // One cache line (the vector allocates them aligned).
-  struct alignas(64) Block {
-    uint64_t words[kBlockBits / 64] = {};
-  };
-  static_assert(sizeof(Block) == 64);
-
-  static uint64_t Bit(uint64_t h) { return uint64_t{1} << (h & 63); }
-  // The index of the key's block, picked by the top bits.
-  size_t BlockIndex(uint64_t key_hash) const {
-    return block_shift_ == 64 ? 0 : static_cast<size_t>(key_hash >> block_shift_);
-  }
-  Block& BlockOf(uint64_t key_hash) { return blocks_[BlockIndex(key_hash)]; }
-  const Block& BlockOf(uint64_t key_hash) const { return blocks_[BlockIndex(key_hash)]; }
-  std::vector<Block> blocks_;
-  int block_shift_ = 64;
-  uint64_t capacity_ = 0;
-  uint64_t added_ = 0;
-};
 
 // What the pipeline knows about a key while it processes a group.
 struct KeyState {
@@ -337,21 +266,8 @@ struct Replica::Impl {
   uint64_t incarnation = 0;  // fixed at open
   // Only the leader (or whoever holds commit_mu) touches these.
   uint64_t reserved_bound_ms = 0;
-  KeyFilter key_filter;
+  KeyFilterKeeper key_filter;      // declared after `store`: stops its builder first
   uint64_t writes_since_open = 0;  // ops (local or remote) processed, not writers
-  // The key filter is (re)built by a background thread from an iterator
-  // taken by the leader, so no write waits for a scan of every key (seconds
-  // for millions). Meanwhile the current filter, if any, goes on serving,
-  // and the leader notes the key hashes it adds in `filter_pending`, for the
-  // new filter is blind to keys written after its iterator was taken.
-  bool filter_building = false;
-  bool filter_failed = false;  // a build failed: writes read first from now on
-  std::vector<uint64_t> filter_pending;
-  std::thread filter_thread;
-  std::atomic<bool> filter_cancel{false};
-  Mutex filter_mu;
-  std::optional<KeyFilter> filter_built TIDEMAP_GUARDED_BY(filter_mu);
-  bool filter_done TIDEMAP_GUARDED_BY(filter_mu) = false;
   // Live records and tombstones per Merkle bucket (what leaf rows persist).
   std::vector<uint32_t> bucket_live, bucket_tombs;
   // Merkle pages (see rows::kLeavesPerPage) with a leaf changed since the
@@ -374,18 +290,6 @@ struct Replica::Impl {
   Subscriptions subscriptions;
 
   Status Commit(Writer* w);
-  // Installs a filter the background build finished, and starts a build
-  // when there is none or the current one is full (sized for twice the
-  // stored keys). Called by the leader at the start of each group.
-  void MaintainKeyFilter(uint64_t stored_keys);
-  // Adds a key about to be stored to the filter (and to the pending build).
-  void AddToKeyFilter(uint64_t key_hash) {
-    if (key_filter.ready()) key_filter.Add(key_hash);
-    if (filter_building) filter_pending.push_back(key_hash);
-  }
-  // Waits for a running build to stop (and drops its result).
-  void StopKeyFilterBuild();
-  ~Impl() { StopKeyFilterBuild(); }  // before the store goes
   void ProcessGroup(const std::vector<Writer*>& group);
   // A key within one group: views into the writers' ops (alive while the
   // group is processed), with its KeyHash.
@@ -579,72 +483,6 @@ void Replica::Impl::AwaitLastGroup(Writer* w) {
   leader_waiting = false;
 }
 
-void Replica::Impl::MaintainKeyFilter(uint64_t stored_keys) {
-  if (filter_building) {
-    std::optional<KeyFilter> built;
-    {
-      MutexLock l(&filter_mu);
-      if (!filter_done) return;  // still scanning
-      built = std::move(filter_built);
-      filter_built.reset();
-      filter_done = false;
-    }
-    filter_thread.join();
-    filter_building = false;
-    if (built.has_value()) {
-      for (uint64_t key_hash : filter_pending) built->Add(key_hash);
-      key_filter = std::move(*built);
-    } else {
-      filter_failed = true;  // the scan failed: keep reading before writing
-      key_filter = KeyFilter();
-    }
-    filter_pending.clear();
-    filter_pending.shrink_to_fit();
-  }
-  // Built only once this process has written a little, so a one-shot CLI
-  // command never pays for the scan, and in proportion to what is stored: the
-  // scan reads the whole key-hash index, which a node that reopens and merges
-  // a few hundred records from a peer (a short diff) would pay for while the
-  // diff's own reads wait for a core.
-  const uint64_t writes_first =
-      std::max<uint64_t>(kKeyFilterWritesMin, stored_keys / kKeyFilterStoredKeysPerWrite);
-  if (filter_failed || writes_since_open < writes_first ||
-      (key_filter.ready() && !key_filter.full())) {
-    return;
-  }
-  // The iterator is taken here, between commits: it sees exactly the keys
-  // committed so far, and every later one goes through AddToKeyFilter.
-  std::shared_ptr<StoreIterator> it = store->NewIterator();
-  const uint64_t capacity = std::max<uint64_t>(uint64_t{1} << 20, 2 * stored_keys);
-  filter_building = true;
-  filter_thread = std::thread([this, it, capacity] {
-    NameThisThread("tidemap-filter");
-    KeyFilter filter;
-    filter.Reset(capacity);
-    bool ok = true;
-    uint64_t rows = 0;
-    for (it->Seek(std::string(1, rows::kHashIndexPrefix)); it->Valid(); it->Next()) {
-      const std::string_view k = it->key();
-      if (k.empty() || k[0] != rows::kHashIndexPrefix) break;
-      if (k.size() < 9 || (++rows % 4096 == 0 && filter_cancel.load(std::memory_order_relaxed))) {
-        ok = false;  // a malformed row, or the replica is closing
-        break;
-      }
-      filter.Add(DecodeFixed64BE(k.data() + 1));
-    }
-    ok = ok && it->status().ok();
-    MutexLock l(&filter_mu);
-    if (ok) filter_built = std::move(filter);
-    filter_done = true;
-  });
-}
-
-void Replica::Impl::StopKeyFilterBuild() {
-  if (!filter_thread.joinable()) return;
-  filter_cancel = true;
-  filter_thread.join();
-}
-
 Status Replica::Impl::AppendWriter(Writer* w, const Version& watermark, bool track_keys,
                                    GroupBuild* g) {
   std::vector<Version> versions;
@@ -689,7 +527,7 @@ Status Replica::Impl::AppendWriter(Writer* w, const Version& watermark, bool tra
     auto o = track_keys ? g->keys.find(group_key) : g->keys.end();
     if (o != g->keys.end()) {
       old = o->second;
-    } else if (key_filter.ready() && !key_filter.MayContain(key_hash)) {
+    } else if (!key_filter.MayContain(key_hash)) {
       // Certainly not stored: no read needed.
     } else {
       TIDEMAP_ASSIGN_OR_RETURN(old, LoadKeyState(key_hash, map, key));
@@ -770,7 +608,7 @@ Status Replica::Impl::AppendWriter(Writer* w, const Version& watermark, bool tra
     rows::EncodeHashIndexValueInto(&value_scratch, meta);
     g->batch.Put(row_key_scratch, value_scratch);
     // Added before the commit: if it fails, a false positive is harmless.
-    if (!old.exists) AddToKeyFilter(key_hash);
+    if (!old.exists) key_filter.Add(key_hash);
 
     ChangeKind kind = ChangeKind::kDelete;
     if (!tombstone) {
@@ -802,7 +640,7 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
   size_t ops = 0;
   for (const Writer* w : group) ops += w->remote ? w->remote_records.size() : w->local->size();
   writes_since_open += ops;
-  MaintainKeyFilter(live_count + tomb_count);
+  key_filter.Maintain(*store, live_count + tomb_count, writes_since_open);
 
   // Every writer's ops go straight into one batch. A writer's ops are
   // all-or-nothing: when one fails (a read error), that writer gets the

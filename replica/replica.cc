@@ -17,6 +17,7 @@
 #include "merkle/merkle.h"
 #include "replica/key_filter_internal.h"
 #include "replica/limits_internal.h"
+#include "replica/merge_internal.h"
 #include "replica/subscriptions_internal.h"
 #include "storage/rows.h"
 
@@ -41,24 +42,6 @@ constexpr size_t kReplayEntriesPerRead = 4096;
 // Batch::SortByKey); smaller ones, a single put's three rows for one, are
 // left in the order they were built.
 constexpr size_t kSortOpsMin = 16;
-
-// The deterministic tie rule for equal (hlc, origin) with different bytes,
-// which honest peers never produce: the greater digest of (tombstone, value) wins.
-Digest128 ContentDigest(bool tombstone, std::string_view value) {
-  return Hash128(value, tombstone ? 1 : 0);
-}
-
-bool DigestLess(const Digest128& a, const Digest128& b) {
-  return a.hi != b.hi ? a.hi < b.hi : a.lo < b.lo;
-}
-
-// What the pipeline knows about a key while it processes a group.
-struct KeyState {
-  bool exists = false;
-  rows::RecordMeta meta;
-  // Digest of (tombstone, value); loaded only when a tie needs it.
-  std::optional<Digest128> content;
-};
 
 // One op's (or a group's) change to one Merkle leaf and its counts.
 struct LeafDelta {
@@ -550,36 +533,34 @@ Status Replica::Impl::AppendWriter(Writer* w, const Version& watermark, bool tra
                                       ? BucketWatermark(BucketOf(key_hash, tree_shape))
                                       : Version{};
     bool redelete = false;
-    if (w->remote && !old.exists && version <= key_watermark) {
-      if (tombstone) {
-        ++apply.below_watermark_tombstones;
-        continue;
-      }
-      if (apply.stale++ == 0) {
-        apply.first_stale = rows::DescribeKey(map, key) + " at " + version.ToString();
-        apply.first_stale_watermark = key_watermark;
-      }
-      if (w->stale == StaleRecords::kDrop) continue;
-      redelete = true;
-      version = key_watermark;
-      tombstone = true;
-      value = std::string_view();
-    }
     rows::RecordKeyInto(&row_key_scratch, map, key);
-    const Digest128 content = ContentDigest(tombstone, value);
-    if (w->remote && old.exists) {
-      bool wins = version > old.meta.version;
-      if (version == old.meta.version) {
-        if (!old.content.has_value()) {
-          TIDEMAP_ASSIGN_OR_RETURN(old.content, LoadContent(row_key_scratch));
-        }
-        wins = DigestLess(*old.content, content);
+    if (w->remote) {
+      IncomingVersion incoming{version, tombstone, ContentDigest(tombstone, value)};
+      if (NeedsHeldContent(old, version) && !old.content.has_value()) {
+        TIDEMAP_ASSIGN_OR_RETURN(old.content, LoadContent(row_key_scratch));
       }
-      if (!wins) {
+      const MergeDecision decision = DecideMerge(old, incoming, key_watermark, w->stale);
+      if (decision == MergeDecision::kIgnore) {
         ++apply.ignored;
         continue;
       }
+      if (decision == MergeDecision::kDropTombstone) {
+        ++apply.below_watermark_tombstones;
+        continue;
+      }
+      if (decision == MergeDecision::kRedelete || decision == MergeDecision::kDropStale) {
+        if (apply.stale++ == 0) {
+          apply.first_stale = rows::DescribeKey(map, key) + " at " + version.ToString();
+          apply.first_stale_watermark = key_watermark;
+        }
+        if (decision == MergeDecision::kDropStale) continue;
+        redelete = true;
+        version = key_watermark;
+        tombstone = true;
+        value = std::string_view();
+      }
     }
+    const Digest128 content = ContentDigest(tombstone, value);
 
     const rows::RecordMeta meta{version, tombstone};
     rows::EncodeRecordInto(&value_scratch, row_key_scratch, meta, std::nullopt, value);

@@ -3,6 +3,8 @@
 #include <utility>
 #include <vector>
 
+#include "replica/impl_internal.h"
+
 namespace tidemap {
 
 Replica::SubscriptionId Subscriptions::Add(std::string_view map, Replica::Callback callback) {
@@ -34,5 +36,11 @@ void Subscriptions::Deliver(std::span<const PendingEvent> events) {
     }
   }
 }
+
+Replica::SubscriptionId Replica::Subscribe(std::string_view map, Callback callback) {
+  return impl_->subscriptions.Add(map, std::move(callback));
+}
+
+void Replica::Unsubscribe(SubscriptionId id) { impl_->subscriptions.Remove(id); }
 
 }  // namespace tidemap

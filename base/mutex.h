@@ -20,6 +20,8 @@
 #define TIDEMAP_EXCLUDES(...) TIDEMAP_THREAD_ANNOTATION_(locks_excluded(__VA_ARGS__))
 #define TIDEMAP_ACQUIRE(...) TIDEMAP_THREAD_ANNOTATION_(acquire_capability(__VA_ARGS__))
 #define TIDEMAP_RELEASE(...) TIDEMAP_THREAD_ANNOTATION_(release_capability(__VA_ARGS__))
+// For the rare function whose locking the analysis cannot follow; say why where used.
+#define TIDEMAP_NO_THREAD_SAFETY_ANALYSIS TIDEMAP_THREAD_ANNOTATION_(no_thread_safety_analysis)
 
 namespace tidemap {
 

@@ -94,7 +94,7 @@ struct ReplicaOptions {
   // bucket scan per entry since the checkpoint (about a second at the bound).
   uint64_t checkpoint_interval_ms = 1000;
   uint64_t checkpoint_rows_max = 100'000;
-  // Tombstone GC (PurgeTombstones, design in replica.cc): a tombstone goes
+  // Tombstone GC (PurgeTombstones, design in docs/tombstone-gc.md): a tombstone goes
   // once it is older than this horizon H (its hlc's physical time against
   // `clock`) and every known peer acknowledged it. 0: never purge. H must
   // exceed the longest time a write may take to reach every replica, clock

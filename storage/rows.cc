@@ -127,6 +127,14 @@ bool ParseRecordKey(std::string_view row_key, std::string_view* map, std::string
   return true;
 }
 
+Result<RecordKeyParts> SplitRecordKey(std::string_view row_key) {
+  RecordKeyParts parts;
+  if (!ParseRecordKey(row_key, &parts.map, &parts.key)) {
+    return Status::Corruption("malformed record key " + Printable(row_key));
+  }
+  return parts;
+}
+
 std::string EncodeRecord(std::string_view row_key, const RecordValue& record) {
   std::string out;
   EncodeRecordInto(&out, row_key, RecordMeta{record.version, record.tombstone}, record.expiry_ms,

@@ -48,6 +48,14 @@ void RecordKeyInto(std::string* out, std::string_view map, std::string_view key)
 std::string RecordMapPrefix(std::string_view map, std::string_view key_prefix = {});
 // Splits a record row key; false when it is not one.
 bool ParseRecordKey(std::string_view row_key, std::string_view* map, std::string_view* key);
+// A record row key's map and key (views into the row key).
+struct RecordKeyParts {
+  std::string_view map;
+  std::string_view key;
+};
+// Splits a record row key read from the store; Corruption ("malformed record
+// key ...", with the bytes) when it is not one.
+Result<RecordKeyParts> SplitRecordKey(std::string_view row_key);
 
 // What the replica stores about one key. `value` is empty for tombstones.
 struct RecordValue {

@@ -202,7 +202,7 @@ struct Accepted {
 };
 
 // The replicas' tie rule for equal versions with different bytes (see
-// replica.cc): the greater digest of (tombstone, value) wins.
+// DecideMerge, replica/merge.cc): the greater digest of (tombstone, value) wins.
 bool Beats(const Accepted& a, const Accepted& b) {
   if (a.version != b.version) return a.version > b.version;
   const Digest128 da = Hash128(a.tombstone ? std::string_view() : a.value, a.tombstone ? 1 : 0);

@@ -5,6 +5,9 @@
 // The batches are random puts and deletes whose keys repeat, share long
 // prefixes, differ only past the eighth byte after their shared prefix, are
 // prefixes of one another, or are empty. The seed is printed on failure.
+// Also proves PrefixIterator: a scan sees exactly the rows of its prefix, from
+// any start (before, inside or past the prefix, and strictly after a row),
+// with an iterator of its own or a borrowed one; and rows::SplitRecordKey.
 #include <gtest/gtest.h>
 #include <leveldb/env.h>
 #include <leveldb/helpers/memenv.h>
@@ -17,6 +20,8 @@
 #include <string>
 #include <vector>
 
+#include "storage/prefix_iterator.h"
+#include "storage/rows.h"
 #include "storage/storage.h"
 
 namespace tidemap {
@@ -203,6 +208,63 @@ TEST(BatchTest, SortByKeyIsReusableAndKeepsEmptyBatchesEmpty) {
   EXPECT_TRUE(b.empty());
   const std::map<std::string, std::string> want = {{"a", "2"}, {"m", "1"}};
   EXPECT_EQ(f.Contents(), want);
+}
+
+// The keys a scan visits, space-separated.
+std::string Keys(PrefixIterator* rows) {
+  std::string out;
+  for (; rows->Valid(); rows->Next()) out += (out.empty() ? "" : " ") + std::string(rows->key());
+  EXPECT_TRUE(rows->status().ok());
+  return out;
+}
+
+TEST(PrefixIteratorTest, ScansExactlyItsPrefixFromAnyStart) {
+  StoreFixture f("/prefix");
+  Batch b;
+  for (const char* k : {"a9", "b", "b1", "b2", "b3", "ba", "c", "c1"}) b.Put(k, "v");
+  ASSERT_TRUE(f.store()->Write(&b, /*sync=*/false).ok());
+
+  PrefixIterator rows(*f.store(), "b");
+  rows.SeekToFirst();
+  EXPECT_EQ(Keys(&rows), "b b1 b2 b3 ba");
+  rows.Seek("b2");
+  EXPECT_EQ(Keys(&rows), "b2 b3 ba");
+  rows.Seek("a");  // before the prefix: from its first row
+  EXPECT_EQ(Keys(&rows), "b b1 b2 b3 ba");
+  rows.Seek("bb");  // past the prefix's rows
+  EXPECT_EQ(Keys(&rows), "");
+  rows.Seek("c");  // past the prefix itself
+  EXPECT_EQ(Keys(&rows), "");
+  rows.SeekAfter("b2");
+  EXPECT_EQ(Keys(&rows), "b3 ba");
+  rows.SeekAfter("b25");  // not a row: strictly after it
+  EXPECT_EQ(Keys(&rows), "b3 ba");
+  rows.SeekAfter("a");
+  EXPECT_EQ(Keys(&rows), "b b1 b2 b3 ba");
+
+  // A borrowed iterator serves consecutive scans of different prefixes.
+  auto it = f.store()->NewIterator();
+  PrefixIterator c(it.get(), "c");
+  c.SeekToFirst();
+  EXPECT_EQ(Keys(&c), "c c1");
+  PrefixIterator everything(it.get(), "");
+  everything.SeekToFirst();
+  EXPECT_EQ(Keys(&everything), "a9 b b1 b2 b3 ba c c1");
+  PrefixIterator none(it.get(), "d");
+  none.SeekToFirst();
+  EXPECT_EQ(Keys(&none), "");
+}
+
+TEST(RowsTest, SplitRecordKeyParsesRecordKeysAndRefusesOthers) {
+  const std::string row_key = rows::RecordKey("orders", "k1");
+  auto parts = rows::SplitRecordKey(row_key);
+  ASSERT_TRUE(parts.ok()) << parts.status().ToString();
+  EXPECT_EQ(parts->map, "orders");
+  EXPECT_EQ(parts->key, "k1");
+  auto bad = rows::SplitRecordKey("x-not-a-record");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_TRUE(bad.status().IsCorruption());
+  EXPECT_EQ(bad.status().message().rfind("malformed record key ", 0), 0u) << bad.status().message();
 }
 
 }  // namespace

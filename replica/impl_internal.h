@@ -1,0 +1,175 @@
+// Replica::Impl: the parts of one replica and who may touch what.
+//
+// The parts live in their own files, each with its contract:
+//   commit_queue_internal.h   writers, group leadership, the waits
+//   group_commit.cc           a leader builds and commits its group (ProcessGroup)
+//   merge_internal.h          the LWW rule for remote records (and ApplyRemote)
+//   tree_state_internal.h     Merkle tree, bucket counts, checkpoints, replay
+//   tombstone_gc_internal.h   GC watermarks (and PurgeTombstones)
+//   key_filter_internal.h     the Bloom filter of stored keys and its builder
+//   readers_internal.h        scans shared by the readers (reads.cc)
+//   subscriptions_internal.h  change events
+//   limits_internal.h         size checks before anything is queued
+//   scrub.cc                  Scrub: the stored state against a rebuild
+//   open.cc                   Replica::Open's steps and the clean close
+//   replica.cc                local writes, stats, accessors
+//
+// Locking, outermost first: commit_mu (the group being committed; also taken
+// by Scrub, PruneOplog, PurgeTombstones and the close) before the parts'
+// own mutexes (TreeState, GcState, state_mu, Subscriptions), which are
+// leaves: none is held while taking another. The CommitQueue's mutex is
+// never held with any other.
+#ifndef TIDEMAP_REPLICA_IMPL_INTERNAL_H_
+#define TIDEMAP_REPLICA_IMPL_INTERNAL_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "base/mutex.h"
+#include "merkle/merkle.h"
+#include "replica/commit_queue_internal.h"
+#include "replica/key_filter_internal.h"
+#include "replica/merge_internal.h"
+#include "replica/replica.h"
+#include "replica/subscriptions_internal.h"
+#include "replica/tombstone_gc_internal.h"
+#include "replica/tree_state_internal.h"
+#include "storage/storage.h"
+
+namespace tidemap {
+
+// A key within one group: views into the writers' ops (alive while the group
+// is processed), with its KeyHash.
+struct GroupKey {
+  std::string_view map, key;
+  uint64_t hash = 0;
+  bool operator==(const GroupKey& o) const {
+    return hash == o.hash && map == o.map && key == o.key;
+  }
+};
+struct GroupKeyHash {
+  size_t operator()(const GroupKey& k) const { return static_cast<size_t>(k.hash); }
+};
+
+// What a group commits, built op by op.
+struct GroupBuild {
+  Batch batch;
+  // Keys changed earlier in the group, latest state (kept only when the
+  // group has more than one op: a batch may touch a key twice).
+  std::unordered_map<GroupKey, KeyState, GroupKeyHash> keys;
+  std::vector<PendingEvent> events;
+  std::vector<LeafDelta> leaf_deltas;  // per op: its Merkle bucket's change
+  // One per op that won, in seq order: consecutive seqs, packed into oplog
+  // rows once the group is built.
+  std::vector<OplogEntryRef> oplog_entries;  // views into the writers' ops
+  uint64_t seq = 0, live = 0, tombs = 0;
+};
+
+// Counts of the committed state, as of the last group.
+struct CommittedCounts {
+  uint64_t seq = 0, live = 0, tombs = 0;
+};
+
+struct Replica::Impl {
+  explicit Impl(ReplicaOptions opts);
+  ~Impl();
+
+  // Fixed once Open returns.
+  ReplicaOptions options;
+  const TreeShape tree_shape;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Oplog> oplog;
+  std::unique_ptr<Hlc> hlc;
+  uint64_t incarnation = 0;
+  uint64_t recovered_rows = 0;  // what Open replayed from the oplog tail
+  uint64_t recovered_buckets = 0;
+
+  CommitQueue queue;
+  // Held by the pipeline leader while it processes and commits a group, and
+  // by whatever needs a moment when no commit is half done.
+  Mutex commit_mu;
+  uint64_t reserved_bound_ms TIDEMAP_GUARDED_BY(commit_mu) = 0;  // the persisted HLC bound
+  uint64_t writes_since_open TIDEMAP_GUARDED_BY(commit_mu) = 0;  // ops, not writers
+  // Declared after `store`, so it stops its builder before the store goes.
+  KeyFilterKeeper key_filter TIDEMAP_GUARDED_BY(commit_mu);
+  // Reused by every group: encoding buffers, the group being built, and the
+  // writers left in it.
+  std::string row_key_scratch TIDEMAP_GUARDED_BY(commit_mu);
+  std::string value_scratch TIDEMAP_GUARDED_BY(commit_mu);
+  GroupBuild group_build TIDEMAP_GUARDED_BY(commit_mu);
+  std::vector<Writer*> group_left TIDEMAP_GUARDED_BY(commit_mu);
+
+  TreeState tree;
+  GcState gc;
+  // Written only by a leader after its commit (or a purge), read by Stats().
+  mutable Mutex state_mu;
+  uint64_t last_seq TIDEMAP_GUARDED_BY(state_mu) = 0;
+  uint64_t live TIDEMAP_GUARDED_BY(state_mu) = 0;
+  uint64_t tombstones TIDEMAP_GUARDED_BY(state_mu) = 0;
+  Subscriptions subscriptions;
+
+  // Counters for Stats() (metrics only: relaxed, no ordering with anything).
+  std::atomic<uint64_t> local_writes{0};
+  std::atomic<uint64_t> remote_applied{0};
+  mutable std::atomic<uint64_t> reads{0};
+  std::atomic<uint64_t> below_watermark_tombstones{0};
+  std::atomic<uint64_t> stale_dropped{0};
+
+  uint64_t LastSeq() const TIDEMAP_EXCLUDES(state_mu);
+  CommittedCounts Counts() const TIDEMAP_EXCLUDES(state_mu);
+
+  // ---- the write path (group_commit.cc) ----
+  // Queues `w` and returns its status once its group committed.
+  Status Commit(Writer* w) TIDEMAP_EXCLUDES(commit_mu);
+  void ProcessGroup(const std::vector<Writer*>& group) TIDEMAP_REQUIRES(commit_mu);
+  // Builds group_build from the writers of `group` that do not fail (left in
+  // group_left); those that do get their error.
+  void BuildGroup(const std::vector<Writer*>& group, const CommittedCounts& start,
+                  const Version& watermark, bool track_keys) TIDEMAP_REQUIRES(commit_mu);
+  // Appends the ops of `w` that win to `g`, and sets w's versions and apply
+  // result. On error `g` holds part of w's ops and must be built again.
+  Status AppendWriter(Writer* w, const Version& watermark, bool track_keys, GroupBuild* g)
+      TIDEMAP_REQUIRES(commit_mu);
+  // The merge of one remote op with the held state `*old`: false when it is
+  // not stored; a restored delete rewrites `*op` and sets `*redelete`.
+  Result<bool> MergeRemoteOp(const Writer& w, uint64_t key_hash, const Version& watermark,
+                             KeyState* old, WriterOp* op, bool* redelete, ApplyResult* apply)
+      TIDEMAP_REQUIRES(commit_mu);
+  // Appends the rows of one winning op to `g`; returns its seq.
+  uint64_t AppendChange(const WriterOp& op, uint64_t key_hash, const KeyState& old, uint64_t via,
+                        bool remote, GroupBuild* g) TIDEMAP_REQUIRES(commit_mu);
+  // Puts the HLC bound ahead of the group's timestamps into `batch` when they
+  // crossed it; true then (such a commit is synced). `*new_bound` is the bound after.
+  bool ReserveHlcBound(Batch* batch, uint64_t* new_bound) TIDEMAP_REQUIRES(commit_mu);
+  // Commits the group's batch; feeds a synced commit's duration to the queue.
+  Status WriteGroup(Batch* batch, size_t ops, bool sync) TIDEMAP_REQUIRES(commit_mu);
+  // After a group: drops what must not outlive it, and the buffers of a large one.
+  void ReleaseGroupBuild() TIDEMAP_REQUIRES(commit_mu);
+  // The stored state of a key, from its 17-byte key-hash index row (so an
+  // overwrite never reads the old value).
+  Result<KeyState> LoadKeyState(uint64_t key_hash, std::string_view map,
+                                std::string_view key) const;
+  // The content digest of the stored record, for the equal-version tie rule.
+  Result<Digest128> LoadContent(const std::string& row_key) const;
+
+  // ---- tombstone GC (tombstone_gc.cc) ----
+  class TombstonePurge;  // one PurgeTombstones call's batches
+
+  // ---- open and close (open.cc) ----
+  Status OpenStore();
+  Status LoadOrCreateMeta();
+  Result<uint64_t> LoadHlcBound();
+  Status LoadTree(uint64_t checkpoint_seq);
+  // Writes what a clean close leaves: the HLC bound shrunk to what was issued
+  // and a final checkpoint. Best effort.
+  void Close() TIDEMAP_REQUIRES(commit_mu);
+};
+
+}  // namespace tidemap
+
+#endif  // TIDEMAP_REPLICA_IMPL_INTERNAL_H_

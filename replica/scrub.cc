@@ -1,0 +1,78 @@
+// Scrub: the stored Merkle tree, the in-memory tree and counts, the key-hash
+// index and the tombstone queue, each compared with what the records say.
+#include <string>
+
+#include "replica/impl_internal.h"
+#include "replica/readers_internal.h"
+#include "storage/prefix_iterator.h"
+#include "storage/rows.h"
+
+namespace tidemap {
+
+namespace {
+
+// Whether the key-hash index row and (for a tombstone) the queue row of the
+// record `m` agree with it: adds one mismatch per disagreement. A read error
+// other than NotFound is returned.
+Status CheckIndexRows(const Store& store, const KeyMeta& m, uint64_t key_hash,
+                      uint64_t* mismatches) {
+  auto row = store.Get(rows::HashIndexKey(key_hash, m.map, m.key));
+  if (!row.ok() && !row.status().IsNotFound()) return row.status();
+  auto meta = row.ok() ? rows::DecodeHashIndexValue(*row) : Result<rows::RecordMeta>(row.status());
+  if (!meta.ok() || meta->version != m.version || meta->tombstone != m.tombstone) ++*mismatches;
+  if (!m.tombstone) return Status::Ok();
+  auto queued = store.Get(rows::GcQueueKey(m.version, m.map, m.key));
+  if (!queued.ok() && !queued.status().IsNotFound()) return queued.status();
+  if (!queued.ok() || !rows::DecodeU64(*queued, "tombstone queue seq").ok()) ++*mismatches;
+  return Status::Ok();
+}
+
+// Rows of the key-hash index (Corruption for a malformed one).
+Result<uint64_t> CountIndexRows(const Store& store) {
+  uint64_t n = 0;
+  auto it = store.NewIterator();
+  TIDEMAP_RETURN_IF_ERROR(ForEachIndexRow(
+      it.get(), 0, UINT64_MAX,
+      [&](uint64_t, std::string_view, std::string_view, const rows::RecordMeta&) { ++n; }));
+  return n;
+}
+
+// Rows of the tombstone queue.
+Result<uint64_t> CountQueueRows(const Store& store) {
+  uint64_t n = 0;
+  PrefixIterator queue(store, std::string(1, rows::kGcPrefix));
+  for (queue.SeekToFirst(); queue.Valid(); queue.Next()) ++n;
+  TIDEMAP_RETURN_IF_ERROR(queue.status());
+  return n;
+}
+
+}  // namespace
+
+Result<ScrubReport> Replica::Scrub() {
+  Impl& im = *impl_;
+  MutexLock commit(&im.commit_mu);  // no commit is half done while we look
+  // Persist every leaf changed since the last checkpoint, so the rows on disk
+  // should equal the rebuild exactly.
+  TIDEMAP_RETURN_IF_ERROR(
+      im.tree.Checkpoint(im.store.get(), im.LastSeq(), /*sync=*/false, im.options.clock));
+  ScrubReport report;
+  uint64_t tombstones = 0;
+  TIDEMAP_ASSIGN_OR_RETURN(const TreeRebuild rebuilt,
+                           TreeState::RebuildFromRecords(
+                               *im.store, im.tree_shape, [&](const KeyMeta& m, uint64_t key_hash) {
+                                 if (m.tombstone) ++tombstones;
+                                 return CheckIndexRows(*im.store, m, key_hash,
+                                                       &report.index_mismatches);
+                               }));
+  report.records = rebuilt.records;
+  // Index rows without a record show up as a count difference; tombstone
+  // queue rows without their tombstone, likewise.
+  TIDEMAP_ASSIGN_OR_RETURN(const uint64_t index_rows, CountIndexRows(*im.store));
+  if (index_rows > report.records) report.index_mismatches += index_rows - report.records;
+  TIDEMAP_ASSIGN_OR_RETURN(const uint64_t queue_rows, CountQueueRows(*im.store));
+  if (queue_rows > tombstones) report.index_mismatches += queue_rows - tombstones;
+  TIDEMAP_RETURN_IF_ERROR(im.tree.CompareWithRebuild(*im.store, rebuilt, &report));
+  return report;
+}
+
+}  // namespace tidemap

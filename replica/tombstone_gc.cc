@@ -1,0 +1,218 @@
+#include "replica/tombstone_gc_internal.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include "base/coding.h"
+#include "replica/impl_internal.h"
+#include "storage/prefix_iterator.h"
+#include "storage/rows.h"
+
+namespace tidemap {
+
+namespace {
+
+// Tombstones one purge batch deletes at most.
+constexpr size_t kPurgeBatchMax = 10'000;
+
+// The greatest seq every known peer acknowledged (UINT64_MAX with no known
+// peer: then the horizon alone decides).
+Result<uint64_t> AckedByAll(const Oplog& oplog) {
+  TIDEMAP_ASSIGN_OR_RETURN(auto acks, oplog.PeerAcks());
+  uint64_t acked_by_all = UINT64_MAX;
+  for (const auto& [peer, seq] : acks) acked_by_all = std::min(acked_by_all, seq);
+  return acked_by_all;
+}
+
+}  // namespace
+
+Status GcState::LoadMeta(const Store& store) {
+  Version watermark;
+  uint64_t purged = 0;
+  if (auto wm = store.Get(rows::MetaKey(rows::kMetaGcWatermark)); wm.ok()) {
+    TIDEMAP_ASSIGN_OR_RETURN(watermark, rows::DecodeVersion(*wm, "gc_watermark"));
+    TIDEMAP_ASSIGN_OR_RETURN(std::string purged_bytes,
+                             store.Get(rows::MetaKey(rows::kMetaGcPurged)));
+    TIDEMAP_ASSIGN_OR_RETURN(purged, rows::DecodeU64(purged_bytes, "gc_purged"));
+  } else if (!wm.status().IsNotFound()) {
+    return wm.status();
+  }
+  MutexLock l(&mu_);
+  watermark_ = watermark;
+  purged_ = purged;
+  return Status::Ok();
+}
+
+Status GcState::LoadBuckets(const Store& store, const std::string& path, uint32_t leaf_count) {
+  MutexLock l(&mu_);
+  bucket_watermark_.assign(leaf_count, Version{});
+  PrefixIterator marks(store, std::string(1, rows::kGcWatermarkPrefix));
+  for (marks.SeekToFirst(); marks.Valid(); marks.Next()) {
+    uint32_t bucket = 0;
+    if (!rows::ParseGcWatermarkKey(marks.key(), &bucket) || bucket >= bucket_watermark_.size()) {
+      return Status::Corruption("database " + path + ": malformed GC watermark row");
+    }
+    TIDEMAP_ASSIGN_OR_RETURN(bucket_watermark_[bucket],
+                             rows::DecodeVersion(marks.value(), "bucket gc watermark"));
+  }
+  return marks.status();
+}
+
+Version GcState::watermark() const {
+  MutexLock l(&mu_);
+  return watermark_;
+}
+
+uint64_t GcState::purged() const {
+  MutexLock l(&mu_);
+  return purged_;
+}
+
+Version GcState::BucketWatermark(uint32_t bucket) const {
+  MutexLock l(&mu_);
+  return bucket_watermark_[bucket];
+}
+
+void GcState::Raise(const std::map<uint32_t, Version>& buckets, const Version& watermark,
+                    uint64_t purged) {
+  MutexLock l(&mu_);
+  for (const auto& [bucket, v] : buckets) bucket_watermark_[bucket] = v;
+  watermark_ = watermark;
+  purged_ = purged;
+}
+
+// One purge: the tombstones it deletes, a batch of up to kPurgeBatchMax at a
+// time. Each batch deletes their records, key-hash index rows and queue
+// rows, raises the watermarks and the purge count, and checkpoints the
+// Merkle leaves (a purge has no oplog row for Open to replay).
+class Replica::Impl::TombstonePurge {
+ public:
+  TombstonePurge(Replica::Impl* im, uint64_t now_ms, PurgeStats* stats,
+                 const std::function<void(const KeyMeta&)>& on_purged)
+      : im_(*im),
+        now_ms_(now_ms),
+        stats_(*stats),
+        on_purged_(on_purged),
+        watermark_(stats->watermark),
+        purged_total_(im->gc.purged()) {}
+
+  // Adds the tombstone of (map, key) at `version` with its queue row
+  // `queue_key`; commits the batch once it is full.
+  Status Add(std::string_view queue_key, const Version& version, std::string_view map,
+             std::string_view key);
+  // Commits what was added since the last commit.
+  Status Commit();
+
+ private:
+  struct Purged {
+    std::string map, key;
+    Version version;
+  };
+  void Published();
+
+  Replica::Impl& im_;
+  const uint64_t now_ms_;
+  PurgeStats& stats_;
+  const std::function<void(const KeyMeta&)>& on_purged_;
+  Version watermark_;
+  uint64_t purged_total_;
+  std::vector<Purged> purged_;
+  std::map<uint32_t, Version> raised_;  // bucket watermarks this batch raises
+  std::vector<LeafDelta> deltas_;
+  Batch batch_;
+};
+
+Status Replica::Impl::TombstonePurge::Add(std::string_view queue_key, const Version& version,
+                                          std::string_view map, std::string_view key) {
+  const uint64_t key_hash = KeyHash(map, key);
+  TIDEMAP_ASSIGN_OR_RETURN(KeyState st, im_.LoadKeyState(key_hash, map, key));
+  if (!st.exists || !st.meta.tombstone || st.meta.version != version) {
+    return Status::Corruption("tombstone queue row of " + rows::DescribeKey(map, key) + " at " +
+                              version.ToString() + " disagrees with the key-hash index");
+  }
+  batch_.Delete(rows::RecordKey(map, key));
+  batch_.Delete(rows::HashIndexKey(key_hash, map, key));
+  batch_.Delete(queue_key);
+  const uint32_t bucket = BucketOf(key_hash, im_.tree_shape);
+  deltas_.push_back(LeafDelta{bucket, ItemDigest(map, key, version, /*tombstone=*/true), 0, -1});
+  purged_.push_back(Purged{std::string(map), std::string(key), version});
+  watermark_ = std::max(watermark_, version);
+  auto [r, fresh] = raised_.try_emplace(bucket, Version{});
+  if (fresh) r->second = im_.gc.BucketWatermark(bucket);
+  r->second = std::max(r->second, version);
+  if (purged_.size() >= kPurgeBatchMax) return Commit();
+  return Status::Ok();
+}
+
+Status Replica::Impl::TombstonePurge::Commit() {
+  if (purged_.empty()) return Status::Ok();
+  const uint64_t seq = im_.LastSeq();
+  batch_.Put(rows::MetaKey(rows::kMetaGcWatermark), rows::EncodeVersion(watermark_));
+  batch_.Put(rows::MetaKey(rows::kMetaGcPurged), rows::EncodeU64(purged_total_ + purged_.size()));
+  for (const auto& [bucket, v] : raised_) {
+    batch_.Put(rows::GcWatermarkKey(bucket), rows::EncodeVersion(v));
+  }
+  im_.tree.AppendCheckpoint(&batch_, seq, deltas_);
+  TIDEMAP_RETURN_IF_ERROR(im_.store->Write(&batch_, /*sync=*/true));
+  im_.tree.ApplyCheckpointed(deltas_, seq, now_ms_);
+  Published();
+  return Status::Ok();
+}
+
+void Replica::Impl::TombstonePurge::Published() {
+  purged_total_ += purged_.size();
+  im_.gc.Raise(raised_, watermark_, purged_total_);
+  raised_.clear();
+  {
+    MutexLock l(&im_.state_mu);
+    im_.tombstones -= purged_.size();
+  }
+  stats_.purged += purged_.size();
+  stats_.watermark = watermark_;
+  if (on_purged_) {
+    for (const Purged& p : purged_) on_purged_(KeyMeta{p.map, p.key, p.version, true});
+  }
+  purged_.clear();
+  deltas_.clear();
+  batch_ = Batch();
+}
+
+// The design, and why it is safe: docs/tombstone-gc.md. The queue ('g' rows,
+// in version order) lists the stored tombstones with their seq, so a purge
+// reads only tombstones older than the horizon, never every key.
+Result<PurgeStats> Replica::PurgeTombstones(const std::function<void(const KeyMeta&)>& on_purged) {
+  Impl& im = *impl_;
+  PurgeStats stats;
+  stats.watermark = gc_watermark();
+  const uint64_t horizon_ms = im.options.tombstone_horizon_ms;
+  const uint64_t now_ms = im.options.clock->NowMillis();
+  if (horizon_ms == 0 || now_ms <= horizon_ms) return stats;
+  const uint64_t cutoff_ms = now_ms - horizon_ms;  // purge tombstones stamped before it
+
+  MutexLock commit(&im.commit_mu);  // no group is half done; writes wait
+  TIDEMAP_ASSIGN_OR_RETURN(const uint64_t acked_by_all, AckedByAll(*im.oplog));
+  Impl::TombstonePurge purge(&im, now_ms, &stats, on_purged);
+  // The iterator reads a snapshot; the batches committed meanwhile delete
+  // only rows it has passed.
+  PrefixIterator queue(*im.store, std::string(1, rows::kGcPrefix));
+  for (queue.SeekToFirst(); queue.Valid(); queue.Next()) {
+    Version version;
+    std::string_view map, key;
+    if (!rows::ParseGcQueueKey(queue.key(), &version, &map, &key)) {
+      return Status::Corruption("malformed tombstone queue row " + Printable(queue.key()));
+    }
+    if (version.hlc.physical_ms() >= cutoff_ms) break;  // the rest is younger
+    TIDEMAP_ASSIGN_OR_RETURN(uint64_t seq, rows::DecodeU64(queue.value(), "tombstone queue seq"));
+    if (seq > acked_by_all) {
+      ++stats.unacknowledged;
+      continue;
+    }
+    TIDEMAP_RETURN_IF_ERROR(purge.Add(queue.key(), version, map, key));
+  }
+  TIDEMAP_RETURN_IF_ERROR(queue.status());
+  TIDEMAP_RETURN_IF_ERROR(purge.Commit());
+  return stats;
+}
+
+}  // namespace tidemap

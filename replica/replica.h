@@ -325,6 +325,13 @@ class Replica {
   // Compares the stored Merkle tree and key-hash index with a full rebuild
   // from the records. Writes wait while it runs (it reads every record).
   Result<ScrubReport> Scrub();
+  // Rewrites every row derived from the records (the key-hash index, the
+  // tombstone queue, the Merkle leaf rows) and the tree and counts in memory
+  // from the records alone, for `tidemap repair` after LevelDB's repair may
+  // have lost any of them. Writes wait while it runs. Close and reopen the
+  // replica afterwards: its key filter was built from the old index. Returns
+  // the records it found.
+  Result<uint64_t> RebuildDerivedRows();
 
   // ---- for the sync core (replica/sync.h) ----
 

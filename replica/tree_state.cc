@@ -287,6 +287,16 @@ uint64_t TreeState::checkpoint_seq() const {
   return checkpoint_seq_;
 }
 
+void TreeState::Reset(TreeRebuild rebuilt) {
+  MutexLock l(&mu_);
+  tree_ = std::move(rebuilt.tree);
+  live_ = std::move(rebuilt.live);
+  tombs_ = std::move(rebuilt.tombs);
+  for (uint32_t bucket = 0; bucket < tree_.leaf_count(); bucket += rows::kLeavesPerPage) {
+    MarkDirty(bucket);
+  }
+}
+
 void TreeState::MarkDirty(uint32_t bucket) {
   const uint32_t page = rows::LeafPageOf(bucket);
   if (dirty_flag_[page] == 0) {

@@ -110,6 +110,9 @@ class TreeState {
   // `seq` (AppendCheckpoint with them as `pending`): nothing is dirty after.
   void ApplyCheckpointed(std::span<const LeafDelta> deltas, uint64_t seq, uint64_t now_ms)
       TIDEMAP_EXCLUDES(mu_);
+  // Replaces the tree and counts with `rebuilt` (from RebuildFromRecords);
+  // every page is dirty until the next checkpoint.
+  void Reset(TreeRebuild rebuilt) TIDEMAP_EXCLUDES(mu_);
   // Writes a checkpoint covering `seq` of its own when anything changed
   // (dated by `clock` once written).
   Status Checkpoint(Store* store, uint64_t seq, bool sync, Clock* clock) TIDEMAP_EXCLUDES(mu_);

@@ -64,14 +64,23 @@ Result<std::unique_ptr<DataDir>> DataDir::Open(const std::string& dir,
 }
 
 Result<DataDirRepairReport> DataDir::Repair(const std::string& dir, const DataDirOptions& options) {
-  TIDEMAP_ASSIGN_OR_RETURN(Identity identity, LoadIdentity(dir));
+  TIDEMAP_RETURN_IF_ERROR(LoadIdentity(dir).status());  // a data dir, before touching db/
   DataDirRepairReport report;
   auto repaired = Store::Repair(DbPath(dir));
   if (!repaired.ok()) return OpenError(dir, repaired.status());
   report.store = std::move(repaired).value();
-  TIDEMAP_ASSIGN_OR_RETURN(
-      std::unique_ptr<DataDir> d,
-      OpenWith(dir, std::move(identity), options, /*create=*/false, /*new_incarnation=*/true));
+  {
+    TIDEMAP_ASSIGN_OR_RETURN(Identity identity, LoadIdentity(dir));
+    TIDEMAP_ASSIGN_OR_RETURN(std::unique_ptr<DataDir> d,
+                             OpenWith(dir, std::move(identity), options, /*create=*/false,
+                                      /*new_incarnation=*/true));
+    TIDEMAP_RETURN_IF_ERROR(d->replica().RebuildDerivedRows().status());
+  }
+  // Reopened, so that everything built at open (the key filter) is built
+  // from the rebuilt rows.
+  TIDEMAP_ASSIGN_OR_RETURN(Identity identity, LoadIdentity(dir));
+  TIDEMAP_ASSIGN_OR_RETURN(std::unique_ptr<DataDir> d,
+                           OpenWith(dir, std::move(identity), options, /*create=*/false));
   Replica& r = d->replica();
   TIDEMAP_ASSIGN_OR_RETURN(report.scrub, r.Scrub());
   TIDEMAP_ASSIGN_OR_RETURN(ReplicaStats stats, r.Stats());

@@ -46,7 +46,8 @@
 #include "merkle/merkle.h"
 #include "oplog/oplog.h"
 #include "replica/replica.h"
-#include "storage/rows.h"
+#include "storage/key_order_sorter_internal.h"
+#include "storage/rows_internal.h"
 #include "storage/storage.h"
 
 namespace tidemap {

@@ -15,7 +15,7 @@
 #include "base/mutex.h"
 #include "base/thread_name.h"
 #include "merkle/merkle.h"
-#include "storage/rows.h"
+#include "storage/rows_internal.h"
 
 namespace tidemap {
 

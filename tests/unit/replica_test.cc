@@ -23,7 +23,7 @@
 #include "base/random.h"
 #include "merkle/merkle.h"
 #include "replica/replica.h"
-#include "storage/rows.h"
+#include "storage/rows_internal.h"
 #include "tests/support/fault_env.h"
 #include "tests/support/test_util.h"
 

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "storage/key_order_sorter_internal.h"
 #include "storage/storage.h"
 
 namespace tidemap {

@@ -45,9 +45,9 @@ std::string KeyOf(uint64_t i) {
   return buf;
 }
 
-RemoteRecord RecordOf(uint64_t i) {
-  return RemoteRecord{"m", KeyOf(i), "value-" + KeyOf(i).substr(6),
-                      Version{Timestamp::FromParts(kBaseMs + i / 1000, i % 1000), kWriter}, false};
+KeyedRecord RecordOf(uint64_t i) {
+  return KeyedRecord{"m", KeyOf(i), "value-" + KeyOf(i).substr(6),
+                     Version{Timestamp::FromParts(kBaseMs + i / 1000, i % 1000), kWriter}, false};
 }
 
 struct Opened {
@@ -70,7 +70,7 @@ Opened OpenAt(const fs::path& dir, uint64_t node) {
 }
 
 void ApplyIndices(Replica& r, const std::vector<uint64_t>& indices) {
-  std::vector<RemoteRecord> batch;
+  std::vector<KeyedRecord> batch;
   for (uint64_t i : indices) {
     batch.push_back(RecordOf(i));
     if (batch.size() == 1000) {
@@ -316,7 +316,7 @@ void BM_SyncNewest(benchmark::State& state) {
           record_bytes = 0;  // the same in every run
           WriteBatch wb;
           for (uint64_t i = 0; i < d; ++i) {
-            const RemoteRecord r = RecordOf(n + i);
+            const KeyedRecord r = RecordOf(n + i);
             wb.Put(r.map, r.key, r.value);
             record_bytes += static_cast<double>(r.map.size() + r.key.size() + r.value.size() + 16);
             if (wb.size() == 1000) {

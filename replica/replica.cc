@@ -294,7 +294,7 @@ struct Replica::Impl {
     explicit Writer(Mutex* mu) : cv(mu) {}
     // Input: local ops, or remote records (then `remote` is set).
     const WriteBatch* local = nullptr;
-    std::span<const RemoteRecord> remote_records;
+    std::span<const KeyedRecord> remote_records;
     bool remote = false;
     uint64_t peer = 0;  // who sent the remote records
     StaleRecords stale = StaleRecords::kRedelete;
@@ -716,7 +716,7 @@ Status Replica::Impl::AppendWriter(Writer* w, const Version& watermark, bool tra
     bool tombstone;
     Version version;
     if (w->remote) {
-      const RemoteRecord& r = w->remote_records[i];
+      const KeyedRecord& r = w->remote_records[i];
       map = r.map, key = r.key, value = r.tombstone ? std::string_view() : r.value;
       tombstone = r.tombstone;
       version = r.version;
@@ -1277,7 +1277,7 @@ Result<std::vector<Version>> Replica::Write(const WriteBatch& batch) {
   return std::move(w.versions);
 }
 
-Result<ApplyResult> Replica::ApplyRemote(std::span<const RemoteRecord> records, uint64_t peer,
+Result<ApplyResult> Replica::ApplyRemote(std::span<const KeyedRecord> records, uint64_t peer,
                                          StaleRecords stale) {
   const Limits& limits = impl_->options.limits;
   // Hlc::CheckOffset says "peer <name>: clock ... ahead"; other errors get
@@ -1286,7 +1286,7 @@ Result<ApplyResult> Replica::ApplyRemote(std::span<const RemoteRecord> records, 
   const std::string context = "from peer " + peer_name;
   size_t bytes = 0;
   Timestamp newest;
-  for (const RemoteRecord& r : records) {
+  for (const KeyedRecord& r : records) {
     Status s = CheckSizes(limits, r.map, r.key, r.value);
     if (s.ok() && r.tombstone && !r.value.empty()) {
       s = Status::InvalidArgument("tombstone for " + rows::DescribeKey(r.map, r.key) +
@@ -1401,19 +1401,19 @@ void Replica::Unsubscribe(SubscriptionId id) {
   impl_->sub_count.store(impl_->subs.size(), std::memory_order_release);
 }
 
-Result<std::optional<RemoteRecord>> Replica::ReadRecord(std::string_view map,
-                                                        std::string_view key) const {
+Result<std::optional<KeyedRecord>> Replica::ReadRecord(std::string_view map,
+                                                       std::string_view key) const {
   const std::string row_key = rows::RecordKey(map, key);
   auto bytes = impl_->store->Get(row_key);
-  if (bytes.status().IsNotFound()) return std::optional<RemoteRecord>();
+  if (bytes.status().IsNotFound()) return std::optional<KeyedRecord>();
   if (!bytes.ok()) return bytes.status();
   TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, *bytes));
-  return std::optional<RemoteRecord>(RemoteRecord{
-      std::string(map), std::string(key), std::move(rec.value), rec.version, rec.tombstone});
+  return std::optional<KeyedRecord>(KeyedRecord{std::string(map), std::string(key),
+                                                std::move(rec.value), rec.version, rec.tombstone});
 }
 
 Result<size_t> Replica::RecordsByKeyHash(std::span<const uint64_t> key_hashes, size_t bytes_max,
-                                         std::vector<RemoteRecord>* out) const {
+                                         std::vector<KeyedRecord>* out) const {
   for (size_t i = 1; i < key_hashes.size(); ++i) TIDEMAP_CHECK(key_hashes[i] > key_hashes[i - 1]);
   // A window of hashes at a time is read in parallel slices, each seeking
   // forward with its own iterator and stopping once it alone has read what
@@ -1424,7 +1424,7 @@ Result<size_t> Replica::RecordsByKeyHash(std::span<const uint64_t> key_hashes, s
   const uint32_t threads = impl_->options.diff_read_threads;
   const size_t window_max = size_t{threads} * kParallelReadSliceMin * 4;
   struct Slice {
-    std::vector<RemoteRecord> records;
+    std::vector<KeyedRecord> records;
     std::vector<uint32_t> per_hash;  // records read for each hash of the slice, in order
   };
   std::vector<Slice> slices;
@@ -1449,7 +1449,7 @@ Result<size_t> Replica::RecordsByKeyHash(std::span<const uint64_t> key_hashes, s
                 }));
             uint32_t count = 0;
             for (const auto& [m, k] : keys) {
-              TIDEMAP_ASSIGN_OR_RETURN(std::optional<RemoteRecord> rec, ReadRecord(m, k));
+              TIDEMAP_ASSIGN_OR_RETURN(std::optional<KeyedRecord> rec, ReadRecord(m, k));
               if (!rec.has_value()) continue;
               mine_bytes += rec->map.size() + rec->key.size() + rec->value.size();
               mine.records.push_back(std::move(*rec));
@@ -1465,7 +1465,7 @@ Result<size_t> Replica::RecordsByKeyHash(std::span<const uint64_t> key_hashes, s
       for (uint32_t count : slice.per_hash) {
         if (bytes >= bytes_max) break;
         for (uint32_t r = 0; r < count; ++r) {
-          RemoteRecord& rec = slice.records[next++];
+          KeyedRecord& rec = slice.records[next++];
           bytes += rec.map.size() + rec.key.size() + rec.value.size();
           out->push_back(std::move(rec));
         }
@@ -1820,7 +1820,7 @@ namespace {
 // false) or the records end (true).
 template <typename Keep>
 Result<bool> ScanRecordsWhere(const Store& store, std::string* cursor, size_t page_bytes,
-                              std::vector<RemoteRecord>* out, Keep&& keep) {
+                              std::vector<KeyedRecord>* out, Keep&& keep) {
   auto it = store.NewIterator();
   size_t bytes = 0;
   if (cursor->empty()) {
@@ -1840,8 +1840,8 @@ Result<bool> ScanRecordsWhere(const Store& store, std::string* cursor, size_t pa
     if (!keep(meta, m, k)) continue;
     TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, it->value()));
     bytes += m.size() + k.size() + rec.value.size();
-    out->push_back(RemoteRecord{std::string(m), std::string(k), std::move(rec.value), rec.version,
-                                rec.tombstone});
+    out->push_back(KeyedRecord{std::string(m), std::string(k), std::move(rec.value), rec.version,
+                               rec.tombstone});
     if (bytes >= page_bytes) {
       cursor->assign(row_key);
       TIDEMAP_RETURN_IF_ERROR(it->status());
@@ -1855,7 +1855,7 @@ Result<bool> ScanRecordsWhere(const Store& store, std::string* cursor, size_t pa
 }  // namespace
 
 Result<bool> Replica::RecordsOfOrigin(uint64_t origin, std::string* cursor, size_t page_bytes,
-                                      std::vector<RemoteRecord>* out) const {
+                                      std::vector<KeyedRecord>* out) const {
   return ScanRecordsWhere(*impl_->store, cursor, page_bytes, out,
                           [origin](const rows::RecordMeta& meta, std::string_view,
                                    std::string_view) { return meta.version.origin == origin; });
@@ -1863,7 +1863,7 @@ Result<bool> Replica::RecordsOfOrigin(uint64_t origin, std::string* cursor, size
 
 Result<bool> Replica::RecordsWithKeyHashes(std::span<const uint64_t> key_hashes,
                                            std::string* cursor, size_t page_bytes,
-                                           std::vector<RemoteRecord>* out) const {
+                                           std::vector<KeyedRecord>* out) const {
   return ScanRecordsWhere(
       *impl_->store, cursor, page_bytes, out,
       [key_hashes](const rows::RecordMeta&, std::string_view m, std::string_view k) {

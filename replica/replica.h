@@ -300,7 +300,7 @@ class Replica {
   // not held here whose version is at or below its bucket's GC watermark is
   // not stored as it is (see ApplyResult, StaleRecords): a purged key never
   // comes back.
-  Result<ApplyResult> ApplyRemote(std::span<const RemoteRecord> records, uint64_t peer,
+  Result<ApplyResult> ApplyRemote(std::span<const KeyedRecord> records, uint64_t peer,
                                   StaleRecords stale = StaleRecords::kRedelete);
 
   using Callback = std::function<void(const ChangeEvent&)>;
@@ -322,14 +322,14 @@ class Replica {
   // ---- for the sync core (replica/sync.h) ----
 
   // The stored record of (map, key), tombstones included; nullopt when absent.
-  Result<std::optional<RemoteRecord>> ReadRecord(std::string_view map, std::string_view key) const;
+  Result<std::optional<KeyedRecord>> ReadRecord(std::string_view map, std::string_view key) const;
   // The stored records (tombstones included) whose KeyHash is one of
   // `key_hashes` (ascending, no repeats), appended to `out` in that order,
   // stopping after the first hash whose records bring the bytes appended
   // (map, key and value sizes) to `bytes_max` or more. Returns how many of
   // `key_hashes` were done (all their records appended).
   Result<size_t> RecordsByKeyHash(std::span<const uint64_t> key_hashes, size_t bytes_max,
-                                  std::vector<RemoteRecord>* out) const;
+                                  std::vector<KeyedRecord>* out) const;
   // The (key hash, version) entries of each of `buckets` (ascending), in
   // key-hash order, appended to `entries`; `counts` gets one count per bucket.
   Status BucketSummaries(const std::vector<uint32_t>& buckets,
@@ -376,13 +376,13 @@ class Replica {
   // true when the scan reached the end. Pages together are one full scan: for
   // the rare resync after a peer's database changed.
   Result<bool> RecordsOfOrigin(uint64_t origin, std::string* cursor, size_t page_bytes,
-                               std::vector<RemoteRecord>* out) const;
+                               std::vector<KeyedRecord>* out) const;
   // The stored records whose KeyHash is one of `key_hashes` (ascending),
   // paged like RecordsOfOrigin, in (map, key) order. For a diff that owes the
   // peer a large share of the keys (a bootstrap): one pass over the records
   // then costs far less than RecordsByKeyHash's lookup of each.
   Result<bool> RecordsWithKeyHashes(std::span<const uint64_t> key_hashes, std::string* cursor,
-                                    size_t page_bytes, std::vector<RemoteRecord>* out) const;
+                                    size_t page_bytes, std::vector<KeyedRecord>* out) const;
   // Stored keys, tombstones included (cheap; no I/O).
   uint64_t KeyCount() const;
 

@@ -65,7 +65,7 @@ constexpr uint64_t kDenseDiffShare = 8;
 // windows: about its encoded size.
 constexpr size_t kSummaryEntryBytes = 12;
 
-size_t RecordBytes(const RemoteRecord& r) {
+size_t RecordBytes(const KeyedRecord& r) {
   return r.map.size() + r.key.size() + r.value.size() + 32;
 }
 
@@ -266,12 +266,12 @@ struct SyncSession::Impl {
   // refused for a clock too far ahead is applied without the records that
   // are (the peer keeps those, and a later diff, see Poll, asks again).
   // `context` names the path for errors.
-  Status ApplyFromPeer(const std::vector<RemoteRecord>& records, const char* context,
+  Status ApplyFromPeer(const std::vector<KeyedRecord>& records, const char* context,
                        std::vector<msg::Message>* out) {
     const size_t slice = std::max<size_t>(1, replica->limits().batch_ops_max);
     for (size_t i = 0; i < records.size(); i += slice) {
-      const std::span<const RemoteRecord> part(records.data() + i,
-                                               std::min(slice, records.size() - i));
+      const std::span<const KeyedRecord> part(records.data() + i,
+                                              std::min(slice, records.size() - i));
       auto applied = replica->ApplyRemote(part, peer_id, StalePolicy());
       if (!applied.ok() && applied.status().IsRefused()) {
         applied = ApplyWithinClockOffset(part, applied.status());
@@ -285,11 +285,11 @@ struct SyncSession::Impl {
   // Applies the records of `part` whose timestamps are within our
   // max_clock_offset, after ApplyRemote refused `part` as a whole with
   // `refusal`, and counts the others as refused.
-  Result<ApplyResult> ApplyWithinClockOffset(std::span<const RemoteRecord> part,
+  Result<ApplyResult> ApplyWithinClockOffset(std::span<const KeyedRecord> part,
                                              const Status& refusal) {
     const std::string peer_name = NodeIdToString(peer_id);
-    std::vector<RemoteRecord> within;
-    for (const RemoteRecord& r : part) {
+    std::vector<KeyedRecord> within;
+    for (const KeyedRecord& r : part) {
       if (replica->hlc().CheckOffset(r.version.hlc, peer_name).ok()) within.push_back(r);
     }
     // None refused now (our clock moved on): the whole part goes again.
@@ -372,7 +372,7 @@ struct SyncSession::Impl {
   // surplus over a chunk's worth goes on chunks of requests just before it).
   // Adds the bytes of records to `*window`.
   template <typename M>
-  void EmitRecordChunks(std::vector<RemoteRecord> records, const M& header, bool final,
+  void EmitRecordChunks(std::vector<KeyedRecord> records, const M& header, bool final,
                         size_t* window, std::vector<msg::Message>* out);
 
   Status StartDiff(uint64_t now_ms, std::vector<msg::Message>* out);
@@ -470,9 +470,9 @@ Status SyncSession::Impl::OnHello(const msg::Hello& h, uint64_t now_ms,
     stats.peer_clock_offset_ms = static_cast<int64_t>(h.physical_ms - now_ms);
   }
   peer_records = h.records;
-  if (h.protocol_version != kProtocolVersion) {
+  if (h.protocol_version != kSyncProtocolVersion) {
     return Status::Refused("peer speaks protocol version " + std::to_string(h.protocol_version) +
-                           ", this node " + std::to_string(kProtocolVersion));
+                           ", this node " + std::to_string(kSyncProtocolVersion));
   }
   if (h.tree_fanout_bits != replica->tree_fanout_bits() || h.tree_depth != replica->tree_depth()) {
     return Status::Refused("peer's Merkle tree has another shape");
@@ -560,7 +560,7 @@ Status SyncSession::Impl::Stream(uint64_t now_ms, std::vector<msg::Message>* out
       batch.last_seq = row.seq;
       // Never echo a change to the node that wrote it or the peer it came from.
       if (row.version.origin == peer_id || row.via == peer_id) continue;
-      TIDEMAP_ASSIGN_OR_RETURN(std::optional<RemoteRecord> rec,
+      TIDEMAP_ASSIGN_OR_RETURN(std::optional<KeyedRecord> rec,
                                replica->ReadRecord(row.map, row.key));
       // A key changed again later has a later row, which ships it once.
       if (!rec.has_value() || rec->version != row.version) continue;
@@ -850,12 +850,12 @@ Status SyncSession::Impl::SendDiffRecords(std::vector<uint64_t> key_hashes,
 }
 
 template <typename M>
-void SyncSession::Impl::EmitRecordChunks(std::vector<RemoteRecord> records, const M& header,
+void SyncSession::Impl::EmitRecordChunks(std::vector<KeyedRecord> records, const M& header,
                                          bool final, size_t* window,
                                          std::vector<msg::Message>* out) {
   M chunk = header;
   size_t bytes = 0;
-  for (RemoteRecord& r : records) {
+  for (KeyedRecord& r : records) {
     if (!chunk.records.empty() && (bytes + RecordBytes(r) > options.diff_chunk_bytes_max ||
                                    chunk.records.size() >= options.batch_records_max)) {
       chunk.last = false;
@@ -900,7 +900,7 @@ Status SyncSession::Impl::PumpOwed(std::vector<msg::Message>* out) {
   TIDEMAP_RETURN_IF_ERROR(PumpSummaries(&window, out));
   while (diff_out.active && window < options.records_window_bytes) {
     // About one chunk of records at a time, however large they are.
-    std::vector<RemoteRecord> found;
+    std::vector<KeyedRecord> found;
     bool final = false;
     if (diff_out.scan) {
       TIDEMAP_ASSIGN_OR_RETURN(
@@ -924,7 +924,7 @@ Status SyncSession::Impl::PumpOwed(std::vector<msg::Message>* out) {
   }
   while (!origin_out.empty() && window < options.records_window_bytes) {
     OriginOut& o = origin_out.front();
-    std::vector<RemoteRecord> found;
+    std::vector<KeyedRecord> found;
     TIDEMAP_ASSIGN_OR_RETURN(
         const bool done,
         replica->RecordsOfOrigin(o.origin, &o.cursor, options.diff_chunk_bytes_max, &found));

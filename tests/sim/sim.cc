@@ -135,9 +135,9 @@ uint64_t VersionBits(const Version& v) { return Mix(v.hlc.raw, v.origin); }
 // A compact digest of a message's contents for the trace hash.
 uint64_t MessageDigest(const msg::Message& m) {
   uint64_t h = Mix(m.seq, m.body.index());
-  auto records = [&h](const std::vector<RemoteRecord>& rs) {
+  auto records = [&h](const std::vector<KeyedRecord>& rs) {
     h = Mix(h, rs.size());
-    for (const RemoteRecord& r : rs) h = Mix(Mix(h, VersionBits(r.version)), r.tombstone ? 1 : 0);
+    for (const KeyedRecord& r : rs) h = Mix(Mix(h, VersionBits(r.version)), r.tombstone ? 1 : 0);
   };
   if (auto* x = std::get_if<msg::Hello>(&m.body)) {
     h = Mix(
@@ -946,7 +946,7 @@ std::map<KeyId, std::pair<ShadowRec, std::string>> Simulation::FullScan(Node& n)
       read_error = rec.ok() ? Status::NotFound("record vanished") : rec.status();
       return false;
     }
-    const RemoteRecord& r = **rec;
+    const KeyedRecord& r = **rec;
     if (r.version != m.version || r.tombstone != m.tombstone) {
       read_error = Status::Corruption("record and key meta disagree");
       return false;

@@ -637,8 +637,8 @@ TEST_F(HttpTest, MetricsPassPromtoolAndCount) {
   ASSERT_EQ(Call("PUT", "/v1/maps/m/keys/a", "1").status, 200);
   ASSERT_EQ(Call("GET", "/v1/maps/m/keys/a").status, 200);
   ASSERT_EQ(Call("GET", "/v1/maps/m/keys/zz").status, 404);
-  RemoteRecord rec{"m", "r", "x", Version{replica_->hlc().Now(), 77}, false};
-  ASSERT_TRUE(replica_->ApplyRemote(std::span<const RemoteRecord>(&rec, 1), 77).ok());
+  KeyedRecord rec{"m", "r", "x", Version{replica_->hlc().Now(), 77}, false};
+  ASSERT_TRUE(replica_->ApplyRemote(std::span<const KeyedRecord>(&rec, 1), 77).ok());
 
   const Reply r = Call("GET", "/metrics");
   ASSERT_EQ(r.status, 200) << r;
@@ -907,8 +907,8 @@ TEST_F(HttpTest, WatchStreamsLocalAndRemoteChanges) {
   ASSERT_TRUE(put.ok());
   ASSERT_TRUE(replica_->Put("other", "x", "v").ok());  // another map: not streamed
   const Version remote_version{replica_->hlc().Now(), 77};
-  RemoteRecord rec{"m", "from-peer", "x", remote_version, false};
-  ASSERT_TRUE(replica_->ApplyRemote(std::span<const RemoteRecord>(&rec, 1), 77).ok());
+  KeyedRecord rec{"m", "from-peer", "x", remote_version, false};
+  ASSERT_TRUE(replica_->ApplyRemote(std::span<const KeyedRecord>(&rec, 1), 77).ok());
   ASSERT_TRUE(replica_->Delete("m", "local").ok());
   const std::vector<Event> events = w.Next(3);
   EXPECT_EQ(Render(events), "local@1 from-peer@3/remote local@4/deleted");

@@ -241,7 +241,7 @@ TEST_F(ReplicaTest, SubscriptionsSeeLocalAndRemoteChanges) {
   ASSERT_TRUE(r->Put("other", "z", "1").ok());  // another map: not seen
   ASSERT_TRUE(r->Put("m", "a", "2").ok());
   ASSERT_TRUE(r->Delete("m", "a").ok());
-  RemoteRecord rec{"m", "b", "9", Version{Timestamp::FromParts(kStartMs, 0), 0xb2}, false};
+  KeyedRecord rec{"m", "b", "9", Version{Timestamp::FromParts(kStartMs, 0), 0xb2}, false};
   ASSERT_TRUE(r->ApplyRemote({&rec, 1}, 0xb2).ok());
   r->Unsubscribe(id);
   ASSERT_TRUE(r->Put("m", "c", "1").ok());
@@ -253,7 +253,7 @@ TEST_F(ReplicaTest, ApplyRemoteMergesByVersionAndKeepsOrigin) {
   auto r = OpenReplica(Options());
   const Timestamp t1 = Timestamp::FromParts(kStartMs - 1000, 0);
   const Timestamp t2 = Timestamp::FromParts(kStartMs - 500, 0);
-  std::vector<RemoteRecord> recs = {
+  std::vector<KeyedRecord> recs = {
       {"m", "k", "new", Version{t2, 0xb2}, false},
       {"m", "k", "old", Version{t1, 0xc3}, false},  // older: ignored
       {"m", "gone", "", Version{t1, 0xc3}, true},
@@ -285,7 +285,7 @@ TEST_F(ReplicaTest, ApplyRemoteMergesByVersionAndKeepsOrigin) {
 TEST_F(ReplicaTest, RemoteTimestampFromTheFutureRaisesTheClock) {
   auto r = OpenReplica(Options());
   const Timestamp ahead = Timestamp::FromParts(kStartMs + 30'000, 5);
-  RemoteRecord rec{"m", "k", "v", Version{ahead, 0xb2}, false};
+  KeyedRecord rec{"m", "k", "v", Version{ahead, 0xb2}, false};
   ASSERT_TRUE(r->ApplyRemote({&rec, 1}, 0xb2).ok());
   auto local = r->Put("m", "other", "v");
   ASSERT_TRUE(local.ok());
@@ -295,7 +295,7 @@ TEST_F(ReplicaTest, RemoteTimestampFromTheFutureRaisesTheClock) {
 TEST_F(ReplicaTest, RemoteBatchRaisesTheClockPastItsNewestTimestampInAnyPosition) {
   auto r = OpenReplica(Options());
   const Timestamp newest = Timestamp::FromParts(kStartMs + 30'000, 7);
-  std::vector<RemoteRecord> recs = {
+  std::vector<KeyedRecord> recs = {
       {"m", "a", "v", Version{Timestamp::FromParts(kStartMs + 10'000, 0), 0xb2}, false},
       {"m", "b", "v", Version{newest, 0xb2}, false},
       {"m", "c", "v", Version{Timestamp::FromParts(kStartMs + 20'000, 0), 0xb2}, false},
@@ -309,7 +309,7 @@ TEST_F(ReplicaTest, RemoteBatchRaisesTheClockPastItsNewestTimestampInAnyPosition
 
 TEST_F(ReplicaTest, ClockOffsetBeyondLimitInTheMiddleRefusesTheWholeBatch) {
   auto r = OpenReplica(Options());
-  std::vector<RemoteRecord> recs = {
+  std::vector<KeyedRecord> recs = {
       {"m", "first", "v", Version{Timestamp::FromParts(kStartMs, 0), 0xb2}, false},
       {"m", "far", "v", Version{Timestamp::FromParts(kStartMs + 90'000, 0), 0xb2}, false},
       {"m", "last", "v", Version{Timestamp::FromParts(kStartMs + 1'000, 0), 0xb2}, false},
@@ -325,7 +325,7 @@ TEST_F(ReplicaTest, ClockOffsetBeyondLimitInTheMiddleRefusesTheWholeBatch) {
 
 TEST_F(ReplicaTest, ClockOffsetBeyondLimitRefusesTheWholeBatch) {
   auto r = OpenReplica(Options());
-  std::vector<RemoteRecord> recs = {
+  std::vector<KeyedRecord> recs = {
       {"m", "fine", "v", Version{Timestamp::FromParts(kStartMs, 0), 0xb2}, false},
       {"m", "far", "v", Version{Timestamp::FromParts(kStartMs + 61'000, 0), 0xb2}, false},
   };
@@ -341,8 +341,8 @@ TEST_F(ReplicaTest, ClockOffsetBeyondLimitRefusesTheWholeBatch) {
 
 TEST_F(ReplicaTest, EqualVersionsWithDifferentBytesPickTheSameWinnerEverywhere) {
   const Version v{Timestamp::FromParts(kStartMs, 1), 0xb2};
-  RemoteRecord a{"m", "k", "apple", v, false};
-  RemoteRecord b{"m", "k", "banana", v, false};
+  KeyedRecord a{"m", "k", "apple", v, false};
+  KeyedRecord b{"m", "k", "banana", v, false};
   auto r1 = OpenReplica(Options(kNode, "/db1"));
   auto r2 = OpenReplica(Options(kNode, "/db2"));
   ASSERT_TRUE(r1->ApplyRemote({&a, 1}, 0xb2).ok());
@@ -359,10 +359,10 @@ TEST_F(ReplicaTest, EqualVersionsWithDifferentBytesPickTheSameWinnerEverywhere) 
 TEST_F(ReplicaTest, LwwMergeMatchesOracleUnderAnyDelivery) {
   const uint64_t seed = testing::SeedFromEnv("TIDEMAP_LWW_SEED", 20261122);
   SeededRandom rng(seed);
-  std::vector<RemoteRecord> writes;
-  std::map<std::string, RemoteRecord> oracle;
+  std::vector<KeyedRecord> writes;
+  std::map<std::string, KeyedRecord> oracle;
   for (int i = 0; i < 400; ++i) {
-    RemoteRecord w;
+    KeyedRecord w;
     w.map = "m";
     w.key = "k" + std::to_string(rng.Uniform(40));
     w.version = Version{Timestamp::FromParts(kStartMs - 5000 + rng.Uniform(4000), rng.Uniform(3)),
@@ -384,7 +384,7 @@ TEST_F(ReplicaTest, LwwMergeMatchesOracleUnderAnyDelivery) {
     expected += key + "=" + w.value;
   }
   for (int replica = 0; replica < 6; ++replica) {
-    std::vector<RemoteRecord> delivery = writes;
+    std::vector<KeyedRecord> delivery = writes;
     for (size_t i = 0; i < writes.size() / 4; ++i) {
       delivery.push_back(writes[rng.Uniform(writes.size())]);  // duplicates
     }
@@ -440,7 +440,7 @@ TEST_F(ReplicaTest, RestartWithClockSetBackKeepsTimestampsAndSeqsGrowing) {
 // the same records in any order give the same root, one different version a
 // different root, and values never enter it.
 TEST_F(ReplicaTest, MerkleRootIsOrderIndependentAndTracksVersions) {
-  std::vector<RemoteRecord> recs;
+  std::vector<KeyedRecord> recs;
   for (int i = 0; i < 200; ++i) {
     recs.push_back(
         {"m" + std::to_string(i % 3), "k" + std::to_string(i), "v",
@@ -453,7 +453,7 @@ TEST_F(ReplicaTest, MerkleRootIsOrderIndependentAndTracksVersions) {
   EXPECT_EQ(r1->MerkleRoot(), r2->MerkleRoot());  // both empty
   EXPECT_TRUE(r1->MerkleRoot().IsZero());
   ASSERT_TRUE(r1->ApplyRemote(recs, 0xb2).ok());
-  std::vector<RemoteRecord> reversed(recs.rbegin(), recs.rend());
+  std::vector<KeyedRecord> reversed(recs.rbegin(), recs.rend());
   for (size_t i = 0; i < reversed.size(); i += 17) {
     const size_t n = std::min<size_t>(17, reversed.size() - i);
     ASSERT_TRUE(r2->ApplyRemote({reversed.data() + i, n}, 0xb2).ok());
@@ -463,7 +463,7 @@ TEST_F(ReplicaTest, MerkleRootIsOrderIndependentAndTracksVersions) {
 
   // Same version, different value bytes (a forged tie): the metadata root is
   // unchanged, by design; the value never enters the tree.
-  RemoteRecord newer = recs[5];
+  KeyedRecord newer = recs[5];
   newer.version.hlc = Timestamp::FromParts(kStartMs, 9);
   newer.value = "changed";
   newer.tombstone = false;
@@ -561,7 +561,7 @@ TEST_F(ReplicaTest, DiffReadsInParallelSlicesMatchOneThread) {
   struct Reads {
     std::vector<msg::SummaryEntry> entries;
     std::vector<uint32_t> counts;
-    std::vector<std::pair<size_t, std::vector<RemoteRecord>>> records;  // per budget
+    std::vector<std::pair<size_t, std::vector<KeyedRecord>>> records;  // per budget
   };
   const std::vector<size_t> budgets = {1, 5'000, 100'000, 400'000, SIZE_MAX};
   const auto read = [&](uint32_t threads) {
@@ -572,7 +572,7 @@ TEST_F(ReplicaTest, DiffReadsInParallelSlicesMatchOneThread) {
     if (r == nullptr) return out;
     EXPECT_TRUE(r->BucketSummaries(buckets, &out.entries, &out.counts).ok());
     for (size_t budget : budgets) {
-      std::vector<RemoteRecord> records;
+      std::vector<KeyedRecord> records;
       auto done = r->RecordsByKeyHash(hashes, budget, &records);
       EXPECT_TRUE(done.ok()) << done.status().ToString();
       out.records.emplace_back(done.ok() ? *done : 0, std::move(records));
@@ -1184,10 +1184,10 @@ TEST_F(ReplicaTest, OlderVersionOfAPurgedKeyIsNeverResurrected) {
 
   const uint64_t peer = 0xfe;
   const Version late{old_live.hlc, peer};  // below the watermark
-  const std::vector<RemoteRecord> incoming{{"m", "gone", "old", old_live, false},
-                                           {"m", "gone", "", del, true},
-                                           {"m", same_bucket, "late", late, false},
-                                           {"m", "elsewhere", "late", late, false}};
+  const std::vector<KeyedRecord> incoming{{"m", "gone", "old", old_live, false},
+                                          {"m", "gone", "", del, true},
+                                          {"m", same_bucket, "late", late, false},
+                                          {"m", "elsewhere", "late", late, false}};
   // Dropped: nothing but "elsewhere" changes.
   auto dropped = r->ApplyRemote(incoming, peer, StaleRecords::kDrop);
   ASSERT_TRUE(dropped.ok()) << dropped.status().ToString();
@@ -1231,13 +1231,13 @@ TEST_F(ReplicaTest, OlderVersionOfAPurgedKeyIsNeverResurrected) {
                            peer};
   ASSERT_LT(newer_held, del);
   auto merged =
-      r->ApplyRemote(std::vector<RemoteRecord>{{"m", "held", "v2", newer_held, false}}, peer);
+      r->ApplyRemote(std::vector<KeyedRecord>{{"m", "held", "v2", newer_held, false}}, peer);
   ASSERT_TRUE(merged.ok());
   EXPECT_EQ(merged->applied, 1u);
   // A version above the watermark is a write after the delete: stored.
   const Version after{Timestamp::FromParts(clock_.NowMillis(), 0), peer};
   auto recreated =
-      r->ApplyRemote(std::vector<RemoteRecord>{{"m", "gone", "new", after, false}}, peer);
+      r->ApplyRemote(std::vector<KeyedRecord>{{"m", "gone", "new", after, false}}, peer);
   ASSERT_TRUE(recreated.ok());
   EXPECT_EQ(recreated->applied, 1u);
   EXPECT_EQ(RenderAll(*r), "m/gone=new m/held=v2 m/" + same_bucket + "=⊥");
@@ -1252,7 +1252,7 @@ TEST_F(ReplicaTest, PurgedTreeEqualsATreeThatNeverHeldTheKeys) {
   auto r = OpenReplica(std::move(o));
   for (int i = 0; i < 200; ++i) ASSERT_TRUE(r->Put("m", "k" + std::to_string(i), "v").ok());
   for (int i = 0; i < 200; i += 3) ASSERT_TRUE(r->Delete("m", "k" + std::to_string(i)).ok());
-  std::vector<RemoteRecord> live;
+  std::vector<KeyedRecord> live;
   ASSERT_TRUE(r->ForEachKeyMeta([&](const KeyMeta& m) {
                  if (!m.tombstone) live.push_back(**r->ReadRecord(m.map, m.key));
                  return true;

@@ -269,8 +269,8 @@ TEST_F(SyncTest, LargeDiffIsChunkedWithinBatchLimits) {
 // from index `from` on.
 size_t RecordBytesFrom(const std::vector<msg::Message>& messages, size_t from) {
   size_t bytes = 0;
-  auto add = [&](const std::vector<RemoteRecord>& records) {
-    for (const RemoteRecord& r : records) bytes += r.map.size() + r.key.size() + r.value.size();
+  auto add = [&](const std::vector<KeyedRecord>& records) {
+    for (const KeyedRecord& r : records) bytes += r.map.size() + r.key.size() + r.value.size();
   };
   for (size_t i = from; i < messages.size(); ++i) {
     if (auto* d = std::get_if<msg::DiffRecords>(&messages[i].body)) add(d->records);
@@ -418,7 +418,7 @@ TEST_F(SyncTest, DenseDiffSendsRecordsInKeyOrder) {
     run.Observe(out, from);
     for (size_t i = from; i < out.size(); ++i) {
       if (auto* d = std::get_if<msg::DiffRecords>(&out[i].body)) {
-        for (const RemoteRecord& r : d->records) sent.push_back(r.key);
+        for (const KeyedRecord& r : d->records) sent.push_back(r.key);
       }
     }
   });
@@ -518,7 +518,7 @@ TEST_F(SyncTest, ChangesFlowTransitivelyAndNeverEchoToTheirOrigin) {
 TEST_F(SyncTest, RecordsAppliedFromAPeerAreNotStreamedBackToIt) {
   Node& a = Add(1);
   Node& b = Add(2);
-  std::vector<RemoteRecord> only_a, only_b;
+  std::vector<KeyedRecord> only_a, only_b;
   for (int i = 0; i < 30; ++i) {
     only_a.push_back({"m", "a" + std::to_string(i), "x",
                       Version{Timestamp::FromParts(kStartMs - 100, static_cast<uint64_t>(i)), 0x77},
@@ -937,7 +937,7 @@ TEST_F(SyncTest, StalePeerCannotResurrectAPurgedKeyAndIsRepaired) {
   Node& a = Add(1);
   Add(2);
   ASSERT_TRUE(a.replica->Put("m", "k", "old").ok());
-  const RemoteRecord old = **a.replica->ReadRecord("m", "k");
+  const KeyedRecord old = **a.replica->ReadRecord("m", "k");
   const Version del = *a.replica->Delete("m", "k");
   ASSERT_TRUE(a.replica->Put("m", "other", "v").ok());
   {
@@ -977,7 +977,7 @@ TEST_F(SyncTest, StalePeerIsToldToRebootstrapWhenRefused) {
   Node& a = Add(1);
   Add(2);
   ASSERT_TRUE(a.replica->Put("m", "k", "old").ok());
-  const RemoteRecord old = **a.replica->ReadRecord("m", "k");
+  const KeyedRecord old = **a.replica->ReadRecord("m", "k");
   ASSERT_TRUE(a.replica->Delete("m", "k").ok());
   {
     Link link = Connect(1, 2);
@@ -1012,7 +1012,7 @@ TEST_F(SyncTest, StalePeerIsToldToRebootstrapWhenRefused) {
 TEST_F(SyncTest, StaleRecordInAStreamedBatchIsAnsweredWithTheDelete) {
   Node& a = Add(1);
   Add(2);
-  const RemoteRecord old{"m", "k", "old", Version{Timestamp::FromParts(kStartMs - 5, 0), 9}, false};
+  const KeyedRecord old{"m", "k", "old", Version{Timestamp::FromParts(kStartMs - 5, 0), 9}, false};
   ASSERT_TRUE(a.replica->ApplyRemote({&old, 1}, 9).ok());
   const Version del = *a.replica->Delete("m", "k");
   {
@@ -1192,7 +1192,7 @@ TEST_F(SyncTest, AnotherProtocolVersionIsRefused) {
   std::vector<msg::Message> out;
   ASSERT_TRUE(a.Start(kStartMs, &out).ok());
   msg::Hello future;
-  future.protocol_version = kProtocolVersion + 1;
+  future.protocol_version = kSyncProtocolVersion + 1;
   future.tree_fanout_bits = nodes_[2].replica->tree_fanout_bits();
   future.tree_depth = nodes_[2].replica->tree_depth();
   Status s = a.Receive(msg::Message{1, future}, kStartMs, &out);

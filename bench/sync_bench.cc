@@ -26,6 +26,7 @@
 
 #include "base/random.h"
 #include "bench/report.h"
+#include "replica/replica.h"
 #include "replica/sync.h"
 #include "schemas/codec.h"
 
@@ -183,14 +184,16 @@ CasePair OpenCasePair(const Bases& bases, const std::vector<uint64_t>& on_a,
   ApplyIndices(*p.a.replica, on_a);
   ApplyIndices(*p.b.replica, on_b);
   // Cursors tagged with the other's incarnation, as a finished sync leaves them.
-  TIDEMAP_CHECK(p.a.replica->oplog()
-                    .SetPeer(kNodeB, PeerState{p.a.replica->LastSeq(), p.b.replica->incarnation(),
-                                               p.b.replica->LastSeq()})
-                    .ok());
-  TIDEMAP_CHECK(p.b.replica->oplog()
-                    .SetPeer(kNodeA, PeerState{p.b.replica->LastSeq(), p.a.replica->incarnation(),
-                                               p.a.replica->LastSeq()})
-                    .ok());
+  TIDEMAP_CHECK(
+      static_cast<SyncStore&>(*p.a.replica)
+          .ReplacePeer(kNodeB, PeerState{p.a.replica->LastSeq(), p.b.replica->incarnation(),
+                                         p.b.replica->LastSeq()})
+          .ok());
+  TIDEMAP_CHECK(
+      static_cast<SyncStore&>(*p.b.replica)
+          .ReplacePeer(kNodeA, PeerState{p.b.replica->LastSeq(), p.a.replica->incarnation(),
+                                         p.a.replica->LastSeq()})
+          .ok());
   // Compacted (as the base is), closed and reopened: the close checkpoints
   // the tree the set-up writes changed, so neither that nor compacting them
   // is charged to the sync, and the block cache starts cold.

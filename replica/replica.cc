@@ -15,6 +15,7 @@
 #include "base/mutex.h"
 #include "base/thread_name.h"
 #include "merkle/merkle.h"
+#include "replica/test_access_internal.h"
 #include "storage/rows_internal.h"
 
 namespace tidemap {
@@ -1533,9 +1534,6 @@ Status Replica::MerkleChildDigests(uint32_t level, const std::vector<uint32_t>& 
   return Status::Ok();
 }
 
-uint32_t Replica::tree_fanout_bits() const { return impl_->tree_shape.fanout_bits; }
-uint32_t Replica::tree_depth() const { return impl_->tree_shape.depth; }
-
 uint64_t Replica::LastSeq() const {
   MutexLock l(&impl_->state_mu);
   return impl_->last_seq;
@@ -1854,21 +1852,21 @@ Result<bool> ScanRecordsWhere(const Store& store, std::string* cursor, size_t pa
 
 }  // namespace
 
-Result<bool> Replica::RecordsOfOrigin(uint64_t origin, std::string* cursor, size_t page_bytes,
-                                      std::vector<KeyedRecord>* out) const {
+Result<bool> Replica::ScanRecords(const RecordScan& scan, std::string* cursor, size_t page_bytes,
+                                  std::vector<KeyedRecord>* out) const {
+  if (scan.origin.has_value()) {
+    return ScanRecordsWhere(
+        *impl_->store, cursor, page_bytes, out,
+        [origin = *scan.origin](const rows::RecordMeta& meta, std::string_view, std::string_view) {
+          return meta.version.origin == origin;
+        });
+  }
   return ScanRecordsWhere(*impl_->store, cursor, page_bytes, out,
-                          [origin](const rows::RecordMeta& meta, std::string_view,
-                                   std::string_view) { return meta.version.origin == origin; });
-}
-
-Result<bool> Replica::RecordsWithKeyHashes(std::span<const uint64_t> key_hashes,
-                                           std::string* cursor, size_t page_bytes,
-                                           std::vector<KeyedRecord>* out) const {
-  return ScanRecordsWhere(
-      *impl_->store, cursor, page_bytes, out,
-      [key_hashes](const rows::RecordMeta&, std::string_view m, std::string_view k) {
-        return std::binary_search(key_hashes.begin(), key_hashes.end(), KeyHash(m, k));
-      });
+                          [key_hashes = scan.key_hashes](const rows::RecordMeta&,
+                                                         std::string_view m, std::string_view k) {
+                            return std::binary_search(key_hashes.begin(), key_hashes.end(),
+                                                      KeyHash(m, k));
+                          });
 }
 
 uint64_t Replica::KeyCount() const {
@@ -1918,8 +1916,65 @@ Version Replica::gc_watermark(uint64_t key_hash) const {
 uint64_t Replica::incarnation() const { return impl_->incarnation; }
 
 uint64_t Replica::node_id() const { return impl_->options.node_id; }
-Oplog& Replica::oplog() { return *impl_->oplog; }
-Hlc& Replica::hlc() { return *impl_->hlc; }
+Timestamp Replica::LastTimestamp() const { return impl_->hlc->Last(); }
 const Limits& Replica::limits() const { return impl_->options.limits; }
+
+Result<std::vector<OplogEntry>> Replica::ReadOplog(uint64_t after_seq, size_t entries_max) const {
+  return impl_->oplog->ReadAfter(after_seq, entries_max);
+}
+Result<uint64_t> Replica::OplogPrunedThrough() const { return impl_->oplog->PrunedThrough(); }
+Status Replica::AddPeer(uint64_t peer) { return impl_->oplog->AddPeer(peer); }
+Result<std::map<uint64_t, uint64_t>> Replica::PeerAcks() const { return impl_->oplog->PeerAcks(); }
+
+SyncStoreInfo Replica::Info() const {
+  return SyncStoreInfo{impl_->options.node_id, impl_->incarnation, impl_->tree_shape.fanout_bits,
+                       impl_->tree_shape.depth, impl_->options.limits.batch_ops_max};
+}
+
+Result<SyncSnapshot> Replica::Snapshot() const {
+  SyncSnapshot s;
+  s.last_seq = LastSeq();  // first: the root read next covers every row up to it
+  TIDEMAP_ASSIGN_OR_RETURN(s.pruned_through, impl_->oplog->PrunedThrough());
+  s.merkle_root = MerkleRoot();
+  s.gc_watermark = gc_watermark();
+  s.records = KeyCount();
+  return s;
+}
+
+Version Replica::GcWatermark(std::optional<uint64_t> key_hash) const {
+  return key_hash.has_value() ? gc_watermark(*key_hash) : gc_watermark();
+}
+
+Result<std::optional<PeerState>> Replica::LoadPeer(uint64_t peer) {
+  auto state = impl_->oplog->Peer(peer);
+  if (state.status().IsNotFound()) {
+    TIDEMAP_RETURN_IF_ERROR(impl_->oplog->AddPeer(peer));
+    return std::optional<PeerState>();
+  }
+  if (!state.ok()) return state.status();
+  return std::optional<PeerState>(*state);
+}
+
+Status Replica::SavePeerAcked(uint64_t peer, uint64_t seq) {
+  return impl_->oplog->SetPeerAck(peer, seq);
+}
+Status Replica::SavePeerReceived(uint64_t peer, uint64_t seq) {
+  return impl_->oplog->SetPeerReceived(peer, seq);
+}
+Status Replica::ReplacePeer(uint64_t peer, const PeerState& state) {
+  return impl_->oplog->SetPeer(peer, state);
+}
+
+Status Replica::CheckClockOffset(Timestamp remote, std::string_view peer) const {
+  return impl_->hlc->CheckOffset(remote, peer);
+}
+
+Result<ApplyResult> Replica::ApplyPeerRecords(std::span<const KeyedRecord> records, uint64_t peer,
+                                              StaleRecords stale) {
+  return ApplyRemote(records, peer, stale);
+}
+
+Oplog& ReplicaTestAccess::oplog(Replica& replica) { return *replica.impl_->oplog; }
+Hlc& ReplicaTestAccess::hlc(Replica& replica) { return *replica.impl_->hlc; }
 
 }  // namespace tidemap

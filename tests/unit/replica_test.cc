@@ -23,6 +23,7 @@
 #include "base/random.h"
 #include "merkle/merkle.h"
 #include "replica/replica.h"
+#include "replica/test_access_internal.h"
 #include "storage/rows_internal.h"
 #include "tests/support/fault_env.h"
 #include "tests/support/test_util.h"
@@ -87,7 +88,7 @@ class ReplicaTest : public ::testing::Test {
     std::set<Version> all;
     for (const auto& vs : versions) all.insert(vs.begin(), vs.end());
     EXPECT_EQ(all.size(), writes);
-    auto rows = r->oplog().ReadAfter(0, 100'000);
+    auto rows = r->ReadOplog(0, 100'000);
     EXPECT_TRUE(rows.ok());
     if (!rows.ok()) return {};
     EXPECT_EQ(rows->size(), writes);
@@ -221,7 +222,7 @@ TEST_F(ReplicaTest, BatchIsAtomicAndSequenced) {
   EXPECT_LT((*versions)[0], (*versions)[1]);
   EXPECT_LT((*versions)[1], (*versions)[2]);
   EXPECT_EQ(Render(*r, "m"), "y=2");
-  auto rows = r->oplog().ReadAfter(0, 100);
+  auto rows = r->ReadOplog(0, 100);
   ASSERT_TRUE(rows.ok());
   ASSERT_EQ(rows->size(), 3u);
   EXPECT_EQ((*rows)[2].key, "x");
@@ -271,7 +272,7 @@ TEST_F(ReplicaTest, ApplyRemoteMergesByVersionAndKeepsOrigin) {
   auto again = r->ApplyRemote(recs, 0xb2);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->applied, 0u);
-  auto rows = r->oplog().ReadAfter(0, 100);
+  auto rows = r->ReadOplog(0, 100);
   ASSERT_TRUE(rows.ok());
   ASSERT_EQ(rows->size(), 2u);
   EXPECT_EQ((*rows)[0].version.origin, 0xb2u);  // origin kept, for transitive flow
@@ -301,7 +302,7 @@ TEST_F(ReplicaTest, RemoteBatchRaisesTheClockPastItsNewestTimestampInAnyPosition
       {"m", "c", "v", Version{Timestamp::FromParts(kStartMs + 20'000, 0), 0xb2}, false},
   };
   ASSERT_TRUE(r->ApplyRemote(recs, 0xb2).ok());
-  EXPECT_EQ(r->hlc().Last(), newest);
+  EXPECT_EQ(r->LastTimestamp(), newest);
   auto local = r->Put("m", "other", "v");
   ASSERT_TRUE(local.ok());
   EXPECT_GT(local->hlc, newest);
@@ -314,11 +315,11 @@ TEST_F(ReplicaTest, ClockOffsetBeyondLimitInTheMiddleRefusesTheWholeBatch) {
       {"m", "far", "v", Version{Timestamp::FromParts(kStartMs + 90'000, 0), 0xb2}, false},
       {"m", "last", "v", Version{Timestamp::FromParts(kStartMs + 1'000, 0), 0xb2}, false},
   };
-  const Timestamp before = r->hlc().Last();
+  const Timestamp before = r->LastTimestamp();
   Status s = r->ApplyRemote(recs, 0xb2).status();
   EXPECT_TRUE(s.IsRefused());
   EXPECT_NE(s.message().find("90.0 s"), std::string::npos) << s.message();
-  EXPECT_EQ(r->hlc().Last(), before);
+  EXPECT_EQ(r->LastTimestamp(), before);
   EXPECT_TRUE(r->Get("m", "first").status().IsNotFound());
   EXPECT_TRUE(r->Get("m", "last").status().IsNotFound());
 }
@@ -329,13 +330,13 @@ TEST_F(ReplicaTest, ClockOffsetBeyondLimitRefusesTheWholeBatch) {
       {"m", "fine", "v", Version{Timestamp::FromParts(kStartMs, 0), 0xb2}, false},
       {"m", "far", "v", Version{Timestamp::FromParts(kStartMs + 61'000, 0), 0xb2}, false},
   };
-  const Timestamp before = r->hlc().Last();
+  const Timestamp before = r->LastTimestamp();
   Status s = r->ApplyRemote(recs, 0xb2).status();
   EXPECT_TRUE(s.IsRefused());
   EXPECT_NE(s.message().find("00000000000000b2"), std::string::npos) << s.message();
   EXPECT_NE(s.message().find("61.0 s"), std::string::npos) << s.message();
   EXPECT_EQ(s.message().find("peer peer"), std::string::npos) << s.message();
-  EXPECT_EQ(r->hlc().Last(), before);
+  EXPECT_EQ(r->LastTimestamp(), before);
   EXPECT_TRUE(r->Get("m", "fine").status().IsNotFound());
 }
 
@@ -418,8 +419,8 @@ TEST_F(ReplicaTest, RestartWithClockSetBackKeepsTimestampsAndSeqsGrowing) {
     for (int i = 0; i < 10; ++i) last = *r->Put("m", "k" + std::to_string(i), "v");
     last_seq = r->Stats()->oplog_last_seq;
     // Prune everything away: the next seq must still not repeat.
-    ASSERT_TRUE(r->oplog().AddPeer(0xb2).ok());
-    ASSERT_TRUE(r->oplog().SetPeerAck(0xb2, last_seq).ok());
+    ASSERT_TRUE(r->AddPeer(0xb2).ok());
+    ASSERT_TRUE(ReplicaTestAccess::oplog(*r).SetPeerAck(0xb2, last_seq).ok());
     auto pruned = r->PruneOplog();
     ASSERT_TRUE(pruned.ok());
     EXPECT_EQ(pruned->rows_pruned, 10u);
@@ -429,7 +430,7 @@ TEST_F(ReplicaTest, RestartWithClockSetBackKeepsTimestampsAndSeqsGrowing) {
   auto v = r->Put("m", "after", "v");
   ASSERT_TRUE(v.ok());
   EXPECT_GT(*v, last);
-  auto rows = r->oplog().ReadAfter(0, 10);
+  auto rows = r->ReadOplog(0, 10);
   ASSERT_TRUE(rows.ok());
   ASSERT_EQ(rows->size(), 1u);
   EXPECT_EQ((*rows)[0].seq, last_seq + 1);
@@ -570,10 +571,11 @@ TEST_F(ReplicaTest, DiffReadsInParallelSlicesMatchOneThread) {
     auto r = OpenReplica(std::move(o));
     Reads out;
     if (r == nullptr) return out;
-    EXPECT_TRUE(r->BucketSummaries(buckets, &out.entries, &out.counts).ok());
+    const SyncStore& store = *r;  // the reads the sync core makes
+    EXPECT_TRUE(store.BucketSummaries(buckets, &out.entries, &out.counts).ok());
     for (size_t budget : budgets) {
       std::vector<KeyedRecord> records;
-      auto done = r->RecordsByKeyHash(hashes, budget, &records);
+      auto done = store.RecordsByKeyHash(hashes, budget, &records);
       EXPECT_TRUE(done.ok()) << done.status().ToString();
       out.records.emplace_back(done.ok() ? *done : 0, std::move(records));
     }
@@ -606,7 +608,8 @@ TEST_F(ReplicaTest, LeavesAreCheckpointedInPages) {
   uint32_t leaf_count = 0;
   {
     auto r = OpenReplica(Options());
-    leaf_count = uint32_t{1} << (r->tree_fanout_bits() * r->tree_depth());
+    const SyncStoreInfo info = static_cast<const SyncStore&>(*r).Info();
+    leaf_count = uint32_t{1} << (info.tree_fanout_bits * info.tree_depth);
     WriteBatch batch;
     for (int i = 0; i < 5000; ++i) batch.Put("m", "k" + std::to_string(i), "v");
     ASSERT_TRUE(r->Write(batch).ok());
@@ -961,14 +964,14 @@ TEST_F(ReplicaTest, AGroupOf600OpsMakesThreeOplogRows) {
     WriteBatch b;
     for (int i = 0; i < 600; ++i) b.Put("m", "k" + std::to_string(i), "v");
     ASSERT_TRUE(r->Write(b).ok());
-    auto all = r->oplog().ReadAfter(0, 1000);
+    auto all = r->ReadOplog(0, 1000);
     ASSERT_TRUE(all.ok());
     ASSERT_EQ(all->size(), 601u);
     for (size_t i = 0; i < all->size(); ++i) {
       EXPECT_EQ((*all)[i].seq, i + 1);
       EXPECT_EQ((*all)[i].key, i == 0 ? "first" : "k" + std::to_string(i - 1));
     }
-    auto across = r->oplog().ReadAfter(256, 2);
+    auto across = r->ReadOplog(256, 2);
     ASSERT_TRUE(across.ok());
     ASSERT_EQ(across->size(), 2u);
     EXPECT_EQ((*across)[0].key, "k255");
@@ -1009,7 +1012,7 @@ TEST_F(ReplicaTest, AFailedWriterLeavesNoOplogEntry) {
   b.Put("m", "bad", "1");
   EXPECT_TRUE(r->Write(b).status().IsCorruption());
   ASSERT_TRUE(r->Put("m", "y", "1").ok());
-  auto rows = r->oplog().ReadAfter(0, 100);
+  auto rows = r->ReadOplog(0, 100);
   ASSERT_TRUE(rows.ok());
   std::string rendered;
   for (const OplogEntry& e : *rows) rendered += std::to_string(e.seq) + ":" + e.key + " ";
@@ -1052,8 +1055,8 @@ TEST_F(ReplicaTest, PurgeNeedsTheHorizonAndEveryPeersAck) {
   ReplicaOptions o = Options();
   o.tombstone_horizon_ms = kHorizonMs;
   auto r = OpenReplica(std::move(o));
-  ASSERT_TRUE(r->oplog().AddPeer(0xb1).ok());
-  ASSERT_TRUE(r->oplog().AddPeer(0xb2).ok());
+  ASSERT_TRUE(r->AddPeer(0xb1).ok());
+  ASSERT_TRUE(r->AddPeer(0xb2).ok());
   ASSERT_TRUE(r->Put("m", "a", "1").ok());     // seq 1
   const Version del_a = *r->Delete("m", "a");  // seq 2
   ASSERT_TRUE(r->Put("m", "b", "2").ok());     // seq 3
@@ -1063,8 +1066,8 @@ TEST_F(ReplicaTest, PurgeNeedsTheHorizonAndEveryPeersAck) {
   EXPECT_EQ(RenderAll(*r), "m/a=⊥ m/b=2 m/c=⊥ m/d=back");
 
   // Every peer acknowledged everything, but nothing is old enough yet.
-  ASSERT_TRUE(r->oplog().SetPeerAck(0xb1, 6).ok());
-  ASSERT_TRUE(r->oplog().SetPeerAck(0xb2, 6).ok());
+  ASSERT_TRUE(ReplicaTestAccess::oplog(*r).SetPeerAck(0xb1, 6).ok());
+  ASSERT_TRUE(ReplicaTestAccess::oplog(*r).SetPeerAck(0xb2, 6).ok());
   auto young = r->PurgeTombstones();
   ASSERT_TRUE(young.ok());
   EXPECT_EQ(young->purged, 0u);
@@ -1072,7 +1075,7 @@ TEST_F(ReplicaTest, PurgeNeedsTheHorizonAndEveryPeersAck) {
   EXPECT_EQ(r->PurgeTombstones()->purged, 0u);
 
   // Old enough, but 0xb3 (known, acknowledged nothing) holds them back.
-  ASSERT_TRUE(r->oplog().AddPeer(0xb3).ok());
+  ASSERT_TRUE(r->AddPeer(0xb3).ok());
   clock_.Advance(2);
   auto held = r->PurgeTombstones();
   ASSERT_TRUE(held.ok());
@@ -1081,7 +1084,7 @@ TEST_F(ReplicaTest, PurgeNeedsTheHorizonAndEveryPeersAck) {
   EXPECT_EQ(held->watermark, Version{});
 
   // 0xb3 acknowledged a's row, not c's: only a's tombstone goes.
-  ASSERT_TRUE(r->oplog().SetPeerAck(0xb3, 3).ok());
+  ASSERT_TRUE(ReplicaTestAccess::oplog(*r).SetPeerAck(0xb3, 3).ok());
   std::vector<std::string> purged;
   auto some = r->PurgeTombstones(
       [&](const KeyMeta& m) { purged.push_back(std::string(m.key) + "@" + m.version.ToString()); });
@@ -1093,7 +1096,7 @@ TEST_F(ReplicaTest, PurgeNeedsTheHorizonAndEveryPeersAck) {
   EXPECT_EQ(RenderAll(*r), "m/b=2 m/c=⊥ m/d=back");
   ExpectScrubOk(*r);
 
-  ASSERT_TRUE(r->oplog().SetPeerAck(0xb3, 6).ok());
+  ASSERT_TRUE(ReplicaTestAccess::oplog(*r).SetPeerAck(0xb3, 6).ok());
   EXPECT_EQ(r->PurgeTombstones()->purged, 1u);
   EXPECT_EQ(RenderAll(*r), "m/b=2 m/d=back");
   auto stats = r->Stats();
@@ -1220,7 +1223,7 @@ TEST_F(ReplicaTest, OlderVersionOfAPurgedKeyIsNeverResurrected) {
                                               "delete " + same_bucket + "@" + del.ToString()}));
   // The restored deletes are this replica's doing: their oplog rows name no
   // peer they came from, so they stream back to the sender too.
-  auto rows = r->oplog().ReadAfter(r->LastSeq() - 2, 2);
+  auto rows = r->ReadOplog(r->LastSeq() - 2, 2);
   ASSERT_TRUE(rows.ok());
   for (const OplogEntry& row : *rows) EXPECT_EQ(row.via, 0u);
   EXPECT_EQ(r->Stats()->stale_records_dropped, 4u);

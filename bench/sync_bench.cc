@@ -29,6 +29,7 @@
 #include "replica/replica.h"
 #include "replica/sync.h"
 #include "schemas/codec.h"
+#include "tests/support/sync_pump.h"
 
 namespace tidemap {
 namespace {
@@ -99,32 +100,17 @@ SyncResult RunSync(Replica& a, Replica& b, bool diff) {
   SyncResult res;
   const uint64_t now = kBaseMs;
   const auto start = std::chrono::steady_clock::now();
-  std::vector<msg::Message> to_b, to_a;
-  TIDEMAP_CHECK(sa.Start(now, &to_b).ok());
-  TIDEMAP_CHECK(sb.Start(now, &to_a).ok());
-  for (int guard = 0; guard < 10'000; ++guard) {
-    TIDEMAP_CHECK(sa.Poll(now, &to_b).ok());
-    TIDEMAP_CHECK(sb.Poll(now, &to_a).ok());
-    if (to_a.empty() && to_b.empty()) break;
-    ++res.hops;
-    std::vector<msg::Message> next_a, next_b;
-    for (const auto& m : to_b) {
-      auto bytes = EncodeMessage(m);
-      TIDEMAP_CHECK(bytes.ok());
-      res.bytes_a_to_b += bytes->size();
-      const Status st = sb.Receive(m, now, &next_a);
-      TIDEMAP_CHECK_MSG(st.ok(), st.ToString().c_str());
-    }
-    for (const auto& m : to_a) {
-      auto bytes = EncodeMessage(m);
-      TIDEMAP_CHECK(bytes.ok());
-      res.bytes_b_to_a += bytes->size();
-      const Status st = sa.Receive(m, now, &next_b);
-      TIDEMAP_CHECK_MSG(st.ok(), st.ToString().c_str());
-    }
-    to_a = std::move(next_a);
-    to_b = std::move(next_b);
-  }
+  testing::SyncPumpOptions pump;
+  pump.now_ms = now;
+  pump.rounds_max = 10'000;
+  pump.deliver = [&res](const msg::Message& m, bool a_to_b) {
+    auto bytes = EncodeMessage(m);
+    TIDEMAP_CHECK(bytes.ok());
+    (a_to_b ? res.bytes_a_to_b : res.bytes_b_to_a) += bytes->size();
+  };
+  const testing::SyncPumpResult pumped = testing::PumpSync(sa, sb, pump);
+  TIDEMAP_CHECK_MSG(pumped.status.ok(), pumped.status.ToString().c_str());
+  res.hops = pumped.rounds;
   res.ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   return res;

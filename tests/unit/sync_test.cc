@@ -20,6 +20,7 @@
 
 #include "replica/sync.h"
 #include "replica/test_access_internal.h"
+#include "tests/support/sync_pump.h"
 #include "tests/support/test_util.h"
 
 namespace tidemap {
@@ -122,33 +123,14 @@ class SyncTest : public ::testing::Test {
   // `observe`, when given, sees what each call appended.
   int Pump(Link& link, bool start = true, uint64_t now_ms = kStartMs, int rounds_max = 100,
            const Observer& observe = {}) {
-    std::vector<msg::Message> to_b, to_a;
-    auto call = [&](std::vector<msg::Message>* out, auto&& fn) {
-      const size_t from = out->size();
-      const Status s = fn(out);
-      EXPECT_TRUE(s.ok()) << s.ToString();
-      if (observe) observe(*out, from);
-    };
-    if (start) {
-      call(&to_b, [&](auto* out) { return link.a->Start(now_ms, out); });
-      call(&to_a, [&](auto* out) { return link.b->Start(now_ms, out); });
-    }
-    int rounds = 0;
-    for (; rounds < rounds_max; ++rounds) {
-      call(&to_b, [&](auto* out) { return link.a->Poll(now_ms, out); });
-      call(&to_a, [&](auto* out) { return link.b->Poll(now_ms, out); });
-      if (to_a.empty() && to_b.empty()) break;
-      std::vector<msg::Message> next_b, next_a;
-      for (const auto& m : to_b) {
-        call(&next_a, [&](auto* out) { return link.b->Receive(m, now_ms, out); });
-      }
-      for (const auto& m : to_a) {
-        call(&next_b, [&](auto* out) { return link.a->Receive(m, now_ms, out); });
-      }
-      to_b = std::move(next_b);
-      to_a = std::move(next_a);
-    }
-    return rounds;
+    testing::SyncPumpOptions options;
+    options.start = start;
+    options.now_ms = now_ms;
+    options.rounds_max = rounds_max;
+    options.observe = observe;
+    const testing::SyncPumpResult r = testing::PumpSync(*link.a, *link.b, options);
+    EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+    return r.rounds;
   }
 
   // Runs the link until one side's Receive fails (a closed session) or both

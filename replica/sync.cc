@@ -14,7 +14,7 @@ namespace tidemap {
 
 // Peers whose database changed
 // -----------------------------
-// What we persist about a peer (Oplog PeerState: the cursor it acknowledged
+// What we persist about a peer (PeerState, in the store: the cursor it acknowledged
 // into our oplog, the highest of its seqs we acknowledged, and the
 // incarnation of its database both are about) is true only of that database.
 // A node may come back under the same id with another one: wiped (a new,
@@ -28,7 +28,7 @@ namespace tidemap {
 //     as on first contact, and its records are resynced (OriginRecords,
 //     below). Nothing is persisted until both are done, so a session cut
 //     before then finds the same mismatch next time; then the whole state
-//     is replaced at once (Oplog::SetPeer), the cursor moving back if need be.
+//     is replaced at once (SyncStore::ReplacePeer), the cursor moving back if need be.
 //   - no stored state, or one whose incarnation was never learned (0: a
 //     first session cut before its repair, or a cursor an embedder set): a
 //     tree diff repairs it, and the incarnation is stored when it is done.
@@ -285,7 +285,7 @@ struct SyncSession::Impl {
   }
 
   // Applies the records of `part` whose timestamps are within our
-  // max_clock_offset, after ApplyRemote refused `part` as a whole with
+  // max_clock_offset, after ApplyPeerRecords refused `part` as a whole with
   // `refusal`, and counts the others as refused.
   Result<ApplyResult> ApplyWithinClockOffset(std::span<const KeyedRecord> part,
                                              const Status& refusal) {

@@ -40,8 +40,9 @@
 #include "bench/workload.h"
 #include "oplog/oplog.h"
 #include "replica/replica.h"
+#include "storage/key_order_sorter_internal.h"
 #include "storage/leveldb_options_internal.h"
-#include "storage/rows.h"
+#include "storage/rows_internal.h"
 #include "storage/storage.h"
 
 namespace tidemap {
@@ -406,17 +407,17 @@ void BM_ReplicaApplyRemote1000(benchmark::State& state) {
     return;
   }
   const uint64_t now_ms = f.clock.NowMillis();
-  std::vector<std::vector<RemoteRecord>> batches(static_cast<size_t>(kBatchIterations));
+  std::vector<std::vector<KeyedRecord>> batches(static_cast<size_t>(kBatchIterations));
   uint64_t index = 0;
   for (auto& batch : batches) {
     batch.reserve(kOps);
     for (int64_t i = 0; i < kOps; ++i, ++index) {
       const auto value = TheValues().At(index);
       batch.push_back(
-          RemoteRecord{std::string(kMap), KeyString(index), std::string(value.data(), value.size()),
-                       Version{Timestamp::FromParts(now_ms - 100'000 + index / 1000, index % 1000),
-                               kRemoteOrigin},
-                       false});
+          KeyedRecord{std::string(kMap), KeyString(index), std::string(value.data(), value.size()),
+                      Version{Timestamp::FromParts(now_ms - 100'000 + index / 1000, index % 1000),
+                              kRemoteOrigin},
+                      false});
     }
   }
   size_t next = 0;

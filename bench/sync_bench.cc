@@ -26,8 +26,10 @@
 
 #include "base/random.h"
 #include "bench/report.h"
+#include "replica/replica.h"
 #include "replica/sync.h"
 #include "schemas/codec.h"
+#include "tests/support/sync_pump.h"
 
 namespace tidemap {
 namespace {
@@ -45,9 +47,9 @@ std::string KeyOf(uint64_t i) {
   return buf;
 }
 
-RemoteRecord RecordOf(uint64_t i) {
-  return RemoteRecord{"m", KeyOf(i), "value-" + KeyOf(i).substr(6),
-                      Version{Timestamp::FromParts(kBaseMs + i / 1000, i % 1000), kWriter}, false};
+KeyedRecord RecordOf(uint64_t i) {
+  return KeyedRecord{"m", KeyOf(i), "value-" + KeyOf(i).substr(6),
+                     Version{Timestamp::FromParts(kBaseMs + i / 1000, i % 1000), kWriter}, false};
 }
 
 struct Opened {
@@ -70,7 +72,7 @@ Opened OpenAt(const fs::path& dir, uint64_t node) {
 }
 
 void ApplyIndices(Replica& r, const std::vector<uint64_t>& indices) {
-  std::vector<RemoteRecord> batch;
+  std::vector<KeyedRecord> batch;
   for (uint64_t i : indices) {
     batch.push_back(RecordOf(i));
     if (batch.size() == 1000) {
@@ -98,32 +100,17 @@ SyncResult RunSync(Replica& a, Replica& b, bool diff) {
   SyncResult res;
   const uint64_t now = kBaseMs;
   const auto start = std::chrono::steady_clock::now();
-  std::vector<msg::Message> to_b, to_a;
-  TIDEMAP_CHECK(sa.Start(now, &to_b).ok());
-  TIDEMAP_CHECK(sb.Start(now, &to_a).ok());
-  for (int guard = 0; guard < 10'000; ++guard) {
-    TIDEMAP_CHECK(sa.Poll(now, &to_b).ok());
-    TIDEMAP_CHECK(sb.Poll(now, &to_a).ok());
-    if (to_a.empty() && to_b.empty()) break;
-    ++res.hops;
-    std::vector<msg::Message> next_a, next_b;
-    for (const auto& m : to_b) {
-      auto bytes = EncodeMessage(m);
-      TIDEMAP_CHECK(bytes.ok());
-      res.bytes_a_to_b += bytes->size();
-      const Status st = sb.Receive(m, now, &next_a);
-      TIDEMAP_CHECK_MSG(st.ok(), st.ToString().c_str());
-    }
-    for (const auto& m : to_a) {
-      auto bytes = EncodeMessage(m);
-      TIDEMAP_CHECK(bytes.ok());
-      res.bytes_b_to_a += bytes->size();
-      const Status st = sa.Receive(m, now, &next_b);
-      TIDEMAP_CHECK_MSG(st.ok(), st.ToString().c_str());
-    }
-    to_a = std::move(next_a);
-    to_b = std::move(next_b);
-  }
+  testing::SyncPumpOptions pump;
+  pump.now_ms = now;
+  pump.rounds_max = 10'000;
+  pump.deliver = [&res](const msg::Message& m, bool a_to_b) {
+    auto bytes = EncodeMessage(m);
+    TIDEMAP_CHECK(bytes.ok());
+    (a_to_b ? res.bytes_a_to_b : res.bytes_b_to_a) += bytes->size();
+  };
+  const testing::SyncPumpResult pumped = testing::PumpSync(sa, sb, pump);
+  TIDEMAP_CHECK_MSG(pumped.status.ok(), pumped.status.ToString().c_str());
+  res.hops = pumped.rounds;
   res.ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   return res;
@@ -183,14 +170,16 @@ CasePair OpenCasePair(const Bases& bases, const std::vector<uint64_t>& on_a,
   ApplyIndices(*p.a.replica, on_a);
   ApplyIndices(*p.b.replica, on_b);
   // Cursors tagged with the other's incarnation, as a finished sync leaves them.
-  TIDEMAP_CHECK(p.a.replica->oplog()
-                    .SetPeer(kNodeB, PeerState{p.a.replica->LastSeq(), p.b.replica->incarnation(),
-                                               p.b.replica->LastSeq()})
-                    .ok());
-  TIDEMAP_CHECK(p.b.replica->oplog()
-                    .SetPeer(kNodeA, PeerState{p.b.replica->LastSeq(), p.a.replica->incarnation(),
-                                               p.a.replica->LastSeq()})
-                    .ok());
+  TIDEMAP_CHECK(
+      static_cast<SyncStore&>(*p.a.replica)
+          .ReplacePeer(kNodeB, PeerState{p.a.replica->LastSeq(), p.b.replica->incarnation(),
+                                         p.b.replica->LastSeq()})
+          .ok());
+  TIDEMAP_CHECK(
+      static_cast<SyncStore&>(*p.b.replica)
+          .ReplacePeer(kNodeA, PeerState{p.b.replica->LastSeq(), p.a.replica->incarnation(),
+                                         p.a.replica->LastSeq()})
+          .ok());
   // Compacted (as the base is), closed and reopened: the close checkpoints
   // the tree the set-up writes changed, so neither that nor compacting them
   // is charged to the sync, and the block cache starts cold.
@@ -316,7 +305,7 @@ void BM_SyncNewest(benchmark::State& state) {
           record_bytes = 0;  // the same in every run
           WriteBatch wb;
           for (uint64_t i = 0; i < d; ++i) {
-            const RemoteRecord r = RecordOf(n + i);
+            const KeyedRecord r = RecordOf(n + i);
             wb.Put(r.map, r.key, r.value);
             record_bytes += static_cast<double>(r.map.size() + r.key.size() + r.value.size() + 16);
             if (wb.size() == 1000) {

@@ -70,7 +70,9 @@
 
 namespace tidemap::net {
 
-inline constexpr uint32_t kProtocolVersion = 1;
+// The handshake's version (its hello and refuse messages); the sync
+// protocol has its own (kSyncProtocolVersion, schemas/messages.h).
+inline constexpr uint32_t kHandshakeVersion = 1;
 
 // The smallest handshake_bytes_max that fits every handshake message.
 inline constexpr size_t kHandshakeBytesMaxMin = 256;
@@ -193,7 +195,7 @@ class Handshake {
 
   const Role role_;
   const HandshakeConfig config_;
-  uint32_t version_ = kProtocolVersion;
+  uint32_t version_ = kHandshakeVersion;
   State state_ = State::kNew;
   Status status_;
 

@@ -808,7 +808,7 @@ Result<std::unique_ptr<Node>> Node::Start(NodeOptions options, Replica* replica,
   for (const auto& key : trust->keys()) {
     const uint64_t id = crypto::NodeIdOf(key);
     if (id == identity->node_id()) continue;
-    TIDEMAP_RETURN_IF_ERROR(replica->oplog().AddPeer(id));
+    TIDEMAP_RETURN_IF_ERROR(replica->AddPeer(id));
     MutexLock lock(&impl->mu);
     PeerStatus& p = impl->peers[id];
     p.node_id = id;
@@ -853,7 +853,7 @@ NetStatus Node::Snapshot() const {
   NetStatus out;
   const uint64_t last_seq = impl_->replica->LastSeq();
   std::map<uint64_t, uint64_t> acks;
-  if (auto a = impl_->replica->oplog().PeerAcks(); a.ok()) acks = std::move(*a);
+  if (auto a = impl_->replica->PeerAcks(); a.ok()) acks = std::move(*a);
   {
     MutexLock lock(&impl_->mu);
     std::map<uint64_t, PeerStatus> peers = impl_->peers;
@@ -887,7 +887,7 @@ NetStatus Node::Snapshot() const {
     if (p.node_id == 0) continue;
     p.lag = last_seq > p.acked_seq ? last_seq - p.acked_seq : 0;
     if (p.lag == 0) continue;
-    auto rows = impl_->replica->oplog().ReadAfter(p.acked_seq, 1);
+    auto rows = impl_->replica->ReadOplog(p.acked_seq, 1);
     if (rows.ok() && !rows->empty()) {
       const uint64_t written_ms = rows->front().version.hlc.physical_ms();
       p.lag_seconds = now > written_ms ? static_cast<double>(now - written_ms) / 1000.0 : 0;

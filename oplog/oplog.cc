@@ -1,4 +1,4 @@
-// Oplog row format (keys come from storage/rows.h). Integers are big-endian
+// Oplog row format (keys come from storage/rows_internal.h). Integers are big-endian
 // fixed width unless marked varint; lp(x) is a varint length, then x.
 //
 //   oplog key   := 'o' last_seq:u64 (big-endian, so rows sort by seq)
@@ -28,7 +28,7 @@
 #include "base/check.h"
 #include "base/coding.h"
 #include "base/hash.h"
-#include "storage/rows.h"
+#include "storage/rows_internal.h"
 
 namespace tidemap {
 

@@ -48,7 +48,7 @@ struct Writer {
   explicit Writer(CommitQueue* queue);
   // Input: local ops, or remote records (then `remote` is set).
   const WriteBatch* local = nullptr;
-  std::span<const RemoteRecord> remote_records;
+  std::span<const KeyedRecord> remote_records;
   bool remote = false;
   uint64_t peer = 0;  // who sent the remote records
   StaleRecords stale = StaleRecords::kRedelete;
@@ -67,7 +67,7 @@ struct Writer {
   size_t size() const { return remote ? remote_records.size() : local->size(); }
   WriterOp op(size_t i) const {
     if (remote) {
-      const RemoteRecord& r = remote_records[i];
+      const KeyedRecord& r = remote_records[i];
       return WriterOp{r.map, r.key, r.tombstone ? std::string_view() : r.value, r.tombstone,
                       r.version};
     }

@@ -9,7 +9,7 @@
 
 #include "base/check.h"
 #include "replica/impl_internal.h"
-#include "storage/rows.h"
+#include "storage/rows_internal.h"
 
 namespace tidemap {
 

@@ -8,7 +8,7 @@
 #include "base/coding.h"
 #include "base/thread_name.h"
 #include "storage/prefix_iterator.h"
-#include "storage/rows.h"
+#include "storage/rows_internal.h"
 
 namespace tidemap {
 

@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "storage/rows.h"
+#include "storage/rows_internal.h"
 
 namespace tidemap {
 

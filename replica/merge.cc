@@ -17,9 +17,9 @@ bool DigestLess(const Digest128& a, const Digest128& b) {
 
 // Sizes and origin of each record, before anything else; "from peer <name>"
 // is put in front of the error.
-Status CheckRemoteRecords(const Limits& limits, std::span<const RemoteRecord> records,
+Status CheckRemoteRecords(const Limits& limits, std::span<const KeyedRecord> records,
                           const std::string& context, size_t* bytes, Timestamp* newest) {
-  for (const RemoteRecord& r : records) {
+  for (const KeyedRecord& r : records) {
     Status s = CheckSizes(limits, r.map, r.key, r.value);
     if (s.ok() && r.tombstone && !r.value.empty()) {
       s = Status::InvalidArgument("tombstone for " + rows::DescribeKey(r.map, r.key) +
@@ -58,7 +58,7 @@ MergeDecision DecideMerge(const KeyState& held, const IncomingVersion& incoming,
   return stale == StaleRecords::kDrop ? MergeDecision::kDropStale : MergeDecision::kRedelete;
 }
 
-Result<ApplyResult> Replica::ApplyRemote(std::span<const RemoteRecord> records, uint64_t peer,
+Result<ApplyResult> Replica::ApplyRemote(std::span<const KeyedRecord> records, uint64_t peer,
                                          StaleRecords stale) {
   // Hlc::CheckOffset says "peer <name>: clock ... ahead"; other errors get
   // "from peer <name>" in front.

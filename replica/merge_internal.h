@@ -19,7 +19,7 @@
 #include "base/hash.h"
 #include "hlc/hlc.h"
 #include "replica/replica.h"
-#include "storage/rows.h"
+#include "storage/rows_internal.h"
 
 namespace tidemap {
 

@@ -23,7 +23,7 @@
 #include "base/status.h"
 #include "replica/replica.h"
 #include "storage/prefix_iterator.h"
-#include "storage/rows.h"
+#include "storage/rows_internal.h"
 #include "storage/storage.h"
 
 namespace tidemap {

@@ -1,6 +1,6 @@
 // The replica's readers: local reads (Get, Scan, ForEachKeyMeta) and the
 // sync core's reads for tree diffs (ReadRecord, RecordsByKeyHash,
-// BucketSummaries, RecordsOfOrigin, RecordsWithKeyHashes). Reads go straight
+// BucketSummaries, ScanRecords). Reads go straight
 // to LevelDB and see whole batches or nothing.
 #include <algorithm>
 #include <string>
@@ -10,7 +10,7 @@
 #include "replica/impl_internal.h"
 #include "replica/readers_internal.h"
 #include "storage/prefix_iterator.h"
-#include "storage/rows.h"
+#include "storage/rows_internal.h"
 
 namespace tidemap {
 
@@ -24,7 +24,7 @@ constexpr size_t kScanLimitMax = 10'000;
 // false) or the records end (true).
 template <typename Keep>
 Result<bool> ScanRecordsWhere(const Store& store, std::string* cursor, size_t page_bytes,
-                              std::vector<RemoteRecord>* out, Keep&& keep) {
+                              std::vector<KeyedRecord>* out, Keep&& keep) {
   PrefixIterator records(store, std::string(1, rows::kRecordPrefix));
   size_t bytes = 0;
   if (cursor->empty()) {
@@ -40,8 +40,8 @@ Result<bool> ScanRecordsWhere(const Store& store, std::string* cursor, size_t pa
     if (!keep(meta, parts.map, parts.key)) continue;
     TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, records.value()));
     bytes += parts.map.size() + parts.key.size() + rec.value.size();
-    out->push_back(RemoteRecord{std::string(parts.map), std::string(parts.key),
-                                std::move(rec.value), rec.version, rec.tombstone});
+    out->push_back(KeyedRecord{std::string(parts.map), std::string(parts.key), std::move(rec.value),
+                               rec.version, rec.tombstone});
     if (bytes >= page_bytes) {
       cursor->assign(row_key);
       TIDEMAP_RETURN_IF_ERROR(records.status());
@@ -55,7 +55,7 @@ Result<bool> ScanRecordsWhere(const Store& store, std::string* cursor, size_t pa
 // The records one slice of RecordsByKeyHash read: for each of its hashes in
 // order, how many records it has (all of them in `records`).
 struct HashSlice {
-  std::vector<RemoteRecord> records;
+  std::vector<KeyedRecord> records;
   std::vector<uint32_t> per_hash;
 };
 
@@ -76,7 +76,7 @@ Status ReadHashSlice(const Replica& replica, const Store& store, std::span<const
         }));
     uint32_t count = 0;
     for (const auto& [m, k] : keys) {
-      TIDEMAP_ASSIGN_OR_RETURN(std::optional<RemoteRecord> rec, replica.ReadRecord(m, k));
+      TIDEMAP_ASSIGN_OR_RETURN(std::optional<KeyedRecord> rec, replica.ReadRecord(m, k));
       if (!rec.has_value()) continue;
       mine_bytes += rec->map.size() + rec->key.size() + rec->value.size();
       mine.records.push_back(std::move(*rec));
@@ -147,19 +147,19 @@ Status Replica::ForEachKeyMeta(const std::function<bool(const KeyMeta&)>& fn) co
   return ForEachRecordMeta(*impl_->store, fn);
 }
 
-Result<std::optional<RemoteRecord>> Replica::ReadRecord(std::string_view map,
-                                                        std::string_view key) const {
+Result<std::optional<KeyedRecord>> Replica::ReadRecord(std::string_view map,
+                                                       std::string_view key) const {
   const std::string row_key = rows::RecordKey(map, key);
   auto bytes = impl_->store->Get(row_key);
-  if (bytes.status().IsNotFound()) return std::optional<RemoteRecord>();
+  if (bytes.status().IsNotFound()) return std::optional<KeyedRecord>();
   if (!bytes.ok()) return bytes.status();
   TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, *bytes));
-  return std::optional<RemoteRecord>(RemoteRecord{
-      std::string(map), std::string(key), std::move(rec.value), rec.version, rec.tombstone});
+  return std::optional<KeyedRecord>(KeyedRecord{std::string(map), std::string(key),
+                                                std::move(rec.value), rec.version, rec.tombstone});
 }
 
 Result<size_t> Replica::RecordsByKeyHash(std::span<const uint64_t> key_hashes, size_t bytes_max,
-                                         std::vector<RemoteRecord>* out) const {
+                                         std::vector<KeyedRecord>* out) const {
   for (size_t i = 1; i < key_hashes.size(); ++i) TIDEMAP_CHECK(key_hashes[i] > key_hashes[i - 1]);
   // A window of hashes at a time is read in parallel slices, each seeking
   // forward with its own iterator and stopping once it alone has read what
@@ -186,7 +186,7 @@ Result<size_t> Replica::RecordsByKeyHash(std::span<const uint64_t> key_hashes, s
       for (uint32_t count : slice.per_hash) {
         if (bytes >= bytes_max) break;
         for (uint32_t r = 0; r < count; ++r) {
-          RemoteRecord& rec = slice.records[next++];
+          KeyedRecord& rec = slice.records[next++];
           bytes += rec.map.size() + rec.key.size() + rec.value.size();
           out->push_back(std::move(rec));
         }
@@ -238,21 +238,21 @@ Status Replica::MerkleChildDigests(uint32_t level, const std::vector<uint32_t>& 
   return impl_->tree.ChildDigests(level, parents, out);
 }
 
-Result<bool> Replica::RecordsOfOrigin(uint64_t origin, std::string* cursor, size_t page_bytes,
-                                      std::vector<RemoteRecord>* out) const {
+Result<bool> Replica::ScanRecords(const RecordScan& scan, std::string* cursor, size_t page_bytes,
+                                  std::vector<KeyedRecord>* out) const {
+  if (scan.origin.has_value()) {
+    return ScanRecordsWhere(
+        *impl_->store, cursor, page_bytes, out,
+        [origin = *scan.origin](const rows::RecordMeta& meta, std::string_view, std::string_view) {
+          return meta.version.origin == origin;
+        });
+  }
   return ScanRecordsWhere(*impl_->store, cursor, page_bytes, out,
-                          [origin](const rows::RecordMeta& meta, std::string_view,
-                                   std::string_view) { return meta.version.origin == origin; });
-}
-
-Result<bool> Replica::RecordsWithKeyHashes(std::span<const uint64_t> key_hashes,
-                                           std::string* cursor, size_t page_bytes,
-                                           std::vector<RemoteRecord>* out) const {
-  return ScanRecordsWhere(
-      *impl_->store, cursor, page_bytes, out,
-      [key_hashes](const rows::RecordMeta&, std::string_view m, std::string_view k) {
-        return std::binary_search(key_hashes.begin(), key_hashes.end(), KeyHash(m, k));
-      });
+                          [key_hashes = scan.key_hashes](const rows::RecordMeta&,
+                                                         std::string_view m, std::string_view k) {
+                            return std::binary_search(key_hashes.begin(), key_hashes.end(),
+                                                      KeyHash(m, k));
+                          });
 }
 
 }  // namespace tidemap

@@ -8,7 +8,8 @@
 
 #include "replica/impl_internal.h"
 #include "replica/limits_internal.h"
-#include "storage/rows.h"
+#include "replica/test_access_internal.h"
+#include "storage/rows_internal.h"
 
 namespace tidemap {
 
@@ -87,9 +88,6 @@ Result<std::vector<Version>> Replica::Write(const WriteBatch& batch) {
   return std::move(w.versions);
 }
 
-uint32_t Replica::tree_fanout_bits() const { return impl_->tree_shape.fanout_bits; }
-uint32_t Replica::tree_depth() const { return impl_->tree_shape.depth; }
-
 uint64_t Replica::LastSeq() const { return impl_->LastSeq(); }
 
 Digest128 Replica::MerkleRoot() const { return impl_->tree.Root(); }
@@ -148,8 +146,17 @@ Version Replica::gc_watermark(uint64_t key_hash) const {
 uint64_t Replica::incarnation() const { return impl_->incarnation; }
 
 uint64_t Replica::node_id() const { return impl_->options.node_id; }
-Oplog& Replica::oplog() { return *impl_->oplog; }
-Hlc& Replica::hlc() { return *impl_->hlc; }
+Timestamp Replica::LastTimestamp() const { return impl_->hlc->Last(); }
 const Limits& Replica::limits() const { return impl_->options.limits; }
+
+Result<std::vector<OplogEntry>> Replica::ReadOplog(uint64_t after_seq, size_t entries_max) const {
+  return impl_->oplog->ReadAfter(after_seq, entries_max);
+}
+Result<uint64_t> Replica::OplogPrunedThrough() const { return impl_->oplog->PrunedThrough(); }
+Status Replica::AddPeer(uint64_t peer) { return impl_->oplog->AddPeer(peer); }
+Result<std::map<uint64_t, uint64_t>> Replica::PeerAcks() const { return impl_->oplog->PeerAcks(); }
+
+Oplog& ReplicaTestAccess::oplog(Replica& replica) { return *replica.impl_->oplog; }
+Hlc& ReplicaTestAccess::hlc(Replica& replica) { return *replica.impl_->hlc; }
 
 }  // namespace tidemap

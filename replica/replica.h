@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -29,6 +30,7 @@
 #include "base/status.h"
 #include "hlc/hlc.h"
 #include "oplog/oplog.h"
+#include "replica/sync_store.h"
 #include "schemas/messages.h"
 #include "storage/storage.h"
 
@@ -185,33 +187,6 @@ class WriteBatch {
   std::vector<OpRef> ops_;
 };
 
-struct ApplyResult {
-  size_t applied = 0;  // won and stored
-  size_t ignored = 0;  // older than, or equal to, what we hold
-  // Records for keys this replica does not hold, at or below the GC
-  // watermark of their Merkle bucket. Tombstones: not stored, a purge here
-  // already stands for them.
-  size_t below_watermark_tombstones = 0;
-  // Live versions: the old version of a key deleted and purged here (or a
-  // write that arrived later than the GC horizon allows): the sender's state
-  // predates the watermark. Never resurrected; what is stored instead
-  // depends on StaleRecords.
-  size_t stale = 0;
-  std::string first_stale;        // "map 'm', key 'k' at <version>" when stale > 0
-  Version first_stale_watermark;  // the watermark that record was at or below
-};
-
-// What ApplyRemote does with a stale live record (see ApplyResult::stale).
-enum class StaleRecords {
-  // Stores a tombstone at the bucket's watermark instead: the purged delete,
-  // restored. It is newer than the stale version, so it flows back to the
-  // sender (and whoever else holds that version) like any delete, and is
-  // purged again later. The cluster converges on the key being deleted.
-  kRedelete,
-  // Stores nothing; the caller refuses the sender (SyncOptions::refuse_stale_peers).
-  kDrop,
-};
-
 // What one PurgeTombstones call did.
 struct PurgeStats {
   uint64_t purged = 0;  // tombstones deleted
@@ -269,13 +244,17 @@ struct ScrubReport {
   }
 };
 
-class Replica {
+// Replica is the sync core's store: it implements SyncStore
+// (replica/sync_store.h). The operations only the sync core needs are
+// private here and reached through a SyncStore reference; those that are
+// also API (LastSeq, KeyCount, ReadRecord, ReadOplog) are public.
+class Replica : public SyncStore {
  public:
   // Opens or creates the replica at options.path. A database created by
   // another node id, of an unknown schema version, or held by another process
   // is refused with a message that says so.
   static Result<std::unique_ptr<Replica>> Open(ReplicaOptions options);
-  ~Replica();
+  ~Replica() override;
   Replica(const Replica&) = delete;
   Replica& operator=(const Replica&) = delete;
 
@@ -307,7 +286,7 @@ class Replica {
   // not held here whose version is at or below its bucket's GC watermark is
   // not stored as it is (see ApplyResult, StaleRecords): a purged key never
   // comes back.
-  Result<ApplyResult> ApplyRemote(std::span<const RemoteRecord> records, uint64_t peer,
+  Result<ApplyResult> ApplyRemote(std::span<const KeyedRecord> records, uint64_t peer,
                                   StaleRecords stale = StaleRecords::kRedelete);
 
   using Callback = std::function<void(const ChangeEvent&)>;
@@ -333,30 +312,28 @@ class Replica {
   // the records it found.
   Result<uint64_t> RebuildDerivedRows();
 
-  // ---- for the sync core (replica/sync.h) ----
-
-  // The stored record of (map, key), tombstones included; nullopt when absent.
-  Result<std::optional<RemoteRecord>> ReadRecord(std::string_view map, std::string_view key) const;
-  // The stored records (tombstones included) whose KeyHash is one of
-  // `key_hashes` (ascending, no repeats), appended to `out` in that order,
-  // stopping after the first hash whose records bring the bytes appended
-  // (map, key and value sizes) to `bytes_max` or more. Returns how many of
-  // `key_hashes` were done (all their records appended).
-  Result<size_t> RecordsByKeyHash(std::span<const uint64_t> key_hashes, size_t bytes_max,
-                                  std::vector<RemoteRecord>* out) const;
-  // The (key hash, version) entries of each of `buckets` (ascending), in
-  // key-hash order, appended to `entries`; `counts` gets one count per bucket.
-  Status BucketSummaries(const std::vector<uint32_t>& buckets,
-                         std::vector<msg::SummaryEntry>* entries,
-                         std::vector<uint32_t>* counts) const;
-  // For each parent node at `level`, the low 64 bits of its children's digests.
-  // InvalidArgument when a parent is not an inner node.
-  Status MerkleChildDigests(uint32_t level, const std::vector<uint32_t>& parents,
-                            std::vector<uint64_t>* out) const;
-  uint32_t tree_fanout_bits() const;
-  uint32_t tree_depth() const;
   // The highest seq assigned so far (cheap; no I/O).
-  uint64_t LastSeq() const;
+  uint64_t LastSeq() const override;
+  // Stored keys, tombstones included (cheap; no I/O).
+  uint64_t KeyCount() const override;
+  // The stored record of (map, key), tombstones included; nullopt when absent.
+  Result<std::optional<KeyedRecord>> ReadRecord(std::string_view map,
+                                                std::string_view key) const override;
+
+  // ---- the oplog and the peers it is kept for ----
+
+  // The oplog entries with seq > after_seq, at most `entries_max` (1 or
+  // more), in seq order: what changed here since after_seq. After a prune
+  // the first may be above after_seq + 1 (see OplogPrunedThrough).
+  Result<std::vector<OplogEntry>> ReadOplog(uint64_t after_seq, size_t entries_max) const override;
+  // Every seq at or below this has been pruned from the oplog (0: none ever was).
+  Result<uint64_t> OplogPrunedThrough() const;
+  // Registers `peer` (a node id) at cursor 0 if unknown: the oplog keeps its
+  // rows for it (up to the retention cap) and tombstones wait for its
+  // acknowledgement before they are purged.
+  Status AddPeer(uint64_t peer);
+  // Every known peer's cursor: the seq of our oplog it acknowledged.
+  Result<std::map<uint64_t, uint64_t>> PeerAcks() const;
 
   // Compacts the whole database (e.g. after a large prune or a bulk load), so
   // later reads touch fewer files. Blocks until done; writes may go on meanwhile.
@@ -367,8 +344,8 @@ class Replica {
 
   // Tombstone GC: deletes every tombstone older than tombstone_horizon_ms
   // whose oplog seq every known peer acknowledged (with no known peer, the
-  // horizon alone decides: register the configured peers with
-  // oplog().AddPeer before the first purge), with its key-hash index row, its queue row and
+  // horizon alone decides: register the configured peers with AddPeer
+  // before the first purge), with its key-hash index row, its queue row and
   // its Merkle item, in batches that also raise the GC watermark and
   // checkpoint the tree. Calls `on_purged` (may be empty) for each purged key
   // after its batch committed. Writes wait while it runs. The daemon calls
@@ -383,32 +360,40 @@ class Replica {
   // database was created, never changed. A node whose database was wiped or
   // replaced comes back with another one, even under the same node id.
   uint64_t incarnation() const;
-  // Stored records (tombstones included) whose version's origin is
-  // `origin`, appended to `out` a page at a time: the scan resumes after
-  // `*cursor` (empty: from the start), stops once the page holds about
-  // `page_bytes` of records, and leaves in `*cursor` where to resume. Returns
-  // true when the scan reached the end. Pages together are one full scan: for
-  // the rare resync after a peer's database changed.
-  Result<bool> RecordsOfOrigin(uint64_t origin, std::string* cursor, size_t page_bytes,
-                               std::vector<RemoteRecord>* out) const;
-  // The stored records whose KeyHash is one of `key_hashes` (ascending),
-  // paged like RecordsOfOrigin, in (map, key) order. For a diff that owes the
-  // peer a large share of the keys (a bootstrap): one pass over the records
-  // then costs far less than RecordsByKeyHash's lookup of each.
-  Result<bool> RecordsWithKeyHashes(std::span<const uint64_t> key_hashes, std::string* cursor,
-                                    size_t page_bytes, std::vector<RemoteRecord>* out) const;
-  // Stored keys, tombstones included (cheap; no I/O).
-  uint64_t KeyCount() const;
 
   Result<ReplicaStats> Stats() const;
   uint64_t node_id() const;
-  Oplog& oplog();
-  Hlc& hlc();
+  // The greatest timestamp this replica's clock issued or learned (from a
+  // peer's records): every later local write is stamped above it.
+  Timestamp LastTimestamp() const;
   const Limits& limits() const;
 
  private:
   struct Impl;
+  friend class ReplicaTestAccess;  // replica/test_access_internal.h
   explicit Replica(std::unique_ptr<Impl> impl);
+
+  // The rest of SyncStore (contracts in replica/sync_store.h).
+  SyncStoreInfo Info() const override;
+  Result<SyncSnapshot> Snapshot() const override;
+  Version GcWatermark(std::optional<uint64_t> key_hash) const override;
+  Result<std::optional<PeerState>> LoadPeer(uint64_t peer) override;
+  Status SavePeerAcked(uint64_t peer, uint64_t seq) override;
+  Status SavePeerReceived(uint64_t peer, uint64_t seq) override;
+  Status ReplacePeer(uint64_t peer, const PeerState& state) override;
+  Result<size_t> RecordsByKeyHash(std::span<const uint64_t> key_hashes, size_t bytes_max,
+                                  std::vector<KeyedRecord>* out) const override;
+  Result<bool> ScanRecords(const RecordScan& scan, std::string* cursor, size_t page_bytes,
+                           std::vector<KeyedRecord>* out) const override;
+  Status MerkleChildDigests(uint32_t level, const std::vector<uint32_t>& parents,
+                            std::vector<uint64_t>* out) const override;
+  Status BucketSummaries(const std::vector<uint32_t>& buckets,
+                         std::vector<msg::SummaryEntry>* entries,
+                         std::vector<uint32_t>* counts) const override;
+  Status CheckClockOffset(Timestamp remote, std::string_view peer) const override;
+  Result<ApplyResult> ApplyPeerRecords(std::span<const KeyedRecord> records, uint64_t peer,
+                                       StaleRecords stale) override;
+
   std::unique_ptr<Impl> impl_;
 };
 

@@ -5,7 +5,7 @@
 #include "replica/impl_internal.h"
 #include "replica/readers_internal.h"
 #include "storage/prefix_iterator.h"
-#include "storage/rows.h"
+#include "storage/rows_internal.h"
 
 namespace tidemap {
 

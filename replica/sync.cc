@@ -14,7 +14,7 @@ namespace tidemap {
 
 // Peers whose database changed
 // -----------------------------
-// What we persist about a peer (Oplog PeerState: the cursor it acknowledged
+// What we persist about a peer (PeerState, in the store: the cursor it acknowledged
 // into our oplog, the highest of its seqs we acknowledged, and the
 // incarnation of its database both are about) is true only of that database.
 // A node may come back under the same id with another one: wiped (a new,
@@ -28,7 +28,7 @@ namespace tidemap {
 //     as on first contact, and its records are resynced (OriginRecords,
 //     below). Nothing is persisted until both are done, so a session cut
 //     before then finds the same mismatch next time; then the whole state
-//     is replaced at once (Oplog::SetPeer), the cursor moving back if need be.
+//     is replaced at once (SyncStore::ReplacePeer), the cursor moving back if need be.
 //   - no stored state, or one whose incarnation was never learned (0: a
 //     first session cut before its repair, or a cursor an embedder set): a
 //     tree diff repairs it, and the incarnation is stored when it is done.
@@ -65,7 +65,7 @@ constexpr uint64_t kDenseDiffShare = 8;
 // windows: about its encoded size.
 constexpr size_t kSummaryEntryBytes = 12;
 
-size_t RecordBytes(const RemoteRecord& r) {
+size_t RecordBytes(const KeyedRecord& r) {
   return r.map.size() + r.key.size() + r.value.size() + 32;
 }
 
@@ -78,9 +78,11 @@ const SummaryEntry* FindEntry(const std::vector<SummaryEntry>& entries, uint64_t
 }  // namespace
 
 struct SyncSession::Impl {
-  Impl(Replica* r, uint64_t peer, SyncOptions o) : replica(r), peer_id(peer), options(o) {}
+  Impl(SyncStore* st, uint64_t peer, SyncOptions o)
+      : store(st), info(st->Info()), peer_id(peer), options(o) {}
 
-  Replica* const replica;
+  SyncStore* const store;
+  const SyncStoreInfo info;  // fixed while the store is open
   const uint64_t peer_id;
   const SyncOptions options;
   SyncStats stats;
@@ -215,12 +217,12 @@ struct SyncSession::Impl {
     ++stats.messages_sent;
   }
 
-  bool IsLowerId() const { return replica->node_id() < peer_id; }
+  bool IsLowerId() const { return info.node_id < peer_id; }
 
   Status PersistAck(uint64_t seq) {
     if (repair_pending || resync_pending || restate_pending) return Status::Ok();
     stats.acked_seq = std::max(stats.acked_seq, seq);
-    return replica->oplog().SetPeerAck(peer_id, seq);
+    return store->SavePeerAcked(peer_id, seq);
   }
 
   // The repair diff (or equal roots) made the peer hold everything up to `repaired`.
@@ -248,7 +250,7 @@ struct SyncSession::Impl {
     }
     stored_cursor = acked;
     stats.acked_seq = acked;
-    return replica->oplog().SetPeer(peer_id, state);
+    return store->ReplacePeer(peer_id, state);
   }
 
   // Ends the session: the peer sent live records at or below our GC watermark.
@@ -266,13 +268,13 @@ struct SyncSession::Impl {
   // refused for a clock too far ahead is applied without the records that
   // are (the peer keeps those, and a later diff, see Poll, asks again).
   // `context` names the path for errors.
-  Status ApplyFromPeer(const std::vector<RemoteRecord>& records, const char* context,
+  Status ApplyFromPeer(const std::vector<KeyedRecord>& records, const char* context,
                        std::vector<msg::Message>* out) {
-    const size_t slice = std::max<size_t>(1, replica->limits().batch_ops_max);
+    const size_t slice = std::max<size_t>(1, info.apply_records_max);
     for (size_t i = 0; i < records.size(); i += slice) {
-      const std::span<const RemoteRecord> part(records.data() + i,
-                                               std::min(slice, records.size() - i));
-      auto applied = replica->ApplyRemote(part, peer_id, StalePolicy());
+      const std::span<const KeyedRecord> part(records.data() + i,
+                                              std::min(slice, records.size() - i));
+      auto applied = store->ApplyPeerRecords(part, peer_id, StalePolicy());
       if (!applied.ok() && applied.status().IsRefused()) {
         applied = ApplyWithinClockOffset(part, applied.status());
       }
@@ -283,14 +285,14 @@ struct SyncSession::Impl {
   }
 
   // Applies the records of `part` whose timestamps are within our
-  // max_clock_offset, after ApplyRemote refused `part` as a whole with
+  // max_clock_offset, after ApplyPeerRecords refused `part` as a whole with
   // `refusal`, and counts the others as refused.
-  Result<ApplyResult> ApplyWithinClockOffset(std::span<const RemoteRecord> part,
+  Result<ApplyResult> ApplyWithinClockOffset(std::span<const KeyedRecord> part,
                                              const Status& refusal) {
     const std::string peer_name = NodeIdToString(peer_id);
-    std::vector<RemoteRecord> within;
-    for (const RemoteRecord& r : part) {
-      if (replica->hlc().CheckOffset(r.version.hlc, peer_name).ok()) within.push_back(r);
+    std::vector<KeyedRecord> within;
+    for (const KeyedRecord& r : part) {
+      if (store->CheckClockOffset(r.version.hlc, peer_name).ok()) within.push_back(r);
     }
     // None refused now (our clock moved on): the whole part goes again.
     const size_t refused = part.size() - within.size();
@@ -302,7 +304,7 @@ struct SyncSession::Impl {
       diff_retry_due = true;
     }
     if (within.empty()) return ApplyResult{};
-    return replica->ApplyRemote(within, peer_id, StalePolicy());
+    return store->ApplyPeerRecords(within, peer_id, StalePolicy());
   }
 
   StaleRecords StalePolicy() const {
@@ -333,11 +335,11 @@ struct SyncSession::Impl {
   // that lacks their key (see the comment at the top).
   void FilterBelowWatermarks(const std::vector<SummaryEntry>& mine,
                              const std::vector<SummaryEntry>& theirs, BucketDiff* diff) const {
-    if (replica->gc_watermark() != Version{}) {
+    if (store->GcWatermark(std::nullopt) != Version{}) {
       std::erase_if(diff->request, [&](uint64_t h) {
         const SummaryEntry* t = FindEntry(theirs, h);
         return t != nullptr && t->tombstone && FindEntry(mine, h) == nullptr &&
-               t->version <= replica->gc_watermark(h);
+               t->version <= store->GcWatermark(h);
       });
     }
     std::erase_if(diff->send, [&](uint64_t h) {
@@ -372,7 +374,7 @@ struct SyncSession::Impl {
   // surplus over a chunk's worth goes on chunks of requests just before it).
   // Adds the bytes of records to `*window`.
   template <typename M>
-  void EmitRecordChunks(std::vector<RemoteRecord> records, const M& header, bool final,
+  void EmitRecordChunks(std::vector<KeyedRecord> records, const M& header, bool final,
                         size_t* window, std::vector<msg::Message>* out);
 
   Status StartDiff(uint64_t now_ms, std::vector<msg::Message>* out);
@@ -390,8 +392,8 @@ struct SyncSession::Impl {
   Status Stream(uint64_t now_ms, std::vector<msg::Message>* out);
 };
 
-SyncSession::SyncSession(Replica* replica, uint64_t peer_node_id, SyncOptions options)
-    : impl_(std::make_unique<Impl>(replica, peer_node_id, options)) {}
+SyncSession::SyncSession(SyncStore* store, uint64_t peer_node_id, SyncOptions options)
+    : impl_(std::make_unique<Impl>(store, peer_node_id, options)) {}
 
 SyncSession::~SyncSession() = default;
 
@@ -402,32 +404,26 @@ Status SyncSession::Start(uint64_t now_ms, std::vector<msg::Message>* out) {
   TIDEMAP_CHECK(!s.started);
   s.started = true;
   s.last_diff_ms = now_ms;
-  auto peer = s.replica->oplog().Peer(s.peer_id);
-  if (peer.status().IsNotFound()) {
-    TIDEMAP_RETURN_IF_ERROR(s.replica->oplog().AddPeer(s.peer_id));
-  } else if (!peer.ok()) {
-    return peer.status();
-  } else {
-    s.stored = *peer;
-    s.stored_cursor = peer->acked;
-  }
+  TIDEMAP_ASSIGN_OR_RETURN(s.stored, s.store->LoadPeer(s.peer_id));
+  if (s.stored.has_value()) s.stored_cursor = s.stored->acked;
   s.stats.acked_seq = s.stored_cursor;
-  // The seq is read before the root, so the root covers at least every row up
-  // to it: a snapshot the peer may be declared repaired to. Whether it needs
-  // a repair is decided when its Hello tells who it is now (OnHello).
-  s.start_last_seq = s.replica->LastSeq();
-  TIDEMAP_ASSIGN_OR_RETURN(s.start_pruned, s.replica->oplog().PrunedThrough());
-  s.hello_root = s.replica->MerkleRoot();
+  // The snapshot's seq is read before its root, so the root covers at least
+  // every row up to it: a snapshot the peer may be declared repaired to.
+  // Whether it needs a repair is decided when its Hello tells who it is now
+  // (OnHello).
+  TIDEMAP_ASSIGN_OR_RETURN(const SyncSnapshot snapshot, s.store->Snapshot());
+  s.start_last_seq = snapshot.last_seq;
+  s.start_pruned = snapshot.pruned_through;
+  s.hello_root = snapshot.merkle_root;
   msg::Hello hello;
   hello.merkle_root = s.hello_root;
-  hello.tree_fanout_bits = s.replica->tree_fanout_bits();
-  hello.tree_depth = s.replica->tree_depth();
-  hello.incarnation = s.replica->incarnation();
+  hello.tree_fanout_bits = s.info.tree_fanout_bits;
+  hello.tree_depth = s.info.tree_depth;
+  hello.incarnation = s.info.incarnation;
   hello.last_seq = s.start_last_seq;
-  hello.gc_watermark = s.replica->gc_watermark();
+  hello.gc_watermark = snapshot.gc_watermark;
   hello.physical_ms = now_ms;
-  TIDEMAP_ASSIGN_OR_RETURN(const ReplicaStats ours, s.replica->Stats());
-  s.records_at_start = ours.keys + ours.tombstones;
+  s.records_at_start = snapshot.records;
   hello.records = s.records_at_start;
   s.Emit(hello, out);
   return Status::Ok();
@@ -470,11 +466,11 @@ Status SyncSession::Impl::OnHello(const msg::Hello& h, uint64_t now_ms,
     stats.peer_clock_offset_ms = static_cast<int64_t>(h.physical_ms - now_ms);
   }
   peer_records = h.records;
-  if (h.protocol_version != kProtocolVersion) {
+  if (h.protocol_version != kSyncProtocolVersion) {
     return Status::Refused("peer speaks protocol version " + std::to_string(h.protocol_version) +
-                           ", this node " + std::to_string(kProtocolVersion));
+                           ", this node " + std::to_string(kSyncProtocolVersion));
   }
-  if (h.tree_fanout_bits != replica->tree_fanout_bits() || h.tree_depth != replica->tree_depth()) {
+  if (h.tree_fanout_bits != info.tree_fanout_bits || h.tree_depth != info.tree_depth) {
     return Status::Refused("peer's Merkle tree has another shape");
   }
   if (h.incarnation == 0) return Status::InvalidArgument("hello without a database incarnation");
@@ -526,10 +522,9 @@ Status SyncSession::Impl::OnHello(const msg::Hello& h, uint64_t now_ms,
 Status SyncSession::Impl::Stream(uint64_t now_ms, std::vector<msg::Message>* out) {
   if (!got_hello || now_ms < blocked_until_ms) return Status::Ok();
   while (in_flight.size() < options.batches_in_flight_max) {
-    if (stream_next > replica->LastSeq()) return Status::Ok();
-    TIDEMAP_ASSIGN_OR_RETURN(
-        std::vector<OplogEntry> rows,
-        replica->oplog().ReadAfter(stream_next - 1, options.batch_records_max));
+    if (stream_next > store->LastSeq()) return Status::Ok();
+    TIDEMAP_ASSIGN_OR_RETURN(std::vector<OplogEntry> rows,
+                             store->ReadOplog(stream_next - 1, options.batch_records_max));
     if (rows.empty() || rows.front().seq != stream_next) {
       // Our own pruning overtook this peer while the session ran: the rows it
       // needs are gone (all of them, when nothing is left after stream_next).
@@ -539,13 +534,13 @@ Status SyncSession::Impl::Stream(uint64_t now_ms, std::vector<msg::Message>* out
       // tree diff instead of being left with a gap. (Found by the simulator:
       // a gap found while a repairing diff ran used to be skipped even when
       // the rows came after that diff's snapshot.)
-      const uint64_t gap_end = rows.empty() ? replica->LastSeq() : rows.front().seq - 1;
+      const uint64_t gap_end = rows.empty() ? store->LastSeq() : rows.front().seq - 1;
       const bool covered =
           repair_pending && (diff_id == 0 || !diff_repairs || gap_end <= snapshot_seq);
       if (!covered) {
         repair_pending = true;
         diff_repairs = false;  // a running diff may predate the missing rows
-        snapshot_seq = replica->LastSeq();
+        snapshot_seq = store->LastSeq();
         stream_next = snapshot_seq + 1;
         if (diff_id == 0) return StartDiff(now_ms, out);
         return Status::Ok();
@@ -560,8 +555,7 @@ Status SyncSession::Impl::Stream(uint64_t now_ms, std::vector<msg::Message>* out
       batch.last_seq = row.seq;
       // Never echo a change to the node that wrote it or the peer it came from.
       if (row.version.origin == peer_id || row.via == peer_id) continue;
-      TIDEMAP_ASSIGN_OR_RETURN(std::optional<RemoteRecord> rec,
-                               replica->ReadRecord(row.map, row.key));
+      TIDEMAP_ASSIGN_OR_RETURN(std::optional<KeyedRecord> rec, store->ReadRecord(row.map, row.key));
       // A key changed again later has a later row, which ships it once.
       if (!rec.has_value() || rec->version != row.version) continue;
       bytes += RecordBytes(*rec);
@@ -576,7 +570,7 @@ Status SyncSession::Impl::Stream(uint64_t now_ms, std::vector<msg::Message>* out
 }
 
 Status SyncSession::Impl::OnBatch(const msg::RecordBatch& b, std::vector<msg::Message>* out) {
-  auto applied = replica->ApplyRemote(b.records, peer_id, StalePolicy());
+  auto applied = store->ApplyPeerRecords(b.records, peer_id, StalePolicy());
   if (!applied.ok()) {
     if (applied.status().IsRefused()) {
       // Not ours to keep: the sender holds its data and retries later. Our
@@ -592,7 +586,7 @@ Status SyncSession::Impl::OnBatch(const msg::RecordBatch& b, std::vector<msg::Me
   Emit(msg::BatchAck{b.last_seq}, out);
   session_received = std::max(session_received, b.last_seq);
   // Until a changed or unverified peer is settled, its stored state is kept.
-  if (!restate_pending) return replica->oplog().SetPeerReceived(peer_id, b.last_seq);
+  if (!restate_pending) return store->SavePeerReceived(peer_id, b.last_seq);
   return Status::Ok();
 }
 
@@ -631,7 +625,7 @@ Status SyncSession::Impl::StartDiff(uint64_t now_ms, std::vector<msg::Message>* 
   stats.sync_percent = 0;
   diff_records_received = 0;
   last_diff_ms = now_ms;
-  if (repair_pending) snapshot_seq = std::max(snapshot_seq, replica->LastSeq());
+  if (repair_pending) snapshot_seq = std::max(snapshot_seq, store->LastSeq());
   return SendTreeStep(0, {0}, out);
 }
 
@@ -650,7 +644,7 @@ void SyncSession::Impl::JoinDiff(uint64_t id) {
   diff_out = DiffOut{};
   // Everything up to now is covered by the tree we are about to describe.
   diff_repairs = repair_pending;
-  if (repair_pending) snapshot_seq = std::max(snapshot_seq, replica->LastSeq());
+  if (repair_pending) snapshot_seq = std::max(snapshot_seq, store->LastSeq());
 }
 
 Status SyncSession::Impl::FinishDiff(uint64_t now_ms) {
@@ -681,7 +675,7 @@ Status SyncSession::Impl::FinishDiff(uint64_t now_ms) {
 
 Status SyncSession::Impl::SendTreeStep(uint32_t level, const std::vector<uint32_t>& parents,
                                        std::vector<msg::Message>* out) {
-  const size_t fanout = size_t{1} << replica->tree_fanout_bits();
+  const size_t fanout = size_t{1} << info.tree_fanout_bits;
   const size_t per_chunk = std::max<size_t>(1, options.diff_chunk_bytes_max / (8 * fanout + 4));
   for (size_t i = 0; i < parents.size(); i += per_chunk) {
     msg::TreeNodes t;
@@ -690,7 +684,7 @@ Status SyncSession::Impl::SendTreeStep(uint32_t level, const std::vector<uint32_
     t.parents.assign(
         parents.begin() + static_cast<std::ptrdiff_t>(i),
         parents.begin() + static_cast<std::ptrdiff_t>(std::min(parents.size(), i + per_chunk)));
-    TIDEMAP_RETURN_IF_ERROR(replica->MerkleChildDigests(level, t.parents, &t.child_digests));
+    TIDEMAP_RETURN_IF_ERROR(store->MerkleChildDigests(level, t.parents, &t.child_digests));
     t.last = i + per_chunk >= parents.size();
     Emit(std::move(t), out);
   }
@@ -710,13 +704,13 @@ Status SyncSession::Impl::OnTreeNodes(const msg::TreeNodes& t, uint64_t now_ms,
   pending_digests.insert(pending_digests.end(), t.child_digests.begin(), t.child_digests.end());
   if (!t.last) return Status::Ok();
 
-  const size_t fanout = size_t{1} << replica->tree_fanout_bits();
-  const uint32_t depth = replica->tree_depth();
+  const size_t fanout = size_t{1} << info.tree_fanout_bits;
+  const uint32_t depth = info.tree_depth;
   if (t.level >= depth || pending_digests.size() != pending_parents.size() * fanout) {
     return Status::InvalidArgument("malformed tree step");
   }
   std::vector<uint64_t> ours;
-  TIDEMAP_RETURN_IF_ERROR(replica->MerkleChildDigests(t.level, pending_parents, &ours));
+  TIDEMAP_RETURN_IF_ERROR(store->MerkleChildDigests(t.level, pending_parents, &ours));
   std::vector<uint32_t> differing;
   for (size_t p = 0; p < pending_parents.size(); ++p) {
     for (size_t c = 0; c < fanout; ++c) {
@@ -747,9 +741,8 @@ Status SyncSession::Impl::SendSummaries(std::vector<uint32_t> buckets,
 Status SyncSession::Impl::PumpSummaries(size_t* window, std::vector<msg::Message>* out) {
   if (!summaries_out.active) return Status::Ok();
   // Buckets per read: about a window of entries, at our average per bucket.
-  const uint32_t leaf_bits =
-      std::min<uint32_t>(63, replica->tree_fanout_bits() * replica->tree_depth());
-  const uint64_t per_bucket = std::max<uint64_t>(1, replica->KeyCount() >> leaf_bits);
+  const uint32_t leaf_bits = std::min<uint32_t>(63, info.tree_fanout_bits * info.tree_depth);
+  const uint64_t per_bucket = std::max<uint64_t>(1, store->KeyCount() >> leaf_bits);
   const size_t buckets_per_read = static_cast<size_t>(
       std::max<uint64_t>(1, options.records_window_bytes / (kSummaryEntryBytes * per_bucket)));
   while (summaries_out.active && *window < options.records_window_bytes) {
@@ -760,7 +753,7 @@ Status SyncSession::Impl::PumpSummaries(size_t* window, std::vector<msg::Message
                                         all.begin() + static_cast<std::ptrdiff_t>(end));
     std::vector<msg::SummaryEntry> entries;
     std::vector<uint32_t> counts;
-    TIDEMAP_RETURN_IF_ERROR(replica->BucketSummaries(buckets, &entries, &counts));
+    TIDEMAP_RETURN_IF_ERROR(store->BucketSummaries(buckets, &entries, &counts));
     // Chunks of whole buckets, about diff_chunk_bytes_max each.
     msg::BucketSummaries s;
     s.diff_id = diff_id;
@@ -800,7 +793,7 @@ Status SyncSession::Impl::OnSummaries(const msg::BucketSummaries& bs, uint64_t n
   }
   std::vector<msg::SummaryEntry> local;
   std::vector<uint32_t> local_counts;
-  TIDEMAP_RETURN_IF_ERROR(replica->BucketSummaries(bs.buckets, &local, &local_counts));
+  TIDEMAP_RETURN_IF_ERROR(store->BucketSummaries(bs.buckets, &local, &local_counts));
   size_t offset = 0, local_offset = 0;
   for (size_t i = 0; i < bs.buckets.size(); ++i) {
     if (offset + bs.counts[i] > bs.entries.size()) {
@@ -842,7 +835,7 @@ Status SyncSession::Impl::SendDiffRecords(std::vector<uint64_t> key_hashes,
   key_hashes.erase(std::unique(key_hashes.begin(), key_hashes.end()), key_hashes.end());
   diff_out.active = true;
   diff_out.scan = key_hashes.size() >= kDenseDiffKeysMin &&
-                  key_hashes.size() * kDenseDiffShare >= replica->KeyCount();
+                  key_hashes.size() * kDenseDiffShare >= store->KeyCount();
   diff_out.key_hashes = std::move(key_hashes);
   diff_out.next = 0;
   diff_out.requests = std::move(requests);
@@ -850,12 +843,12 @@ Status SyncSession::Impl::SendDiffRecords(std::vector<uint64_t> key_hashes,
 }
 
 template <typename M>
-void SyncSession::Impl::EmitRecordChunks(std::vector<RemoteRecord> records, const M& header,
+void SyncSession::Impl::EmitRecordChunks(std::vector<KeyedRecord> records, const M& header,
                                          bool final, size_t* window,
                                          std::vector<msg::Message>* out) {
   M chunk = header;
   size_t bytes = 0;
-  for (RemoteRecord& r : records) {
+  for (KeyedRecord& r : records) {
     if (!chunk.records.empty() && (bytes + RecordBytes(r) > options.diff_chunk_bytes_max ||
                                    chunk.records.size() >= options.batch_records_max)) {
       chunk.last = false;
@@ -900,20 +893,19 @@ Status SyncSession::Impl::PumpOwed(std::vector<msg::Message>* out) {
   TIDEMAP_RETURN_IF_ERROR(PumpSummaries(&window, out));
   while (diff_out.active && window < options.records_window_bytes) {
     // About one chunk of records at a time, however large they are.
-    std::vector<RemoteRecord> found;
+    std::vector<KeyedRecord> found;
     bool final = false;
     if (diff_out.scan) {
       TIDEMAP_ASSIGN_OR_RETURN(
-          final,
-          replica->RecordsWithKeyHashes(diff_out.key_hashes, &diff_out.cursor,
-                                        std::max<size_t>(1, options.diff_chunk_bytes_max), &found));
+          final, store->ScanRecords(RecordScan{std::nullopt, diff_out.key_hashes}, &diff_out.cursor,
+                                    std::max<size_t>(1, options.diff_chunk_bytes_max), &found));
     } else {
       const std::span<const uint64_t> rest =
           std::span<const uint64_t>(diff_out.key_hashes).subspan(diff_out.next);
       TIDEMAP_ASSIGN_OR_RETURN(
           const size_t done,
-          replica->RecordsByKeyHash(rest.first(std::min(rest.size(), options.batch_records_max)),
-                                    std::max<size_t>(1, options.diff_chunk_bytes_max), &found));
+          store->RecordsByKeyHash(rest.first(std::min(rest.size(), options.batch_records_max)),
+                                  std::max<size_t>(1, options.diff_chunk_bytes_max), &found));
       diff_out.next += done;
       final = diff_out.next == diff_out.key_hashes.size();
     }
@@ -924,10 +916,10 @@ Status SyncSession::Impl::PumpOwed(std::vector<msg::Message>* out) {
   }
   while (!origin_out.empty() && window < options.records_window_bytes) {
     OriginOut& o = origin_out.front();
-    std::vector<RemoteRecord> found;
-    TIDEMAP_ASSIGN_OR_RETURN(
-        const bool done,
-        replica->RecordsOfOrigin(o.origin, &o.cursor, options.diff_chunk_bytes_max, &found));
+    std::vector<KeyedRecord> found;
+    TIDEMAP_ASSIGN_OR_RETURN(const bool done,
+                             store->ScanRecords(RecordScan{o.origin, {}}, &o.cursor,
+                                                options.diff_chunk_bytes_max, &found));
     msg::OriginRecords header;
     header.origin = o.origin;
     EmitRecordChunks(std::move(found), header, done, &window, out);
@@ -972,7 +964,7 @@ Status SyncSession::Impl::SendOriginRecords(uint64_t origin, std::vector<msg::Me
 
 Status SyncSession::Impl::OnOriginRecords(const msg::OriginRecords& o,
                                           std::vector<msg::Message>* out) {
-  if (o.origin == replica->node_id()) {
+  if (o.origin == info.node_id) {
     // The peer found our database changed and sent what it holds of ours;
     // once all of it is applied, it gets ours.
     TIDEMAP_RETURN_IF_ERROR(ApplyFromPeer(o.records, "origin resync", out));
@@ -1028,7 +1020,7 @@ bool SyncSession::Idle() const {
   const Impl& s = *impl_;
   return s.got_hello && s.in_flight.empty() && s.diff_id == 0 && !s.repair_pending &&
          !s.resync_pending && !s.diff_requested && s.origin_out.empty() &&
-         s.stream_next > s.replica->LastSeq();
+         s.stream_next > s.store->LastSeq();
 }
 
 }  // namespace tidemap

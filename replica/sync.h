@@ -26,7 +26,10 @@
 //    refuse_stale_peers, it is refused with a Goodbye telling it to
 //    re-bootstrap).
 //
-// Thread-safety: none; one owner thread drives a session. The replica must
+// The session reaches its replica only through SyncStore
+// (replica/sync_store.h), which Replica implements.
+//
+// Thread-safety: none; one owner thread drives a session. The store must
 // outlive it.
 #ifndef TIDEMAP_REPLICA_SYNC_H_
 #define TIDEMAP_REPLICA_SYNC_H_
@@ -37,7 +40,7 @@
 #include <vector>
 
 #include "base/status.h"
-#include "replica/replica.h"
+#include "replica/sync_store.h"
 #include "schemas/messages.h"
 
 namespace tidemap {
@@ -103,9 +106,9 @@ struct SyncStats {
 
 class SyncSession {
  public:
-  // `peer_node_id` is the authenticated id of the other side. `replica` must
-  // outlive the session.
-  SyncSession(Replica* replica, uint64_t peer_node_id, SyncOptions options);
+  // `peer_node_id` is the authenticated id of the other side. `store` (the
+  // replica) must outlive the session.
+  SyncSession(SyncStore* store, uint64_t peer_node_id, SyncOptions options);
   ~SyncSession();
   SyncSession(const SyncSession&) = delete;
   SyncSession& operator=(const SyncSession&) = delete;

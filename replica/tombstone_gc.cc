@@ -7,7 +7,7 @@
 #include "base/coding.h"
 #include "replica/impl_internal.h"
 #include "storage/prefix_iterator.h"
-#include "storage/rows.h"
+#include "storage/rows_internal.h"
 
 namespace tidemap {
 

@@ -301,7 +301,7 @@ size_t EstimateWords(const msg::Message& m, size_t blob_bytes) {
   return 1 + 3 + body + 8;  // root pointer, Message, body, slack
 }
 
-Status CheckRecords(const std::vector<RemoteRecord>& records, const char* body) {
+Status CheckRecords(const std::vector<KeyedRecord>& records, const char* body) {
   for (size_t i = 0; i < records.size(); ++i) {
     if (records[i].tombstone && !records[i].value.empty()) {
       return Status::InvalidArgument(std::string(body) + ": record " + Str(i) +
@@ -696,7 +696,7 @@ constexpr size_t kVarintBytesMax = 10;
 
 }  // namespace
 
-Result<std::string> EncodeRecords(const std::vector<RemoteRecord>& records, const char* body) {
+Result<std::string> EncodeRecords(const std::vector<KeyedRecord>& records, const char* body) {
   TIDEMAP_RETURN_IF_ERROR(CheckRecords(records, body));
   std::string out;
   if (records.empty()) return out;
@@ -709,7 +709,7 @@ Result<std::string> EncodeRecords(const std::vector<RemoteRecord>& records, cons
   std::vector<std::pair<uint64_t, uint64_t>> indices;
   indices.reserve(records.size());
   size_t bound = 3 * kVarintBytesMax;  // count, n_maps, n_origins
-  for (const RemoteRecord& r : records) {
+  for (const KeyedRecord& r : records) {
     const auto [m, new_map] = map_index.try_emplace(r.map, maps.size());
     if (new_map) {
       maps.push_back(r.map);
@@ -733,7 +733,7 @@ Result<std::string> EncodeRecords(const std::vector<RemoteRecord>& records, cons
 
   uint64_t prev_map = 0, prev_origin = 0, prev_hlc = 0;
   for (size_t i = 0; i < records.size(); ++i) {
-    const RemoteRecord& r = records[i];
+    const KeyedRecord& r = records[i];
     const auto [map, origin] = indices[i];
     const unsigned flags = (r.tombstone ? kRecordTombstone : 0) |
                            (map != prev_map ? kRecordMapIndex : 0) |
@@ -752,9 +752,9 @@ Result<std::string> EncodeRecords(const std::vector<RemoteRecord>& records, cons
   return out;
 }
 
-Result<std::vector<RemoteRecord>> DecodeRecords(std::string_view blob, const DecodeLimits& limits,
-                                                const char* body) {
-  std::vector<RemoteRecord> records;
+Result<std::vector<KeyedRecord>> DecodeRecords(std::string_view blob, const DecodeLimits& limits,
+                                               const char* body) {
+  std::vector<KeyedRecord> records;
   if (blob.empty()) return records;
   auto malformed = [body](const std::string& why) {
     return Status::Corruption(std::string(body) + ": malformed records: " + why);
@@ -826,7 +826,7 @@ Result<std::vector<RemoteRecord>> DecodeRecords(std::string_view blob, const Dec
                        limits.record_bytes_max, "record_bytes_max");
     }
     decoded_bytes += bytes;
-    RemoteRecord& r = records.emplace_back();
+    KeyedRecord& r = records.emplace_back();
     r.map.assign(maps[map]);
     r.key.assign(key);
     r.value.assign(value);

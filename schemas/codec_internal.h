@@ -20,13 +20,13 @@ namespace tidemap::codec_internal {
 // Encodes `records` as a record blob (empty for no records). InvalidArgument
 // for a tombstone with a value, which the blob cannot express. `body` names
 // the message in errors ("record_batch", "diff_records").
-Result<std::string> EncodeRecords(const std::vector<RemoteRecord>& records, const char* body);
+Result<std::string> EncodeRecords(const std::vector<KeyedRecord>& records, const char* body);
 
 // Decodes a record blob. InvalidArgument over limits.records_max or
 // limits.record_bytes_max (checked before the memory is reserved or copied);
 // Corruption when the blob is malformed.
-Result<std::vector<RemoteRecord>> DecodeRecords(std::string_view blob, const DecodeLimits& limits,
-                                                const char* body);
+Result<std::vector<KeyedRecord>> DecodeRecords(std::string_view blob, const DecodeLimits& limits,
+                                               const char* body);
 
 // Encodes `entries`, grouped into buckets by `counts` (counts[i] consecutive
 // entries per bucket; they must add up to entries.size(), else InvalidArgument).

@@ -21,17 +21,21 @@
 
 namespace tidemap {
 
-inline constexpr uint32_t kProtocolVersion = 1;
+// The sync protocol's version, sent in Hello (the handshake before it has
+// its own, net::kHandshakeVersion).
+inline constexpr uint32_t kSyncProtocolVersion = 1;
 
-// A record as it crosses between replicas.
-struct RemoteRecord {
+// One key's version in full, with the map and key it belongs to (tombstones
+// included): as a replica reads it from its store, and as it crosses between
+// replicas.
+struct KeyedRecord {
   std::string map;
   std::string key;
   std::string value;  // empty for a tombstone
   Version version;
   bool tombstone = false;
 
-  friend bool operator==(const RemoteRecord&, const RemoteRecord&) = default;
+  friend bool operator==(const KeyedRecord&, const KeyedRecord&) = default;
 };
 
 namespace msg {
@@ -39,7 +43,7 @@ namespace msg {
 // First message of each side. Who sent it is known from the authenticated
 // connection, so it carries only what the receiver acts on.
 struct Hello {
-  uint32_t protocol_version = kProtocolVersion;
+  uint32_t protocol_version = kSyncProtocolVersion;
   Digest128 merkle_root;          // equal roots: nothing to repair
   uint32_t tree_fanout_bits = 0;  // both sides must use the same tree shape (< 2^16)
   uint32_t tree_depth = 0;        // (< 2^16)
@@ -66,7 +70,7 @@ struct Hello {
 struct RecordBatch {
   uint64_t first_seq = 0;
   uint64_t last_seq = 0;
-  std::vector<RemoteRecord> records;
+  std::vector<KeyedRecord> records;
   friend bool operator==(const RecordBatch&, const RecordBatch&) = default;
 };
 
@@ -121,7 +125,7 @@ struct BucketSummaries {
 // every record; the receiver gathers them until `last`).
 struct DiffRecords {
   uint64_t diff_id = 0;
-  std::vector<RemoteRecord> records;
+  std::vector<KeyedRecord> records;
   std::vector<uint64_t> requests;
   bool last = true;
   friend bool operator==(const DiffRecords&, const DiffRecords&) = default;
@@ -144,7 +148,7 @@ struct DiffEnd {
 // false on all but the final chunk of each direction.
 struct OriginRecords {
   uint64_t origin = 0;
-  std::vector<RemoteRecord> records;
+  std::vector<KeyedRecord> records;
   bool last = true;
   friend bool operator==(const OriginRecords&, const OriginRecords&) = default;
 };

@@ -1,5 +1,5 @@
 @0x9c64296f80b0eb14;
-# tidemap sync protocol, version 1 (tidemap::kProtocolVersion, sent in Hello).
+# tidemap sync protocol, version 1 (tidemap::kSyncProtocolVersion, sent in Hello).
 #
 # One frame payload is one Message, serialized as a packed Cap'n Proto message
 # (capnp::writePackedMessage); net/ adds the length prefix. schemas/codec.cc maps these structs to

@@ -843,7 +843,7 @@ asio::awaitable<void> HttpServer::Impl::ServeWatch(std::shared_ptr<Conn> conn, c
 
   Replica* replica = context.replica;
   if (from.has_value()) {
-    auto read_pruned = [replica] { return replica->oplog().PrunedThrough(); };
+    auto read_pruned = [replica] { return replica->OplogPrunedThrough(); };
     Result<uint64_t> pruned = co_await OnPool(std::move(read_pruned));
     Response refusal;
     bool refuse = false;
@@ -899,10 +899,10 @@ asio::awaitable<void> HttpServer::Impl::ServeWatch(std::shared_ptr<Conn> conn, c
     uint64_t count = 0;
     if (replaying) {
       auto read_rows = [replica, cursor]() -> Result<std::vector<OplogEntry>> {
-        TIDEMAP_ASSIGN_OR_RETURN(auto r, replica->oplog().ReadAfter(cursor, kReplayRowsPerRead));
+        TIDEMAP_ASSIGN_OR_RETURN(auto r, replica->ReadOplog(cursor, kReplayRowsPerRead));
         if (!r.empty() && r.front().seq > cursor + 1) {
           // Rows are missing after the cursor: pruned since the check above?
-          TIDEMAP_ASSIGN_OR_RETURN(uint64_t pruned, replica->oplog().PrunedThrough());
+          TIDEMAP_ASSIGN_OR_RETURN(uint64_t pruned, replica->OplogPrunedThrough());
           if (pruned > cursor) {
             return Status::NotFound("the oplog was pruned through seq " + std::to_string(pruned) +
                                     " while this stream replayed from seq " +

@@ -11,7 +11,7 @@ Result<StatusInfo> CollectStatusInfo(Replica* replica, std::string public_key) {
 
 Result<std::vector<net::PeerStatus>> PeersFromOplog(Replica* replica, uint64_t last_seq,
                                                     uint64_t now_ms) {
-  TIDEMAP_ASSIGN_OR_RETURN(auto acks, replica->oplog().PeerAcks());
+  TIDEMAP_ASSIGN_OR_RETURN(auto acks, replica->PeerAcks());
   std::vector<net::PeerStatus> peers;
   peers.reserve(acks.size());
   for (const auto& [node, acked] : acks) {
@@ -20,7 +20,7 @@ Result<std::vector<net::PeerStatus>> PeersFromOplog(Replica* replica, uint64_t l
     p.acked_seq = acked;
     p.lag = last_seq > acked ? last_seq - acked : 0;
     if (p.lag > 0) {
-      TIDEMAP_ASSIGN_OR_RETURN(auto rows, replica->oplog().ReadAfter(acked, 1));
+      TIDEMAP_ASSIGN_OR_RETURN(auto rows, replica->ReadOplog(acked, 1));
       if (!rows.empty()) {
         const uint64_t written_ms = rows.front().version.hlc.physical_ms();
         if (now_ms > written_ms) p.lag_seconds = static_cast<double>(now_ms - written_ms) / 1000.0;

@@ -43,7 +43,7 @@
 //       gc_purged -> u64: tombstones purged so far
 //       peer/<node id:u64> -> acked:u64 incarnation:u64 received:u64
 //                (oplog/oplog.cc)
-#include "storage/rows.h"
+#include "storage/rows_internal.h"
 
 #include "base/coding.h"
 #include "base/hash.h"

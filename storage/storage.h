@@ -1,6 +1,6 @@
 // Store: the one LevelDB database of a replica, behind our own types.
 //
-// Key families are kept apart by a one-byte prefix (see storage/rows.h):
+// Key families are kept apart by a one-byte prefix (see storage/rows_internal.h):
 // records, oplog rows, Merkle rows and meta. Every logical write is one Batch,
 // committed atomically by Write(). Nothing outside storage/ sees LevelDB types
 // except the Env seam, which tests use to inject an in-memory or faulty file system.
@@ -50,27 +50,7 @@ struct StoreOptions {
   size_t write_buffer_bytes = size_t{4} << 20;
 };
 
-// Copies a LevelDB batch's changes into another in key order, keeping the
-// order of changes to the same key, so both batches commit exactly the same
-// (the last change to a key wins either way). LevelDB inserts a batch into
-// its memtable, a skip list, one change after another, each by a search from
-// the top of the list; in key order a search walks mostly the nodes the one
-// before it walked, still in cache, where random keys miss it at most
-// levels. The sort compares 8-byte integers first, made of each key's first
-// byte and the 7 bytes after the prefix that the batch's keys starting with
-// that byte share (a row family and map name, say), so it costs less than
-// the inserts save. Reusable; not thread-safe.
-class KeyOrderSorter {
- public:
-  KeyOrderSorter();
-  ~KeyOrderSorter();
-  // `*out` is cleared first; `in` and `*out` must differ.
-  void Sort(const leveldb::WriteBatch& in, leveldb::WriteBatch* out);
-
- private:
-  struct Change;
-  std::vector<Change> changes_;
-};
+class KeyOrderSorter;  // storage/key_order_sorter_internal.h
 
 // A set of changes that commit together or not at all.
 class Batch {

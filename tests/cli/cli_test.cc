@@ -32,7 +32,7 @@
 #include "server/http.h"
 #include "server/json.h"
 #include "server/status.h"
-#include "storage/rows.h"
+#include "storage/rows_internal.h"
 #include "storage/storage.h"
 #include "tests/support/process.h"
 #include "tests/support/test_util.h"

@@ -11,15 +11,15 @@
 
 namespace {
 
-using tidemap::RemoteRecord;
+using tidemap::KeyedRecord;
 using tidemap::Timestamp;
 using tidemap::Version;
 namespace msg = tidemap::msg;
 
-RemoteRecord Rec(std::string key, std::string value, uint64_t ms, uint64_t origin,
-                 bool tombstone = false, std::string map = "users") {
-  return RemoteRecord{std::move(map), std::move(key), std::move(value),
-                      Version{Timestamp::FromParts(ms, 0), origin}, tombstone};
+KeyedRecord Rec(std::string key, std::string value, uint64_t ms, uint64_t origin,
+                bool tombstone = false, std::string map = "users") {
+  return KeyedRecord{std::move(map), std::move(key), std::move(value),
+                     Version{Timestamp::FromParts(ms, 0), origin}, tombstone};
 }
 
 msg::SummaryEntry Entry(uint64_t key_hash, uint64_t ms, uint64_t logical, uint64_t origin,

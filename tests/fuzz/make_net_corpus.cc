@@ -151,7 +151,7 @@ void WriteHandshakeCorpus(const std::string& dir) {
   WriteSeed(dir, "responder_bad_signature", Mode(0) + s.hello + bad_proof_i);
 
   std::string refuse_body(1, static_cast<char>(net::RefusalReason::kUntrusted));
-  tidemap::PutFixed32BE(&refuse_body, net::kProtocolVersion);
+  tidemap::PutFixed32BE(&refuse_body, net::kHandshakeVersion);
   refuse_body += "untrusted key " + crypto::PublicKeyToText(fuzz::NodeA().public_key);
   WriteSeed(dir, "initiator_refused",
             Mode(1) + EncodeHandshakeMessage(HandshakeType::kRefuse, refuse_body));

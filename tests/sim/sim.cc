@@ -19,6 +19,7 @@
 #include "base/random.h"
 #include "replica/replica.h"
 #include "replica/sync.h"
+#include "replica/test_access_internal.h"
 #include "tests/support/fault_env.h"
 
 namespace tidemap::sim {
@@ -135,9 +136,9 @@ uint64_t VersionBits(const Version& v) { return Mix(v.hlc.raw, v.origin); }
 // A compact digest of a message's contents for the trace hash.
 uint64_t MessageDigest(const msg::Message& m) {
   uint64_t h = Mix(m.seq, m.body.index());
-  auto records = [&h](const std::vector<RemoteRecord>& rs) {
+  auto records = [&h](const std::vector<KeyedRecord>& rs) {
     h = Mix(h, rs.size());
-    for (const RemoteRecord& r : rs) h = Mix(Mix(h, VersionBits(r.version)), r.tombstone ? 1 : 0);
+    for (const KeyedRecord& r : rs) h = Mix(Mix(h, VersionBits(r.version)), r.tombstone ? 1 : 0);
   };
   if (auto* x = std::get_if<msg::Hello>(&m.body)) {
     h = Mix(
@@ -751,7 +752,7 @@ bool Simulation::OpenNode(Node& n) {
   // database (wiped) would forget whom it must wait for.
   for (size_t ci : n.conns) {
     const Conn& c = conns_[ci];
-    const Status s = n.replica->oplog().AddPeer(nodes_[c.a == n.index ? c.b : c.a]->id);
+    const Status s = n.replica->AddPeer(nodes_[c.a == n.index ? c.b : c.a]->id);
     if (!s.ok()) {
       Fail("register peers at " + Name(n.index) + ": " + s.ToString());
       return false;
@@ -886,7 +887,7 @@ void Simulation::Restart(Node& n) {
         const Conn& c = conns_[ci];
         const Node& peer = *nodes_[c.a == n.index ? c.b : c.a];
         if (!peer.up()) continue;
-        auto cursor = peer.replica->oplog().PeerAck(n.id);
+        auto cursor = ReplicaTestAccess::oplog(*peer.replica).PeerAck(n.id);
         if (cursor.ok() && *cursor > 0) Count(Counter::kWipeStaleCursors);
       }
     }
@@ -925,7 +926,7 @@ void Simulation::CheckAfterRestart(Node& n) {
     return Fail(who + " last_seq went back from " + std::to_string(n.max_seq) + " to " +
                 std::to_string(n.replica->LastSeq()) + ": seqs would be reused");
   }
-  auto rows = n.replica->oplog().ReadAfter(0, kOplogReadMax);
+  auto rows = n.replica->ReadOplog(0, kOplogReadMax);
   if (!rows.ok()) return Fail("oplog read " + who + ": " + rows.status().ToString());
   for (const OplogEntry& row : *rows) {
     auto it = n.seqs.find(row.seq);
@@ -946,7 +947,7 @@ std::map<KeyId, std::pair<ShadowRec, std::string>> Simulation::FullScan(Node& n)
       read_error = rec.ok() ? Status::NotFound("record vanished") : rec.status();
       return false;
     }
-    const RemoteRecord& r = **rec;
+    const KeyedRecord& r = **rec;
     if (r.version != m.version || r.tombstone != m.tombstone) {
       read_error = Status::Corruption("record and key meta disagree");
       return false;
@@ -1517,7 +1518,7 @@ void Simulation::Heal() {
   uint64_t hlc_max_ms = 0;
   int64_t offset_min = INT64_MAX;
   for (const auto& n : nodes_) {
-    hlc_max_ms = std::max(hlc_max_ms, n->replica->hlc().Last().physical_ms());
+    hlc_max_ms = std::max(hlc_max_ms, n->replica->LastTimestamp().physical_ms());
     offset_min = std::min(offset_min, n->offset_ms);
   }
   const auto slowest_ms = static_cast<uint64_t>(static_cast<int64_t>(now_) + offset_min);
@@ -1588,7 +1589,7 @@ void Simulation::Heal() {
     for (int side = 0; side < 2; ++side) {
       Node& n = *nodes_[c.node(side)];
       const Node& peer = *nodes_[c.node(1 - side)];
-      auto cursor = n.replica->oplog().PeerAck(peer.id);
+      auto cursor = ReplicaTestAccess::oplog(*n.replica).PeerAck(peer.id);
       if (!cursor.ok() || *cursor != n.replica->LastSeq()) {
         return Fail(Name(n.index) + "'s cursor for " + Name(peer.index) + " is " +
                     (cursor.ok() ? std::to_string(*cursor) : cursor.status().ToString()) +
@@ -1654,7 +1655,7 @@ uint64_t Simulation::StreamMs(bool whole_cluster) const {
       const Conn& c = conns_[ci];
       const Node& peer = *nodes_[c.a == n->index ? c.b : c.a];
       const uint64_t last = n->replica->LastSeq();
-      auto cursor = n->replica->oplog().PeerAck(peer.id);
+      auto cursor = ReplicaTestAccess::oplog(*n->replica).PeerAck(peer.id);
       const uint64_t acked = cursor.ok() ? *cursor : 0;
       node_rows = std::max(node_rows, last > acked ? last - acked : 0);
       latency_max_ms = std::max({latency_max_ms, c.latency_ms[0], c.latency_ms[1]});

@@ -54,10 +54,10 @@ void ExpectRoundTrip(const msg::Message& m) {
   EXPECT_TRUE(*back == m);
 }
 
-RemoteRecord Rec(std::string map, std::string key, std::string value, uint64_t hlc, uint64_t origin,
-                 bool tombstone = false) {
-  return RemoteRecord{std::move(map), std::move(key), std::move(value),
-                      Version{Timestamp{hlc}, origin}, tombstone};
+KeyedRecord Rec(std::string map, std::string key, std::string value, uint64_t hlc, uint64_t origin,
+                bool tombstone = false) {
+  return KeyedRecord{std::move(map), std::move(key), std::move(value),
+                     Version{Timestamp{hlc}, origin}, tombstone};
 }
 
 msg::SummaryEntry Entry(uint64_t key_hash, uint64_t hlc, uint64_t origin, bool tombstone = false) {
@@ -96,8 +96,8 @@ void BlobRecord(std::string* b, unsigned flags, std::optional<uint64_t> map, std
   if (origin) PutVarint64(b, *origin);
 }
 
-Result<std::vector<RemoteRecord>> DecodeBlob(std::string_view blob,
-                                             const DecodeLimits& limits = {}) {
+Result<std::vector<KeyedRecord>> DecodeBlob(std::string_view blob,
+                                            const DecodeLimits& limits = {}) {
   return codec_internal::DecodeRecords(blob, limits, "record_batch");
 }
 
@@ -288,9 +288,9 @@ uint64_t EdgeOr(Random& rng, uint64_t random) {
   }
 }
 
-std::vector<RemoteRecord> RandomRecords(Random& rng) {
-  std::vector<RemoteRecord> records(rng.Uniform(12));
-  for (RemoteRecord& r : records) {
+std::vector<KeyedRecord> RandomRecords(Random& rng) {
+  std::vector<KeyedRecord> records(rng.Uniform(12));
+  for (KeyedRecord& r : records) {
     r.map = RandomBytes(rng, rng.Uniform(8));
     r.key = RandomBytes(rng, rng.Bernoulli(0.1) ? 4096 : rng.Uniform(24));
     r.tombstone = rng.Bernoulli(0.2);
@@ -713,9 +713,9 @@ TEST(CodecTest, RecordBlobDecodesHandCraftedBytes) {
   BlobRecord(&b, 0, std::nullopt, "k", "v", 1000, std::nullopt);  // map 0, origin 0
   BlobRecord(&b, 1, 1, "t", "", 3, 1);                            // tombstone, hlc 1000 - 2
   BlobRecord(&b, 0, 0, "", "", 4, std::nullopt);                  // hlc 998 + 2, origin 1
-  Result<std::vector<RemoteRecord>> r = DecodeBlob(b);
+  Result<std::vector<KeyedRecord>> r = DecodeBlob(b);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
-  const std::vector<RemoteRecord> expected = {
+  const std::vector<KeyedRecord> expected = {
       Rec("m", "k", "v", 1000, 7), Rec("n", "t", "", 998, 8, true), Rec("m", "", "", 1000, 8)};
   EXPECT_TRUE(*r == expected);
   Result<std::string> encoded = codec_internal::EncodeRecords(expected, "record_batch");
@@ -726,7 +726,7 @@ TEST(CodecTest, RecordBlobDecodesHandCraftedBytes) {
 }
 
 TEST(CodecTest, RecordBlobRejectsMalformations) {
-  const std::vector<RemoteRecord> records = {
+  const std::vector<KeyedRecord> records = {
       Rec("users", "alice", "{\"age\":3}", Timestamp::FromParts(5000, 0).raw, 7),
       Rec("users", "bob", "", Timestamp::FromParts(5000, 1).raw, 8, true),
       Rec("groups", std::string(200, 'g'), std::string(300, 'x'), Timestamp::FromParts(4000, 0).raw,
@@ -734,23 +734,23 @@ TEST(CodecTest, RecordBlobRejectsMalformations) {
   };
   Result<std::string> blob = codec_internal::EncodeRecords(records, "record_batch");
   ASSERT_TRUE(blob.ok());
-  Result<std::vector<RemoteRecord>> back = DecodeBlob(*blob);
+  Result<std::vector<KeyedRecord>> back = DecodeBlob(*blob);
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_TRUE(*back == records);
 
   // Every truncation fails (the empty prefix is the valid empty blob).
   for (size_t n = 1; n < blob->size(); ++n) {
-    Result<std::vector<RemoteRecord>> r = DecodeBlob(std::string_view(*blob).substr(0, n));
+    Result<std::vector<KeyedRecord>> r = DecodeBlob(std::string_view(*blob).substr(0, n));
     EXPECT_TRUE(!r.ok() && r.status().IsCorruption()) << n;
   }
   // Trailing bytes.
-  Result<std::vector<RemoteRecord>> r = DecodeBlob(*blob + '\0');
+  Result<std::vector<KeyedRecord>> r = DecodeBlob(*blob + '\0');
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("1 bytes after the last record"), std::string::npos)
       << r.status().ToString();
 
   auto expect_corrupt = [](const std::string& b, const std::string& why) {
-    Result<std::vector<RemoteRecord>> d = DecodeBlob(b);
+    Result<std::vector<KeyedRecord>> d = DecodeBlob(b);
     ASSERT_FALSE(d.ok()) << why;
     EXPECT_TRUE(d.status().IsCorruption()) << d.status().ToString();
     EXPECT_NE(d.status().message().find(why), std::string::npos) << d.status().ToString();
@@ -827,7 +827,7 @@ TEST(CodecTest, RecordBlobCountIsCheckedBeforeAnythingIsReserved) {
   // over the limit, before the claim is compared with the bytes or reserved.
   std::string b = BlobHeader(uint64_t{1} << 40, {"m"}, {1});
   BlobRecord(&b, 0, std::nullopt, "k", "v", 1, std::nullopt);
-  Result<std::vector<RemoteRecord>> r = DecodeBlob(b);
+  Result<std::vector<KeyedRecord>> r = DecodeBlob(b);
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(r.status().IsInvalidArgument());
   EXPECT_NE(r.status().message().find("1099511627776 records, over records_max 100000"),
@@ -854,13 +854,13 @@ TEST(CodecTest, RecordBlobTombstoneHasNoValue) {
   const size_t flags_at = b.size() - 1 - 2 - 6 - 1;
   ASSERT_EQ(b[flags_at], '\0');
   b[flags_at] = 1;
-  Result<std::vector<RemoteRecord>> r = DecodeBlob(b);
+  Result<std::vector<KeyedRecord>> r = DecodeBlob(b);
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
 }
 
 TEST(CodecTest, RecordBlobFlipsNeverCrashOrBreakTheRules) {
-  std::vector<RemoteRecord> records;
+  std::vector<KeyedRecord> records;
   for (uint64_t i = 0; i < 12; ++i) {
     records.push_back(Rec(i % 3 == 0 ? "a" : "bb", "key" + std::to_string(i),
                           i % 4 == 1 ? "" : std::string(i, 'v'), 1000 + i * 3, 7 + i % 2,
@@ -876,7 +876,7 @@ TEST(CodecTest, RecordBlobFlipsNeverCrashOrBreakTheRules) {
     for (uint64_t f = 0; f < flips; ++f) {
       b[rng.Uniform(b.size())] ^= static_cast<char>(1 + rng.Uniform(255));
     }
-    Result<std::vector<RemoteRecord>> r = DecodeBlob(b);
+    Result<std::vector<KeyedRecord>> r = DecodeBlob(b);
     if (!r.ok()) {
       EXPECT_TRUE(r.status().IsCorruption() || r.status().IsInvalidArgument());
       continue;
@@ -886,7 +886,7 @@ TEST(CodecTest, RecordBlobFlipsNeverCrashOrBreakTheRules) {
     // bytes of keys and values within the blob.
     EXPECT_LE(r->size() * 3, b.size());
     size_t key_value_bytes = 0;
-    for (const RemoteRecord& rec : *r) {
+    for (const KeyedRecord& rec : *r) {
       EXPECT_FALSE(rec.tombstone && !rec.value.empty());
       key_value_bytes += rec.key.size() + rec.value.size();
     }
@@ -1087,10 +1087,10 @@ TEST(CodecSizes, Report) {
   // Record batches. A record's own bytes are map + key + value + 16 (its
   // version); the sync benchmark's catch-up must stay within 1.2x of them.
   // Sizes are of whole frames, Cap'n Proto framing included.
-  const auto report_records = [](const char* what, const std::vector<RemoteRecord>& records,
+  const auto report_records = [](const char* what, const std::vector<KeyedRecord>& records,
                                  const std::string& frame) {
     double own = 0;
-    for (const RemoteRecord& r : records) {
+    for (const KeyedRecord& r : records) {
       own += static_cast<double>(r.map.size() + r.key.size() + r.value.size() + 16);
     }
     const double n = static_cast<double>(records.size());
@@ -1117,9 +1117,8 @@ TEST(CodecSizes, Report) {
     }
     char key[17];
     std::snprintf(key, sizeof(key), "k%015d", i);
-    catch_up.records.push_back(RemoteRecord{"m", key, "value-" + std::string(key + 7),
-                                            Version{Timestamp::FromParts(ms, logical), 0xa},
-                                            false});
+    catch_up.records.push_back(KeyedRecord{"m", key, "value-" + std::string(key + 7),
+                                           Version{Timestamp::FromParts(ms, logical), 0xa}, false});
   }
   ASSERT_EQ(catch_up.records[0].value.size(), 15u);
   const double catch_up_ratio = report_records(
@@ -1130,7 +1129,7 @@ TEST(CodecSizes, Report) {
   // 16-byte random keys, 100-byte random values, a new millisecond each.
   msg::RecordBatch batch{1, 1000, {}};
   for (int i = 0; i < 1000; ++i) {
-    batch.records.push_back(RemoteRecord{
+    batch.records.push_back(KeyedRecord{
         "users", RandomBytes(rng, 16), RandomBytes(rng, 100),
         Version{Timestamp::FromParts(1'780'000'000'000 + i, 0), 0x1234567890abcdef}, false});
   }
@@ -1148,11 +1147,11 @@ TEST(CodecSizes, Report) {
     std::snprintf(key, sizeof(key), "k%015d", i * 7);
     const bool tombstone = rng.Bernoulli(0.05);
     diff.records.push_back(
-        RemoteRecord{"m", key, tombstone ? "" : RandomBytes(rng, 15),
-                     Version{Timestamp::FromParts(1'780'000'000'000 - rng.Uniform(3 * 3600 * 1000),
-                                                  rng.Bernoulli(0.9) ? 0 : rng.Uniform(8)),
-                             diff_origins[rng.Uniform(3)]},
-                     tombstone});
+        KeyedRecord{"m", key, tombstone ? "" : RandomBytes(rng, 15),
+                    Version{Timestamp::FromParts(1'780'000'000'000 - rng.Uniform(3 * 3600 * 1000),
+                                                 rng.Bernoulli(0.9) ? 0 : rng.Uniform(8)),
+                            diff_origins[rng.Uniform(3)]},
+                    tombstone});
   }
   const double diff_ratio = report_records(
       "diff_records: 1000 records, map 1 B + key 16 B + value 15 B, 3 origins, hlc within 3 h",

@@ -18,7 +18,8 @@
 #include "base/random.h"
 #include "merkle/merkle.h"
 #include "replica/replica.h"
-#include "storage/rows.h"
+#include "replica/test_access_internal.h"
+#include "storage/rows_internal.h"
 #include "tests/support/fault_env.h"
 #include "tests/support/test_util.h"
 
@@ -109,7 +110,7 @@ class CrashTest : public ::testing::Test {
     ASSERT_TRUE(stats.ok());
     EXPECT_EQ(stats->keys, live);
     EXPECT_EQ(stats->tombstones, tombs);
-    auto rows = r.oplog().ReadAfter(0, 1'000'000);
+    auto rows = r.ReadOplog(0, 1'000'000);
     ASSERT_TRUE(rows.ok());
     std::map<std::pair<std::string, std::string>, Version> newest_row;
     uint64_t expect_seq = rows->empty() ? 0 : rows->front().seq;
@@ -296,9 +297,9 @@ TEST_F(CrashTest, RelaxedModeCrashBetweenCheckpointsReplaysWhatSurvived) {
 TEST_F(CrashTest, PruneNeverDropsTheTailAfterTheCheckpoint) {
   constexpr uint64_t kPeer = 0xb2;
   auto r = Open(Durability::kSync);
-  ASSERT_TRUE(r->oplog().AddPeer(kPeer).ok());
+  ASSERT_TRUE(r->AddPeer(kPeer).ok());
   for (int i = 0; i < 100; ++i) ASSERT_TRUE(r->Put("m", "k" + std::to_string(i), "v").ok());
-  ASSERT_TRUE(r->oplog().SetPeerAck(kPeer, 100).ok());
+  ASSERT_TRUE(ReplicaTestAccess::oplog(*r).SetPeerAck(kPeer, 100).ok());
   auto pruned = r->PruneOplog();
   ASSERT_TRUE(pruned.ok()) << pruned.status().ToString();
   EXPECT_EQ(pruned->rows_pruned, 100u);

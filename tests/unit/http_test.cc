@@ -36,6 +36,7 @@
 #include "base/clock.h"
 #include "base/coding.h"
 #include "replica/replica.h"
+#include "replica/test_access_internal.h"
 #include "server/http.h"
 #include "server/http_client.h"
 #include "server/json.h"
@@ -555,8 +556,8 @@ TEST_F(HttpTest, StatusIsTheStatusDocument) {
   ASSERT_TRUE(replica_->Put("m", "a", "1").ok());
   ASSERT_TRUE(replica_->Put("m", "b", "2").ok());
   ASSERT_TRUE(replica_->Delete("m", "a").ok());
-  ASSERT_TRUE(replica_->oplog().AddPeer(0xbeef).ok());
-  ASSERT_TRUE(replica_->oplog().SetPeerAck(0xbeef, 1).ok());
+  ASSERT_TRUE(replica_->AddPeer(0xbeef).ok());
+  ASSERT_TRUE(ReplicaTestAccess::oplog(*replica_).SetPeerAck(0xbeef, 1).ok());
 
   const Reply r = Call("GET", "/v1/status");
   ASSERT_EQ(r.status, 200) << r;
@@ -637,8 +638,8 @@ TEST_F(HttpTest, MetricsPassPromtoolAndCount) {
   ASSERT_EQ(Call("PUT", "/v1/maps/m/keys/a", "1").status, 200);
   ASSERT_EQ(Call("GET", "/v1/maps/m/keys/a").status, 200);
   ASSERT_EQ(Call("GET", "/v1/maps/m/keys/zz").status, 404);
-  RemoteRecord rec{"m", "r", "x", Version{replica_->hlc().Now(), 77}, false};
-  ASSERT_TRUE(replica_->ApplyRemote(std::span<const RemoteRecord>(&rec, 1), 77).ok());
+  KeyedRecord rec{"m", "r", "x", Version{ReplicaTestAccess::hlc(*replica_).Now(), 77}, false};
+  ASSERT_TRUE(replica_->ApplyRemote(std::span<const KeyedRecord>(&rec, 1), 77).ok());
 
   const Reply r = Call("GET", "/metrics");
   ASSERT_EQ(r.status, 200) << r;
@@ -906,9 +907,9 @@ TEST_F(HttpTest, WatchStreamsLocalAndRemoteChanges) {
   auto put = replica_->Put("m", "local", "v");
   ASSERT_TRUE(put.ok());
   ASSERT_TRUE(replica_->Put("other", "x", "v").ok());  // another map: not streamed
-  const Version remote_version{replica_->hlc().Now(), 77};
-  RemoteRecord rec{"m", "from-peer", "x", remote_version, false};
-  ASSERT_TRUE(replica_->ApplyRemote(std::span<const RemoteRecord>(&rec, 1), 77).ok());
+  const Version remote_version{ReplicaTestAccess::hlc(*replica_).Now(), 77};
+  KeyedRecord rec{"m", "from-peer", "x", remote_version, false};
+  ASSERT_TRUE(replica_->ApplyRemote(std::span<const KeyedRecord>(&rec, 1), 77).ok());
   ASSERT_TRUE(replica_->Delete("m", "local").ok());
   const std::vector<Event> events = w.Next(3);
   EXPECT_EQ(Render(events), "local@1 from-peer@3/remote local@4/deleted");

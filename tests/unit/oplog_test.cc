@@ -17,7 +17,7 @@
 #include "base/coding.h"
 #include "base/hash.h"
 #include "oplog/oplog.h"
-#include "storage/rows.h"
+#include "storage/rows_internal.h"
 
 namespace tidemap {
 namespace {

@@ -23,7 +23,8 @@
 #include "base/random.h"
 #include "merkle/merkle.h"
 #include "replica/replica.h"
-#include "storage/rows.h"
+#include "replica/test_access_internal.h"
+#include "storage/rows_internal.h"
 #include "tests/support/fault_env.h"
 #include "tests/support/test_util.h"
 
@@ -87,7 +88,7 @@ class ReplicaTest : public ::testing::Test {
     std::set<Version> all;
     for (const auto& vs : versions) all.insert(vs.begin(), vs.end());
     EXPECT_EQ(all.size(), writes);
-    auto rows = r->oplog().ReadAfter(0, 100'000);
+    auto rows = r->ReadOplog(0, 100'000);
     EXPECT_TRUE(rows.ok());
     if (!rows.ok()) return {};
     EXPECT_EQ(rows->size(), writes);
@@ -221,7 +222,7 @@ TEST_F(ReplicaTest, BatchIsAtomicAndSequenced) {
   EXPECT_LT((*versions)[0], (*versions)[1]);
   EXPECT_LT((*versions)[1], (*versions)[2]);
   EXPECT_EQ(Render(*r, "m"), "y=2");
-  auto rows = r->oplog().ReadAfter(0, 100);
+  auto rows = r->ReadOplog(0, 100);
   ASSERT_TRUE(rows.ok());
   ASSERT_EQ(rows->size(), 3u);
   EXPECT_EQ((*rows)[2].key, "x");
@@ -241,7 +242,7 @@ TEST_F(ReplicaTest, SubscriptionsSeeLocalAndRemoteChanges) {
   ASSERT_TRUE(r->Put("other", "z", "1").ok());  // another map: not seen
   ASSERT_TRUE(r->Put("m", "a", "2").ok());
   ASSERT_TRUE(r->Delete("m", "a").ok());
-  RemoteRecord rec{"m", "b", "9", Version{Timestamp::FromParts(kStartMs, 0), 0xb2}, false};
+  KeyedRecord rec{"m", "b", "9", Version{Timestamp::FromParts(kStartMs, 0), 0xb2}, false};
   ASSERT_TRUE(r->ApplyRemote({&rec, 1}, 0xb2).ok());
   r->Unsubscribe(id);
   ASSERT_TRUE(r->Put("m", "c", "1").ok());
@@ -253,7 +254,7 @@ TEST_F(ReplicaTest, ApplyRemoteMergesByVersionAndKeepsOrigin) {
   auto r = OpenReplica(Options());
   const Timestamp t1 = Timestamp::FromParts(kStartMs - 1000, 0);
   const Timestamp t2 = Timestamp::FromParts(kStartMs - 500, 0);
-  std::vector<RemoteRecord> recs = {
+  std::vector<KeyedRecord> recs = {
       {"m", "k", "new", Version{t2, 0xb2}, false},
       {"m", "k", "old", Version{t1, 0xc3}, false},  // older: ignored
       {"m", "gone", "", Version{t1, 0xc3}, true},
@@ -271,7 +272,7 @@ TEST_F(ReplicaTest, ApplyRemoteMergesByVersionAndKeepsOrigin) {
   auto again = r->ApplyRemote(recs, 0xb2);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->applied, 0u);
-  auto rows = r->oplog().ReadAfter(0, 100);
+  auto rows = r->ReadOplog(0, 100);
   ASSERT_TRUE(rows.ok());
   ASSERT_EQ(rows->size(), 2u);
   EXPECT_EQ((*rows)[0].version.origin, 0xb2u);  // origin kept, for transitive flow
@@ -285,7 +286,7 @@ TEST_F(ReplicaTest, ApplyRemoteMergesByVersionAndKeepsOrigin) {
 TEST_F(ReplicaTest, RemoteTimestampFromTheFutureRaisesTheClock) {
   auto r = OpenReplica(Options());
   const Timestamp ahead = Timestamp::FromParts(kStartMs + 30'000, 5);
-  RemoteRecord rec{"m", "k", "v", Version{ahead, 0xb2}, false};
+  KeyedRecord rec{"m", "k", "v", Version{ahead, 0xb2}, false};
   ASSERT_TRUE(r->ApplyRemote({&rec, 1}, 0xb2).ok());
   auto local = r->Put("m", "other", "v");
   ASSERT_TRUE(local.ok());
@@ -295,13 +296,13 @@ TEST_F(ReplicaTest, RemoteTimestampFromTheFutureRaisesTheClock) {
 TEST_F(ReplicaTest, RemoteBatchRaisesTheClockPastItsNewestTimestampInAnyPosition) {
   auto r = OpenReplica(Options());
   const Timestamp newest = Timestamp::FromParts(kStartMs + 30'000, 7);
-  std::vector<RemoteRecord> recs = {
+  std::vector<KeyedRecord> recs = {
       {"m", "a", "v", Version{Timestamp::FromParts(kStartMs + 10'000, 0), 0xb2}, false},
       {"m", "b", "v", Version{newest, 0xb2}, false},
       {"m", "c", "v", Version{Timestamp::FromParts(kStartMs + 20'000, 0), 0xb2}, false},
   };
   ASSERT_TRUE(r->ApplyRemote(recs, 0xb2).ok());
-  EXPECT_EQ(r->hlc().Last(), newest);
+  EXPECT_EQ(r->LastTimestamp(), newest);
   auto local = r->Put("m", "other", "v");
   ASSERT_TRUE(local.ok());
   EXPECT_GT(local->hlc, newest);
@@ -309,40 +310,40 @@ TEST_F(ReplicaTest, RemoteBatchRaisesTheClockPastItsNewestTimestampInAnyPosition
 
 TEST_F(ReplicaTest, ClockOffsetBeyondLimitInTheMiddleRefusesTheWholeBatch) {
   auto r = OpenReplica(Options());
-  std::vector<RemoteRecord> recs = {
+  std::vector<KeyedRecord> recs = {
       {"m", "first", "v", Version{Timestamp::FromParts(kStartMs, 0), 0xb2}, false},
       {"m", "far", "v", Version{Timestamp::FromParts(kStartMs + 90'000, 0), 0xb2}, false},
       {"m", "last", "v", Version{Timestamp::FromParts(kStartMs + 1'000, 0), 0xb2}, false},
   };
-  const Timestamp before = r->hlc().Last();
+  const Timestamp before = r->LastTimestamp();
   Status s = r->ApplyRemote(recs, 0xb2).status();
   EXPECT_TRUE(s.IsRefused());
   EXPECT_NE(s.message().find("90.0 s"), std::string::npos) << s.message();
-  EXPECT_EQ(r->hlc().Last(), before);
+  EXPECT_EQ(r->LastTimestamp(), before);
   EXPECT_TRUE(r->Get("m", "first").status().IsNotFound());
   EXPECT_TRUE(r->Get("m", "last").status().IsNotFound());
 }
 
 TEST_F(ReplicaTest, ClockOffsetBeyondLimitRefusesTheWholeBatch) {
   auto r = OpenReplica(Options());
-  std::vector<RemoteRecord> recs = {
+  std::vector<KeyedRecord> recs = {
       {"m", "fine", "v", Version{Timestamp::FromParts(kStartMs, 0), 0xb2}, false},
       {"m", "far", "v", Version{Timestamp::FromParts(kStartMs + 61'000, 0), 0xb2}, false},
   };
-  const Timestamp before = r->hlc().Last();
+  const Timestamp before = r->LastTimestamp();
   Status s = r->ApplyRemote(recs, 0xb2).status();
   EXPECT_TRUE(s.IsRefused());
   EXPECT_NE(s.message().find("00000000000000b2"), std::string::npos) << s.message();
   EXPECT_NE(s.message().find("61.0 s"), std::string::npos) << s.message();
   EXPECT_EQ(s.message().find("peer peer"), std::string::npos) << s.message();
-  EXPECT_EQ(r->hlc().Last(), before);
+  EXPECT_EQ(r->LastTimestamp(), before);
   EXPECT_TRUE(r->Get("m", "fine").status().IsNotFound());
 }
 
 TEST_F(ReplicaTest, EqualVersionsWithDifferentBytesPickTheSameWinnerEverywhere) {
   const Version v{Timestamp::FromParts(kStartMs, 1), 0xb2};
-  RemoteRecord a{"m", "k", "apple", v, false};
-  RemoteRecord b{"m", "k", "banana", v, false};
+  KeyedRecord a{"m", "k", "apple", v, false};
+  KeyedRecord b{"m", "k", "banana", v, false};
   auto r1 = OpenReplica(Options(kNode, "/db1"));
   auto r2 = OpenReplica(Options(kNode, "/db2"));
   ASSERT_TRUE(r1->ApplyRemote({&a, 1}, 0xb2).ok());
@@ -359,10 +360,10 @@ TEST_F(ReplicaTest, EqualVersionsWithDifferentBytesPickTheSameWinnerEverywhere) 
 TEST_F(ReplicaTest, LwwMergeMatchesOracleUnderAnyDelivery) {
   const uint64_t seed = testing::SeedFromEnv("TIDEMAP_LWW_SEED", 20261122);
   SeededRandom rng(seed);
-  std::vector<RemoteRecord> writes;
-  std::map<std::string, RemoteRecord> oracle;
+  std::vector<KeyedRecord> writes;
+  std::map<std::string, KeyedRecord> oracle;
   for (int i = 0; i < 400; ++i) {
-    RemoteRecord w;
+    KeyedRecord w;
     w.map = "m";
     w.key = "k" + std::to_string(rng.Uniform(40));
     w.version = Version{Timestamp::FromParts(kStartMs - 5000 + rng.Uniform(4000), rng.Uniform(3)),
@@ -384,7 +385,7 @@ TEST_F(ReplicaTest, LwwMergeMatchesOracleUnderAnyDelivery) {
     expected += key + "=" + w.value;
   }
   for (int replica = 0; replica < 6; ++replica) {
-    std::vector<RemoteRecord> delivery = writes;
+    std::vector<KeyedRecord> delivery = writes;
     for (size_t i = 0; i < writes.size() / 4; ++i) {
       delivery.push_back(writes[rng.Uniform(writes.size())]);  // duplicates
     }
@@ -418,8 +419,8 @@ TEST_F(ReplicaTest, RestartWithClockSetBackKeepsTimestampsAndSeqsGrowing) {
     for (int i = 0; i < 10; ++i) last = *r->Put("m", "k" + std::to_string(i), "v");
     last_seq = r->Stats()->oplog_last_seq;
     // Prune everything away: the next seq must still not repeat.
-    ASSERT_TRUE(r->oplog().AddPeer(0xb2).ok());
-    ASSERT_TRUE(r->oplog().SetPeerAck(0xb2, last_seq).ok());
+    ASSERT_TRUE(r->AddPeer(0xb2).ok());
+    ASSERT_TRUE(ReplicaTestAccess::oplog(*r).SetPeerAck(0xb2, last_seq).ok());
     auto pruned = r->PruneOplog();
     ASSERT_TRUE(pruned.ok());
     EXPECT_EQ(pruned->rows_pruned, 10u);
@@ -429,7 +430,7 @@ TEST_F(ReplicaTest, RestartWithClockSetBackKeepsTimestampsAndSeqsGrowing) {
   auto v = r->Put("m", "after", "v");
   ASSERT_TRUE(v.ok());
   EXPECT_GT(*v, last);
-  auto rows = r->oplog().ReadAfter(0, 10);
+  auto rows = r->ReadOplog(0, 10);
   ASSERT_TRUE(rows.ok());
   ASSERT_EQ(rows->size(), 1u);
   EXPECT_EQ((*rows)[0].seq, last_seq + 1);
@@ -440,7 +441,7 @@ TEST_F(ReplicaTest, RestartWithClockSetBackKeepsTimestampsAndSeqsGrowing) {
 // the same records in any order give the same root, one different version a
 // different root, and values never enter it.
 TEST_F(ReplicaTest, MerkleRootIsOrderIndependentAndTracksVersions) {
-  std::vector<RemoteRecord> recs;
+  std::vector<KeyedRecord> recs;
   for (int i = 0; i < 200; ++i) {
     recs.push_back(
         {"m" + std::to_string(i % 3), "k" + std::to_string(i), "v",
@@ -453,7 +454,7 @@ TEST_F(ReplicaTest, MerkleRootIsOrderIndependentAndTracksVersions) {
   EXPECT_EQ(r1->MerkleRoot(), r2->MerkleRoot());  // both empty
   EXPECT_TRUE(r1->MerkleRoot().IsZero());
   ASSERT_TRUE(r1->ApplyRemote(recs, 0xb2).ok());
-  std::vector<RemoteRecord> reversed(recs.rbegin(), recs.rend());
+  std::vector<KeyedRecord> reversed(recs.rbegin(), recs.rend());
   for (size_t i = 0; i < reversed.size(); i += 17) {
     const size_t n = std::min<size_t>(17, reversed.size() - i);
     ASSERT_TRUE(r2->ApplyRemote({reversed.data() + i, n}, 0xb2).ok());
@@ -463,7 +464,7 @@ TEST_F(ReplicaTest, MerkleRootIsOrderIndependentAndTracksVersions) {
 
   // Same version, different value bytes (a forged tie): the metadata root is
   // unchanged, by design; the value never enters the tree.
-  RemoteRecord newer = recs[5];
+  KeyedRecord newer = recs[5];
   newer.version.hlc = Timestamp::FromParts(kStartMs, 9);
   newer.value = "changed";
   newer.tombstone = false;
@@ -561,7 +562,7 @@ TEST_F(ReplicaTest, DiffReadsInParallelSlicesMatchOneThread) {
   struct Reads {
     std::vector<msg::SummaryEntry> entries;
     std::vector<uint32_t> counts;
-    std::vector<std::pair<size_t, std::vector<RemoteRecord>>> records;  // per budget
+    std::vector<std::pair<size_t, std::vector<KeyedRecord>>> records;  // per budget
   };
   const std::vector<size_t> budgets = {1, 5'000, 100'000, 400'000, SIZE_MAX};
   const auto read = [&](uint32_t threads) {
@@ -570,10 +571,11 @@ TEST_F(ReplicaTest, DiffReadsInParallelSlicesMatchOneThread) {
     auto r = OpenReplica(std::move(o));
     Reads out;
     if (r == nullptr) return out;
-    EXPECT_TRUE(r->BucketSummaries(buckets, &out.entries, &out.counts).ok());
+    const SyncStore& store = *r;  // the reads the sync core makes
+    EXPECT_TRUE(store.BucketSummaries(buckets, &out.entries, &out.counts).ok());
     for (size_t budget : budgets) {
-      std::vector<RemoteRecord> records;
-      auto done = r->RecordsByKeyHash(hashes, budget, &records);
+      std::vector<KeyedRecord> records;
+      auto done = store.RecordsByKeyHash(hashes, budget, &records);
       EXPECT_TRUE(done.ok()) << done.status().ToString();
       out.records.emplace_back(done.ok() ? *done : 0, std::move(records));
     }
@@ -606,7 +608,8 @@ TEST_F(ReplicaTest, LeavesAreCheckpointedInPages) {
   uint32_t leaf_count = 0;
   {
     auto r = OpenReplica(Options());
-    leaf_count = uint32_t{1} << (r->tree_fanout_bits() * r->tree_depth());
+    const SyncStoreInfo info = static_cast<const SyncStore&>(*r).Info();
+    leaf_count = uint32_t{1} << (info.tree_fanout_bits * info.tree_depth);
     WriteBatch batch;
     for (int i = 0; i < 5000; ++i) batch.Put("m", "k" + std::to_string(i), "v");
     ASSERT_TRUE(r->Write(batch).ok());
@@ -961,14 +964,14 @@ TEST_F(ReplicaTest, AGroupOf600OpsMakesThreeOplogRows) {
     WriteBatch b;
     for (int i = 0; i < 600; ++i) b.Put("m", "k" + std::to_string(i), "v");
     ASSERT_TRUE(r->Write(b).ok());
-    auto all = r->oplog().ReadAfter(0, 1000);
+    auto all = r->ReadOplog(0, 1000);
     ASSERT_TRUE(all.ok());
     ASSERT_EQ(all->size(), 601u);
     for (size_t i = 0; i < all->size(); ++i) {
       EXPECT_EQ((*all)[i].seq, i + 1);
       EXPECT_EQ((*all)[i].key, i == 0 ? "first" : "k" + std::to_string(i - 1));
     }
-    auto across = r->oplog().ReadAfter(256, 2);
+    auto across = r->ReadOplog(256, 2);
     ASSERT_TRUE(across.ok());
     ASSERT_EQ(across->size(), 2u);
     EXPECT_EQ((*across)[0].key, "k255");
@@ -1009,7 +1012,7 @@ TEST_F(ReplicaTest, AFailedWriterLeavesNoOplogEntry) {
   b.Put("m", "bad", "1");
   EXPECT_TRUE(r->Write(b).status().IsCorruption());
   ASSERT_TRUE(r->Put("m", "y", "1").ok());
-  auto rows = r->oplog().ReadAfter(0, 100);
+  auto rows = r->ReadOplog(0, 100);
   ASSERT_TRUE(rows.ok());
   std::string rendered;
   for (const OplogEntry& e : *rows) rendered += std::to_string(e.seq) + ":" + e.key + " ";
@@ -1052,8 +1055,8 @@ TEST_F(ReplicaTest, PurgeNeedsTheHorizonAndEveryPeersAck) {
   ReplicaOptions o = Options();
   o.tombstone_horizon_ms = kHorizonMs;
   auto r = OpenReplica(std::move(o));
-  ASSERT_TRUE(r->oplog().AddPeer(0xb1).ok());
-  ASSERT_TRUE(r->oplog().AddPeer(0xb2).ok());
+  ASSERT_TRUE(r->AddPeer(0xb1).ok());
+  ASSERT_TRUE(r->AddPeer(0xb2).ok());
   ASSERT_TRUE(r->Put("m", "a", "1").ok());     // seq 1
   const Version del_a = *r->Delete("m", "a");  // seq 2
   ASSERT_TRUE(r->Put("m", "b", "2").ok());     // seq 3
@@ -1063,8 +1066,8 @@ TEST_F(ReplicaTest, PurgeNeedsTheHorizonAndEveryPeersAck) {
   EXPECT_EQ(RenderAll(*r), "m/a=⊥ m/b=2 m/c=⊥ m/d=back");
 
   // Every peer acknowledged everything, but nothing is old enough yet.
-  ASSERT_TRUE(r->oplog().SetPeerAck(0xb1, 6).ok());
-  ASSERT_TRUE(r->oplog().SetPeerAck(0xb2, 6).ok());
+  ASSERT_TRUE(ReplicaTestAccess::oplog(*r).SetPeerAck(0xb1, 6).ok());
+  ASSERT_TRUE(ReplicaTestAccess::oplog(*r).SetPeerAck(0xb2, 6).ok());
   auto young = r->PurgeTombstones();
   ASSERT_TRUE(young.ok());
   EXPECT_EQ(young->purged, 0u);
@@ -1072,7 +1075,7 @@ TEST_F(ReplicaTest, PurgeNeedsTheHorizonAndEveryPeersAck) {
   EXPECT_EQ(r->PurgeTombstones()->purged, 0u);
 
   // Old enough, but 0xb3 (known, acknowledged nothing) holds them back.
-  ASSERT_TRUE(r->oplog().AddPeer(0xb3).ok());
+  ASSERT_TRUE(r->AddPeer(0xb3).ok());
   clock_.Advance(2);
   auto held = r->PurgeTombstones();
   ASSERT_TRUE(held.ok());
@@ -1081,7 +1084,7 @@ TEST_F(ReplicaTest, PurgeNeedsTheHorizonAndEveryPeersAck) {
   EXPECT_EQ(held->watermark, Version{});
 
   // 0xb3 acknowledged a's row, not c's: only a's tombstone goes.
-  ASSERT_TRUE(r->oplog().SetPeerAck(0xb3, 3).ok());
+  ASSERT_TRUE(ReplicaTestAccess::oplog(*r).SetPeerAck(0xb3, 3).ok());
   std::vector<std::string> purged;
   auto some = r->PurgeTombstones(
       [&](const KeyMeta& m) { purged.push_back(std::string(m.key) + "@" + m.version.ToString()); });
@@ -1093,7 +1096,7 @@ TEST_F(ReplicaTest, PurgeNeedsTheHorizonAndEveryPeersAck) {
   EXPECT_EQ(RenderAll(*r), "m/b=2 m/c=⊥ m/d=back");
   ExpectScrubOk(*r);
 
-  ASSERT_TRUE(r->oplog().SetPeerAck(0xb3, 6).ok());
+  ASSERT_TRUE(ReplicaTestAccess::oplog(*r).SetPeerAck(0xb3, 6).ok());
   EXPECT_EQ(r->PurgeTombstones()->purged, 1u);
   EXPECT_EQ(RenderAll(*r), "m/b=2 m/d=back");
   auto stats = r->Stats();
@@ -1184,10 +1187,10 @@ TEST_F(ReplicaTest, OlderVersionOfAPurgedKeyIsNeverResurrected) {
 
   const uint64_t peer = 0xfe;
   const Version late{old_live.hlc, peer};  // below the watermark
-  const std::vector<RemoteRecord> incoming{{"m", "gone", "old", old_live, false},
-                                           {"m", "gone", "", del, true},
-                                           {"m", same_bucket, "late", late, false},
-                                           {"m", "elsewhere", "late", late, false}};
+  const std::vector<KeyedRecord> incoming{{"m", "gone", "old", old_live, false},
+                                          {"m", "gone", "", del, true},
+                                          {"m", same_bucket, "late", late, false},
+                                          {"m", "elsewhere", "late", late, false}};
   // Dropped: nothing but "elsewhere" changes.
   auto dropped = r->ApplyRemote(incoming, peer, StaleRecords::kDrop);
   ASSERT_TRUE(dropped.ok()) << dropped.status().ToString();
@@ -1220,7 +1223,7 @@ TEST_F(ReplicaTest, OlderVersionOfAPurgedKeyIsNeverResurrected) {
                                               "delete " + same_bucket + "@" + del.ToString()}));
   // The restored deletes are this replica's doing: their oplog rows name no
   // peer they came from, so they stream back to the sender too.
-  auto rows = r->oplog().ReadAfter(r->LastSeq() - 2, 2);
+  auto rows = r->ReadOplog(r->LastSeq() - 2, 2);
   ASSERT_TRUE(rows.ok());
   for (const OplogEntry& row : *rows) EXPECT_EQ(row.via, 0u);
   EXPECT_EQ(r->Stats()->stale_records_dropped, 4u);
@@ -1231,13 +1234,13 @@ TEST_F(ReplicaTest, OlderVersionOfAPurgedKeyIsNeverResurrected) {
                            peer};
   ASSERT_LT(newer_held, del);
   auto merged =
-      r->ApplyRemote(std::vector<RemoteRecord>{{"m", "held", "v2", newer_held, false}}, peer);
+      r->ApplyRemote(std::vector<KeyedRecord>{{"m", "held", "v2", newer_held, false}}, peer);
   ASSERT_TRUE(merged.ok());
   EXPECT_EQ(merged->applied, 1u);
   // A version above the watermark is a write after the delete: stored.
   const Version after{Timestamp::FromParts(clock_.NowMillis(), 0), peer};
   auto recreated =
-      r->ApplyRemote(std::vector<RemoteRecord>{{"m", "gone", "new", after, false}}, peer);
+      r->ApplyRemote(std::vector<KeyedRecord>{{"m", "gone", "new", after, false}}, peer);
   ASSERT_TRUE(recreated.ok());
   EXPECT_EQ(recreated->applied, 1u);
   EXPECT_EQ(RenderAll(*r), "m/gone=new m/held=v2 m/" + same_bucket + "=⊥");
@@ -1252,7 +1255,7 @@ TEST_F(ReplicaTest, PurgedTreeEqualsATreeThatNeverHeldTheKeys) {
   auto r = OpenReplica(std::move(o));
   for (int i = 0; i < 200; ++i) ASSERT_TRUE(r->Put("m", "k" + std::to_string(i), "v").ok());
   for (int i = 0; i < 200; i += 3) ASSERT_TRUE(r->Delete("m", "k" + std::to_string(i)).ok());
-  std::vector<RemoteRecord> live;
+  std::vector<KeyedRecord> live;
   ASSERT_TRUE(r->ForEachKeyMeta([&](const KeyMeta& m) {
                  if (!m.tombstone) live.push_back(**r->ReadRecord(m.map, m.key));
                  return true;

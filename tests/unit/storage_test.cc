@@ -20,8 +20,9 @@
 #include <string>
 #include <vector>
 
+#include "storage/key_order_sorter_internal.h"
 #include "storage/prefix_iterator.h"
-#include "storage/rows.h"
+#include "storage/rows_internal.h"
 #include "storage/storage.h"
 
 namespace tidemap {

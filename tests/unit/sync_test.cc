@@ -19,6 +19,8 @@
 #include <map>
 
 #include "replica/sync.h"
+#include "replica/test_access_internal.h"
+#include "tests/support/sync_pump.h"
 #include "tests/support/test_util.h"
 
 namespace tidemap {
@@ -121,33 +123,14 @@ class SyncTest : public ::testing::Test {
   // `observe`, when given, sees what each call appended.
   int Pump(Link& link, bool start = true, uint64_t now_ms = kStartMs, int rounds_max = 100,
            const Observer& observe = {}) {
-    std::vector<msg::Message> to_b, to_a;
-    auto call = [&](std::vector<msg::Message>* out, auto&& fn) {
-      const size_t from = out->size();
-      const Status s = fn(out);
-      EXPECT_TRUE(s.ok()) << s.ToString();
-      if (observe) observe(*out, from);
-    };
-    if (start) {
-      call(&to_b, [&](auto* out) { return link.a->Start(now_ms, out); });
-      call(&to_a, [&](auto* out) { return link.b->Start(now_ms, out); });
-    }
-    int rounds = 0;
-    for (; rounds < rounds_max; ++rounds) {
-      call(&to_b, [&](auto* out) { return link.a->Poll(now_ms, out); });
-      call(&to_a, [&](auto* out) { return link.b->Poll(now_ms, out); });
-      if (to_a.empty() && to_b.empty()) break;
-      std::vector<msg::Message> next_b, next_a;
-      for (const auto& m : to_b) {
-        call(&next_a, [&](auto* out) { return link.b->Receive(m, now_ms, out); });
-      }
-      for (const auto& m : to_a) {
-        call(&next_b, [&](auto* out) { return link.a->Receive(m, now_ms, out); });
-      }
-      to_b = std::move(next_b);
-      to_a = std::move(next_a);
-    }
-    return rounds;
+    testing::SyncPumpOptions options;
+    options.start = start;
+    options.now_ms = now_ms;
+    options.rounds_max = rounds_max;
+    options.observe = observe;
+    const testing::SyncPumpResult r = testing::PumpSync(*link.a, *link.b, options);
+    EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+    return r.rounds;
   }
 
   // Runs the link until one side's Receive fails (a closed session) or both
@@ -242,8 +225,8 @@ TEST_F(SyncTest, FirstContactRepairsBothSidesByTreeDiff) {
   EXPECT_LE(rounds, 12);
   // Both cursors reached the end of the log: the snapshot by the diff, then
   // the rows each side applied from the other (skipped, never echoed back).
-  EXPECT_EQ(*a.replica->oplog().PeerAck(2), a.replica->LastSeq());
-  EXPECT_EQ(*b.replica->oplog().PeerAck(1), b.replica->LastSeq());
+  EXPECT_EQ(*ReplicaTestAccess::oplog(*a.replica).PeerAck(2), a.replica->LastSeq());
+  EXPECT_EQ(*ReplicaTestAccess::oplog(*b.replica).PeerAck(1), b.replica->LastSeq());
   EXPECT_EQ(a.replica->LastSeq(), 501u);  // 301 own changes + 200 of B's that won here
 }
 
@@ -269,8 +252,8 @@ TEST_F(SyncTest, LargeDiffIsChunkedWithinBatchLimits) {
 // from index `from` on.
 size_t RecordBytesFrom(const std::vector<msg::Message>& messages, size_t from) {
   size_t bytes = 0;
-  auto add = [&](const std::vector<RemoteRecord>& records) {
-    for (const RemoteRecord& r : records) bytes += r.map.size() + r.key.size() + r.value.size();
+  auto add = [&](const std::vector<KeyedRecord>& records) {
+    for (const KeyedRecord& r : records) bytes += r.map.size() + r.key.size() + r.value.size();
   };
   for (size_t i = from; i < messages.size(); ++i) {
     if (auto* d = std::get_if<msg::DiffRecords>(&messages[i].body)) add(d->records);
@@ -418,7 +401,7 @@ TEST_F(SyncTest, DenseDiffSendsRecordsInKeyOrder) {
     run.Observe(out, from);
     for (size_t i = from; i < out.size(); ++i) {
       if (auto* d = std::get_if<msg::DiffRecords>(&out[i].body)) {
-        for (const RemoteRecord& r : d->records) sent.push_back(r.key);
+        for (const KeyedRecord& r : d->records) sent.push_back(r.key);
       }
     }
   });
@@ -467,13 +450,13 @@ TEST_F(SyncTest, LaterWritesStreamAndAdvanceTheCursor) {
     ASSERT_TRUE(a.replica->Put("m", "k" + std::to_string(i), "v").ok());
   Pump(link, /*start=*/false);
   ExpectConverged({1, 2});
-  EXPECT_EQ(*a.replica->oplog().PeerAck(2), 2500u);
+  EXPECT_EQ(*ReplicaTestAccess::oplog(*a.replica).PeerAck(2), 2500u);
   EXPECT_EQ(link.a->stats().records_sent, 2500u);
   EXPECT_EQ(link.b->stats().records_applied, 2500u);
   // First contact found equal (empty) roots: no diff was needed.
   EXPECT_EQ(link.a->stats().diffs_completed + link.b->stats().diffs_completed, 0u);
   // B's applied remote records got B's own seqs, with A's origin kept.
-  auto rows = b.replica->oplog().ReadAfter(0, 1);
+  auto rows = b.replica->ReadOplog(0, 1);
   ASSERT_TRUE(rows.ok());
   EXPECT_EQ(rows->front().version.origin, 1u);
 }
@@ -518,7 +501,7 @@ TEST_F(SyncTest, ChangesFlowTransitivelyAndNeverEchoToTheirOrigin) {
 TEST_F(SyncTest, RecordsAppliedFromAPeerAreNotStreamedBackToIt) {
   Node& a = Add(1);
   Node& b = Add(2);
-  std::vector<RemoteRecord> only_a, only_b;
+  std::vector<KeyedRecord> only_a, only_b;
   for (int i = 0; i < 30; ++i) {
     only_a.push_back({"m", "a" + std::to_string(i), "x",
                       Version{Timestamp::FromParts(kStartMs - 100, static_cast<uint64_t>(i)), 0x77},
@@ -530,15 +513,15 @@ TEST_F(SyncTest, RecordsAppliedFromAPeerAreNotStreamedBackToIt) {
   ASSERT_TRUE(a.replica->ApplyRemote(only_a, 0x77).ok());
   ASSERT_TRUE(b.replica->ApplyRemote(only_b, 0x77).ok());
   // They know each other already: cursors at the ends of their logs.
-  ASSERT_TRUE(a.replica->oplog().SetPeerAck(2, a.replica->LastSeq()).ok());
-  ASSERT_TRUE(b.replica->oplog().SetPeerAck(1, b.replica->LastSeq()).ok());
+  ASSERT_TRUE(ReplicaTestAccess::oplog(*a.replica).SetPeerAck(2, a.replica->LastSeq()).ok());
+  ASSERT_TRUE(ReplicaTestAccess::oplog(*b.replica).SetPeerAck(1, b.replica->LastSeq()).ok());
   Link link = Connect(1, 2);
   link.a->RequestDiff();
   Pump(link);
   ExpectConverged({1, 2});
   EXPECT_EQ(link.a->stats().records_sent, 30u);  // by the diff only, no echo
   EXPECT_EQ(link.b->stats().records_sent, 30u);
-  EXPECT_EQ(*a.replica->oplog().PeerAck(2), a.replica->LastSeq());
+  EXPECT_EQ(*ReplicaTestAccess::oplog(*a.replica).PeerAck(2), a.replica->LastSeq());
 }
 
 TEST_F(SyncTest, PeerBelowThePrunedPointIsRepairedByTreeDiff) {
@@ -559,7 +542,7 @@ TEST_F(SyncTest, PeerBelowThePrunedPointIsRepairedByTreeDiff) {
   ExpectConverged({1, 2});
   EXPECT_EQ(b.replica->Stats()->keys, 100u);
   EXPECT_GE(link.a->stats().diffs_completed, 1u);
-  EXPECT_EQ(*a.replica->oplog().PeerAck(2), 100u);
+  EXPECT_EQ(*ReplicaTestAccess::oplog(*a.replica).PeerAck(2), 100u);
 }
 
 TEST_F(SyncTest, RefusedClockKeepsTheDataUntilTheReceiverAccepts) {
@@ -573,9 +556,9 @@ TEST_F(SyncTest, RefusedClockKeepsTheDataUntilTheReceiverAccepts) {
   EXPECT_NE(link.a->stats().last_error.find("ahead"), std::string::npos)
       << link.a->stats().last_error;
   EXPECT_TRUE(b.replica->Get("m", "future").status().IsNotFound());
-  EXPECT_EQ(*a.replica->oplog().PeerAck(2), 0u);  // not acknowledged: A keeps it
-  b.clock->Advance(120'000);                      // B's clock is fixed
-  Pump(link, false, kStartMs + 10'000);           // after the retry pause
+  EXPECT_EQ(*ReplicaTestAccess::oplog(*a.replica).PeerAck(2), 0u);  // not acknowledged: A keeps it
+  b.clock->Advance(120'000);                                        // B's clock is fixed
+  Pump(link, false, kStartMs + 10'000);                             // after the retry pause
   EXPECT_EQ(b.replica->Get("m", "future")->value, "v");
   EXPECT_TRUE(link.a->stats().last_error.empty());
   ExpectConverged({1, 2});
@@ -701,7 +684,7 @@ TEST_F(SyncTest, DiffThatFindsNothingAtTheBottomFinishesOnBothSides) {
   EXPECT_TRUE(link.a->Idle());
   EXPECT_TRUE(link.b->Idle());
   EXPECT_FALSE(link.b->stats().diff_in_progress);
-  EXPECT_EQ(*b.replica->oplog().PeerAck(1), b.replica->LastSeq());
+  EXPECT_EQ(*ReplicaTestAccess::oplog(*b.replica).PeerAck(1), b.replica->LastSeq());
 }
 
 // Found by the simulator (seed 261): a first-contact repair diff covers the
@@ -728,7 +711,7 @@ TEST_F(SyncTest, RowsCoveredByARepairAreNotStreamedAgain) {
     to_a = std::move(next_a);
   }
   ExpectConverged({1, 2});
-  ASSERT_EQ(*a.replica->oplog().PeerAck(2), 13u);
+  ASSERT_EQ(*ReplicaTestAccess::oplog(*a.replica).PeerAck(2), 13u);
   auto pruned = a.replica->PruneOplog();
   ASSERT_TRUE(pruned.ok());
   ASSERT_EQ(pruned->pruned_through, 13u);  // every row: B acknowledged them all
@@ -759,7 +742,7 @@ TEST_F(SyncTest, PeerWhoseRowsWereAllPrunedIsRepaired) {
   ExpectConverged({1, 2});
   EXPECT_GE(link.a->stats().diffs_completed, 1u);
   EXPECT_TRUE(link.a->Idle());
-  EXPECT_EQ(*a.replica->oplog().PeerAck(2), 5u);
+  EXPECT_EQ(*ReplicaTestAccess::oplog(*a.replica).PeerAck(2), 5u);
 }
 
 // When pruning overtakes a peer while a diff is already running, that diff
@@ -778,7 +761,7 @@ TEST_F(SyncTest, GapFoundDuringARunningDiffIsRepairedByANewDiff) {
   Pump(link);
   ASSERT_TRUE(a.replica->Put("m", "k0", "v").ok());
   Pump(link, /*start=*/false);
-  ASSERT_EQ(*a.replica->oplog().PeerAck(2), 1u);
+  ASSERT_EQ(*ReplicaTestAccess::oplog(*a.replica).PeerAck(2), 1u);
   const uint64_t t = kStartMs + 1'000;
   std::vector<msg::Message> to_b, to_a;
   ASSERT_TRUE(link.a->Poll(t, &to_b).ok());  // the periodic diff starts
@@ -823,7 +806,7 @@ TEST_F(SyncTest, GapAfterTheSnapshotOfARunningRepairIsRepairedAgain) {
   // ...then writes ten keys whose rows are pruned before they are streamed.
   for (int i = 1; i <= 10; ++i) ASSERT_TRUE(a.replica->Put("m", "k" + std::to_string(i), "v").ok());
   ASSERT_TRUE(a.replica->PruneOplog().ok());
-  ASSERT_GT(*a.replica->oplog().FirstSeq(), 2u);
+  ASSERT_GT(*ReplicaTestAccess::oplog(*a.replica).FirstSeq(), 2u);
   for (int round = 0; round < 100 && !(to_a.empty() && to_b.empty() && round > 0); ++round) {
     ASSERT_TRUE(link.a->Poll(kStartMs, &to_b).ok());
     ASSERT_TRUE(link.b->Poll(kStartMs, &to_a).ok());
@@ -859,7 +842,7 @@ TEST_F(SyncTest, WipedPeerWhoseFirstDiffIsCutStillConverges) {
     Pump(link);
   }
   ExpectConverged({1, 2});
-  EXPECT_EQ(*b.replica->oplog().PeerAck(1), 50u);
+  EXPECT_EQ(*ReplicaTestAccess::oplog(*b.replica).PeerAck(1), 50u);
   Wipe(1);
   {
     // The first session after the wipe exchanges hellos; A starts its
@@ -879,7 +862,7 @@ TEST_F(SyncTest, WipedPeerWhoseFirstDiffIsCutStillConverges) {
   EXPECT_NE(link.b->stats().peer_reset.find("another database"), std::string::npos)
       << link.b->stats().peer_reset;
   // B's cursor for A is A's new database's: moved back to what the repair gave it.
-  auto state = b.replica->oplog().Peer(1);
+  auto state = ReplicaTestAccess::oplog(*b.replica).Peer(1);
   ASSERT_TRUE(state.ok());
   EXPECT_EQ(state->incarnation, nodes_[1].replica->incarnation());
 }
@@ -937,7 +920,7 @@ TEST_F(SyncTest, StalePeerCannotResurrectAPurgedKeyAndIsRepaired) {
   Node& a = Add(1);
   Add(2);
   ASSERT_TRUE(a.replica->Put("m", "k", "old").ok());
-  const RemoteRecord old = **a.replica->ReadRecord("m", "k");
+  const KeyedRecord old = **a.replica->ReadRecord("m", "k");
   const Version del = *a.replica->Delete("m", "k");
   ASSERT_TRUE(a.replica->Put("m", "other", "v").ok());
   {
@@ -977,7 +960,7 @@ TEST_F(SyncTest, StalePeerIsToldToRebootstrapWhenRefused) {
   Node& a = Add(1);
   Add(2);
   ASSERT_TRUE(a.replica->Put("m", "k", "old").ok());
-  const RemoteRecord old = **a.replica->ReadRecord("m", "k");
+  const KeyedRecord old = **a.replica->ReadRecord("m", "k");
   ASSERT_TRUE(a.replica->Delete("m", "k").ok());
   {
     Link link = Connect(1, 2);
@@ -1012,7 +995,7 @@ TEST_F(SyncTest, StalePeerIsToldToRebootstrapWhenRefused) {
 TEST_F(SyncTest, StaleRecordInAStreamedBatchIsAnsweredWithTheDelete) {
   Node& a = Add(1);
   Add(2);
-  const RemoteRecord old{"m", "k", "old", Version{Timestamp::FromParts(kStartMs - 5, 0), 9}, false};
+  const KeyedRecord old{"m", "k", "old", Version{Timestamp::FromParts(kStartMs - 5, 0), 9}, false};
   ASSERT_TRUE(a.replica->ApplyRemote({&old, 1}, 9).ok());
   const Version del = *a.replica->Delete("m", "k");
   {
@@ -1024,10 +1007,10 @@ TEST_F(SyncTest, StaleRecordInAStreamedBatchIsAnsweredWithTheDelete) {
   Node& c = Add(3);
   ASSERT_TRUE(c.replica->ApplyRemote({&old, 1}, 9).ok());
   // A and C know each other already: no repair, C streams its row to A.
-  ASSERT_TRUE(a.replica->oplog()
+  ASSERT_TRUE(ReplicaTestAccess::oplog(*a.replica)
                   .SetPeer(3, PeerState{a.replica->LastSeq(), c.replica->incarnation(), 0})
                   .ok());
-  ASSERT_TRUE(c.replica->oplog()
+  ASSERT_TRUE(ReplicaTestAccess::oplog(*c.replica)
                   .SetPeer(1, PeerState{0, a.replica->incarnation(), a.replica->LastSeq()})
                   .ok());
   Link link = Connect(1, 3);
@@ -1036,7 +1019,8 @@ TEST_F(SyncTest, StaleRecordInAStreamedBatchIsAnsweredWithTheDelete) {
   EXPECT_EQ(Scan(3), "m/k=⊥@" + del.ToString() + " ");
   EXPECT_EQ(link.a->stats().stale_redeleted, 1u);
   EXPECT_GE(link.a->stats().diffs_completed, 1u);
-  EXPECT_EQ(*c.replica->oplog().PeerAck(1), c.replica->LastSeq());  // its row was acknowledged
+  EXPECT_EQ(*ReplicaTestAccess::oplog(*c.replica).PeerAck(1),
+            c.replica->LastSeq());  // its row was acknowledged
 }
 
 // A purged replica and one that still holds the tombstone differ in that
@@ -1096,7 +1080,7 @@ TEST_F(SyncTest, NodeRestoredFromAnOlderBackupIsRepaired) {
     for (int i = 0; i < 5; ++i) ASSERT_TRUE(a.replica->Put("m", "k" + std::to_string(i), "v").ok());
     Pump(link, /*start=*/false);
   }
-  EXPECT_EQ(b.replica->oplog().Peer(1)->received, 5u);
+  EXPECT_EQ(ReplicaTestAccess::oplog(*b.replica).Peer(1)->received, 5u);
   const uint64_t incarnation = a.replica->incarnation();
   a.replica.reset();
   CopyDb("/n1", "/n1-backup");
@@ -1107,7 +1091,7 @@ TEST_F(SyncTest, NodeRestoredFromAnOlderBackupIsRepaired) {
     Link link = Connect(1, 2);
     Pump(link);
   }
-  EXPECT_EQ(b.replica->oplog().Peer(1)->received, 10u);
+  EXPECT_EQ(ReplicaTestAccess::oplog(*b.replica).Peer(1)->received, 10u);
   a.replica.reset();
   a.replica = OpenNode(1, "/n1-backup", a.clock.get());  // the restore
   ASSERT_EQ(a.replica->incarnation(), incarnation);
@@ -1124,7 +1108,7 @@ TEST_F(SyncTest, NodeRestoredFromAnOlderBackupIsRepaired) {
   EXPECT_TRUE(link.a->Idle());
   EXPECT_TRUE(link.b->Idle());
   // B's state for A now describes the restored database.
-  EXPECT_EQ(*b.replica->oplog().Peer(1),
+  EXPECT_EQ(*ReplicaTestAccess::oplog(*b.replica).Peer(1),
             (PeerState{b.replica->LastSeq(), incarnation, a.replica->LastSeq()}));
 }
 
@@ -1192,9 +1176,10 @@ TEST_F(SyncTest, AnotherProtocolVersionIsRefused) {
   std::vector<msg::Message> out;
   ASSERT_TRUE(a.Start(kStartMs, &out).ok());
   msg::Hello future;
-  future.protocol_version = kProtocolVersion + 1;
-  future.tree_fanout_bits = nodes_[2].replica->tree_fanout_bits();
-  future.tree_depth = nodes_[2].replica->tree_depth();
+  future.protocol_version = kSyncProtocolVersion + 1;
+  const SyncStoreInfo info = static_cast<const SyncStore&>(*nodes_[2].replica).Info();
+  future.tree_fanout_bits = info.tree_fanout_bits;
+  future.tree_depth = info.tree_depth;
   Status s = a.Receive(msg::Message{1, future}, kStartMs, &out);
   EXPECT_TRUE(s.IsRefused());
   EXPECT_NE(s.message().find("protocol version"), std::string::npos) << s.message();

@@ -4,8 +4,8 @@
 // are encoded. Other components that own a family (oplog/) encode their row
 // values themselves but take their key prefix from here, so the families stay
 // apart in one place.
-#ifndef TIDEMAP_STORAGE_ROWS_H_
-#define TIDEMAP_STORAGE_ROWS_H_
+#ifndef TIDEMAP_STORAGE_ROWS_INTERNAL_H_
+#define TIDEMAP_STORAGE_ROWS_INTERNAL_H_
 
 #include <algorithm>
 #include <cstdint>
@@ -158,4 +158,4 @@ std::string DescribeKey(std::string_view map, std::string_view key);
 
 }  // namespace tidemap::rows
 
-#endif  // TIDEMAP_STORAGE_ROWS_H_
+#endif  // TIDEMAP_STORAGE_ROWS_INTERNAL_H_

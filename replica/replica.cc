@@ -154,6 +154,7 @@ Result<std::vector<OplogEntry>> Replica::ReadOplog(uint64_t after_seq, size_t en
 }
 Result<uint64_t> Replica::OplogPrunedThrough() const { return impl_->oplog->PrunedThrough(); }
 Status Replica::AddPeer(uint64_t peer) { return impl_->oplog->AddPeer(peer); }
+Status Replica::RemovePeer(uint64_t peer) { return impl_->oplog->RemovePeer(peer); }
 Result<std::map<uint64_t, uint64_t>> Replica::PeerAcks() const { return impl_->oplog->PeerAcks(); }
 
 Oplog& ReplicaTestAccess::oplog(Replica& replica) { return *replica.impl_->oplog; }

@@ -332,6 +332,9 @@ class Replica : public SyncStore {
   // rows for it (up to the retention cap) and tombstones wait for its
   // acknowledgement before they are purged.
   Status AddPeer(uint64_t peer);
+  // Forgets `peer` (a node removed from the cluster): its cursor no longer
+  // holds back pruning or tombstone GC. A no-op for an unknown peer.
+  Status RemovePeer(uint64_t peer);
   // Every known peer's cursor: the seq of our oplog it acknowledged.
   Result<std::map<uint64_t, uint64_t>> PeerAcks() const;
 

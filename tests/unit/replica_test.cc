@@ -1110,6 +1110,21 @@ TEST_F(ReplicaTest, PurgeNeedsTheHorizonAndEveryPeersAck) {
   EXPECT_EQ(r->PurgeTombstones()->purged, 0u);
 }
 
+// A removed peer no longer holds tombstones back; its cursor is gone.
+TEST_F(ReplicaTest, RemovedPeerNoLongerHoldsBackThePurge) {
+  ReplicaOptions o = Options();
+  o.tombstone_horizon_ms = kHorizonMs;
+  auto r = OpenReplica(std::move(o));
+  ASSERT_TRUE(r->AddPeer(0xb1).ok());
+  ASSERT_TRUE(r->Delete("m", "a").ok());
+  clock_.Advance(kHorizonMs + 1);
+  EXPECT_EQ(r->PurgeTombstones()->purged, 0u) << "0xb1 acknowledged nothing";
+  ASSERT_TRUE(r->RemovePeer(0xb1).ok());
+  EXPECT_EQ(r->PeerAcks()->count(0xb1), 0u);
+  EXPECT_EQ(r->PurgeTombstones()->purged, 1u);
+  EXPECT_TRUE(r->RemovePeer(0xb1).ok()) << "an unknown peer: nothing to do";
+}
+
 // With no known peer the horizon alone decides; a horizon of 0 never purges.
 TEST_F(ReplicaTest, PurgeWithoutPeersUsesTheHorizonAloneAndZeroDisablesIt) {
   ReplicaOptions o = Options();

@@ -8,11 +8,14 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <iostream>
 #include <iterator>
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "base/clock.h"
 #include "base/coding.h"
@@ -454,70 +457,94 @@ int CmdRepair(const std::string& dir) {
   return kExitOk;
 }
 
+// Every command's arguments, filled in by the parser.
+struct CliArgs {
+  std::string dir;
+  Target target;
+  std::string map, key, value, prefix;
+  std::optional<std::string> after;
+  size_t limit = 0;
+  bool json = false;
+  bool watch = false;
+  ServeArgs serve;
+};
+
+// A command and what runs when it is the one parsed.
+using Command = std::pair<CLI::App*, std::function<int()>>;
+
+// A command that takes a data dir alone.
+void AddDirCommand(CLI::App* app, CliArgs* a, std::vector<Command>* out, const char* name,
+                   const char* help, const char* dir_help, int (*run)(const std::string& dir)) {
+  CLI::App* cmd = app->add_subcommand(name, help);
+  cmd->add_option("--data", a->dir, dir_help)->required();
+  out->emplace_back(cmd, [a, run] { return run(a->dir); });
+}
+
+// Commands on one key of a target: put, get, del.
+void AddKeyCommands(CLI::App* app, CliArgs* a, std::vector<Command>* out) {
+  const auto add = [&](const char* name, const char* help) {
+    CLI::App* cmd = app->add_subcommand(name, help);
+    a->target.AddTo(cmd);
+    cmd->add_option("MAP", a->map, "map name")->required();
+    cmd->add_option("KEY", a->key, "key")->required();
+    return cmd;
+  };
+  CLI::App* put = add("put", "write VALUE under MAP/KEY (VALUE - reads stdin)");
+  put->add_option("VALUE", a->value, "value, or - to read it from stdin")->required();
+  out->emplace_back(put, [a] { return CmdPut(a->target, a->map, a->key, a->value); });
+  out->emplace_back(add("get", "print the value of MAP/KEY; exit 1 when absent"),
+                    [a] { return CmdGet(a->target, a->map, a->key); });
+  out->emplace_back(add("del", "delete MAP/KEY (writes a tombstone)"),
+                    [a] { return CmdDel(a->target, a->map, a->key); });
+}
+
+// Commands that read a whole target: scan, status.
+void AddReadCommands(CLI::App* app, CliArgs* a, std::vector<Command>* out) {
+  CLI::App* scan = app->add_subcommand("scan", "list the live keys of MAP in key order");
+  a->target.AddTo(scan);
+  scan->add_option("MAP", a->map, "map name")->required();
+  scan->add_option("--prefix", a->prefix, "only keys starting with P");
+  scan->add_option("--after", a->after, "start strictly after this key (a page's next)");
+  scan->add_option("--limit", a->limit, "one page of at most N items (1..10000)")
+      ->check(CLI::Range(1, 10000));
+  scan->add_flag("--json", a->json, "print a JSON page");
+  out->emplace_back(
+      scan, [a] { return CmdScan(a->target, a->map, a->prefix, a->after, a->limit, a->json); });
+  CLI::App* status = app->add_subcommand("status", "show the node's state");
+  a->target.AddTo(status);
+  status->add_flag("--json", a->json, "print JSON");
+  status->add_flag("--watch", a->watch,
+                   "redraw every 0.5 s until interrupted, with progress bars on a terminal "
+                   "(--http only)");
+  out->emplace_back(status, [a] { return CmdStatus(a->target, a->json, a->watch); });
+}
+
 }  // namespace
 
 int RunCli(const std::vector<std::string>& args) {
   CLI::App app{"tidemap: a replicated last-writer-wins map store", "tidemap"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "help for every command");
-
-  std::string dir;
-  auto* init = app.add_subcommand("init", "create a data dir and identity, print the public key");
-  init->add_option("--data", dir, "the data dir to create")->required();
-  auto* id = app.add_subcommand("id", "print this node's public key");
-  id->add_option("--data", dir, "the data dir")->required();
-
-  Target target;
-  std::string map, key, value;
-  auto* put = app.add_subcommand("put", "write VALUE under MAP/KEY (VALUE - reads stdin)");
-  target.AddTo(put);
-  put->add_option("MAP", map, "map name")->required();
-  put->add_option("KEY", key, "key")->required();
-  put->add_option("VALUE", value, "value, or - to read it from stdin")->required();
-
-  auto* get = app.add_subcommand("get", "print the value of MAP/KEY; exit 1 when absent");
-  target.AddTo(get);
-  get->add_option("MAP", map, "map name")->required();
-  get->add_option("KEY", key, "key")->required();
-
-  auto* del = app.add_subcommand("del", "delete MAP/KEY (writes a tombstone)");
-  target.AddTo(del);
-  del->add_option("MAP", map, "map name")->required();
-  del->add_option("KEY", key, "key")->required();
-
-  std::string prefix;
-  std::optional<std::string> after;
-  size_t limit = 0;
-  bool json = false;
-  auto* scan = app.add_subcommand("scan", "list the live keys of MAP in key order");
-  target.AddTo(scan);
-  scan->add_option("MAP", map, "map name")->required();
-  scan->add_option("--prefix", prefix, "only keys starting with P");
-  scan->add_option("--after", after, "start strictly after this key (a page's next)");
-  scan->add_option("--limit", limit, "one page of at most N items (1..10000)")
-      ->check(CLI::Range(1, 10000));
-  scan->add_flag("--json", json, "print a JSON page");
-
-  auto* status = app.add_subcommand("status", "show the node's state");
-  target.AddTo(status);
-  status->add_flag("--json", json, "print JSON");
-  bool watch = false;
-  status->add_flag("--watch", watch,
-                   "redraw every 0.5 s until interrupted, with progress bars on a terminal "
-                   "(--http only)");
-
-  auto* scrub = app.add_subcommand(
-      "scrub",
-      "compare the stored Merkle tree with a full rebuild (exit 0 when they match, 1 not)");
-  scrub->add_option("--data", dir, "the data dir (not held by a running node)")->required();
-  auto* repair = app.add_subcommand(
-      "repair", "rebuild a damaged database from the files that can still be read, then scrub it");
-  repair->add_option("--data", dir, "the data dir (not held by a running node)")->required();
-
-  ServeArgs serve;
-  AddServeCommand(&app, &serve);
-
-  app.add_subcommand("demo", "a narrated walkthrough of a replica in a temporary dir");
+  CliArgs a;
+  std::vector<Command> commands;
+  AddDirCommand(&app, &a, &commands, "init", "create a data dir and identity, print the public key",
+                "the data dir to create", CmdInit);
+  AddDirCommand(&app, &a, &commands, "id", "print this node's public key", "the data dir", CmdId);
+  AddKeyCommands(&app, &a, &commands);
+  AddReadCommands(&app, &a, &commands);
+  constexpr const char* kOffline = "the data dir (not held by a running node)";
+  AddDirCommand(
+      &app, &a, &commands, "scrub",
+      "compare the stored Merkle tree with a full rebuild (exit 0 when they match, 1 not)",
+      kOffline, CmdScrub);
+  AddDirCommand(&app, &a, &commands, "repair",
+                "rebuild a damaged database from the files that can still be read, then scrub it",
+                kOffline, CmdRepair);
+  AddServeCommand(&app, &a.serve);
+  commands.emplace_back(a.serve.command, [&a] { return RunServe(a.serve); });
+  commands.emplace_back(
+      app.add_subcommand("demo", "a narrated walkthrough of a replica in a temporary dir"),
+      [] { return RunDemo(); });
 
   std::vector<std::string> reversed(args.rbegin(), args.rend());
   try {
@@ -526,18 +553,10 @@ int RunCli(const std::vector<std::string>& args) {
     const int code = app.exit(e);
     return code == 0 ? kExitOk : kExitUsage;
   }
-
-  if (init->parsed()) return CmdInit(dir);
-  if (id->parsed()) return CmdId(dir);
-  if (put->parsed()) return CmdPut(target, map, key, value);
-  if (get->parsed()) return CmdGet(target, map, key);
-  if (del->parsed()) return CmdDel(target, map, key);
-  if (scan->parsed()) return CmdScan(target, map, prefix, after, limit, json);
-  if (status->parsed()) return CmdStatus(target, json, watch);
-  if (scrub->parsed()) return CmdScrub(dir);
-  if (repair->parsed()) return CmdRepair(dir);
-  if (serve.command->parsed()) return RunServe(serve);
-  return RunDemo();
+  for (const auto& [cmd, run] : commands) {
+    if (cmd->parsed()) return run();
+  }
+  return kExitUsage;  // require_subcommand(1) makes this unreachable
 }
 
 }  // namespace tidemap

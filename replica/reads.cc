@@ -108,7 +108,8 @@ Result<Record> Replica::Get(std::string_view map, std::string_view key) const {
   if (bytes.status().IsNotFound()) {
     return Status::NotFound(rows::DescribeKey(map, key) + " not found");
   }
-  if (!bytes.ok()) return bytes.status();
+  // A read error from LevelDB (a block checksum, say) knows no key: name it.
+  if (!bytes.ok()) return bytes.status().WithContext("reading " + rows::DescribeKey(map, key));
   TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, *bytes));
   if (rec.tombstone) return Status::NotFound(rows::DescribeKey(map, key) + " not found (deleted)");
   return Record{std::move(rec.value), rec.version};

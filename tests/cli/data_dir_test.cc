@@ -159,6 +159,23 @@ TEST_F(DataDirTest, RepairOfADamagedTableKeepsWhatCanBeReadAndRebuildsTheTree) {
     const std::string junk(4096, '\x5a');
     f.write(junk.data(), static_cast<std::streamsize>(junk.size()));
   }
+  {
+    // Before the repair, a read of a key in the damaged block is refused,
+    // and the error names the key (LevelDB's own message does not).
+    auto d = DataDir::Open(dir_);
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    int refused = 0;
+    for (int i = 0; i < kKeys; ++i) {
+      const std::string key = "k" + std::to_string(i);
+      auto got = (*d)->replica().Get("m", key);
+      if (got.ok()) continue;
+      ++refused;
+      EXPECT_TRUE(got.status().IsCorruption()) << got.status().ToString();
+      EXPECT_TRUE(Contains(got.status().message(), "map 'm', key '" + key + "'"))
+          << got.status().ToString();
+    }
+    EXPECT_GT(refused, 0);
+  }
   const RunResult r = Tidemap({"repair", "--data", dir_});
   ASSERT_EQ(r.exit_code, 0) << r;
   EXPECT_TRUE(Contains(r.out, "tables damaged   1 ")) << r;

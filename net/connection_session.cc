@@ -135,9 +135,10 @@ void Connection::Pump() {
   node_->workers.Run(node_->io.get_executor(), std::move(run),
                      [self = shared_from_this()](Result<SessionJobResult> r) {
                        self->job_running_ = false;
-                       if (!r.ok()) {
+                       if (!r.ok()) {  // the job threw: the session's stats stand
                          SessionJobResult failed;
                          failed.status = r.status();
+                         failed.stats = self->stats_;
                          r = std::move(failed);
                        }
                        self->OnJobDone(std::move(*r));
@@ -147,8 +148,8 @@ void Connection::Pump() {
 void Connection::OnJobDone(SessionJobResult result) {
   stats_ = result.stats;
   if (!result.status.ok()) {
-    // As on the loop before: a failed Receive closes at once, dropping the
-    // replies; a failed Poll says goodbye gracefully.
+    // A failed Receive closes at once, without its replies; a failed Poll
+    // closes gracefully.
     inbox_.clear();
     inbox_sizes_.clear();
     inbox_bytes_ = 0;

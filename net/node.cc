@@ -266,6 +266,25 @@ void Node::Impl::BeginStop() {
   for (auto& c : snapshot) c->Close("node shutting down", true);
 }
 
+Status Node::Impl::Listen() {
+  TIDEMAP_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(options.listen));
+  error_code ec;
+  // An empty host listens on every interface.
+  const auto address = hp.host.empty() ? asio::ip::address(asio::ip::address_v6::any())
+                                       : asio::ip::make_address(hp.host, ec);
+  if (ec) {
+    return Status::InvalidArgument("listen address \"" + options.listen + "\": not an IP address");
+  }
+  const tcp::endpoint endpoint(address, hp.port);
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Status::Unavailable("cannot listen on " + options.listen + ": " + ec.message());
+  port = acceptor.local_endpoint(ec).port();
+  return Status::Ok();
+}
+
 // --- Node ---
 
 Node::Node(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -283,26 +302,7 @@ Result<std::unique_ptr<Node>> Node::Start(NodeOptions options, Replica* replica,
   }
   auto impl =
       std::make_shared<Impl>(std::move(options), replica, identity, trust, clock, std::move(log));
-  if (!impl->options.listen.empty()) {
-    TIDEMAP_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(impl->options.listen));
-    error_code ec;
-    // An empty host listens on every interface.
-    const auto address = hp.host.empty() ? asio::ip::address(asio::ip::address_v6::any())
-                                         : asio::ip::make_address(hp.host, ec);
-    if (ec) {
-      return Status::InvalidArgument("listen address \"" + impl->options.listen +
-                                     "\": not an IP address");
-    }
-    const tcp::endpoint endpoint(address, hp.port);
-    impl->acceptor.open(endpoint.protocol(), ec);
-    if (!ec) impl->acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
-    if (!ec) impl->acceptor.bind(endpoint, ec);
-    if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) {
-      return Status::Unavailable("cannot listen on " + impl->options.listen + ": " + ec.message());
-    }
-    impl->port = impl->acceptor.local_endpoint(ec).port();
-  }
+  if (!impl->options.listen.empty()) TIDEMAP_RETURN_IF_ERROR(impl->Listen());
   // Every trusted key is a known peer from the start: the oplog keeps its
   // rows (up to the retention cap) and tombstones wait for its acknowledgement
   // before they are purged, even while it has never connected.

@@ -65,6 +65,9 @@ struct Node::Impl : std::enable_shared_from_this<Node::Impl> {
         rng(std::random_device{}()),
         workers(options.worker_threads) {}
 
+  // Binds and opens the listener on options.listen (before the loop runs).
+  Status Listen();
+
   // --- event-loop thread only ---
   asio::awaitable<void> AcceptLoop();
   asio::awaitable<void> DialLoop(std::string address);

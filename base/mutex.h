@@ -46,18 +46,18 @@ class TIDEMAP_SCOPED_CAPABILITY MutexLock {
   Mutex* mu_;
 };
 
-// A condition variable bound to a Mutex. Wait() requires the mutex held.
+// Bound to a Mutex that Wait and WaitUntil require held; unannotated: clang cannot name it.
 class CondVar {
  public:
   explicit CondVar(Mutex* mu) : mu_(mu) {}
-  void Wait() TIDEMAP_REQUIRES(mu_) {
+  void Wait() {
     std::unique_lock<std::mutex> lock(mu_->native(), std::adopt_lock);
     cv_.wait(lock);
     lock.release();
   }
   // Waits until signalled or `deadline` passed (spurious wake-ups too).
   // Returns false once the deadline passed.
-  bool WaitUntil(std::chrono::steady_clock::time_point deadline) TIDEMAP_REQUIRES(mu_) {
+  bool WaitUntil(std::chrono::steady_clock::time_point deadline) {
     std::unique_lock<std::mutex> lock(mu_->native(), std::adopt_lock);
     const bool signalled = cv_.wait_until(lock, deadline) == std::cv_status::no_timeout;
     lock.release();

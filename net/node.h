@@ -18,9 +18,17 @@
 // sent every keepalive_interval_ms), is closed.
 //
 // Threading: the node runs its own event-loop thread, which owns every
-// connection and SyncSession. Start, Status and Stop may be called from any
-// thread (but not from a replica Subscribe callback). The replica, the trust
-// list, the clock and the logger are borrowed and must outlive the node.
+// connection and never blocks. What may wait on the disk (each connection's
+// SyncSession: remote applies, oplog reads, the scans of a diff; and the
+// periodic oplog prune and tombstone purge) runs on the node's WorkerPool
+// (net/worker_pool.h, worker_threads threads); results come back to the loop.
+// A connection has at most one session job in flight, so its peer's messages
+// are handled, and the replies sent, in order; at most inbox_bytes_max of its
+// peer's messages wait for the session before the connection stops reading.
+// Start, Snapshot, RequestDiff and Stop may be called from any thread (but
+// not from a replica Subscribe callback). The replica, the trust list, the
+// clock and the logger are borrowed and must outlive the node; the clock is
+// read from the loop and the workers.
 #ifndef TIDEMAP_NET_NODE_H_
 #define TIDEMAP_NET_NODE_H_
 
@@ -60,6 +68,8 @@ struct NodeOptions {
   uint64_t keepalive_interval_ms = 5'000;
   size_t handshakes_pending_max = 64;
   size_t send_queue_bytes_max = size_t{8} << 20;  // per connection
+  size_t inbox_bytes_max = size_t{8} << 20;       // per connection: received, not yet handled
+  size_t worker_threads = 2;                      // the pool that runs replica work (>= 1)
   uint64_t dial_backoff_min_ms = 100;
   uint64_t dial_backoff_max_ms = 30'000;
   uint64_t tick_interval_ms = 100;            // sync Poll cadence besides write wake-ups
@@ -95,7 +105,7 @@ class Node {
   void Stop();
 
  private:
-  friend class Connection;  // node.cc: one peer connection, run by Impl
+  friend class Connection;  // one peer connection, run by Impl (node_internal.h)
   struct Impl;
   explicit Node(std::shared_ptr<Impl> impl);
   std::shared_ptr<Impl> impl_;

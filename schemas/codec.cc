@@ -131,6 +131,7 @@
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -360,100 +361,109 @@ Result<std::string> BodyBlob(const msg::Body& body) {
   return blob;
 }
 
+// One Build per body type: fills `body` (the message's union) from it, with
+// `blob` as its packed records or entries where it has some.
+using BodyBuilder = wire::Message::Body::Builder;
+
+Status Build(const msg::Hello& h, std::string_view /*blob*/, BodyBuilder body) {
+  if (h.tree_fanout_bits > 0xffff || h.tree_depth > 0xffff) {
+    return Status::InvalidArgument("hello: tree shape out of range");
+  }
+  auto b = body.initHello();
+  b.setProtocolVersion(h.protocol_version);
+  b.setTreeFanoutBits(static_cast<uint16_t>(h.tree_fanout_bits));
+  b.setTreeDepth(static_cast<uint16_t>(h.tree_depth));
+  b.setMerkleRootLo(h.merkle_root.lo);
+  b.setMerkleRootHi(h.merkle_root.hi);
+  b.setIncarnation(h.incarnation);
+  b.setLastSeq(h.last_seq);
+  b.setGcWatermarkHlc(h.gc_watermark.hlc.raw);
+  b.setGcWatermarkOrigin(h.gc_watermark.origin);
+  b.setPhysicalMs(h.physical_ms);
+  b.setRecords(h.records);
+  return Status::Ok();
+}
+
+Status Build(const msg::RecordBatch& rb, std::string_view blob, BodyBuilder body) {
+  auto b = body.initRecordBatch();
+  b.setFirstSeq(rb.first_seq);
+  b.setLastSeq(rb.last_seq);
+  // An empty blob stays a null pointer, which reads back as empty.
+  if (!blob.empty()) b.setRecords(AsData(blob));
+  return Status::Ok();
+}
+
+Status Build(const msg::BatchAck& a, std::string_view /*blob*/, BodyBuilder body) {
+  body.initBatchAck().setLastSeq(a.last_seq);
+  return Status::Ok();
+}
+
+Status Build(const msg::BatchRefused& r, std::string_view /*blob*/, BodyBuilder body) {
+  auto b = body.initBatchRefused();
+  b.setLastSeq(r.last_seq);
+  b.setReason(capnp::Text::Reader(r.reason.data(), r.reason.size()));
+  return Status::Ok();
+}
+
+Status Build(const msg::TreeNodes& t, std::string_view /*blob*/, BodyBuilder body) {
+  TIDEMAP_RETURN_IF_ERROR(CheckTreeShape(t.parents.size(), t.child_digests.size()));
+  auto b = body.initTreeNodes();
+  b.setDiffId(t.diff_id);
+  b.setLevel(t.level);
+  b.setLast(t.last);
+  auto parents = b.initParents(static_cast<unsigned>(t.parents.size()));
+  for (unsigned i = 0; i < t.parents.size(); ++i) parents.set(i, t.parents[i]);
+  auto children = b.initChildDigests(static_cast<unsigned>(t.child_digests.size()));
+  for (unsigned i = 0; i < t.child_digests.size(); ++i) children.set(i, t.child_digests[i]);
+  return Status::Ok();
+}
+
+Status Build(const msg::BucketSummaries& s, std::string_view blob, BodyBuilder body) {
+  auto b = body.initBucketSummaries();
+  b.setDiffId(s.diff_id);
+  b.setLast(s.last);
+  auto buckets = b.initBuckets(static_cast<unsigned>(s.buckets.size()));
+  auto counts = b.initCounts(static_cast<unsigned>(s.counts.size()));
+  for (unsigned i = 0; i < s.buckets.size(); ++i) {
+    buckets.set(i, s.buckets[i]);
+    counts.set(i, s.counts[i]);
+  }
+  if (!blob.empty()) b.setEntries(AsData(blob));
+  return Status::Ok();
+}
+
+Status Build(const msg::DiffRecords& d, std::string_view blob, BodyBuilder body) {
+  auto b = body.initDiffRecords();
+  b.setDiffId(d.diff_id);
+  b.setLast(d.last);
+  if (!blob.empty()) b.setRecords(AsData(blob));
+  auto requests = b.initRequests(static_cast<unsigned>(d.requests.size()));
+  for (unsigned i = 0; i < d.requests.size(); ++i) requests.set(i, d.requests[i]);
+  return Status::Ok();
+}
+
+Status Build(const msg::DiffEnd& e, std::string_view /*blob*/, BodyBuilder body) {
+  body.initDiffEnd().setDiffId(e.diff_id);
+  return Status::Ok();
+}
+
+Status Build(const msg::OriginRecords& o, std::string_view blob, BodyBuilder body) {
+  auto b = body.initOriginRecords();
+  b.setOrigin(o.origin);
+  b.setLast(o.last);
+  if (!blob.empty()) b.setRecords(AsData(blob));
+  return Status::Ok();
+}
+
+Status Build(const msg::Goodbye& g, std::string_view /*blob*/, BodyBuilder body) {
+  body.initGoodbye().setReason(capnp::Text::Reader(g.reason.data(), g.reason.size()));
+  return Status::Ok();
+}
+
 Status BuildMessage(const msg::Message& m, std::string_view blob, wire::Message::Builder root) {
   root.setSeq(m.seq);
-  auto body = root.getBody();
-  return std::visit(
-      Overloaded{
-          [&](const msg::Hello& h) -> Status {
-            if (h.tree_fanout_bits > 0xffff || h.tree_depth > 0xffff) {
-              return Status::InvalidArgument("hello: tree shape out of range");
-            }
-            auto b = body.initHello();
-            b.setProtocolVersion(h.protocol_version);
-            b.setTreeFanoutBits(static_cast<uint16_t>(h.tree_fanout_bits));
-            b.setTreeDepth(static_cast<uint16_t>(h.tree_depth));
-            b.setMerkleRootLo(h.merkle_root.lo);
-            b.setMerkleRootHi(h.merkle_root.hi);
-            b.setIncarnation(h.incarnation);
-            b.setLastSeq(h.last_seq);
-            b.setGcWatermarkHlc(h.gc_watermark.hlc.raw);
-            b.setGcWatermarkOrigin(h.gc_watermark.origin);
-            b.setPhysicalMs(h.physical_ms);
-            b.setRecords(h.records);
-            return Status::Ok();
-          },
-          [&](const msg::RecordBatch& rb) -> Status {
-            auto b = body.initRecordBatch();
-            b.setFirstSeq(rb.first_seq);
-            b.setLastSeq(rb.last_seq);
-            // An empty blob stays a null pointer, which reads back as empty.
-            if (!blob.empty()) b.setRecords(AsData(blob));
-            return Status::Ok();
-          },
-          [&](const msg::BatchAck& a) -> Status {
-            body.initBatchAck().setLastSeq(a.last_seq);
-            return Status::Ok();
-          },
-          [&](const msg::BatchRefused& r) -> Status {
-            auto b = body.initBatchRefused();
-            b.setLastSeq(r.last_seq);
-            b.setReason(capnp::Text::Reader(r.reason.data(), r.reason.size()));
-            return Status::Ok();
-          },
-          [&](const msg::TreeNodes& t) -> Status {
-            TIDEMAP_RETURN_IF_ERROR(CheckTreeShape(t.parents.size(), t.child_digests.size()));
-            auto b = body.initTreeNodes();
-            b.setDiffId(t.diff_id);
-            b.setLevel(t.level);
-            b.setLast(t.last);
-            auto parents = b.initParents(static_cast<unsigned>(t.parents.size()));
-            for (unsigned i = 0; i < t.parents.size(); ++i) parents.set(i, t.parents[i]);
-            auto children = b.initChildDigests(static_cast<unsigned>(t.child_digests.size()));
-            for (unsigned i = 0; i < t.child_digests.size(); ++i) {
-              children.set(i, t.child_digests[i]);
-            }
-            return Status::Ok();
-          },
-          [&](const msg::BucketSummaries& s) -> Status {
-            auto b = body.initBucketSummaries();
-            b.setDiffId(s.diff_id);
-            b.setLast(s.last);
-            auto buckets = b.initBuckets(static_cast<unsigned>(s.buckets.size()));
-            auto counts = b.initCounts(static_cast<unsigned>(s.counts.size()));
-            for (unsigned i = 0; i < s.buckets.size(); ++i) {
-              buckets.set(i, s.buckets[i]);
-              counts.set(i, s.counts[i]);
-            }
-            if (!blob.empty()) b.setEntries(AsData(blob));
-            return Status::Ok();
-          },
-          [&](const msg::DiffRecords& d) -> Status {
-            auto b = body.initDiffRecords();
-            b.setDiffId(d.diff_id);
-            b.setLast(d.last);
-            if (!blob.empty()) b.setRecords(AsData(blob));
-            auto requests = b.initRequests(static_cast<unsigned>(d.requests.size()));
-            for (unsigned i = 0; i < d.requests.size(); ++i) requests.set(i, d.requests[i]);
-            return Status::Ok();
-          },
-          [&](const msg::DiffEnd& e) -> Status {
-            body.initDiffEnd().setDiffId(e.diff_id);
-            return Status::Ok();
-          },
-          [&](const msg::OriginRecords& o) -> Status {
-            auto b = body.initOriginRecords();
-            b.setOrigin(o.origin);
-            b.setLast(o.last);
-            if (!blob.empty()) b.setRecords(AsData(blob));
-            return Status::Ok();
-          },
-          [&](const msg::Goodbye& g) -> Status {
-            body.initGoodbye().setReason(capnp::Text::Reader(g.reason.data(), g.reason.size()));
-            return Status::Ok();
-          },
-      },
-      m.body);
+  BodyBuilder body = root.getBody();
+  return std::visit([&](const auto& b) { return Build(b, blob, body); }, m.body);
 }
 
 Status CheckCapnpListSizes(const msg::Message& m) {
@@ -505,123 +515,164 @@ Status MissingBody(const char* body) {
   return Status::InvalidArgument(std::string(body) + ": the body pointer is null");
 }
 
+msg::Hello ReadHello(wire::Hello::Reader b) {
+  msg::Hello h;
+  h.protocol_version = b.getProtocolVersion();
+  h.merkle_root = Digest128{b.getMerkleRootLo(), b.getMerkleRootHi()};
+  h.tree_fanout_bits = b.getTreeFanoutBits();
+  h.tree_depth = b.getTreeDepth();
+  h.incarnation = b.getIncarnation();
+  h.last_seq = b.getLastSeq();
+  h.gc_watermark = Version{Timestamp{b.getGcWatermarkHlc()}, b.getGcWatermarkOrigin()};
+  h.physical_ms = b.getPhysicalMs();
+  h.records = b.getRecords();
+  return h;
+}
+
+Result<msg::RecordBatch> ReadRecordBatch(wire::RecordBatch::Reader b, const DecodeLimits& limits) {
+  msg::RecordBatch rb;
+  rb.first_seq = b.getFirstSeq();
+  rb.last_seq = b.getLastSeq();
+  TIDEMAP_ASSIGN_OR_RETURN(
+      rb.records, codec_internal::DecodeRecords(AsView(b.getRecords()), limits, "record_batch"));
+  return rb;
+}
+
+Result<msg::TreeNodes> ReadTreeNodes(wire::TreeNodes::Reader b, const DecodeLimits& limits) {
+  msg::TreeNodes t;
+  t.diff_id = b.getDiffId();
+  t.level = b.getLevel();
+  t.last = b.getLast();
+  auto parents = b.getParents();
+  auto children = b.getChildDigests();
+  TIDEMAP_RETURN_IF_ERROR(ReadList<uint32_t>(parents, limits, "tree_nodes", "parents", &t.parents));
+  TIDEMAP_RETURN_IF_ERROR(
+      ReadList<uint64_t>(children, limits, "tree_nodes", "child digests", &t.child_digests));
+  TIDEMAP_RETURN_IF_ERROR(CheckTreeShape(t.parents.size(), t.child_digests.size()));
+  return t;
+}
+
+Result<msg::BucketSummaries> ReadBucketSummaries(wire::BucketSummaries::Reader b,
+                                                 const DecodeLimits& limits) {
+  msg::BucketSummaries s;
+  s.diff_id = b.getDiffId();
+  s.last = b.getLast();
+  TIDEMAP_RETURN_IF_ERROR(
+      ReadList<uint32_t>(b.getBuckets(), limits, "bucket_summaries", "buckets", &s.buckets));
+  TIDEMAP_RETURN_IF_ERROR(
+      ReadList<uint32_t>(b.getCounts(), limits, "bucket_summaries", "counts", &s.counts));
+  TIDEMAP_RETURN_IF_ERROR(CheckSummaryCounts(s.buckets.size(), s.counts.size()));
+  TIDEMAP_ASSIGN_OR_RETURN(
+      s.entries, codec_internal::DecodeSummaryEntries(AsView(b.getEntries()), s.counts, limits));
+  return s;
+}
+
+Result<msg::DiffRecords> ReadDiffRecords(wire::DiffRecords::Reader b, const DecodeLimits& limits) {
+  msg::DiffRecords d;
+  d.diff_id = b.getDiffId();
+  d.last = b.getLast();
+  TIDEMAP_ASSIGN_OR_RETURN(
+      d.records, codec_internal::DecodeRecords(AsView(b.getRecords()), limits, "diff_records"));
+  TIDEMAP_RETURN_IF_ERROR(
+      ReadList<uint64_t>(b.getRequests(), limits, "diff_records", "requests", &d.requests));
+  return d;
+}
+
+Result<msg::OriginRecords> ReadOriginRecords(wire::OriginRecords::Reader b,
+                                             const DecodeLimits& limits) {
+  msg::OriginRecords o;
+  o.origin = b.getOrigin();
+  o.last = b.getLast();
+  TIDEMAP_ASSIGN_OR_RETURN(
+      o.records, codec_internal::DecodeRecords(AsView(b.getRecords()), limits, "origin_records"));
+  return o;
+}
+
+std::string ReadText(capnp::Text::Reader text) { return std::string(text.cStr(), text.size()); }
+
+// A Result<T> of one body type as a Result<msg::Body>.
+template <typename T>
+Result<msg::Body> AsBody(Result<T> r) {
+  if (!r.ok()) return r.status();
+  return msg::Body(std::move(*r));
+}
+
+// The body of `body`, whose pointer for its kind was checked to be set.
+Result<msg::Body> ReadBody(wire::Message::Body::Reader body, const DecodeLimits& limits) {
+  using B = wire::Message::Body;
+  switch (body.which()) {
+    case B::HELLO:
+      return msg::Body(ReadHello(body.getHello()));
+    case B::RECORD_BATCH:
+      return AsBody(ReadRecordBatch(body.getRecordBatch(), limits));
+    case B::BATCH_ACK:
+      return msg::Body(msg::BatchAck{body.getBatchAck().getLastSeq()});
+    case B::BATCH_REFUSED: {
+      auto b = body.getBatchRefused();
+      return msg::Body(msg::BatchRefused{b.getLastSeq(), ReadText(b.getReason())});
+    }
+    case B::TREE_NODES:
+      return AsBody(ReadTreeNodes(body.getTreeNodes(), limits));
+    case B::BUCKET_SUMMARIES:
+      return AsBody(ReadBucketSummaries(body.getBucketSummaries(), limits));
+    case B::DIFF_RECORDS:
+      return AsBody(ReadDiffRecords(body.getDiffRecords(), limits));
+    case B::DIFF_END:
+      return msg::Body(msg::DiffEnd{body.getDiffEnd().getDiffId()});
+    case B::ORIGIN_RECORDS:
+      return AsBody(ReadOriginRecords(body.getOriginRecords(), limits));
+    case B::GOODBYE:
+      return msg::Body(msg::Goodbye{ReadText(body.getGoodbye().getReason())});
+  }
+  return Status::Internal("ReadBody: unchecked body type");
+}
+
+// A body kind we know: its name and whether its pointer is set.
+struct BodyKind {
+  const char* name;
+  bool present;
+};
+
+// nullopt for a body kind we do not know.
+std::optional<BodyKind> KindOf(wire::Message::Body::Reader body) {
+  using B = wire::Message::Body;
+  switch (body.which()) {
+    case B::HELLO:
+      return BodyKind{"hello", body.hasHello()};
+    case B::RECORD_BATCH:
+      return BodyKind{"record_batch", body.hasRecordBatch()};
+    case B::BATCH_ACK:
+      return BodyKind{"batch_ack", body.hasBatchAck()};
+    case B::BATCH_REFUSED:
+      return BodyKind{"batch_refused", body.hasBatchRefused()};
+    case B::TREE_NODES:
+      return BodyKind{"tree_nodes", body.hasTreeNodes()};
+    case B::BUCKET_SUMMARIES:
+      return BodyKind{"bucket_summaries", body.hasBucketSummaries()};
+    case B::DIFF_RECORDS:
+      return BodyKind{"diff_records", body.hasDiffRecords()};
+    case B::DIFF_END:
+      return BodyKind{"diff_end", body.hasDiffEnd()};
+    case B::ORIGIN_RECORDS:
+      return BodyKind{"origin_records", body.hasOriginRecords()};
+    case B::GOODBYE:
+      return BodyKind{"goodbye", body.hasGoodbye()};
+  }
+  return std::nullopt;
+}
+
 Result<msg::Message> ReadMessage(wire::Message::Reader root, const DecodeLimits& limits) {
   msg::Message m;
   m.seq = root.getSeq();
   auto body = root.getBody();
-  switch (body.which()) {
-    case wire::Message::Body::HELLO: {
-      if (!body.hasHello()) return MissingBody("hello");
-      auto b = body.getHello();
-      msg::Hello h;
-      h.protocol_version = b.getProtocolVersion();
-      h.merkle_root = Digest128{b.getMerkleRootLo(), b.getMerkleRootHi()};
-      h.tree_fanout_bits = b.getTreeFanoutBits();
-      h.tree_depth = b.getTreeDepth();
-      h.incarnation = b.getIncarnation();
-      h.last_seq = b.getLastSeq();
-      h.gc_watermark = Version{Timestamp{b.getGcWatermarkHlc()}, b.getGcWatermarkOrigin()};
-      h.physical_ms = b.getPhysicalMs();
-      h.records = b.getRecords();
-      m.body = h;
-      break;
-    }
-    case wire::Message::Body::RECORD_BATCH: {
-      if (!body.hasRecordBatch()) return MissingBody("record_batch");
-      auto b = body.getRecordBatch();
-      msg::RecordBatch rb;
-      rb.first_seq = b.getFirstSeq();
-      rb.last_seq = b.getLastSeq();
-      TIDEMAP_ASSIGN_OR_RETURN(rb.records, codec_internal::DecodeRecords(AsView(b.getRecords()),
-                                                                         limits, "record_batch"));
-      m.body = std::move(rb);
-      break;
-    }
-    case wire::Message::Body::BATCH_ACK: {
-      if (!body.hasBatchAck()) return MissingBody("batch_ack");
-      m.body = msg::BatchAck{body.getBatchAck().getLastSeq()};
-      break;
-    }
-    case wire::Message::Body::BATCH_REFUSED: {
-      if (!body.hasBatchRefused()) return MissingBody("batch_refused");
-      auto b = body.getBatchRefused();
-      capnp::Text::Reader reason = b.getReason();
-      m.body = msg::BatchRefused{b.getLastSeq(), std::string(reason.cStr(), reason.size())};
-      break;
-    }
-    case wire::Message::Body::TREE_NODES: {
-      if (!body.hasTreeNodes()) return MissingBody("tree_nodes");
-      auto b = body.getTreeNodes();
-      msg::TreeNodes t;
-      t.diff_id = b.getDiffId();
-      t.level = b.getLevel();
-      t.last = b.getLast();
-      auto parents = b.getParents();
-      auto children = b.getChildDigests();
-      TIDEMAP_RETURN_IF_ERROR(
-          ReadList<uint32_t>(parents, limits, "tree_nodes", "parents", &t.parents));
-      TIDEMAP_RETURN_IF_ERROR(
-          ReadList<uint64_t>(children, limits, "tree_nodes", "child digests", &t.child_digests));
-      TIDEMAP_RETURN_IF_ERROR(CheckTreeShape(t.parents.size(), t.child_digests.size()));
-      m.body = std::move(t);
-      break;
-    }
-    case wire::Message::Body::BUCKET_SUMMARIES: {
-      if (!body.hasBucketSummaries()) return MissingBody("bucket_summaries");
-      auto b = body.getBucketSummaries();
-      msg::BucketSummaries s;
-      s.diff_id = b.getDiffId();
-      s.last = b.getLast();
-      TIDEMAP_RETURN_IF_ERROR(
-          ReadList<uint32_t>(b.getBuckets(), limits, "bucket_summaries", "buckets", &s.buckets));
-      TIDEMAP_RETURN_IF_ERROR(
-          ReadList<uint32_t>(b.getCounts(), limits, "bucket_summaries", "counts", &s.counts));
-      TIDEMAP_RETURN_IF_ERROR(CheckSummaryCounts(s.buckets.size(), s.counts.size()));
-      TIDEMAP_ASSIGN_OR_RETURN(s.entries, codec_internal::DecodeSummaryEntries(
-                                              AsView(b.getEntries()), s.counts, limits));
-      m.body = std::move(s);
-      break;
-    }
-    case wire::Message::Body::DIFF_RECORDS: {
-      if (!body.hasDiffRecords()) return MissingBody("diff_records");
-      auto b = body.getDiffRecords();
-      msg::DiffRecords d;
-      d.diff_id = b.getDiffId();
-      d.last = b.getLast();
-      TIDEMAP_ASSIGN_OR_RETURN(
-          d.records, codec_internal::DecodeRecords(AsView(b.getRecords()), limits, "diff_records"));
-      TIDEMAP_RETURN_IF_ERROR(
-          ReadList<uint64_t>(b.getRequests(), limits, "diff_records", "requests", &d.requests));
-      m.body = std::move(d);
-      break;
-    }
-    case wire::Message::Body::DIFF_END: {
-      if (!body.hasDiffEnd()) return MissingBody("diff_end");
-      m.body = msg::DiffEnd{body.getDiffEnd().getDiffId()};
-      break;
-    }
-    case wire::Message::Body::ORIGIN_RECORDS: {
-      if (!body.hasOriginRecords()) return MissingBody("origin_records");
-      auto b = body.getOriginRecords();
-      msg::OriginRecords o;
-      o.origin = b.getOrigin();
-      o.last = b.getLast();
-      TIDEMAP_ASSIGN_OR_RETURN(o.records, codec_internal::DecodeRecords(AsView(b.getRecords()),
-                                                                        limits, "origin_records"));
-      m.body = std::move(o);
-      break;
-    }
-    case wire::Message::Body::GOODBYE: {
-      if (!body.hasGoodbye()) return MissingBody("goodbye");
-      capnp::Text::Reader reason = body.getGoodbye().getReason();
-      m.body = msg::Goodbye{std::string(reason.cStr(), reason.size())};
-      break;
-    }
-    default:
-      // A newer peer's body type, or garbage: either way not ours to guess at.
-      return Status::InvalidArgument("unknown body type " +
-                                     std::to_string(static_cast<unsigned>(body.which())));
+  const std::optional<BodyKind> kind = KindOf(body);
+  if (!kind.has_value()) {
+    // A newer peer's body type, or garbage: either way not ours to guess at.
+    return Status::InvalidArgument("unknown body type " +
+                                   std::to_string(static_cast<unsigned>(body.which())));
   }
+  if (!kind->present) return MissingBody(kind->name);
+  TIDEMAP_ASSIGN_OR_RETURN(m.body, ReadBody(body, limits));
   return m;
 }
 

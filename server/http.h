@@ -16,10 +16,11 @@
 //
 // Threading: one I/O thread runs every connection (accept, parse, write,
 // event streams), so connection state needs no locks; replica calls, which
-// may wait for an fsync, run on a small worker pool and hand their result
-// back to the I/O thread, so a slow commit never stalls accepting or other
-// connections. Subscription callbacks (on the committing thread) only append
-// to a bounded per-stream queue and wake the I/O thread.
+// may wait for an fsync, run on a small worker pool (net/worker_pool.h, the
+// transport's design too) and hand their result back to the I/O thread, so a
+// slow commit never stalls accepting or other connections. Subscription
+// callbacks (on the committing thread) only append to a bounded per-stream
+// queue and wake the I/O thread.
 #ifndef TIDEMAP_SERVER_HTTP_H_
 #define TIDEMAP_SERVER_HTTP_H_
 

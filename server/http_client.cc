@@ -51,6 +51,108 @@ HttpReply ToReply(Parser& parser) {
   return reply;
 }
 
+// One request over one connection: `unreachable` turns a failed step into
+// the Status HttpCall returns.
+class Exchange {
+ public:
+  Exchange(const HttpClientOptions& options, asio::io_context* ioc)
+      : options_(options), ioc_(*ioc), stream_(ioc_), timeout_(options.timeout_ms) {}
+
+  Status Unreachable(const std::string& why) const {
+    return Status::Unavailable("cannot reach " + options_.address + ": " + why);
+  }
+
+  Status Connect(const HostPort& hp) {
+    beast::error_code ec;
+    tcp::resolver resolver(ioc_);
+    const auto endpoints = resolver.resolve(hp.host.empty() ? std::string("127.0.0.1") : hp.host,
+                                            std::to_string(hp.port), ec);
+    if (ec) return Unreachable("cannot resolve '" + hp.host + "': " + ec.message());
+    stream_.expires_after(timeout_);
+    ec = RunOne(ioc_, [&](auto handler) { stream_.async_connect(endpoints, std::move(handler)); });
+    if (ec) return Unreachable(ec.message());
+    return Status::Ok();
+  }
+
+  // Sends the request; a request with a body waits for the node's
+  // "100 Continue" first, or takes its early final response.
+  Result<std::optional<HttpReply>> Send(http::request<http::string_body>& req,
+                                        bool expect_continue) {
+    http::request_serializer<http::string_body> serializer(req);
+    stream_.expires_after(timeout_);
+    beast::error_code ec = RunOne(ioc_, [&](auto handler) {
+      http::async_write_header(stream_, serializer, std::move(handler));
+    });
+    if (ec) return Unreachable("sending the request: " + ec.message());
+    if (expect_continue) {
+      // The node answers "100 Continue" or, having refused the request from
+      // its headers, the final response at once.
+      http::response_parser<http::empty_body> head;
+      head.body_limit(options_.response_bytes_max);
+      stream_.expires_after(timeout_);
+      ec = RunOne(ioc_, [&](auto handler) {
+        http::async_read_header(stream_, buffer_, head, std::move(handler));
+      });
+      if (ec) return Unreachable("reading the response: " + ec.message());
+      if (head.get().result() != http::status::continue_) {
+        http::response_parser<http::string_body> parser(std::move(head));
+        TIDEMAP_ASSIGN_OR_RETURN(HttpReply reply, Read(parser));
+        return std::optional<HttpReply>(std::move(reply));
+      }
+    }
+    if (!serializer.is_done()) {
+      stream_.expires_after(timeout_);
+      ec = RunOne(
+          ioc_, [&](auto handler) { http::async_write(stream_, serializer, std::move(handler)); });
+      if (ec) return Unreachable("sending the request: " + ec.message());
+    }
+    return std::optional<HttpReply>();
+  }
+
+  Result<HttpReply> ReadReply() {
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(options_.response_bytes_max);
+    return Read(parser);
+  }
+
+ private:
+  Result<HttpReply> Read(http::response_parser<http::string_body>& parser) {
+    stream_.expires_after(timeout_);
+    beast::error_code ec = RunOne(ioc_, [&](auto handler) {
+      http::async_read(stream_, buffer_, parser, std::move(handler));
+    });
+    if (ec) return Unreachable("reading the response: " + ec.message());
+    HttpReply reply = ToReply(parser);
+    reply.body = parser.release().body();
+    return reply;
+  }
+
+  const HttpClientOptions& options_;
+  asio::io_context& ioc_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  const std::chrono::milliseconds timeout_;
+};
+
+http::request<http::string_body> MakeRequest(const HttpClientOptions& options,
+                                             std::string_view method, std::string_view target,
+                                             std::string_view body) {
+  http::request<http::string_body> req;
+  req.method(http::string_to_verb(beast::string_view(method.data(), method.size())));
+  req.target(beast::string_view(target.data(), target.size()));
+  req.version(11);
+  req.set(http::field::host, options.address);
+  req.set(http::field::user_agent, "tidemap-cli");
+  if (!options.bearer_token.empty()) {
+    req.set(http::field::authorization, "Bearer " + options.bearer_token);
+  }
+  req.keep_alive(false);
+  req.body() = std::string(body);
+  req.prepare_payload();
+  if (!body.empty()) req.set(http::field::expect, "100-continue");
+  return req;
+}
+
 }  // namespace
 
 std::string HttpReply::Header(const std::string& name) const {
@@ -61,87 +163,16 @@ std::string HttpReply::Header(const std::string& name) const {
 Result<HttpReply> HttpCall(const HttpClientOptions& options, std::string_view method,
                            std::string_view target, std::string_view body) {
   TIDEMAP_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(options.address));
-  const auto unreachable = [&](const std::string& why) {
-    return Status::Unavailable("cannot reach " + options.address + ": " + why);
-  };
   try {
     asio::io_context ioc;
-    beast::error_code ec;
-    tcp::resolver resolver(ioc);
-    const auto endpoints = resolver.resolve(hp.host.empty() ? std::string("127.0.0.1") : hp.host,
-                                            std::to_string(hp.port), ec);
-    if (ec) return unreachable("cannot resolve '" + hp.host + "': " + ec.message());
-
-    const auto timeout = std::chrono::milliseconds(options.timeout_ms);
-    beast::tcp_stream stream(ioc);
-    stream.expires_after(timeout);
-    ec = RunOne(ioc, [&](auto handler) { stream.async_connect(endpoints, std::move(handler)); });
-    if (ec) return unreachable(ec.message());
-
-    http::request<http::string_body> req;
-    req.method(http::string_to_verb(beast::string_view(method.data(), method.size())));
-    req.target(beast::string_view(target.data(), target.size()));
-    req.version(11);
-    req.set(http::field::host, options.address);
-    req.set(http::field::user_agent, "tidemap-cli");
-    if (!options.bearer_token.empty()) {
-      req.set(http::field::authorization, "Bearer " + options.bearer_token);
-    }
-    req.keep_alive(false);
-    req.body() = std::string(body);
-    req.prepare_payload();
-    const bool expect_continue = !body.empty();
-    if (expect_continue) req.set(http::field::expect, "100-continue");
-
-    beast::flat_buffer buffer;
-    http::request_serializer<http::string_body> serializer(req);
-    stream.expires_after(timeout);
-    ec = RunOne(ioc, [&](auto handler) {
-      http::async_write_header(stream, serializer, std::move(handler));
-    });
-    if (ec) return unreachable("sending the request: " + ec.message());
-
-    // The node answers "100 Continue" or, having refused the request from
-    // its headers, the final response at once.
-    http::response_parser<http::empty_body> head;
-    head.body_limit(options.response_bytes_max);
-    bool continued = false;
-    if (expect_continue) {
-      stream.expires_after(timeout);
-      ec = RunOne(ioc, [&](auto handler) {
-        http::async_read_header(stream, buffer, head, std::move(handler));
-      });
-      if (ec) return unreachable("reading the response: " + ec.message());
-      continued = head.get().result() == http::status::continue_;
-      if (!continued) {
-        http::response_parser<http::string_body> parser(std::move(head));
-        stream.expires_after(timeout);
-        ec = RunOne(ioc, [&](auto handler) {
-          http::async_read(stream, buffer, parser, std::move(handler));
-        });
-        if (ec) return unreachable("reading the response: " + ec.message());
-        HttpReply reply = ToReply(parser);
-        reply.body = parser.release().body();
-        return reply;
-      }
-    }
-    if (!serializer.is_done()) {
-      stream.expires_after(timeout);
-      ec = RunOne(ioc,
-                  [&](auto handler) { http::async_write(stream, serializer, std::move(handler)); });
-      if (ec) return unreachable("sending the request: " + ec.message());
-    }
-    http::response_parser<http::string_body> parser;
-    parser.body_limit(options.response_bytes_max);
-    stream.expires_after(timeout);
-    ec = RunOne(
-        ioc, [&](auto handler) { http::async_read(stream, buffer, parser, std::move(handler)); });
-    if (ec) return unreachable("reading the response: " + ec.message());
-    HttpReply reply = ToReply(parser);
-    reply.body = parser.release().body();
-    return reply;
+    Exchange exchange(options, &ioc);
+    TIDEMAP_RETURN_IF_ERROR(exchange.Connect(hp));
+    http::request<http::string_body> req = MakeRequest(options, method, target, body);
+    TIDEMAP_ASSIGN_OR_RETURN(std::optional<HttpReply> early, exchange.Send(req, !body.empty()));
+    if (early.has_value()) return std::move(*early);
+    return exchange.ReadReply();
   } catch (const std::exception& e) {
-    return unreachable(e.what());
+    return Status::Unavailable("cannot reach " + options.address + ": " + e.what());
   }
 }
 

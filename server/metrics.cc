@@ -3,6 +3,7 @@
 #include <charconv>
 #include <cmath>
 #include <deque>
+#include <map>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -81,127 +82,146 @@ class Family {
 
 Labels Peer(const net::PeerStatus& p) { return {{"peer", NodeIdToString(p.node_id)}}; }
 
-}  // namespace
+// The families in the order they are written. A deque: families are filled
+// through references while more are added.
+class Families {
+ public:
+  Family& Add(std::string name, std::string type, std::string help) {
+    return families_.emplace_back(std::move(name), std::move(type), std::move(help));
+  }
+  std::string Render() const {
+    std::string out;
+    for (const Family& f : families_) f.AppendTo(&out);
+    return out;
+  }
 
-std::string RenderMetrics(const MetricsSnapshot& snap) {
-  const ReplicaStats& r = snap.replica;
-  // A deque: families are filled through references while more are added.
-  std::deque<Family> families;
-  auto family = [&](std::string name, std::string type, std::string help) -> Family& {
-    return families.emplace_back(std::move(name), std::move(type), std::move(help));
-  };
+ private:
+  std::deque<Family> families_;
+};
 
-  // The replica.
-  family("tidemap_writes_total", "counter",
+void AddReplica(const ReplicaStats& r, Families* f) {
+  f->Add("tidemap_writes_total", "counter",
          "Local versions committed (each op of a put, delete or batch) since start.")
       .Add(r.local_writes);
-  family("tidemap_reads_total", "counter", "Reads (gets and scan pages) since start.").Add(r.reads);
-  family("tidemap_remote_records_applied_total", "counter",
+  f->Add("tidemap_reads_total", "counter", "Reads (gets and scan pages) since start.").Add(r.reads);
+  f->Add("tidemap_remote_records_applied_total", "counter",
          "Records received from peers that won here since start.")
       .Add(r.remote_applied);
-  family("tidemap_keys", "gauge", "Live records.").Add(r.keys);
-  family("tidemap_tombstones", "gauge", "Deleted records still held (tombstones).")
+  f->Add("tidemap_keys", "gauge", "Live records.").Add(r.keys);
+  f->Add("tidemap_tombstones", "gauge", "Deleted records still held (tombstones).")
       .Add(r.tombstones);
-  family("tidemap_tombstones_purged_total", "counter",
+  f->Add("tidemap_tombstones_purged_total", "counter",
          "Tombstones purged by GC since the database was created.")
       .Add(r.tombstones_purged);
   // Seqs are assigned without gaps and pruned as a prefix, so the retained rows are a range.
   const uint64_t oplog_rows = r.oplog_first_seq == 0 ? 0 : r.oplog_last_seq - r.oplog_first_seq + 1;
-  family("tidemap_oplog_rows", "gauge", "Rows retained in the oplog.").Add(oplog_rows);
-  family("tidemap_oplog_size_bytes", "gauge", "Approximate on-disk bytes of the oplog.")
+  f->Add("tidemap_oplog_rows", "gauge", "Rows retained in the oplog.").Add(oplog_rows);
+  f->Add("tidemap_oplog_size_bytes", "gauge", "Approximate on-disk bytes of the oplog.")
       .Add(r.oplog_bytes);
-  family("tidemap_oplog_last_seq", "gauge", "The highest oplog sequence number assigned.")
+  f->Add("tidemap_oplog_last_seq", "gauge", "The highest oplog sequence number assigned.")
       .Add(r.oplog_last_seq);
-  family("tidemap_oplog_pruned_rows_total", "counter",
+  f->Add("tidemap_oplog_pruned_rows_total", "counter",
          "Oplog rows pruned (every seq up to this count is gone).")
       .Add(r.oplog_pruned_through);
-  family("tidemap_leveldb_size_bytes", "gauge", "Bytes of the LevelDB directory on disk.")
+  f->Add("tidemap_leveldb_size_bytes", "gauge", "Bytes of the LevelDB directory on disk.")
       .Add(r.disk_bytes);
+}
 
-  // The transport.
-  std::map<std::string, uint64_t> refused = snap.http.refused_connections;
-  if (snap.net.has_value()) {
-    const net::NetStatus& n = *snap.net;
-    Family& connected =
-        family("tidemap_peer_connected", "gauge", "1 while a session with the peer is up, else 0.");
-    Family& bytes_in = family("tidemap_peer_received_bytes_total", "counter",
-                              "Bytes received from the peer on the wire.");
-    Family& bytes_out =
-        family("tidemap_peer_sent_bytes_total", "counter", "Bytes sent to the peer on the wire.");
-    Family& frames_in =
-        family("tidemap_peer_received_frames_total", "counter", "Frames received from the peer.");
-    Family& frames_out =
-        family("tidemap_peer_sent_frames_total", "counter", "Frames sent to the peer.");
-    Family& records_sent =
-        family("tidemap_peer_records_sent_total", "counter", "Records sent to the peer.");
-    Family& records_applied = family("tidemap_peer_records_applied_total", "counter",
-                                     "Records received from the peer that won here.");
-    Family& rounds = family("tidemap_sync_rounds_total", "counter",
-                            "Completed Merkle tree diffs with the peer.");
-    Family& lag =
-        family("tidemap_peer_lag_records", "gauge", "Oplog rows the peer has not acknowledged.");
-    Family& lag_seconds = family("tidemap_peer_lag_seconds", "gauge",
-                                 "Age of the oldest change the peer has not acknowledged.");
-    Family& offset = family("tidemap_peer_clock_offset_seconds", "gauge",
-                            "The peer's clock minus ours, as last measured (0: unknown).");
-    Family& progress =
-        family("tidemap_peer_sync_progress_ratio", "gauge",
-               "Progress of a running tree diff or bootstrap with the peer, 0..1 (0 when idle).");
-    for (const net::PeerStatus& p : n.peers) {
-      const Labels l = Peer(p);
-      connected.Add(uint64_t{p.connected ? 1u : 0u}, l);
-      bytes_in.Add(p.bytes_in, l);
-      bytes_out.Add(p.bytes_out, l);
-      frames_in.Add(p.frames_in, l);
-      frames_out.Add(p.frames_out, l);
-      records_sent.Add(p.records_sent, l);
-      records_applied.Add(p.records_applied, l);
-      rounds.Add(p.sync_rounds, l);
-      lag.Add(p.lag, l);
-      lag_seconds.Add(p.lag_seconds, l);
-      offset.Add(static_cast<double>(p.clock_offset_ms) / 1000.0, l);
-      progress.Add(p.sync_in_progress ? p.sync_percent / 100.0 : 0.0, l);
-    }
-
-    const Histogram& h = n.counters.sync_round_seconds;
-    Family& duration = family("tidemap_sync_duration_seconds", "histogram",
-                              "Duration of completed Merkle tree diffs.");
-    for (size_t i = 0; i <= h.bounds().size(); ++i) {
-      const std::string le = i < h.bounds().size() ? FormatValue(h.bounds()[i]) : "+Inf";
-      duration.Add(h.CumulativeCount(i), {{"le", le}}, "_bucket");
-    }
-    duration.Add(h.sum(), {}, "_sum");
-    duration.Add(h.count(), {}, "_count");
-
-    family("tidemap_decode_errors_total", "counter", "Peer frames that failed to decrypt or parse.")
-        .Add(n.counters.decode_errors);
-    family("tidemap_handshakes_total", "counter", "Peer handshakes completed.")
-        .Add(n.counters.handshakes_completed);
-    for (const auto& [reason, count] : n.counters.refused_connections) refused[reason] += count;
+// One sample per peer in each per-peer family.
+void AddPeers(const std::vector<net::PeerStatus>& peers, Families* f) {
+  Family& connected =
+      f->Add("tidemap_peer_connected", "gauge", "1 while a session with the peer is up, else 0.");
+  Family& bytes_in = f->Add("tidemap_peer_received_bytes_total", "counter",
+                            "Bytes received from the peer on the wire.");
+  Family& bytes_out =
+      f->Add("tidemap_peer_sent_bytes_total", "counter", "Bytes sent to the peer on the wire.");
+  Family& frames_in =
+      f->Add("tidemap_peer_received_frames_total", "counter", "Frames received from the peer.");
+  Family& frames_out =
+      f->Add("tidemap_peer_sent_frames_total", "counter", "Frames sent to the peer.");
+  Family& records_sent =
+      f->Add("tidemap_peer_records_sent_total", "counter", "Records sent to the peer.");
+  Family& records_applied = f->Add("tidemap_peer_records_applied_total", "counter",
+                                   "Records received from the peer that won here.");
+  Family& rounds =
+      f->Add("tidemap_sync_rounds_total", "counter", "Completed Merkle tree diffs with the peer.");
+  Family& lag =
+      f->Add("tidemap_peer_lag_records", "gauge", "Oplog rows the peer has not acknowledged.");
+  Family& lag_seconds = f->Add("tidemap_peer_lag_seconds", "gauge",
+                               "Age of the oldest change the peer has not acknowledged.");
+  Family& offset = f->Add("tidemap_peer_clock_offset_seconds", "gauge",
+                          "The peer's clock minus ours, as last measured (0: unknown).");
+  Family& progress =
+      f->Add("tidemap_peer_sync_progress_ratio", "gauge",
+             "Progress of a running tree diff or bootstrap with the peer, 0..1 (0 when idle).");
+  for (const net::PeerStatus& p : peers) {
+    const Labels l = Peer(p);
+    connected.Add(uint64_t{p.connected ? 1u : 0u}, l);
+    bytes_in.Add(p.bytes_in, l);
+    bytes_out.Add(p.bytes_out, l);
+    frames_in.Add(p.frames_in, l);
+    frames_out.Add(p.frames_out, l);
+    records_sent.Add(p.records_sent, l);
+    records_applied.Add(p.records_applied, l);
+    rounds.Add(p.sync_rounds, l);
+    lag.Add(p.lag, l);
+    lag_seconds.Add(p.lag_seconds, l);
+    offset.Add(static_cast<double>(p.clock_offset_ms) / 1000.0, l);
+    progress.Add(p.sync_in_progress ? p.sync_percent / 100.0 : 0.0, l);
   }
-  Family& refused_family = family("tidemap_refused_connections_total", "counter",
-                                  "Connections refused (peer and HTTP), by reason.");
-  for (const auto& [reason, count] : refused) refused_family.Add(count, {{"reason", reason}});
+}
 
-  // The HTTP server.
-  Family& requests = family("tidemap_http_requests_total", "counter",
+// The transport's counters; its refusals are added to `refused`.
+void AddTransport(const net::NetCounters& c, Families* f,
+                  std::map<std::string, uint64_t>* refused) {
+  const Histogram& h = c.sync_round_seconds;
+  Family& duration = f->Add("tidemap_sync_duration_seconds", "histogram",
+                            "Duration of completed Merkle tree diffs.");
+  for (size_t i = 0; i <= h.bounds().size(); ++i) {
+    const std::string le = i < h.bounds().size() ? FormatValue(h.bounds()[i]) : "+Inf";
+    duration.Add(h.CumulativeCount(i), {{"le", le}}, "_bucket");
+  }
+  duration.Add(h.sum(), {}, "_sum");
+  duration.Add(h.count(), {}, "_count");
+  f->Add("tidemap_decode_errors_total", "counter", "Peer frames that failed to decrypt or parse.")
+      .Add(c.decode_errors);
+  f->Add("tidemap_handshakes_total", "counter", "Peer handshakes completed.")
+      .Add(c.handshakes_completed);
+  for (const auto& [reason, count] : c.refused_connections) (*refused)[reason] += count;
+}
+
+void AddHttp(const HttpCounters& http, Families* f) {
+  Family& requests = f->Add("tidemap_http_requests_total", "counter",
                             "HTTP requests answered, by method, route and status code.");
-  for (const auto& [key, count] : snap.http.requests) {
+  for (const auto& [key, count] : http.requests) {
     requests.Add(
         count, {{"method", key.method}, {"route", key.route}, {"code", std::to_string(key.code)}});
   }
-  family("tidemap_http_connections", "gauge", "Open HTTP connections.").Add(snap.http.connections);
-  family("tidemap_http_watch_clients", "gauge", "Open /v1/watch event streams.")
-      .Add(snap.http.watch_clients);
-  family("tidemap_http_watch_events_total", "counter", "Change events sent to /v1/watch streams.")
-      .Add(snap.http.watch_events);
-  family("tidemap_http_watch_dropped_total", "counter",
+  f->Add("tidemap_http_connections", "gauge", "Open HTTP connections.").Add(http.connections);
+  f->Add("tidemap_http_watch_clients", "gauge", "Open /v1/watch event streams.")
+      .Add(http.watch_clients);
+  f->Add("tidemap_http_watch_events_total", "counter", "Change events sent to /v1/watch streams.")
+      .Add(http.watch_events);
+  f->Add("tidemap_http_watch_dropped_total", "counter",
          "/v1/watch clients dropped for falling too far behind.")
-      .Add(snap.http.watch_dropped);
+      .Add(http.watch_dropped);
+}
 
-  std::string out;
-  for (const Family& f : families) f.AppendTo(&out);
-  return out;
+}  // namespace
+
+std::string RenderMetrics(const MetricsSnapshot& snap) {
+  Families families;
+  AddReplica(snap.replica, &families);
+  std::map<std::string, uint64_t> refused = snap.http.refused_connections;
+  if (snap.net.has_value()) {
+    AddPeers(snap.net->peers, &families);
+    AddTransport(snap.net->counters, &families, &refused);
+  }
+  Family& refused_family = families.Add("tidemap_refused_connections_total", "counter",
+                                        "Connections refused (peer and HTTP), by reason.");
+  for (const auto& [reason, count] : refused) refused_family.Add(count, {{"reason", reason}});
+  AddHttp(snap.http, &families);
+  return families.Render();
 }
 
 }  // namespace tidemap

@@ -1,0 +1,246 @@
+// Internals of net::Node shared by its source files (not installed):
+//   node.cc               Node::Impl: accept, dial, tick and maintenance loops; Node's API
+//   connection.cc         Connection: handshake, socket reads and writes, close, stats
+//   connection_session.cc Connection: the SyncSession, driven on the worker pool
+//
+// Threading: Node::Impl's loop fields and every Connection belong to the
+// event-loop thread. A Connection's SyncSession is touched only by the one
+// session job it has in flight (on a worker) or, between jobs, by nobody: the
+// loop hands the session to a worker and gets it back with the job's result
+// (see Connection::Pump). Node::Impl's `mu` guards what Snapshot reads from
+// other threads.
+#ifndef TIDEMAP_NET_NODE_INTERNAL_H_
+#define TIDEMAP_NET_NODE_INTERNAL_H_
+
+// Asio's awaitable.hpp (Boost 1.74) uses std::exchange without <utility>.
+#include <utility>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/mutex.h"
+#include "net/frame.h"
+#include "net/handshake.h"
+#include "net/node.h"
+#include "net/worker_pool.h"
+
+namespace tidemap::net {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+inline std::chrono::milliseconds Ms(uint64_t ms) {
+  return std::chrono::milliseconds(static_cast<int64_t>(ms));
+}
+
+// Logs a coroutine that ended by an exception (Asio's, or bad_alloc). Our
+// own code reports errors as Status and does not throw.
+void LogFailure(spdlog::logger& log, std::exception_ptr e);
+
+struct Node::Impl : std::enable_shared_from_this<Node::Impl> {
+  Impl(NodeOptions o, Replica* r, const Identity* id, const TrustList* t, Clock* c,
+       std::shared_ptr<spdlog::logger> l)
+      : options(std::move(o)),
+        replica(r),
+        identity(id),
+        trust(t),
+        clock(c),
+        log(std::move(l)),
+        rng(std::random_device{}()),
+        workers(options.worker_threads) {}
+
+  // Binds and opens the listener on options.listen (before the loop runs).
+  Status Listen();
+
+  // --- event-loop thread only ---
+  asio::awaitable<void> AcceptLoop();
+  asio::awaitable<void> DialLoop(std::string address);
+  // One dial of `address` and, once connected, the connection's whole life.
+  // Returns how long to wait before the next dial; updates `backoff_ms`.
+  asio::awaitable<uint64_t> DialOnce(const std::string& address, asio::steady_timer& timer,
+                                     uint64_t* backoff_ms);
+  asio::awaitable<void> TickLoop();
+  asio::awaitable<void> MaintenanceLoop();
+  // Registers a connection whose handshake completed. False: an older
+  // connection with the same peer wins and `c` must close.
+  bool OnEstablished(const std::shared_ptr<Connection>& c);
+  void OnClosed(const std::shared_ptr<Connection>& c);
+  void PollAll();
+  uint64_t JitteredMs(uint64_t ms);
+  void BeginStop();
+  // Adds one to the refusal counter `reason`.
+  void CountRefused(const std::string& reason) TIDEMAP_EXCLUDES(mu);
+
+  NodeOptions options;
+  Replica* replica;
+  const Identity* identity;
+  const TrustList* trust;
+  Clock* clock;
+  std::shared_ptr<spdlog::logger> log;
+
+  asio::io_context io{1};
+  tcp::acceptor acceptor{io};
+  asio::steady_timer tick_timer{io};
+  asio::steady_timer maintenance_timer{io};
+  std::vector<std::unique_ptr<asio::steady_timer>> dial_timers;
+  uint16_t port = 0;
+  bool stopping = false;
+  size_t handshakes_pending = 0;
+  std::set<std::shared_ptr<Connection>> connections;
+  std::map<uint64_t, std::shared_ptr<Connection>> established;
+  std::map<std::string, uint64_t> address_node;  // dialed address -> its node id, once known
+  std::mt19937_64 rng;
+
+  // --- any thread ---
+  // Session jobs and maintenance; joined by Stop() after the loop has ended.
+  // Declared after `io`: destroyed first, with no job left.
+  WorkerPool workers;
+  std::thread thread;
+  std::atomic<bool> poll_posted{false};
+  std::atomic<bool> stop_called{false};
+  Replica::SubscriptionId subscription = 0;
+
+  mutable Mutex mu;
+  std::map<uint64_t, PeerStatus> peers TIDEMAP_GUARDED_BY(mu);            // by node id
+  std::map<std::string, std::string> dial_errors TIDEMAP_GUARDED_BY(mu);  // by address
+  NetCounters counters TIDEMAP_GUARDED_BY(mu);
+};
+
+inline constexpr size_t kReadChunkBytes = 64 * 1024;
+inline constexpr size_t kWriteChunkBytes = 1 << 20;  // frames gathered into one write
+// Messages handed to the session in one job; the rest wait for the next.
+inline constexpr size_t kSessionJobMessagesMax = 256;
+
+// What one session job asks of the SyncSession, and what it returns.
+struct SessionJob {
+  std::vector<msg::Message> received;  // handed to Receive, in order
+  bool request_diff = false;
+  bool poll = false;  // then Poll after the messages
+};
+struct SessionJobResult {
+  std::vector<msg::Message> replies;  // to send, in order
+  SyncStats stats;
+  Status status;                // non-OK: the session must close
+  bool receive_failed = false;  // the failure came from a peer's message
+};
+
+// One TCP connection: handshake, then a SyncSession over encrypted frames.
+// Owned by shared_ptr from its coroutines, its session job and the node's
+// sets; lives on the node's event-loop thread, except its SyncSession (see
+// the top of this file).
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(Node::Impl* node, tcp::socket socket, Handshake::Role role, std::string address);
+
+  // Runs the connection to its end (returns when it is closed). `self` is
+  // this connection: the coroutine frame holds it alive.
+  asio::awaitable<void> Run(std::shared_ptr<Connection> self);
+
+  // Closes: `graceful` sends our final frame first and lets the peer answer
+  // with its own (bounded by close_timeout_ms); otherwise the socket closes now.
+  void Close(const std::string& reason, bool graceful);
+
+  // Timer work: idle timeout, keepalive, sync Poll.
+  void Tick(uint64_t now_ms);
+  // Asks the session for what is due (a job on the worker pool).
+  void Poll();
+  void RequestDiff();
+
+  bool initiator() const { return role_ == Handshake::Role::kInitiator; }
+  bool is_established() const { return established_; }
+  uint64_t peer_id() const { return peer_id_; }
+  const std::string& address() const { return address_; }
+  const std::string& public_key_text() const { return peer_key_text_; }
+  const std::string& close_reason() const { return close_reason_; }
+
+ private:
+  // connection.cc
+  asio::awaitable<Status> DoHandshake();
+  asio::awaitable<Status> RunSession();
+  // Reads frames until the socket closes, pausing while the peer has sent
+  // more than the session or the send queue can take.
+  asio::awaitable<Status> ReadLoop();
+  asio::awaitable<void> WriteLoop(std::shared_ptr<Connection> self);
+  void ReportRefused(const Status& s);
+  void Enqueue(std::string frame);
+  void CloseSocket();
+  void PublishStats();
+  uint64_t NowMs() const { return node_->clock->NowMillis(); }
+
+  // connection_session.cc
+  // Creates the session and runs its Start on a worker; sends the opening messages.
+  asio::awaitable<Status> StartSession();
+  // Decrypts and decodes every complete frame in the channel into inbox_, then Pumps.
+  Status HandleFrames();
+  // Starts the next session job unless one is in flight or nothing is due.
+  void Pump();
+  void OnJobDone(SessionJobResult result);
+  void Send(std::vector<msg::Message>* messages);
+  bool ReadPaused() const;
+
+  Node::Impl* node_;
+  tcp::socket socket_;
+  Handshake::Role role_;
+  std::string address_;
+  Handshake handshake_;
+  std::unique_ptr<SecureChannel> channel_;
+  std::unique_ptr<SyncSession> session_;
+  std::string leftover_;  // bytes after the handshake: the first frames
+
+  asio::steady_timer signal_;       // wakes the writer (cancel = notify)
+  asio::steady_timer read_resume_;  // wakes a reader paused by backpressure
+  asio::steady_timer timer_;        // handshake, then close timeout
+  std::deque<std::string> out_queue_;
+  size_t out_queue_bytes_ = 0;
+  std::array<char, kReadChunkBytes> read_buf_{};
+
+  // Session work: messages wait here for the next job (at most one in flight).
+  std::deque<msg::Message> inbox_;
+  std::deque<size_t> inbox_sizes_;  // payload bytes of each inbox_ message
+  size_t inbox_bytes_ = 0;
+  bool job_running_ = false;
+  bool poll_wanted_ = false;
+  bool diff_wanted_ = false;
+  SyncStats stats_{};  // the session's stats as of its last job
+
+  bool established_ = false;
+  bool closing_ = false;
+  bool final_queued_ = false;
+  bool socket_closed_ = false;
+  bool timed_out_ = false;
+  bool handshake_counted_ = false;
+  uint64_t peer_id_ = 0;
+  std::string peer_key_text_;
+  std::string close_reason_;
+  uint64_t last_rx_ms_ = 0;
+  uint64_t last_tx_ms_ = 0;
+  uint64_t diff_started_ms_ = 0;
+  bool diff_was_running_ = false;
+
+  // Counters since the last PublishStats.
+  uint64_t bytes_in_ = 0;
+  uint64_t bytes_out_ = 0;
+  uint64_t frames_in_ = 0;
+  uint64_t frames_out_ = 0;
+  SyncStats published_{};  // session stats as of the last PublishStats
+};
+
+}  // namespace tidemap::net
+
+#endif  // TIDEMAP_NET_NODE_INTERNAL_H_

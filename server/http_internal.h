@@ -1,0 +1,311 @@
+// Internals of the HTTP server shared by its source files (not installed):
+//   http.cc         accepting, one connection's requests (read, check, answer), start and stop
+//   http_routes.cc  routing, responses and the handlers of the plain routes (keys, scans,
+//                   status, metrics), which run on the worker pool
+//   http_watch.cc   the event stream of GET /v1/watch
+//
+// Threading: see server/http.h. Conn and everything in HttpServer::Impl not
+// marked otherwise belong to the I/O thread; handlers run on the worker pool
+// and touch only the replica, the context's callbacks and the counters.
+#ifndef TIDEMAP_SERVER_HTTP_INTERNAL_H_
+#define TIDEMAP_SERVER_HTTP_INTERNAL_H_
+
+// Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
+#include <utility>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <future>
+#include <initializer_list>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+
+#include <nlohmann/json.hpp>
+
+#include "base/clock.h"
+#include "base/coding.h"
+#include "base/mutex.h"
+#include "net/worker_pool.h"
+#include "server/http.h"
+#include "server/metrics.h"
+
+namespace tidemap {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+using Request = http::request<http::string_body>;
+using Response = http::response<http::string_body>;
+
+// --- responses and routing (http_routes.cc) ---
+
+// `j` as text; invalid UTF-8 in its strings is replaced, never thrown on.
+std::string Dump(const nlohmann::json& j, int indent = -1);
+Response MakeResponse(http::status status, std::string body, std::string_view content_type);
+Response JsonResponse(http::status status, const nlohmann::json& j, bool pretty = false);
+// {"error": message, "code": code}
+Response ErrorResponse(http::status status, std::string_view code, std::string message);
+// The error response for a non-OK Status, with the fitting status code.
+Response StatusResponse(const Status& s);
+std::string_view View(beast::string_view v);
+// Whether `ec` is Beast's HTTP parse error (the request is malformed) rather
+// than a socket error, a timeout or a cancellation.
+bool IsHttpError(const beast::error_code& ec);
+
+enum class RouteKind { kKey, kMap, kStatus, kWatch, kMetrics, kUnknown };
+
+struct Route {
+  RouteKind kind = RouteKind::kUnknown;
+  std::string_view name = "unknown";  // the template, for metrics
+  std::string map, key;               // decoded (kKey, kMap)
+  std::string query;                  // raw, after '?'
+  Status error;                       // a malformed target (400)
+};
+
+Route MatchRoute(std::string_view target);
+bool MethodAllowed(RouteKind kind, http::verb v);
+std::string_view AllowHeader(RouteKind kind);
+// The method as a metrics label ("OTHER" for the rare ones).
+std::string MethodLabel(http::verb v);
+Result<uint64_t> ParseU64(std::string_view name, std::string_view text);
+// Query parameters, refusing any name outside `allowed`.
+Result<std::map<std::string, std::string>> Params(const std::string& query,
+                                                  std::initializer_list<std::string_view> allowed);
+
+// --- event streams (http_watch.cc) ---
+
+// One change as an event stream sends it.
+struct WatchEvent {
+  std::string map, key;
+  Version version;
+  bool tombstone = false;
+  uint64_t seq = 0;
+  bool remote = false;
+};
+
+// The changes a subscription delivers to one event stream, between the
+// committing thread (Push) and the I/O thread (Take). Bounded: past
+// `events_max` the queue empties itself and records that it overflowed.
+class WatchQueue {
+ public:
+  // `wake` is called (under the queue's lock) when events arrive for a
+  // consumer that took everything before; it must be quick and must not
+  // call back into the queue.
+  WatchQueue(size_t events_max, std::function<void()> wake)
+      : events_max_(events_max), wake_(std::move(wake)) {}
+
+  void Push(const ChangeEvent& e) TIDEMAP_EXCLUDES(mu_) {
+    MutexLock l(&mu_);
+    if (closed_) return;
+    if (overflowed_) {
+      // Dropped: the consumer re-reads the oplog or gives up.
+    } else if (events_.size() >= events_max_) {
+      overflowed_ = true;
+      events_.clear();
+    } else {
+      events_.push_back(WatchEvent{std::string(e.map), std::string(e.key), e.version,
+                                   e.kind == ChangeKind::kDelete, e.seq, e.remote});
+    }
+    if (!wake_pending_) {
+      wake_pending_ = true;
+      wake_();
+    }
+  }
+
+  // Everything queued since the last Take, and whether some was dropped.
+  std::deque<WatchEvent> Take(bool* overflowed) TIDEMAP_EXCLUDES(mu_) {
+    MutexLock l(&mu_);
+    std::deque<WatchEvent> out;
+    out.swap(events_);
+    *overflowed = overflowed_;
+    overflowed_ = false;
+    wake_pending_ = false;
+    return out;
+  }
+
+  // After Close returns, Push neither queues nor wakes.
+  void Close() TIDEMAP_EXCLUDES(mu_) {
+    MutexLock l(&mu_);
+    closed_ = true;
+    events_.clear();
+  }
+
+ private:
+  const size_t events_max_;
+  const std::function<void()> wake_;
+  Mutex mu_;
+  std::deque<WatchEvent> events_ TIDEMAP_GUARDED_BY(mu_);
+  bool overflowed_ TIDEMAP_GUARDED_BY(mu_) = false;
+  bool wake_pending_ TIDEMAP_GUARDED_BY(mu_) = false;
+  bool closed_ TIDEMAP_GUARDED_BY(mu_) = false;
+};
+
+// Where one event stream stands (ServeWatch and its steps; I/O thread).
+struct WatchState {
+  std::string map;               // empty: every map
+  std::optional<uint64_t> from;  // resume after this seq (replay from the oplog)
+  uint64_t cursor = 0;           // every change up to this seq was sent (or filtered)
+  bool replaying = false;        // reading the oplog; else live from the queue
+  std::shared_ptr<WatchQueue> queue;
+  std::shared_ptr<asio::steady_timer> timer;  // keepalive, and woken by the queue
+  // Set when the stream must end with a final error event.
+  std::string final_code, final_message;
+};
+
+// --- the server ---
+
+// One connection. Touched only on the I/O thread.
+struct Conn {
+  explicit Conn(tcp::socket socket) : stream(std::move(socket)) {}
+  beast::tcp_stream stream;
+  // Set while the connection serves an event stream: Stop() cancels it to
+  // wake the stream, and the stream's reader cancels it when the peer goes.
+  std::shared_ptr<asio::steady_timer> watch_timer;
+  bool peer_gone = false;
+
+  void Close() {
+    beast::error_code ec;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream.close();
+    if (watch_timer) watch_timer->cancel();
+  }
+};
+
+// co_spawn's completion: an exception escaping a coroutine ends that
+// coroutine only (its connection), with a line on stderr.
+struct LogException {
+  void operator()(std::exception_ptr e) const;
+};
+
+struct HttpServer::Impl {
+  HttpOptions options;
+  HttpContext context;
+  uint16_t port = 0;
+  SystemClock clock;
+
+  // Declared in teardown order's reverse; Stop() also resets them explicitly.
+  std::unique_ptr<asio::io_context> ioc;
+  std::unique_ptr<tcp::acceptor> acceptor;
+  std::unique_ptr<net::WorkerPool> pool;
+  std::thread io_thread;
+  std::future<void> io_done;
+
+  std::atomic<bool> stopping{false};
+  Mutex stop_mu;
+  bool stopped TIDEMAP_GUARDED_BY(stop_mu) = false;
+
+  // I/O thread only (and Stop() once that thread is gone).
+  std::unordered_map<uint64_t, std::weak_ptr<Conn>> conns;
+  uint64_t next_conn_id = 1;
+
+  Mutex counters_mu;
+  HttpCounters counters TIDEMAP_GUARDED_BY(counters_mu);
+
+  // Every open event stream's queue, so Stop() can close them before the
+  // I/O context goes away (a late callback must not post to it).
+  Mutex watches_mu;
+  std::set<std::shared_ptr<WatchQueue>> watches TIDEMAP_GUARDED_BY(watches_mu);
+
+  void CountRequest(http::verb method, const Route& route, http::status code) {
+    MutexLock l(&counters_mu);
+    ++counters.requests[HttpRequestKey{MethodLabel(method), std::string(route.name),
+                                       static_cast<int>(code)}];
+  }
+
+  // An awaitable that runs `fn` (returning a Result) on the worker pool and
+  // resumes the awaiting coroutine on the I/O thread with the result.
+  // Exceptions become Internal (net/worker_pool.h). Callers pass a named
+  // lambda, not a temporary inside the co_await expression: GCC 12
+  // mishandles those.
+  template <typename Fn>
+  auto OnPool(Fn fn) {
+    return pool->Run(ioc->get_executor(), std::move(fn), asio::use_awaitable);
+  }
+
+  // One request and its answer, as ServeRequest's steps fill them in.
+  struct Exchange {
+    Route route;
+    http::verb method = http::verb::unknown;
+    Response res;
+    // Whether the connection is at a message boundary after this request
+    // (its body read, or it had none), so it may serve another.
+    bool at_boundary = false;
+    bool client_keep_alive = false;
+  };
+
+  // --- http.cc: connections (I/O thread) ---
+  asio::awaitable<void> AcceptLoop();
+  void Refuse(tcp::socket& socket);
+  asio::awaitable<void> Session(tcp::socket socket);
+  // Reads one request, answers it. False: the connection is done (closed,
+  // failed, not kept alive, or handed to an event stream that ended it).
+  asio::awaitable<bool> ServeRequest(std::shared_ptr<Conn> conn, beast::flat_buffer& buffer);
+  // The route, then the checks from the headers alone and, when they pass,
+  // the body and the handler. False as for ServeRequest.
+  asio::awaitable<bool> Dispatch(std::shared_ptr<Conn> conn, beast::flat_buffer& buffer,
+                                 http::request_parser<http::empty_body>& header_parser,
+                                 Exchange& x);
+  // The refusal a request earns from its headers (token, route, method,
+  // target, declared size), if any.
+  std::optional<Response> CheckRequest(const http::request_parser<http::empty_body>& header_parser,
+                                       const Exchange& x, size_t body_limit) const;
+  // Reads the body (after a 100 Continue when asked) and runs the handler
+  // on the worker pool, or serves the event stream. False as for ServeRequest.
+  asio::awaitable<bool> ReadAndHandle(std::shared_ptr<Conn> conn, beast::flat_buffer& buffer,
+                                      http::request_parser<http::empty_body>& header_parser,
+                                      size_t body_limit, Exchange& x);
+  // Counts and writes x.res; closes (lingering if the body was not read)
+  // unless the connection is kept alive. True: serve the next request.
+  asio::awaitable<bool> Respond(Conn& conn, Exchange& x);
+  asio::awaitable<bool> Write(Conn& conn, Response& res);
+  asio::awaitable<bool> WriteRaw(Conn& conn, const std::string& bytes);
+  void CloseAll();
+
+  // --- http_routes.cc: handlers (worker pool) ---
+  Result<Response> Handle(http::verb method, const Route& route, std::string body);
+  Result<Response> HandleKey(http::verb method, const Route& route, std::string body);
+  Result<Response> HandleScan(const Route& route);
+  Result<Response> HandleStatus();
+  Result<Response> HandleMetrics();
+
+  // --- http_watch.cc: event streams (I/O thread) ---
+  asio::awaitable<void> ServeWatch(std::shared_ptr<Conn> conn, const Request& req,
+                                   const Route& route);
+  // Creates w's queue and timer and registers the queue for Stop().
+  void OpenWatchQueue(Conn& conn, WatchState* w);
+  // The refusal (410, or an error) of a resume from `from`, if any.
+  asio::awaitable<std::optional<Response>> CheckResumable(uint64_t from);
+  // Sends events until the client goes, the server stops or the stream fails.
+  asio::awaitable<void> StreamWatch(Conn& conn, WatchState& w);
+  // One read of the oplog while replaying; one look at the queue when live.
+  // False: the stream ends (w.final_code may say why).
+  asio::awaitable<bool> ReplayStep(Conn& conn, WatchState& w);
+  asio::awaitable<bool> LiveStep(Conn& conn, WatchState& w);
+  asio::awaitable<void> WatchReader(std::shared_ptr<Conn> conn);
+  asio::awaitable<void> ReplyAndClose(std::shared_ptr<Conn> conn, http::verb method,
+                                      const Route& route, Response res);
+  asio::awaitable<bool> WriteEvents(Conn& conn, const std::string& text, uint64_t events);
+};
+
+}  // namespace tidemap
+
+#endif  // TIDEMAP_SERVER_HTTP_INTERNAL_H_

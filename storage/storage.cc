@@ -232,14 +232,14 @@ Store::~Store() = default;
 
 Status Store::Write(Batch* batch, bool sync) {
   {
-    std::lock_guard<std::mutex> l(write_error_mu_);
+    MutexLock l(&write_error_mu_);
     if (!write_error_.ok()) return write_error_;
   }
   leveldb::WriteOptions wo;
   wo.sync = sync;
   Status s = FromLevelDb(db_->Write(wo, batch->rep_.get()), "write to " + path_);
   if (!s.ok()) {
-    std::lock_guard<std::mutex> l(write_error_mu_);
+    MutexLock l(&write_error_mu_);
     if (write_error_.ok()) {
       write_error_ =
           Status::IOError(s.message() + " (writes are refused until the database is reopened)");

@@ -12,11 +12,11 @@
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "base/mutex.h"
 #include "base/status.h"
 
 namespace leveldb {
@@ -166,8 +166,8 @@ class Store {
   std::unique_ptr<const leveldb::FilterPolicy> filter_;
   std::unique_ptr<leveldb::DB> db_;
 
-  std::mutex write_error_mu_;
-  Status write_error_;  // GUARDED_BY(write_error_mu_); OK until a write fails
+  Mutex write_error_mu_;
+  Status write_error_ TIDEMAP_GUARDED_BY(write_error_mu_);  // OK until a write fails
 };
 
 }  // namespace tidemap

@@ -262,15 +262,19 @@ TEST_F(ClusterTest, NodeKilledDuringWritesLosesNoAcknowledgedWrite) {
   Start(a, {}, {&b});
   Start(b, {&a}, {&a});
   // Write to b until it is killed; remember what it acknowledged.
-  std::vector<std::string> acked;
+  std::vector<std::string> acked;  // the writer's until it is joined
+  std::atomic<size_t> acked_count{0};
   std::atomic<bool> stop{false};
   std::thread writer([&] {
     for (int i = 0; i < 2000 && !stop.load(); ++i) {
       const std::string key = "k" + std::to_string(i);
-      if (Put(b, "m", key, "value " + key) == 0) acked.push_back(key);
+      if (Put(b, "m", key, "value " + key) == 0) {
+        acked.push_back(key);
+        acked_count.store(acked.size());
+      }
     }
   });
-  ASSERT_TRUE(WaitUntil(30'000, 10, [&] { return acked.size() >= 40 || stop.load(); }));
+  ASSERT_TRUE(WaitUntil(30'000, 10, [&] { return acked_count.load() >= 40 || stop.load(); }));
   b.process->Signal(SIGKILL);
   b.process->Wait(10'000);
   stop = true;

@@ -4,6 +4,10 @@ PRESET ?= release
 BUILD_DIR := build/$(PRESET)
 TIDEMAP := $(BUILD_DIR)/tools/tidemap
 CTEST_ARGS ?=
+# ccache (used when installed, see CMakeLists.txt) hashes paths relative to
+# the checkout, so every clone shares one cache.
+export CCACHE_BASEDIR := $(CURDIR)
+export CCACHE_NOHASHDIR := 1
 
 .PHONY: all deps configure build test demo bench asan-test tsan-test thread-safety fuzz format check-format clean
 
@@ -68,11 +72,9 @@ fuzz: deps
 # Every target built with clang and -Wthread-safety (errors, as every warning
 # on our code): checks the GUARDED_BY/REQUIRES annotations (base/mutex.h).
 # Nothing runs. Boost 1.74's Asio only detects coroutines on clang with
-# libc++, hence the two BOOST_ASIO_HAS_* defines in the preset. Uses ccache
-# when it is installed.
-CCACHE := $(shell command -v ccache 2>/dev/null)
+# libc++, hence the two BOOST_ASIO_HAS_* defines in the preset.
 thread-safety: deps
-	@cmake --preset clang-tsa $(if $(CCACHE),-DCMAKE_C_COMPILER_LAUNCHER=$(CCACHE) -DCMAKE_CXX_COMPILER_LAUNCHER=$(CCACHE)) >/dev/null
+	@cmake --preset clang-tsa >/dev/null
 	@cmake --build build/clang-tsa
 
 FORMAT_FILES = $(shell git ls-files '*.cc' '*.h')

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  g++ cmake ninja-build pkg-config make
+  g++ cmake ninja-build pkg-config make ccache
   libleveldb-dev libsnappy-dev libsodium-dev libxxhash-dev
   libboost-dev capnproto libcapnp-dev
   libgtest-dev libgmock-dev libbenchmark-dev

@@ -803,6 +803,40 @@ Result<std::string> EncodeRecords(const std::vector<KeyedRecord>& records, const
   return out;
 }
 
+// The origin table a records or summaries blob carries: a count (1 to
+// `items`) and that many 8-byte node ids. `malformed` builds the error.
+template <typename Malformed>
+Result<std::vector<uint64_t>> ReadOriginTable(std::string_view* in, uint64_t items,
+                                              const char* what, const Malformed& malformed) {
+  uint64_t n = 0;
+  if (!GetVarint64(in, &n)) return malformed("bad origin count");
+  if (n == 0 || n > items) {
+    return malformed(std::to_string(n) + " origins for " + std::to_string(items) + " " + what);
+  }
+  if (n > in->size() / 8) return malformed("origin table truncated");
+  std::vector<uint64_t> origins(n);
+  for (uint64_t& origin : origins) GetFixed64LE(in, &origin);  // size checked above
+  return origins;
+}
+
+// The map table of a records blob: a count (1 to `records`) and that many
+// length-prefixed names, each at least its length byte.
+template <typename Malformed>
+Result<std::vector<std::string_view>> ReadMapTable(std::string_view* in, uint64_t records,
+                                                   const Malformed& malformed) {
+  uint64_t n = 0;
+  if (!GetVarint64(in, &n)) return malformed("bad map count");
+  if (n == 0 || n > records) {
+    return malformed(std::to_string(n) + " maps for " + std::to_string(records) + " records");
+  }
+  if (n > in->size()) return malformed("map table truncated");
+  std::vector<std::string_view> maps(n);
+  for (std::string_view& map : maps) {
+    if (!GetLengthPrefixed(in, &map)) return malformed("map table truncated");
+  }
+  return maps;
+}
+
 Result<std::vector<KeyedRecord>> DecodeRecords(std::string_view blob, const DecodeLimits& limits,
                                                const char* body) {
   std::vector<KeyedRecord> records;
@@ -822,27 +856,12 @@ Result<std::vector<KeyedRecord>> DecodeRecords(std::string_view blob, const Deco
   }
   if (count == 0) return malformed("a non-empty blob of zero records");
 
-  // Every map name takes at least its length byte, every origin 8 bytes:
-  // tables are checked against the bytes left before they are reserved.
-  uint64_t n_maps = 0;
-  if (!GetVarint64(&in, &n_maps)) return malformed("bad map count");
-  if (n_maps == 0 || n_maps > count) {
-    return malformed(std::to_string(n_maps) + " maps for " + std::to_string(count) + " records");
-  }
-  if (n_maps > in.size()) return malformed("map table truncated");
-  std::vector<std::string_view> maps(n_maps);
-  for (std::string_view& map : maps) {
-    if (!GetLengthPrefixed(&in, &map)) return malformed("map table truncated");
-  }
-  uint64_t n_origins = 0;
-  if (!GetVarint64(&in, &n_origins)) return malformed("bad origin count");
-  if (n_origins == 0 || n_origins > count) {
-    return malformed(std::to_string(n_origins) + " origins for " + std::to_string(count) +
-                     " records");
-  }
-  if (n_origins > in.size() / 8) return malformed("origin table truncated");
-  std::vector<uint64_t> origins(n_origins);
-  for (uint64_t& origin : origins) GetFixed64LE(&in, &origin);  // size checked above
+  // The tables are checked against the bytes left before they are reserved.
+  TIDEMAP_ASSIGN_OR_RETURN(const std::vector<std::string_view> maps,
+                           ReadMapTable(&in, count, malformed));
+  TIDEMAP_ASSIGN_OR_RETURN(const std::vector<uint64_t> origins,
+                           ReadOriginTable(&in, count, "records", malformed));
+  const uint64_t n_maps = maps.size(), n_origins = origins.size();
 
   if (count > in.size() / kRecordBytesMin) {
     return malformed(std::to_string(count) + " records cannot fit in " + Str(in.size()) + " bytes");
@@ -953,6 +972,26 @@ Result<std::string> EncodeSummaryEntries(const std::vector<uint32_t>& counts,
   return out;
 }
 
+// The bit widths of a summaries blob's fields: a bucket's first key-hash
+// delta, the later deltas, the physical time offset, the logical counter.
+struct SummaryWidths {
+  unsigned first_kh, kh, phys, logical;
+};
+
+template <typename Malformed>
+Result<SummaryWidths> ReadSummaryWidths(std::string_view* in, const Malformed& malformed) {
+  if (in->size() < 4) return malformed("widths truncated");
+  const auto width = [&](size_t i) {
+    return static_cast<unsigned>(static_cast<uint8_t>((*in)[i]));
+  };
+  const SummaryWidths w{width(0), width(1), width(2), width(3)};
+  in->remove_prefix(4);
+  if (w.first_kh > 64 || w.kh > 64 || w.phys > 48 || w.logical > 16) {
+    return malformed("field width out of range");
+  }
+  return w;
+}
+
 Result<std::vector<msg::SummaryEntry>> DecodeSummaryEntries(std::string_view blob,
                                                             const std::vector<uint32_t>& counts,
                                                             const DecodeLimits& limits) {
@@ -982,29 +1021,16 @@ Result<std::vector<msg::SummaryEntry>> DecodeSummaryEntries(std::string_view blo
   }
   if (count == 0) return malformed("a non-empty blob of zero entries");
 
-  uint64_t n_origins = 0;
-  if (!GetVarint64(&in, &n_origins)) return malformed("bad origin count");
-  if (n_origins == 0 || n_origins > count) {
-    return malformed(std::to_string(n_origins) + " origins for " + std::to_string(count) +
-                     " entries");
-  }
-  if (n_origins > in.size() / 8) return malformed("origin table truncated");
-  std::vector<uint64_t> origins(n_origins);
-  for (uint64_t& origin : origins) GetFixed64LE(&in, &origin);  // size checked above
+  TIDEMAP_ASSIGN_OR_RETURN(const std::vector<uint64_t> origins,
+                           ReadOriginTable(&in, count, "entries", malformed));
+  const uint64_t n_origins = origins.size();
 
   uint64_t phys_base = 0;
   if (!GetVarint64(&in, &phys_base)) return malformed("bad physical time base");
   if (phys_base > Timestamp::kPhysicalMax) return malformed("physical time base out of range");
-  if (in.size() < 4) return malformed("widths truncated");
-  const auto width = [&](size_t i) { return static_cast<unsigned>(static_cast<uint8_t>(in[i])); };
-  const unsigned first_kh_bits = width(0);
-  const unsigned kh_bits = width(1);
-  const unsigned phys_bits = width(2);
-  const unsigned logical_bits = width(3);
-  in.remove_prefix(4);
-  if (first_kh_bits > 64 || kh_bits > 64 || phys_bits > 48 || logical_bits > 16) {
-    return malformed("field width out of range");
-  }
+  TIDEMAP_ASSIGN_OR_RETURN(const SummaryWidths widths, ReadSummaryWidths(&in, malformed));
+  const unsigned first_kh_bits = widths.first_kh, kh_bits = widths.kh;
+  const unsigned phys_bits = widths.phys, logical_bits = widths.logical;
   const unsigned origin_bits = BitWidth(n_origins - 1);
 
   // Every entry takes at least this many bits, so a blob claiming more

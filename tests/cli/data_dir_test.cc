@@ -145,20 +145,7 @@ TEST_F(DataDirTest, MissingManifestIsRefusedNamingItAndRepaired) {
 
 TEST_F(DataDirTest, RepairOfADamagedTableKeepsWhatCanBeReadAndRebuildsTheTree) {
   InitWithKeys(/*compact=*/true);
-  std::string table;
-  for (const auto& e : fs::directory_iterator(dir_ + "/db")) {
-    if (e.path().extension() == ".ldb" && (table.empty() || e.file_size() > fs::file_size(table))) {
-      table = e.path().string();
-    }
-  }
-  ASSERT_FALSE(table.empty());
-  {
-    // 4 KiB of junk in the middle of the largest table: a block's checksum fails.
-    std::fstream f(table, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(static_cast<std::streamoff>(fs::file_size(table) / 2));
-    const std::string junk(4096, '\x5a');
-    f.write(junk.data(), static_cast<std::streamsize>(junk.size()));
-  }
+  ASSERT_FALSE(testing::DamageLargestTable(dir_ + "/db").empty());
   {
     // Before the repair, a read of a key in the damaged block is refused,
     // and the error names the key (LevelDB's own message does not).

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "base/check.h"
@@ -32,6 +33,22 @@ std::string MakeTempDir(const std::string& prefix) {
   char* made = mkdtemp(tmpl.data());
   TIDEMAP_CHECK(made != nullptr);
   return tmpl;
+}
+
+std::string DamageLargestTable(const std::string& db_dir) {
+  namespace fs = std::filesystem;
+  std::string table;
+  for (const auto& e : fs::directory_iterator(db_dir)) {
+    if (e.path().extension() == ".ldb" && (table.empty() || e.file_size() > fs::file_size(table))) {
+      table = e.path().string();
+    }
+  }
+  if (table.empty()) return table;
+  std::fstream f(table, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(static_cast<std::streamoff>(fs::file_size(table) / 2));
+  const std::string junk(4096, '\x5a');
+  f.write(junk.data(), static_cast<std::streamsize>(junk.size()));
+  return table;
 }
 
 }  // namespace tidemap::testing

@@ -26,6 +26,11 @@ uint64_t IntFromEnv(const char* env_var, uint64_t fallback);
 // A fresh empty directory under the system temp dir; removed by the caller.
 std::string MakeTempDir(const std::string& prefix);
 
+// Overwrites 4 KiB in the middle of the largest LevelDB table (*.ldb) in
+// `db_dir`, so that a block's checksum fails; returns its path ("" when the
+// directory holds no table).
+std::string DamageLargestTable(const std::string& db_dir);
+
 }  // namespace tidemap::testing
 
 #endif  // TIDEMAP_TESTS_SUPPORT_TEST_UTIL_H_

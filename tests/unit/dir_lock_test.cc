@@ -165,18 +165,7 @@ TEST_F(DirLockTest, RepairAfterCurrentWasDeletedBringsBackEveryRow) {
 
 TEST_F(DirLockTest, RepairReportsATableItCouldNotRead) {
   Fill();
-  std::string table;
-  for (const auto& e : fs::directory_iterator(db_)) {
-    if (e.path().extension() == ".ldb") table = e.path().string();
-  }
-  ASSERT_FALSE(table.empty());
-  {
-    // Overwrite the middle of the table: its blocks' checksums no longer match.
-    std::fstream f(table, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(static_cast<std::streamoff>(fs::file_size(table) / 2));
-    const std::string junk(4096, '\x5a');
-    f.write(junk.data(), static_cast<std::streamsize>(junk.size()));
-  }
+  ASSERT_FALSE(testing::DamageLargestTable(db_).empty());
   auto report = Store::Repair(db_);
   ASSERT_TRUE(report.ok()) << report.status().ToString();
   EXPECT_GT(report->tables_lost + report->problems, 0u) << "the damage is reported";

@@ -67,6 +67,10 @@ Result<DataDirRepairReport> DataDir::Repair(const std::string& dir, const DataDi
   TIDEMAP_RETURN_IF_ERROR(LoadIdentity(dir).status());  // a data dir, before touching db/
   DataDirRepairReport report;
   auto repaired = Store::Repair(DbPath(dir));
+  if (repaired.status().IsNotFound()) {
+    return Status::Unavailable("data dir " + dir + " has no database to repair (" + DbPath(dir) +
+                               " does not exist)");
+  }
   if (!repaired.ok()) return OpenError(dir, repaired.status());
   report.store = std::move(repaired).value();
   {

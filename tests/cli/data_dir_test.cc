@@ -187,6 +187,9 @@ TEST_F(DataDirTest, DataDirWithoutItsDatabaseIsRefusedAndNothingCreatesOne) {
   EXPECT_TRUE(Contains(r.err, "has no database")) << r;
   EXPECT_FALSE(fs::exists(dir_ + "/db")) << "opening must not create a database";
   EXPECT_EQ(Tidemap({"put", "--data", dir_, "m", "k", "v"}).exit_code, 3);
+  const RunResult repair = Tidemap({"repair", "--data", dir_});
+  EXPECT_EQ(repair.exit_code, 3) << repair;
+  EXPECT_TRUE(Contains(repair.err, "has no database to repair")) << repair;
   EXPECT_FALSE(fs::exists(dir_ + "/db"));
 }
 

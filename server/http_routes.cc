@@ -172,6 +172,11 @@ Result<std::map<std::string, std::string>> Params(const std::string& query,
 }
 
 Result<Response> HttpServer::Impl::Handle(http::verb method, const Route& route, std::string body) {
+  // Only scans and watches take query parameters; elsewhere any is an error,
+  // not something silently ignored.
+  if (route.kind != RouteKind::kMap && route.kind != RouteKind::kWatch) {
+    TIDEMAP_RETURN_IF_ERROR(Params(route.query, {}).status());
+  }
   switch (route.kind) {
     case RouteKind::kKey:
       return HandleKey(method, route, std::move(body));

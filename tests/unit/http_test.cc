@@ -710,6 +710,11 @@ TEST_F(HttpTest, ErrorsAreJsonWithFittingStatus) {
       {"PUT", "/v1/maps//keys/k", 400, "invalid_argument"},
       {"GET", "/v1/watch?from=abc", 400, "invalid_argument"},
       {"GET", "/v1/watch?bogus=1", 400, "invalid_argument"},
+      {"GET", "/v1/maps/m/keys/k?bogus=1", 400, "invalid_argument"},
+      {"PUT", "/v1/maps/m/keys/k?ttl=1", 400, "invalid_argument"},
+      {"DELETE", "/v1/maps/m/keys/k?x", 400, "invalid_argument"},
+      {"GET", "/v1/status?pretty=1", 400, "invalid_argument"},
+      {"GET", "/metrics?bogus=1", 400, "invalid_argument"},
       {"PUT", "/v1/maps/m/keys/" + std::string(4097, 'k'), 413, "refused"},
   };
   for (const Case& c : cases) {

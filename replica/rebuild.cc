@@ -12,8 +12,9 @@ namespace {
 // Rebuild batches are written when they pass this size.
 constexpr size_t kRebuildBatchBytesMax = size_t{4} << 20;
 
-Status FlushIfFull(Store* store, Batch* batch, size_t bytes_max) {
-  if (batch->ApproximateBytes() < bytes_max) return Status::Ok();
+// Writes `batch` once it passes kRebuildBatchBytesMax, and clears it.
+Status FlushIfFull(Store* store, Batch* batch) {
+  if (batch->ApproximateBytes() < kRebuildBatchBytesMax) return Status::Ok();
   TIDEMAP_RETURN_IF_ERROR(store->Write(batch, /*sync=*/false));
   batch->Clear();
   return Status::Ok();
@@ -25,7 +26,7 @@ Status DeleteFamily(Store* store, char family) {
   PrefixIterator it(*store, std::string(1, family));
   for (it.SeekToFirst(); it.Valid(); it.Next()) {
     batch.Delete(it.key());
-    TIDEMAP_RETURN_IF_ERROR(FlushIfFull(store, &batch, kRebuildBatchBytesMax));
+    TIDEMAP_RETURN_IF_ERROR(FlushIfFull(store, &batch));
   }
   TIDEMAP_RETURN_IF_ERROR(it.status());
   return store->Write(&batch, /*sync=*/false);
@@ -51,7 +52,7 @@ Result<uint64_t> Replica::RebuildDerivedRows() {
         batch.Put(rows::HashIndexKey(hash, m.map, m.key),
                   rows::EncodeHashIndexValue(rows::RecordMeta{m.version, m.tombstone}));
         if (m.tombstone) batch.Put(rows::GcQueueKey(m.version, m.map, m.key), rows::EncodeU64(seq));
-        return FlushIfFull(store, &batch, kRebuildBatchBytesMax);
+        return FlushIfFull(store, &batch);
       }));
   TIDEMAP_RETURN_IF_ERROR(store->Write(&batch, /*sync=*/false));
   const uint64_t records = rebuilt.records;

@@ -210,7 +210,6 @@ Result<StoreRepairReport> Store::Repair(const std::string& path) {
   TIDEMAP_ASSIGN_OR_RETURN(std::unique_ptr<DirLock> lock,
                            LockDirectory(env, path, /*create_if_missing=*/false));
   StoreRepairReport report;
-  report.files_before = DataFilesIn(env, path).size();
   // RepairDB moves every file it is done with to lost/ (logs it converted,
   // old manifests); of those, only tables mean data it could not read.
   const std::string lost_dir = path + "/lost";

@@ -101,7 +101,6 @@ class StoreIterator {
 // What Store::Repair did.
 inline constexpr size_t kRepairProblemLinesMax = 20;
 struct StoreRepairReport {
-  uint64_t files_before = 0;  // table, log and manifest files found
   uint64_t tables_after = 0;  // tables of the repaired database
   // Tables with unreadable blocks: their readable entries were copied into a
   // new table and the originals moved to `path`/lost.

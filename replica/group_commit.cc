@@ -84,6 +84,10 @@ Status Replica::Impl::Commit(Writer* w) {
 }
 
 void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
+  if (const Status ready = CheckStorage(/*now=*/false); !ready.ok()) {
+    for (Writer* w : group) w->status = ready;
+    return;
+  }
   const CommittedCounts start = Counts();
   const Version watermark = gc.watermark();  // over every bucket: most records are above it
   size_t ops = 0;
@@ -111,6 +115,8 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
   if (checkpoint) tree.AppendCheckpoint(&g.batch, g.seq, g.leaf_deltas);
   const Status written = WriteGroup(&g.batch, g.oplog_entries.size(), sync);
   if (!written.ok()) {
+    storage_write_errors.fetch_add(1, std::memory_order_relaxed);
+    storage_retry_at_ms = now_ms + options.storage_retry_interval_ms;
     for (Writer* w : group_left) {
       w->status = written;
       w->versions.clear();

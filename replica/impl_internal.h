@@ -12,6 +12,7 @@
 //   limits_internal.h         size checks before anything is queued
 //   scrub.cc                  Scrub: the stored state against a rebuild
 //   open.cc                   Replica::Open's steps and the clean close
+//   storage_health.cc         refusing writes after a storage error, and healing
 //   replica.cc                local writes, stats, accessors
 //
 // Locking, outermost first: commit_mu (the group being committed; also taken
@@ -86,8 +87,9 @@ struct Replica::Impl {
   std::unique_ptr<Oplog> oplog;
   std::unique_ptr<Hlc> hlc;
   uint64_t incarnation = 0;
-  uint64_t recovered_rows = 0;  // what Open replayed from the oplog tail
-  uint64_t recovered_buckets = 0;
+  // What Open (or the reload after a reopen) replayed from the oplog tail.
+  std::atomic<uint64_t> recovered_rows{0};
+  std::atomic<uint64_t> recovered_buckets{0};
 
   CommitQueue queue;
   // Held by the pipeline leader while it processes and commits a group, and
@@ -103,6 +105,13 @@ struct Replica::Impl {
   std::string value_scratch TIDEMAP_GUARDED_BY(commit_mu);
   GroupBuild group_build TIDEMAP_GUARDED_BY(commit_mu);
   std::vector<Writer*> group_left TIDEMAP_GUARDED_BY(commit_mu);
+  // Storage errors: when the next reopen may be tried, and whether the
+  // derived state must be loaded again before a write (a reopen succeeded
+  // but the load after it failed).
+  uint64_t storage_retry_at_ms TIDEMAP_GUARDED_BY(commit_mu) = 0;
+  bool derived_stale TIDEMAP_GUARDED_BY(commit_mu) = false;
+  std::atomic<uint64_t> storage_write_errors{0};  // commits that failed
+  std::atomic<uint64_t> storage_recoveries{0};    // reopens that brought writes back
 
   TreeState tree;
   GcState gc;
@@ -163,8 +172,18 @@ struct Replica::Impl {
   // ---- open and close (open.cc) ----
   Status OpenStore();
   Status LoadOrCreateMeta();
-  Result<uint64_t> LoadHlcBound();
+  // What the replica keeps in memory from the stored rows (GC watermarks,
+  // the persisted HLC bound, the Merkle tree and the counts): at Open, and
+  // again after the store was reopened.
+  Status LoadDerivedState() TIDEMAP_REQUIRES(commit_mu);
+  Result<uint64_t> LoadHlcBound() const;
   Status LoadTree(uint64_t checkpoint_seq);
+
+  // ---- storage errors (storage_health.cc) ----
+  // OK when the store takes writes. After a write failed: the error for the
+  // writers, except once per storage_retry_interval_ms (or when `now`), when
+  // it first tries Store::Reopen and reloads the derived state.
+  Status CheckStorage(bool now) TIDEMAP_REQUIRES(commit_mu);
   // Writes what a clean close leaves: the HLC bound shrunk to what was issued
   // and a final checkpoint. Best effort.
   void Close() TIDEMAP_REQUIRES(commit_mu);

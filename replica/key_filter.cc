@@ -58,6 +58,23 @@ void KeyFilterKeeper::Maintain(const Store& store, uint64_t stored_keys,
   StartBuild(store, std::max<uint64_t>(kCapacityMinKeys, 2 * stored_keys));
 }
 
+void KeyFilterKeeper::Reset() {
+  if (thread_.joinable()) {
+    cancel_ = true;
+    thread_.join();
+    cancel_ = false;
+  }
+  {
+    MutexLock l(&built_mu_);
+    built_.reset();
+    done_ = false;
+  }
+  building_ = false;
+  failed_ = false;
+  filter_ = KeyFilter();
+  pending_.clear();
+}
+
 void KeyFilterKeeper::InstallBuilt() {
   std::optional<KeyFilter> built;
   {

@@ -103,6 +103,11 @@ class KeyFilterKeeper {
   // between commits: the builder sees exactly the keys committed so far.
   void Maintain(const Store& store, uint64_t stored_keys, uint64_t writes_since_open);
 
+  // Stops a build and drops the filter: until the next build, every write
+  // reads first. For when the store may hold keys the filter never saw (it
+  // was reopened after a storage error).
+  void Reset();
+
   // False only when the key is certainly not stored.
   bool MayContain(uint64_t key_hash) const {
     return !filter_.ready() || filter_.MayContain(key_hash);

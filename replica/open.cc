@@ -57,15 +57,18 @@ Replica::Replica(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
   TIDEMAP_CHECK(options.clock != nullptr);
   if (options.node_id == 0) return Status::InvalidArgument("node id must not be zero");
+  if (options.read_only && options.new_incarnation) {
+    return Status::InvalidArgument("a read-only replica cannot draw a new incarnation");
+  }
   auto impl = std::make_unique<Impl>(std::move(options));
   TIDEMAP_RETURN_IF_ERROR(impl->OpenStore());
-  const Store& store = *impl->store;
   TIDEMAP_RETURN_IF_ERROR(impl->LoadOrCreateMeta());
-  TIDEMAP_RETURN_IF_ERROR(impl->gc.LoadMeta(store));
-  TIDEMAP_ASSIGN_OR_RETURN(const uint64_t checkpoint_seq, LoadCheckpointSeq(store));
-  TIDEMAP_ASSIGN_OR_RETURN(const uint64_t bound_ms, impl->LoadHlcBound());
-  TIDEMAP_RETURN_IF_ERROR(impl->LoadTree(checkpoint_seq));
-  TIDEMAP_RETURN_IF_ERROR(impl->gc.LoadBuckets(store, impl->options.path, impl->tree.leaf_count()));
+  uint64_t bound_ms = 0;
+  {
+    MutexLock l(&impl->commit_mu);
+    TIDEMAP_RETURN_IF_ERROR(impl->LoadDerivedState());
+    bound_ms = impl->reserved_bound_ms;
+  }
   // Every timestamp issued before had physical time <= bound_ms, so starting
   // above (bound_ms, max logical) keeps the clock monotonic across restarts.
   const Timestamp floor =
@@ -74,11 +77,20 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
   return std::unique_ptr<Replica>(new Replica(std::move(impl)));
 }
 
+Status Replica::Impl::LoadDerivedState() {
+  TIDEMAP_RETURN_IF_ERROR(gc.LoadMeta(*store));
+  TIDEMAP_ASSIGN_OR_RETURN(const uint64_t checkpoint_seq, LoadCheckpointSeq(*store));
+  TIDEMAP_ASSIGN_OR_RETURN(reserved_bound_ms, LoadHlcBound());
+  TIDEMAP_RETURN_IF_ERROR(LoadTree(checkpoint_seq));
+  return gc.LoadBuckets(*store, options.path, tree.leaf_count());
+}
+
 Status Replica::Impl::OpenStore() {
   StoreOptions so;
   so.path = options.path;
   so.env = options.env;
   so.create_if_missing = options.create_if_missing;
+  so.read_only = options.read_only;
   so.write_buffer_bytes = options.write_buffer_bytes;
   TIDEMAP_ASSIGN_OR_RETURN(store, Store::Open(so));
   oplog = std::make_unique<Oplog>(store.get());
@@ -134,17 +146,11 @@ Status Replica::Impl::LoadOrCreateMeta() {
   return Status::Ok();
 }
 
-Result<uint64_t> Replica::Impl::LoadHlcBound() {
-  uint64_t bound_ms = 0;
+Result<uint64_t> Replica::Impl::LoadHlcBound() const {
   auto bound_bytes = store->Get(rows::MetaKey(rows::kMetaHlcBound));
-  if (bound_bytes.ok()) {
-    TIDEMAP_ASSIGN_OR_RETURN(bound_ms, rows::DecodeU64(*bound_bytes, "hlc_bound"));
-  } else if (!bound_bytes.status().IsNotFound()) {
-    return bound_bytes.status();
-  }
-  MutexLock l(&commit_mu);
-  reserved_bound_ms = bound_ms;
-  return bound_ms;
+  if (bound_bytes.status().IsNotFound()) return uint64_t{0};
+  if (!bound_bytes.ok()) return bound_bytes.status();
+  return rows::DecodeU64(*bound_bytes, "hlc_bound");
 }
 
 // The Merkle tree and the per-bucket counts as of the last checkpoint, from

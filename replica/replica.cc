@@ -122,8 +122,8 @@ Result<ReplicaStats> Replica::Stats() const {
   TIDEMAP_ASSIGN_OR_RETURN(s.oplog_first_seq, impl_->oplog->FirstSeq());
   TIDEMAP_ASSIGN_OR_RETURN(s.oplog_pruned_through, impl_->oplog->PrunedThrough());
   s.hlc_last = impl_->hlc->Last();
-  s.recovered_oplog_rows = impl_->recovered_rows;
-  s.recovered_buckets = impl_->recovered_buckets;
+  s.recovered_oplog_rows = impl_->recovered_rows.load(std::memory_order_relaxed);
+  s.recovered_buckets = impl_->recovered_buckets.load(std::memory_order_relaxed);
   s.local_writes = impl_->local_writes.load(std::memory_order_relaxed);
   s.remote_applied = impl_->remote_applied.load(std::memory_order_relaxed);
   s.reads = impl_->reads.load(std::memory_order_relaxed);
@@ -134,6 +134,9 @@ Result<ReplicaStats> Replica::Stats() const {
   s.tombstones_purged = impl_->gc.purged();
   s.below_watermark_tombstones = impl_->below_watermark_tombstones.load(std::memory_order_relaxed);
   s.stale_records_dropped = impl_->stale_dropped.load(std::memory_order_relaxed);
+  s.storage_error = impl_->store->write_error().message();
+  s.storage_write_errors = impl_->storage_write_errors.load(std::memory_order_relaxed);
+  s.storage_recoveries = impl_->storage_recoveries.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -56,6 +56,14 @@ struct ReplicaOptions {
   // peers take it for another database and reconcile by a tree diff both
   // ways (after a repair that may have lost records they acknowledged).
   bool new_incarnation = false;
+  // Open without writing anything to the disk (see StoreOptions::read_only):
+  // for commands that only read, which then work on a full disk. Every write
+  // is Refused.
+  bool read_only = false;
+  // After a storage error (a full disk, too many open files) writes are
+  // refused with IOError while reads go on; a write, or RetryStorage, tries
+  // to bring them back by reopening the store at most this often.
+  uint64_t storage_retry_interval_ms = 1000;
   Clock* clock = nullptr;  // required; must outlive the replica
   uint64_t node_id = 0;    // required, non-zero: this node's id (from its public key)
   Durability durability = Durability::kSync;
@@ -227,6 +235,12 @@ struct ReplicaStats {
   uint64_t tombstones_purged = 0;
   uint64_t below_watermark_tombstones = 0;
   uint64_t stale_records_dropped = 0;
+  // Storage errors since open: empty while writes are accepted, else the
+  // error that stopped them; commits that failed; and reopens that brought
+  // writes back (see RetryStorage).
+  std::string storage_error;
+  uint64_t storage_write_errors = 0;
+  uint64_t storage_recoveries = 0;
 };
 
 // What Scrub() found. Consistent iff every root agrees and nothing mismatched.
@@ -365,6 +379,11 @@ class Replica : public SyncStore {
   uint64_t incarnation() const;
 
   Result<ReplicaStats> Stats() const;
+  // After a storage error: tries now to reopen the store and take writes
+  // again (writers also try, at most once per storage_retry_interval_ms).
+  // OK when writes are accepted (at once when they were); else the error,
+  // and reads go on. Blocks for the reopen (writes wait meanwhile).
+  Status RetryStorage();
   uint64_t node_id() const;
   // The greatest timestamp this replica's clock issued or learned (from a
   // peer's records): every later local write is stamped above it.

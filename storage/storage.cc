@@ -9,15 +9,18 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdarg>
 #include <cstdio>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "storage/dir_lock.h"
 #include "storage/key_order_sorter_internal.h"
 #include "storage/leveldb_options_internal.h"
+#include "storage/read_only_env_internal.h"
 
 namespace tidemap {
 
@@ -35,6 +38,11 @@ Status FromLevelDb(const leveldb::Status& s, std::string_view context) {
   if (s.IsCorruption()) return Status::Corruption(std::move(msg));
   if (s.IsInvalidArgument()) return Status::InvalidArgument(std::move(msg));
   return Status::IOError(std::move(msg));
+}
+
+Status ClosedError(const std::string& path) {
+  return Status::IOError("database " + path +
+                         " is closed: it could not be opened again after a storage error");
 }
 
 }  // namespace
@@ -72,8 +80,14 @@ void Batch::SortByKey() {
   std::swap(rep_, spare_);
 }
 
-StoreIterator::StoreIterator(leveldb::Iterator* it) : it_(it) {}
-StoreIterator::~StoreIterator() = default;
+StoreIterator::StoreIterator(leveldb::Iterator* it, std::atomic<int>* open_count)
+    : it_(it), open_count_(open_count) {
+  open_count_->fetch_add(1, std::memory_order_relaxed);
+}
+StoreIterator::~StoreIterator() {
+  it_.reset();
+  open_count_->fetch_sub(1, std::memory_order_release);  // Reopen may close the DB now
+}
 void StoreIterator::Seek(std::string_view key) { it_->Seek(ToSlice(key)); }
 bool StoreIterator::Valid() const { return it_->Valid(); }
 void StoreIterator::Next() { it_->Next(); }
@@ -144,33 +158,46 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
   std::unique_ptr<Store> store(new Store());
   store->path_ = options.path;
   store->env_ = options.env != nullptr ? options.env : leveldb::Env::Default();
+  store->read_only_ = options.read_only;
+  store->write_buffer_bytes_ = options.write_buffer_bytes;
+  const bool create = options.create_if_missing && !options.read_only;
   if (IsRealFileSystem(options.env)) {
-    TIDEMAP_ASSIGN_OR_RETURN(store->dir_lock_,
-                             LockDirectory(store->env_, options.path, options.create_if_missing));
+    TIDEMAP_ASSIGN_OR_RETURN(store->dir_lock_, LockDirectory(store->env_, options.path, create));
   }
-  TIDEMAP_RETURN_IF_ERROR(CheckCurrent(store->env_, options.path, options.create_if_missing));
-  const leveldb::Options opts = LevelDbOptions(options, &store->cache_, &store->filter_);
-
-  leveldb::DB* db = nullptr;
-  const leveldb::Status s = leveldb::DB::Open(opts, options.path, &db);
-  if (!s.ok()) {
-    const std::string reason = s.ToString();
-    // LevelDB reports a held LOCK file as an IO error; it is the "in use" case
-    // (another process on a custom Env, which takes no DirLock).
-    if (reason.find("/LOCK") != std::string::npos &&
-        (reason.find("already held") != std::string::npos ||
-         reason.find("temporarily unavailable") != std::string::npos ||
-         reason.find("lock ") != std::string::npos)) {
-      return Status::Unavailable("database " + options.path +
-                                 " is in use by another process (its LOCK is held)");
-    }
-    if (s.IsInvalidArgument() && reason.find("does not exist") != std::string::npos) {
-      return Status::NotFound("no database at " + options.path);
-    }
-    return FromLevelDb(s, "open " + options.path);
+  TIDEMAP_RETURN_IF_ERROR(CheckCurrent(store->env_, options.path, create));
+  StoreOptions db_options = options;
+  db_options.create_if_missing = create;
+  store->db_options_ = std::make_unique<leveldb::Options>(
+      LevelDbOptions(db_options, &store->cache_, &store->filter_));
+  leveldb::Env* env = store->env_;
+  if (options.read_only) {
+    store->overlay_env_ = std::make_unique<ReadOnlyEnv>(store->env_);
+    env = store->overlay_env_.get();
   }
-  store->db_.reset(db);
+  TIDEMAP_ASSIGN_OR_RETURN(store->db_, store->OpenDb(env));
   return store;
+}
+
+Result<std::unique_ptr<leveldb::DB>> Store::OpenDb(leveldb::Env* env) const {
+  leveldb::Options opts = *db_options_;
+  opts.env = env;
+  leveldb::DB* db = nullptr;
+  const leveldb::Status s = leveldb::DB::Open(opts, path_, &db);
+  if (s.ok()) return std::unique_ptr<leveldb::DB>(db);
+  const std::string reason = s.ToString();
+  // LevelDB reports a held LOCK file as an IO error; it is the "in use" case
+  // (another process on a custom Env, which takes no DirLock).
+  if (reason.find("/LOCK") != std::string::npos &&
+      (reason.find("already held") != std::string::npos ||
+       reason.find("temporarily unavailable") != std::string::npos ||
+       reason.find("lock ") != std::string::npos)) {
+    return Status::Unavailable("database " + path_ +
+                               " is in use by another process (its LOCK is held)");
+  }
+  if (s.IsInvalidArgument() && reason.find("does not exist") != std::string::npos) {
+    return Status::NotFound("no database at " + path_);
+  }
+  return FromLevelDb(s, "open " + path_);
 }
 
 namespace {
@@ -227,31 +254,117 @@ Result<StoreRepairReport> Store::Repair(const std::string& path) {
   return report;
 }
 
-Store::~Store() = default;
+Store::~Store() {
+  std::unique_lock gate(gate_);
+  db_.reset();  // before the Env it may have been opened through
+}
+
+// The probe is as large as the logs a reopen turns into a table, so that a
+// reopen that starts is likely to finish.
+constexpr uint64_t kProbeBytesMin = uint64_t{1} << 20;
+constexpr size_t kProbeChunkBytes = 64 << 10;
+constexpr const char* kProbeName = "/write-probe.tmp";  // not a name LevelDB owns
+
+Status Store::ProbeWritable() const {
+  std::vector<std::string> children;
+  uint64_t log_bytes = 0;
+  if (env_->GetChildren(path_, &children).ok()) {
+    for (const std::string& child : children) {
+      uint64_t size = 0;
+      if (child.size() > 4 && child.substr(child.size() - 4) == ".log" &&
+          env_->GetFileSize(path_ + "/" + child, &size).ok()) {
+        log_bytes += size;
+      }
+    }
+  }
+  const uint64_t bytes = std::max<uint64_t>(kProbeBytesMin, log_bytes + write_buffer_bytes_);
+  const std::string probe = path_ + kProbeName;
+  leveldb::WritableFile* file = nullptr;
+  leveldb::Status s = env_->NewWritableFile(probe, &file);
+  const std::string chunk(kProbeChunkBytes, '\0');
+  for (uint64_t done = 0; s.ok() && done < bytes; done += chunk.size()) s = file->Append(chunk);
+  if (s.ok()) s = file->Sync();
+  if (file != nullptr) {
+    const leveldb::Status closed = file->Close();
+    if (s.ok()) s = closed;
+    delete file;
+  }
+  (void)env_->RemoveFile(probe);
+  return FromLevelDb(s, "the storage of " + path_ + " still fails");
+}
+
+Status Store::Reopen(uint64_t wait_ms) {
+  if (read_only_) return Status::Refused("database " + path_ + " is open read-only");
+  TIDEMAP_RETURN_IF_ERROR(ProbeWritable());
+  std::unique_lock gate(gate_);
+  // No iterator can be created while the gate is held: the count only falls.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+  while (open_iterators_.load(std::memory_order_acquire) != 0) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return Status::Unavailable("database " + path_ +
+                                 ": reopen waited for the open iterators; try again");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return ReopenLocked();
+}
+
+Status Store::ReopenLocked() {
+  db_.reset();
+  overlay_env_.reset();
+  auto opened = OpenDb(env_);
+  if (opened.ok()) {
+    db_ = std::move(*opened);
+    MutexLock l(&write_error_mu_);
+    write_error_ = Status::Ok();
+    return Status::Ok();
+  }
+  // Reads go on from a read-only open, which writes nothing to the disk.
+  overlay_env_ = std::make_unique<ReadOnlyEnv>(env_);
+  auto read_only = OpenDb(overlay_env_.get());
+  if (read_only.ok()) {
+    db_ = std::move(*read_only);
+  } else {
+    overlay_env_.reset();
+  }
+  MutexLock l(&write_error_mu_);
+  write_error_ = Status::IOError(opened.status().message() +
+                                 " (writes are refused until the database is reopened)");
+  return write_error_;
+}
 
 Status Store::Write(Batch* batch, bool sync) {
-  {
-    MutexLock l(&write_error_mu_);
-    if (!write_error_.ok()) return write_error_;
-  }
+  if (read_only_) return Status::Refused("database " + path_ + " is open read-only");
+  TIDEMAP_RETURN_IF_ERROR(write_error());
   leveldb::WriteOptions wo;
   wo.sync = sync;
-  Status s = FromLevelDb(db_->Write(wo, batch->rep_.get()), "write to " + path_);
-  if (!s.ok()) {
-    MutexLock l(&write_error_mu_);
-    if (write_error_.ok()) {
-      write_error_ =
-          Status::IOError(s.message() + " (writes are refused until the database is reopened)");
-    }
-    return write_error_;
+  Status s;
+  {
+    std::shared_lock gate(gate_);
+    if (db_ == nullptr) return ClosedError(path_);
+    s = FromLevelDb(db_->Write(wo, batch->rep_.get()), "write to " + path_);
   }
-  return s;
+  if (s.ok()) return s;
+  MutexLock l(&write_error_mu_);
+  if (write_error_.ok()) {
+    write_error_ = Status::IOError(s.message() +
+                                   " (writes are refused until the database is "
+                                   "reopened)");
+  }
+  return write_error_;
+}
+
+Status Store::write_error() const {
+  MutexLock l(&write_error_mu_);
+  return write_error_;
 }
 
 Result<std::string> Store::Get(std::string_view key) const {
   std::string value;
   leveldb::ReadOptions ro;
   ro.verify_checksums = true;
+  std::shared_lock gate(gate_);
+  if (db_ == nullptr) return ClosedError(path_);
   const leveldb::Status s = db_->Get(ro, ToSlice(key), &value);
   if (s.IsNotFound()) return Status::NotFound("not found");
   if (!s.ok()) return FromLevelDb(s, "read from " + path_);
@@ -261,13 +374,19 @@ Result<std::string> Store::Get(std::string_view key) const {
 std::unique_ptr<StoreIterator> Store::NewIterator() const {
   leveldb::ReadOptions ro;
   ro.verify_checksums = true;
-  return std::unique_ptr<StoreIterator>(new StoreIterator(db_->NewIterator(ro)));
+  std::shared_lock gate(gate_);
+  leveldb::Iterator* it =
+      db_ != nullptr
+          ? db_->NewIterator(ro)
+          : leveldb::NewErrorIterator(leveldb::Status::IOError(ClosedError(path_).message()));
+  return std::unique_ptr<StoreIterator>(new StoreIterator(it, &open_iterators_));
 }
 
 uint64_t Store::ApproximateBytes(std::string_view begin, std::string_view end) const {
   leveldb::Range range(ToSlice(begin), ToSlice(end));
   uint64_t size = 0;
-  db_->GetApproximateSizes(&range, 1, &size);
+  std::shared_lock gate(gate_);
+  if (db_ != nullptr) db_->GetApproximateSizes(&range, 1, &size);
   return size;
 }
 
@@ -285,7 +404,8 @@ uint64_t Store::DiskBytes() const {
 
 void Store::CompactRange(std::string_view begin, std::string_view end) {
   const leveldb::Slice b = ToSlice(begin), e = ToSlice(end);
-  db_->CompactRange(&b, &e);
+  std::shared_lock gate(gate_);
+  if (db_ != nullptr) db_->CompactRange(&b, &e);
 }
 
 }  // namespace tidemap

@@ -6,12 +6,16 @@
 // except the Env seam, which tests use to inject an in-memory or faulty file system.
 //
 // Thread-safety: a Store may be used from several threads at once (LevelDB is);
-// ordering between writers is the caller's business (see replica/).
+// ordering between writers is the caller's business (see replica/). Reopen is
+// the exception: it must not run alongside Write (the replica calls both from
+// its commit path), and it waits for the reads in flight and the iterators.
 #ifndef TIDEMAP_STORAGE_STORAGE_H_
 #define TIDEMAP_STORAGE_STORAGE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -25,6 +29,7 @@ class DB;
 class FilterPolicy;
 class Env;
 class Iterator;
+struct Options;
 class WriteBatch;
 }  // namespace leveldb
 
@@ -46,6 +51,11 @@ struct StoreOptions {
   // a missing database is NotFound. Either way a directory that holds
   // LevelDB files but no CURRENT is refused (see Store::Open).
   bool create_if_missing = true;
+  // Open without writing anything to `path`: whatever LevelDB writes while
+  // the database is open (recovering its log, a new manifest) stays in
+  // memory, so a read-only open works on a full disk and leaves the files as
+  // they were. Write() is then refused. Needs an existing database.
+  bool read_only = false;
   size_t block_cache_bytes = size_t{32} << 20;
   size_t write_buffer_bytes = size_t{4} << 20;
 };
@@ -81,6 +91,8 @@ class Batch {
 };
 
 // A forward iterator over a key range of a consistent snapshot. Not thread-safe.
+// It keeps its Store from reopening (Store::Reopen waits for it): hold it for
+// one scan, not across calls that may wait.
 class StoreIterator {
  public:
   ~StoreIterator();
@@ -94,8 +106,9 @@ class StoreIterator {
 
  private:
   friend class Store;
-  explicit StoreIterator(leveldb::Iterator* it);
+  StoreIterator(leveldb::Iterator* it, std::atomic<int>* open_count);
   std::unique_ptr<leveldb::Iterator> it_;
+  std::atomic<int>* open_count_;  // the Store's count of live iterators
 };
 
 // What Store::Repair did.
@@ -134,10 +147,24 @@ class Store {
   ~Store();
 
   // Commits `batch`. After the first failed write every later write fails with
-  // the same error until the store is reopened: LevelDB's log writer keeps
-  // going after a failed append, and writes acknowledged after it could be
-  // lost at recovery, so a failed write poisons the handle.
+  // the same error until Reopen succeeds: LevelDB's log writer keeps going
+  // after a failed append, and writes acknowledged after it could be lost at
+  // recovery, so a failed write poisons the handle. Reads go on meanwhile.
+  // Refused on a read-only store.
   Status Write(Batch* batch, bool sync);
+  // OK, or the error that poisoned writes.
+  Status write_error() const;
+
+  // After a failed write: checks that the file system takes writes again (a
+  // probe file as large as the write-ahead logs a reopen converts, at least
+  // 1 MiB, written, synced and removed), then closes the database and opens
+  // it again, which starts a new log after the last complete record. On
+  // success writes are accepted again. If the reopen itself fails, the
+  // database is opened read-only so reads go on, writes stay refused, and
+  // the error is returned; a later call tries again. Waits up to `wait_ms`
+  // for the reads in flight and the iterators to finish (Unavailable
+  // otherwise, nothing changed). REQUIRES: no concurrent Write.
+  Status Reopen(uint64_t wait_ms);
   // NotFound when absent.
   Result<std::string> Get(std::string_view key) const;
   // Iterators must be destroyed before the Store.
@@ -152,20 +179,35 @@ class Store {
   void CompactRange(std::string_view begin, std::string_view end);
 
   const std::string& path() const { return path_; }
+  bool read_only() const { return read_only_; }
 
  private:
   Store() = default;
+  // Opens the database at path_ through `env` with the options of Open.
+  Result<std::unique_ptr<leveldb::DB>> OpenDb(leveldb::Env* env) const;
+  Status ProbeWritable() const;
+  // Closes db_ and opens it again (writable, else read-only); REQUIRES the
+  // gate held exclusively and no iterator open.
+  Status ReopenLocked();
 
   std::string path_;
-  leveldb::Env* env_ = nullptr;
-  // Declaration order matters: the DB is destroyed before the cache and filter
-  // it uses, and before the directory lock is released.
+  leveldb::Env* env_ = nullptr;  // the base Env (the real file system unless a test's)
+  bool read_only_ = false;
+  size_t write_buffer_bytes_ = 0;
+  // Declaration order matters: the DB is destroyed before the cache, filter
+  // and Env it uses, and before the directory lock is released.
   std::unique_ptr<DirLock> dir_lock_;
   std::unique_ptr<leveldb::Cache> cache_;
   std::unique_ptr<const leveldb::FilterPolicy> filter_;
+  std::unique_ptr<leveldb::Env> overlay_env_;  // a ReadOnlyEnv while opened read-only
+  std::unique_ptr<leveldb::Options> db_options_;
+  // Every use of db_ holds the gate shared; Reopen holds it exclusively.
+  // db_ is null only after a Reopen whose two opens both failed.
+  mutable std::shared_mutex gate_;
   std::unique_ptr<leveldb::DB> db_;
+  mutable std::atomic<int> open_iterators_{0};
 
-  Mutex write_error_mu_;
+  mutable Mutex write_error_mu_;
   Status write_error_ TIDEMAP_GUARDED_BY(write_error_mu_);  // OK until a write fails
 };
 

@@ -29,7 +29,9 @@ class FaultEnv::File : public leveldb::WritableFile {
 
   leveldb::Status Sync() override {
     if (env_->sync_hook_) env_->sync_hook_(fname_);
-    if (env_->write_error()) return leveldb::Status::IOError(fname_, "injected sync error");
+    if (env_->write_error() || env_->sync_error()) {
+      return leveldb::Status::IOError(fname_, "injected sync error");
+    }
     leveldb::Status s = base_->Sync();
     if (s.ok()) env_->OnSync(id_);
     return s;
@@ -128,12 +130,14 @@ leveldb::Status FaultEnv::DropUnsyncedData() {
 }
 
 void FaultEnv::SetWriteError(bool fail) { write_error_.store(fail, std::memory_order_relaxed); }
+void FaultEnv::SetSyncError(bool fail) { sync_error_.store(fail, std::memory_order_relaxed); }
 
 void FaultEnv::ResetState() {
   MutexLock lock(&mu_);
   files_.clear();
   ids_by_name_.clear();
   write_error_.store(false, std::memory_order_relaxed);
+  sync_error_.store(false, std::memory_order_relaxed);
 }
 
 int FaultEnv::UnsyncedFileCount() {

@@ -61,6 +61,10 @@ class FaultEnv : public leveldb::EnvWrapper {
   // While `fail` is true, WritableFile::Append and Sync on files of this Env
   // write nothing and return an IOError.
   void SetWriteError(bool fail);
+  // While `fail` is true, WritableFile::Sync fails with an IOError after the
+  // bytes appended so far reached the base Env (a failed fsync: the data may
+  // be there or not).
+  void SetSyncError(bool fail);
 
   // Calls `hook` with the file's name at the start of every WritableFile::Sync
   // (to count syncs, or make them slow). Set it before the Env is in use.
@@ -93,6 +97,7 @@ class FaultEnv : public leveldb::EnvWrapper {
   void OnAppend(uint64_t id, uint64_t bytes) TIDEMAP_EXCLUDES(mu_);
   void OnSync(uint64_t id) TIDEMAP_EXCLUDES(mu_);
   bool write_error() const { return write_error_.load(std::memory_order_relaxed); }
+  bool sync_error() const { return sync_error_.load(std::memory_order_relaxed); }
   // Rewrites `fname` in the base Env with only its first `length` bytes.
   leveldb::Status Truncate(const std::string& fname, uint64_t length);
 
@@ -103,6 +108,7 @@ class FaultEnv : public leveldb::EnvWrapper {
   std::map<uint64_t, Tracked> files_ TIDEMAP_GUARDED_BY(mu_);
   std::map<std::string, uint64_t> ids_by_name_ TIDEMAP_GUARDED_BY(mu_);
   std::atomic<bool> write_error_{false};
+  std::atomic<bool> sync_error_{false};
   std::function<void(const std::string&)> sync_hook_;
 };
 

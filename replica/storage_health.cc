@@ -1,0 +1,55 @@
+// Storage errors: after a commit fails (a full disk, too many open files),
+// the store refuses writes (see Store::Write) while reads go on. Writers are
+// told so at once; once per storage_retry_interval_ms a writer, or
+// Replica::RetryStorage, tries to bring writes back: Store::Reopen, then the
+// derived state loaded again from the rows, since a commit reported as
+// failed may still have reached the log (an append that landed before its
+// fsync failed) and come back with the reopen.
+#include <string>
+
+#include "replica/impl_internal.h"
+
+namespace tidemap {
+
+namespace {
+
+// How long a reopen waits for the reads in flight and the open iterators.
+constexpr uint64_t kReopenWaitMs = 2000;
+
+Status WritesRefused(const Status& cause, uint64_t retry_interval_ms) {
+  return Status::IOError("storage error, writes are refused (reads go on; retried every " +
+                         std::to_string(retry_interval_ms) + " ms): " + cause.message());
+}
+
+}  // namespace
+
+Status Replica::Impl::CheckStorage(bool now) {
+  const Status error = store->write_error();
+  if (error.ok() && !derived_stale) return error;
+  const uint64_t now_ms = options.clock->NowMillis();
+  if (!now && now_ms < storage_retry_at_ms) {
+    return WritesRefused(
+        error.ok() ? Status::IOError("reloading the replica's state failed") : error,
+        options.storage_retry_interval_ms);
+  }
+  storage_retry_at_ms = now_ms + options.storage_retry_interval_ms;
+  if (!error.ok()) {
+    key_filter.Reset();  // its builder's iterator would hold the reopen back
+    const Status reopened = store->Reopen(kReopenWaitMs);
+    if (!reopened.ok()) return WritesRefused(reopened, options.storage_retry_interval_ms);
+    derived_stale = true;
+  }
+  const Status loaded = LoadDerivedState();
+  if (!loaded.ok()) return WritesRefused(loaded, options.storage_retry_interval_ms);
+  derived_stale = false;
+  storage_recoveries.fetch_add(1, std::memory_order_relaxed);
+  return Status::Ok();
+}
+
+Status Replica::RetryStorage() {
+  if (impl_->options.read_only) return Status::Refused("the replica is open read-only");
+  MutexLock l(&impl_->commit_mu);
+  return impl_->CheckStorage(/*now=*/true);
+}
+
+}  // namespace tidemap

@@ -85,6 +85,8 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
     return Status::Unavailable(dir.status().message());
   }
   d->data_dir_ = std::move(*dir);
+  d->storage_watch_ = std::make_unique<StorageWatch>(&d->data_dir_->replica(), log,
+                                                     ReplicaOptions{}.storage_retry_interval_ms);
   d->public_key_ = d->data_dir_->identity().public_key_text();
   if (d->trust_.size() == 0) {
     log->warn("the trust list is empty: every peer will be refused (use --trust or --trust-file)");
@@ -140,6 +142,7 @@ void Daemon::Stop() {
   if (node_) node_->Stop();
   http_.reset();
   node_.reset();
+  storage_watch_.reset();
   data_dir_.reset();
   if (log_) log_->info("stopped");
 }

@@ -18,6 +18,7 @@
 #include "server/config.h"
 #include "server/data_dir.h"
 #include "server/http.h"
+#include "server/storage_watch.h"
 
 namespace spdlog {
 class logger;
@@ -55,6 +56,7 @@ class Daemon {
   std::shared_ptr<spdlog::logger> log_;
   std::unique_ptr<SystemClock> clock_;
   std::unique_ptr<DataDir> data_dir_;
+  std::unique_ptr<StorageWatch> storage_watch_;  // after data_dir_: stopped first
   net::TrustList trust_;
   std::string public_key_;
   std::unique_ptr<net::Node> node_;   // after data_dir_: stopped and destroyed first

@@ -36,6 +36,9 @@ nlohmann::json StatusJson(const StatusInfo& info, const std::vector<net::PeerSta
   j["oplog"] = {{"first_seq", s.oplog_first_seq},
                 {"last_seq", s.oplog_last_seq},
                 {"pruned_through", s.oplog_pruned_through}};
+  j["storage"] = {{"state", s.storage_error.empty() ? "ok" : "writes_refused"},
+                  {"error", StringOrNull(s.storage_error)},
+                  {"used_bytes", s.disk_bytes}};
   nlohmann::json list = nlohmann::json::array();
   for (const net::PeerStatus& p : peers) {
     list.push_back({{"node_id", NodeIdToString(p.node_id)},

@@ -125,6 +125,15 @@ void AddReplica(const ReplicaStats& r, Families* f) {
       .Add(r.oplog_pruned_through);
   f->Add("tidemap_leveldb_size_bytes", "gauge", "Bytes of the LevelDB directory on disk.")
       .Add(r.disk_bytes);
+  f->Add("tidemap_storage_writable", "gauge",
+         "1 while the storage takes writes; 0 after a storage error until it heals.")
+      .Add(uint64_t{r.storage_error.empty() ? 1u : 0u});
+  f->Add("tidemap_storage_write_errors_total", "counter",
+         "Commits the storage failed (a full disk, too many open files) since start.")
+      .Add(r.storage_write_errors);
+  f->Add("tidemap_storage_recoveries_total", "counter",
+         "Times writes came back after a storage error, without a restart, since start.")
+      .Add(r.storage_recoveries);
 }
 
 // One sample per peer in each per-peer family.

@@ -89,12 +89,17 @@ int Fail(const Status& s) {
     return Fail(TIDEMAP_CONCAT_(cli_result_, __LINE__).status()); \
   lhs = std::move(TIDEMAP_CONCAT_(cli_result_, __LINE__)).value()
 
-// Opens the command's data dir target.
-Result<std::unique_ptr<DataDir>> OpenTarget(const Target& target) {
+enum class Access { kRead, kWrite };
+
+// Opens the command's data dir target. A command that only reads opens it
+// read-only: it writes nothing there, so it also works on a full disk.
+Result<std::unique_ptr<DataDir>> OpenTarget(const Target& target, Access access) {
   if (target.data_dir.empty()) {
     return Status::InvalidArgument("a target is required: --data DIR or --http HOST:PORT");
   }
-  return DataDir::Open(target.data_dir);
+  DataDirOptions options;
+  options.read_only = access == Access::kRead;
+  return DataDir::Open(target.data_dir, options);
 }
 
 // Reads take the same names as writes: an empty one is a usage error (exit 2)
@@ -172,7 +177,7 @@ int CmdPut(const Target& target, const std::string& map, const std::string& key,
            const std::string& value_arg) {
   const std::string value = value_arg == "-" ? ReadAllStdin() : value_arg;
   if (target.is_http()) return HttpWrite(target, "PUT", map, key, value);
-  TIDEMAP_ASSIGN_OR_RETURN_INT(auto d, OpenTarget(target));
+  TIDEMAP_ASSIGN_OR_RETURN_INT(auto d, OpenTarget(target, Access::kWrite));
   auto v = d->replica().Put(map, key, value);
   if (!v.ok()) return Fail(v.status());
   std::printf("%s\n", v->hlc.ToString().c_str());
@@ -186,7 +191,7 @@ int CmdGet(const Target& target, const std::string& map, const std::string& key)
     TIDEMAP_ASSIGN_OR_RETURN_INT(HttpReply reply, Call(target, "GET", KeyPath(map, key)));
     value = std::move(reply.body);
   } else {
-    TIDEMAP_ASSIGN_OR_RETURN_INT(auto d, OpenTarget(target));
+    TIDEMAP_ASSIGN_OR_RETURN_INT(auto d, OpenTarget(target, Access::kRead));
     auto rec = d->replica().Get(map, key);
     if (!rec.ok()) return Fail(rec.status());
     value = std::move(rec->value);
@@ -199,7 +204,7 @@ int CmdGet(const Target& target, const std::string& map, const std::string& key)
 
 int CmdDel(const Target& target, const std::string& map, const std::string& key) {
   if (target.is_http()) return HttpWrite(target, "DELETE", map, key, {});
-  TIDEMAP_ASSIGN_OR_RETURN_INT(auto d, OpenTarget(target));
+  TIDEMAP_ASSIGN_OR_RETURN_INT(auto d, OpenTarget(target, Access::kWrite));
   auto v = d->replica().Delete(map, key);
   if (!v.ok()) return Fail(v.status());
   std::printf("%s\n", v->hlc.ToString().c_str());
@@ -262,7 +267,7 @@ int CmdScan(const Target& target, const std::string& map, const std::string& pre
   if (Status s = CheckNames(map, nullptr); !s.ok()) return Fail(s);
   std::unique_ptr<DataDir> d;
   if (!target.is_http()) {
-    auto opened = OpenTarget(target);
+    auto opened = OpenTarget(target, Access::kRead);
     if (!opened.ok()) return Fail(opened.status());
     d = std::move(*opened);
   }
@@ -313,6 +318,17 @@ std::string ProgressBar(double percent, int width) {
          std::string(static_cast<size_t>(width - filled), '.') + "]";
 }
 
+void PrintStorage(const nlohmann::json& s) {
+  const nlohmann::json storage = s.contains("storage") ? s["storage"] : nlohmann::json::object();
+  const double mib = static_cast<double>(U64(storage, "used_bytes")) / (1 << 20);
+  if (Str(storage, "state") == "writes_refused") {
+    std::printf("storage     WRITES REFUSED (reads go on; retried every second): %s\n",
+                Str(storage, "error").c_str());
+  } else {
+    std::printf("storage     ok, %.1f MiB on disk\n", mib);
+  }
+}
+
 // `bars`: a peer whose sync runs gets a progress bar line under its own.
 void PrintStatus(const nlohmann::json& s, bool bars = false) {
   std::printf("node        %s\n", Str(s, "node_id").c_str());
@@ -329,6 +345,7 @@ void PrintStatus(const nlohmann::json& s, bool bars = false) {
                 static_cast<unsigned long long>(U64(oplog, "first_seq")),
                 static_cast<unsigned long long>(U64(oplog, "last_seq")));
   }
+  PrintStorage(s);
   std::printf("merkle root %s\n", Str(s, "merkle_root").c_str());
   std::printf("hlc         %s\n", Str(s, "hlc").c_str());
   const nlohmann::json peers = s.contains("peers") ? s["peers"] : nlohmann::json::array();
@@ -385,7 +402,7 @@ int CmdStatus(const Target& target, bool json, bool watch) {
     TIDEMAP_ASSIGN_OR_RETURN_INT(HttpReply reply, Call(target, "GET", "/v1/status"));
     TIDEMAP_ASSIGN_OR_RETURN_INT(doc, ReplyJson(reply));
   } else {
-    TIDEMAP_ASSIGN_OR_RETURN_INT(auto d, OpenTarget(target));
+    TIDEMAP_ASSIGN_OR_RETURN_INT(auto d, OpenTarget(target, Access::kRead));
     auto info = CollectStatusInfo(&d->replica(), d->identity().public_key_text());
     if (!info.ok()) return Fail(info.status());
     SystemClock clock;

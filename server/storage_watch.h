@@ -1,0 +1,55 @@
+// StorageWatch: the daemon's eye on its storage. Once per interval it asks
+// the replica to take writes again after a storage error
+// (Replica::RetryStorage, which reopens the store when the error is gone),
+// and logs each change of state: the error that stopped writes (once, not
+// every retry) and, when they come back, after how long.
+//
+// Threading: its own thread, which waits on the disk (the reopen); Stop (or
+// the destructor) wakes and joins it. The replica and the logger are
+// borrowed and must outlive it.
+#ifndef TIDEMAP_SERVER_STORAGE_WATCH_H_
+#define TIDEMAP_SERVER_STORAGE_WATCH_H_
+
+#include <cstdint>
+#include <memory>
+#include <thread>
+
+#include "base/mutex.h"
+#include "replica/replica.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace tidemap {
+
+class StorageWatch {
+ public:
+  StorageWatch(Replica* replica, std::shared_ptr<spdlog::logger> log, uint64_t interval_ms);
+  ~StorageWatch();  // Stop()
+  StorageWatch(const StorageWatch&) = delete;
+  StorageWatch& operator=(const StorageWatch&) = delete;
+
+  void Stop();
+
+ private:
+  void Run();
+  // One check: retries and logs a change of state.
+  void Check();
+
+  Replica* const replica_;
+  const std::shared_ptr<spdlog::logger> log_;
+  const uint64_t interval_ms_;
+  // Only the watch thread touches these.
+  bool refused_ = false;
+  std::chrono::steady_clock::time_point refused_since_;
+
+  Mutex mu_;
+  CondVar wake_{&mu_};
+  bool stopping_ TIDEMAP_GUARDED_BY(mu_) = false;
+  std::thread thread_;  // last: started once the rest is set
+};
+
+}  // namespace tidemap
+
+#endif  // TIDEMAP_SERVER_STORAGE_WATCH_H_

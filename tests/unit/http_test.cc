@@ -38,6 +38,7 @@
 #include "base/coding.h"
 #include "replica/replica.h"
 #include "replica/test_access_internal.h"
+#include "server/byte_budget_internal.h"
 #include "server/http.h"
 #include "server/http_client.h"
 #include "server/json.h"
@@ -866,6 +867,12 @@ TEST_F(HttpTest, BodiesInFlightStayWithinTheirBudget) {
   EXPECT_NE(r.body.find(std::to_string(kBudget)), std::string::npos) << r;
   EXPECT_TRUE(third.ReadToEof(3000)) << "the connection closes";
   EXPECT_EQ(Metric(kHeld), 2 * kUpload) << "the refused body took nothing";
+  // With Expect: 100-continue the refusal comes instead of the 100.
+  Socket expect(port_);
+  ASSERT_TRUE(
+      expect.Send("PUT /v1/maps/m/keys/e HTTP/1.1\r\nHost: t\r\nContent-Length: 300000\r\n"
+                  "Expect: 100-continue\r\n\r\n"));
+  EXPECT_EQ(ReadReply(expect, 3000).status, 503);
 
   // A chunked body holds what it grows to: past the 224 KiB left, refused.
   Socket chunked(port_);
@@ -878,7 +885,7 @@ TEST_F(HttpTest, BodiesInFlightStayWithinTheirBudget) {
   EXPECT_EQ(cr.Json().at("code"), "overloaded");
   EXPECT_TRUE(replica_->Get("m", "chunked").status().IsNotFound());
   EXPECT_EQ(Metric("tidemap_http_refused_requests_total{reason=\"http_body_bytes_in_flight_max\"}"),
-            2);
+            3);
 
   // Closing the stalled uploads returns their bytes: 900 KiB fits again.
   stalled.clear();
@@ -890,6 +897,28 @@ TEST_F(HttpTest, BodiesInFlightStayWithinTheirBudget) {
   const double peak = Metric(kPeak);
   EXPECT_LE(peak, kBudget);
   EXPECT_GE(peak, 900 * 1024) << "the gauge saw the large upload";
+}
+
+// Proves the budget's arithmetic: reservations grow only within what
+// remains, a failed growth keeps what was held, and destruction returns it.
+TEST(ByteBudgetTest, ReservationsShareTheBudgetAndReturnIt) {
+  ByteBudget budget(100);
+  {
+    ByteReservation a(&budget);
+    ByteReservation b(&budget);
+    EXPECT_TRUE(a.GrowTo(60));
+    EXPECT_TRUE(a.GrowTo(50)) << "shrinking is not asked of it";
+    EXPECT_FALSE(b.GrowTo(41));
+    EXPECT_EQ(b.bytes(), 0u);
+    EXPECT_TRUE(b.GrowTo(40));
+    EXPECT_EQ(budget.bytes_held(), 100u);
+    EXPECT_FALSE(b.GrowTo(41));
+    EXPECT_EQ(b.bytes(), 40u);
+    b.Release();
+    EXPECT_EQ(budget.bytes_held(), 60u);
+  }
+  EXPECT_EQ(budget.bytes_held(), 0u);
+  EXPECT_EQ(budget.bytes_held_peak(), 100u);
 }
 
 TEST_F(HttpTest, OversizedHeadersGet431) {

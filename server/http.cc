@@ -37,6 +37,8 @@ constexpr auto kLingerTime = std::chrono::seconds(1);
 constexpr size_t kLingerBytesMax = size_t{32} << 20;
 // After accept fails for want of resources (e.g. EMFILE), wait this long.
 constexpr auto kAcceptBackoff = std::chrono::milliseconds(50);
+// The Retry-After of a 503 "overloaded": the load it sheds is short-lived.
+constexpr std::string_view kOverloadedRetryAfterSeconds = "1";
 
 }  // namespace
 
@@ -89,6 +91,17 @@ void HttpServer::Impl::Refuse(tcp::socket& socket) {
   socket.write_some(asio::buffer(text), ec);
   socket.shutdown(tcp::socket::shutdown_both, ec);
   socket.close(ec);
+}
+
+Response HttpServer::Impl::Overloaded(std::string_view reason, std::string message) {
+  {
+    MutexLock l(&counters_mu);
+    ++counters.refused_requests[std::string(reason)];
+  }
+  Response res = ErrorResponse(http::status::service_unavailable, "overloaded", std::move(message));
+  res.set(http::field::retry_after, beast::string_view(kOverloadedRetryAfterSeconds.data(),
+                                                       kOverloadedRetryAfterSeconds.size()));
+  return res;
 }
 
 asio::awaitable<bool> HttpServer::Impl::Write(Conn& conn, Response& res) {
@@ -217,9 +230,19 @@ asio::awaitable<bool> HttpServer::Impl::Dispatch(
   const size_t body_limit = x.route.kind == RouteKind::kKey && x.method == http::verb::put
                                 ? context.replica->limits().value_bytes_max
                                 : kOtherBodyBytesMax;
+  // The body's bytes count against the budget from here until the request
+  // is answered (this frame's end), or the connection dies.
+  ByteReservation body_hold(body_budget.get());
+  const boost::optional<uint64_t> length = header_parser.content_length();
   if (std::optional<Response> refusal = CheckRequest(header_parser, x, body_limit)) {
     x.res = std::move(*refusal);
-  } else if (!co_await ReadAndHandle(conn, buffer, header_parser, body_limit, x)) {
+  } else if (length.has_value() && !body_hold.GrowTo(*length)) {
+    // Refused before any of the body is read.
+    x.res = Overloaded("http_body_bytes_in_flight_max",
+                       "request bodies in flight are at their limit of " +
+                           std::to_string(body_budget->bytes_max()) + " bytes; this body of " +
+                           std::to_string(*length) + " bytes does not fit: retry later");
+  } else if (!co_await ReadAndHandle(conn, buffer, header_parser, body_limit, &body_hold, x)) {
     co_return false;
   }
   // Answered before reading the body: only a request without one leaves
@@ -228,9 +251,9 @@ asio::awaitable<bool> HttpServer::Impl::Dispatch(
   co_return true;
 }
 
-asio::awaitable<bool> HttpServer::Impl::ReadAndHandle(
-    std::shared_ptr<Conn> conn, beast::flat_buffer& buffer,
-    http::request_parser<http::empty_body>& header_parser, size_t body_limit, Exchange& x) {
+asio::awaitable<bool> HttpServer::Impl::ReadBody(
+    Conn& conn, beast::flat_buffer& buffer, http::request_parser<http::empty_body>& header_parser,
+    size_t body_limit, ByteReservation* body_hold, Exchange& x, Request* req) {
   const auto timeout = std::chrono::milliseconds(options.request_timeout_ms);
   const bool body_pending =
       header_parser.chunked() ||
@@ -238,36 +261,58 @@ asio::awaitable<bool> HttpServer::Impl::ReadAndHandle(
   beast::error_code ec;
   if (body_pending && beast::iequals(header_parser.get()[http::field::expect], "100-continue")) {
     http::response<http::empty_body> cont{http::status::continue_, header_parser.get().version()};
-    conn->stream.expires_after(timeout);
-    co_await http::async_write(conn->stream, cont, asio::redirect_error(asio::use_awaitable, ec));
+    conn.stream.expires_after(timeout);
+    co_await http::async_write(conn.stream, cont, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) co_return false;
   }
-  http::request_parser<http::string_body> parser(std::move(header_parser));
+  http::request_parser<BudgetedBody> parser(std::move(header_parser));
   parser.body_limit(body_limit);
-  conn->stream.expires_after(timeout);
-  co_await http::async_read(conn->stream, buffer, parser,
+  parser.get().body().reservation = body_hold;
+  parser.get().body().bytes_max = body_limit;
+  conn.stream.expires_after(timeout);
+  co_await http::async_read(conn.stream, buffer, parser,
                             asio::redirect_error(asio::use_awaitable, ec));
-  if (ec == http::error::body_limit) {
+  if (parser.get().body().over_budget) {
+    x.res = Overloaded("http_body_bytes_in_flight_max",
+                       "request bodies in flight are at their limit of " +
+                           std::to_string(body_budget->bytes_max()) +
+                           " bytes; this chunked body outgrew what remained: retry later");
+  } else if (ec == http::error::body_limit) {
     x.res = ErrorResponse(http::status::payload_too_large, "refused",
                           (x.method == http::verb::put ? "value" : "request body") +
                               std::string(" is over the limit of ") + std::to_string(body_limit) +
                               " bytes");
-    co_return true;
-  }
-  if (ec && IsHttpError(ec)) {
+  } else if (ec && IsHttpError(ec)) {
     x.res = ErrorResponse(http::status::bad_request, "invalid_argument",
                           "malformed request body: " + ec.message());
-    co_return true;
+  } else if (ec) {
+    co_return false;  // closed or timed out mid-body
+  } else {
+    x.at_boundary = true;
+    auto& message = parser.get();
+    *req = Request(std::move(message.base()));
+    req->body() = std::move(message.body().bytes);
   }
-  if (ec) co_return false;  // closed or timed out mid-body
-  x.at_boundary = true;
-  Request req_full = parser.release();
+  co_return true;
+}
+
+asio::awaitable<bool> HttpServer::Impl::ReadAndHandle(
+    std::shared_ptr<Conn> conn, beast::flat_buffer& buffer,
+    http::request_parser<http::empty_body>& header_parser, size_t body_limit,
+    ByteReservation* body_hold, Exchange& x) {
+  Request req;
+  if (!co_await ReadBody(*conn, buffer, header_parser, body_limit, body_hold, x, &req)) {
+    co_return false;
+  }
+  if (!x.at_boundary) co_return true;  // refused while reading: x.res says why
   if (x.route.kind == RouteKind::kWatch) {
-    co_await ServeWatch(conn, req_full, x.route);
+    // A stream outlives its request: its body (dropped) counts no longer.
+    req.body() = std::string();
+    body_hold->Release();
+    co_await ServeWatch(conn, req, x.route);
     co_return false;  // an event stream ends its connection
   }
-  auto handle = [this, method = x.method, route = x.route,
-                 body = std::move(req_full.body())]() mutable {
+  auto handle = [this, method = x.method, route = x.route, body = std::move(req.body())]() mutable {
     return Handle(method, route, std::move(body));
   };
   Result<Response> result = co_await OnPool(std::move(handle));
@@ -309,10 +354,11 @@ void HttpServer::Impl::CloseAll() {
 Result<std::unique_ptr<HttpServer>> HttpServer::Start(HttpOptions options, HttpContext context) {
   if (context.replica == nullptr) return Status::InvalidArgument("HttpServer needs a replica");
   if (options.worker_threads == 0 || options.connections_max == 0 ||
-      options.sse_queue_events_max == 0 || options.header_bytes_max == 0) {
+      options.sse_queue_events_max == 0 || options.header_bytes_max == 0 ||
+      options.body_bytes_in_flight_max == 0 || options.watch_streams_max == 0) {
     return Status::InvalidArgument(
-        "HTTP options: worker_threads, connections_max, sse_queue_events_max and "
-        "header_bytes_max must be at least 1");
+        "HTTP options: worker_threads, connections_max, sse_queue_events_max, "
+        "header_bytes_max, body_bytes_in_flight_max and watch_streams_max must be at least 1");
   }
   TIDEMAP_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(options.listen));
   try {
@@ -350,6 +396,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(HttpOptions options, HttpC
 
     impl->options = std::move(options);
     impl->context = std::move(context);
+    impl->body_budget = std::make_unique<ByteBudget>(impl->options.body_bytes_in_flight_max);
     impl->pool = std::make_unique<net::WorkerPool>(impl->options.worker_threads);
     asio::co_spawn(*impl->ioc, impl->AcceptLoop(), LogException{});
     std::promise<void> done;

@@ -14,6 +14,21 @@
 // Map names and keys are path segments, percent-decoded to raw bytes. See
 // README "HTTP API" for the status codes.
 //
+// Limits (HttpOptions): headers over header_bytes_max get 431; a body over its
+// route's limit (the replica's value_bytes_max for PUT, 64 KiB elsewhere) gets
+// 413, from Content-Length before the body is read; past connections_max a
+// new connection gets 503 "unavailable" and is closed. Two limits shed load
+// with 503 "overloaded" and a Retry-After header, then close the connection:
+//   - request bodies in flight: every body is held against one budget of
+//     body_bytes_in_flight_max bytes, from its Content-Length before any of it
+//     is read (a chunked body as its buffer grows) until its request is
+//     answered or its connection dies; a body that does not fit in what
+//     remains is refused before (more of) it is read;
+//   - event streams: past watch_streams_max open streams, a watch is refused
+//     before its stream starts; the cap stays below connections_max, so
+//     ordinary requests still get connections when the watches are all taken.
+// Refusals are counted in tidemap_http_refused_requests_total{reason}.
+//
 // Threading: one I/O thread runs every connection (accept, parse, write,
 // event streams), so connection state needs no locks; replica calls, which
 // may wait for an fsync, run on a small worker pool (net/worker_pool.h, the
@@ -45,7 +60,14 @@ struct HttpOptions {
   std::string bearer_token;
   size_t header_bytes_max = 16 * 1024;  // request line + headers; over it: 431
   size_t connections_max = 256;         // open connections; over it: 503 and close
-  uint64_t sse_keepalive_ms = 15000;    // a comment line on idle event streams
+  // Bytes of request bodies held at once across every connection (see
+  // "Limits" above); a body that does not fit gets 503 "overloaded". Set it
+  // at least to the replica's value_bytes_max, or the largest values never fit.
+  uint64_t body_bytes_in_flight_max = uint64_t{256} << 20;
+  // Open event streams (GET /v1/watch); over it: 503 "overloaded". Capped at
+  // connections_max - 1 (and at least 1) so a connection stays for the rest.
+  size_t watch_streams_max = 128;
+  uint64_t sse_keepalive_ms = 15000;  // a comment line on idle event streams
   // Change events queued for one event stream; a stream that falls further
   // behind gets a final `event: error` ("too_slow") and is closed.
   size_t sse_queue_events_max = 4096;

@@ -21,6 +21,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -43,7 +44,9 @@
 #include "base/coding.h"
 #include "base/mutex.h"
 #include "net/worker_pool.h"
+#include "server/byte_budget_internal.h"
 #include "server/http.h"
+#include "server/http_body_internal.h"
 #include "server/metrics.h"
 
 namespace tidemap {
@@ -202,6 +205,11 @@ struct HttpServer::Impl {
   uint16_t port = 0;
   SystemClock clock;
 
+  // Request bodies in flight (HttpOptions::body_bytes_in_flight_max). Declared
+  // before the I/O context: the reservations in its coroutine frames return
+  // their bytes when those frames are destroyed. Thread-safe.
+  std::unique_ptr<ByteBudget> body_budget;
+
   // Declared in teardown order's reverse; Stop() also resets them explicitly.
   std::unique_ptr<asio::io_context> ioc;
   std::unique_ptr<tcp::acceptor> acceptor;
@@ -216,6 +224,8 @@ struct HttpServer::Impl {
   // I/O thread only (and Stop() once that thread is gone).
   std::unordered_map<uint64_t, std::weak_ptr<Conn>> conns;
   uint64_t next_conn_id = 1;
+  // Event streams past the watch_streams_max check (see WatchStreamsMax).
+  size_t watch_streams = 0;
 
   Mutex counters_mu;
   HttpCounters counters TIDEMAP_GUARDED_BY(counters_mu);
@@ -224,6 +234,15 @@ struct HttpServer::Impl {
   // I/O context goes away (a late callback must not post to it).
   Mutex watches_mu;
   std::set<std::shared_ptr<WatchQueue>> watches TIDEMAP_GUARDED_BY(watches_mu);
+
+  // options.watch_streams_max, kept below connections_max (at least 1).
+  size_t WatchStreamsMax() const {
+    return std::max<size_t>(1, std::min(options.watch_streams_max, options.connections_max - 1));
+  }
+
+  // The 503 "overloaded" (with Retry-After) of a request refused to shed
+  // load, counted under `reason` in counters.refused_requests.
+  Response Overloaded(std::string_view reason, std::string message);
 
   void CountRequest(http::verb method, const Route& route, http::status code) {
     MutexLock l(&counters_mu);
@@ -269,10 +288,18 @@ struct HttpServer::Impl {
   std::optional<Response> CheckRequest(const http::request_parser<http::empty_body>& header_parser,
                                        const Exchange& x, size_t body_limit) const;
   // Reads the body (after a 100 Continue when asked) and runs the handler
-  // on the worker pool, or serves the event stream. False as for ServeRequest.
+  // on the worker pool, or serves the event stream. The body is held in
+  // `body_hold`, which must outlive the handler. False as for ServeRequest.
   asio::awaitable<bool> ReadAndHandle(std::shared_ptr<Conn> conn, beast::flat_buffer& buffer,
                                       http::request_parser<http::empty_body>& header_parser,
-                                      size_t body_limit, Exchange& x);
+                                      size_t body_limit, ByteReservation* body_hold, Exchange& x);
+  // Reads the request's body into *req (then x.at_boundary is set), or
+  // refuses it in x.res (413, 400, 503 over the budget). False: the
+  // connection failed or timed out mid-body.
+  asio::awaitable<bool> ReadBody(Conn& conn, beast::flat_buffer& buffer,
+                                 http::request_parser<http::empty_body>& header_parser,
+                                 size_t body_limit, ByteReservation* body_hold, Exchange& x,
+                                 Request* req);
   // Counts and writes x.res; closes (lingering if the body was not read)
   // unless the connection is kept alive. True: serve the next request.
   asio::awaitable<bool> Respond(Conn& conn, Exchange& x);

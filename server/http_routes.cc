@@ -275,6 +275,8 @@ Result<Response> HttpServer::Impl::HandleMetrics() {
     MutexLock l(&counters_mu);
     snap.http = counters;
   }
+  snap.http.body_bytes_in_flight = body_budget->bytes_held();
+  snap.http.body_bytes_in_flight_peak = body_budget->bytes_held_peak();
   return MakeResponse(http::status::ok, RenderMetrics(snap),
                       "text/plain; version=0.0.4; charset=utf-8");
 }

@@ -78,6 +78,18 @@ void AppendEvents(const std::deque<WatchEvent>& events, WatchState* w, std::stri
   }
 }
 
+// Holds one of the watch_streams_max slots (Impl::watch_streams) until destroyed.
+class WatchSlot {
+ public:
+  explicit WatchSlot(HttpServer::Impl* impl) : impl_(impl) { ++impl_->watch_streams; }
+  ~WatchSlot() { --impl_->watch_streams; }
+  WatchSlot(const WatchSlot&) = delete;
+  WatchSlot& operator=(const WatchSlot&) = delete;
+
+ private:
+  HttpServer::Impl* const impl_;
+};
+
 }  // namespace
 
 asio::awaitable<void> HttpServer::Impl::WatchReader(std::shared_ptr<Conn> conn) {
@@ -152,6 +164,15 @@ asio::awaitable<void> HttpServer::Impl::ServeWatch(std::shared_ptr<Conn> conn, c
     co_await ReplyAndClose(conn, method, route, StatusResponse(bad));
     co_return;
   }
+  // Checked and taken with no suspension in between (one I/O thread).
+  if (watch_streams >= WatchStreamsMax()) {
+    co_await ReplyAndClose(conn, method, route,
+                           Overloaded("http_watch_streams_max",
+                                      "too many event streams (limit " +
+                                          std::to_string(WatchStreamsMax()) + "): retry later"));
+    co_return;
+  }
+  const WatchSlot slot(this);
   // Subscribe before reading the oplog, so nothing committed in between is
   // missed; events the replay already sent are skipped by seq.
   OpenWatchQueue(*conn, &w);

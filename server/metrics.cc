@@ -206,6 +206,16 @@ void AddHttp(const HttpCounters& http, Families* f) {
     requests.Add(
         count, {{"method", key.method}, {"route", key.route}, {"code", std::to_string(key.code)}});
   }
+  Family& refused = f->Add("tidemap_http_refused_requests_total", "counter",
+                           "HTTP requests refused with 503 to shed load, by reason.");
+  for (const auto& [reason, count] : http.refused_requests)
+    refused.Add(count, {{"reason", reason}});
+  f->Add("tidemap_http_request_body_in_flight_bytes", "gauge",
+         "Request body bytes held against the in-flight budget.")
+      .Add(http.body_bytes_in_flight);
+  f->Add("tidemap_http_request_body_in_flight_peak_bytes", "gauge",
+         "The most request body bytes held at once since the server started.")
+      .Add(http.body_bytes_in_flight_peak);
   f->Add("tidemap_http_connections", "gauge", "Open HTTP connections.").Add(http.connections);
   f->Add("tidemap_http_watch_clients", "gauge", "Open /v1/watch event streams.")
       .Add(http.watch_clients);

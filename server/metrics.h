@@ -29,10 +29,15 @@ struct HttpRequestKey {
 struct HttpCounters {
   std::map<HttpRequestKey, uint64_t> requests;
   std::map<std::string, uint64_t> refused_connections;  // by reason, e.g. "http_connections_max"
-  uint64_t connections = 0;                             // open now
-  uint64_t watch_clients = 0;                           // open SSE streams now
-  uint64_t watch_dropped = 0;                           // SSE clients dropped for falling behind
-  uint64_t watch_events = 0;                            // SSE change events sent
+  // Requests refused with 503 "overloaded", by reason: "http_body_bytes_in_flight_max",
+  // "http_watch_streams_max".
+  std::map<std::string, uint64_t> refused_requests;
+  uint64_t body_bytes_in_flight = 0;       // request body bytes held now
+  uint64_t body_bytes_in_flight_peak = 0;  // the most held at once since the server started
+  uint64_t connections = 0;                // open now
+  uint64_t watch_clients = 0;              // open SSE streams now
+  uint64_t watch_dropped = 0;              // SSE clients dropped for falling behind
+  uint64_t watch_events = 0;               // SSE change events sent
 };
 
 struct MetricsSnapshot {

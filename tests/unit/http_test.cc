@@ -3,7 +3,8 @@
 // raw-socket client written here (independent of server/http_client.h), so
 // every byte on the wire is the test's own. Covers every route with binary
 // keys, the error statuses (400, 401, 404, 405, 410, 413 before the body is
-// read, 431, 503 past the connection limit), bearer tokens, server-sent
+// read, 431, 503 past the connection limit, 503 "overloaded" past the budget
+// of request bodies in flight and past the cap on event streams), bearer tokens, server-sent
 // events (local and remote changes, replay from a seq and from Last-Event-ID,
 // a pruned seq, a slow client dropped, Stop closing streams), the Prometheus
 // exposition (checked with promtool when installed) and the URL helpers.
@@ -37,6 +38,7 @@
 #include "base/coding.h"
 #include "replica/replica.h"
 #include "replica/test_access_internal.h"
+#include "server/byte_budget_internal.h"
 #include "server/http.h"
 #include "server/http_client.h"
 #include "server/json.h"
@@ -352,6 +354,27 @@ class HttpTest : public ::testing::Test {
   Reply Call(std::string_view method, std::string_view target, std::string_view body = {},
              const std::vector<std::string>& headers = {}) {
     return Exchange(port_, method, target, body, headers);
+  }
+
+  // The value of `series` (a metric name with its labels, as rendered) in
+  // GET /metrics; -1 when it is absent.
+  double Metric(const std::string& series) {
+    const Reply r = Call("GET", "/metrics");
+    EXPECT_EQ(r.status, 200) << r;
+    const size_t at = r.body.find("\n" + series + " ");
+    if (at == std::string::npos) return -1;
+    return std::strtod(r.body.c_str() + at + 1 + series.size() + 1, nullptr);
+  }
+
+  // Polls Metric(series) until it equals `value` (the server updates it
+  // asynchronously); false if it never does within a few seconds.
+  bool WaitForMetric(const std::string& series, double value) {
+    for (int i = 0; i < 250; ++i) {
+      if (Metric(series) == value) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ADD_FAILURE() << series << " stayed at " << Metric(series) << ", expected " << value;
+    return false;
   }
 
   static std::string KeyPath(const std::string& map, const std::string& key) {
@@ -679,10 +702,17 @@ TEST(MetricsTest, RenderWithoutTransportPassesPromtool) {
   snap.replica.keys = 3;
   snap.http.requests[HttpRequestKey{"GET", "/v1/status", 200}] = 4;
   snap.http.refused_connections["http_connections_max"] = 1;
+  snap.http.refused_requests["http_watch_streams_max"] = 2;
+  snap.http.body_bytes_in_flight = 5;
+  snap.http.body_bytes_in_flight_peak = 7;
   const std::string m = RenderMetrics(snap);
   EXPECT_EQ(m.find("tidemap_peer_"), std::string::npos) << "no transport, no peer families";
   EXPECT_NE(m.find("tidemap_refused_connections_total{reason=\"http_connections_max\"} 1\n"),
             std::string::npos);
+  EXPECT_NE(m.find("tidemap_http_refused_requests_total{reason=\"http_watch_streams_max\"} 2\n"),
+            std::string::npos);
+  EXPECT_NE(m.find("tidemap_http_request_body_in_flight_bytes 5\n"), std::string::npos);
+  EXPECT_NE(m.find("tidemap_http_request_body_in_flight_peak_bytes 7\n"), std::string::npos);
   if (!testing::ExpectPromtoolPasses(m)) {
     GTEST_SKIP() << "promtool not installed (Debian package prometheus)";
   }
@@ -800,6 +830,97 @@ TEST_F(HttpTest, OversizedValueIsRefusedFromContentLengthBeforeTheBody) {
   EXPECT_EQ(Call("GET", "/v1/status", std::string(100 * 1024, 'x')).status, 413);
 }
 
+// Proves the budget of request bodies in flight with a 1 MiB budget: uploads
+// that stall mid-body hold their Content-Length; one that does not fit in
+// what remains gets 503 "overloaded" (Retry-After) while its body is still
+// unsent, taking nothing; a chunked body is refused once it outgrows the
+// rest; closing the stalled uploads returns their bytes, so a large upload
+// then succeeds; and the bytes held never pass the budget (the peak gauge).
+TEST_F(HttpTest, BodiesInFlightStayWithinTheirBudget) {
+  constexpr uint64_t kBudget = 1 << 20;
+  constexpr size_t kUpload = 400 * 1024;
+  const std::string kHeld = "tidemap_http_request_body_in_flight_bytes";
+  const std::string kPeak = "tidemap_http_request_body_in_flight_peak_bytes";
+  HttpOptions o;
+  o.body_bytes_in_flight_max = kBudget;
+  StartServer(o);
+  auto head = [](const std::string& key, size_t length) {
+    return "PUT /v1/maps/m/keys/" + key +
+           " HTTP/1.1\r\nHost: t\r\nContent-Length: " + std::to_string(length) + "\r\n\r\n";
+  };
+  // Two uploads announce 400 KiB each, send 10 KiB of it and stall.
+  std::vector<std::unique_ptr<Socket>> stalled;
+  for (int i = 0; i < 2; ++i) {
+    stalled.push_back(std::make_unique<Socket>(port_));
+    ASSERT_TRUE(
+        stalled.back()->Send(head("s" + std::to_string(i), kUpload) + std::string(10 * 1024, 's')));
+  }
+  ASSERT_TRUE(WaitForMetric(kHeld, 2 * kUpload));
+
+  // A third would hold 1200 KiB in all: refused while its body is unsent.
+  Socket third(port_);
+  ASSERT_TRUE(third.Send(head("third", kUpload) + std::string(10 * 1024, 't')));
+  const Reply r = ReadReply(third, 3000);
+  EXPECT_EQ(r.status, 503) << r;
+  EXPECT_EQ(r.Json().at("code"), "overloaded");
+  EXPECT_EQ(r.Header("retry-after"), "1");
+  EXPECT_NE(r.body.find(std::to_string(kBudget)), std::string::npos) << r;
+  EXPECT_TRUE(third.ReadToEof(3000)) << "the connection closes";
+  EXPECT_EQ(Metric(kHeld), 2 * kUpload) << "the refused body took nothing";
+  // With Expect: 100-continue the refusal comes instead of the 100.
+  Socket expect(port_);
+  ASSERT_TRUE(
+      expect.Send("PUT /v1/maps/m/keys/e HTTP/1.1\r\nHost: t\r\nContent-Length: 300000\r\n"
+                  "Expect: 100-continue\r\n\r\n"));
+  EXPECT_EQ(ReadReply(expect, 3000).status, 503);
+
+  // A chunked body holds what it grows to: past the 224 KiB left, refused.
+  Socket chunked(port_);
+  std::string text =
+      "PUT /v1/maps/m/keys/chunked HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (int i = 0; i < 5; ++i) text += "10000\r\n" + std::string(65536, 'c') + "\r\n";
+  ASSERT_TRUE(chunked.Send(text));  // 320 KiB so far, no final chunk
+  const Reply cr = ReadReply(chunked, 3000);
+  EXPECT_EQ(cr.status, 503) << cr;
+  EXPECT_EQ(cr.Json().at("code"), "overloaded");
+  EXPECT_TRUE(replica_->Get("m", "chunked").status().IsNotFound());
+  EXPECT_EQ(Metric("tidemap_http_refused_requests_total{reason=\"http_body_bytes_in_flight_max\"}"),
+            3);
+
+  // Closing the stalled uploads returns their bytes: 900 KiB fits again.
+  stalled.clear();
+  ASSERT_TRUE(WaitForMetric(kHeld, 0));
+  const std::string big(900 * 1024, 'b');
+  EXPECT_EQ(Call("PUT", "/v1/maps/m/keys/big", big).status, 200);
+  EXPECT_EQ(replica_->Get("m", "big")->value, big);
+  EXPECT_EQ(Metric(kHeld), 0);
+  const double peak = Metric(kPeak);
+  EXPECT_LE(peak, kBudget);
+  EXPECT_GE(peak, 900 * 1024) << "the gauge saw the large upload";
+}
+
+// Proves the budget's arithmetic: reservations grow only within what
+// remains, a failed growth keeps what was held, and destruction returns it.
+TEST(ByteBudgetTest, ReservationsShareTheBudgetAndReturnIt) {
+  ByteBudget budget(100);
+  {
+    ByteReservation a(&budget);
+    ByteReservation b(&budget);
+    EXPECT_TRUE(a.GrowTo(60));
+    EXPECT_TRUE(a.GrowTo(50)) << "shrinking is not asked of it";
+    EXPECT_FALSE(b.GrowTo(41));
+    EXPECT_EQ(b.bytes(), 0u);
+    EXPECT_TRUE(b.GrowTo(40));
+    EXPECT_EQ(budget.bytes_held(), 100u);
+    EXPECT_FALSE(b.GrowTo(41));
+    EXPECT_EQ(b.bytes(), 40u);
+    b.Release();
+    EXPECT_EQ(budget.bytes_held(), 60u);
+  }
+  EXPECT_EQ(budget.bytes_held(), 0u);
+  EXPECT_EQ(budget.bytes_held_peak(), 100u);
+}
+
 TEST_F(HttpTest, OversizedHeadersGet431) {
   HttpOptions o;
   o.header_bytes_max = 1024;
@@ -831,6 +952,57 @@ TEST_F(HttpTest, ConnectionsOverTheLimitGet503) {
     if (!served) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   EXPECT_TRUE(served);
+}
+
+// Proves the cap on event streams: with watch_streams_max streams open, an
+// ordinary request is still served and one more watch gets 503 "overloaded"
+// (Retry-After) before any stream starts; the open streams carry on, and a
+// closed one frees its slot.
+TEST_F(HttpTest, WatchStreamsOverTheCapGet503AndLeaveRoomForRequests) {
+  HttpOptions o;
+  o.connections_max = 8;
+  o.watch_streams_max = 3;
+  StartServer(o);
+  std::vector<std::unique_ptr<Watch>> watches;
+  for (int i = 0; i < 3; ++i) {
+    watches.push_back(std::make_unique<Watch>(port_, "/v1/watch?map=m"));
+    ASSERT_EQ(watches.back()->status(), 200) << watches.back()->head();
+  }
+  EXPECT_EQ(Call("GET", "/v1/status").status, 200);
+  Watch over(port_, "/v1/watch?map=m");
+  EXPECT_EQ(over.status(), 503) << over.head();
+  EXPECT_NE(Lower(over.head()).find("retry-after: 1"), std::string::npos) << over.head();
+  EXPECT_EQ(over.head().find("text/event-stream"), std::string::npos) << over.head();
+  ASSERT_TRUE(over.socket().ReadToEof(3000));
+  EXPECT_EQ(nlohmann::json::parse(over.socket().buffer(), nullptr, false).value("code", ""),
+            "overloaded")
+      << over.socket().buffer();
+  EXPECT_EQ(Metric("tidemap_http_refused_requests_total{reason=\"http_watch_streams_max\"}"), 1);
+
+  ASSERT_TRUE(replica_->Put("m", "k", "v").ok());
+  for (auto& w : watches) EXPECT_EQ(Render(w->Next(1)), "k@1");
+
+  watches.pop_back();
+  bool served = false;
+  for (int i = 0; i < 100 && !served; ++i) {  // the server notices the close asynchronously
+    Watch again(port_, "/v1/watch?map=m");
+    served = again.status() == 200;
+    if (!served) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(served);
+}
+
+// Proves the cap stays below connections_max: with two connections and the
+// default cap, one watch takes a connection and the other stays for requests.
+TEST_F(HttpTest, WatchCapLeavesAConnectionForRequests) {
+  HttpOptions o;
+  o.connections_max = 2;
+  StartServer(o);
+  Watch first(port_, "/v1/watch");
+  ASSERT_EQ(first.status(), 200) << first.head();
+  Watch second(port_, "/v1/watch");
+  EXPECT_EQ(second.status(), 503) << second.head();
+  EXPECT_EQ(Call("GET", "/v1/status").status, 200);
 }
 
 // ---- tokens ----

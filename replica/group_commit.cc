@@ -115,6 +115,10 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
   if (checkpoint) tree.AppendCheckpoint(&g.batch, g.seq, g.leaf_deltas);
   const Status written = WriteGroup(&g.batch, g.oplog_entries.size(), sync);
   if (!written.ok()) {
+    {
+      MutexLock l(&storage_mu);
+      last_storage_error = written.message();
+    }
     storage_write_errors.fetch_add(1, std::memory_order_relaxed);
     storage_retry_at_ms = now_ms + options.storage_retry_interval_ms;
     for (Writer* w : group_left) {

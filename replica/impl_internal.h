@@ -112,6 +112,8 @@ struct Replica::Impl {
   bool derived_stale TIDEMAP_GUARDED_BY(commit_mu) = false;
   std::atomic<uint64_t> storage_write_errors{0};  // commits that failed
   std::atomic<uint64_t> storage_recoveries{0};    // reopens that brought writes back
+  mutable Mutex storage_mu;
+  std::string last_storage_error TIDEMAP_GUARDED_BY(storage_mu);
 
   TreeState tree;
   GcState gc;

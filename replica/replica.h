@@ -235,12 +235,18 @@ struct ReplicaStats {
   uint64_t tombstones_purged = 0;
   uint64_t below_watermark_tombstones = 0;
   uint64_t stale_records_dropped = 0;
-  // Storage errors since open: empty while writes are accepted, else the
-  // error that stopped them; commits that failed; and reopens that brought
-  // writes back (see RetryStorage).
+  // Storage errors since open (see StorageHealth).
   std::string storage_error;
   uint64_t storage_write_errors = 0;
   uint64_t storage_recoveries = 0;
+};
+
+// The storage's state, since open.
+struct StorageHealth {
+  std::string error;          // empty while writes are accepted, else what stopped them
+  std::string last_error;     // the last commit the storage failed ("" when none did)
+  uint64_t write_errors = 0;  // commits the storage failed
+  uint64_t recoveries = 0;    // reopens that brought writes back (see RetryStorage)
 };
 
 // What Scrub() found. Consistent iff every root agrees and nothing mismatched.
@@ -384,6 +390,8 @@ class Replica : public SyncStore {
   // OK when writes are accepted (at once when they were); else the error,
   // and reads go on. Blocks for the reopen (writes wait meanwhile).
   Status RetryStorage();
+  // Cheap (no I/O): for a watcher polling it.
+  StorageHealth storage_health() const;
   uint64_t node_id() const;
   // The greatest timestamp this replica's clock issued or learned (from a
   // peer's records): every later local write is stamped above it.

@@ -52,4 +52,16 @@ Status Replica::RetryStorage() {
   return impl_->CheckStorage(/*now=*/true);
 }
 
+StorageHealth Replica::storage_health() const {
+  StorageHealth h;
+  h.error = impl_->store->write_error().message();
+  {
+    MutexLock l(&impl_->storage_mu);
+    h.last_error = impl_->last_storage_error;
+  }
+  h.write_errors = impl_->storage_write_errors.load(std::memory_order_relaxed);
+  h.recoveries = impl_->storage_recoveries.load(std::memory_order_relaxed);
+  return h;
+}
+
 }  // namespace tidemap

@@ -43,16 +43,26 @@ void StorageWatch::Run() {
 }
 
 void StorageWatch::Check() {
-  const Status s = replica_->RetryStorage();
-  if (!s.ok() && !refused_) {
+  // Writers may fail and heal between two checks: the counters tell.
+  const StorageHealth before = replica_->storage_health();
+  if (before.write_errors != seen_write_errors_) {
+    seen_write_errors_ = before.write_errors;
+    if (!refused_) refused_since_ = std::chrono::steady_clock::now();
     refused_ = true;
-    refused_since_ = std::chrono::steady_clock::now();
-    log_->error("{}", s.message());
-  } else if (s.ok() && refused_) {
-    refused_ = false;
-    const auto seconds =
+    log_->error(
+        "storage error: {}; writes are refused and reads go on until a retry succeeds "
+        "(every {} ms)",
+        before.last_error, interval_ms_);
+  }
+  if (!before.error.empty()) (void)replica_->RetryStorage();
+  const StorageHealth after = replica_->storage_health();
+  if (after.recoveries != seen_recoveries_) {
+    seen_recoveries_ = after.recoveries;
+    const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - refused_since_).count();
-    log_->info("storage recovered: writes are accepted again (refused for {:.1f} s)", seconds);
+    log_->info("storage recovered: writes are accepted again (refused for about {:.1f} s)",
+               seconds);
+    refused_ = false;
   }
 }
 

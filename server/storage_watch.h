@@ -1,8 +1,9 @@
 // StorageWatch: the daemon's eye on its storage. Once per interval it asks
 // the replica to take writes again after a storage error
 // (Replica::RetryStorage, which reopens the store when the error is gone),
-// and logs each change of state: the error that stopped writes (once, not
-// every retry) and, when they come back, after how long.
+// and logs what changed since the last check (Replica::storage_health): a
+// commit the storage failed, with its error (not every refused writer), and
+// writes coming back, by this watch or by a writer's own retry.
 //
 // Threading: its own thread, which waits on the disk (the reopen); Stop (or
 // the destructor) wakes and joins it. The replica and the logger are
@@ -41,6 +42,8 @@ class StorageWatch {
   const std::shared_ptr<spdlog::logger> log_;
   const uint64_t interval_ms_;
   // Only the watch thread touches these.
+  uint64_t seen_write_errors_ = 0;
+  uint64_t seen_recoveries_ = 0;
   bool refused_ = false;
   std::chrono::steady_clock::time_point refused_since_;
 

@@ -121,8 +121,10 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
     }
     storage_write_errors.fetch_add(1, std::memory_order_relaxed);
     storage_retry_at_ms = now_ms + options.storage_retry_interval_ms;
+    const Status failed =
+        written.IsIOError() ? Status::IOError("storage error: " + written.message()) : written;
     for (Writer* w : group_left) {
-      w->status = written;
+      w->status = failed;
       w->versions.clear();
       w->apply = ApplyResult{};
     }

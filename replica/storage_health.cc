@@ -17,13 +17,15 @@ namespace {
 constexpr uint64_t kReopenWaitMs = 2000;
 
 Status WritesRefused(const Status& cause, uint64_t retry_interval_ms) {
-  return Status::IOError("storage error, writes are refused (reads go on; retried every " +
-                         std::to_string(retry_interval_ms) + " ms): " + cause.message());
+  return Status::IOError("storage error: " + cause.message() +
+                         "; writes are refused until a retry succeeds (every " +
+                         std::to_string(retry_interval_ms) + " ms), reads go on");
 }
 
 }  // namespace
 
 Status Replica::Impl::CheckStorage(bool now) {
+  if (options.read_only) return Status::Refused("the replica at " + options.path + " is read-only");
   const Status error = store->write_error();
   if (error.ok() && !derived_stale) return error;
   const uint64_t now_ms = options.clock->NowMillis();

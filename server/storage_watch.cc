@@ -50,8 +50,8 @@ void StorageWatch::Check() {
     if (!refused_) refused_since_ = std::chrono::steady_clock::now();
     refused_ = true;
     log_->error(
-        "storage error: {}; writes are refused and reads go on until a retry succeeds "
-        "(every {} ms)",
+        "storage error: {}; writes are refused until a retry succeeds (every {} ms), "
+        "reads go on",
         before.last_error, interval_ms_);
   }
   if (!before.error.empty()) (void)replica_->RetryStorage();

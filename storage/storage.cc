@@ -328,8 +328,7 @@ Status Store::ReopenLocked() {
     overlay_env_.reset();
   }
   MutexLock l(&write_error_mu_);
-  write_error_ = Status::IOError(opened.status().message() +
-                                 " (writes are refused until the database is reopened)");
+  write_error_ = Status::IOError(opened.status().message());
   return write_error_;
 }
 
@@ -347,9 +346,7 @@ Status Store::Write(Batch* batch, bool sync) {
   if (s.ok()) return s;
   MutexLock l(&write_error_mu_);
   if (write_error_.ok()) {
-    write_error_ = Status::IOError(s.message() +
-                                   " (writes are refused until the database is "
-                                   "reopened)");
+    write_error_ = Status::IOError(s.message());
   }
   return write_error_;
 }

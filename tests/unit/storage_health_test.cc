@@ -189,7 +189,8 @@ TEST_F(ReplicaStorageErrorTest, WritesAreRefusedReadsGoOnAndWritesComeBackWithou
   ASSERT_TRUE(failed.status().IsIOError()) << failed.status().ToString();
   const auto refused = replica_->Put("m", "y", "1");
   ASSERT_TRUE(refused.status().IsIOError());
-  EXPECT_NE(refused.status().message().find("writes are refused (reads go on"), std::string::npos)
+  EXPECT_NE(refused.status().message().find("writes are refused until a retry succeeds"),
+            std::string::npos)
       << refused.status().ToString();
   auto read = replica_->Get("m", "k7");
   ASSERT_TRUE(read.ok()) << read.status().ToString();

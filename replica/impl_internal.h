@@ -13,6 +13,7 @@
 //   scrub.cc                  Scrub: the stored state against a rebuild
 //   open.cc                   Replica::Open's steps and the clean close
 //   storage_health.cc         refusing writes after a storage error, and healing
+//   lost_writes.cc            noticing writes a peer holds that this database lost
 //   replica.cc                local writes, stats, accessors
 //
 // Locking, outermost first: commit_mu (the group being committed; also taken
@@ -26,6 +27,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -76,6 +78,9 @@ struct CommittedCounts {
   uint64_t seq = 0, live = 0, tombs = 0;
 };
 
+// A new incarnation id: random (from `random` when given), never zero (open.cc).
+uint64_t DrawIncarnation(Random* random);
+
 struct Replica::Impl {
   explicit Impl(ReplicaOptions opts);
   ~Impl();
@@ -86,7 +91,10 @@ struct Replica::Impl {
   std::unique_ptr<Store> store;
   std::unique_ptr<Oplog> oplog;
   std::unique_ptr<Hlc> hlc;
-  uint64_t incarnation = 0;
+  // Drawn at creation; renewed when the replica finds it lost writes a peer
+  // holds (lost_writes.cc).
+  std::atomic<uint64_t> incarnation{0};
+  uint64_t open_last_seq = 0;  // LastSeq() when Open returned
   // What Open (or the reload after a reopen) replayed from the oplog tail.
   std::atomic<uint64_t> recovered_rows{0};
   std::atomic<uint64_t> recovered_buckets{0};
@@ -112,8 +120,13 @@ struct Replica::Impl {
   bool derived_stale TIDEMAP_GUARDED_BY(commit_mu) = false;
   std::atomic<uint64_t> storage_write_errors{0};  // commits that failed
   std::atomic<uint64_t> storage_recoveries{0};    // reopens that brought writes back
+  // Lost writes (lost_writes.cc): the peers that sent a Hello since open.
+  Mutex lost_writes_mu;
+  std::set<uint64_t> peers_heard TIDEMAP_GUARDED_BY(lost_writes_mu);
+  std::atomic<uint64_t> lost_writes_detected{0};
   mutable Mutex storage_mu;
   std::string last_storage_error TIDEMAP_GUARDED_BY(storage_mu);
+  std::string last_lost_writes TIDEMAP_GUARDED_BY(storage_mu);
 
   TreeState tree;
   GcState gc;
@@ -180,6 +193,11 @@ struct Replica::Impl {
   Status LoadDerivedState() TIDEMAP_REQUIRES(commit_mu);
   Result<uint64_t> LoadHlcBound() const;
   Status LoadTree(uint64_t checkpoint_seq);
+
+  // ---- lost writes (lost_writes.cc) ----
+  // Draws and stores a new incarnation and pulls every peer's acknowledged
+  // cursor back to the last seq; returns the new incarnation.
+  Result<uint64_t> RenewIncarnation() TIDEMAP_REQUIRES(commit_mu);
 
   // ---- storage errors (storage_health.cc) ----
   // OK when the store takes writes. After a write failed: the error for the

@@ -13,8 +13,6 @@
 
 namespace tidemap {
 
-namespace {
-
 // The incarnation of a new database: random and never zero, so a database
 // created again under the same node id (a wiped disk) differs from its
 // former self.
@@ -29,6 +27,8 @@ uint64_t DrawIncarnation(Random* random) {
   }
   return incarnation;
 }
+
+namespace {
 
 // The seq the last checkpoint covers (the meta state row).
 Result<uint64_t> LoadCheckpointSeq(const Store& store) {
@@ -74,6 +74,7 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
   const Timestamp floor =
       bound_ms == 0 ? Timestamp{} : Timestamp::FromParts(bound_ms, Timestamp::kLogicalMax);
   impl->hlc = std::make_unique<Hlc>(impl->options.clock, impl->options.hlc, floor);
+  impl->open_last_seq = impl->LastSeq();
   return std::unique_ptr<Replica>(new Replica(std::move(impl)));
 }
 
@@ -142,7 +143,9 @@ Status Replica::Impl::LoadOrCreateMeta() {
   }
   TIDEMAP_ASSIGN_OR_RETURN(std::string incarnation_bytes,
                            store->Get(rows::MetaKey(rows::kMetaIncarnation)));
-  TIDEMAP_ASSIGN_OR_RETURN(incarnation, rows::DecodeU64(incarnation_bytes, "incarnation"));
+  TIDEMAP_ASSIGN_OR_RETURN(const uint64_t stored,
+                           rows::DecodeU64(incarnation_bytes, "incarnation"));
+  incarnation = stored;
   return Status::Ok();
 }
 

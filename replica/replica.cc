@@ -138,6 +138,7 @@ Result<ReplicaStats> Replica::Stats() const {
   s.storage_error = std::move(health.error);
   s.storage_write_errors = health.write_errors;
   s.storage_recoveries = health.recoveries;
+  s.lost_writes_detected = health.lost_writes_detected;
   return s;
 }
 

@@ -239,6 +239,7 @@ struct ReplicaStats {
   std::string storage_error;
   uint64_t storage_write_errors = 0;
   uint64_t storage_recoveries = 0;
+  uint64_t lost_writes_detected = 0;  // see StorageHealth
 };
 
 // The storage's state, since open.
@@ -247,6 +248,10 @@ struct StorageHealth {
   std::string last_error;     // the last commit the storage failed ("" when none did)
   uint64_t write_errors = 0;  // commits the storage failed
   uint64_t recoveries = 0;    // reopens that brought writes back (see RetryStorage)
+  // Times a peer held writes this database had lost (see SyncStore::CheckHeldByPeer),
+  // and what was found the last time ("" when never).
+  uint64_t lost_writes_detected = 0;
+  std::string last_lost_writes;
 };
 
 // What Scrub() found. Consistent iff every root agrees and nothing mismatched.
@@ -421,6 +426,8 @@ class Replica : public SyncStore {
                          std::vector<msg::SummaryEntry>* entries,
                          std::vector<uint32_t>* counts) const override;
   Status CheckClockOffset(Timestamp remote, std::string_view peer) const override;
+  Status CheckHeldByPeer(uint64_t peer, uint64_t held_incarnation, uint64_t held_seq,
+                         uint64_t announced_last_seq) override;
   Result<ApplyResult> ApplyPeerRecords(std::span<const KeyedRecord> records, uint64_t peer,
                                        StaleRecords stale) override;
 

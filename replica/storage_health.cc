@@ -60,9 +60,11 @@ StorageHealth Replica::storage_health() const {
   {
     MutexLock l(&impl_->storage_mu);
     h.last_error = impl_->last_storage_error;
+    h.last_lost_writes = impl_->last_lost_writes;
   }
   h.write_errors = impl_->storage_write_errors.load(std::memory_order_relaxed);
   h.recoveries = impl_->storage_recoveries.load(std::memory_order_relaxed);
+  h.lost_writes_detected = impl_->lost_writes_detected.load(std::memory_order_relaxed);
   return h;
 }
 

@@ -85,6 +85,10 @@ Status SyncSession::Start(uint64_t now_ms, std::vector<msg::Message>* out) {
   hello.physical_ms = now_ms;
   s.records_at_start = snapshot.records;
   hello.records = s.records_at_start;
+  if (s.stored.has_value() && s.stored->incarnation != 0) {
+    hello.held_incarnation = s.stored->incarnation;
+    hello.held_seq = s.stored->received;
+  }
   s.Emit(hello, out);
   return Status::Ok();
 }
@@ -134,6 +138,8 @@ Status SyncSession::Impl::OnHello(const msg::Hello& h, uint64_t now_ms,
     return Status::Refused("peer's Merkle tree has another shape");
   }
   if (h.incarnation == 0) return Status::InvalidArgument("hello without a database incarnation");
+  TIDEMAP_RETURN_IF_ERROR(
+      store->CheckHeldByPeer(peer_id, h.held_incarnation, h.held_seq, start_last_seq));
   got_hello = true;
   peer_incarnation = h.incarnation;
   peer_watermark = h.gc_watermark;

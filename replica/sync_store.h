@@ -119,6 +119,16 @@ class SyncStore {
   // Replaces the whole state of `peer` (registering it if unknown), cursors
   // included even when they move back.
   virtual Status ReplacePeer(uint64_t peer, const PeerState& state) = 0;
+  // The peer's Hello says it acknowledged our oplog up to `held_seq` of our
+  // incarnation `held_incarnation` (0: it holds nothing of ours), and ours
+  // announced `announced_last_seq`. A seq above what this database could
+  // have sent it means we lost writes it holds (replica/lost_writes.cc): that
+  // is counted and kept for the log, and when the peer cannot see it itself
+  // (held_seq <= announced_last_seq: the seqs were issued again) the store
+  // takes a new incarnation and returns Corruption, which ends the session;
+  // the next one then repairs and resyncs this node. OK otherwise.
+  virtual Status CheckHeldByPeer(uint64_t peer, uint64_t held_incarnation, uint64_t held_seq,
+                                 uint64_t announced_last_seq) = 0;
 
   // ---- reads ----
 

@@ -283,7 +283,7 @@ size_t EstimateWords(const msg::Message& m, size_t blob_bytes) {
   const size_t blob = Words(blob_bytes);
   const size_t body = std::visit(
       Overloaded{
-          [](const msg::Hello&) -> size_t { return 7; },
+          [](const msg::Hello&) -> size_t { return 11; },
           [&](const msg::RecordBatch&) -> size_t { return 3 + blob; },
           [](const msg::BatchAck&) -> size_t { return 1; },
           [](const msg::BatchRefused& b) -> size_t { return 2 + Words(b.reason.size() + 1); },
@@ -381,6 +381,8 @@ Status Build(const msg::Hello& h, std::string_view /*blob*/, BodyBuilder body) {
   b.setGcWatermarkOrigin(h.gc_watermark.origin);
   b.setPhysicalMs(h.physical_ms);
   b.setRecords(h.records);
+  b.setHeldIncarnation(h.held_incarnation);
+  b.setHeldSeq(h.held_seq);
   return Status::Ok();
 }
 
@@ -526,6 +528,8 @@ msg::Hello ReadHello(wire::Hello::Reader b) {
   h.gc_watermark = Version{Timestamp{b.getGcWatermarkHlc()}, b.getGcWatermarkOrigin()};
   h.physical_ms = b.getPhysicalMs();
   h.records = b.getRecords();
+  h.held_incarnation = b.getHeldIncarnation();
+  h.held_seq = b.getHeldSeq();
   return h;
 }
 

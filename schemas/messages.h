@@ -61,6 +61,11 @@ struct Hello {
   // The sender's records (live and tombstones): the receiver's estimate of how
   // far a bootstrap has got, for status.
   uint64_t records = 0;
+  // What the sender holds of the receiver's oplog: the receiver's
+  // incarnation its cursor is about (0: none) and the receiver's highest seq
+  // it acknowledged. A receiver whose database holds less lost writes.
+  uint64_t held_incarnation = 0;
+  uint64_t held_seq = 0;
   friend bool operator==(const Hello&, const Hello&) = default;
 };
 

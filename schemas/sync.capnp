@@ -51,6 +51,8 @@ struct Hello {
   gcWatermarkOrigin @8 :UInt64;
   physicalMs @9 :UInt64;         # the sender's clock when it sent this (ms since epoch)
   records @10 :UInt64;           # the sender's records, live and tombstones
+  heldIncarnation @11 :UInt64;   # the receiver's incarnation the sender's cursor is about (0: none)
+  heldSeq @12 :UInt64;           # the receiver's highest seq the sender acknowledged
 }
 
 # Records travel as one Data blob per message, not as a List(struct): a

@@ -131,6 +131,9 @@ void AddReplica(const ReplicaStats& r, Families* f) {
   f->Add("tidemap_storage_write_errors_total", "counter",
          "Commits the storage failed (a full disk, too many open files) since start.")
       .Add(r.storage_write_errors);
+  f->Add("tidemap_lost_writes_detected_total", "counter",
+         "Times a peer held writes this node's database had lost (it then resyncs) since start.")
+      .Add(r.lost_writes_detected);
   f->Add("tidemap_storage_recoveries_total", "counter",
          "Times writes came back after a storage error, without a restart, since start.")
       .Add(r.storage_recoveries);

@@ -54,6 +54,10 @@ void StorageWatch::Check() {
         "reads go on",
         before.last_error, interval_ms_);
   }
+  if (before.lost_writes_detected != seen_lost_writes_) {
+    seen_lost_writes_ = before.lost_writes_detected;
+    log_->error("{}", before.last_lost_writes);
+  }
   if (!before.error.empty()) (void)replica_->RetryStorage();
   const StorageHealth after = replica_->storage_health();
   if (after.recoveries != seen_recoveries_) {

@@ -2,8 +2,9 @@
 // the replica to take writes again after a storage error
 // (Replica::RetryStorage, which reopens the store when the error is gone),
 // and logs what changed since the last check (Replica::storage_health): a
-// commit the storage failed, with its error (not every refused writer), and
-// writes coming back, by this watch or by a writer's own retry.
+// commit the storage failed, with its error (not every refused writer),
+// writes coming back, by this watch or by a writer's own retry, and writes
+// this database lost that a peer holds (replica/lost_writes.cc).
 //
 // Threading: its own thread, which waits on the disk (the reopen); Stop (or
 // the destructor) wakes and joins it. The replica and the logger are
@@ -44,6 +45,7 @@ class StorageWatch {
   // Only the watch thread touches these.
   uint64_t seen_write_errors_ = 0;
   uint64_t seen_recoveries_ = 0;
+  uint64_t seen_lost_writes_ = 0;
   bool refused_ = false;
   std::chrono::steady_clock::time_point refused_since_;
 

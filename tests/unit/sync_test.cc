@@ -1006,7 +1006,11 @@ TEST_F(SyncTest, StaleRecordInAStreamedBatchIsAnsweredWithTheDelete) {
   ASSERT_EQ(a.replica->PurgeTombstones()->purged, 1u);
   Node& c = Add(3);
   ASSERT_TRUE(c.replica->ApplyRemote({&old, 1}, 9).ok());
-  // A and C know each other already: no repair, C streams its row to A.
+  // A and C know each other already, from A's former run (a node that tells
+  // A it holds seqs A had not written when it opened would mean A lost them):
+  // no repair, C streams its row to A.
+  a.replica.reset();
+  a.replica = OpenNode(1, "/n1", a.clock.get());
   ASSERT_TRUE(ReplicaTestAccess::oplog(*a.replica)
                   .SetPeer(3, PeerState{a.replica->LastSeq(), c.replica->incarnation(), 0})
                   .ok());
@@ -1105,11 +1109,68 @@ TEST_F(SyncTest, NodeRestoredFromAnOlderBackupIsRepaired) {
   EXPECT_NE(link.b->stats().peer_reset.find("went back in time"), std::string::npos)
       << link.b->stats().peer_reset;
   EXPECT_TRUE(link.a->stats().peer_reset.empty());
+  // A noticed it too (B holds its seq 10; it had 5 when it opened), and left
+  // the repair to B, which saw it in A's Hello: same incarnation.
+  EXPECT_EQ(a.replica->storage_health().lost_writes_detected, 1u);
+  EXPECT_NE(a.replica->storage_health().last_lost_writes.find("the peer repairs this node"),
+            std::string::npos)
+      << a.replica->storage_health().last_lost_writes;
+  EXPECT_EQ(a.replica->incarnation(), incarnation);
   EXPECT_TRUE(link.a->Idle());
   EXPECT_TRUE(link.b->Idle());
   // B's state for A now describes the restored database.
   EXPECT_EQ(*ReplicaTestAccess::oplog(*b.replica).Peer(1),
             (PeerState{b.replica->LastSeq(), incarnation, a.replica->LastSeq()}));
+}
+
+// As above, but the restored node wrote past the seq its peer holds before
+// they met again, and one of its new writes took the version of one it lost
+// (its clock had moved past the HLC bound the backup holds): from the Hello
+// the peer cannot tell. The node can (the peer holds its seq 10; it opened
+// at 5): it takes a new incarnation and ends the session, and the next one
+// repairs and resyncs it, so both end with the same bytes under that version.
+TEST_F(SyncTest, RestoredNodeThatWrotePastItsPeersCursorTakesANewIncarnation) {
+  Node& a = Add(1);
+  Node& b = Add(2);
+  Link first = Connect(1, 2);
+  Pump(first);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(a.replica->Put("m", "k" + std::to_string(i), "v").ok());
+  Pump(first, /*start=*/false);
+  a.replica.reset();
+  CopyDb("/n1", "/n1-backup");
+  a.replica = OpenNode(1, "/n1", a.clock.get());
+  a.clock->Advance(5'000);  // past the bound the backup holds
+  for (int i = 5; i < 10; ++i) ASSERT_TRUE(a.replica->Put("m", "k" + std::to_string(i), "v").ok());
+  Link second = Connect(1, 2);
+  Pump(second, /*start=*/true, a.clock->NowMillis());
+  ASSERT_EQ(ReplicaTestAccess::oplog(*b.replica).Peer(1)->received, 10u);
+  const Version lost_k5 = b.replica->Get("m", "k5").value().version;
+  a.replica.reset();
+  a.replica = OpenNode(1, "/n1-backup", a.clock.get());  // the restore
+  const uint64_t incarnation = a.replica->incarnation();
+  const Version k5 = *a.replica->Put("m", "k5", "other");
+  ASSERT_EQ(k5, lost_k5) << "the test needs a reissued version";
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(a.replica->Put("m", "x" + std::to_string(i), "v").ok());
+  ASSERT_GT(a.replica->LastSeq(), 10u);  // past B's cursor: B's check cannot fire
+
+  Link third = Connect(1, 2);
+  testing::SyncPumpOptions options;
+  options.now_ms = a.clock->NowMillis();
+  const testing::SyncPumpResult closed = testing::PumpSync(*third.a, *third.b, options);
+  ASSERT_TRUE(closed.status.IsCorruption()) << closed.status.ToString();
+  EXPECT_NE(closed.status.message().find("lost writes that peer 0000000000000002 holds"),
+            std::string::npos)
+      << closed.status.ToString();
+  EXPECT_NE(a.replica->incarnation(), incarnation);
+  EXPECT_EQ(a.replica->storage_health().lost_writes_detected, 1u);
+
+  Link fourth = Connect(1, 2);
+  Pump(fourth, /*start=*/true, a.clock->NowMillis());
+  EXPECT_NE(fourth.b->stats().peer_reset.find("another database"), std::string::npos)
+      << fourth.b->stats().peer_reset;
+  ExpectConverged({1, 2});  // values included: k5 has one set of bytes on both
+  EXPECT_EQ(a.replica->Stats()->keys, 16u);
+  EXPECT_EQ(a.replica->Get("m", "k5")->value, b.replica->Get("m", "k5")->value);
 }
 
 TEST_F(SyncTest, BootstrapReportsProgressAndThePeersClockOffset) {

@@ -292,6 +292,52 @@ TEST_F(ClusterTest, NodeKilledDuringWritesLosesNoAcknowledgedWrite) {
   EXPECT_EQ(Tidemap({"get", "--http", b.http(), "m", "while-down"}).out, "x");
 }
 
+// A node whose LevelDB log lost its tail after it synced (the disk, a bad
+// copy): its peer holds the lost writes and says so in its hello; the node
+// logs that it lost writes, counts it, and gets every one of them back.
+TEST_F(ClusterTest, NodeWhoseLogLostItsTailIsToldByItsPeerAndGetsItsWritesBack) {
+  Node& a = AddNode("a");
+  Node& b = AddNode("b");
+  Start(a, {}, {&b});
+  Start(b, {&a}, {&a});
+  HttpClientOptions client;
+  client.address = a.http();
+  constexpr int kKeys = 400;
+  for (int i = 0; i < kKeys; ++i) {
+    auto reply = HttpCall(client, "PUT", "/v1/maps/m/keys/k" + std::to_string(i), "v");
+    ASSERT_TRUE(reply.ok() && reply->status == 200) << i;
+  }
+  ExpectConverged({&a, &b}, {"m"});
+  Stop(a);
+  // Cut the tail of the newest write-ahead log, shorter and shorter until
+  // writes are gone (its last part may be only the checkpoint of the close).
+  std::filesystem::path newest;
+  for (const auto& e : std::filesystem::directory_iterator(a.dir + "/db")) {
+    if (e.path().extension() == ".log" && (newest.empty() || e.path() > newest)) newest = e.path();
+  }
+  ASSERT_FALSE(newest.empty());
+  const uintmax_t size = std::filesystem::file_size(newest);
+  uint64_t keys_after_cut = kKeys;
+  for (uintmax_t part = 2; part <= 16 && keys_after_cut == kKeys; part *= 2) {
+    std::filesystem::resize_file(newest, size / part);
+    // status --data opens the dir read-only: the cut stays as it is.
+    keys_after_cut =
+        nlohmann::json::parse(Tidemap({"status", "--data", a.dir, "--json"}).out)["keys"];
+  }
+  ASSERT_LT(keys_after_cut, static_cast<uint64_t>(kKeys)) << "the cut lost nothing";
+
+  Start(a, {}, {&b});
+  ASSERT_TRUE(WaitUntil(30'000, 100, [&] {
+    return a.process->Log().find("this node lost writes that peer") != std::string::npos;
+  })) << a.process->Log();
+  ExpectConverged({&a, &b}, {"m"});
+  EXPECT_EQ(Status(a)["keys"], kKeys);
+  auto metrics = HttpCall(client, "GET", "/metrics");
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_NE(metrics->body.find("\ntidemap_lost_writes_detected_total 1\n"), std::string::npos)
+      << metrics->body;
+}
+
 TEST_F(ClusterTest, PeerPrunedPastIsRepairedByTreeDiff) {
   const std::vector<std::string> small_log = {"--oplog-retention-rows", "20",
                                               "--maintenance-interval-ms", "200"};

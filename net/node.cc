@@ -69,17 +69,43 @@ awaitable<void> Node::Impl::AcceptLoop() {
     }
     error_code ep_ec;
     const auto remote = socket.remote_endpoint(ep_ec);
-    const std::string address = ep_ec ? "?" : EndpointText(remote);
-    if (handshakes_pending >= options.handshakes_pending_max) {
-      CountRefused("busy");
-      log->warn("connection from {} refused: {} handshakes pending", address, handshakes_pending);
-      socket.close(ep_ec);
-      continue;
-    }
-    auto conn =
-        std::make_shared<Connection>(this, std::move(socket), Handshake::Role::kResponder, address);
-    asio::co_spawn(io, conn->Run(conn), [log = log](std::exception_ptr e) { LogFailure(*log, e); });
+    if (ep_ec) continue;  // already reset by the peer: nothing to run
+    Admit(std::move(socket), remote.address().to_string(), EndpointText(remote));
   }
+}
+
+void Node::Impl::Admit(tcp::socket socket, const std::string& host, const std::string& address) {
+  HandshakeSlots::Decision d = slots.Admit(host, [this](uint64_t slot) {
+    auto it = pending_inbound.find(slot);
+    return it == pending_inbound.end() || it->second->Silent();
+  });
+  if (d.evicted) {
+    auto it = pending_inbound.find(*d.evicted);
+    if (it != pending_inbound.end()) {
+      const std::shared_ptr<Connection> victim = std::move(it->second);
+      pending_inbound.erase(it);
+      victim->Evict();
+    }
+  }
+  if (!d.admitted) {
+    CountRefused(d.refused);
+    log->warn("connection from {} refused: {} handshakes pending ({} from {}), none silent",
+              address, slots.taken(), slots.taken_by(host), host);
+    error_code ignored;
+    socket.close(ignored);
+    return;
+  }
+  auto conn =
+      std::make_shared<Connection>(this, std::move(socket), Handshake::Role::kResponder, address);
+  conn->set_slot(d.slot);
+  pending_inbound.emplace(d.slot, conn);
+  asio::co_spawn(io, conn->Run(conn), [log = log](std::exception_ptr e) { LogFailure(*log, e); });
+}
+
+void Node::Impl::ReleaseSlot(uint64_t slot) {
+  if (slot == 0) return;
+  slots.Release(slot);
+  pending_inbound.erase(slot);
 }
 
 awaitable<void> Node::Impl::DialLoop(std::string address) {
@@ -419,6 +445,7 @@ void Node::Stop() {
   // this io_context: release them before it goes.
   raw->established.clear();
   raw->connections.clear();
+  raw->pending_inbound.clear();
 }
 
 }  // namespace tidemap::net

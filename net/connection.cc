@@ -141,7 +141,8 @@ void Connection::ArmHandshakeTimer(asio::steady_timer::time_point deadline, bool
 awaitable<Status> Connection::DoHandshake() {
   const auto started = asio::steady_timer::clock_type::now();
   const NodeOptions& o = node_->options;
-  bool first_deadline = !initiator() && o.first_message_timeout_ms < o.handshake_timeout_ms;
+  bool first_deadline = !initiator() && o.first_message_timeout_ms > 0 &&
+                        o.first_message_timeout_ms < o.handshake_timeout_ms;
   ArmHandshakeTimer(
       started + Ms(first_deadline ? o.first_message_timeout_ms : o.handshake_timeout_ms),
       first_deadline);

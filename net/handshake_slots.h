@@ -51,7 +51,8 @@ class HandshakeSlots {
     std::string refused;              // why not admitted: "busy" or "busy_address"
   };
 
-  // Decides for a new connection from `host` (an IP address in text form).
+  // Decides for a new connection from `host` (its source address, in any
+  // text form that is equal for connections from the same source).
   // `silent(slot)` tells whether the connection holding `slot` is silent; it
   // is asked about the oldest slots first and only as far as needed.
   Decision Admit(const std::string& host, const std::function<bool(uint64_t)>& silent);

@@ -9,6 +9,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <future>
 
 #include "base/crypto.h"
@@ -24,6 +25,18 @@ using asio::use_awaitable;
 using boost::system::error_code;
 
 namespace {
+
+// The source address the per-address cap counts by: the IPv4 address (also
+// when mapped into IPv6), or the /64 prefix of an IPv6 address, which one
+// host typically holds whole.
+std::string SourceKey(const asio::ip::address& addr) {
+  if (addr.is_v4()) return addr.to_string();
+  const asio::ip::address_v6 v6 = addr.to_v6();
+  if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6).to_string();
+  asio::ip::address_v6::bytes_type bytes = v6.to_bytes();
+  std::fill(bytes.begin() + 8, bytes.end(), 0);
+  return asio::ip::address_v6(bytes).to_string() + "/64";
+}
 
 std::string EndpointText(const tcp::endpoint& ep) {
   const auto addr = ep.address();
@@ -70,7 +83,7 @@ awaitable<void> Node::Impl::AcceptLoop() {
     error_code ep_ec;
     const auto remote = socket.remote_endpoint(ep_ec);
     if (ep_ec) continue;  // already reset by the peer: nothing to run
-    Admit(std::move(socket), remote.address().to_string(), EndpointText(remote));
+    Admit(std::move(socket), SourceKey(remote.address()), EndpointText(remote));
   }
 }
 

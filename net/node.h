@@ -18,7 +18,8 @@
 //
 // Pre-handshake slots (net/handshake_slots.h): at most handshakes_pending_max
 // inbound handshakes run at once, at most handshakes_pending_per_address_max
-// of them from one source IP address. An inbound connection is "silent" until
+// of them from one source address (an IPv4 address, or an IPv6 /64: one
+// host's usual share). An inbound connection is "silent" until
 // its whole first handshake message (the hello) is in, and one still silent
 // after first_message_timeout_ms is closed. When the new connection's address
 // already holds its share, it takes the slot of that address's oldest silent
@@ -78,12 +79,12 @@ struct NodeOptions {
   DecodeLimits decode;  // frame and message limits for bytes from peers
   uint64_t handshake_timeout_ms = 5'000;
   // An inbound connection must send its whole hello within this (capped by
-  // handshake_timeout_ms).
+  // handshake_timeout_ms; 0: only the handshake timeout applies).
   uint64_t first_message_timeout_ms = 1'000;
   uint64_t idle_timeout_ms = 30'000;
   uint64_t keepalive_interval_ms = 5'000;
   size_t handshakes_pending_max = 64;             // inbound handshakes at once
-  size_t handshakes_pending_per_address_max = 8;  // of them from one source IP (0: no cap)
+  size_t handshakes_pending_per_address_max = 8;  // of them from one source address (0: no cap)
   size_t send_queue_bytes_max = size_t{8} << 20;  // per connection
   size_t inbox_bytes_max = size_t{8} << 20;       // per connection: received, not yet handled
   size_t worker_threads = 2;                      // the pool that runs replica work (>= 1)

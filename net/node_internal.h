@@ -72,7 +72,8 @@ struct Node::Impl : std::enable_shared_from_this<Node::Impl> {
 
   // --- event-loop thread only ---
   asio::awaitable<void> AcceptLoop();
-  // Gives an accepted connection from `host` (its IP) a pre-handshake slot,
+  // Gives an accepted connection from `host` (its source address as the
+  // per-address cap counts it) a pre-handshake slot,
   // closing the silent connection it replaces, and runs it; or refuses it.
   void Admit(tcp::socket socket, const std::string& host, const std::string& address);
   // Frees an inbound connection's slot once its handshake has ended (0: none).

@@ -17,13 +17,15 @@
 //   3. Otherwise it takes a free slot.
 //
 // Together with the node's first-message deadline (a silent connection is
-// closed after first_message_timeout_ms), connections that send nothing can
-// delay an honest one by at most the moment it takes to send its first
-// message: a flood of idle sockets only evicts its own oldest members, and
-// where all sources share one address (loopback, NAT) the per-address cap
-// still lets a newcomer in by eviction. What a source can hold for longer is
-// at most per_host_max slots of connections that did send a whole first
-// message, each until the handshake timeout.
+// closed after first_message_timeout_ms), connections that send nothing
+// cannot keep an honest one out: each newcomer replaces the oldest silent
+// connection, so a flood of idle sockets mostly replaces its own members, and
+// an honest connection is at risk only in the moment before its hello
+// arrives (its dialer then retries). Where all sources share one address
+// (loopback, NAT) the per-address cap still lets a newcomer in, by eviction.
+// What one source can hold for longer is at most per_host_max slots of
+// connections that did send a whole first message, each until the handshake
+// timeout; the total cap bounds what many sources can hold that way.
 //
 // Not thread-safe: the node's event loop owns it.
 #ifndef TIDEMAP_NET_HANDSHAKE_SLOTS_H_

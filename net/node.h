@@ -18,18 +18,20 @@
 //
 // Pre-handshake slots (net/handshake_slots.h): at most handshakes_pending_max
 // inbound handshakes run at once, at most handshakes_pending_per_address_max
-// of them from one source address (an IPv4 address, or an IPv6 /64: one
-// host's usual share). An inbound connection is "silent" until
-// its whole first handshake message (the hello) is in, and one still silent
-// after first_message_timeout_ms is closed. When the new connection's address
+// of them from one source address (an IPv4 address, or an IPv6 /64: one host's
+// usual share). An inbound connection is "silent" until its whole first
+// handshake message (the hello) is in, and one still silent after
+// first_message_timeout_ms is closed. When the new connection's address
 // already holds its share, it takes the slot of that address's oldest silent
-// connection; else when all slots are taken, the slot of the oldest silent
-// one from anywhere; a connection that finds no silent one to replace is
-// closed at accept. So idle sockets, even from many addresses or all from
-// loopback, cannot keep an honest peer out: they only replace each other,
-// and each lives at most first_message_timeout_ms. A connection that has
-// sent its hello keeps its slot until its handshake ends (at most
-// handshake_timeout_ms); one address holds at most its share of those.
+// connection; else when all slots are taken, the slot of the oldest silent one
+// from anywhere; a connection that finds no silent one to replace is closed at
+// accept. So idle sockets, even from many addresses or all from loopback,
+// cannot keep an honest peer out: they replace each other, each lives at most
+// first_message_timeout_ms, and an honest connection is silent only until its
+// hello arrives (bytes waiting unread in its socket count as arrived; if it is
+// replaced even so, its dialer retries). A connection that has sent its hello
+// keeps its slot until its handshake ends (at most handshake_timeout_ms); one
+// address holds at most its share of those.
 //
 // Threading: the node runs its own event-loop thread, which owns every
 // connection and never blocks. What may wait on the disk (each connection's

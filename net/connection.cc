@@ -51,16 +51,10 @@ Connection::Connection(Node::Impl* node, tcp::socket socket, Handshake::Role rol
 
 awaitable<void> Connection::Run(std::shared_ptr<Connection> self) {
   node_->connections.insert(self);
-  if (!initiator()) {
-    ++node_->handshakes_pending;
-    handshake_counted_ = true;
-  }
   last_rx_ms_ = last_tx_ms_ = NowMs();
   Status s = co_await DoHandshake();
-  if (handshake_counted_) {
-    --node_->handshakes_pending;
-    handshake_counted_ = false;
-  }
+  node_->ReleaseSlot(slot_);
+  slot_ = 0;
   if (s.ok()) {
     s = co_await RunSession();
   } else {
@@ -80,25 +74,78 @@ awaitable<void> Connection::Run(std::shared_ptr<Connection> self) {
 }
 
 void Connection::ReportRefused(const Status& s) {
-  const std::string reason = s.IsRefused() ? "untrusted" : "handshake";
+  const std::string reason = RefusedReason();
   node_->CountRefused(reason);
   if (initiator()) {
     MutexLock lock(&node_->mu);
     node_->dial_errors[address_] = s.message();
   }
-  node_->log->warn("connection {} {}: refused: {}", initiator() ? "to" : "from", address_,
-                   s.message());
+  // Silent connections come and go by the hundred under a flood of idle
+  // sockets: their counters say how many, the log only with debug.
+  const auto level = reason == "evicted" || reason == "first_message_timeout" ? spdlog::level::debug
+                                                                              : spdlog::level::warn;
+  node_->log->log(level, "connection {} {}: refused: {}", initiator() ? "to" : "from", address_,
+                  s.message());
+}
+
+std::string Connection::RefusedReason() const {
+  if (!refused_reason_.empty()) return refused_reason_;
+  if (handshake_.refused_by_peer()) return "refused_by_peer";
+  switch (handshake_.refusal().value_or(RefusalReason::kMalformed)) {
+    case RefusalReason::kUntrusted:
+      return "untrusted";  // the key is not in the trust list, and only that
+    case RefusalReason::kBadSignature:
+      return "bad_signature";
+    case RefusalReason::kSelf:
+      return "self";
+    case RefusalReason::kVersion:
+      return "version";
+    case RefusalReason::kMalformed:
+    case RefusalReason::kTooLarge:
+      break;
+  }
+  return "handshake";  // malformed or oversized messages, timeouts, I/O errors
+}
+
+bool Connection::Silent() const {
+  if (initiator() || handshake_.first_message_received()) return false;
+  error_code ec;
+  const size_t unread = socket_.available(ec);
+  // Unread bytes may complete the hello: an honest peer's hello is often
+  // still in the socket when the accept loop asks.
+  return ec || unread == 0;
+}
+
+void Connection::Evict() {
+  cut_reason_ = "evicted: its slot went to a newer connection before its hello came";
+  refused_reason_ = "evicted";
+  CloseSocket();
+}
+
+void Connection::ArmHandshakeTimer(asio::steady_timer::time_point deadline, bool first_message) {
+  // Re-arming cancels the previous wait (its handler sees operation_aborted).
+  timer_.expires_at(deadline);
+  timer_.async_wait([self = shared_from_this(), first_message](const error_code& ec) {
+    if (ec || self->established_ || self->socket_closed_) return;
+    if (first_message) {
+      self->cut_reason_ = "no handshake message within " +
+                          std::to_string(self->node_->options.first_message_timeout_ms) + " ms";
+      self->refused_reason_ = "first_message_timeout";
+    } else {
+      self->cut_reason_ = "handshake timed out";
+    }
+    self->CloseSocket();
+  });
 }
 
 awaitable<Status> Connection::DoHandshake() {
-  auto self = shared_from_this();
-  timer_.expires_after(Ms(node_->options.handshake_timeout_ms));
-  timer_.async_wait([self](const error_code& ec) {
-    if (!ec && !self->established_) {
-      self->timed_out_ = true;
-      self->CloseSocket();
-    }
-  });
+  const auto started = asio::steady_timer::clock_type::now();
+  const NodeOptions& o = node_->options;
+  bool first_deadline = !initiator() && o.first_message_timeout_ms > 0 &&
+                        o.first_message_timeout_ms < o.handshake_timeout_ms;
+  ArmHandshakeTimer(
+      started + Ms(first_deadline ? o.first_message_timeout_ms : o.handshake_timeout_ms),
+      first_deadline);
   std::string out;
   Status s = handshake_.Start(&out);
   if (!s.ok()) co_return s;
@@ -107,7 +154,10 @@ awaitable<Status> Connection::DoHandshake() {
     if (!out.empty()) {
       error_code ec;
       co_await asio::async_write(socket_, asio::buffer(out), redirect_error(use_awaitable, ec));
-      if (ec) co_return NetError(ec, "handshake write");
+      if (ec) {
+        co_return cut_reason_.empty() ? NetError(ec, "handshake write")
+                                      : Status::Unavailable(cut_reason_);
+      }
       bytes_out_ += out.size();
       out.clear();
     }
@@ -116,14 +166,18 @@ awaitable<Status> Connection::DoHandshake() {
     const size_t n = co_await socket_.async_read_some(asio::buffer(read_buf_),
                                                       redirect_error(use_awaitable, ec));
     if (ec) {
-      co_return timed_out_ ? Status::Unavailable("handshake timed out")
-                           : NetError(ec, "handshake read");
+      co_return cut_reason_.empty() ? NetError(ec, "handshake read")
+                                    : Status::Unavailable(cut_reason_);
     }
     bytes_in_ += n;
     pending.append(read_buf_.data(), n);
     size_t consumed = 0;
     s = handshake_.Feed(pending, &out, &consumed);
     pending.erase(0, consumed);
+    if (first_deadline && handshake_.first_message_received()) {
+      first_deadline = false;  // the rest of the handshake has the rest of its time
+      ArmHandshakeTimer(started + Ms(o.handshake_timeout_ms), false);
+    }
   }
   if (!s.ok()) co_return s;
   timer_.cancel();
@@ -153,9 +207,9 @@ awaitable<Status> Connection::RunSession() {
   asio::co_spawn(node_->io, WriteLoop(self),
                  [log = node_->log](std::exception_ptr e) { LogFailure(*log, e); });
   if (!leftover_.empty()) {
-    s = channel_->Feed(leftover_);
+    const std::string first_bytes = std::move(leftover_);
     leftover_.clear();
-    if (s.ok()) s = HandleFrames();
+    s = TakeBytes(first_bytes);
     if (!s.ok()) co_return s;
   }
   co_return co_await ReadLoop();
@@ -182,8 +236,7 @@ awaitable<Status> Connection::ReadLoop() {
     }
     bytes_in_ += n;
     last_rx_ms_ = NowMs();
-    Status s = channel_->Feed(std::string_view(read_buf_.data(), n));
-    if (s.ok()) s = HandleFrames();
+    Status s = TakeBytes(std::string_view(read_buf_.data(), n));
     if (!s.ok()) co_return s;
     if (channel_->peer_closed()) Close("peer closed the connection", true);
   }

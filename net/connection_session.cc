@@ -66,12 +66,27 @@ asio::awaitable<Status> Connection::StartSession() {
   co_return Status::Ok();
 }
 
+Status Connection::TakeBytes(std::string_view bytes) {
+  Status s = channel_->Feed(bytes);
+  if (!s.ok()) {
+    // A frame failed to decrypt, or its length or place cannot be right. The
+    // frames before it are dropped with the connection.
+    CountDecodeError();
+    return s;
+  }
+  return HandleFrames();
+}
+
+void Connection::CountDecodeError() {
+  MutexLock lock(&node_->mu);
+  ++node_->counters.decode_errors;
+}
+
 Status Connection::HandleFrames() {
   while (true) {
     auto next = channel_->Next();
     if (!next.ok()) {
-      MutexLock lock(&node_->mu);
-      ++node_->counters.decode_errors;
+      CountDecodeError();
       return next.status();
     }
     if (!next->has_value()) break;
@@ -80,8 +95,7 @@ Status Connection::HandleFrames() {
     if (payload.empty()) continue;  // keepalive
     auto message = DecodeMessage(payload, node_->options.decode);
     if (!message.ok()) {
-      MutexLock lock(&node_->mu);
-      ++node_->counters.decode_errors;
+      CountDecodeError();
       return message.status();
     }
     if (closing_) continue;  // draining after our final frame: nothing more to answer

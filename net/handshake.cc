@@ -142,6 +142,7 @@ Status Handshake::Fail(Status status) {
 
 Status Handshake::Refuse(RefusalReason reason, std::string_view text, Status status,
                          std::string* out) {
+  refusal_ = reason;
   // An initiator waiting for accept sends nothing more: an honest responder already
   // counts the connection as up and would read a refusal as a (failing) frame.
   if (state_ == State::kAwaitAccept) return Fail(std::move(status));
@@ -228,6 +229,7 @@ Status Handshake::Feed(std::string_view in, std::string* out, size_t* consumed) 
     const std::string message = std::move(in_);
     in_.clear();
     header_parsed_ = false;
+    ++messages_received_;
     TIDEMAP_RETURN_IF_ERROR(
         HandleMessage(in_type_, std::string_view(message).substr(kHandshakeHeaderBytes), out));
   }
@@ -460,6 +462,7 @@ Status Handshake::OnRefuse(std::string_view body) {
     return Fail(Status::Corruption("malformed handshake: refusal of " + std::to_string(body_bytes) +
                                    " bytes"));
   }
+  refused_by_peer_ = true;
   if (reason == static_cast<uint8_t>(RefusalReason::kVersion)) {
     return Fail(Status::Refused(VersionMismatch(version, version_) + " (refused by peer)"));
   }

@@ -147,6 +147,15 @@ class Handshake {
   bool done() const;
   Role role() const { return role_; }
 
+  // True once a whole handshake message from the peer was taken in (for a
+  // responder: the hello), whatever the outcome; false while it is partial.
+  bool first_message_received() const { return messages_received_ > 0; }
+  // Why we refused the peer (the reason our refuse message carries, or would
+  // carry where none is sent); nullopt when we did not refuse it.
+  std::optional<RefusalReason> refusal() const { return refusal_; }
+  // True when the peer refused us (its refuse message ended the handshake).
+  bool refused_by_peer() const { return refused_by_peer_; }
+
   // The authenticated peer. REQUIRES: done().
   const crypto::PublicKey& peer_public_key() const;
   uint64_t peer_node_id() const;  // crypto::NodeIdOf(peer_public_key())
@@ -215,6 +224,9 @@ class Handshake {
   std::optional<crypto::SecretStreamPush> push_;
   std::optional<crypto::SecretStreamPull> pull_;
   bool channel_taken_ = false;
+  size_t messages_received_ = 0;
+  std::optional<RefusalReason> refusal_;
+  bool refused_by_peer_ = false;
 };
 
 }  // namespace tidemap::net

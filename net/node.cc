@@ -9,6 +9,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <future>
 
 #include "base/crypto.h"
@@ -24,6 +25,18 @@ using asio::use_awaitable;
 using boost::system::error_code;
 
 namespace {
+
+// The source address the per-address cap counts by: the IPv4 address (also
+// when mapped into IPv6), or the /64 prefix of an IPv6 address, which one
+// host typically holds whole.
+std::string SourceKey(const asio::ip::address& addr) {
+  if (addr.is_v4()) return addr.to_string();
+  const asio::ip::address_v6 v6 = addr.to_v6();
+  if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6).to_string();
+  asio::ip::address_v6::bytes_type bytes = v6.to_bytes();
+  std::fill(bytes.begin() + 8, bytes.end(), 0);
+  return asio::ip::address_v6(bytes).to_string() + "/64";
+}
 
 std::string EndpointText(const tcp::endpoint& ep) {
   const auto addr = ep.address();
@@ -69,17 +82,43 @@ awaitable<void> Node::Impl::AcceptLoop() {
     }
     error_code ep_ec;
     const auto remote = socket.remote_endpoint(ep_ec);
-    const std::string address = ep_ec ? "?" : EndpointText(remote);
-    if (handshakes_pending >= options.handshakes_pending_max) {
-      CountRefused("busy");
-      log->warn("connection from {} refused: {} handshakes pending", address, handshakes_pending);
-      socket.close(ep_ec);
-      continue;
-    }
-    auto conn =
-        std::make_shared<Connection>(this, std::move(socket), Handshake::Role::kResponder, address);
-    asio::co_spawn(io, conn->Run(conn), [log = log](std::exception_ptr e) { LogFailure(*log, e); });
+    if (ep_ec) continue;  // already reset by the peer: nothing to run
+    Admit(std::move(socket), SourceKey(remote.address()), EndpointText(remote));
   }
+}
+
+void Node::Impl::Admit(tcp::socket socket, const std::string& host, const std::string& address) {
+  HandshakeSlots::Decision d = slots.Admit(host, [this](uint64_t slot) {
+    auto it = pending_inbound.find(slot);
+    return it == pending_inbound.end() || it->second->Silent();
+  });
+  if (d.evicted) {
+    auto it = pending_inbound.find(*d.evicted);
+    if (it != pending_inbound.end()) {
+      const std::shared_ptr<Connection> victim = std::move(it->second);
+      pending_inbound.erase(it);
+      victim->Evict();
+    }
+  }
+  if (!d.admitted) {
+    CountRefused(d.refused);
+    log->warn("connection from {} refused: {} handshakes pending ({} from {}), none silent",
+              address, slots.taken(), slots.taken_by(host), host);
+    error_code ignored;
+    socket.close(ignored);
+    return;
+  }
+  auto conn =
+      std::make_shared<Connection>(this, std::move(socket), Handshake::Role::kResponder, address);
+  conn->set_slot(d.slot);
+  pending_inbound.emplace(d.slot, conn);
+  asio::co_spawn(io, conn->Run(conn), [log = log](std::exception_ptr e) { LogFailure(*log, e); });
+}
+
+void Node::Impl::ReleaseSlot(uint64_t slot) {
+  if (slot == 0) return;
+  slots.Release(slot);
+  pending_inbound.erase(slot);
 }
 
 awaitable<void> Node::Impl::DialLoop(std::string address) {
@@ -419,6 +458,7 @@ void Node::Stop() {
   // this io_context: release them before it goes.
   raw->established.clear();
   raw->connections.clear();
+  raw->pending_inbound.clear();
 }
 
 }  // namespace tidemap::net

@@ -11,11 +11,27 @@
 // Limits: a frame is at most decode.frame_bytes_max (checked before the body
 // is read); a connection whose unsent frames exceed send_queue_bytes_max stops
 // reading from its peer until they drain, and the sync core bounds its own
-// in-flight batches, so a slow or stalled peer costs bounded memory. At most
-// handshakes_pending_max inbound handshakes run at once; more are closed at
-// accept. A handshake that takes longer than handshake_timeout_ms, or a
-// connection that receives nothing for idle_timeout_ms (keepalive frames are
-// sent every keepalive_interval_ms), is closed.
+// in-flight batches, so a slow or stalled peer costs bounded memory. A
+// handshake that takes longer than handshake_timeout_ms, or a connection that
+// receives nothing for idle_timeout_ms (keepalive frames are sent every
+// keepalive_interval_ms), is closed.
+//
+// Pre-handshake slots (net/handshake_slots.h): at most handshakes_pending_max
+// inbound handshakes run at once, at most handshakes_pending_per_address_max
+// of them from one source address (an IPv4 address, or an IPv6 /64: one host's
+// usual share). An inbound connection is "silent" until its whole first
+// handshake message (the hello) is in, and one still silent after
+// first_message_timeout_ms is closed. When the new connection's address
+// already holds its share, it takes the slot of that address's oldest silent
+// connection; else when all slots are taken, the slot of the oldest silent one
+// from anywhere; a connection that finds no silent one to replace is closed at
+// accept. So idle sockets, even from many addresses or all from loopback,
+// cannot keep an honest peer out: they replace each other, each lives at most
+// first_message_timeout_ms, and an honest connection is silent only until its
+// hello arrives (bytes waiting unread in its socket count as arrived; if it is
+// replaced even so, its dialer retries). A connection that has sent its hello
+// keeps its slot until its handshake ends (at most handshake_timeout_ms); one
+// address holds at most its share of those.
 //
 // Threading: the node runs its own event-loop thread, which owns every
 // connection and never blocks. What may wait on the disk (each connection's
@@ -64,9 +80,13 @@ struct NodeOptions {
   SyncOptions sync;
   DecodeLimits decode;  // frame and message limits for bytes from peers
   uint64_t handshake_timeout_ms = 5'000;
+  // An inbound connection must send its whole hello within this (capped by
+  // handshake_timeout_ms; 0: only the handshake timeout applies).
+  uint64_t first_message_timeout_ms = 1'000;
   uint64_t idle_timeout_ms = 30'000;
   uint64_t keepalive_interval_ms = 5'000;
-  size_t handshakes_pending_max = 64;
+  size_t handshakes_pending_max = 64;             // inbound handshakes at once
+  size_t handshakes_pending_per_address_max = 8;  // of them from one source address (0: no cap)
   size_t send_queue_bytes_max = size_t{8} << 20;  // per connection
   size_t inbox_bytes_max = size_t{8} << 20;       // per connection: received, not yet handled
   size_t worker_threads = 2;                      // the pool that runs replica work (>= 1)

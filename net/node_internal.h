@@ -37,6 +37,7 @@
 #include "base/mutex.h"
 #include "net/frame.h"
 #include "net/handshake.h"
+#include "net/handshake_slots.h"
 #include "net/node.h"
 #include "net/worker_pool.h"
 
@@ -62,6 +63,7 @@ struct Node::Impl : std::enable_shared_from_this<Node::Impl> {
         trust(t),
         clock(c),
         log(std::move(l)),
+        slots(options.handshakes_pending_max, options.handshakes_pending_per_address_max),
         rng(std::random_device{}()),
         workers(options.worker_threads) {}
 
@@ -70,6 +72,12 @@ struct Node::Impl : std::enable_shared_from_this<Node::Impl> {
 
   // --- event-loop thread only ---
   asio::awaitable<void> AcceptLoop();
+  // Gives an accepted connection from `host` (its source address as the
+  // per-address cap counts it) a pre-handshake slot,
+  // closing the silent connection it replaces, and runs it; or refuses it.
+  void Admit(tcp::socket socket, const std::string& host, const std::string& address);
+  // Frees an inbound connection's slot once its handshake has ended (0: none).
+  void ReleaseSlot(uint64_t slot);
   asio::awaitable<void> DialLoop(std::string address);
   // One dial of `address` and, once connected, the connection's whole life.
   // Returns how long to wait before the next dial; updates `backoff_ms`.
@@ -101,7 +109,8 @@ struct Node::Impl : std::enable_shared_from_this<Node::Impl> {
   std::vector<std::unique_ptr<asio::steady_timer>> dial_timers;
   uint16_t port = 0;
   bool stopping = false;
-  size_t handshakes_pending = 0;
+  HandshakeSlots slots;  // pre-handshake slots of inbound connections
+  std::map<uint64_t, std::shared_ptr<Connection>> pending_inbound;  // by slot, oldest first
   std::set<std::shared_ptr<Connection>> connections;
   std::map<uint64_t, std::shared_ptr<Connection>> established;
   std::map<std::string, uint64_t> address_node;  // dialed address -> its node id, once known
@@ -162,6 +171,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Poll();
   void RequestDiff();
 
+  // The pre-handshake slot of an inbound connection (set before Run).
+  void set_slot(uint64_t slot) { slot_ = slot; }
+  // True while an inbound connection has not sent its whole first handshake
+  // message, counting bytes that wait unread in the socket as sent.
+  bool Silent() const;
+  // Closes a silent connection whose slot a newer one took.
+  void Evict();
+
   bool initiator() const { return role_ == Handshake::Role::kInitiator; }
   bool is_established() const { return established_; }
   uint64_t peer_id() const { return peer_id_; }
@@ -177,7 +194,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // more than the session or the send queue can take.
   asio::awaitable<Status> ReadLoop();
   asio::awaitable<void> WriteLoop(std::shared_ptr<Connection> self);
+  // Arms timer_ to cut the handshake at `deadline`; `first_message`: the
+  // first-message deadline, else the handshake's own.
+  void ArmHandshakeTimer(asio::steady_timer::time_point deadline, bool first_message);
   void ReportRefused(const Status& s);
+  // The refused_connections reason of a failed handshake.
+  std::string RefusedReason() const;
   void Enqueue(std::string frame);
   void CloseSocket();
   void PublishStats();
@@ -186,8 +208,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // connection_session.cc
   // Creates the session and runs its Start on a worker; sends the opening messages.
   asio::awaitable<Status> StartSession();
+  // Feeds bytes received after the handshake to the channel, then HandleFrames.
+  // Every frame that fails to decrypt, to parse or to decode is counted in
+  // NetCounters::decode_errors (and ends the connection).
+  Status TakeBytes(std::string_view bytes);
   // Decrypts and decodes every complete frame in the channel into inbox_, then Pumps.
   Status HandleFrames();
+  void CountDecodeError();
   // Starts the next session job unless one is in flight or nothing is due.
   void Pump();
   void OnJobDone(SessionJobResult result);
@@ -223,8 +250,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool closing_ = false;
   bool final_queued_ = false;
   bool socket_closed_ = false;
-  bool timed_out_ = false;
-  bool handshake_counted_ = false;
+  uint64_t slot_ = 0;           // inbound: the pre-handshake slot, until released
+  std::string cut_reason_;      // why the handshake was cut (timeout, eviction)
+  std::string refused_reason_;  // the refused_connections reason of that cut
   uint64_t peer_id_ = 0;
   std::string peer_key_text_;
   std::string close_reason_;

@@ -36,9 +36,27 @@ struct PeerStatus {
 };
 
 // Node-wide transport counters.
+//
+// refused_connections, by reason:
+//   busy, busy_address     closed at accept: no pre-handshake slot (in all, or
+//                          for its source address) and none silent to replace
+//   evicted                a silent connection whose slot a newer one took
+//   first_message_timeout  no whole hello within first_message_timeout_ms
+//   untrusted              the peer's key is not in our trust list (only that)
+//   bad_signature          the peer's handshake signature does not verify
+//   self, version          the peer has our key; speaks another handshake version
+//   refused_by_peer        the peer refused us (its log says why)
+//   handshake              anything else: malformed or oversized handshake
+//                          messages, the handshake timeout, I/O errors
+// decode_errors counts frames after the handshake that fail to decrypt, to
+// parse (a length over the limit, bytes after the closing frame) or to decode
+// as a message; each also closes its connection. Garbage during the handshake
+// is not counted there: anyone who can reach the port can send it, before
+// any key is proven, and it is already counted once in refused_connections
+// (as "handshake"); decode_errors stays a signal about authenticated peers.
 struct NetCounters {
-  std::map<std::string, uint64_t> refused_connections;  // by reason: "untrusted", "handshake", ...
-  uint64_t decode_errors = 0;                           // frames that failed to decrypt or parse
+  std::map<std::string, uint64_t> refused_connections;  // by reason, see above
+  uint64_t decode_errors = 0;                           // see above
   uint64_t handshakes_completed = 0;
   Histogram sync_round_seconds{Histogram::DefaultSecondsBounds()};  // tree diff durations
 };

@@ -85,6 +85,7 @@ const std::map<std::string, Setter>& Settings() {
       {"maintenance_interval_ms", Unsigned(&DaemonConfig::maintenance_interval_ms)},
       {"idle_timeout_ms", Unsigned(&DaemonConfig::idle_timeout_ms)},
       {"handshake_timeout_ms", Unsigned(&DaemonConfig::handshake_timeout_ms)},
+      {"first_message_timeout_ms", Unsigned(&DaemonConfig::first_message_timeout_ms)},
       {"log_level", String(&DaemonConfig::log_level)},
   };
   return *settings;

@@ -32,6 +32,8 @@ struct DaemonConfig {
   uint64_t maintenance_interval_ms = 10'000;  // oplog prune (and tombstone purge)
   uint64_t idle_timeout_ms = 30'000;
   uint64_t handshake_timeout_ms = 5'000;
+  // An inbound peer connection's whole hello must come by then.
+  uint64_t first_message_timeout_ms = 1'000;
   std::string log_level = "info";  // trace, debug, info, warn, error
   // Test-only: shifts this node's physical clock (never the host's), to
   // exercise the max clock offset refusal. Not in the config file.

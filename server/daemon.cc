@@ -100,6 +100,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
   node_options.idle_timeout_ms = config.idle_timeout_ms;
   node_options.keepalive_interval_ms = std::max<uint64_t>(config.idle_timeout_ms / 4, 1);
   node_options.handshake_timeout_ms = config.handshake_timeout_ms;
+  node_options.first_message_timeout_ms = config.first_message_timeout_ms;
   // A frame holds at least one record of the largest allowed size.
   const Limits& limits = d->data_dir_->replica().limits();
   node_options.decode.frame_bytes_max =

@@ -359,6 +359,12 @@ TEST_F(HandshakeTest, UntrustedInitiatorIsRefusedAndTold) {
   EXPECT_EQ(i.status.message(), "refused by peer: untrusted key " + a_text);
   EXPECT_FALSE(i.hs.done());
   EXPECT_FALSE(r.hs.done());
+  // What the node counts the refusals by.
+  EXPECT_EQ(r.hs.refusal(), RefusalReason::kUntrusted);
+  EXPECT_FALSE(r.hs.refused_by_peer());
+  EXPECT_TRUE(r.hs.first_message_received());
+  EXPECT_EQ(i.hs.refusal(), std::nullopt);
+  EXPECT_TRUE(i.hs.refused_by_peer());
   // All the stranger got is one refusal: no proof, no frames.
   EXPECT_EQ(Types(r.sent), std::vector<uint8_t>{T(HandshakeType::kRefuse)});
   EXPECT_TRUE(i.inbox.empty());
@@ -571,11 +577,16 @@ TEST_F(HandshakeTest, TamperedInitiatorSignatureFails) {
     std::string out;
     size_t consumed = 0;
     ASSERT_TRUE(r.Start(&out).ok());
-    ASSERT_TRUE(r.Feed(hello, &out, &consumed).ok());
+    EXPECT_FALSE(r.first_message_received());
+    ASSERT_TRUE(r.Feed(std::string_view(hello).substr(0, 10), &out, &consumed).ok());
+    EXPECT_FALSE(r.first_message_received());  // a partial hello is no message yet
+    ASSERT_TRUE(r.Feed(std::string_view(hello).substr(10), &out, &consumed).ok());
+    EXPECT_TRUE(r.first_message_received());
     const Status s = r.Feed(internal::EncodeHandshakeMessage(HandshakeType::kInitiatorProof, body),
                             &out, &consumed);
     EXPECT_TRUE(s.IsRefused()) << "bit " << bit;
     EXPECT_NE(s.message().find("bad signature"), std::string::npos);
+    EXPECT_EQ(r.refusal(), RefusalReason::kBadSignature);  // not kUntrusted: the key is trusted
   }
 }
 

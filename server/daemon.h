@@ -1,9 +1,9 @@
 // Daemon: what `tidemap serve` runs. It opens a data dir, loads the trust
 // list, starts the peer transport (net::Node; without --listen and --peer it
 // neither listens nor dials, and only prunes the oplog) and, when configured,
-// the HTTP API, and stops them in the order that loses nothing: the HTTP API first (no
-// new writes; the ones in flight finish), then the peers (each gets our final
-// frame), then the replica (LevelDB closes with a checkpoint).
+// the HTTP API, and stops them in the order that loses nothing: the HTTP API
+// first (no new writes; the ones in flight finish), then the peers (each gets
+// our final frame), then the replica (LevelDB closes with a checkpoint).
 //
 // Thread-safety: Start and Stop from one thread; Snapshot from any.
 #ifndef TIDEMAP_SERVER_DAEMON_H_

@@ -11,6 +11,7 @@ packages=(
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
   clang clang-format libclang-rt-14-dev
   prometheus  # promtool, which checks the /metrics exposition in http_test
+  curl  # the README's runnable blocks (readme_test) call the HTTP API with it
 )
 
 missing=()

@@ -130,8 +130,9 @@ Status ValidateConfig(const DaemonConfig& config) {
   for (const std::string& peer : config.peers) {
     TIDEMAP_RETURN_IF_ERROR(net::ParseHostPort(peer).status());
   }
-  if (config.listen.empty() && config.peers.empty()) {
-    return Status::InvalidArgument("nothing to do: give --listen, --peer or both");
+  // A node without peers is still useful through its HTTP API alone.
+  if (config.listen.empty() && config.peers.empty() && config.http.empty()) {
+    return Status::InvalidArgument("nothing to do: give --listen, --peer, --http or several");
   }
   if (!config.http_token.empty() && !config.http_token_file.empty()) {
     return Status::InvalidArgument("give http_token or http_token_file, not both");

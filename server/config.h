@@ -47,7 +47,8 @@ struct DaemonConfig {
 Status LoadConfigFile(const std::string& path, DaemonConfig* config);
 
 // Checks what a daemon needs before it starts: a data dir, well-formed
-// addresses, a durability mode. InvalidArgument says which setting.
+// addresses, something to serve (peers, the HTTP API or both), a durability
+// mode. InvalidArgument says which setting.
 Status ValidateConfig(const DaemonConfig& config);
 
 }  // namespace tidemap

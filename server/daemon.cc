@@ -88,7 +88,8 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
   d->storage_watch_ = std::make_unique<StorageWatch>(&d->data_dir_->replica(), log,
                                                      ReplicaOptions{}.storage_retry_interval_ms);
   d->public_key_ = d->data_dir_->identity().public_key_text();
-  if (d->trust_.size() == 0) {
+  const bool has_peers = !config.listen.empty() || !config.peers.empty();
+  if (d->trust_.size() == 0 && has_peers) {
     log->warn("the trust list is empty: every peer will be refused (use --trust or --trust-file)");
   }
 
@@ -111,27 +112,32 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
   if (!node.ok()) return node.status();
   d->node_ = std::move(*node);
 
-  if (!config.http.empty()) {
-    HttpOptions http_options;
-    http_options.listen = config.http;
-    http_options.bearer_token = config.http_token;
-    if (!config.http_token_file.empty()) {
-      TIDEMAP_ASSIGN_OR_RETURN(http_options.bearer_token, ReadTokenFile(config.http_token_file));
-    }
-    HttpContext context;
-    context.replica = &d->data_dir_->replica();
-    context.public_key = d->public_key_;
-    net::Node* node_ptr = d->node_.get();
-    context.net_status = [node_ptr] { return node_ptr->Snapshot(); };
-    auto http = HttpServer::Start(std::move(http_options), std::move(context));
-    if (!http.ok()) return http.status();
-    d->http_ = std::move(*http);
-    log->info("HTTP API on {}", config.http);
-  }
+  if (!config.http.empty()) TIDEMAP_RETURN_IF_ERROR(d->StartHttp(config));
   log->info("node {} ({}) serving {}{}", NodeIdToString(d->data_dir_->identity().node_id()),
             d->public_key_, config.data,
-            config.listen.empty() ? std::string(", dial-out only") : ", peers on " + config.listen);
+            !has_peers              ? std::string(", HTTP only (no peers)")
+            : config.listen.empty() ? std::string(", dial-out only")
+                                    : ", peers on " + config.listen);
   return d;
+}
+
+Status Daemon::StartHttp(const DaemonConfig& config) {
+  HttpOptions http_options;
+  http_options.listen = config.http;
+  http_options.bearer_token = config.http_token;
+  if (!config.http_token_file.empty()) {
+    TIDEMAP_ASSIGN_OR_RETURN(http_options.bearer_token, ReadTokenFile(config.http_token_file));
+  }
+  HttpContext context;
+  context.replica = &data_dir_->replica();
+  context.public_key = public_key_;
+  net::Node* node_ptr = node_.get();
+  context.net_status = [node_ptr] { return node_ptr->Snapshot(); };
+  auto http = HttpServer::Start(std::move(http_options), std::move(context));
+  if (!http.ok()) return http.status();
+  http_ = std::move(*http);
+  log_->info("HTTP API on {}", config.http);
+  return Status::Ok();
 }
 
 Daemon::~Daemon() { Stop(); }

@@ -1,8 +1,9 @@
 // Daemon: what `tidemap serve` runs. It opens a data dir, loads the trust
-// list, starts the peer transport (net::Node) and, when configured, the HTTP
-// API, and stops them in the order that loses nothing: the HTTP API first (no
-// new writes; the ones in flight finish), then the peers (each gets our final
-// frame), then the replica (LevelDB closes with a checkpoint).
+// list, starts the peer transport (net::Node; without --listen and --peer it
+// neither listens nor dials, and only prunes the oplog) and, when configured,
+// the HTTP API, and stops them in the order that loses nothing: the HTTP API
+// first (no new writes; the ones in flight finish), then the peers (each gets
+// our final frame), then the replica (LevelDB closes with a checkpoint).
 //
 // Thread-safety: Start and Stop from one thread; Snapshot from any.
 #ifndef TIDEMAP_SERVER_DAEMON_H_
@@ -52,6 +53,8 @@ class Daemon {
 
  private:
   Daemon() = default;
+  // Starts the HTTP API on config.http; needs data_dir_, public_key_ and node_.
+  Status StartHttp(const DaemonConfig& config);
 
   std::shared_ptr<spdlog::logger> log_;
   std::unique_ptr<SystemClock> clock_;

@@ -1,4 +1,4 @@
-// The node's HTTP API (the README's "HTTP API"): keys, scans, status,
+// The node's HTTP API (the README's "HTTP API"): keys, scans, health, status,
 // server-sent events of changes, and Prometheus metrics, served with
 // Boost.Beast. It needs only a Replica and callbacks, so the daemon, tests
 // and tools construct it alike.
@@ -8,6 +8,8 @@
 //   GET    /v1/maps/{map}/keys/{key}   200 raw value + X-Tidemap-HLC | 404
 //   DELETE /v1/maps/{map}/keys/{key}                 200 {"hlc": "..."}
 //   GET    /v1/maps/{map}?prefix=&limit=&after=     200 scan page (server/json.h)
+//   GET    /v1/health                                200 {"status":"ok"} |
+//                                                     503 {"status":"degraded","reason":...}
 //   GET    /v1/status                                200 status document
 //   GET    /v1/watch?map=&from=SEQ                   200 text/event-stream | 410
 //   GET    /metrics                                  200 Prometheus text

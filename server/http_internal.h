@@ -74,7 +74,7 @@ std::string_view View(beast::string_view v);
 // than a socket error, a timeout or a cancellation.
 bool IsHttpError(const beast::error_code& ec);
 
-enum class RouteKind { kKey, kMap, kStatus, kWatch, kMetrics, kUnknown };
+enum class RouteKind { kKey, kMap, kHealth, kStatus, kWatch, kMetrics, kUnknown };
 
 struct Route {
   RouteKind kind = RouteKind::kUnknown;
@@ -311,6 +311,7 @@ struct HttpServer::Impl {
   Result<Response> Handle(http::verb method, const Route& route, std::string body);
   Result<Response> HandleKey(http::verb method, const Route& route, std::string body);
   Result<Response> HandleScan(const Route& route);
+  Result<Response> HandleHealth();
   Result<Response> HandleStatus();
   Result<Response> HandleMetrics();
 

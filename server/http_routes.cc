@@ -1,5 +1,5 @@
 // The HTTP server's routing and responses, and the handlers of the plain
-// routes (keys, scans, status, metrics). Handlers run on the worker pool.
+// routes (keys, scans, health, status, metrics). Handlers run on the worker pool.
 #include <algorithm>
 #include <charconv>
 
@@ -85,7 +85,10 @@ Route MatchRoute(std::string_view target) {
   const std::string_view path = target.substr(0, q);
   if (q != std::string_view::npos) r.query = std::string(target.substr(q + 1));
   constexpr std::string_view kMaps = "/v1/maps/";
-  if (path == "/v1/status") {
+  if (path == "/v1/health") {
+    r.kind = RouteKind::kHealth;
+    r.name = "/v1/health";
+  } else if (path == "/v1/status") {
     r.kind = RouteKind::kStatus;
     r.name = "/v1/status";
   } else if (path == "/v1/watch") {
@@ -182,6 +185,8 @@ Result<Response> HttpServer::Impl::Handle(http::verb method, const Route& route,
       return HandleKey(method, route, std::move(body));
     case RouteKind::kMap:
       return HandleScan(route);
+    case RouteKind::kHealth:
+      return HandleHealth();
     case RouteKind::kStatus:
       return HandleStatus();
     case RouteKind::kMetrics:
@@ -253,6 +258,19 @@ Result<Response> HttpServer::Impl::HandleScan(const Route& route) {
     cursor = chunk.next;
   }
   return JsonResponse(http::status::ok, ScanPageJson(page), /*pretty=*/true);
+}
+
+// Readiness, not mere liveness: a node whose storage refuses writes answers
+// 503, so a load balancer or a start-up script waits for (or routes around)
+// a node that could not take a put. Reads may still work; /v1/status says more.
+Result<Response> HttpServer::Impl::HandleHealth() {
+  const StorageHealth health = context.replica->storage_health();
+  if (!health.error.empty()) {
+    return JsonResponse(
+        http::status::service_unavailable,
+        {{"status", "degraded"}, {"reason", "storage refuses writes: " + health.error}});
+  }
+  return JsonResponse(http::status::ok, {{"status", "ok"}});
 }
 
 Result<Response> HttpServer::Impl::HandleStatus() {

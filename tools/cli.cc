@@ -20,6 +20,7 @@
 #include "base/clock.h"
 #include "base/coding.h"
 #include "base/crypto.h"
+#include "base/version.h"
 #include "server/data_dir.h"
 #include "server/http_client.h"
 #include "server/json.h"
@@ -542,6 +543,7 @@ int RunCli(const std::vector<std::string>& args) {
   CLI::App app{"tidemap: a replicated last-writer-wins map store", "tidemap"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "help for every command");
+  app.set_version_flag("--version", "tidemap " TIDEMAP_VERSION_STRING, "print the version");
   CliArgs a;
   std::vector<Command> commands;
   AddDirCommand(&app, &a, &commands, "init", "create a data dir and identity, print the public key",
@@ -560,7 +562,9 @@ int RunCli(const std::vector<std::string>& args) {
   AddServeCommand(&app, &a.serve);
   commands.emplace_back(a.serve.command, [&a] { return RunServe(a.serve); });
   commands.emplace_back(
-      app.add_subcommand("demo", "a narrated walkthrough of a replica in a temporary dir"),
+      app.add_subcommand("demo",
+                         "a three-node cluster on loopback, narrated: replication, a partition, "
+                         "its repair (about a second; nothing is left behind)"),
       [] { return RunDemo(); });
 
   std::vector<std::string> reversed(args.rbegin(), args.rend());

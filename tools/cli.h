@@ -18,7 +18,7 @@ inline constexpr int kExitRefused = 4;      // quota, limits, trust
 // Runs one command. `args` excludes the program name. Writes to stdout/stderr.
 int RunCli(const std::vector<std::string>& args);
 
-// `tidemap demo`: a narrated walkthrough of one replica in a temporary dir.
+// `tidemap demo`: a three-node cluster on loopback, narrated (tools/demo.cc).
 int RunDemo();
 
 }  // namespace tidemap

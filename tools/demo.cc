@@ -4,7 +4,8 @@
 // on each, cuts one node off, writes on both sides, heals the partition and
 // shows the convergence: the status lines and the bytes the repair took.
 // Every command it runs is printed first ("$ tidemap ..."), with the real
-// ports, so a newcomer can repeat any step by hand.
+// ports, dirs and whole keys, so a newcomer can paste any step while it runs
+// or repeat it by hand on dirs of their own.
 #include <spdlog/sinks/null_sink.h>
 #include <spdlog/spdlog.h>
 
@@ -111,7 +112,7 @@ class Demo {
     std::string line = "$ tidemap serve --data " + n.dir +
                        " --listen 127.0.0.1:" + std::to_string(n.port) + " --http " + n.http();
     for (const std::string& p : c.peers) line += " --peer " + p;
-    for (DemoNode* t : trusted) line += " --trust " + t->public_key.substr(0, 8) + "…";
+    for (DemoNode* t : trusted) line += " --trust " + t->public_key;
     std::printf("%s &\n", line.c_str());
   }
 

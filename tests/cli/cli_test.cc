@@ -28,6 +28,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/version.h"
 #include "server/data_dir.h"
 #include "server/http.h"
 #include "server/json.h"
@@ -723,6 +724,17 @@ TEST_F(CliTest, HelpOnEveryCommand) {
   }
 }
 
+TEST_F(CliTest, VersionPrintsTheVersionMacro) {
+  const RunResult r = RunTidemap({"--version"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, "tidemap " TIDEMAP_VERSION_STRING "\n") << r;
+  EXPECT_EQ(std::string(TIDEMAP_VERSION_STRING), std::to_string(TIDEMAP_VERSION_MAJOR) + "." +
+                                                     std::to_string(TIDEMAP_VERSION_MINOR) + "." +
+                                                     std::to_string(TIDEMAP_VERSION_PATCH));
+  EXPECT_EQ(TIDEMAP_VERSION,
+            TIDEMAP_VERSION_MAJOR * 10000 + TIDEMAP_VERSION_MINOR * 100 + TIDEMAP_VERSION_PATCH);
+}
+
 TEST_F(CliTest, DemoPrintsItsCommandsAndRemovesItsDir) {
   // The demo makes its dir under TMPDIR; pointing that at our own empty dir
   // means no other process's files can confuse the before/after comparison.
@@ -742,6 +754,17 @@ TEST_F(CliTest, DemoPrintsItsCommandsAndRemovesItsDir) {
   }
   EXPECT_TRUE(Contains(r.out, "Demo finished.")) << r;
   EXPECT_FALSE(Contains(r.out, "!! expected")) << r;
+  // Its serve lines can be pasted: whole keys, never cut short.
+  static const std::regex kTrust(R"( --trust ([0-9a-f]+))");
+  int trusts = 0;
+  for (const std::string& line : Lines(r.out)) {
+    if (line.rfind("$ tidemap serve ", 0) != 0) continue;
+    EXPECT_FALSE(Contains(line, "…")) << line;
+    for (std::sregex_iterator m(line.begin(), line.end(), kTrust), end; m != end; ++m, ++trusts) {
+      EXPECT_TRUE(IsHex((*m)[1].str(), 64)) << line;
+    }
+  }
+  EXPECT_GE(trusts, 6) << r;
 
   ASSERT_FALSE(demo_data_dir.empty()) << r;
   const std::filesystem::path demo_dir = std::filesystem::path(demo_data_dir).parent_path();

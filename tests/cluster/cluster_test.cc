@@ -571,6 +571,39 @@ TEST_F(ClusterTest, PeerClockTooFarAheadIsRefusedThenConvergesOnceFixed) {
   EXPECT_EQ(Tidemap({"get", "--http", a.http(), "m", "from-the-future"}).out, "1");
 }
 
+// `serve` with only --http serves one node: no peer transport to listen or
+// dial, yet health, writes, reads and status work, and SIGTERM stops it
+// cleanly. Without --http, --listen or --peer there is nothing to serve.
+TEST_F(ClusterTest, OneNodeServesOnlyHttp) {
+  Node& a = AddNode("a");
+  RunResult r = Tidemap({"serve", "--data", a.dir});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_NE(r.err.find("nothing to do: give --listen, --peer, --http or several"),
+            std::string::npos)
+      << r;
+
+  Start(a, {}, {}, {}, /*listen=*/false);
+  HttpClientOptions client;
+  client.address = a.http();
+  auto health = HttpCall(client, "GET", "/v1/health");
+  ASSERT_TRUE(health.ok()) << health.status().ToString();
+  EXPECT_EQ(health->status, 200);
+  EXPECT_EQ(health->body, R"({"status":"ok"})");
+  EXPECT_EQ(Put(a, "fruit", "apple", "red"), 0);
+  r = Tidemap({"get", "--http", a.http(), "fruit", "apple"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, "red");
+  nlohmann::json status = Status(a);
+  ASSERT_TRUE(status.is_object()) << a.process->Log();
+  EXPECT_EQ(status["keys"], 1);
+  EXPECT_TRUE(status["peers"].empty()) << status.dump();
+  EXPECT_NE(a.process->Log().find("HTTP only (no peers)"), std::string::npos) << a.process->Log();
+  EXPECT_EQ(a.process->Log().find("trust list is empty"), std::string::npos)
+      << "no peers: an empty trust list is no warning\n"
+      << a.process->Log();
+  Stop(a);
+}
+
 TEST_F(ClusterTest, ServeRefusesBadSettingsWithTheFileAndTheReason) {
   Node& a = AddNode("a");
   const std::string listen = "127.0.0.1:" + std::to_string(a.port);

@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+#include <leveldb/env.h>
+#include <leveldb/helpers/memenv.h>
 
 #include <atomic>
 #include <cerrno>
@@ -45,6 +47,7 @@
 #include "server/metrics.h"
 #include "server/status.h"
 #include "server/url.h"
+#include "tests/support/fault_env.h"
 #include "tests/support/process.h"
 #include "tests/support/test_util.h"
 
@@ -1005,13 +1008,63 @@ TEST_F(HttpTest, WatchCapLeavesAConnectionForRequests) {
   EXPECT_EQ(Call("GET", "/v1/status").status, 200);
 }
 
+// ---- health ----
+
+TEST_F(HttpTest, HealthIsOkOnceServing) {
+  StartServer();
+  const Reply r = Call("GET", "/v1/health");
+  EXPECT_EQ(r.status, 200) << r;
+  EXPECT_EQ(r.Header("content-type"), "application/json");
+  EXPECT_EQ(r.Json(), nlohmann::json({{"status", "ok"}}));
+  EXPECT_EQ(Call("PUT", "/v1/health", "x").status, 405);
+  EXPECT_EQ(Call("GET", "/v1/health?verbose=1").status, 400);
+}
+
+// Health is readiness: while the storage refuses writes (a full disk, here a
+// FaultEnv over an in-memory file system) it is 503 with the reason, and 200
+// again once the storage took writes back.
+TEST(HttpHealthTest, StorageThatRefusesWritesIs503UntilItHeals) {
+  std::unique_ptr<leveldb::Env> mem(leveldb::NewMemEnv(leveldb::Env::Default()));
+  testing::FaultEnv env(mem.get());
+  SystemClock clock;
+  ReplicaOptions o;
+  o.path = "/db";
+  o.env = &env;
+  o.clock = &clock;
+  o.node_id = kNode;
+  auto replica = Replica::Open(o);
+  ASSERT_TRUE(replica.ok()) << replica.status().ToString();
+  HttpOptions ho;
+  ho.listen = "127.0.0.1:0";
+  auto server = HttpServer::Start(ho, HttpContext{replica->get(), "pubkey", {}});
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  const uint16_t port = (*server)->port();
+  EXPECT_EQ(Exchange(port, "GET", "/v1/health", {}, {}).status, 200);
+
+  env.SetWriteError(true);
+  EXPECT_EQ(Exchange(port, "PUT", "/v1/maps/m/keys/k", "v", {}).status, 503);
+  const Reply degraded = Exchange(port, "GET", "/v1/health", {}, {});
+  EXPECT_EQ(degraded.status, 503) << degraded;
+  EXPECT_EQ(degraded.Json().at("status"), "degraded") << degraded;
+  EXPECT_NE(degraded.Json().at("reason").get<std::string>().find("storage refuses writes: "),
+            std::string::npos)
+      << degraded;
+
+  env.SetWriteError(false);
+  ASSERT_TRUE((*replica)->RetryStorage().ok());
+  const Reply healed = Exchange(port, "GET", "/v1/health", {}, {});
+  EXPECT_EQ(healed.status, 200) << healed;
+  (*server)->Stop();
+}
+
 // ---- tokens ----
 
 TEST_F(HttpTest, BearerTokenIsRequiredWhenSet) {
   HttpOptions o;
   o.bearer_token = "s3cret-token";
   StartServer(o);
-  for (const std::string target : {"/v1/status", "/metrics", "/v1/maps/m/keys/k", "/nowhere"}) {
+  for (const std::string target :
+       {"/v1/health", "/v1/status", "/metrics", "/v1/maps/m/keys/k", "/nowhere"}) {
     SCOPED_TRACE(target);
     const Reply none = Call("GET", target);
     EXPECT_EQ(none.status, 401) << none;

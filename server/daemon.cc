@@ -114,6 +114,8 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
     HttpOptions http_options;
     http_options.listen = config.http;
     http_options.bearer_token = config.http_token;
+    http_options.tls_cert_file = config.http_tls_cert;
+    http_options.tls_key_file = config.http_tls_key;
     if (!config.http_token_file.empty()) {
       TIDEMAP_ASSIGN_OR_RETURN(http_options.bearer_token, ReadTokenFile(config.http_token_file));
     }
@@ -125,7 +127,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
     auto http = HttpServer::Start(std::move(http_options), std::move(context));
     if (!http.ok()) return http.status();
     d->http_ = std::move(*http);
-    log->info("HTTP API on {}", config.http);
+    log->info("HTTP API on {}{}", config.http, config.http_tls_cert.empty() ? "" : " (TLS)");
   }
   log->info("node {} ({}) serving {}{}", NodeIdToString(d->data_dir_->identity().node_id()),
             d->public_key_, config.data,

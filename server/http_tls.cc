@@ -100,7 +100,7 @@ asio::awaitable<bool> HttpServer::Impl::StartTls(Conn& conn, beast::flat_buffer&
 asio::awaitable<void> HttpServer::Impl::RefusePlaintext(Conn& conn) {
   {
     MutexLock l(&counters_mu);
-    ++counters.refused_requests["http_plaintext_on_tls"];
+    ++counters.refused_connections["http_plaintext_on_tls"];
   }
   const std::string body =
       Dump({{"error", "this port speaks HTTPS: use https:// (a plain HTTP request was sent)"},

@@ -126,6 +126,10 @@ TEST_F(HttpTlsTest, PlainHttpToTheTlsPortGets400SayingItSpeaksHttps) {
   ASSERT_TRUE(j.is_object()) << r;
   EXPECT_TRUE(Contains(j.at("error").get<std::string>(), "this port speaks HTTPS")) << r;
   EXPECT_EQ(j.at("code"), "invalid_argument");
+  const RunResult metrics = Curl({"--cacert", certs_.ca, Url("https", "/metrics")});
+  EXPECT_TRUE(Contains(metrics.out,
+                       "tidemap_refused_connections_total{reason=\"http_plaintext_on_tls\"} 1"))
+      << metrics;
   // Garbage that is neither TLS nor HTTP is closed without an answer.
   const int fd = testing::ConnectLoopback(server_->port());
   ASSERT_GE(fd, 0);

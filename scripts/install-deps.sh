@@ -6,12 +6,12 @@ set -euo pipefail
 packages=(
   g++ cmake ninja-build pkg-config make ccache
   libleveldb-dev libsnappy-dev libsodium-dev libxxhash-dev
-  libboost-dev capnproto libcapnp-dev
+  libboost-dev capnproto libcapnp-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
   clang clang-format libclang-rt-14-dev
   prometheus  # promtool, which checks the /metrics exposition in http_test
-  curl  # the README's runnable blocks (readme_test) call the HTTP API with it
+  openssl curl  # readme_test's blocks call the API with curl; http_tls_test makes a test CA
 )
 
 missing=()

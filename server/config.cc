@@ -64,6 +64,8 @@ const std::map<std::string, Setter>& Settings() {
       {"trust_file", String(&DaemonConfig::trust_file)},
       {"http_token", String(&DaemonConfig::http_token)},
       {"http_token_file", String(&DaemonConfig::http_token_file)},
+      {"http_tls_cert", String(&DaemonConfig::http_tls_cert)},
+      {"http_tls_key", String(&DaemonConfig::http_tls_key)},
       {"durability",
        [](const toml::node& n, DaemonConfig* c) -> std::optional<std::string> {
          auto v = n.value<std::string>();
@@ -87,6 +89,7 @@ const std::map<std::string, Setter>& Settings() {
       {"handshake_timeout_ms", Unsigned(&DaemonConfig::handshake_timeout_ms)},
       {"first_message_timeout_ms", Unsigned(&DaemonConfig::first_message_timeout_ms)},
       {"log_level", String(&DaemonConfig::log_level)},
+      {"log_format", String(&DaemonConfig::log_format)},
   };
   return *settings;
 }
@@ -140,6 +143,14 @@ Status ValidateConfig(const DaemonConfig& config) {
   if (config.write_buffer_mb < 1 || config.write_buffer_mb > kWriteBufferMbMax) {
     return Status::InvalidArgument("write_buffer_mb " + std::to_string(config.write_buffer_mb) +
                                    ": expected 1 to " + std::to_string(kWriteBufferMbMax));
+  }
+  if (config.http_tls_cert.empty() != config.http_tls_key.empty()) {
+    return Status::InvalidArgument(
+        "HTTP TLS needs both http_tls_cert and http_tls_key (--http-tls-cert, --http-tls-key)");
+  }
+  if (config.log_format != "text" && config.log_format != "json") {
+    return Status::InvalidArgument("log format \"" + config.log_format +
+                                   "\": expected text or json");
   }
   static const char* const kLevels[] = {"trace", "debug", "info", "warn", "error"};
   bool level_ok = false;

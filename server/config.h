@@ -22,6 +22,11 @@ struct DaemonConfig {
   std::string trust_file;          // one key per line, # comments
   std::string http_token;          // bearer token; required when http is not loopback
   std::string http_token_file;     // the token's first line (alternative to http_token)
+  // Both set: the HTTP API speaks only HTTPS, with this PEM certificate chain
+  // and PEM private key (the key file private to its owner). TLS does not
+  // replace the token: a non-loopback `http` still needs one.
+  std::string http_tls_cert;
+  std::string http_tls_key;
   Durability durability = Durability::kSync;
   uint64_t max_clock_offset_ms = 60'000;
   uint64_t tombstone_horizon_ms = uint64_t{7} * 24 * 3600 * 1000;  // 0: never purge
@@ -34,7 +39,8 @@ struct DaemonConfig {
   uint64_t handshake_timeout_ms = 5'000;
   // An inbound peer connection's whole hello must come by then.
   uint64_t first_message_timeout_ms = 1'000;
-  std::string log_level = "info";  // trace, debug, info, warn, error
+  std::string log_level = "info";   // trace, debug, info, warn, error
+  std::string log_format = "text";  // text, or json: one JSON object per line
   // Test-only: shifts this node's physical clock (never the host's), to
   // exercise the max clock offset refusal. Not in the config file.
   int64_t clock_offset_ms = 0;

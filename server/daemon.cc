@@ -125,6 +125,8 @@ Status Daemon::StartHttp(const DaemonConfig& config) {
   HttpOptions http_options;
   http_options.listen = config.http;
   http_options.bearer_token = config.http_token;
+  http_options.tls_cert_file = config.http_tls_cert;
+  http_options.tls_key_file = config.http_tls_key;
   if (!config.http_token_file.empty()) {
     TIDEMAP_ASSIGN_OR_RETURN(http_options.bearer_token, ReadTokenFile(config.http_token_file));
   }
@@ -136,7 +138,7 @@ Status Daemon::StartHttp(const DaemonConfig& config) {
   auto http = HttpServer::Start(std::move(http_options), std::move(context));
   if (!http.ok()) return http.status();
   http_ = std::move(*http);
-  log_->info("HTTP API on {}", config.http);
+  log_->info("HTTP API on {}{}", config.http, config.http_tls_cert.empty() ? "" : " (TLS)");
   return Status::Ok();
 }
 

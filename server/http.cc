@@ -40,6 +40,28 @@ constexpr auto kAcceptBackoff = std::chrono::milliseconds(50);
 // The Retry-After of a 503 "overloaded": the load it sheds is short-lived.
 constexpr std::string_view kOverloadedRetryAfterSeconds = "1";
 
+// Opens, binds and starts `acceptor` listening on `endpoint` (`listen` as
+// given, for messages); returns the bound port.
+Result<uint16_t> Listen(tcp::acceptor& acceptor, const tcp::endpoint& endpoint,
+                        const std::string& listen) {
+  beast::error_code ec;
+  auto fail = [&](std::string_view what) {
+    return Status::Unavailable("cannot listen for HTTP on " + listen + ": " + std::string(what) +
+                               ": " + ec.message());
+  };
+  acceptor.open(endpoint.protocol(), ec);
+  if (ec) return fail("open");
+  acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (ec) return fail("SO_REUSEADDR");
+  acceptor.bind(endpoint, ec);
+  if (ec) return fail("bind");
+  acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return fail("listen");
+  const uint16_t port = acceptor.local_endpoint(ec).port();
+  if (ec) return fail("local endpoint");
+  return port;
+}
+
 }  // namespace
 
 void LogException::operator()(std::exception_ptr e) const {
@@ -121,7 +143,7 @@ asio::awaitable<bool> HttpServer::Impl::WriteRaw(Conn& conn, const std::string& 
 }
 
 asio::awaitable<void> HttpServer::Impl::Session(tcp::socket socket) {
-  auto conn = std::make_shared<Conn>(std::move(socket));
+  auto conn = std::make_shared<Conn>(std::move(socket), tls.get());
   const uint64_t id = next_conn_id++;
   conns[id] = conn;
   {
@@ -140,6 +162,7 @@ asio::awaitable<void> HttpServer::Impl::Session(tcp::socket socket) {
   } unregister{this, id};
 
   beast::flat_buffer buffer;
+  if (tls && !co_await StartTls(*conn, buffer)) co_return;
   // One request per round, while the connection is kept alive.
   while (!stopping.load()) {
     if (!co_await ServeRequest(conn, buffer)) break;
@@ -328,6 +351,12 @@ asio::awaitable<bool> HttpServer::Impl::Respond(Conn& conn, Exchange& x) {
   if (!co_await Write(conn, x.res)) co_return false;
   if (keep_alive) co_return true;
   beast::error_code ec;
+  if (conn.stream.tls() != nullptr && x.at_boundary) {
+    // TLS close_notify, so the client sees a clean end rather than a
+    // truncation; it completes when the client closes too, or times out.
+    conn.stream.expires_after(kLingerTime);
+    co_await conn.stream.tls()->async_shutdown(asio::redirect_error(asio::use_awaitable, ec));
+  }
   conn.stream.socket().shutdown(tcp::socket::shutdown_send, ec);
   if (!x.at_boundary) {
     // A lingering close: read and drop the unsent body (see kLingerTime).
@@ -361,8 +390,17 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(HttpOptions options, HttpC
         "header_bytes_max, body_bytes_in_flight_max and watch_streams_max must be at least 1");
   }
   TIDEMAP_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(options.listen));
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return Status::InvalidArgument(
+        "HTTP TLS needs both a certificate file and a key file (--http-tls-cert, "
+        "--http-tls-key)");
+  }
   try {
     auto impl = std::make_unique<Impl>();
+    if (!options.tls_cert_file.empty()) {
+      TIDEMAP_ASSIGN_OR_RETURN(impl->tls,
+                               LoadServerTls(options.tls_cert_file, options.tls_key_file));
+    }
     impl->ioc = std::make_unique<asio::io_context>(1);
     beast::error_code ec;
     tcp::resolver resolver(*impl->ioc);
@@ -379,20 +417,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(HttpOptions options, HttpC
           ", not a loopback address) without a bearer token: set one, or listen on 127.0.0.1");
     }
     impl->acceptor = std::make_unique<tcp::acceptor>(*impl->ioc);
-    auto fail = [&](std::string_view what) {
-      return Status::Unavailable("cannot listen for HTTP on " + options.listen + ": " +
-                                 std::string(what) + ": " + ec.message());
-    };
-    impl->acceptor->open(endpoint.protocol(), ec);
-    if (ec) return fail("open");
-    impl->acceptor->set_option(asio::socket_base::reuse_address(true), ec);
-    if (ec) return fail("SO_REUSEADDR");
-    impl->acceptor->bind(endpoint, ec);
-    if (ec) return fail("bind");
-    impl->acceptor->listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) return fail("listen");
-    impl->port = impl->acceptor->local_endpoint(ec).port();
-    if (ec) return fail("local endpoint");
+    TIDEMAP_ASSIGN_OR_RETURN(impl->port, Listen(*impl->acceptor, endpoint, options.listen));
 
     impl->options = std::move(options);
     impl->context = std::move(context);

@@ -16,6 +16,11 @@
 // Map names and keys are path segments, percent-decoded to raw bytes. See
 // README "HTTP API" for the status codes.
 //
+// TLS (HttpOptions::tls_cert_file): every route is served over HTTPS only. A
+// connection whose first byte is an ASCII letter (a plaintext request) gets
+// 400 {"error": "this port speaks HTTPS: ...", "code": "invalid_argument"} and
+// is closed; other bytes that do not open a TLS handshake are closed unanswered.
+//
 // Limits (HttpOptions): headers over header_bytes_max get 431; a body over its
 // route's limit (the replica's value_bytes_max for PUT, 64 KiB elsewhere) gets
 // 413, from Content-Length before the body is read; past connections_max a
@@ -60,6 +65,12 @@ struct HttpOptions {
   // When non-empty, every request must carry "Authorization: Bearer <token>"
   // (else 401). Required when `listen` is not a loopback address.
   std::string bearer_token;
+  // Both set: every route is served over TLS (HTTPS) with this PEM
+  // certificate chain and PEM private key; both empty: plain HTTP. The key
+  // file must be private to its owner. TLS is not authentication: a
+  // non-loopback `listen` still needs `bearer_token`.
+  std::string tls_cert_file;
+  std::string tls_key_file;
   size_t header_bytes_max = 16 * 1024;  // request line + headers; over it: 431
   size_t connections_max = 256;         // open connections; over it: 503 and close
   // Bytes of request bodies held at once across every connection (see
@@ -92,8 +103,10 @@ class HttpServer {
  public:
   // Binds `options.listen` and starts serving on its own threads.
   // InvalidArgument (the daemon exits 2) when `listen` is malformed, or not a
-  // loopback address while `bearer_token` is empty; Unavailable when the
-  // address cannot be bound (e.g. in use).
+  // loopback address while `bearer_token` is empty, or when only one of the
+  // TLS files is given; Unavailable when the address cannot be bound (e.g.
+  // in use) or a TLS file cannot be read or used (the message names it);
+  // Refused when the TLS key file is readable by group or others.
   static Result<std::unique_ptr<HttpServer>> Start(HttpOptions options, HttpContext context);
   ~HttpServer();  // Stop()
   HttpServer(const HttpServer&) = delete;

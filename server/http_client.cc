@@ -6,6 +6,7 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
@@ -16,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "server/http_stream_internal.h"
 #include "server/url.h"
 
 namespace tidemap {
@@ -51,12 +53,55 @@ HttpReply ToReply(Parser& parser) {
   return reply;
 }
 
+// The node's address without its scheme, and whether it speaks TLS.
+struct Endpoint {
+  std::string address;  // HOST:PORT
+  bool tls = false;
+};
+
+Endpoint SplitScheme(const HttpClientOptions& options) {
+  constexpr std::string_view kHttps = "https://", kHttp = "http://";
+  std::string_view a = options.address;
+  bool tls = !options.ca_file.empty();
+  if (a.starts_with(kHttps)) {
+    a.remove_prefix(kHttps.size());
+    tls = true;
+  } else if (a.starts_with(kHttp)) {
+    a.remove_prefix(kHttp.size());
+  }
+  if (a.ends_with('/')) a.remove_suffix(1);
+  return Endpoint{std::string(a), tls};
+}
+
+// A client TLS context that verifies the node against options.ca_file (or
+// the system's CAs).
+Result<std::unique_ptr<asio::ssl::context>> ClientTls(const HttpClientOptions& options) {
+  auto tls = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+  beast::error_code ec;
+  if (options.ca_file.empty()) {
+    tls->set_default_verify_paths(ec);
+  } else {
+    tls->load_verify_file(options.ca_file, ec);
+  }
+  if (ec) {
+    return Status::Unavailable("cannot reach " + options.address + ": CA file " +
+                               (options.ca_file.empty() ? "(system)" : options.ca_file) + ": " +
+                               ec.message());
+  }
+  tls->set_verify_mode(asio::ssl::verify_peer);
+  return tls;
+}
+
 // One request over one connection: `unreachable` turns a failed step into
 // the Status HttpCall returns.
 class Exchange {
  public:
-  Exchange(const HttpClientOptions& options, asio::io_context* ioc)
-      : options_(options), ioc_(*ioc), stream_(ioc_), timeout_(options.timeout_ms) {}
+  // `tls` (borrowed, outlives the exchange) when the node speaks HTTPS.
+  Exchange(const HttpClientOptions& options, asio::io_context* ioc, asio::ssl::context* tls)
+      : options_(options),
+        ioc_(*ioc),
+        stream_(tls ? HttpStream(tcp::socket(ioc_), *tls) : HttpStream(tcp::socket(ioc_))),
+        timeout_(options.timeout_ms) {}
 
   Status Unreachable(const std::string& why) const {
     return Status::Unavailable("cannot reach " + options_.address + ": " + why);
@@ -69,8 +114,29 @@ class Exchange {
                                             std::to_string(hp.port), ec);
     if (ec) return Unreachable("cannot resolve '" + hp.host + "': " + ec.message());
     stream_.expires_after(timeout_);
-    ec = RunOne(ioc_, [&](auto handler) { stream_.async_connect(endpoints, std::move(handler)); });
+    ec = RunOne(ioc_,
+                [&](auto handler) { stream_.tcp().async_connect(endpoints, std::move(handler)); });
     if (ec) return Unreachable(ec.message());
+    return stream_.tls() ? Handshake(hp.host) : Status::Ok();
+  }
+
+  // The TLS handshake; the node's certificate must be valid for `host`.
+  Status Handshake(const std::string& host) {
+    HttpStream::TlsStream& tls = *stream_.tls();
+    beast::error_code ec;
+    asio::ip::make_address(host, ec);
+    // Server Name Indication is for names only, never addresses.
+    // (SSL_set_tlsext_host_name, without the macro's old-style cast.)
+    if (ec && SSL_ctrl(tls.native_handle(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
+                       const_cast<char*>(host.c_str())) != 1) {
+      return Unreachable("TLS: cannot set the server name " + host);
+    }
+    tls.set_verify_callback(asio::ssl::host_name_verification(host));
+    stream_.expires_after(timeout_);
+    ec = RunOne(ioc_, [&](auto handler) {
+      tls.async_handshake(asio::ssl::stream_base::client, std::move(handler));
+    });
+    if (ec) return Unreachable("TLS handshake: " + ec.message());
     return Status::Ok();
   }
 
@@ -129,19 +195,19 @@ class Exchange {
 
   const HttpClientOptions& options_;
   asio::io_context& ioc_;
-  beast::tcp_stream stream_;
+  HttpStream stream_;
   beast::flat_buffer buffer_;
   const std::chrono::milliseconds timeout_;
 };
 
 http::request<http::string_body> MakeRequest(const HttpClientOptions& options,
-                                             std::string_view method, std::string_view target,
-                                             std::string_view body) {
+                                             const Endpoint& endpoint, std::string_view method,
+                                             std::string_view target, std::string_view body) {
   http::request<http::string_body> req;
   req.method(http::string_to_verb(beast::string_view(method.data(), method.size())));
   req.target(beast::string_view(target.data(), target.size()));
   req.version(11);
-  req.set(http::field::host, options.address);
+  req.set(http::field::host, endpoint.address);
   req.set(http::field::user_agent, "tidemap-cli");
   if (!options.bearer_token.empty()) {
     req.set(http::field::authorization, "Bearer " + options.bearer_token);
@@ -162,12 +228,17 @@ std::string HttpReply::Header(const std::string& name) const {
 
 Result<HttpReply> HttpCall(const HttpClientOptions& options, std::string_view method,
                            std::string_view target, std::string_view body) {
-  TIDEMAP_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(options.address));
+  const Endpoint endpoint = SplitScheme(options);
+  TIDEMAP_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(endpoint.address));
   try {
+    std::unique_ptr<asio::ssl::context> tls;
+    if (endpoint.tls) {
+      TIDEMAP_ASSIGN_OR_RETURN(tls, ClientTls(options));
+    }
     asio::io_context ioc;
-    Exchange exchange(options, &ioc);
+    Exchange exchange(options, &ioc, tls.get());
     TIDEMAP_RETURN_IF_ERROR(exchange.Connect(hp));
-    http::request<http::string_body> req = MakeRequest(options, method, target, body);
+    http::request<http::string_body> req = MakeRequest(options, endpoint, method, target, body);
     TIDEMAP_ASSIGN_OR_RETURN(std::optional<HttpReply> early, exchange.Send(req, !body.empty()));
     if (early.has_value()) return std::move(*early);
     return exchange.ReadReply();

@@ -14,7 +14,13 @@
 namespace tidemap {
 
 struct HttpClientOptions {
-  std::string address;          // HOST:PORT of the node
+  // The node: HOST:PORT or http://HOST:PORT (plain HTTP), https://HOST:PORT
+  // (TLS; the node's certificate must be valid for HOST, name or IP address).
+  std::string address;
+  // PEM file of the CA certificate(s) an https:// node's certificate is
+  // verified against; empty: the system's CAs. Given with a bare HOST:PORT,
+  // it means https://.
+  std::string ca_file;
   std::string bearer_token;     // sent as "Authorization: Bearer ..." when non-empty
   uint64_t timeout_ms = 30000;  // to connect, and for each exchange
   size_t response_bytes_max = size_t{64} << 20;  // a larger response body fails the call
@@ -34,7 +40,8 @@ struct HttpReply {
 // the node agrees, so a refusal from the headers (413) costs no upload.
 // InvalidArgument for a malformed address; Unavailable ("cannot reach
 // ADDRESS: reason") when the node cannot be reached, the connection fails,
-// or it times out.
+// the TLS handshake fails (an unverified certificate included; ca_file
+// unreadable), or it times out.
 Result<HttpReply> HttpCall(const HttpClientOptions& options, std::string_view method,
                            std::string_view target, std::string_view body = {});
 

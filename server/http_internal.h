@@ -3,6 +3,7 @@
 //   http_routes.cc  routing, responses and the handlers of the plain routes (keys, scans,
 //                   status, metrics), which run on the worker pool
 //   http_watch.cc   the event stream of GET /v1/watch
+//   http_tls.cc     TLS: the server's certificate and key, and each connection's handshake
 //
 // Threading: see server/http.h. Conn and everything in HttpServer::Impl not
 // marked otherwise belong to the I/O thread; handlers run on the worker pool
@@ -16,6 +17,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
@@ -47,6 +49,7 @@
 #include "server/byte_budget_internal.h"
 #include "server/http.h"
 #include "server/http_body_internal.h"
+#include "server/http_stream_internal.h"
 #include "server/metrics.h"
 
 namespace tidemap {
@@ -176,10 +179,23 @@ struct WatchState {
 
 // --- the server ---
 
+// --- TLS (http_tls.cc) ---
+
+// The server's TLS context from a PEM certificate chain and a PEM private
+// key. The key file must be private to its owner (base/private_file.h:
+// Refused otherwise); an unreadable or invalid file, or a key that does not
+// match the certificate, is Unavailable naming the file.
+Result<std::unique_ptr<asio::ssl::context>> LoadServerTls(const std::string& cert_file,
+                                                          const std::string& key_file);
+
+// --- the server ---
+
 // One connection. Touched only on the I/O thread.
 struct Conn {
-  explicit Conn(tcp::socket socket) : stream(std::move(socket)) {}
-  beast::tcp_stream stream;
+  // A TLS connection when `tls` is non-null (borrowed; outlives the Conn).
+  Conn(tcp::socket socket, asio::ssl::context* tls)
+      : stream(tls ? HttpStream(std::move(socket), *tls) : HttpStream(std::move(socket))) {}
+  HttpStream stream;
   // Set while the connection serves an event stream: Stop() cancels it to
   // wake the stream, and the stream's reader cancels it when the peer goes.
   std::shared_ptr<asio::steady_timer> watch_timer;
@@ -209,6 +225,9 @@ struct HttpServer::Impl {
   // before the I/O context: the reservations in its coroutine frames return
   // their bytes when those frames are destroyed. Thread-safe.
   std::unique_ptr<ByteBudget> body_budget;
+  // Set when the API is served over TLS (options.tls_cert_file); outlives
+  // every connection. Read-only after Start.
+  std::unique_ptr<asio::ssl::context> tls;
 
   // Declared in teardown order's reverse; Stop() also resets them explicitly.
   std::unique_ptr<asio::io_context> ioc;
@@ -275,6 +294,13 @@ struct HttpServer::Impl {
   asio::awaitable<void> AcceptLoop();
   void Refuse(tcp::socket& socket);
   asio::awaitable<void> Session(tcp::socket socket);
+  // --- http_tls.cc ---
+  // Reads the client's first bytes into `buffer`: a TLS handshake record is
+  // answered with the handshake, a plaintext request with a 400 saying the
+  // port speaks HTTPS, anything else with a close. True: TLS is up and the
+  // connection serves requests.
+  asio::awaitable<bool> StartTls(Conn& conn, beast::flat_buffer& buffer);
+  asio::awaitable<void> RefusePlaintext(Conn& conn);
   // Reads one request, answers it. False: the connection is done (closed,
   // failed, not kept alive, or handed to an event stream that ended it).
   asio::awaitable<bool> ServeRequest(std::shared_ptr<Conn> conn, beast::flat_buffer& buffer);

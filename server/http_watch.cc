@@ -95,7 +95,8 @@ class WatchSlot {
 asio::awaitable<void> HttpServer::Impl::WatchReader(std::shared_ptr<Conn> conn) {
   // An event stream's client sends nothing more: any read completing means it
   // closed (or misbehaves); either way the stream ends. Reads the raw socket,
-  // outside tcp_stream's write timeouts.
+  // outside tcp_stream's write timeouts (beneath TLS too: a close_notify or
+  // any other record ends the stream all the same).
   char buf[512];
   beast::error_code ec;
   co_await conn->stream.socket().async_read_some(asio::buffer(buf),

@@ -39,15 +39,20 @@ struct Target {
   std::string data_dir;
   std::string http;
   std::string token;
+  std::string cacert;
 
   void AddTo(CLI::App* cmd) {
     auto* data = cmd->add_option("--data", data_dir, "data dir to open directly (no daemon)");
-    auto* h = cmd->add_option("--http", http, "HOST:PORT of a running node's HTTP API");
+    auto* h = cmd->add_option("--http", http,
+                              "HOST:PORT (or https://HOST:PORT) of a running node's HTTP API");
     auto* t =
         cmd->add_option("--token", token, "bearer token for --http (default: $TIDEMAP_TOKEN)");
+    auto* c = cmd->add_option("--cacert", cacert,
+                              "PEM CA file that verifies an HTTPS node (implies https://)");
     data->excludes(h);
     h->excludes(data);
     t->needs(h);
+    c->needs(h);
   }
 
   bool is_http() const { return !http.empty(); }
@@ -55,6 +60,7 @@ struct Target {
   HttpClientOptions Client() const {
     HttpClientOptions o;
     o.address = http;
+    o.ca_file = cacert;
     o.bearer_token = token;
     if (o.bearer_token.empty()) {
       if (const char* env = std::getenv("TIDEMAP_TOKEN"); env != nullptr) o.bearer_token = env;

@@ -8,6 +8,7 @@
 #include <cstdio>
 
 #include "server/daemon.h"
+#include "server/log_format.h"
 #include "tools/cli.h"
 
 namespace tidemap {
@@ -27,6 +28,10 @@ void AddServeCommand(CLI::App* app, ServeArgs* args) {
   cmd->add_option("--trust-file", f.trust_file, "file of trusted public keys, one per line");
   cmd->add_option("--http-token-file", f.http_token_file,
                   "file whose first line is the HTTP bearer token");
+  cmd->add_option("--http-tls-cert", f.http_tls_cert,
+                  "PEM certificate (chain) file: serve the HTTP API over HTTPS only");
+  cmd->add_option("--http-tls-key", f.http_tls_key,
+                  "PEM private key file of --http-tls-cert (mode 0600)");
   cmd->add_option("--durability", args->durability, "sync (default) or relaxed")
       ->check(CLI::IsMember({"sync", "relaxed"}));
   cmd->add_option("--max-clock-offset-ms", f.max_clock_offset_ms,
@@ -40,6 +45,8 @@ void AddServeCommand(CLI::App* app, ServeArgs* args) {
   cmd->add_option("--maintenance-interval-ms", f.maintenance_interval_ms,
                   "how often the oplog is pruned");
   cmd->add_option("--log-level", f.log_level, "trace, debug, info (default), warn, error");
+  cmd->add_option("--log-format", f.log_format,
+                  "text (default) or json (one JSON object per line)");
   // Test-only: shifts this node's clock, never the host's. Hidden from --help.
   cmd->add_option("--clock-offset-ms", f.clock_offset_ms)->group("");
 }
@@ -58,6 +65,8 @@ void ApplyFlags(const ServeArgs& args, DaemonConfig* c) {
   if (given("--trust")) c->trust = f.trust;
   if (given("--trust-file")) c->trust_file = f.trust_file;
   if (given("--http-token-file")) c->http_token_file = f.http_token_file;
+  if (given("--http-tls-cert")) c->http_tls_cert = f.http_tls_cert;
+  if (given("--http-tls-key")) c->http_tls_key = f.http_tls_key;
   if (given("--durability")) {
     c->durability = args.durability == "relaxed" ? Durability::kRelaxed : Durability::kSync;
   }
@@ -67,6 +76,7 @@ void ApplyFlags(const ServeArgs& args, DaemonConfig* c) {
   if (given("--diff-interval-ms")) c->diff_interval_ms = f.diff_interval_ms;
   if (given("--maintenance-interval-ms")) c->maintenance_interval_ms = f.maintenance_interval_ms;
   if (given("--log-level")) c->log_level = f.log_level;
+  if (given("--log-format")) c->log_format = f.log_format;
   if (given("--clock-offset-ms")) c->clock_offset_ms = f.clock_offset_ms;
 }
 
@@ -91,7 +101,10 @@ int RunServe(const ServeArgs& args) {
 
   auto log = std::make_shared<spdlog::logger>("tidemap",
                                               std::make_shared<spdlog::sinks::stderr_sink_mt>());
-  log->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %v", spdlog::pattern_time_type::utc);
+  if (Status s = SetLogFormat(log.get(), config.log_format); !s.ok()) {
+    std::fprintf(stderr, "tidemap: %s\n", s.message().c_str());
+    return kExitUsage;
+  }
   log->set_level(spdlog::level::from_str(config.log_level));
   log->flush_on(spdlog::level::trace);
 

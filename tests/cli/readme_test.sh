@@ -38,12 +38,16 @@ if [ ! -e "${blocks[0]}" ]; then
 fi
 
 # A port on 127.0.0.1 that nothing listens on right now (and not handed out
-# to this run before).
+# to this run before), below the kernel's range for outgoing connections'
+# local ports: a port there may be taken by a connection of another test
+# between this check and the daemon's bind.
 declare -A used_ports=()
+ephemeral_low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+port_span=$((ephemeral_low - 10000))
 free_port() {
   local p
   for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((10000 + RANDOM % port_span))
     [ -n "${used_ports[$p]:-}" ] && continue
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       used_ports[$p]=1

@@ -118,6 +118,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
             !has_peers              ? std::string(", HTTP only (no peers)")
             : config.listen.empty() ? std::string(", dial-out only")
                                     : ", peers on " + config.listen);
+  d->serving_ = true;
   return d;
 }
 
@@ -153,7 +154,7 @@ void Daemon::Stop() {
   node_.reset();
   storage_watch_.reset();
   data_dir_.reset();
-  if (log_) log_->info("stopped");
+  if (log_ && serving_) log_->info("stopped");  // not after a start that failed
 }
 
 uint16_t Daemon::http_port() const { return http_ ? http_->port() : 0; }

@@ -65,6 +65,7 @@ class Daemon {
   std::unique_ptr<net::Node> node_;   // after data_dir_: stopped and destroyed first
   std::unique_ptr<HttpServer> http_;  // after node_: stopped first (no new writes)
   bool stopped_ = false;
+  bool serving_ = false;  // Start returned it
 };
 
 // Builds the trust list of a config: --trust keys (a bad one is

@@ -5,17 +5,21 @@
 // before, and not while an iterator is open); a Replica refuses writes with
 // a clear error, serves reads, and heals on its own at the retry interval,
 // also when a commit reported as failed came back from the log with the
-// reopen (its tree, counts and key filter then include it).
+// reopen (its tree, counts and key filter then include it); and readers on
+// other threads never see an error while the store fails and reopens.
 #include <gtest/gtest.h>
 #include <leveldb/env.h>
 #include <leveldb/helpers/memenv.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "base/clock.h"
 #include "replica/replica.h"
@@ -247,6 +251,42 @@ TEST_F(ReplicaStorageErrorTest, ACommitThatFailedAfterReachingTheLogIsCountedWhe
   EXPECT_EQ(replica_->Stats()->keys, 11u);
   ASSERT_TRUE(replica_->Put("m", "ghost", "g2").ok());  // an overwrite, not a new key
   EXPECT_EQ(replica_->Stats()->keys, 11u);
+  ExpectConsistent();
+}
+
+TEST_F(ReplicaStorageErrorTest, ReadersOnOtherThreadsNeverFailWhileTheStoreFailsAndHeals) {
+  Open();
+  for (int i = 0; i < 200; ++i) ASSERT_TRUE(replica_->Put("m", "k" + std::to_string(i), "v").ok());
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> reads{0}, errors{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 4; ++t) {
+    readers.emplace_back([&, t] {
+      for (uint64_t n = 0; !stop.load(); ++n) {
+        const bool ok =
+            (n + static_cast<uint64_t>(t)) % 4 == 0
+                ? replica_->Scan("m", "", std::nullopt, 50).ok()
+                : replica_->Get("m", "k" + std::to_string((n * 7 + static_cast<uint64_t>(t)) % 200))
+                      .ok();
+        errors.fetch_add(ok ? 0 : 1);
+        reads.fetch_add(1);
+      }
+    });
+  }
+  for (int round = 0; round < 5; ++round) {
+    env_.SetWriteError(true);
+    EXPECT_FALSE(replica_->Put("m", "during" + std::to_string(round), "x").ok());
+    EXPECT_FALSE(replica_->RetryStorage().ok());
+    env_.SetWriteError(false);
+    const Status healed = replica_->RetryStorage();
+    EXPECT_TRUE(healed.ok()) << healed.ToString();
+    EXPECT_TRUE(replica_->Put("m", "after" + std::to_string(round), "y").ok());
+  }
+  stop = true;
+  for (std::thread& r : readers) r.join();
+  EXPECT_GT(reads.load(), 0u);
+  EXPECT_EQ(errors.load(), 0u) << "a read failed while the store failed or reopened";
+  EXPECT_EQ(replica_->storage_health().recoveries, 5u);
   ExpectConsistent();
 }
 

@@ -78,9 +78,6 @@ struct CommittedCounts {
   uint64_t seq = 0, live = 0, tombs = 0;
 };
 
-// A new incarnation id: random (from `random` when given), never zero (open.cc).
-uint64_t DrawIncarnation(Random* random);
-
 struct Replica::Impl {
   explicit Impl(ReplicaOptions opts);
   ~Impl();

@@ -5,12 +5,13 @@
 // sent it: our last seq at open until our first session with it since then,
 // and our last seq afterwards. Holding more means our database lost writes
 // the peer acknowledged: a truncated log, a restored backup, a disk that
-// lied about an fsync. The seqs after our last would then be issued again for
-// other writes, which the peer would take for ones it has; so we take a new
-// incarnation, as a restored database does: every peer then repairs us by a
-// tree diff and resyncs the records we wrote (replica/sync.cc), which
-// brings back whatever of ours it holds, and our own cursors into the peers'
-// acknowledgements are pulled back to what we still have.
+// lied about an fsync. When our Hello's last seq is below the peer's cursor,
+// the peer sees it too and repairs and resyncs us (replica/sync.cc). When it
+// is not, we already issued those seqs again for other writes, which the peer
+// would take for ones it has; so we take a new incarnation: every peer then
+// repairs us by a tree diff and resyncs the records we wrote, which brings
+// back whatever of ours it holds, and the cursors our peers acknowledged are
+// pulled back to what we still have.
 #include <string>
 
 #include "base/hash.h"

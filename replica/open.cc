@@ -13,6 +13,8 @@
 
 namespace tidemap {
 
+namespace {
+
 // The incarnation of a new database: random and never zero, so a database
 // created again under the same node id (a wiped disk) differs from its
 // former self.
@@ -27,8 +29,6 @@ uint64_t DrawIncarnation(Random* random) {
   }
   return incarnation;
 }
-
-namespace {
 
 // The seq the last checkpoint covers (the meta state row).
 Result<uint64_t> LoadCheckpointSeq(const Store& store) {

@@ -358,28 +358,32 @@ void PrintStatus(const nlohmann::json& s, bool bars = false) {
   const nlohmann::json peers = s.contains("peers") ? s["peers"] : nlohmann::json::array();
   if (peers.empty()) std::printf("peers       none\n");
   for (const auto& p : peers) {
+    // One short line of figures (under 100 columns for 7-digit lags), then
+    // the address and the last error on lines of their own.
     std::string line = Str(p, "node_id");
     line += p.value("connected", false) ? " connected" : " not connected";
-    if (const std::string address = Str(p, "address"); !address.empty()) line += " " + address;
-    line += ", acked " + std::to_string(U64(p, "acked_seq"));
+    line += "  acked " + std::to_string(U64(p, "acked_seq"));
     char buf[128];
-    std::snprintf(buf, sizeof(buf), ", lag %llu records (%.1f s)",
+    std::snprintf(buf, sizeof(buf), "  lag %llu (%.1f s)",
                   static_cast<unsigned long long>(U64(p, "lag")), Num(p, "lag_seconds"));
     line += buf;
     const int64_t offset_ms =
         p.contains("clock_offset_ms") && p["clock_offset_ms"].is_number_integer()
             ? p["clock_offset_ms"].get<int64_t>()
             : 0;
-    std::snprintf(buf, sizeof(buf), ", clock offset %+lld ms", static_cast<long long>(offset_ms));
+    std::snprintf(buf, sizeof(buf), "  clock %+lld ms", static_cast<long long>(offset_ms));
     line += buf;
     if (p.value("sync_in_progress", false)) {
-      std::snprintf(buf, sizeof(buf), ", sync %.0f%%", Num(p, "sync_percent"));
+      std::snprintf(buf, sizeof(buf), "  sync %.0f%%", Num(p, "sync_percent"));
       line += buf;
     }
-    if (const std::string error = Str(p, "last_error"); !error.empty()) {
-      line += ", last error: " + error;
-    }
     std::printf("peer        %s\n", line.c_str());
+    if (const std::string address = Str(p, "address"); !address.empty()) {
+      std::printf("            at %s\n", address.c_str());
+    }
+    if (const std::string error = Str(p, "last_error"); !error.empty()) {
+      std::printf("            last error: %s\n", error.c_str());
+    }
     if (bars && p.value("sync_in_progress", false)) {
       std::printf("            %s %.0f%%\n", ProgressBar(Num(p, "sync_percent"), 40).c_str(),
                   Num(p, "sync_percent"));

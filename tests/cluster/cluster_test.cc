@@ -21,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -218,6 +219,20 @@ TEST_F(ClusterTest, FullMeshOfThreeConverges) {
   EXPECT_EQ(st["keys"], 60) << st.dump();
   EXPECT_TRUE(PeerEntry(a, b)["connected"].get<bool>());
   EXPECT_TRUE(PeerEntry(a, c)["connected"].get<bool>());
+  // The human status fits a terminal: every line under 100 columns, a peer's
+  // address on its own line.
+  const RunResult human = Tidemap({"status", "--http", c.http()});
+  ASSERT_EQ(human.exit_code, 0) << human;
+  std::istringstream text(human.out);
+  int peer_lines = 0, address_lines = 0;
+  for (std::string line; std::getline(text, line);) {
+    EXPECT_LT(line.size(), 100u) << line;
+    peer_lines +=
+        line.rfind("peer        ", 0) == 0 && line.find(" connected  acked ") != line.npos;
+    address_lines += line.rfind("            at 127.0.0.1:", 0) == 0;
+  }
+  EXPECT_EQ(peer_lines, 2) << human.out;
+  EXPECT_EQ(address_lines, 2) << human.out;
 
   // A live node's metrics, with real peers behind them, pass promtool.
   HttpClientOptions client;

@@ -23,6 +23,7 @@ Status SyncSession::Impl::StartDiff(uint64_t now_ms, std::vector<msg::Message>* 
   stats.diff_in_progress = true;
   stats.sync_percent = 0;
   diff_records_received = 0;
+  diff_records_sent = 0;
   last_diff_ms = now_ms;
   if (repair_pending) snapshot_seq = std::max(snapshot_seq, store->LastSeq());
   return SendTreeStep(0, {0}, out);
@@ -35,6 +36,7 @@ void SyncSession::Impl::JoinDiff(uint64_t id) {
   stats.diff_in_progress = true;
   stats.sync_percent = 0;
   diff_records_received = 0;
+  diff_records_sent = 0;
   pending_parents.clear();
   pending_digests.clear();
   pending_send.clear();
@@ -245,13 +247,20 @@ template <typename M>
 void SyncSession::Impl::EmitRecordChunks(std::vector<KeyedRecord> records, const M& header,
                                          bool final, size_t* window,
                                          std::vector<msg::Message>* out) {
+  const auto CountSent = [this](const M& sent) {
+    stats.records_sent += sent.records.size();
+    if constexpr (std::is_same_v<M, msg::DiffRecords>) {
+      diff_records_sent += sent.records.size();
+      NoteDiffProgress();
+    }
+  };
   M chunk = header;
   size_t bytes = 0;
   for (KeyedRecord& r : records) {
     if (!chunk.records.empty() && (bytes + RecordBytes(r) > options.diff_chunk_bytes_max ||
                                    chunk.records.size() >= options.batch_records_max)) {
       chunk.last = false;
-      stats.records_sent += chunk.records.size();
+      CountSent(chunk);
       Emit(std::move(chunk), out);
       chunk = header;
       bytes = 0;
@@ -283,8 +292,22 @@ void SyncSession::Impl::EmitRecordChunks(std::vector<KeyedRecord> records, const
       diff_out.requests.clear();
     }
   }
-  stats.records_sent += chunk.records.size();
+  CountSent(chunk);
   Emit(std::move(chunk), out);
+}
+
+void SyncSession::Impl::NoteDiffProgress() {
+  // The records one side holds beyond the other's are what a bootstrap has
+  // to move: received on the side that holds fewer, sent on the other.
+  double percent = 0;
+  if (peer_records > records_at_start) {
+    percent = 100.0 * static_cast<double>(diff_records_received) /
+              static_cast<double>(peer_records - records_at_start);
+  } else if (records_at_start > peer_records) {
+    percent = 100.0 * static_cast<double>(diff_records_sent) /
+              static_cast<double>(records_at_start - peer_records);
+  }
+  stats.sync_percent = std::min(99.0, percent);
 }
 
 Status SyncSession::Impl::PumpOwed(std::vector<msg::Message>* out) {
@@ -336,10 +359,7 @@ Status SyncSession::Impl::OnDiffRecords(const msg::DiffRecords& d, uint64_t now_
   // Progress: the records the peer holds beyond ours are what a bootstrap
   // has to move; a diff of a few keys is done before anyone looks.
   diff_records_received += d.records.size();
-  if (peer_records > records_at_start) {
-    stats.sync_percent = std::min(99.0, 100.0 * static_cast<double>(diff_records_received) /
-                                            static_cast<double>(peer_records - records_at_start));
-  }
+  NoteDiffProgress();
   pending_request.insert(pending_request.end(), d.requests.begin(), d.requests.end());
   if (!d.last) return Status::Ok();
   std::vector<uint64_t> request = std::move(pending_request);

@@ -98,10 +98,11 @@ struct SyncSession::Impl {
   uint64_t diff_retry_pause_ms = 0;
   // For the progress estimate of a diff (stats.sync_percent): our records
   // when the session started, the peer's (from its Hello), and the records
-  // received by the running diff.
+  // the running diff received and sent.
   uint64_t records_at_start = 0;
   uint64_t peer_records = 0;
   uint64_t diff_records_received = 0;
+  uint64_t diff_records_sent = 0;
 
   // What we had stored about the peer when the session started (nullopt:
   // first contact), and our state then: the Hello's last seq and root.
@@ -329,6 +330,8 @@ struct SyncSession::Impl {
   Status OnSummaries(const msg::BucketSummaries& s, uint64_t now_ms,
                      std::vector<msg::Message>* out);
   Status OnDiffRecords(const msg::DiffRecords& d, uint64_t now_ms, std::vector<msg::Message>* out);
+  // stats.sync_percent of the running diff, from the records moved so far.
+  void NoteDiffProgress();
   Status OnDiffEnd(const msg::DiffEnd& e, uint64_t now_ms);
   Status OnOriginRecords(const msg::OriginRecords& o, std::vector<msg::Message>* out);
   Status OnGoodbye(const msg::Goodbye& g);

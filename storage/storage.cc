@@ -266,15 +266,11 @@ constexpr size_t kProbeChunkBytes = 64 << 10;
 constexpr const char* kProbeName = "/write-probe.tmp";  // not a name LevelDB owns
 
 Status Store::ProbeWritable() const {
-  std::vector<std::string> children;
   uint64_t log_bytes = 0;
-  if (env_->GetChildren(path_, &children).ok()) {
-    for (const std::string& child : children) {
-      uint64_t size = 0;
-      if (child.size() > 4 && child.substr(child.size() - 4) == ".log" &&
-          env_->GetFileSize(path_ + "/" + child, &size).ok()) {
-        log_bytes += size;
-      }
+  for (const std::string& f : DataFilesIn(env_, path_)) {
+    uint64_t size = 0;
+    if (f.find(".log") != f.npos && env_->GetFileSize(path_ + "/" + f, &size).ok()) {
+      log_bytes += size;
     }
   }
   const uint64_t bytes = std::max<uint64_t>(kProbeBytesMin, log_bytes + write_buffer_bytes_);
@@ -316,7 +312,7 @@ Status Store::ReopenLocked() {
   if (opened.ok()) {
     db_ = std::move(*opened);
     MutexLock l(&write_error_mu_);
-    write_error_ = Status::Ok();
+    SetWriteError(Status::Ok());
     return Status::Ok();
   }
   // Reads go on from a read-only open, which writes nothing to the disk.
@@ -328,7 +324,7 @@ Status Store::ReopenLocked() {
     overlay_env_.reset();
   }
   MutexLock l(&write_error_mu_);
-  write_error_ = Status::IOError(opened.status().message());
+  SetWriteError(Status::IOError(opened.status().message()));
   return write_error_;
 }
 
@@ -345,15 +341,20 @@ Status Store::Write(Batch* batch, bool sync) {
   }
   if (s.ok()) return s;
   MutexLock l(&write_error_mu_);
-  if (write_error_.ok()) {
-    write_error_ = Status::IOError(s.message());
-  }
+  if (write_error_.ok()) SetWriteError(Status::IOError(s.message()));  // the first one stays
   return write_error_;
 }
 
 Status Store::write_error() const {
+  // Every commit asks: while writes succeed, no lock is taken.
+  if (!write_failed_.load(std::memory_order_acquire)) return Status::Ok();
   MutexLock l(&write_error_mu_);
   return write_error_;
+}
+
+void Store::SetWriteError(Status error) {
+  write_error_ = std::move(error);
+  write_failed_.store(!write_error_.ok(), std::memory_order_release);
 }
 
 Result<std::string> Store::Get(std::string_view key) const {

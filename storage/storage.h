@@ -189,6 +189,8 @@ class Store {
   // Closes db_ and opens it again (writable, else read-only); REQUIRES the
   // gate held exclusively and no iterator open.
   Status ReopenLocked();
+  // Sets write_error_ and write_failed_ together.
+  void SetWriteError(Status error) TIDEMAP_REQUIRES(write_error_mu_);
 
   std::string path_;
   leveldb::Env* env_ = nullptr;  // the base Env (the real file system unless a test's)
@@ -209,6 +211,7 @@ class Store {
 
   mutable Mutex write_error_mu_;
   Status write_error_ TIDEMAP_GUARDED_BY(write_error_mu_);  // OK until a write fails
+  std::atomic<bool> write_failed_{false};                   // !write_error_.ok()
 };
 
 }  // namespace tidemap

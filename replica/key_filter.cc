@@ -35,10 +35,13 @@ void KeyFilter::Reset(uint64_t capacity_keys) {
   added_ = 0;
 }
 
-KeyFilterKeeper::~KeyFilterKeeper() {
+KeyFilterKeeper::~KeyFilterKeeper() { StopBuilder(); }
+
+void KeyFilterKeeper::StopBuilder() {
   if (!thread_.joinable()) return;
   cancel_ = true;
   thread_.join();
+  cancel_ = false;
 }
 
 void KeyFilterKeeper::Maintain(const Store& store, uint64_t stored_keys,
@@ -59,11 +62,7 @@ void KeyFilterKeeper::Maintain(const Store& store, uint64_t stored_keys,
 }
 
 void KeyFilterKeeper::Reset() {
-  if (thread_.joinable()) {
-    cancel_ = true;
-    thread_.join();
-    cancel_ = false;
-  }
+  StopBuilder();
   {
     MutexLock l(&built_mu_);
     built_.reset();

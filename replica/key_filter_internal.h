@@ -122,6 +122,8 @@ class KeyFilterKeeper {
  private:
   void InstallBuilt();
   void StartBuild(const Store& store, uint64_t capacity_keys);
+  // Cancels and joins a running builder thread, if any.
+  void StopBuilder();
 
   KeyFilter filter_;
   bool building_ = false;

@@ -134,11 +134,7 @@ Result<ReplicaStats> Replica::Stats() const {
   s.tombstones_purged = impl_->gc.purged();
   s.below_watermark_tombstones = impl_->below_watermark_tombstones.load(std::memory_order_relaxed);
   s.stale_records_dropped = impl_->stale_dropped.load(std::memory_order_relaxed);
-  StorageHealth health = storage_health();
-  s.storage_error = std::move(health.error);
-  s.storage_write_errors = health.write_errors;
-  s.storage_recoveries = health.recoveries;
-  s.lost_writes_detected = health.lost_writes_detected;
+  s.storage = storage_health();
   return s;
 }
 

@@ -203,6 +203,18 @@ struct PurgeStats {
   Version watermark;  // the GC watermark after the call
 };
 
+// The storage's state, since open.
+struct StorageHealth {
+  std::string error;          // empty while writes are accepted, else what stopped them
+  std::string last_error;     // the last commit the storage failed ("" when none did)
+  uint64_t write_errors = 0;  // commits the storage failed
+  uint64_t recoveries = 0;    // reopens that brought writes back (see RetryStorage)
+  // Times a peer held writes this database had lost (see SyncStore::CheckHeldByPeer),
+  // and what was found the last time ("" when never).
+  uint64_t lost_writes_detected = 0;
+  std::string last_lost_writes;
+};
+
 struct ReplicaStats {
   uint64_t node_id = 0;
   uint64_t keys = 0;             // live records
@@ -235,23 +247,7 @@ struct ReplicaStats {
   uint64_t tombstones_purged = 0;
   uint64_t below_watermark_tombstones = 0;
   uint64_t stale_records_dropped = 0;
-  // Storage errors since open (see StorageHealth).
-  std::string storage_error;
-  uint64_t storage_write_errors = 0;
-  uint64_t storage_recoveries = 0;
-  uint64_t lost_writes_detected = 0;  // see StorageHealth
-};
-
-// The storage's state, since open.
-struct StorageHealth {
-  std::string error;          // empty while writes are accepted, else what stopped them
-  std::string last_error;     // the last commit the storage failed ("" when none did)
-  uint64_t write_errors = 0;  // commits the storage failed
-  uint64_t recoveries = 0;    // reopens that brought writes back (see RetryStorage)
-  // Times a peer held writes this database had lost (see SyncStore::CheckHeldByPeer),
-  // and what was found the last time ("" when never).
-  uint64_t lost_writes_detected = 0;
-  std::string last_lost_writes;
+  StorageHealth storage;  // as storage_health() returns it
 };
 
 // What Scrub() found. Consistent iff every root agrees and nothing mismatched.

@@ -49,7 +49,6 @@ Status Replica::Impl::CheckStorage(bool now) {
 }
 
 Status Replica::RetryStorage() {
-  if (impl_->options.read_only) return Status::Refused("the replica is open read-only");
   MutexLock l(&impl_->commit_mu);
   return impl_->CheckStorage(/*now=*/true);
 }

@@ -20,10 +20,7 @@ Status SyncSession::Impl::StartDiff(uint64_t now_ms, std::vector<msg::Message>* 
   diff_answered = false;
   diff_requested = false;
   diff_repairs = repair_pending;
-  stats.diff_in_progress = true;
-  stats.sync_percent = 0;
-  diff_records_received = 0;
-  diff_records_sent = 0;
+  BeginDiffProgress();
   last_diff_ms = now_ms;
   if (repair_pending) snapshot_seq = std::max(snapshot_seq, store->LastSeq());
   return SendTreeStep(0, {0}, out);
@@ -33,10 +30,7 @@ void SyncSession::Impl::JoinDiff(uint64_t id) {
   diff_id = id;
   diff_initiator = false;
   diff_answered = true;
-  stats.diff_in_progress = true;
-  stats.sync_percent = 0;
-  diff_records_received = 0;
-  diff_records_sent = 0;
+  BeginDiffProgress();
   pending_parents.clear();
   pending_digests.clear();
   pending_send.clear();
@@ -294,6 +288,13 @@ void SyncSession::Impl::EmitRecordChunks(std::vector<KeyedRecord> records, const
   }
   CountSent(chunk);
   Emit(std::move(chunk), out);
+}
+
+void SyncSession::Impl::BeginDiffProgress() {
+  stats.diff_in_progress = true;
+  stats.sync_percent = 0;
+  diff_records_received = 0;
+  diff_records_sent = 0;
 }
 
 void SyncSession::Impl::NoteDiffProgress() {

@@ -330,6 +330,8 @@ struct SyncSession::Impl {
   Status OnSummaries(const msg::BucketSummaries& s, uint64_t now_ms,
                      std::vector<msg::Message>* out);
   Status OnDiffRecords(const msg::DiffRecords& d, uint64_t now_ms, std::vector<msg::Message>* out);
+  // A diff starts (ours or the peer's): its progress starts at 0.
+  void BeginDiffProgress();
   // stats.sync_percent of the running diff, from the records moved so far.
   void NoteDiffProgress();
   Status OnDiffEnd(const msg::DiffEnd& e, uint64_t now_ms);

@@ -36,8 +36,8 @@ nlohmann::json StatusJson(const StatusInfo& info, const std::vector<net::PeerSta
   j["oplog"] = {{"first_seq", s.oplog_first_seq},
                 {"last_seq", s.oplog_last_seq},
                 {"pruned_through", s.oplog_pruned_through}};
-  j["storage"] = {{"state", s.storage_error.empty() ? "ok" : "writes_refused"},
-                  {"error", StringOrNull(s.storage_error)},
+  j["storage"] = {{"state", s.storage.error.empty() ? "ok" : "writes_refused"},
+                  {"error", StringOrNull(s.storage.error)},
                   {"used_bytes", s.disk_bytes}};
   nlohmann::json list = nlohmann::json::array();
   for (const net::PeerStatus& p : peers) {

@@ -127,16 +127,16 @@ void AddReplica(const ReplicaStats& r, Families* f) {
       .Add(r.disk_bytes);
   f->Add("tidemap_storage_writable", "gauge",
          "1 while the storage takes writes; 0 after a storage error until it heals.")
-      .Add(uint64_t{r.storage_error.empty() ? 1u : 0u});
+      .Add(uint64_t{r.storage.error.empty() ? 1u : 0u});
   f->Add("tidemap_storage_write_errors_total", "counter",
          "Commits the storage failed (a full disk, too many open files) since start.")
-      .Add(r.storage_write_errors);
+      .Add(r.storage.write_errors);
   f->Add("tidemap_lost_writes_detected_total", "counter",
          "Times a peer held writes this node's database had lost (it then resyncs) since start.")
-      .Add(r.lost_writes_detected);
+      .Add(r.storage.lost_writes_detected);
   f->Add("tidemap_storage_recoveries_total", "counter",
          "Times writes came back after a storage error, without a restart, since start.")
-      .Add(r.storage_recoveries);
+      .Add(r.storage.recoveries);
 }
 
 // One sample per peer in each per-peer family.

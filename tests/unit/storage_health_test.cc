@@ -201,8 +201,8 @@ TEST_F(ReplicaStorageErrorTest, WritesAreRefusedReadsGoOnAndWritesComeBackWithou
   EXPECT_EQ(read->value, "v");
   auto stats = replica_->Stats();
   ASSERT_TRUE(stats.ok());
-  EXPECT_FALSE(stats->storage_error.empty());
-  EXPECT_EQ(stats->storage_write_errors, 1u);
+  EXPECT_FALSE(stats->storage.error.empty());
+  EXPECT_EQ(stats->storage.write_errors, 1u);
 
   env_.SetWriteError(false);
   // Before the retry interval a writer is refused without a reopen.
@@ -211,8 +211,8 @@ TEST_F(ReplicaStorageErrorTest, WritesAreRefusedReadsGoOnAndWritesComeBackWithou
   ASSERT_TRUE(replica_->Put("m", "y", "2").ok());  // this writer's retry reopened the store
   stats = replica_->Stats();
   ASSERT_TRUE(stats.ok());
-  EXPECT_TRUE(stats->storage_error.empty()) << stats->storage_error;
-  EXPECT_EQ(stats->storage_recoveries, 1u);
+  EXPECT_TRUE(stats->storage.error.empty()) << stats->storage.error;
+  EXPECT_EQ(stats->storage.recoveries, 1u);
   EXPECT_EQ(stats->keys, 101u);
   EXPECT_TRUE(replica_->Get("m", "x").status().IsNotFound());
   EXPECT_EQ(replica_->Get("m", "y")->value, "2");
@@ -227,7 +227,7 @@ TEST_F(ReplicaStorageErrorTest, RetryStorageHealsWithoutAWriter) {
   EXPECT_FALSE(replica_->RetryStorage().ok());  // the fault is still there
   env_.SetWriteError(false);
   ASSERT_TRUE(replica_->RetryStorage().ok());  // no clock advance needed
-  EXPECT_TRUE(replica_->Stats()->storage_error.empty());
+  EXPECT_TRUE(replica_->Stats()->storage.error.empty());
   ASSERT_TRUE(replica_->Put("m", "b", "2").ok());
   ExpectConsistent();
 }

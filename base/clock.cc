@@ -1,4 +1,4 @@
-#include "base/clock.h"
+#include <tidemap/base/clock.h>
 
 #include <chrono>
 

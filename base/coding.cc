@@ -1,4 +1,4 @@
-#include "base/coding.h"
+#include <tidemap/base/coding.h>
 
 namespace tidemap {
 

@@ -1,8 +1,8 @@
-#include "base/crypto.h"
+#include <tidemap/base/crypto.h>
 
 #include <sodium.h>
 
-#include "base/coding.h"
+#include <tidemap/base/coding.h>
 
 namespace tidemap::crypto {
 

@@ -1,4 +1,4 @@
-#include "base/hash.h"
+#include <tidemap/base/hash.h>
 
 #include <xxhash.h>
 

@@ -1,4 +1,4 @@
-#include "base/private_file.h"
+#include <tidemap/base/private_file.h>
 
 #include <sys/stat.h>
 

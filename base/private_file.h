@@ -7,7 +7,7 @@
 
 #include <string>
 
-#include "base/status.h"
+#include <tidemap/base/status.h>
 
 namespace tidemap {
 

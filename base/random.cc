@@ -1,9 +1,9 @@
-#include "base/random.h"
+#include <tidemap/base/random.h>
 
 #include <algorithm>
 #include <cmath>
 
-#include "base/check.h"
+#include <tidemap/base/check.h>
 
 namespace tidemap {
 

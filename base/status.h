@@ -12,7 +12,7 @@
 #include <string_view>
 #include <utility>
 
-#include "base/check.h"
+#include <tidemap/base/check.h>
 
 namespace tidemap {
 

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "base/clock.h"
-#include "hlc/hlc.h"
+#include <tidemap/base/clock.h>
+#include <tidemap/hlc/hlc.h>
 
 namespace tidemap {
 namespace {

@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-#include "base/hash.h"
-#include "base/random.h"
-#include "merkle/merkle.h"
+#include <tidemap/base/hash.h>
+#include <tidemap/base/random.h>
+#include <tidemap/merkle/merkle.h>
 
 namespace tidemap {
 namespace {

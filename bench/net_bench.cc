@@ -59,17 +59,17 @@
 #include <thread>
 #include <vector>
 
-#include "base/crypto.h"
-#include "base/random.h"
 #include "bench/cpu.h"
 #include "bench/own_env.h"
 #include "bench/report.h"
 #include "bench/workload.h"
-#include "net/handshake.h"
-#include "net/node.h"
-#include "net/trust.h"
-#include "replica/replica.h"
-#include "storage/identity.h"
+#include <tidemap/base/crypto.h>
+#include <tidemap/base/random.h>
+#include <tidemap/net/handshake.h>
+#include <tidemap/net/node.h>
+#include <tidemap/net/trust.h>
+#include <tidemap/replica/replica.h>
+#include <tidemap/storage/identity.h>
 
 namespace tidemap {
 namespace {

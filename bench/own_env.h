@@ -10,7 +10,7 @@
 #include <thread>
 #include <utility>
 
-#include "base/thread_name.h"
+#include <tidemap/base/thread_name.h>
 
 namespace tidemap::bench {
 

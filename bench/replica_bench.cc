@@ -34,16 +34,16 @@
 #include <utility>
 #include <vector>
 
-#include "base/clock.h"
-#include "base/random.h"
 #include "bench/cpu.h"
 #include "bench/workload.h"
-#include "oplog/oplog.h"
-#include "replica/replica.h"
-#include "storage/key_order_sorter_internal.h"
-#include "storage/leveldb_options_internal.h"
-#include "storage/rows_internal.h"
-#include "storage/storage.h"
+#include <tidemap/base/clock.h>
+#include <tidemap/base/random.h>
+#include <tidemap/oplog/oplog.h>
+#include <tidemap/replica/replica.h>
+#include <tidemap/storage/key_order_sorter_internal.h>
+#include <tidemap/storage/leveldb_options_internal.h>
+#include <tidemap/storage/rows_internal.h>
+#include <tidemap/storage/storage.h>
 
 namespace tidemap {
 namespace {

@@ -24,12 +24,12 @@
 #include <map>
 #include <numeric>
 
-#include "base/random.h"
 #include "bench/report.h"
-#include "replica/replica.h"
-#include "replica/sync.h"
-#include "schemas/codec.h"
 #include "tests/support/sync_pump.h"
+#include <tidemap/base/random.h>
+#include <tidemap/replica/replica.h>
+#include <tidemap/replica/sync.h>
+#include <tidemap/schemas/codec.h>
 
 namespace tidemap {
 namespace {

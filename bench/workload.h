@@ -13,7 +13,7 @@
 #include <string_view>
 #include <system_error>
 
-#include "base/random.h"
+#include <tidemap/base/random.h>
 
 namespace tidemap::bench {
 

@@ -1,6 +1,6 @@
 # Install rules for embedders (included at the end of the top-level CMakeLists.txt).
 #
-#   <prefix>/include/tidemap/<component>/*.h      public headers, repo-rooted includes
+#   <prefix>/include/tidemap/<component>/*.h      public headers, as <tidemap/component/x.h>
 #   <prefix>/<libdir>/libtidemap_<component>.a    one static library per component
 #   <prefix>/<libdir>/cmake/tidemap/              tidemapConfig.cmake (+ version, targets)
 #   <prefix>/<libdir>/pkgconfig/tidemap.pc        the same for pkg-config
@@ -51,9 +51,9 @@ endforeach()
 set(_queue ${_tidemap_headers})
 while(_queue)
   list(POP_FRONT _queue _header)
-  file(STRINGS ${_header} _lines REGEX "^[ \t]*#[ \t]*include[ \t]*\"")
+  file(STRINGS ${_header} _lines REGEX "^[ \t]*#[ \t]*include[ \t]*[<\"]tidemap/")
   foreach(_line ${_lines})
-    string(REGEX REPLACE "^[^\"]*\"([^\"]+)\".*$" "\\1" _included "${_line}")
+    string(REGEX REPLACE "^[^<\"]*[<\"]tidemap/([^>\"]+)[>\"].*$" "\\1" _included "${_line}")
     string(REGEX REPLACE "/.*$" "" _dir "${_included}")
     set(_path ${PROJECT_SOURCE_DIR}/${_included})
     if(_dir IN_LIST _tidemap_components AND EXISTS ${_path})
@@ -63,7 +63,7 @@ while(_queue)
       endif()
     else()
       file(RELATIVE_PATH _rel ${PROJECT_SOURCE_DIR} ${_header})
-      message(WARNING "installed header ${_rel} includes \"${_included}\", which is not an "
+      message(WARNING "installed header ${_rel} includes <tidemap/${_included}>, which is not an "
                       "installed header of a built component: the installed tree will not "
                       "compile (generated Cap'n Proto headers must stay inside schemas/)")
     endif()
@@ -72,7 +72,7 @@ endwhile()
 foreach(_header ${_tidemap_headers})
   file(RELATIVE_PATH _rel ${PROJECT_SOURCE_DIR} ${_header})
   get_filename_component(_dir ${_rel} DIRECTORY)
-  install(FILES ${_header} DESTINATION ${TIDEMAP_INSTALL_INCLUDEDIR}/${_dir})
+  install(FILES ${_header} DESTINATION ${TIDEMAP_INSTALL_INCLUDEDIR}/tidemap/${_dir})
 endforeach()
 
 # ---- libraries, executable, export set --------------------------------------------------

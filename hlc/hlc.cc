@@ -1,9 +1,9 @@
-#include "hlc/hlc.h"
+#include <tidemap/hlc/hlc.h>
 
 #include <algorithm>
 #include <string>
 
-#include "base/coding.h"
+#include <tidemap/base/coding.h>
 
 namespace tidemap {
 namespace {

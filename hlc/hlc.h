@@ -11,9 +11,9 @@
 #include <string>
 #include <string_view>
 
-#include "base/clock.h"
-#include "base/mutex.h"
-#include "base/status.h"
+#include <tidemap/base/clock.h>
+#include <tidemap/base/mutex.h>
+#include <tidemap/base/status.h>
 
 namespace tidemap {
 

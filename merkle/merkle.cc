@@ -1,4 +1,4 @@
-#include "merkle/merkle.h"
+#include <tidemap/merkle/merkle.h>
 
 #include <algorithm>
 #include <array>
@@ -6,8 +6,8 @@
 #include <limits>
 #include <tuple>
 
-#include "base/check.h"
-#include "base/coding.h"
+#include <tidemap/base/check.h>
+#include <tidemap/base/coding.h>
 
 namespace tidemap {
 namespace {

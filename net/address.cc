@@ -1,4 +1,4 @@
-#include "net/address.h"
+#include <tidemap/net/address.h>
 
 #include <charconv>
 

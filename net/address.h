@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "base/status.h"
+#include <tidemap/base/status.h>
 
 namespace tidemap::net {
 

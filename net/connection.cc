@@ -11,9 +11,9 @@
 
 #include <spdlog/spdlog.h>
 
-#include "base/crypto.h"
-#include "hlc/hlc.h"
-#include "net/node_internal.h"
+#include <tidemap/base/crypto.h>
+#include <tidemap/hlc/hlc.h>
+#include <tidemap/net/node_internal.h>
 
 namespace tidemap::net {
 

@@ -19,8 +19,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "hlc/hlc.h"
-#include "net/node_internal.h"
+#include <tidemap/hlc/hlc.h>
+#include <tidemap/net/node_internal.h>
 
 namespace tidemap::net {
 

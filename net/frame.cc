@@ -1,10 +1,10 @@
-#include "net/frame.h"
+#include <tidemap/net/frame.h>
 
 #include <algorithm>
 #include <utility>
 
-#include "base/check.h"
-#include "base/coding.h"
+#include <tidemap/base/check.h>
+#include <tidemap/base/coding.h>
 
 namespace tidemap::net {
 namespace {

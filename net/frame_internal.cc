@@ -1,4 +1,4 @@
-#include "net/frame_internal.h"
+#include <tidemap/net/frame_internal.h>
 
 #include <string>
 #include <utility>

@@ -6,9 +6,9 @@
 #include <memory>
 #include <string_view>
 
-#include "base/crypto.h"
-#include "base/status.h"
-#include "net/frame.h"
+#include <tidemap/base/crypto.h>
+#include <tidemap/base/status.h>
+#include <tidemap/net/frame.h>
 
 namespace tidemap::net::internal {
 

@@ -1,11 +1,11 @@
-#include "net/handshake.h"
+#include <tidemap/net/handshake.h>
 
 #include <algorithm>
 #include <utility>
 
-#include "base/check.h"
-#include "base/coding.h"
-#include "net/handshake_internal.h"
+#include <tidemap/base/check.h>
+#include <tidemap/base/coding.h>
+#include <tidemap/net/handshake_internal.h>
 
 namespace tidemap::net {
 namespace {

@@ -63,10 +63,10 @@
 #include <string>
 #include <string_view>
 
-#include "base/crypto.h"
-#include "base/status.h"
-#include "net/frame.h"
-#include "net/trust.h"
+#include <tidemap/base/crypto.h>
+#include <tidemap/base/status.h>
+#include <tidemap/net/frame.h>
+#include <tidemap/net/trust.h>
 
 namespace tidemap::net {
 

@@ -10,8 +10,8 @@
 #include <string_view>
 #include <vector>
 
-#include "base/crypto.h"
-#include "net/handshake.h"
+#include <tidemap/base/crypto.h>
+#include <tidemap/net/handshake.h>
 
 namespace tidemap::net::internal {
 

@@ -1,5 +1,5 @@
 // The admission rules of net/handshake_slots.h.
-#include "net/handshake_slots.h"
+#include <tidemap/net/handshake_slots.h>
 
 namespace tidemap::net {
 

@@ -1,6 +1,6 @@
 // Node::Impl's loops (accept, dial, tick, maintenance) and Node's API. The
 // connections are in connection.cc and connection_session.cc.
-#include "net/node.h"
+#include <tidemap/net/node.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
@@ -12,10 +12,10 @@
 #include <algorithm>
 #include <future>
 
-#include "base/crypto.h"
-#include "base/thread_name.h"
-#include "hlc/hlc.h"
-#include "net/node_internal.h"
+#include <tidemap/base/crypto.h>
+#include <tidemap/base/thread_name.h>
+#include <tidemap/hlc/hlc.h>
+#include <tidemap/net/node_internal.h>
 
 namespace tidemap::net {
 

@@ -53,15 +53,15 @@
 #include <string>
 #include <vector>
 
-#include "base/clock.h"
-#include "base/status.h"
-#include "net/address.h"
-#include "net/peer_status.h"
-#include "net/trust.h"
-#include "replica/replica.h"
-#include "replica/sync.h"
-#include "schemas/codec.h"
-#include "storage/identity.h"
+#include <tidemap/base/clock.h>
+#include <tidemap/base/status.h>
+#include <tidemap/net/address.h>
+#include <tidemap/net/peer_status.h>
+#include <tidemap/net/trust.h>
+#include <tidemap/replica/replica.h>
+#include <tidemap/replica/sync.h>
+#include <tidemap/schemas/codec.h>
+#include <tidemap/storage/identity.h>
 
 namespace spdlog {
 class logger;

@@ -34,12 +34,12 @@
 #include <thread>
 #include <vector>
 
-#include "base/mutex.h"
-#include "net/frame.h"
-#include "net/handshake.h"
-#include "net/handshake_slots.h"
-#include "net/node.h"
-#include "net/worker_pool.h"
+#include <tidemap/base/mutex.h>
+#include <tidemap/net/frame.h>
+#include <tidemap/net/handshake.h>
+#include <tidemap/net/handshake_slots.h>
+#include <tidemap/net/node.h>
+#include <tidemap/net/worker_pool.h>
 
 namespace tidemap::net {
 

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "base/histogram.h"
+#include <tidemap/base/histogram.h>
 
 namespace tidemap::net {
 

@@ -1,4 +1,4 @@
-#include "net/trust.h"
+#include <tidemap/net/trust.h>
 
 #include <fcntl.h>
 #include <unistd.h>

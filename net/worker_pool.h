@@ -41,7 +41,7 @@
 #include <string>
 #include <type_traits>
 
-#include "base/status.h"
+#include <tidemap/base/status.h>
 
 namespace tidemap::net {
 

@@ -20,15 +20,15 @@
 //       acked       := the peer acknowledged our rows up to this seq
 //       incarnation := the peer database these numbers are about (0: unknown)
 //       received    := we acknowledged the peer's rows up to this seq
-#include "oplog/oplog.h"
+#include <tidemap/oplog/oplog.h>
 
 #include <algorithm>
 #include <cstdint>
 
-#include "base/check.h"
-#include "base/coding.h"
-#include "base/hash.h"
-#include "storage/rows_internal.h"
+#include <tidemap/base/check.h>
+#include <tidemap/base/coding.h>
+#include <tidemap/base/hash.h>
+#include <tidemap/storage/rows_internal.h>
 
 namespace tidemap {
 

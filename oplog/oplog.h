@@ -23,9 +23,9 @@
 #include <string_view>
 #include <vector>
 
-#include "base/status.h"
-#include "hlc/hlc.h"
-#include "storage/storage.h"
+#include <tidemap/base/status.h>
+#include <tidemap/hlc/hlc.h>
+#include <tidemap/storage/storage.h>
 
 namespace tidemap {
 

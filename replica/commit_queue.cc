@@ -1,8 +1,8 @@
-#include "replica/commit_queue_internal.h"
+#include <tidemap/replica/commit_queue_internal.h>
 
 #include <algorithm>
 
-#include "base/check.h"
+#include <tidemap/base/check.h>
 
 namespace tidemap {
 

@@ -28,9 +28,9 @@
 #include <thread>
 #include <vector>
 
-#include "base/mutex.h"
-#include "replica/replica.h"
-#include "storage/storage.h"
+#include <tidemap/base/mutex.h>
+#include <tidemap/replica/replica.h>
+#include <tidemap/storage/storage.h>
 
 namespace tidemap {
 

@@ -7,9 +7,9 @@
 #include <optional>
 #include <utility>
 
-#include "base/check.h"
-#include "replica/impl_internal.h"
-#include "storage/rows_internal.h"
+#include <tidemap/base/check.h>
+#include <tidemap/replica/impl_internal.h>
+#include <tidemap/storage/rows_internal.h>
 
 namespace tidemap {
 

@@ -33,16 +33,16 @@
 #include <unordered_map>
 #include <vector>
 
-#include "base/mutex.h"
-#include "merkle/merkle.h"
-#include "replica/commit_queue_internal.h"
-#include "replica/key_filter_internal.h"
-#include "replica/merge_internal.h"
-#include "replica/replica.h"
-#include "replica/subscriptions_internal.h"
-#include "replica/tombstone_gc_internal.h"
-#include "replica/tree_state_internal.h"
-#include "storage/storage.h"
+#include <tidemap/base/mutex.h>
+#include <tidemap/merkle/merkle.h>
+#include <tidemap/replica/commit_queue_internal.h>
+#include <tidemap/replica/key_filter_internal.h>
+#include <tidemap/replica/merge_internal.h>
+#include <tidemap/replica/replica.h>
+#include <tidemap/replica/subscriptions_internal.h>
+#include <tidemap/replica/tombstone_gc_internal.h>
+#include <tidemap/replica/tree_state_internal.h>
+#include <tidemap/storage/storage.h>
 
 namespace tidemap {
 

@@ -1,14 +1,14 @@
-#include "replica/key_filter_internal.h"
+#include <tidemap/replica/key_filter_internal.h>
 
 #include <algorithm>
 #include <memory>
 #include <string>
 #include <utility>
 
-#include "base/coding.h"
-#include "base/thread_name.h"
-#include "storage/prefix_iterator.h"
-#include "storage/rows_internal.h"
+#include <tidemap/base/coding.h>
+#include <tidemap/base/thread_name.h>
+#include <tidemap/storage/prefix_iterator.h>
+#include <tidemap/storage/rows_internal.h>
 
 namespace tidemap {
 

@@ -23,8 +23,8 @@
 #include <thread>
 #include <vector>
 
-#include "base/mutex.h"
-#include "storage/storage.h"
+#include <tidemap/base/mutex.h>
+#include <tidemap/storage/storage.h>
 
 namespace tidemap {
 

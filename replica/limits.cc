@@ -1,8 +1,8 @@
-#include "replica/limits_internal.h"
+#include <tidemap/replica/limits_internal.h>
 
 #include <string>
 
-#include "storage/rows_internal.h"
+#include <tidemap/storage/rows_internal.h>
 
 namespace tidemap {
 

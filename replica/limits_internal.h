@@ -8,8 +8,8 @@
 #include <cstddef>
 #include <string_view>
 
-#include "base/status.h"
-#include "replica/replica.h"
+#include <tidemap/base/status.h>
+#include <tidemap/replica/replica.h>
 
 namespace tidemap {
 

@@ -14,9 +14,9 @@
 // pulled back to what we still have.
 #include <string>
 
-#include "base/hash.h"
-#include "replica/impl_internal.h"
-#include "storage/rows_internal.h"
+#include <tidemap/base/hash.h>
+#include <tidemap/replica/impl_internal.h>
+#include <tidemap/storage/rows_internal.h>
 
 namespace tidemap {
 

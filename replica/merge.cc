@@ -1,11 +1,11 @@
-#include "replica/merge_internal.h"
+#include <tidemap/replica/merge_internal.h>
 
 #include <algorithm>
 #include <string>
 
-#include "base/check.h"
-#include "replica/impl_internal.h"
-#include "replica/limits_internal.h"
+#include <tidemap/base/check.h>
+#include <tidemap/replica/impl_internal.h>
+#include <tidemap/replica/limits_internal.h>
 
 namespace tidemap {
 

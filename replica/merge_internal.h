@@ -16,10 +16,10 @@
 #include <optional>
 #include <string_view>
 
-#include "base/hash.h"
-#include "hlc/hlc.h"
-#include "replica/replica.h"
-#include "storage/rows_internal.h"
+#include <tidemap/base/hash.h>
+#include <tidemap/hlc/hlc.h>
+#include <tidemap/replica/replica.h>
+#include <tidemap/storage/rows_internal.h>
 
 namespace tidemap {
 

@@ -4,12 +4,12 @@
 #include <thread>
 #include <utility>
 
-#include "base/check.h"
-#include "base/crypto.h"
-#include "replica/impl_internal.h"
-#include "replica/readers_internal.h"
-#include "storage/prefix_iterator.h"
-#include "storage/rows_internal.h"
+#include <tidemap/base/check.h>
+#include <tidemap/base/crypto.h>
+#include <tidemap/replica/impl_internal.h>
+#include <tidemap/replica/readers_internal.h>
+#include <tidemap/storage/prefix_iterator.h>
+#include <tidemap/storage/rows_internal.h>
 
 namespace tidemap {
 

@@ -19,12 +19,12 @@
 #include <utility>
 #include <vector>
 
-#include "base/check.h"
-#include "base/status.h"
-#include "replica/replica.h"
-#include "storage/prefix_iterator.h"
-#include "storage/rows_internal.h"
-#include "storage/storage.h"
+#include <tidemap/base/check.h>
+#include <tidemap/base/status.h>
+#include <tidemap/replica/replica.h>
+#include <tidemap/storage/prefix_iterator.h>
+#include <tidemap/storage/rows_internal.h>
+#include <tidemap/storage/storage.h>
 
 namespace tidemap {
 

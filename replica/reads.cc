@@ -7,10 +7,10 @@
 #include <utility>
 #include <vector>
 
-#include "replica/impl_internal.h"
-#include "replica/readers_internal.h"
-#include "storage/prefix_iterator.h"
-#include "storage/rows_internal.h"
+#include <tidemap/replica/impl_internal.h>
+#include <tidemap/replica/readers_internal.h>
+#include <tidemap/storage/prefix_iterator.h>
+#include <tidemap/storage/rows_internal.h>
 
 namespace tidemap {
 

@@ -1,9 +1,9 @@
 // RebuildDerivedRows: every row a record implies, rewritten from the records.
 #include <string>
 
-#include "replica/impl_internal.h"
-#include "storage/prefix_iterator.h"
-#include "storage/rows_internal.h"
+#include <tidemap/replica/impl_internal.h>
+#include <tidemap/storage/prefix_iterator.h>
+#include <tidemap/storage/rows_internal.h>
 
 namespace tidemap {
 

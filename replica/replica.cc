@@ -1,15 +1,15 @@
 // The Replica's entry points that are not a room of their own: local
 // writes, stats and accessors. Where the rest lives: replica/impl_internal.h.
-#include "replica/replica.h"
+#include <tidemap/replica/replica.h>
 
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "replica/impl_internal.h"
-#include "replica/limits_internal.h"
-#include "replica/test_access_internal.h"
-#include "storage/rows_internal.h"
+#include <tidemap/replica/impl_internal.h>
+#include <tidemap/replica/limits_internal.h>
+#include <tidemap/replica/test_access_internal.h>
+#include <tidemap/storage/rows_internal.h>
 
 namespace tidemap {
 

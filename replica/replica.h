@@ -24,15 +24,15 @@
 #include <string_view>
 #include <vector>
 
-#include "base/clock.h"
-#include "base/hash.h"
-#include "base/random.h"
-#include "base/status.h"
-#include "hlc/hlc.h"
-#include "oplog/oplog.h"
-#include "replica/sync_store.h"
-#include "schemas/messages.h"
-#include "storage/storage.h"
+#include <tidemap/base/clock.h>
+#include <tidemap/base/hash.h>
+#include <tidemap/base/random.h>
+#include <tidemap/base/status.h>
+#include <tidemap/hlc/hlc.h>
+#include <tidemap/oplog/oplog.h>
+#include <tidemap/replica/sync_store.h>
+#include <tidemap/schemas/messages.h>
+#include <tidemap/storage/storage.h>
 
 namespace tidemap {
 

@@ -2,10 +2,10 @@
 // index and the tombstone queue, each compared with what the records say.
 #include <string>
 
-#include "replica/impl_internal.h"
-#include "replica/readers_internal.h"
-#include "storage/prefix_iterator.h"
-#include "storage/rows_internal.h"
+#include <tidemap/replica/impl_internal.h>
+#include <tidemap/replica/readers_internal.h>
+#include <tidemap/storage/prefix_iterator.h>
+#include <tidemap/storage/rows_internal.h>
 
 namespace tidemap {
 

@@ -7,7 +7,7 @@
 // fsync failed) and come back with the reopen.
 #include <string>
 
-#include "replica/impl_internal.h"
+#include <tidemap/replica/impl_internal.h>
 
 namespace tidemap {
 

@@ -1,9 +1,9 @@
-#include "replica/subscriptions_internal.h"
+#include <tidemap/replica/subscriptions_internal.h>
 
 #include <utility>
 #include <vector>
 
-#include "replica/impl_internal.h"
+#include <tidemap/replica/impl_internal.h>
 
 namespace tidemap {
 

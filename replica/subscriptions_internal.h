@@ -18,8 +18,8 @@
 #include <string>
 #include <string_view>
 
-#include "base/mutex.h"
-#include "replica/replica.h"
+#include <tidemap/base/mutex.h>
+#include <tidemap/replica/replica.h>
 
 namespace tidemap {
 

@@ -1,13 +1,13 @@
 // The sync session: start, hello, streaming the oplog tail, acks, goodbye
 // and polling. Tree diffs and origin resyncs: replica/sync_diff.cc. The
 // session's state: replica/sync_session_internal.h.
-#include "replica/sync.h"
+#include <tidemap/replica/sync.h>
 
 #include <algorithm>
 #include <string>
 #include <vector>
 
-#include "replica/sync_session_internal.h"
+#include <tidemap/replica/sync_session_internal.h>
 
 namespace tidemap {
 

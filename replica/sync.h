@@ -39,9 +39,9 @@
 #include <string>
 #include <vector>
 
-#include "base/status.h"
-#include "replica/sync_store.h"
-#include "schemas/messages.h"
+#include <tidemap/base/status.h>
+#include <tidemap/replica/sync_store.h>
+#include <tidemap/schemas/messages.h>
 
 namespace tidemap {
 

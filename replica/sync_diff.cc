@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "replica/sync_session_internal.h"
+#include <tidemap/replica/sync_session_internal.h>
 
 namespace tidemap {
 

@@ -14,8 +14,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "merkle/merkle.h"
-#include "replica/sync.h"
+#include <tidemap/merkle/merkle.h>
+#include <tidemap/replica/sync.h>
 
 namespace tidemap {
 

@@ -1,7 +1,7 @@
 // Replica as the sync core's SyncStore (replica/sync_store.h): each
 // operation forwards to the room that owns it.
-#include "replica/impl_internal.h"
-#include "replica/replica.h"
+#include <tidemap/replica/impl_internal.h>
+#include <tidemap/replica/replica.h>
 
 namespace tidemap {
 

@@ -22,11 +22,11 @@
 #include <string_view>
 #include <vector>
 
-#include "base/hash.h"
-#include "base/status.h"
-#include "hlc/hlc.h"
-#include "oplog/oplog.h"
-#include "schemas/messages.h"
+#include <tidemap/base/hash.h>
+#include <tidemap/base/status.h>
+#include <tidemap/hlc/hlc.h>
+#include <tidemap/oplog/oplog.h>
+#include <tidemap/schemas/messages.h>
 
 namespace tidemap {
 

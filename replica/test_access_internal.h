@@ -8,9 +8,9 @@
 #ifndef TIDEMAP_REPLICA_TEST_ACCESS_INTERNAL_H_
 #define TIDEMAP_REPLICA_TEST_ACCESS_INTERNAL_H_
 
-#include "hlc/hlc.h"
-#include "oplog/oplog.h"
-#include "replica/replica.h"
+#include <tidemap/hlc/hlc.h>
+#include <tidemap/oplog/oplog.h>
+#include <tidemap/replica/replica.h>
 
 namespace tidemap {
 

@@ -1,13 +1,13 @@
-#include "replica/tombstone_gc_internal.h"
+#include <tidemap/replica/tombstone_gc_internal.h>
 
 #include <algorithm>
 #include <string>
 #include <utility>
 
-#include "base/coding.h"
-#include "replica/impl_internal.h"
-#include "storage/prefix_iterator.h"
-#include "storage/rows_internal.h"
+#include <tidemap/base/coding.h>
+#include <tidemap/replica/impl_internal.h>
+#include <tidemap/storage/prefix_iterator.h>
+#include <tidemap/storage/rows_internal.h>
 
 namespace tidemap {
 

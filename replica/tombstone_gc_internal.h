@@ -21,10 +21,10 @@
 #include <string>
 #include <vector>
 
-#include "base/mutex.h"
-#include "base/status.h"
-#include "hlc/hlc.h"
-#include "storage/storage.h"
+#include <tidemap/base/mutex.h>
+#include <tidemap/base/status.h>
+#include <tidemap/hlc/hlc.h>
+#include <tidemap/storage/storage.h>
 
 namespace tidemap {
 

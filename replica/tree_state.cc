@@ -1,12 +1,12 @@
-#include "replica/tree_state_internal.h"
+#include <tidemap/replica/tree_state_internal.h>
 
 #include <algorithm>
 #include <string>
 #include <unordered_map>
 
-#include "replica/readers_internal.h"
-#include "storage/prefix_iterator.h"
-#include "storage/rows_internal.h"
+#include <tidemap/replica/readers_internal.h>
+#include <tidemap/storage/prefix_iterator.h>
+#include <tidemap/storage/rows_internal.h>
 
 namespace tidemap {
 

@@ -24,14 +24,14 @@
 #include <utility>
 #include <vector>
 
-#include "base/clock.h"
-#include "base/hash.h"
-#include "base/mutex.h"
-#include "base/status.h"
-#include "merkle/merkle.h"
-#include "oplog/oplog.h"
-#include "replica/replica.h"
-#include "storage/storage.h"
+#include <tidemap/base/clock.h>
+#include <tidemap/base/hash.h>
+#include <tidemap/base/mutex.h>
+#include <tidemap/base/status.h>
+#include <tidemap/merkle/merkle.h>
+#include <tidemap/oplog/oplog.h>
+#include <tidemap/replica/replica.h>
+#include <tidemap/storage/storage.h>
 
 namespace tidemap {
 

@@ -118,7 +118,7 @@
 // field costs what its largest value needs. Realistic summaries (1000 buckets
 // of 15 entries, hlc within hours, 3 origins) take 9.5 bytes an entry in the
 // blob, 10.0 in the whole frame (a List(struct) would take 32).
-#include "schemas/codec.h"
+#include <tidemap/schemas/codec.h>
 
 #include <capnp/message.h>
 #include <capnp/serialize-packed.h>
@@ -137,10 +137,10 @@
 #include <utility>
 #include <vector>
 
-#include "base/coding.h"
-#include "base/overloaded.h"
-#include "schemas/codec_internal.h"
-#include "schemas/sync.capnp.h"
+#include <tidemap/base/coding.h>
+#include <tidemap/base/overloaded.h>
+#include <tidemap/schemas/codec_internal.h>
+#include <tidemap/schemas/sync.capnp.h>
 
 namespace tidemap {
 

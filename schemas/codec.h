@@ -14,8 +14,8 @@
 #include <string>
 #include <string_view>
 
-#include "base/status.h"
-#include "schemas/messages.h"
+#include <tidemap/base/status.h>
+#include <tidemap/schemas/messages.h>
 
 namespace tidemap {
 

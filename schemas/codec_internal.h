@@ -11,9 +11,9 @@
 #include <string_view>
 #include <vector>
 
-#include "base/status.h"
-#include "schemas/codec.h"
-#include "schemas/messages.h"
+#include <tidemap/base/status.h>
+#include <tidemap/schemas/codec.h>
+#include <tidemap/schemas/messages.h>
 
 namespace tidemap::codec_internal {
 

@@ -1,6 +1,6 @@
-#include "schemas/messages.h"
+#include <tidemap/schemas/messages.h>
 
-#include "base/overloaded.h"
+#include <tidemap/base/overloaded.h>
 
 namespace tidemap::msg {
 

@@ -16,8 +16,8 @@
 #include <variant>
 #include <vector>
 
-#include "base/hash.h"
-#include "hlc/hlc.h"
+#include <tidemap/base/hash.h>
+#include <tidemap/hlc/hlc.h>
 
 namespace tidemap {
 

@@ -1,8 +1,8 @@
-#include "server/byte_budget_internal.h"
+#include <tidemap/server/byte_budget_internal.h>
 
 #include <algorithm>
 
-#include "base/check.h"
+#include <tidemap/base/check.h>
 
 namespace tidemap {
 

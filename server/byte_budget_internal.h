@@ -12,7 +12,7 @@
 
 #include <cstdint>
 
-#include "base/mutex.h"
+#include <tidemap/base/mutex.h>
 
 namespace tidemap {
 

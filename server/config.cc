@@ -1,4 +1,4 @@
-#include "server/config.h"
+#include <tidemap/server/config.h>
 
 #include <toml++/toml.h>
 #include <exception>
@@ -7,7 +7,7 @@
 #include <map>
 #include <optional>
 
-#include "net/address.h"
+#include <tidemap/net/address.h>
 
 namespace tidemap {
 

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "base/status.h"
-#include "replica/replica.h"
+#include <tidemap/base/status.h>
+#include <tidemap/replica/replica.h>
 
 namespace tidemap {
 

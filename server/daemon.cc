@@ -1,4 +1,4 @@
-#include "server/daemon.h"
+#include <tidemap/server/daemon.h>
 
 #include <spdlog/spdlog.h>
 
@@ -9,9 +9,9 @@
 #include <cerrno>
 #include <cstring>
 
-#include "base/crypto.h"
-#include "base/private_file.h"
-#include "hlc/hlc.h"
+#include <tidemap/base/crypto.h>
+#include <tidemap/base/private_file.h>
+#include <tidemap/hlc/hlc.h>
 
 namespace tidemap {
 

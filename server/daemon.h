@@ -12,14 +12,14 @@
 #include <memory>
 #include <string>
 
-#include "base/clock.h"
-#include "base/status.h"
-#include "net/node.h"
-#include "net/trust.h"
-#include "server/config.h"
-#include "server/data_dir.h"
-#include "server/http.h"
-#include "server/storage_watch.h"
+#include <tidemap/base/clock.h>
+#include <tidemap/base/status.h>
+#include <tidemap/net/node.h>
+#include <tidemap/net/trust.h>
+#include <tidemap/server/config.h>
+#include <tidemap/server/data_dir.h>
+#include <tidemap/server/http.h>
+#include <tidemap/server/storage_watch.h>
 
 namespace spdlog {
 class logger;

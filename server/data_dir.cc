@@ -1,4 +1,4 @@
-#include "server/data_dir.h"
+#include <tidemap/server/data_dir.h>
 
 #include <filesystem>
 

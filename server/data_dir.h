@@ -6,10 +6,10 @@
 #include <memory>
 #include <string>
 
-#include "base/clock.h"
-#include "base/status.h"
-#include "replica/replica.h"
-#include "storage/identity.h"
+#include <tidemap/base/clock.h>
+#include <tidemap/base/status.h>
+#include <tidemap/replica/replica.h>
+#include <tidemap/storage/identity.h>
 
 namespace tidemap {
 

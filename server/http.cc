@@ -14,10 +14,10 @@
 #include <cstdio>
 #include <limits>
 
-#include "base/crypto.h"
-#include "base/thread_name.h"
-#include "server/http_internal.h"
-#include "server/url.h"
+#include <tidemap/base/crypto.h>
+#include <tidemap/base/thread_name.h>
+#include <tidemap/server/http_internal.h>
+#include <tidemap/server/url.h>
 
 namespace tidemap {
 

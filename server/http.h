@@ -52,9 +52,9 @@
 #include <memory>
 #include <string>
 
-#include "base/status.h"
-#include "net/peer_status.h"
-#include "replica/replica.h"
+#include <tidemap/base/status.h>
+#include <tidemap/net/peer_status.h>
+#include <tidemap/replica/replica.h>
 
 namespace tidemap {
 

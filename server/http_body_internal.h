@@ -25,8 +25,8 @@
 #include <cstdint>
 #include <string>
 
-#include "base/check.h"
-#include "server/byte_budget_internal.h"
+#include <tidemap/base/check.h>
+#include <tidemap/server/byte_budget_internal.h>
 
 namespace tidemap {
 

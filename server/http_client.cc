@@ -1,4 +1,4 @@
-#include "server/http_client.h"
+#include <tidemap/server/http_client.h>
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 #include <utility>
@@ -17,8 +17,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "server/http_stream_internal.h"
-#include "server/url.h"
+#include <tidemap/server/http_stream_internal.h>
+#include <tidemap/server/url.h>
 
 namespace tidemap {
 

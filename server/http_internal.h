@@ -42,15 +42,15 @@
 
 #include <nlohmann/json.hpp>
 
-#include "base/clock.h"
-#include "base/coding.h"
-#include "base/mutex.h"
-#include "net/worker_pool.h"
-#include "server/byte_budget_internal.h"
-#include "server/http.h"
-#include "server/http_body_internal.h"
-#include "server/http_stream_internal.h"
-#include "server/metrics.h"
+#include <tidemap/base/clock.h>
+#include <tidemap/base/coding.h>
+#include <tidemap/base/mutex.h>
+#include <tidemap/net/worker_pool.h>
+#include <tidemap/server/byte_budget_internal.h>
+#include <tidemap/server/http.h>
+#include <tidemap/server/http_body_internal.h>
+#include <tidemap/server/http_stream_internal.h>
+#include <tidemap/server/metrics.h>
 
 namespace tidemap {
 

@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <charconv>
 
-#include "server/http_internal.h"
-#include "server/json.h"
-#include "server/status.h"
-#include "server/url.h"
+#include <tidemap/server/http_internal.h>
+#include <tidemap/server/json.h>
+#include <tidemap/server/status.h>
+#include <tidemap/server/url.h>
 
 namespace tidemap {
 

@@ -17,8 +17,8 @@
 #include <chrono>
 #include <cstring>
 
-#include "base/private_file.h"
-#include "server/http_internal.h"
+#include <tidemap/base/private_file.h>
+#include <tidemap/server/http_internal.h>
 
 namespace tidemap {
 

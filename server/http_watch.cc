@@ -13,8 +13,8 @@
 #include <chrono>
 #include <vector>
 
-#include "server/http_internal.h"
-#include "server/json.h"
+#include <tidemap/server/http_internal.h>
+#include <tidemap/server/json.h>
 
 namespace tidemap {
 

@@ -1,7 +1,7 @@
-#include "server/json.h"
+#include <tidemap/server/json.h>
 
-#include "base/coding.h"
-#include "base/crypto.h"
+#include <tidemap/base/coding.h>
+#include <tidemap/base/crypto.h>
 
 namespace tidemap {
 

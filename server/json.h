@@ -10,9 +10,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "base/status.h"
-#include "net/peer_status.h"
-#include "replica/replica.h"
+#include <tidemap/base/status.h>
+#include <tidemap/net/peer_status.h>
+#include <tidemap/replica/replica.h>
 
 namespace tidemap {
 

@@ -1,4 +1,4 @@
-#include "server/log_format.h"
+#include <tidemap/server/log_format.h>
 
 #include <spdlog/formatter.h>
 #include <spdlog/spdlog.h>

@@ -9,7 +9,7 @@
 
 #include <string_view>
 
-#include "base/status.h"
+#include <tidemap/base/status.h>
 
 namespace spdlog {
 class logger;

@@ -1,4 +1,4 @@
-#include "server/metrics.h"
+#include <tidemap/server/metrics.h>
 
 #include <charconv>
 #include <cmath>

@@ -12,8 +12,8 @@
 #include <optional>
 #include <string>
 
-#include "net/peer_status.h"
-#include "replica/replica.h"
+#include <tidemap/net/peer_status.h>
+#include <tidemap/replica/replica.h>
 
 namespace tidemap {
 

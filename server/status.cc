@@ -1,4 +1,4 @@
-#include "server/status.h"
+#include <tidemap/server/status.h>
 
 #include <utility>
 

@@ -7,10 +7,10 @@
 #include <string>
 #include <vector>
 
-#include "base/status.h"
-#include "net/peer_status.h"
-#include "replica/replica.h"
-#include "server/json.h"
+#include <tidemap/base/status.h>
+#include <tidemap/net/peer_status.h>
+#include <tidemap/replica/replica.h>
+#include <tidemap/server/json.h>
 
 namespace tidemap {
 

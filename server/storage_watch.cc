@@ -1,11 +1,11 @@
-#include "server/storage_watch.h"
+#include <tidemap/server/storage_watch.h>
 
 #include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <utility>
 
-#include "base/thread_name.h"
+#include <tidemap/base/thread_name.h>
 
 namespace tidemap {
 

@@ -16,8 +16,8 @@
 #include <memory>
 #include <thread>
 
-#include "base/mutex.h"
-#include "replica/replica.h"
+#include <tidemap/base/mutex.h>
+#include <tidemap/replica/replica.h>
 
 namespace spdlog {
 class logger;

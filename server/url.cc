@@ -1,4 +1,4 @@
-#include "server/url.h"
+#include <tidemap/server/url.h>
 
 #include <charconv>
 

@@ -10,8 +10,8 @@
 #include <string>
 #include <string_view>
 
-#include "base/status.h"
-#include "net/address.h"
+#include <tidemap/base/status.h>
+#include <tidemap/net/address.h>
 
 namespace tidemap {
 

@@ -1,4 +1,4 @@
-#include "storage/dir_lock.h"
+#include <tidemap/storage/dir_lock.h>
 
 #include <fcntl.h>
 #include <sys/file.h>

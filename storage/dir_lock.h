@@ -21,7 +21,7 @@
 #include <optional>
 #include <string>
 
-#include "base/status.h"
+#include <tidemap/base/status.h>
 
 namespace tidemap {
 

@@ -11,7 +11,7 @@
 // A v1 file is therefore exactly kFileBytes (228) bytes. It is a text file so an
 // operator can see which public key a node has without running tidemap; it is
 // created with mode 0600 and refused when group or others may read or write it.
-#include "storage/identity.h"
+#include <tidemap/storage/identity.h>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -24,8 +24,8 @@
 #include <system_error>
 #include <utility>
 
-#include "base/coding.h"
-#include "base/private_file.h"
+#include <tidemap/base/coding.h>
+#include <tidemap/base/private_file.h>
 
 namespace tidemap {
 namespace {

@@ -10,8 +10,8 @@
 #include <string>
 #include <string_view>
 
-#include "base/crypto.h"
-#include "base/status.h"
+#include <tidemap/base/crypto.h>
+#include <tidemap/base/status.h>
 
 namespace tidemap {
 

@@ -1,4 +1,4 @@
-#include "storage/key_order_sorter_internal.h"
+#include <tidemap/storage/key_order_sorter_internal.h>
 
 #include <leveldb/write_batch.h>
 

@@ -1,4 +1,4 @@
-#include "storage/leveldb_options_internal.h"
+#include <tidemap/storage/leveldb_options_internal.h>
 
 #include <leveldb/cache.h>
 #include <leveldb/env.h>

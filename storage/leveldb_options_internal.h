@@ -9,7 +9,7 @@
 
 #include <memory>
 
-#include "storage/storage.h"
+#include <tidemap/storage/storage.h>
 
 namespace tidemap {
 

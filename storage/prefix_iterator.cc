@@ -1,4 +1,4 @@
-#include "storage/prefix_iterator.h"
+#include <tidemap/storage/prefix_iterator.h>
 
 namespace tidemap {
 

@@ -21,8 +21,8 @@
 #include <string>
 #include <string_view>
 
-#include "base/status.h"
-#include "storage/storage.h"
+#include <tidemap/base/status.h>
+#include <tidemap/storage/storage.h>
 
 namespace tidemap {
 

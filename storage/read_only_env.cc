@@ -1,4 +1,4 @@
-#include "storage/read_only_env_internal.h"
+#include <tidemap/storage/read_only_env_internal.h>
 
 #include <leveldb/helpers/memenv.h>
 

@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "base/mutex.h"
+#include <tidemap/base/mutex.h>
 
 namespace tidemap {
 

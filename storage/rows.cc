@@ -43,10 +43,10 @@
 //       gc_purged -> u64: tombstones purged so far
 //       peer/<node id:u64> -> acked:u64 incarnation:u64 received:u64
 //                (oplog/oplog.cc)
-#include "storage/rows_internal.h"
+#include <tidemap/storage/rows_internal.h>
 
-#include "base/coding.h"
-#include "base/hash.h"
+#include <tidemap/base/coding.h>
+#include <tidemap/base/hash.h>
 
 namespace tidemap::rows {
 

@@ -15,9 +15,9 @@
 #include <string_view>
 #include <vector>
 
-#include "base/hash.h"
-#include "base/status.h"
-#include "hlc/hlc.h"
+#include <tidemap/base/hash.h>
+#include <tidemap/base/status.h>
+#include <tidemap/hlc/hlc.h>
 
 namespace tidemap::rows {
 

@@ -1,4 +1,4 @@
-#include "storage/storage.h"
+#include <tidemap/storage/storage.h>
 
 #include <leveldb/cache.h>
 #include <leveldb/db.h>
@@ -17,10 +17,10 @@
 #include <utility>
 #include <vector>
 
-#include "storage/dir_lock.h"
-#include "storage/key_order_sorter_internal.h"
-#include "storage/leveldb_options_internal.h"
-#include "storage/read_only_env_internal.h"
+#include <tidemap/storage/dir_lock.h>
+#include <tidemap/storage/key_order_sorter_internal.h>
+#include <tidemap/storage/leveldb_options_internal.h>
+#include <tidemap/storage/read_only_env_internal.h>
 
 namespace tidemap {
 

@@ -20,8 +20,8 @@
 #include <string_view>
 #include <vector>
 
-#include "base/mutex.h"
-#include "base/status.h"
+#include <tidemap/base/mutex.h>
+#include <tidemap/base/status.h>
 
 namespace leveldb {
 class Cache;

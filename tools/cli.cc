@@ -17,16 +17,16 @@
 #include <utility>
 #include <vector>
 
-#include "base/clock.h"
-#include "base/coding.h"
-#include "base/crypto.h"
-#include "base/version.h"
-#include "server/data_dir.h"
-#include "server/http_client.h"
-#include "server/json.h"
-#include "server/status.h"
-#include "server/url.h"
 #include "tools/serve.h"
+#include <tidemap/base/clock.h>
+#include <tidemap/base/coding.h>
+#include <tidemap/base/crypto.h>
+#include <tidemap/base/version.h>
+#include <tidemap/server/data_dir.h>
+#include <tidemap/server/http_client.h>
+#include <tidemap/server/json.h>
+#include <tidemap/server/status.h>
+#include <tidemap/server/url.h>
 
 namespace tidemap {
 

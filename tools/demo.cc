@@ -18,9 +18,9 @@
 #include <thread>
 #include <vector>
 
-#include "base/status.h"
-#include "server/daemon.h"
 #include "tools/cli.h"
+#include <tidemap/base/status.h>
+#include <tidemap/server/daemon.h>
 
 namespace tidemap {
 

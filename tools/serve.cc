@@ -7,9 +7,9 @@
 
 #include <cstdio>
 
-#include "server/daemon.h"
-#include "server/log_format.h"
 #include "tools/cli.h"
+#include <tidemap/server/daemon.h>
+#include <tidemap/server/log_format.h>
 
 namespace tidemap {
 

@@ -5,7 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
-#include "server/config.h"
+#include <tidemap/server/config.h>
 
 namespace tidemap {
 

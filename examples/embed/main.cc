@@ -29,14 +29,14 @@
 #include <utility>
 #include <vector>
 
-#include "base/clock.h"
-#include "base/status.h"
-#include "hlc/hlc.h"
-#include "replica/replica.h"
-#include "replica/sync.h"
-#include "schemas/codec.h"
-#include "schemas/messages.h"
-#include "storage/identity.h"
+#include <tidemap/base/clock.h>
+#include <tidemap/base/status.h>
+#include <tidemap/hlc/hlc.h>
+#include <tidemap/replica/replica.h>
+#include <tidemap/replica/sync.h>
+#include <tidemap/schemas/codec.h>
+#include <tidemap/schemas/messages.h>
+#include <tidemap/storage/identity.h>
 
 namespace {
 

@@ -28,15 +28,15 @@
 #include <string_view>
 #include <vector>
 
-#include "base/version.h"
-#include "server/data_dir.h"
-#include "server/http.h"
-#include "server/json.h"
-#include "server/status.h"
-#include "storage/rows_internal.h"
-#include "storage/storage.h"
 #include "tests/support/process.h"
 #include "tests/support/test_util.h"
+#include <tidemap/base/version.h>
+#include <tidemap/server/data_dir.h>
+#include <tidemap/server/http.h>
+#include <tidemap/server/json.h>
+#include <tidemap/server/status.h>
+#include <tidemap/storage/rows_internal.h>
+#include <tidemap/storage/storage.h>
 
 namespace tidemap {
 namespace {

@@ -21,10 +21,10 @@
 #include <string_view>
 #include <vector>
 
-#include "server/data_dir.h"
-#include "server/http_client.h"
 #include "tests/support/process.h"
 #include "tests/support/test_util.h"
+#include <tidemap/server/data_dir.h>
+#include <tidemap/server/http_client.h>
 
 namespace tidemap {
 namespace {

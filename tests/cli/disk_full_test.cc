@@ -23,9 +23,9 @@
 #include <string>
 #include <vector>
 
-#include "server/http_client.h"
 #include "tests/support/process.h"
 #include "tests/support/test_util.h"
+#include <tidemap/server/http_client.h>
 
 namespace tidemap {
 namespace {

@@ -26,14 +26,14 @@
 #include <thread>
 #include <vector>
 
-#include "base/crypto.h"
-#include "net/frame.h"
-#include "net/handshake.h"
-#include "net/trust.h"
-#include "server/http_client.h"
-#include "storage/identity.h"
 #include "tests/support/process.h"
 #include "tests/support/test_util.h"
+#include <tidemap/base/crypto.h>
+#include <tidemap/net/frame.h>
+#include <tidemap/net/handshake.h>
+#include <tidemap/net/trust.h>
+#include <tidemap/server/http_client.h>
+#include <tidemap/storage/identity.h>
 
 namespace tidemap {
 namespace {

@@ -8,8 +8,8 @@
 #include <string>
 #include <string_view>
 
-#include "schemas/codec.h"
-#include "schemas/messages.h"
+#include <tidemap/schemas/codec.h>
+#include <tidemap/schemas/messages.h>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view bytes(reinterpret_cast<const char*>(data), size);

@@ -14,10 +14,10 @@
 #include <string_view>
 #include <vector>
 
-#include "base/crypto.h"
-#include "net/frame.h"
-#include "net/frame_internal.h"
 #include "tests/fuzz/net_fuzz_keys.h"
+#include <tidemap/base/crypto.h>
+#include <tidemap/net/frame.h>
+#include <tidemap/net/frame_internal.h>
 
 namespace {
 

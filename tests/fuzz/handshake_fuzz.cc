@@ -15,11 +15,11 @@
 #include <string_view>
 #include <vector>
 
-#include "base/crypto.h"
-#include "net/frame.h"
-#include "net/handshake.h"
-#include "net/handshake_internal.h"
 #include "tests/fuzz/net_fuzz_keys.h"
+#include <tidemap/base/crypto.h>
+#include <tidemap/net/frame.h>
+#include <tidemap/net/handshake.h>
+#include <tidemap/net/handshake_internal.h>
 
 namespace {
 

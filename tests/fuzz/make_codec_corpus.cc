@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "schemas/codec.h"
-#include "schemas/messages.h"
+#include <tidemap/schemas/codec.h>
+#include <tidemap/schemas/messages.h>
 
 namespace {
 

@@ -12,12 +12,12 @@
 #include <utility>
 #include <vector>
 
-#include "base/coding.h"
-#include "base/crypto.h"
-#include "net/frame.h"
-#include "net/handshake.h"
-#include "net/handshake_internal.h"
 #include "tests/fuzz/net_fuzz_keys.h"
+#include <tidemap/base/coding.h>
+#include <tidemap/base/crypto.h>
+#include <tidemap/net/frame.h>
+#include <tidemap/net/handshake.h>
+#include <tidemap/net/handshake_internal.h>
 
 namespace {
 

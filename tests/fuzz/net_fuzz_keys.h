@@ -8,10 +8,10 @@
 #include <cstddef>
 #include <string>
 
-#include "base/crypto.h"
-#include "net/handshake.h"
-#include "net/handshake_internal.h"
-#include "net/trust.h"
+#include <tidemap/base/crypto.h>
+#include <tidemap/net/handshake.h>
+#include <tidemap/net/handshake_internal.h>
+#include <tidemap/net/trust.h>
 
 namespace tidemap::fuzz {
 

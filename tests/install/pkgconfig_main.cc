@@ -9,12 +9,12 @@
 #include <string>
 #include <system_error>
 
-#include "base/clock.h"
-#include "base/crypto.h"
-#include "hlc/hlc.h"
-#include "replica/replica.h"
-#include "schemas/codec.h"
-#include "schemas/messages.h"
+#include <tidemap/base/clock.h>
+#include <tidemap/base/crypto.h>
+#include <tidemap/hlc/hlc.h>
+#include <tidemap/replica/replica.h>
+#include <tidemap/schemas/codec.h>
+#include <tidemap/schemas/messages.h>
 
 namespace {
 

@@ -30,9 +30,9 @@
 #include <thread>
 #include <vector>
 
-#include "server/http_client.h"
 #include "tests/support/process.h"
 #include "tests/support/test_util.h"
+#include <tidemap/server/http_client.h>
 
 namespace tidemap {
 namespace {

@@ -14,13 +14,13 @@
 #include <utility>
 #include <vector>
 
-#include "base/clock.h"
-#include "base/hash.h"
-#include "base/random.h"
-#include "replica/replica.h"
-#include "replica/sync.h"
-#include "replica/test_access_internal.h"
 #include "tests/support/fault_env.h"
+#include <tidemap/base/clock.h>
+#include <tidemap/base/hash.h>
+#include <tidemap/base/random.h>
+#include <tidemap/replica/replica.h>
+#include <tidemap/replica/sync.h>
+#include <tidemap/replica/test_access_internal.h>
 
 namespace tidemap::sim {
 

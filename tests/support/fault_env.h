@@ -31,7 +31,7 @@
 #include <string>
 #include <utility>
 
-#include "base/mutex.h"
+#include <tidemap/base/mutex.h>
 
 namespace tidemap::testing {
 

@@ -12,9 +12,9 @@
 #include <functional>
 #include <vector>
 
-#include "base/status.h"
-#include "replica/sync.h"
-#include "schemas/messages.h"
+#include <tidemap/base/status.h>
+#include <tidemap/replica/sync.h>
+#include <tidemap/schemas/messages.h>
 
 namespace tidemap::testing {
 

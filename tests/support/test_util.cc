@@ -6,7 +6,7 @@
 #include <fstream>
 #include <string>
 
-#include "base/check.h"
+#include <tidemap/base/check.h>
 
 namespace tidemap {
 void PrintTo(const Timestamp& t, std::ostream* os) { *os << t.ToString() << " (" << t.raw << ")"; }

@@ -6,7 +6,7 @@
 #include <ostream>
 #include <string>
 
-#include "hlc/hlc.h"
+#include <tidemap/hlc/hlc.h>
 
 namespace tidemap {
 // Readable gtest failure messages for our value types (found by ADL).

@@ -2,11 +2,11 @@
 // and reject truncated input, seeded randomness replays, hashing is stable.
 #include <gtest/gtest.h>
 
-#include "base/coding.h"
-#include "base/crypto.h"
-#include "base/hash.h"
-#include "base/random.h"
-#include "base/status.h"
+#include <tidemap/base/coding.h>
+#include <tidemap/base/crypto.h>
+#include <tidemap/base/hash.h>
+#include <tidemap/base/random.h>
+#include <tidemap/base/status.h>
 
 namespace tidemap {
 namespace {

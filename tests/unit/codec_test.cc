@@ -19,12 +19,12 @@
 #include <string>
 #include <vector>
 
-#include "base/coding.h"
-#include "base/random.h"
-#include "schemas/codec.h"
-#include "schemas/codec_internal.h"
-#include "schemas/messages.h"
 #include "tests/support/test_util.h"
+#include <tidemap/base/coding.h>
+#include <tidemap/base/random.h>
+#include <tidemap/schemas/codec.h>
+#include <tidemap/schemas/codec_internal.h>
+#include <tidemap/schemas/messages.h>
 
 namespace tidemap {
 namespace {

@@ -17,9 +17,9 @@
 #include <memory>
 #include <string>
 
-#include "storage/dir_lock.h"
-#include "storage/storage.h"
 #include "tests/support/test_util.h"
+#include <tidemap/storage/dir_lock.h>
+#include <tidemap/storage/storage.h>
 
 namespace tidemap {
 namespace {

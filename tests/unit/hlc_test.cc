@@ -5,7 +5,7 @@
 // remote clocks too far ahead are refused without touching the clock, and the
 // printable form round-trips, has a fixed width and sorts as text in timestamp
 // order (checked against gmtime_r and by sorting both ways).
-#include "hlc/hlc.h"
+#include <tidemap/hlc/hlc.h>
 
 #include <gtest/gtest.h>
 
@@ -17,9 +17,9 @@
 #include <thread>
 #include <vector>
 
-#include "base/clock.h"
-#include "base/random.h"
 #include "tests/support/test_util.h"
+#include <tidemap/base/clock.h>
+#include <tidemap/base/random.h>
 
 namespace tidemap {
 

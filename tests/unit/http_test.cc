@@ -36,20 +36,20 @@
 #include <thread>
 #include <vector>
 
-#include "base/clock.h"
-#include "base/coding.h"
-#include "replica/replica.h"
-#include "replica/test_access_internal.h"
-#include "server/byte_budget_internal.h"
-#include "server/http.h"
-#include "server/http_client.h"
-#include "server/json.h"
-#include "server/metrics.h"
-#include "server/status.h"
-#include "server/url.h"
 #include "tests/support/fault_env.h"
 #include "tests/support/process.h"
 #include "tests/support/test_util.h"
+#include <tidemap/base/clock.h>
+#include <tidemap/base/coding.h>
+#include <tidemap/replica/replica.h>
+#include <tidemap/replica/test_access_internal.h>
+#include <tidemap/server/byte_budget_internal.h>
+#include <tidemap/server/http.h>
+#include <tidemap/server/http_client.h>
+#include <tidemap/server/json.h>
+#include <tidemap/server/metrics.h>
+#include <tidemap/server/status.h>
+#include <tidemap/server/url.h>
 
 namespace tidemap {
 namespace {

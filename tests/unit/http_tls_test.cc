@@ -19,13 +19,13 @@
 #include <thread>
 #include <vector>
 
-#include "base/clock.h"
-#include "replica/replica.h"
-#include "server/http.h"
-#include "server/http_client.h"
 #include "tests/support/process.h"
 #include "tests/support/test_certs.h"
 #include "tests/support/test_util.h"
+#include <tidemap/base/clock.h>
+#include <tidemap/replica/replica.h>
+#include <tidemap/server/http.h>
+#include <tidemap/server/http_client.h>
 
 namespace tidemap {
 namespace {

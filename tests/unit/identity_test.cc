@@ -3,7 +3,7 @@
 // missing, truncated, exposed (group/other mode bits) or inconsistent file with
 // the right code and a message naming the file. Each test works in a fresh
 // temporary data directory and edits the file on disk to inject the fault.
-#include "storage/identity.h"
+#include <tidemap/storage/identity.h>
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -14,8 +14,8 @@
 #include <iterator>
 #include <string>
 
-#include "base/crypto.h"
 #include "tests/support/test_util.h"
+#include <tidemap/base/crypto.h>
 
 namespace tidemap {
 namespace {

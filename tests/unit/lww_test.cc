@@ -10,7 +10,7 @@
 #include <string>
 #include <string_view>
 
-#include "replica/merge_internal.h"
+#include <tidemap/replica/merge_internal.h>
 
 namespace tidemap {
 namespace {

@@ -17,10 +17,10 @@
 #include <utility>
 #include <vector>
 
-#include "base/coding.h"
-#include "base/random.h"
-#include "merkle/merkle.h"
 #include "tests/support/test_util.h"
+#include <tidemap/base/coding.h>
+#include <tidemap/base/random.h>
+#include <tidemap/merkle/merkle.h>
 
 namespace tidemap {
 namespace {

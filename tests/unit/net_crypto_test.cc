@@ -16,13 +16,13 @@
 #include <utility>
 #include <vector>
 
-#include "base/crypto.h"
-#include "net/frame.h"
-#include "net/frame_internal.h"
-#include "net/handshake.h"
-#include "net/handshake_internal.h"
-#include "net/trust.h"
 #include "tests/support/test_util.h"
+#include <tidemap/base/crypto.h>
+#include <tidemap/net/frame.h>
+#include <tidemap/net/frame_internal.h>
+#include <tidemap/net/handshake.h>
+#include <tidemap/net/handshake_internal.h>
+#include <tidemap/net/trust.h>
 
 namespace tidemap::net {
 namespace {

@@ -38,18 +38,18 @@
 #include <utility>
 #include <vector>
 
-#include "base/clock.h"
-#include "net/handshake.h"
-#include "net/handshake_slots.h"
-#include "net/node.h"
-#include "net/trust.h"
-#include "replica/replica.h"
-#include "server/http.h"
-#include "server/http_client.h"
-#include "storage/identity.h"
 #include "tests/support/fault_env.h"
 #include "tests/support/process.h"
 #include "tests/support/test_util.h"
+#include <tidemap/base/clock.h>
+#include <tidemap/net/handshake.h>
+#include <tidemap/net/handshake_slots.h>
+#include <tidemap/net/node.h>
+#include <tidemap/net/trust.h>
+#include <tidemap/replica/replica.h>
+#include <tidemap/server/http.h>
+#include <tidemap/server/http_client.h>
+#include <tidemap/storage/identity.h>
 
 namespace tidemap {
 namespace {

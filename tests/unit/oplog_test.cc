@@ -14,10 +14,10 @@
 #include <algorithm>
 #include <vector>
 
-#include "base/coding.h"
-#include "base/hash.h"
-#include "oplog/oplog.h"
-#include "storage/rows_internal.h"
+#include <tidemap/base/coding.h>
+#include <tidemap/base/hash.h>
+#include <tidemap/oplog/oplog.h>
+#include <tidemap/storage/rows_internal.h>
 
 namespace tidemap {
 namespace {

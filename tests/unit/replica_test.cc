@@ -19,14 +19,14 @@
 #include <set>
 #include <thread>
 
-#include "base/coding.h"
-#include "base/random.h"
-#include "merkle/merkle.h"
-#include "replica/replica.h"
-#include "replica/test_access_internal.h"
-#include "storage/rows_internal.h"
 #include "tests/support/fault_env.h"
 #include "tests/support/test_util.h"
+#include <tidemap/base/coding.h>
+#include <tidemap/base/random.h>
+#include <tidemap/merkle/merkle.h>
+#include <tidemap/replica/replica.h>
+#include <tidemap/replica/test_access_internal.h>
+#include <tidemap/storage/rows_internal.h>
 
 namespace tidemap {
 namespace {

@@ -21,11 +21,11 @@
 #include <thread>
 #include <vector>
 
-#include "base/clock.h"
-#include "replica/replica.h"
-#include "storage/storage.h"
 #include "tests/support/fault_env.h"
 #include "tests/support/test_util.h"
+#include <tidemap/base/clock.h>
+#include <tidemap/replica/replica.h>
+#include <tidemap/storage/storage.h>
 
 namespace tidemap {
 namespace {

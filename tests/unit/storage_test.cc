@@ -20,10 +20,10 @@
 #include <string>
 #include <vector>
 
-#include "storage/key_order_sorter_internal.h"
-#include "storage/prefix_iterator.h"
-#include "storage/rows_internal.h"
-#include "storage/storage.h"
+#include <tidemap/storage/key_order_sorter_internal.h>
+#include <tidemap/storage/prefix_iterator.h>
+#include <tidemap/storage/rows_internal.h>
+#include <tidemap/storage/storage.h>
 
 namespace tidemap {
 namespace {

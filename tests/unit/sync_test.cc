@@ -18,10 +18,10 @@
 #include <functional>
 #include <map>
 
-#include "replica/sync.h"
-#include "replica/test_access_internal.h"
 #include "tests/support/sync_pump.h"
 #include "tests/support/test_util.h"
+#include <tidemap/replica/sync.h>
+#include <tidemap/replica/test_access_internal.h>
 
 namespace tidemap {
 namespace {

@@ -62,9 +62,9 @@ if(BUILD_TYPE)
 endif()
 step("cmake --install" ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix} ${config_args})
 
-foreach(file ${INCLUDEDIR}/base/status.h ${INCLUDEDIR}/replica/replica.h
-             ${INCLUDEDIR}/replica/sync.h ${INCLUDEDIR}/schemas/codec.h
-             ${INCLUDEDIR}/schemas/messages.h ${LIBDIR}/libtidemap_replica.a
+foreach(file ${INCLUDEDIR}/tidemap/base/status.h ${INCLUDEDIR}/tidemap/replica/replica.h
+             ${INCLUDEDIR}/tidemap/replica/sync.h ${INCLUDEDIR}/tidemap/schemas/codec.h
+             ${INCLUDEDIR}/tidemap/schemas/messages.h ${LIBDIR}/libtidemap_replica.a
              ${LIBDIR}/cmake/tidemap/tidemapConfig.cmake
              ${LIBDIR}/cmake/tidemap/tidemapConfigVersion.cmake
              ${LIBDIR}/cmake/tidemap/tidemapTargets.cmake ${LIBDIR}/pkgconfig/tidemap.pc

@@ -3,12 +3,13 @@
 #   <prefix>/include/tidemap/<component>/*.h      public headers, as <tidemap/component/x.h>
 #   <prefix>/<libdir>/libtidemap_<component>.a    one static library per component
 #   <prefix>/<libdir>/cmake/tidemap/              tidemapConfig.cmake (+ version, targets)
-#   <prefix>/<libdir>/pkgconfig/tidemap.pc        the same for pkg-config
+#   <prefix>/<libdir>/pkgconfig/tidemap-<component>.pc   the same for pkg-config, per
+#                                                 component, and tidemap.pc for all
 #   <prefix>/bin/tidemap                          the CLI and daemon
 #
 # Everything is derived from TIDEMAP_COMPONENTS and the components' link interfaces, so a
-# new component is installed, exported and listed in tidemap.pc with no edit here: its
-# DEPS (or target_link_libraries) are all this file reads. Tests, benchmarks and fuzz
+# new component is installed, exported and given its .pc file with no edit here: its DEPS
+# and LINKS (tidemap_component) are all this file reads. Tests, benchmarks and fuzz
 # targets are never installed.
 #
 # The exported targets are tidemap::tidemap (everything) and tidemap::<component>.
@@ -17,8 +18,12 @@
 #                                     (Boost: with COMPONENTS for its compiled libraries)
 #   PkgConfig::P (pkg_check_modules IMPORTED_TARGET, one module per prefix)
 #                                  -> pkg_check_modules(P ... <module>) in the config,
-#                                     Requires: <module> in tidemap.pc
+#                                     Requires: <module> in the component's .pc
 #   -flags and plain names         -> passed through as they are.
+# A component's .pc file carries the compile flags (include dirs, definitions) of its
+# public DEPS only; its LINKS reach the consumer's link line and nothing else, so a
+# program that uses the replica compiles and links with LevelDB, libsodium and xxHash
+# and none of the daemon's libraries.
 # Cap'n Proto is linked through pkg-config (PkgConfig::CAPNP), not its CMake package:
 # that package runs a C check, which would make every consumer enable C.
 
@@ -29,22 +34,27 @@ set(TIDEMAP_INSTALL_PKGCONFIGDIR ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
 
 set(_tidemap_targets "")
 set(_tidemap_components "")
+set(_tidemap_dirs "")  # component folders (a folder may hold more than one component)
 foreach(component ${TIDEMAP_COMPONENTS})
   if(TARGET tidemap_${component})
     list(APPEND _tidemap_targets tidemap_${component})
     list(APPEND _tidemap_components ${component})
     set_target_properties(tidemap_${component} PROPERTIES EXPORT_NAME ${component})
+    get_target_property(_dir tidemap_${component} TIDEMAP_DIR)
+    if(NOT _dir IN_LIST _tidemap_dirs)
+      list(APPEND _tidemap_dirs ${_dir})
+    endif()
   endif()
 endforeach()
 
 # ---- headers ----------------------------------------------------------------------------
-# Every <component>/*.h except *_internal.h, plus whatever those include from an installed
+# Every <folder>/*.h except *_internal.h, plus whatever those include from an installed
 # component (an internal header a public one needs comes along). An include of anything
 # else (a generated Cap'n Proto header, a component that is not built) would break
 # the installed tree: that is reported here, and the install test fails on it.
 set(_tidemap_headers "")
-foreach(component ${_tidemap_components})
-  file(GLOB _found CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/${component}/*.h)
+foreach(_dir ${_tidemap_dirs})
+  file(GLOB _found CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/${_dir}/*.h)
   list(FILTER _found EXCLUDE REGEX "_internal\\.h$")
   list(APPEND _tidemap_headers ${_found})
 endforeach()
@@ -56,7 +66,7 @@ while(_queue)
     string(REGEX REPLACE "^[^<\"]*[<\"]tidemap/([^>\"]+)[>\"].*$" "\\1" _included "${_line}")
     string(REGEX REPLACE "/.*$" "" _dir "${_included}")
     set(_path ${PROJECT_SOURCE_DIR}/${_included})
-    if(_dir IN_LIST _tidemap_components AND EXISTS ${_path})
+    if(_dir IN_LIST _tidemap_dirs AND EXISTS ${_path})
       if(NOT _path IN_LIST _tidemap_headers)
         list(APPEND _tidemap_headers ${_path})
         list(APPEND _queue ${_path})
@@ -165,23 +175,32 @@ function(_tidemap_pc_flags_of items out_libs out_cflags)
 endfunction()
 
 # What the components link outside themselves, first use first. Static libraries carry
-# their PRIVATE links too (as $<LINK_ONLY:...>): the consumer's link line needs them.
+# their LINKS too (as $<LINK_ONLY:...>): the consumer's link line needs them, but not
+# their compile flags. Per component: _requires_<c> (tidemap-<x> and pkg-config modules,
+# for Requires:), _public_<c> and _private_<c> (other items, with or without cflags).
 set(_packages "")     # CMake packages (target namespaces) for find_dependency
 set(_pc_prefixes "")  # pkg_check_modules prefixes (PkgConfig::<prefix>)
-set(_pc_direct "")    # other items, for tidemap.pc
 set(_earlier "")
 foreach(component ${_tidemap_components})
+  set(_requires_${component} "")
+  set(_public_${component} "")
+  set(_private_${component} "")
   get_target_property(_links tidemap_${component} INTERFACE_LINK_LIBRARIES)
   foreach(_item ${_links})
-    string(REGEX REPLACE "^\\$<LINK_ONLY:(.*)>$" "\\1" _item "${_item}")
+    set(_kind public)
+    if(_item MATCHES "^\\$<LINK_ONLY:(.*)>$")
+      set(_item ${CMAKE_MATCH_1})
+      set(_kind private)
+    endif()
     string(REGEX REPLACE "^\\$<INSTALL_INTERFACE:(.*)>$" "\\1" _item "${_item}")
     if(_item MATCHES "^\\$<BUILD_INTERFACE:" OR _item STREQUAL "")
       continue()
     elseif(_item MATCHES "^tidemap_(.+)$")
       if(NOT CMAKE_MATCH_1 IN_LIST _earlier)
-        message(FATAL_ERROR "tidemap_${component} links ${_item}: list the components of "
-                            "TIDEMAP_COMPONENTS in dependency order (the .pc link order)")
+        message(FATAL_ERROR "tidemap_${component} links ${_item}: declare the components "
+                            "in dependency order (the .pc link order)")
       endif()
+      list(APPEND _requires_${component} tidemap-${CMAKE_MATCH_1})
     elseif(_item MATCHES "^PkgConfig::(.+)$")
       set(_prefix ${CMAKE_MATCH_1})
       if(NOT ${_prefix}_MODULE_NAME)
@@ -192,19 +211,20 @@ foreach(component ${_tidemap_components})
       if(NOT _prefix IN_LIST _pc_prefixes)
         list(APPEND _pc_prefixes ${_prefix})
       endif()
+      list(APPEND _requires_${component} ${${_prefix}_MODULE_NAME})
     elseif(_item MATCHES "^([A-Za-z0-9_]+)::(.+)$")
       set(_package ${CMAKE_MATCH_1})
       if(NOT _package IN_LIST _packages)
         list(APPEND _packages ${_package})
       endif()
       list(APPEND _components_of_${_package} ${CMAKE_MATCH_2})
-      list(APPEND _pc_direct ${_item})
+      list(APPEND _${_kind}_${component} ${_item})
     elseif(_item MATCHES "\\$<")
       # The CMake package carries it as it is; a .pc file cannot say "only if".
-      message(WARNING "tidemap.pc: the link item ${_item} of tidemap_${component} is "
-                      "conditional and left out; pkg-config users must add it themselves")
+      message(WARNING "tidemap-${component}.pc: the link item ${_item} is conditional "
+                      "and left out; pkg-config users must add it themselves")
     else()
-      list(APPEND _pc_direct ${_item})
+      list(APPEND _${_kind}_${component} ${_item})
     endif()
   endforeach()
   list(APPEND _earlier ${component})
@@ -227,12 +247,10 @@ foreach(_package ${_packages})
   endif()
   string(APPEND TIDEMAP_CONFIG_DEPENDENCIES "find_dependency(${_package}${_args})\n")
 endforeach()
-set(_pc_requires "")
 if(_pc_prefixes)
   string(APPEND TIDEMAP_CONFIG_DEPENDENCIES "find_dependency(PkgConfig)\n")
   foreach(_prefix ${_pc_prefixes})
     set(_module ${${_prefix}_MODULE_NAME})
-    list(APPEND _pc_requires ${_module})
     string(APPEND TIDEMAP_CONFIG_DEPENDENCIES
            "_tidemap_pkg_config(${_prefix} ${_module})\n")
   endforeach()
@@ -249,22 +267,31 @@ install(FILES ${PROJECT_BINARY_DIR}/tidemapConfig.cmake
               ${PROJECT_BINARY_DIR}/tidemapConfigVersion.cmake
         DESTINATION ${TIDEMAP_INSTALL_CMAKEDIR})
 
-# ---- tidemap.pc ---------------------------------------------------------------------------
-# Relocatable: the prefix is found from the .pc file's own directory, so the file is right
-# for whatever --prefix `cmake --install` is given.
-set(_libs "")
-list(REVERSE _tidemap_components)  # users before what they use
-foreach(component ${_tidemap_components})
-  list(APPEND _libs -ltidemap_${component})
-endforeach()
-_tidemap_pc_flags_of("${_pc_direct}" _dep_libs _dep_cflags)
-list(APPEND _libs ${_dep_libs})
-list(REMOVE_DUPLICATES _dep_cflags)
-list(JOIN _libs " " TIDEMAP_PC_LIBS)
-list(JOIN _dep_cflags " " TIDEMAP_PC_CFLAGS)
-list(JOIN _pc_requires " " TIDEMAP_PC_REQUIRES)
+# ---- tidemap-<component>.pc, tidemap.pc --------------------------------------------------
+# Relocatable: the prefix is found from the .pc file's own directory, so the files are
+# right for whatever --prefix `cmake --install` is given. A component's file links its own
+# library, then its LINKS and DEPS; Requires: brings the components and pkg-config modules
+# it uses, which pkg-config places after it on the link line.
 file(RELATIVE_PATH TIDEMAP_PC_PREFIX_FROM_PCFILEDIR /prefix/${TIDEMAP_INSTALL_PKGCONFIGDIR}
      /prefix)
 string(REGEX REPLACE "/$" "" TIDEMAP_PC_PREFIX_FROM_PCFILEDIR "${TIDEMAP_PC_PREFIX_FROM_PCFILEDIR}")
+foreach(component ${_tidemap_components})
+  _tidemap_pc_flags_of("${_public_${component}}" _public_libs _public_cflags)
+  _tidemap_pc_flags_of("${_private_${component}}" _private_libs _unused)
+  set(_libs -ltidemap_${component} ${_private_libs} ${_public_libs})
+  list(REMOVE_DUPLICATES _public_cflags)
+  set(TIDEMAP_PC_NAME tidemap-${component})
+  list(JOIN _libs " " TIDEMAP_PC_LIBS)
+  list(JOIN _public_cflags " " TIDEMAP_PC_CFLAGS)
+  list(JOIN _requires_${component} " " TIDEMAP_PC_REQUIRES)
+  configure_file(${PROJECT_SOURCE_DIR}/cmake/tidemap-component.pc.in
+                 ${PROJECT_BINARY_DIR}/pkgconfig/tidemap-${component}.pc @ONLY)
+  install(FILES ${PROJECT_BINARY_DIR}/pkgconfig/tidemap-${component}.pc
+          DESTINATION ${TIDEMAP_INSTALL_PKGCONFIGDIR})
+endforeach()
+set(_all ${_tidemap_components})
+list(REVERSE _all)  # users before what they use
+list(TRANSFORM _all PREPEND tidemap-)
+list(JOIN _all " " TIDEMAP_PC_REQUIRES)
 configure_file(${PROJECT_SOURCE_DIR}/cmake/tidemap.pc.in ${PROJECT_BINARY_DIR}/tidemap.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/tidemap.pc DESTINATION ${TIDEMAP_INSTALL_PKGCONFIGDIR})

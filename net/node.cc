@@ -7,6 +7,7 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <spdlog/sinks/null_sink.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -333,8 +334,11 @@ Node::~Node() { Stop(); }
 Result<std::unique_ptr<Node>> Node::Start(NodeOptions options, Replica* replica,
                                           const Identity* identity, const TrustList* trust,
                                           Clock* clock, std::shared_ptr<spdlog::logger> log) {
-  TIDEMAP_CHECK(replica != nullptr && identity != nullptr && trust != nullptr && clock != nullptr &&
-                log != nullptr);
+  TIDEMAP_CHECK(replica != nullptr && identity != nullptr && trust != nullptr && clock != nullptr);
+  if (log == nullptr) {
+    log = std::make_shared<spdlog::logger>("tidemap-net",
+                                           std::make_shared<spdlog::sinks::null_sink_mt>());
+  }
   for (const std::string& peer : options.peers) {
     TIDEMAP_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(peer));
     if (hp.host.empty()) return Status::InvalidArgument("peer address " + peer + ": no host");

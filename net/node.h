@@ -42,9 +42,9 @@
 // are handled, and the replies sent, in order; at most inbox_bytes_max of its
 // peer's messages wait for the session before the connection stops reading.
 // Start, Snapshot, RequestDiff and Stop may be called from any thread (but
-// not from a replica Subscribe callback). The replica, the trust list, the
-// clock and the logger are borrowed and must outlive the node; the clock is
-// read from the loop and the workers.
+// not from a replica Subscribe callback). The replica, the identity, the trust
+// list and the clock are borrowed and must outlive the node; the clock is read
+// from the loop and the workers. The logger is shared; null logs nothing.
 #ifndef TIDEMAP_NET_NODE_H_
 #define TIDEMAP_NET_NODE_H_
 

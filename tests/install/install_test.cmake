@@ -7,7 +7,13 @@
 #      warning flags (pkg-config gives -I, not -isystem, so warnings in them would show);
 #   3. examples/embed configures with find_package(tidemap) (CMAKE_PREFIX_PATH=prefix),
 #      builds, and runs to convergence (exit 0);
-#   4. a one-file program builds with `pkg-config --cflags --libs tidemap` and runs.
+#   4. a one-file program builds with `pkg-config --cflags --libs tidemap` and runs;
+#   5. a replica-only program builds with `pkg-config --cflags --libs tidemap-replica`,
+#      gets no flag of the daemon's libraries (spdlog, fmt, toml++, OpenSSL, Cap'n Proto,
+#      Boost) and needs no shared library but LevelDB's, libsodium, xxHash and the C/C++
+#      runtime, and runs;
+#   6. examples/node (two net::Node over loopback) builds with find_package(tidemap) and
+#      the tidemap::net target, and converges; the README shows its main.cc verbatim.
 # In a sanitizer build the tidemap libraries are instrumented, so the consumers are
 # built with the same -fsanitize flags (and the same compiler) and run under them.
 #
@@ -68,6 +74,7 @@ foreach(file ${INCLUDEDIR}/tidemap/base/status.h ${INCLUDEDIR}/tidemap/replica/r
              ${LIBDIR}/cmake/tidemap/tidemapConfig.cmake
              ${LIBDIR}/cmake/tidemap/tidemapConfigVersion.cmake
              ${LIBDIR}/cmake/tidemap/tidemapTargets.cmake ${LIBDIR}/pkgconfig/tidemap.pc
+             ${LIBDIR}/pkgconfig/tidemap-replica.pc ${LIBDIR}/pkgconfig/tidemap-net.pc
              ${BINDIR}/tidemap)
   if(NOT EXISTS ${prefix}/${file})
     message(FATAL_ERROR "FAILED: ${file} is not installed")
@@ -129,6 +136,50 @@ step("build with pkg-config" ${CXX_COMPILER} -std=c++20 ${warning_flags} ${sanit
      ${pc_libs})
 step("run the pkg-config build" ${WORK_DIR}/pkgconfig_main)
 message("${step_output}")
+
+# ---- 5. a replica-only program through pkg-config ----------------------------------------
+step("pkg-config tidemap-replica" pkg-config --cflags --libs tidemap-replica)
+separate_arguments(replica_flags UNIX_COMMAND "${step_output}")
+foreach(flag ${replica_flags})
+  if(flag MATCHES "spdlog|fmt|FMT|toml|ssl|crypto|capnp|kj|BOOST|LEVELDB_SHARED")
+    message(FATAL_ERROR "FAILED: tidemap-replica.pc gives ${flag}: ${step_output}")
+  endif()
+endforeach()
+step("build replica-only" ${CXX_COMPILER} -std=c++20 ${warning_flags} ${sanitize_flags}
+     ${SOURCE_DIR}/tests/install/replica_only_main.cc -o ${WORK_DIR}/replica_only
+     ${replica_flags})
+step("readelf replica-only" readelf -d ${WORK_DIR}/replica_only)
+string(REGEX MATCHALL "Shared library: \\[[^]]+\\]" needed "${step_output}")
+foreach(library ${needed})
+  if(NOT library MATCHES "\\[lib(leveldb|snappy|sodium|xxhash|stdc\\+\\+|m|gcc_s|c|pthread|asan|ubsan|tsan)\\.so")
+    message(FATAL_ERROR "FAILED: the replica-only program needs ${library}")
+  endif()
+endforeach()
+if(NOT needed MATCHES "leveldb" OR NOT needed MATCHES "sodium")
+  message(FATAL_ERROR "FAILED: readelf found no LevelDB or libsodium in: ${needed}")
+endif()
+step("run the replica-only build" ${WORK_DIR}/replica_only)
+message("${step_output}")
+
+# ---- 6. examples/node: a networked node through tidemap::net -----------------------------
+set(node_build ${WORK_DIR}/node-build)
+step("configure examples/node" ${CMAKE_COMMAND} -S ${SOURCE_DIR}/examples/node
+     -B ${node_build} ${generator} -DCMAKE_BUILD_TYPE=Release
+     -DCMAKE_CXX_COMPILER=${CXX_COMPILER} -DCMAKE_PREFIX_PATH=${prefix}
+     -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF "-DCMAKE_CXX_FLAGS=${warning_string} ${sanitize_string}"
+     "-DCMAKE_EXE_LINKER_FLAGS=${sanitize_string}")
+step("build examples/node" ${CMAKE_COMMAND} --build ${node_build})
+step("run examples/node" ${node_build}/node)
+message("${step_output}")
+if(NOT step_output MATCHES "\nconverged\n$")
+  message(FATAL_ERROR "FAILED: examples/node exited 0 but did not print `converged`")
+endif()
+file(READ ${SOURCE_DIR}/examples/node/main.cc node_source)
+file(READ ${SOURCE_DIR}/README.md readme)
+string(FIND "${readme}" "${node_source}" at)
+if(at EQUAL -1)
+  message(FATAL_ERROR "FAILED: README.md does not show examples/node/main.cc as it is")
+endif()
 
 # Leave the prefix for inspection only when something failed (FATAL_ERROR skips this).
 file(REMOVE_RECURSE ${WORK_DIR})

@@ -301,6 +301,43 @@ TEST(BatchParseTest, FormatsAndFieldRules) {
   EXPECT_FALSE(ok.batch.op(0).tombstone);
 }
 
+// The fast reader of flat ops and the full parser agree: escapes, \u,
+// non-ASCII, duplicates and other value types give the same batch or error.
+TEST(BatchParseTest, FastAndFullParsersAgree) {
+  const Limits limits;
+  struct Case {
+    std::string line;
+    std::string key;  // the key written; empty: an error
+  };
+  const std::vector<Case> cases = {
+      {R"({"op":"put","map":"m","key":"a\"b\\c\/d\n","value":"v"})", "a\"b\\c/d\n"},
+      {R"({"op":"put","map":"m","key":"\u00e9\ud83d\ude00","value":"v"})",
+       "\xc3\xa9\xf0\x9f\x98\x80"},
+      {"{\"op\":\"put\",\"map\":\"m\",\"key\":\"\xc3\xa9\",\"value\":\"v\"}", "\xc3\xa9"},
+      {R"(  { "op" : "put" , "map" : "m" , "key" : "k" , "value" : "v" }  )", "k"},
+      {R"({"op":"put","map":"m","key":"k","key":"k2","value":"v"})", "k2"},
+      {R"({"op":"put","map":"m","key":"k","value":1})", ""},
+      {R"({"op":"put","map":"m","key":"k","value":"v"} x)", ""},
+      {R"({"op":"put","map":"m","key":"\x","value":"v"})", ""},
+      {"{\"op\":\"put\",\"map\":\"m\",\"key\":\"\xff\",\"value\":\"v\"}", ""},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.line);
+    for (const BatchFormat format : {BatchFormat::kNdjson, BatchFormat::kJson}) {
+      const std::string body =
+          format == BatchFormat::kNdjson ? c.line : R"({"ops": [)" + c.line + "]}";
+      ParsedBatch p = ParseBatch(body, format, limits);
+      if (c.key.empty()) {
+        EXPECT_TRUE(p.error.has_value());
+        continue;
+      }
+      ASSERT_FALSE(p.error.has_value()) << p.error->status.ToString();
+      ASSERT_EQ(p.batch.size(), 1u);
+      EXPECT_EQ(p.batch.op(0).key, c.key);
+    }
+  }
+}
+
 // ---- HEAD, ETag, conditional requests, gzip ----
 
 TEST_F(HttpApiTest, HeadOnEveryGetRouteHasGetsHeadersAndNoBody) {

@@ -338,6 +338,29 @@ TEST(BatchParseTest, FastAndFullParsersAgree) {
   }
 }
 
+// Base64 in ops decodes as crypto::Base64Decode does: every length and
+// byte, and the same refusals (padding, stray bits, foreign characters).
+TEST(BatchParseTest, Base64ValuesDecodeLikeTheLibrary) {
+  const Limits limits;
+  std::string bytes;
+  for (int n = 0; n < 70; ++n) {
+    const std::string b64 = crypto::Base64Encode(bytes);
+    ParsedBatch p = ParseBatch(R"({"op":"put","map":"m","key":"k","value_base64":")" + b64 + "\"}",
+                               BatchFormat::kNdjson, limits);
+    ASSERT_FALSE(p.error.has_value()) << b64;
+    EXPECT_EQ(p.batch.op(0).value, bytes);
+    bytes.push_back(static_cast<char>(n * 37 + 200));
+  }
+  for (const char* bad :
+       {"QQ=", "QQ", "QR==", "QUJ=", "Q===", "====", "QUJD=QUJD", "QU JD", "QUJD\\n", "QU-_"}) {
+    ParsedBatch p =
+        ParseBatch(std::string(R"({"op":"put","map":"m","key":"k","value_base64":")") + bad + "\"}",
+                   BatchFormat::kNdjson, limits);
+    EXPECT_TRUE(p.error.has_value()) << bad;
+    EXPECT_FALSE(crypto::Base64Decode(bad).ok()) << bad;
+  }
+}
+
 // ---- HEAD, ETag, conditional requests, gzip ----
 
 TEST_F(HttpApiTest, HeadOnEveryGetRouteHasGetsHeadersAndNoBody) {

@@ -226,8 +226,9 @@ int RunImport(const ImportArgs& a) {
   if (in->bad()) return Fail(Status::Unavailable("reading " + a.file + " failed"));
   if (Status s = flush(); !s.ok()) return Fail(s);
   progress.Update(bytes, ops, /*final=*/true);
-  std::printf("imported %llu ops in %llu batches (%.1f s)\n", static_cast<unsigned long long>(ops),
-              static_cast<unsigned long long>(batches), progress.Seconds());
+  std::printf("imported %llu ops in %llu %s (%.1f s)\n", static_cast<unsigned long long>(ops),
+              static_cast<unsigned long long>(batches), batches == 1 ? "batch" : "batches",
+              progress.Seconds());
   return kExitOk;
 }
 

@@ -378,9 +378,11 @@ struct HttpServer::Impl {
   Result<Response> HandleStatus();
   Result<Response> HandleMetrics();
 
-  // --- http_watch.cc: event streams (I/O thread) ---
-  // HEAD /v1/watch: the stream's status and headers, without opening one.
+  // HEAD /v1/watch (http_watch.cc, worker pool): the stream's status and
+  // headers, without opening one.
   Result<Response> HandleWatchHead(const Route& route);
+
+  // --- http_watch.cc: event streams (I/O thread) ---
   asio::awaitable<void> ServeWatch(std::shared_ptr<Conn> conn, const Request& req,
                                    const Route& route);
   // Creates w's queue and timer and registers the queue for Stop().

@@ -9,7 +9,7 @@ CTEST_ARGS ?=
 export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_NOHASHDIR := 1
 
-.PHONY: all deps configure build test demo bench asan-test tsan-test thread-safety fuzz format check-format clean
+.PHONY: all deps configure build test demo bench bench-http-batch asan-test tsan-test thread-safety fuzz format check-format clean
 
 all: build
 
@@ -33,6 +33,12 @@ demo: build
 # BENCH_OUT=FILE names another file (see scripts/run-bench.sh).
 bench: build
 	@scripts/run-bench.sh $(BUILD_DIR)
+
+# A batch of 1,000 puts over HTTP (POST /v1/batch) against the same batch in
+# process, in one run; prints the ratio http_batch_put_vs_in_process_batch.
+bench-http-batch: build
+	@BENCH_ARGS="--benchmark_filter=BM_(Replica|Http)BatchPut1000 $(BENCH_ARGS)" \
+	  scripts/run-bench.sh $(BUILD_DIR)
 
 # Every test under AddressSanitizer + UndefinedBehaviorSanitizer (the simulator
 # runs 30 seeds in sanitizer builds).

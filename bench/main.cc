@@ -46,6 +46,8 @@ constexpr RatioSpec kRatios[] = {
     // (bench/replica_bench.cc), and a node catching up after downtime.
     {"apply_remote_vs_raw_leveldb", "BM_ReplicaApplyRemote1000", "BM_RawLevelDbPut/batched_1000"},
     {"catch_up_vs_raw_leveldb", "BM_NetCatchUp", "BM_RawLevelDbPut/batched_1000"},
+    // The served batch path (bench/http_bench.cc) against the same batches in process.
+    {"http_batch_put_vs_in_process_batch", "BM_HttpBatchPut1000", "BM_ReplicaBatchPut1000"},
 };
 
 // A run's name without the fields Google Benchmark adds for settings

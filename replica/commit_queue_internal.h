@@ -53,10 +53,17 @@ struct Writer {
   uint64_t peer = 0;  // who sent the remote records
   StaleRecords stale = StaleRecords::kRedelete;
   size_t bytes = 0;
+  // A local writer's precondition on the key of its single op (PutIf,
+  // DeleteIf); nullptr: none. Borrowed for the call.
+  const WriteCondition* condition = nullptr;
   // Output, written by the leader that commits it.
   Status status;
   std::vector<Version> versions;
   ApplyResult apply;
+  // Set when `condition` failed (then `status` is Refused and nothing was
+  // written), with the key's live version when it is live.
+  bool condition_failed = false;
+  std::optional<Version> current;
   // Set by the leader that committed it (release), read by the writer
   // without the queue's mutex (acquire), after which the leader never
   // touches it again.

@@ -65,6 +65,20 @@ LeafDelta LeafDeltaOf(const WriterOp& op, uint32_t bucket, const KeyState& old) 
   return leaf;
 }
 
+// Refused (and w->condition_failed set) unless w->condition holds for the
+// key's state `old`.
+Status CheckCondition(const KeyState& old, Writer* w) {
+  const bool live = old.exists && !old.meta.tombstone;
+  const WriteCondition& c = *w->condition;
+  const bool holds = live && (c.any_version || std::find(c.versions.begin(), c.versions.end(),
+                                                         old.meta.version) != c.versions.end());
+  if (holds) return Status::Ok();
+  w->condition_failed = true;
+  if (live) w->current = old.meta.version;
+  return Status::Refused(live ? "the key's version differs from the one required"
+                              : "the key does not exist");
+}
+
 ChangeKind KindOf(const WriterOp& op, const KeyState& old) {
   if (op.tombstone) return ChangeKind::kDelete;
   return old.exists && !old.meta.tombstone ? ChangeKind::kUpdate : ChangeKind::kCreate;
@@ -200,6 +214,7 @@ Status Replica::Impl::AppendWriter(Writer* w, const Version& watermark, bool tra
           const bool wins, MergeRemoteOp(*w, key_hash, watermark, &old, &op, &redelete, &apply));
       if (!wins) continue;
     } else {
+      if (w->condition != nullptr) TIDEMAP_RETURN_IF_ERROR(CheckCondition(old, w));
       // The HLC is above every stored version (its floor comes from the
       // reserved bound), so a local write wins; raising the clock past the
       // old version keeps that true even if a bound was lost.

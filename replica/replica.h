@@ -195,6 +195,23 @@ class WriteBatch {
   std::vector<OpRef> ops_;
 };
 
+// The precondition of a conditional write (Replica::PutIf, DeleteIf),
+// checked against the key's stored state under the commit lock, so no other
+// write lands between the check and the write.
+struct WriteCondition {
+  // The key must be live (a tombstone or no record fails) and, unless
+  // `any_version`, its version must be one of `versions`.
+  std::vector<Version> versions;
+  bool any_version = false;
+};
+
+// What a conditional write did.
+struct ConditionalWrite {
+  bool written = false;
+  // When written: the new version. Else the key's live version (when it is live).
+  std::optional<Version> version;
+};
+
 // What one PurgeTombstones call did.
 struct PurgeStats {
   uint64_t purged = 0;  // tombstones deleted
@@ -285,6 +302,13 @@ class Replica : public SyncStore {
   Result<Version> Delete(std::string_view map, std::string_view key);
   // All ops commit together or none does; the versions are in op order.
   Result<std::vector<Version>> Write(const WriteBatch& batch);
+  // A Put or Delete that commits only when `condition` holds for the key
+  // (a compare-and-set); otherwise nothing is written and `written` is false.
+  // The same checks and errors as Put and Delete.
+  Result<ConditionalWrite> PutIf(std::string_view map, std::string_view key, std::string_view value,
+                                 const WriteCondition& condition);
+  Result<ConditionalWrite> DeleteIf(std::string_view map, std::string_view key,
+                                    const WriteCondition& condition);
 
   // The live value; NotFound when absent or deleted; Corruption (naming the key)
   // when the stored bytes fail their check: corrupt bytes are never served.
@@ -403,6 +427,8 @@ class Replica : public SyncStore {
   struct Impl;
   friend class ReplicaTestAccess;  // replica/test_access_internal.h
   explicit Replica(std::unique_ptr<Impl> impl);
+  // PutIf and DeleteIf: commits the batch's single op under `condition`.
+  Result<ConditionalWrite> CommitIf(const WriteBatch& batch, const WriteCondition& condition);
 
   // The rest of SyncStore (contracts in replica/sync_store.h).
   SyncStoreInfo Info() const override;

@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   g++ cmake ninja-build pkg-config make ccache
   libleveldb-dev libsnappy-dev libsodium-dev libxxhash-dev
-  libboost-dev capnproto libcapnp-dev libssl-dev
+  libboost-dev capnproto libcapnp-dev libssl-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
   clang clang-format libclang-rt-14-dev

@@ -62,6 +62,20 @@ Result<uint16_t> Listen(tcp::acceptor& acceptor, const tcp::endpoint& endpoint,
   return port;
 }
 
+// The headers a handler reads.
+RequestMeta MetaOf(const Request& req) {
+  RequestMeta meta;
+  meta.content_type = std::string(View(req[http::field::content_type]));
+  if (auto it = req.find(http::field::if_match); it != req.end()) {
+    meta.if_match = std::string(View(it->value()));
+  }
+  if (auto it = req.find(http::field::if_none_match); it != req.end()) {
+    meta.if_none_match = std::string(View(it->value()));
+  }
+  meta.accepts_gzip = AcceptsGzip(View(req[http::field::accept_encoding]));
+  return meta;
+}
+
 }  // namespace
 
 void LogException::operator()(std::exception_ptr e) const {
@@ -250,9 +264,12 @@ asio::awaitable<bool> HttpServer::Impl::Dispatch(
   const bool body_pending =
       header_parser.chunked() ||
       (header_parser.content_length().has_value() && *header_parser.content_length() > 0);
-  const size_t body_limit = x.route.kind == RouteKind::kKey && x.method == http::verb::put
-                                ? context.replica->limits().value_bytes_max
-                                : kOtherBodyBytesMax;
+  size_t body_limit = kOtherBodyBytesMax;
+  if (x.route.kind == RouteKind::kKey && x.method == http::verb::put) {
+    body_limit = context.replica->limits().value_bytes_max;
+  } else if (x.route.kind == RouteKind::kBatch) {
+    body_limit = BatchBodyBytesMax(context.replica->limits());
+  }
   // The body's bytes count against the budget from here until the request
   // is answered (this frame's end), or the connection dies.
   ByteReservation body_hold(body_budget.get());
@@ -328,15 +345,16 @@ asio::awaitable<bool> HttpServer::Impl::ReadAndHandle(
     co_return false;
   }
   if (!x.at_boundary) co_return true;  // refused while reading: x.res says why
-  if (x.route.kind == RouteKind::kWatch) {
+  if (x.route.kind == RouteKind::kWatch && x.method == http::verb::get) {
     // A stream outlives its request: its body (dropped) counts no longer.
     req.body() = std::string();
     body_hold->Release();
     co_await ServeWatch(conn, req, x.route);
     co_return false;  // an event stream ends its connection
   }
-  auto handle = [this, method = x.method, route = x.route, body = std::move(req.body())]() mutable {
-    return Handle(method, route, std::move(body));
+  auto handle = [this, method = x.method, route = x.route, meta = MetaOf(req),
+                 body = std::move(req.body())]() mutable {
+    return Handle(method, route, meta, std::move(body));
   };
   Result<Response> result = co_await OnPool(std::move(handle));
   x.res = result.ok() ? std::move(*result) : StatusResponse(result.status());
@@ -348,6 +366,8 @@ asio::awaitable<bool> HttpServer::Impl::Respond(Conn& conn, Exchange& x) {
   const bool keep_alive = x.at_boundary && x.client_keep_alive && !stopping.load();
   x.res.keep_alive(keep_alive);
   x.res.prepare_payload();
+  // HEAD: the headers a GET gets, Content-Length included, and no body.
+  if (x.method == http::verb::head) x.res.body().clear();
   if (!co_await Write(conn, x.res)) co_return false;
   if (keep_alive) co_return true;
   beast::error_code ec;

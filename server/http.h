@@ -1,20 +1,28 @@
-// The node's HTTP API (the README's "HTTP API"): keys, scans, health, status,
-// server-sent events of changes, and Prometheus metrics, served with
+// The node's HTTP API (the README's "HTTP API"): keys, batches, scans, health,
+// status, server-sent events of changes, Prometheus metrics and the OpenAPI
+// document (server/openapi.json), served with
 // Boost.Beast. It needs only a Replica and callbacks, so the daemon, tests
 // and tools construct it alike.
 //
 // Routes (every error is JSON {"error": message, "code": name}):
-//   PUT    /v1/maps/{map}/keys/{key}   body = value  200 {"hlc": "..."}
-//   GET    /v1/maps/{map}/keys/{key}   200 raw value + X-Tidemap-HLC | 404
+//   PUT    /v1/maps/{map}/keys/{key}   body = value  200 {"hlc": "..."} + ETag
+//   GET    /v1/maps/{map}/keys/{key}   200 raw value + ETag, X-Tidemap-HLC | 304 | 404
 //   DELETE /v1/maps/{map}/keys/{key}                 200 {"hlc": "..."}
-//   GET    /v1/maps/{map}?prefix=&limit=&after=     200 scan page (server/json.h)
+//   POST   /v1/batch   JSON or NDJSON ops (server/batch.h)  200 {"hlcs": [...]}
+//   GET    /v1/maps/{map}?prefix=&limit=&after=     200 scan page (server/json.h),
+//                                                    gzip when Accept-Encoding allows
+//   GET    /v1/openapi.json                          200 the OpenAPI 3 document
 //   GET    /v1/health                                200 {"status":"ok"} |
 //                                                     503 {"status":"degraded","reason":...}
 //   GET    /v1/status                                200 status document
 //   GET    /v1/watch?map=&from=SEQ                   200 text/event-stream | 410
 //   GET    /metrics                                  200 Prometheus text
-// Map names and keys are path segments, percent-decoded to raw bytes. See
-// README "HTTP API" for the status codes.
+// HEAD is served on every GET route (GET's status and headers, no body). A
+// key's ETag is its version, "HLC/ORIGIN"; If-None-Match on GET gives 304,
+// If-Match on PUT or DELETE is a compare-and-set (Replica::PutIf, DeleteIf)
+// that gives 412 when the version differs or the key is absent. The route
+// table is server/http_table.cc. Map names and keys are path segments,
+// percent-decoded to raw bytes. See README "HTTP API" for the status codes.
 //
 // TLS (HttpOptions::tls_cert_file): every route is served over HTTPS only. A
 // connection whose first byte is an ASCII letter (a plaintext request) gets
@@ -22,7 +30,8 @@
 // is closed; other bytes that do not open a TLS handshake are closed unanswered.
 //
 // Limits (HttpOptions): headers over header_bytes_max get 431; a body over its
-// route's limit (the replica's value_bytes_max for PUT, 64 KiB elsewhere) gets
+// route's limit (the replica's value_bytes_max for PUT, twice batch_bytes_max
+// plus 256 bytes an op for POST /v1/batch, 64 KiB elsewhere) gets
 // 413, from Content-Length before the body is read; past connections_max a
 // new connection gets 503 "unavailable" and is closed. Two limits shed load
 // with 503 "overloaded" and a Retry-After header, then close the connection:

@@ -202,7 +202,8 @@ class Exchange {
 
 http::request<http::string_body> MakeRequest(const HttpClientOptions& options,
                                              const Endpoint& endpoint, std::string_view method,
-                                             std::string_view target, std::string_view body) {
+                                             std::string_view target, std::string_view body,
+                                             std::string_view content_type) {
   http::request<http::string_body> req;
   req.method(http::string_to_verb(beast::string_view(method.data(), method.size())));
   req.target(beast::string_view(target.data(), target.size()));
@@ -213,6 +214,10 @@ http::request<http::string_body> MakeRequest(const HttpClientOptions& options,
     req.set(http::field::authorization, "Bearer " + options.bearer_token);
   }
   req.keep_alive(false);
+  if (!content_type.empty()) {
+    req.set(http::field::content_type,
+            beast::string_view(content_type.data(), content_type.size()));
+  }
   req.body() = std::string(body);
   req.prepare_payload();
   if (!body.empty()) req.set(http::field::expect, "100-continue");
@@ -227,7 +232,8 @@ std::string HttpReply::Header(const std::string& name) const {
 }
 
 Result<HttpReply> HttpCall(const HttpClientOptions& options, std::string_view method,
-                           std::string_view target, std::string_view body) {
+                           std::string_view target, std::string_view body,
+                           std::string_view content_type) {
   const Endpoint endpoint = SplitScheme(options);
   TIDEMAP_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(endpoint.address));
   try {
@@ -238,7 +244,8 @@ Result<HttpReply> HttpCall(const HttpClientOptions& options, std::string_view me
     asio::io_context ioc;
     Exchange exchange(options, &ioc, tls.get());
     TIDEMAP_RETURN_IF_ERROR(exchange.Connect(hp));
-    http::request<http::string_body> req = MakeRequest(options, endpoint, method, target, body);
+    http::request<http::string_body> req =
+        MakeRequest(options, endpoint, method, target, body, content_type);
     TIDEMAP_ASSIGN_OR_RETURN(std::optional<HttpReply> early, exchange.Send(req, !body.empty()));
     if (early.has_value()) return std::move(*early);
     return exchange.ReadReply();

@@ -42,8 +42,10 @@ struct HttpReply {
 // ADDRESS: reason") when the node cannot be reached, the connection fails,
 // the TLS handshake fails (an unverified certificate included; ca_file
 // unreadable), or it times out.
+// `content_type`, when given, is sent as the body's Content-Type.
 Result<HttpReply> HttpCall(const HttpClientOptions& options, std::string_view method,
-                           std::string_view target, std::string_view body = {});
+                           std::string_view target, std::string_view body = {},
+                           std::string_view content_type = {});
 
 // What an error reply means, as a Status carrying the message of its JSON
 // {"error", "code"} body: 404 NotFound, 400 InvalidArgument, 401 403 410 413

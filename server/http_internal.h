@@ -2,6 +2,9 @@
 //   http.cc         accepting, one connection's requests (read, check, answer), start and stop
 //   http_routes.cc  routing, responses and the handlers of the plain routes (keys, scans,
 //                   status, metrics), which run on the worker pool
+//   http_table.cc   the route table (paths and methods) and the OpenAPI document
+//   http_conditional.cc  ETags, conditional requests (If-Match, If-None-Match), gzip
+//   http_batch.cc   POST /v1/batch
 //   http_watch.cc   the event stream of GET /v1/watch
 //   http_tls.cc     TLS: the server's certificate and key, and each connection's handshake
 //
@@ -70,6 +73,8 @@ Response MakeResponse(http::status status, std::string body, std::string_view co
 Response JsonResponse(http::status status, const nlohmann::json& j, bool pretty = false);
 // {"error": message, "code": code}
 Response ErrorResponse(http::status status, std::string_view code, std::string message);
+// The status code for a Status from the replica (a size limit: 413).
+http::status HttpStatusFor(const Status& s);
 // The error response for a non-OK Status, with the fitting status code.
 Response StatusResponse(const Status& s);
 std::string_view View(beast::string_view v);
@@ -77,7 +82,14 @@ std::string_view View(beast::string_view v);
 // than a socket error, a timeout or a cancellation.
 bool IsHttpError(const beast::error_code& ec);
 
-enum class RouteKind { kKey, kMap, kHealth, kStatus, kWatch, kMetrics, kUnknown };
+enum class RouteKind { kKey, kMap, kBatch, kHealth, kStatus, kWatch, kMetrics, kOpenApi, kUnknown };
+
+// The headers a handler reads (copied from the request on the I/O thread).
+struct RequestMeta {
+  std::string content_type;
+  std::optional<std::string> if_match, if_none_match;
+  bool accepts_gzip = false;  // Accept-Encoding allows gzip
+};
 
 struct Route {
   RouteKind kind = RouteKind::kUnknown;
@@ -88,8 +100,23 @@ struct Route {
 };
 
 Route MatchRoute(std::string_view target);
+// --- the route table (http_table.cc) ---
+// The template of a route kind (its OpenAPI path), "unknown" for kUnknown.
+std::string_view RouteTemplate(RouteKind kind);
+// The route of a path without parameters ("/v1/status"); kUnknown when none.
+RouteKind FixedRoute(std::string_view path);
 bool MethodAllowed(RouteKind kind, http::verb v);
+// The route's methods, as the Allow header lists them ("GET, HEAD").
 std::string_view AllowHeader(RouteKind kind);
+// The body limit of POST /v1/batch: the batch's byte limit twice over
+// (room for JSON and base64), plus 256 bytes for each op's syntax.
+size_t BatchBodyBytesMax(const Limits& limits);
+// A key's ETag: its version, quoted (a strong validator).
+std::string ETagOf(const Version& v);
+// gzip of `bytes` (RFC 1952), at a fast level.
+Result<std::string> Gzip(std::string_view bytes);
+// Whether an Accept-Encoding value allows gzip (RFC 9110 12.5.3).
+bool AcceptsGzip(std::string_view accept_encoding);
 // The method as a metrics label ("OTHER" for the rare ones).
 std::string MethodLabel(http::verb v);
 Result<uint64_t> ParseU64(std::string_view name, std::string_view text);
@@ -334,12 +361,26 @@ struct HttpServer::Impl {
   void CloseAll();
 
   // --- http_routes.cc: handlers (worker pool) ---
-  Result<Response> Handle(http::verb method, const Route& route, std::string body);
-  Result<Response> HandleKey(http::verb method, const Route& route, std::string body);
-  Result<Response> HandleScan(const Route& route);
+  // HEAD is handled as GET; the I/O thread drops the body.
+  Result<Response> Handle(http::verb method, const Route& route, const RequestMeta& meta,
+                          std::string body);
+  Result<Response> HandleKey(http::verb method, const Route& route, const RequestMeta& meta,
+                             std::string body);
+  Result<Response> HandleScan(const Route& route, const RequestMeta& meta);
+  // --- http_conditional.cc ---
+  Result<Response> HandleGetKey(const Route& route, const RequestMeta& meta);
+  // PUT or DELETE with If-Match: a compare-and-set (Replica::PutIf, DeleteIf).
+  Result<Response> HandleWriteIf(http::verb method, const Route& route, const std::string& if_match,
+                                 std::string body);
+  // --- http_batch.cc ---
+  Result<Response> HandleBatch(const RequestMeta& meta, std::string body);
   Result<Response> HandleHealth();
   Result<Response> HandleStatus();
   Result<Response> HandleMetrics();
+
+  // HEAD /v1/watch (http_watch.cc, worker pool): the stream's status and
+  // headers, without opening one.
+  Result<Response> HandleWatchHead(const Route& route);
 
   // --- http_watch.cc: event streams (I/O thread) ---
   asio::awaitable<void> ServeWatch(std::shared_ptr<Conn> conn, const Request& req,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 
+#include <tidemap/server/http_api_internal.h>
 #include <tidemap/server/http_internal.h>
 #include <tidemap/server/json.h>
 #include <tidemap/server/status.h>
@@ -44,9 +45,6 @@ Response ErrorResponse(http::status status, std::string_view code, std::string m
   return JsonResponse(status, {{"error", std::move(message)}, {"code", std::string(code)}});
 }
 
-namespace {
-
-// The status code for a Status from the replica.
 http::status HttpStatusFor(const Status& s) {
   switch (s.code()) {
     case Status::Code::kOk:
@@ -67,8 +65,6 @@ http::status HttpStatusFor(const Status& s) {
   return http::status::internal_server_error;
 }
 
-}  // namespace
-
 Response StatusResponse(const Status& s) {
   return ErrorResponse(HttpStatusFor(s), Status::CodeName(s.code()), s.message());
 }
@@ -85,32 +81,23 @@ Route MatchRoute(std::string_view target) {
   const std::string_view path = target.substr(0, q);
   if (q != std::string_view::npos) r.query = std::string(target.substr(q + 1));
   constexpr std::string_view kMaps = "/v1/maps/";
-  if (path == "/v1/health") {
-    r.kind = RouteKind::kHealth;
-    r.name = "/v1/health";
-  } else if (path == "/v1/status") {
-    r.kind = RouteKind::kStatus;
-    r.name = "/v1/status";
-  } else if (path == "/v1/watch") {
-    r.kind = RouteKind::kWatch;
-    r.name = "/v1/watch";
-  } else if (path == "/metrics") {
-    r.kind = RouteKind::kMetrics;
-    r.name = "/metrics";
+  if (const RouteKind fixed = FixedRoute(path); fixed != RouteKind::kUnknown) {
+    r.kind = fixed;
+    r.name = RouteTemplate(fixed);
   } else if (path.substr(0, kMaps.size()) == kMaps) {
     const std::string_view rest = path.substr(kMaps.size());
     const size_t slash = rest.find('/');
     auto map = PercentDecode(rest.substr(0, slash), false);
     if (slash == std::string_view::npos) {
       r.kind = RouteKind::kMap;
-      r.name = "/v1/maps/{map}";
+      r.name = RouteTemplate(RouteKind::kMap);
     } else {
       // Everything after "keys/" is the key, so an unescaped '/' belongs to it.
       constexpr std::string_view kKeys = "keys/";
       const std::string_view tail = rest.substr(slash + 1);
       if (tail.substr(0, kKeys.size()) != kKeys) return r;  // unknown
       r.kind = RouteKind::kKey;
-      r.name = "/v1/maps/{map}/keys/{key}";
+      r.name = RouteTemplate(RouteKind::kKey);
       auto key = PercentDecode(tail.substr(kKeys.size()), false);
       if (!key.ok()) {
         r.error = key.status();
@@ -125,17 +112,6 @@ Route MatchRoute(std::string_view target) {
     }
   }
   return r;
-}
-
-bool MethodAllowed(RouteKind kind, http::verb v) {
-  if (kind == RouteKind::kKey) {
-    return v == http::verb::get || v == http::verb::put || v == http::verb::delete_;
-  }
-  return v == http::verb::get;
-}
-
-std::string_view AllowHeader(RouteKind kind) {
-  return kind == RouteKind::kKey ? "GET, PUT, DELETE" : "GET";
 }
 
 std::string MethodLabel(http::verb v) {
@@ -174,24 +150,31 @@ Result<std::map<std::string, std::string>> Params(const std::string& query,
   return params;
 }
 
-Result<Response> HttpServer::Impl::Handle(http::verb method, const Route& route, std::string body) {
+Result<Response> HttpServer::Impl::Handle(http::verb method, const Route& route,
+                                          const RequestMeta& meta, std::string body) {
   // Only scans and watches take query parameters; elsewhere any is an error,
   // not something silently ignored.
   if (route.kind != RouteKind::kMap && route.kind != RouteKind::kWatch) {
     TIDEMAP_RETURN_IF_ERROR(Params(route.query, {}).status());
   }
+  if (method == http::verb::head) method = http::verb::get;
   switch (route.kind) {
     case RouteKind::kKey:
-      return HandleKey(method, route, std::move(body));
+      return HandleKey(method, route, meta, std::move(body));
     case RouteKind::kMap:
-      return HandleScan(route);
+      return HandleScan(route, meta);
+    case RouteKind::kBatch:
+      return HandleBatch(meta, std::move(body));
+    case RouteKind::kOpenApi:
+      return MakeResponse(http::status::ok, std::string(OpenApiDocument()), "application/json");
     case RouteKind::kHealth:
       return HandleHealth();
     case RouteKind::kStatus:
       return HandleStatus();
     case RouteKind::kMetrics:
       return HandleMetrics();
-    case RouteKind::kWatch:
+    case RouteKind::kWatch:  // only HEAD comes here: GET serves the stream
+      return HandleWatchHead(route);
     case RouteKind::kUnknown:
       break;
   }
@@ -199,25 +182,37 @@ Result<Response> HttpServer::Impl::Handle(http::verb method, const Route& route,
 }
 
 Result<Response> HttpServer::Impl::HandleKey(http::verb method, const Route& route,
-                                             std::string body) {
+                                             const RequestMeta& meta, std::string body) {
   Replica* replica = context.replica;
-  if (method == http::verb::get) {
-    // Reads take the same names as writes: empty ones are a usage error (400).
-    if (route.map.empty()) return Status::InvalidArgument("map name must not be empty");
-    if (route.key.empty()) return Status::InvalidArgument("key must not be empty");
-    TIDEMAP_ASSIGN_OR_RETURN(Record rec, replica->Get(route.map, route.key));
-    Response res = MakeResponse(http::status::ok, std::move(rec.value), "application/octet-stream");
-    res.set("X-Tidemap-HLC", rec.version.hlc.ToString());
-    res.set("X-Tidemap-Origin", NodeIdToString(rec.version.origin));
-    return res;
+  if (method == http::verb::get) return HandleGetKey(route, meta);
+  if (meta.if_match.has_value()) {
+    return HandleWriteIf(method, route, *meta.if_match, std::move(body));
   }
   Result<Version> v = method == http::verb::put ? replica->Put(route.map, route.key, body)
                                                 : replica->Delete(route.map, route.key);
   if (!v.ok()) return v.status();
-  return JsonResponse(http::status::ok, {{"hlc", v->hlc.ToString()}});
+  Response res = JsonResponse(http::status::ok, {{"hlc", v->hlc.ToString()}});
+  if (method == http::verb::put) res.set(http::field::etag, ETagOf(*v));
+  return res;
 }
 
-Result<Response> HttpServer::Impl::HandleScan(const Route& route) {
+namespace {
+
+// A scan page, gzipped when the client accepts it. Vary tells caches the
+// encoding depends on Accept-Encoding.
+Result<Response> ScanResponse(const ScanPage& page, bool gzip) {
+  Response res = JsonResponse(http::status::ok, ScanPageJson(page), /*pretty=*/true);
+  res.set(http::field::vary, "Accept-Encoding");
+  if (gzip) {
+    TIDEMAP_ASSIGN_OR_RETURN(res.body(), Gzip(res.body()));
+    res.set(http::field::content_encoding, "gzip");
+  }
+  return res;
+}
+
+}  // namespace
+
+Result<Response> HttpServer::Impl::HandleScan(const Route& route, const RequestMeta& meta) {
   TIDEMAP_ASSIGN_OR_RETURN(auto params, Params(route.query, {"prefix", "limit", "after"}));
   if (route.map.empty()) return Status::InvalidArgument("map name must not be empty");
   size_t limit = kScanDefaultItems;
@@ -244,7 +239,7 @@ Result<Response> HttpServer::Impl::HandleScan(const Route& route) {
       const size_t item_bytes = item.key.size() + item.value.size();
       if (!page.items.empty() && bytes + item_bytes > kScanPageBytesMax) {
         page.next = page.items.back().key;  // `item` follows: there is more
-        return JsonResponse(http::status::ok, ScanPageJson(page), /*pretty=*/true);
+        return ScanResponse(page, meta.accepts_gzip);
       }
       bytes += item_bytes;
       page.items.push_back(std::move(item));
@@ -257,7 +252,7 @@ Result<Response> HttpServer::Impl::HandleScan(const Route& route) {
     }
     cursor = chunk.next;
   }
-  return JsonResponse(http::status::ok, ScanPageJson(page), /*pretty=*/true);
+  return ScanResponse(page, meta.accepts_gzip);
 }
 
 // Readiness, not mere liveness: a node whose storage refuses writes answers

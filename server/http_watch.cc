@@ -311,4 +311,14 @@ asio::awaitable<bool> HttpServer::Impl::LiveStep(Conn& conn, WatchState& w) {
   co_return co_await WriteEvents(conn, out, count);
 }
 
+Result<Response> HttpServer::Impl::HandleWatchHead(const Route& route) {
+  TIDEMAP_ASSIGN_OR_RETURN(auto params, Params(route.query, {"map", "from"}));
+  if (params.count("from")) TIDEMAP_RETURN_IF_ERROR(ParseU64("from", params["from"]).status());
+  // The head WatchHead writes, without the stream.
+  Response res = MakeResponse(http::status::ok, std::string(), "text/event-stream");
+  res.set(http::field::cache_control, "no-cache");
+  res.set("X-Accel-Buffering", "no");
+  return res;
+}
+
 }  // namespace tidemap

@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "tools/import.h"
 #include "tools/serve.h"
 #include <tidemap/base/clock.h>
 #include <tidemap/base/coding.h>
@@ -29,6 +30,21 @@
 #include <tidemap/server/url.h>
 
 namespace tidemap {
+
+int ExitCodeFor(const Status& s) {
+  switch (s.code()) {
+    case Status::Code::kOk:
+      return kExitOk;
+    case Status::Code::kNotFound:
+      return kExitNotFound;
+    case Status::Code::kInvalidArgument:
+      return kExitUsage;
+    case Status::Code::kRefused:
+      return kExitRefused;
+    default:
+      return kExitUnreachable;
+  }
+}
 
 namespace {
 
@@ -68,21 +84,6 @@ struct Target {
     return o;
   }
 };
-
-int ExitCodeFor(const Status& s) {
-  switch (s.code()) {
-    case Status::Code::kOk:
-      return kExitOk;
-    case Status::Code::kNotFound:
-      return kExitNotFound;
-    case Status::Code::kInvalidArgument:
-      return kExitUsage;
-    case Status::Code::kRefused:
-      return kExitRefused;
-    default:
-      return kExitUnreachable;
-  }
-}
 
 int Fail(const Status& s) {
   std::fprintf(stderr, "tidemap: %s\n", s.message().c_str());
@@ -495,6 +496,7 @@ struct CliArgs {
   bool json = false;
   bool watch = false;
   ServeArgs serve;
+  ImportArgs import;
 };
 
 // A command and what runs when it is the one parsed.
@@ -569,6 +571,8 @@ int RunCli(const std::vector<std::string>& args) {
   AddDirCommand(&app, &a, &commands, "repair",
                 "rebuild a damaged database from the files that can still be read, then scrub it",
                 kOffline, CmdRepair);
+  AddImportCommand(&app, &a.import);
+  commands.emplace_back(a.import.command, [&a] { return RunImport(a.import); });
   AddServeCommand(&app, &a.serve);
   commands.emplace_back(a.serve.command, [&a] { return RunServe(a.serve); });
   commands.emplace_back(

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <tidemap/base/status.h>
+
 namespace tidemap {
 
 // Exit codes of every command.
@@ -14,6 +16,10 @@ inline constexpr int kExitNotFound = 1;
 inline constexpr int kExitUsage = 2;
 inline constexpr int kExitUnreachable = 3;  // the node or the data dir
 inline constexpr int kExitRefused = 4;      // quota, limits, trust
+
+// The exit code for a command's error: NotFound 1, InvalidArgument 2,
+// Refused 4, anything else 3.
+int ExitCodeFor(const Status& s);
 
 // Runs one command. `args` excludes the program name. Writes to stdout/stderr.
 int RunCli(const std::vector<std::string>& args);

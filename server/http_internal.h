@@ -4,6 +4,7 @@
 //                   status, metrics), which run on the worker pool
 //   http_watch.cc   the event stream of GET /v1/watch
 //   http_tls.cc     TLS: the server's certificate and key, and each connection's handshake
+//   http_ui.cc      the web console's static files (GET /ui)
 //
 // Threading: see server/http.h. Conn and everything in HttpServer::Impl not
 // marked otherwise belong to the I/O thread; handlers run on the worker pool
@@ -77,7 +78,7 @@ std::string_view View(beast::string_view v);
 // than a socket error, a timeout or a cancellation.
 bool IsHttpError(const beast::error_code& ec);
 
-enum class RouteKind { kKey, kMap, kHealth, kStatus, kWatch, kMetrics, kUnknown };
+enum class RouteKind { kKey, kMap, kHealth, kStatus, kWatch, kMetrics, kUi, kUnknown };
 
 struct Route {
   RouteKind kind = RouteKind::kUnknown;
@@ -88,6 +89,9 @@ struct Route {
 };
 
 Route MatchRoute(std::string_view target);
+// Whether `path` is the web console's ("/ui" or "/ui/NAME"); if so, fills `r`
+// (kUi, with NAME, possibly empty, in r->key). In http_ui.cc.
+bool MatchUiRoute(std::string_view path, Route* r);
 bool MethodAllowed(RouteKind kind, http::verb v);
 std::string_view AllowHeader(RouteKind kind);
 // The method as a metrics label ("OTHER" for the rare ones).
@@ -340,6 +344,8 @@ struct HttpServer::Impl {
   Result<Response> HandleHealth();
   Result<Response> HandleStatus();
   Result<Response> HandleMetrics();
+  // --- http_ui.cc: the web console's files (worker pool) ---
+  Result<Response> HandleUi(const Route& route);
 
   // --- http_watch.cc: event streams (I/O thread) ---
   asio::awaitable<void> ServeWatch(std::shared_ptr<Conn> conn, const Request& req,

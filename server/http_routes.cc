@@ -97,6 +97,7 @@ Route MatchRoute(std::string_view target) {
   } else if (path == "/metrics") {
     r.kind = RouteKind::kMetrics;
     r.name = "/metrics";
+  } else if (MatchUiRoute(path, &r)) {
   } else if (path.substr(0, kMaps.size()) == kMaps) {
     const std::string_view rest = path.substr(kMaps.size());
     const size_t slash = rest.find('/');
@@ -191,6 +192,8 @@ Result<Response> HttpServer::Impl::Handle(http::verb method, const Route& route,
       return HandleStatus();
     case RouteKind::kMetrics:
       return HandleMetrics();
+    case RouteKind::kUi:
+      return HandleUi(route);
     case RouteKind::kWatch:
     case RouteKind::kUnknown:
       break;

@@ -152,13 +152,16 @@ function peerRow(p) {
   const tr = document.createElement("tr");
   tr.dataset.peer = p.public_key || p.node_id;
   tr.dataset.connected = String(!!p.connected);
-  const name = cell(p.node_id, "mono");
+  // A peer dialed but not yet through a handshake has no key and a zero id.
+  const known = p.public_key || !/^0+$/.test(p.node_id);
+  const name = cell(known ? p.node_id : "not identified yet", "mono");
   name.title = p.public_key || "";
   tr.appendChild(name);
   tr.appendChild(cell(p.address));
   tr.appendChild(cell(p.connected ? "connected" : "disconnected",
                       "state " + (p.connected ? "ok" : "bad")));
-  const lag = p.lag + " records" + (p.lag_seconds ? ", " + p.lag_seconds + " s" : "");
+  const lag = p.lag + (p.lag === 1 ? " record" : " records") +
+      (p.lag_seconds ? ", " + Number(p.lag_seconds).toFixed(1) + " s" : "");
   tr.appendChild(cell(lag));
   tr.appendChild(cell(formatOffset(p.clock_offset_ms)));
   tr.appendChild(syncCell(p));

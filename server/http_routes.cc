@@ -98,6 +98,7 @@ Route MatchRoute(std::string_view target) {
     r.kind = RouteKind::kMetrics;
     r.name = "/metrics";
   } else if (MatchUiRoute(path, &r)) {
+    // the web console's files: `r` is filled in
   } else if (path.substr(0, kMaps.size()) == kMaps) {
     const std::string_view rest = path.substr(kMaps.size());
     const size_t slash = rest.find('/');

@@ -45,6 +45,9 @@ function killAll() {
 }
 
 process.on("exit", killAll);
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
+  process.on(signal, () => fail("stopped by " + signal));
+}
 const runTimer = setTimeout(() => fail("the run took over " + RUN_TIMEOUT_MS + " ms"),
                             RUN_TIMEOUT_MS);
 
@@ -272,7 +275,7 @@ class Browser {
 const text = (id) => `document.getElementById(${JSON.stringify(id)}).textContent`;
 
 async function checkToken(browser, a) {
-  await waitFor("the page to ask for the token", 10_000,
+  await waitFor("the page to ask for the token", 30_000,
                 () => browser.eval(text("conn") + ' === "token needed"'));
   check(true, "without a token the page says it needs one");
   await browser.eval(`(() => {
@@ -280,7 +283,7 @@ async function checkToken(browser, a) {
       document.getElementById("token-form").requestSubmit();
     })()`);
   const status = await (await api(a, "/v1/status")).json();
-  await waitFor("the node panel", 10_000,
+  await waitFor("the node panel", 15_000,
                 () => browser.eval(text("node-id") + " === " + JSON.stringify(status.node_id)));
   check(true, "with the token the page shows node " + status.node_id);
   check(await browser.eval(text("node-version")) === status.version,

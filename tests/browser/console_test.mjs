@@ -242,6 +242,8 @@ class Browser {
     this.session = sessionId;
     for (const domain of ["Page", "Runtime", "Log"]) await this.send(domain + ".enable", {}, sessionId);
     await this.send("Page.navigate", { url }, sessionId);
+    await waitFor("the page to load", 30_000, () => this.events.some(
+        (e) => e.method === "Page.loadEventFired" && e.sessionId === sessionId));
   }
 
   // The value of `expression` in the page (awaited when it is a promise).
@@ -272,7 +274,7 @@ class Browser {
 
 // ---- the checks through the page ---------------------------------------------
 
-const text = (id) => `document.getElementById(${JSON.stringify(id)}).textContent`;
+const text = (id) => `document.getElementById(${JSON.stringify(id)})?.textContent`;
 
 async function checkToken(browser, a) {
   await waitFor("the page to ask for the token", 30_000,

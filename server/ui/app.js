@@ -315,7 +315,9 @@ function firstPage() {
 
 // ---- change feed (GET /v1/watch) -------------------------------------------
 
-const feed = { paused: false, lastId: "", controller: null, retryMs: 500, maps: new Set() };
+const feed = {
+  paused: false, lastId: "", controller: null, retryMs: 500, maps: new Set(), queue: [],
+};
 
 function setFeedState(text, ok) {
   const el = $("feed-state");
@@ -336,9 +338,7 @@ function eventKind(name, data) {
   return name;
 }
 
-function addFeedRow(name, data) {
-  rememberMap(data.map);
-  if (feed.paused) return;
+function feedRow(name, data) {
   const tr = document.createElement("tr");
   tr.className = "fresh";
   const kind = eventKind(name, data);
@@ -348,8 +348,24 @@ function addFeedRow(name, data) {
   tr.appendChild(bytesCell(data, "key", "mono"));
   tr.appendChild(cell(data.hlc, "mono"));
   tr.appendChild(cell(data.origin, "mono"));
+  return tr;
+}
+
+// Events are shown in batches, one per animation frame, and only the newest
+// FEED_ROWS_MAX of a batch are built: a burst of writes costs the page little.
+function addFeedRow(name, data) {
+  rememberMap(data.map);
+  if (feed.paused) return;
+  feed.queue.push([name, data]);
+  if (feed.queue.length > FEED_ROWS_MAX) feed.queue.shift();
+  if (feed.queue.length === 1) requestAnimationFrame(flushFeed);
+}
+
+function flushFeed() {
+  const rows = feed.queue.map(([name, data]) => feedRow(name, data)).reverse();
+  feed.queue = [];
   const tbody = $("feed").tBodies[0];
-  tbody.prepend(tr);
+  tbody.prepend(...rows);
   while (tbody.rows.length > FEED_ROWS_MAX) tbody.deleteRow(-1);
 }
 

@@ -1,9 +1,9 @@
 // The web console (/ui) in headless Chromium: two nodes with mutual trust,
-// node A with a bearer token. Through the page of A it checks
-// the token flow, the node panel, the change feed (and that it keeps up with
-// the burst of 10,000 puts), that the peers table shows B disconnected within
-// 2 s of B being killed, and that the key browser pages through all 10,000
-// keys; it saves a screenshot (console.png) to its work dir.
+// node A with a bearer token. Through the page of A it checks the token flow,
+// the node panel, the change feed (and that it keeps up with a burst of
+// 10,000 puts), that the peers table shows B disconnected within 2 s of B
+// being killed, and that the key browser pages through those 10,000 keys; it
+// saves a screenshot (console.png) to its work dir.
 //
 //   node console_test.mjs TIDEMAP_BIN CHROMIUM_BIN WORK_DIR
 //

@@ -7,6 +7,7 @@
 //   http_batch.cc   POST /v1/batch
 //   http_watch.cc   the event stream of GET /v1/watch
 //   http_tls.cc     TLS: the server's certificate and key, and each connection's handshake
+//   http_ui.cc      the web console's static files (GET /ui)
 //
 // Threading: see server/http.h. Conn and everything in HttpServer::Impl not
 // marked otherwise belong to the I/O thread; handlers run on the worker pool
@@ -82,7 +83,8 @@ std::string_view View(beast::string_view v);
 // than a socket error, a timeout or a cancellation.
 bool IsHttpError(const beast::error_code& ec);
 
-enum class RouteKind { kKey, kMap, kBatch, kHealth, kStatus, kWatch, kMetrics, kOpenApi, kUnknown };
+enum class RouteKind { kKey, kMap, kBatch, kHealth, kStatus, kWatch, kMetrics, kOpenApi, kUi,
+                       kUnknown };
 
 // The headers a handler reads (copied from the request on the I/O thread).
 struct RequestMeta {
@@ -105,6 +107,9 @@ Route MatchRoute(std::string_view target);
 std::string_view RouteTemplate(RouteKind kind);
 // The route of a path without parameters ("/v1/status"); kUnknown when none.
 RouteKind FixedRoute(std::string_view path);
+// Whether `path` is the web console's ("/ui" or "/ui/NAME"); if so, fills `r`
+// (kUi, with NAME, possibly empty, in r->key). In http_ui.cc.
+bool MatchUiRoute(std::string_view path, Route* r);
 bool MethodAllowed(RouteKind kind, http::verb v);
 // The route's methods, as the Allow header lists them ("GET, HEAD").
 std::string_view AllowHeader(RouteKind kind);
@@ -377,6 +382,8 @@ struct HttpServer::Impl {
   Result<Response> HandleHealth();
   Result<Response> HandleStatus();
   Result<Response> HandleMetrics();
+  // --- http_ui.cc: the web console's files (worker pool) ---
+  Result<Response> HandleUi(const Route& route);
 
   // HEAD /v1/watch (http_watch.cc, worker pool): the stream's status and
   // headers, without opening one.

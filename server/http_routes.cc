@@ -84,6 +84,8 @@ Route MatchRoute(std::string_view target) {
   if (const RouteKind fixed = FixedRoute(path); fixed != RouteKind::kUnknown) {
     r.kind = fixed;
     r.name = RouteTemplate(fixed);
+  } else if (MatchUiRoute(path, &r)) {
+    // the web console's files: `r` is filled in
   } else if (path.substr(0, kMaps.size()) == kMaps) {
     const std::string_view rest = path.substr(kMaps.size());
     const size_t slash = rest.find('/');
@@ -173,6 +175,8 @@ Result<Response> HttpServer::Impl::Handle(http::verb method, const Route& route,
       return HandleStatus();
     case RouteKind::kMetrics:
       return HandleMetrics();
+    case RouteKind::kUi:
+      return HandleUi(route);
     case RouteKind::kWatch:  // only HEAD comes here: GET serves the stream
       return HandleWatchHead(route);
     case RouteKind::kUnknown:

@@ -24,6 +24,8 @@ constexpr RouteEntry kRoutes[] = {
     {RouteKind::kWatch, "/v1/watch", "GET, HEAD"},
     {RouteKind::kMetrics, "/metrics", "GET, HEAD"},
     {RouteKind::kOpenApi, "/v1/openapi.json", "GET, HEAD"},
+    {RouteKind::kUi, "/ui", "GET, HEAD"},  // the web console (http_ui.cc)
+    {RouteKind::kUi, "/ui/{file}", "GET, HEAD"},
 };
 
 const RouteEntry* EntryOf(RouteKind kind) {

@@ -2,6 +2,7 @@
 
 #include <tidemap/base/coding.h>
 #include <tidemap/base/crypto.h>
+#include <tidemap/base/version.h>
 
 namespace tidemap {
 
@@ -27,6 +28,7 @@ nlohmann::json StatusJson(const StatusInfo& info, const std::vector<net::PeerSta
   nlohmann::json j;
   j["node_id"] = NodeIdToString(s.node_id);
   j["public_key"] = info.public_key;
+  j["version"] = TIDEMAP_VERSION_STRING;
   j["keys"] = s.keys;
   j["tombstones"] = s.tombstones;
   j["merkle_root"] = info.merkle_root.ToHex();

@@ -4,8 +4,9 @@
 // every byte on the wire is the test's own. Covers every route with binary
 // keys, the error statuses (400, 401, 404, 405, 410, 413 before the body is
 // read, 431, 503 past the connection limit, 503 "overloaded" past the budget
-// of request bodies in flight and past the cap on event streams), bearer tokens, server-sent
-// events (local and remote changes, replay from a seq and from Last-Event-ID,
+// of request bodies in flight and past the cap on event streams), bearer tokens
+// (and the web console's files, served without one), server-sent events
+// (local and remote changes, replay from a seq and from Last-Event-ID,
 // a pruned seq, a slow client dropped, Stop closing streams), the Prometheus
 // exposition (checked with promtool when installed) and the URL helpers.
 #include <arpa/inet.h>
@@ -41,6 +42,7 @@
 #include "tests/support/test_util.h"
 #include <tidemap/base/clock.h>
 #include <tidemap/base/coding.h>
+#include <tidemap/base/version.h>
 #include <tidemap/replica/replica.h>
 #include <tidemap/replica/test_access_internal.h>
 #include <tidemap/server/byte_budget_internal.h>
@@ -49,6 +51,7 @@
 #include <tidemap/server/json.h>
 #include <tidemap/server/metrics.h>
 #include <tidemap/server/status.h>
+#include <tidemap/server/ui_assets_internal.h>
 #include <tidemap/server/url.h>
 
 namespace tidemap {
@@ -1088,6 +1091,48 @@ TEST_F(HttpTest, BearerTokenIsRequiredWhenSet) {
   EXPECT_TRUE(ReplyStatus(*HttpCall(co, "GET", "/v1/status")).IsRefused());
   co.bearer_token = "s3cret-token";
   EXPECT_EQ(HttpCall(co, "GET", "/v1/status")->status, 200);
+}
+
+// The web console's files hold no data: served without the token, while
+// every API route it calls still needs it.
+TEST_F(HttpTest, WebConsoleIsServedWithoutTheToken) {
+  HttpOptions o;
+  o.bearer_token = "s3cret-token";
+  StartServer(o);
+  ASSERT_FALSE(UiAssets().empty());
+  for (const UiAsset& asset : UiAssets()) {
+    const std::string target = "/ui/" + std::string(asset.path);
+    SCOPED_TRACE(target);
+    const Reply r = Call("GET", target);
+    EXPECT_EQ(r.status, 200) << r;
+    EXPECT_TRUE(r.body == asset.bytes);
+    EXPECT_EQ(r.Header("content-type"), asset.content_type);
+    EXPECT_EQ(r.Header("cache-control"), "no-cache");
+    EXPECT_EQ(r.Header("x-content-type-options"), "nosniff");
+    EXPECT_NE(r.Header("content-security-policy").find("default-src 'self'"), std::string::npos);
+  }
+  for (const std::string target : {"/ui", "/ui/", "/ui/index.html"}) {
+    SCOPED_TRACE(target);
+    const Reply r = Call("GET", target);
+    EXPECT_EQ(r.status, 200) << r;
+    EXPECT_EQ(r.Header("content-type"), "text/html; charset=utf-8");
+    EXPECT_NE(r.body.find("/ui/app.js"), std::string::npos);
+  }
+  const Reply missing = Call("GET", "/ui/nope.js");
+  EXPECT_EQ(missing.status, 404) << missing;
+  EXPECT_EQ(missing.Json().at("code"), "not_found");
+  EXPECT_EQ(Call("GET", "/uix").status, 401) << "not the console: an unknown route";
+  EXPECT_EQ(Call("GET", "/uix", {}, {"Authorization: Bearer s3cret-token"}).status, 404);
+  EXPECT_EQ(Call("GET", "/ui?x=1").status, 400);
+  const Reply post = Call("POST", "/ui", "x");
+  EXPECT_EQ(post.status, 405) << post;
+  EXPECT_EQ(post.Header("allow"), "GET");
+  EXPECT_EQ(Call("GET", "/v1/status").status, 401);
+  EXPECT_EQ(Call("GET", "/v1/watch").status, 401);
+  // The console's node panel shows the version from the status.
+  const Reply status = Call("GET", "/v1/status", {}, {"Authorization: Bearer s3cret-token"});
+  ASSERT_EQ(status.status, 200) << status;
+  EXPECT_EQ(status.Json().at("version"), TIDEMAP_VERSION_STRING);
 }
 
 TEST_F(HttpTest, NonLoopbackWithoutTokenIsRefusedAtStart) {

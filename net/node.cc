@@ -121,11 +121,20 @@ void Node::Impl::ReleaseSlot(uint64_t slot) {
   pending_inbound.erase(slot);
 }
 
-awaitable<void> Node::Impl::DialLoop(std::string address) {
+void Node::Impl::StartDialing(const std::string& address) {
+  if (dial_targets.count(address) != 0) return;  // listed twice: one loop
+  auto target = std::make_shared<DialTarget>(io, address);
+  dial_targets[address] = target;
+  asio::co_spawn(io, DialLoop(std::move(target)),
+                 [log = log](std::exception_ptr e) { LogFailure(*log, e); });
+}
+
+awaitable<void> Node::Impl::DialLoop(std::shared_ptr<DialTarget> target) {
   auto self = shared_from_this();
-  asio::steady_timer& timer = *dial_timers.emplace_back(std::make_unique<asio::steady_timer>(io));
+  const std::string& address = target->address;
+  asio::steady_timer& timer = target->timer;
   uint64_t backoff_ms = options.dial_backoff_min_ms;
-  while (!stopping) {
+  while (!stopping && !target->removed) {
     uint64_t wait_ms = 0;
     auto known = address_node.find(address);
     if (known != address_node.end() && established.count(known->second) != 0) {
@@ -134,7 +143,7 @@ awaitable<void> Node::Impl::DialLoop(std::string address) {
     } else {
       wait_ms = co_await DialOnce(address, timer, &backoff_ms);
     }
-    if (stopping) break;
+    if (stopping || target->removed) break;
     timer.expires_after(Ms(wait_ms));
     error_code ec;
     co_await timer.async_wait(redirect_error(use_awaitable, ec));
@@ -218,10 +227,21 @@ awaitable<void> Node::Impl::MaintenanceLoop() {
     error_code ec;
     co_await maintenance_timer.async_wait(redirect_error(use_awaitable, ec));
     if (stopping) break;
+    const uint64_t now = clock->NowMillis();
+    watch_hold.Record(now, replica->LastSeq());
+    const uint64_t hold_after = watch_hold.HoldAfter(now);
     // Synced batches of up to thousands of rows: on a worker, never the loop.
-    auto round = [r = replica]() -> Result<MaintenanceResult> {
+    auto round = [r = replica, hold_after, released = released]() -> Result<MaintenanceResult> {
       MaintenanceResult m;
-      m.pruned = r->PruneOplog();
+      if (!released.empty()) {
+        // A session that was closing when its key was removed may have
+        // acknowledged once more, writing the cursor back.
+        TIDEMAP_ASSIGN_OR_RETURN(auto acks, r->PeerAcks());
+        for (uint64_t id : released) {
+          if (acks.count(id) != 0) TIDEMAP_RETURN_IF_ERROR(r->RemovePeer(id));
+        }
+      }
+      m.pruned = r->PruneOplog(hold_after);
       m.purged = r->PurgeTombstones();
       return m;
     };
@@ -300,7 +320,7 @@ void Node::Impl::BeginStop() {
   acceptor.close(ignored);
   tick_timer.cancel();
   maintenance_timer.cancel();
-  for (auto& t : dial_timers) t->cancel();
+  for (auto& [address, t] : dial_targets) t->timer.cancel();
   std::vector<std::shared_ptr<Connection>> snapshot(connections.begin(), connections.end());
   for (auto& c : snapshot) c->Close("node shutting down", true);
 }
@@ -354,6 +374,11 @@ Result<std::unique_ptr<Node>> Node::Start(NodeOptions options, Replica* replica,
     p.node_id = id;
     p.public_key = crypto::PublicKeyToText(key);
   }
+  impl->watch_hold.Record(clock->NowMillis(), replica->LastSeq());
+  {
+    MutexLock lock(&impl->mu);
+    impl->dial_addresses = impl->options.peers;
+  }
   Impl* raw = impl.get();
   impl->subscription = replica->Subscribe("", [raw](const ChangeEvent&) {
     // Any thread: coalesce wake-ups into one Poll on the loop.
@@ -363,9 +388,7 @@ Result<std::unique_ptr<Node>> Node::Start(NodeOptions options, Replica* replica,
   });
   const auto on_done = [log = impl->log](std::exception_ptr e) { LogFailure(*log, e); };
   if (impl->acceptor.is_open()) asio::co_spawn(impl->io, impl->AcceptLoop(), on_done);
-  for (const std::string& peer : impl->options.peers) {
-    asio::co_spawn(impl->io, impl->DialLoop(peer), on_done);
-  }
+  for (const std::string& peer : impl->options.peers) impl->StartDialing(peer);
   asio::co_spawn(impl->io, impl->TickLoop(), on_done);
   asio::co_spawn(impl->io, impl->MaintenanceLoop(), on_done);
   impl->thread = std::thread([raw] {
@@ -412,7 +435,7 @@ NetStatus Node::Snapshot() const {
       out.peers.push_back(p);
     }
     // Configured addresses whose node we have not met yet.
-    for (const std::string& address : impl_->options.peers) {
+    for (const std::string& address : impl_->dial_addresses) {
       if (addressed.count(address) != 0) continue;
       PeerStatus p;
       p.address = address;

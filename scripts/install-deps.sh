@@ -12,6 +12,7 @@ packages=(
   clang clang-format libclang-rt-14-dev
   prometheus  # promtool, which checks the /metrics exposition in http_test
   openssl curl  # readme_test's blocks call the API with curl; http_tls_test makes a test CA
+  node-eventsource  # ops_test resumes a watch with a real EventSource client
 )
 
 missing=()

@@ -77,7 +77,7 @@ std::string_view View(beast::string_view v);
 // than a socket error, a timeout or a cancellation.
 bool IsHttpError(const beast::error_code& ec);
 
-enum class RouteKind { kKey, kMap, kHealth, kStatus, kWatch, kMetrics, kUnknown };
+enum class RouteKind { kKey, kMap, kHealth, kStatus, kWatch, kMetrics, kReload, kUnknown };
 
 struct Route {
   RouteKind kind = RouteKind::kUnknown;
@@ -340,6 +340,7 @@ struct HttpServer::Impl {
   Result<Response> HandleHealth();
   Result<Response> HandleStatus();
   Result<Response> HandleMetrics();
+  Result<Response> HandleReload();
 
   // --- http_watch.cc: event streams (I/O thread) ---
   asio::awaitable<void> ServeWatch(std::shared_ptr<Conn> conn, const Request& req,

@@ -94,6 +94,9 @@ Route MatchRoute(std::string_view target) {
   } else if (path == "/v1/watch") {
     r.kind = RouteKind::kWatch;
     r.name = "/v1/watch";
+  } else if (path == "/v1/admin/reload") {
+    r.kind = RouteKind::kReload;
+    r.name = "/v1/admin/reload";
   } else if (path == "/metrics") {
     r.kind = RouteKind::kMetrics;
     r.name = "/metrics";
@@ -131,10 +134,12 @@ bool MethodAllowed(RouteKind kind, http::verb v) {
   if (kind == RouteKind::kKey) {
     return v == http::verb::get || v == http::verb::put || v == http::verb::delete_;
   }
+  if (kind == RouteKind::kReload) return v == http::verb::post;
   return v == http::verb::get;
 }
 
 std::string_view AllowHeader(RouteKind kind) {
+  if (kind == RouteKind::kReload) return "POST";
   return kind == RouteKind::kKey ? "GET, PUT, DELETE" : "GET";
 }
 
@@ -191,6 +196,8 @@ Result<Response> HttpServer::Impl::Handle(http::verb method, const Route& route,
       return HandleStatus();
     case RouteKind::kMetrics:
       return HandleMetrics();
+    case RouteKind::kReload:
+      return HandleReload();
     case RouteKind::kWatch:
     case RouteKind::kUnknown:
       break;
@@ -271,6 +278,12 @@ Result<Response> HttpServer::Impl::HandleHealth() {
         {{"status", "degraded"}, {"reason", "storage refuses writes: " + health.error}});
   }
   return JsonResponse(http::status::ok, {{"status", "ok"}});
+}
+
+Result<Response> HttpServer::Impl::HandleReload() {
+  if (!context.reload) return Status::NotFound("no route /v1/admin/reload: nothing to reload");
+  TIDEMAP_ASSIGN_OR_RETURN(ReloadReport report, context.reload());
+  return JsonResponse(http::status::ok, ReloadReportJson(report));
 }
 
 Result<Response> HttpServer::Impl::HandleStatus() {

@@ -102,8 +102,11 @@ void Node::Impl::Admit(tcp::socket socket, const std::string& host, const std::s
   }
   if (!d.admitted) {
     CountRefused(d.refused);
-    log->warn("connection from {} refused: {} handshakes pending ({} from {}), none silent",
-              address, slots.taken(), slots.taken_by(host), host);
+    LogEvent(*log, spdlog::level::warn, "connection_refused", "",
+             fmt::format("connection from {} refused: {} handshakes pending ({} from {}), "
+                         "none silent",
+                         address, slots.taken(), slots.taken_by(host), host),
+             {{"direction", "from"}, {"address", address}, {"reason", d.refused}});
     error_code ignored;
     socket.close(ignored);
     return;
@@ -248,19 +251,32 @@ awaitable<void> Node::Impl::MaintenanceLoop() {
     Result<MaintenanceResult> done =
         co_await workers.Run(io.get_executor(), std::move(round), use_awaitable);
     if (!done.ok()) {
-      log->warn("oplog prune and tombstone purge: {}", done.status().message());
+      LogEvent(*log, spdlog::level::warn, "maintenance_failed", "",
+               "oplog prune and tombstone purge: " + done.status().message(),
+               {{"error", done.status().message()}});
       continue;
     }
     if (!done->pruned.ok()) {
-      log->warn("oplog prune: {}", done->pruned.status().message());
+      LogEvent(*log, spdlog::level::warn, "oplog_prune_failed", "",
+               "oplog prune: " + done->pruned.status().message(),
+               {{"error", done->pruned.status().message()}});
     } else if (done->pruned->rows_pruned > 0) {
-      log->info("oplog pruned {} rows", done->pruned->rows_pruned);
+      LogEvent(*log, spdlog::level::info, "oplog_pruned", "",
+               fmt::format("oplog pruned {} rows", done->pruned->rows_pruned),
+               {{"rows", done->pruned->rows_pruned},
+                {"pruned_through", done->pruned->pruned_through},
+                {"watch_hold_after", hold_after}});
     }
     if (!done->purged.ok()) {
-      log->warn("tombstone purge: {}", done->purged.status().message());
+      LogEvent(*log, spdlog::level::warn, "tombstone_purge_failed", "",
+               "tombstone purge: " + done->purged.status().message(),
+               {{"error", done->purged.status().message()}});
     } else if (done->purged->purged > 0) {
-      log->info("purged {} tombstones (GC watermark {})", done->purged->purged,
-                done->purged->watermark.hlc.ToString());
+      const std::string watermark = done->purged->watermark.hlc.ToString();
+      LogEvent(
+          *log, spdlog::level::info, "tombstones_purged", "",
+          fmt::format("purged {} tombstones (GC watermark {})", done->purged->purged, watermark),
+          {{"tombstones", done->purged->purged}, {"gc_watermark", watermark}});
     }
   }
 }
@@ -448,7 +464,8 @@ NetStatus Node::Snapshot() const {
   const uint64_t now = impl_->clock->NowMillis();
   for (PeerStatus& p : out.peers) {
     if (p.node_id == 0) continue;
-    p.lag = last_seq > p.acked_seq ? last_seq - p.acked_seq : 0;
+    auto lag = impl_->peer_lag.Count(p.node_id, p.acked_seq, last_seq);
+    p.lag = lag.ok() ? *lag : last_seq - std::min(last_seq, p.acked_seq);
     if (p.lag == 0) continue;
     auto rows = impl_->replica->ReadOplog(p.acked_seq, 1);
     if (rows.ok() && !rows->empty()) {

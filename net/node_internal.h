@@ -39,7 +39,9 @@
 #include <tidemap/net/frame.h>
 #include <tidemap/net/handshake.h>
 #include <tidemap/net/handshake_slots.h>
+#include <tidemap/net/log_event.h>
 #include <tidemap/net/node.h>
+#include <tidemap/net/peer_lag.h>
 #include <tidemap/net/watch_hold.h>
 #include <tidemap/net/worker_pool.h>
 
@@ -133,6 +135,7 @@ struct Node::Impl : std::enable_shared_from_this<Node::Impl> {
   std::map<std::string, uint64_t> address_node;  // dialed address -> its node id, once known
   std::mt19937_64 rng;
   WatchHold watch_hold{options.watch_retention_ms};
+  PeerLag peer_lag{replica};  // for Snapshot, from any thread
   // Node ids whose key ApplyPeers removed from the trust list: each
   // maintenance round releases their cursor again if a late acknowledgement
   // wrote it back.
@@ -226,6 +229,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Enqueue(std::string frame);
   void CloseSocket();
   void PublishStats();
+  // Logs a completed tree diff (sync_done): info for the connection's first
+  // (a bootstrap or a repair) and for one of a second or more, else debug.
+  void LogSyncDone(const SyncStats& st, double seconds);
   uint64_t NowMs() const { return node_->clock->NowMillis(); }
 
   // connection_session.cc

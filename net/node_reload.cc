@@ -10,6 +10,7 @@
 #include <set>
 
 #include <tidemap/base/crypto.h>
+#include <tidemap/hlc/hlc.h>
 #include <tidemap/net/node_internal.h>
 
 namespace tidemap::net {
@@ -113,11 +114,22 @@ Result<PeerChanges> Node::Reconfigure(const TrustList& trust,
   for (const auto& k : ch.keys_removed) {
     TIDEMAP_RETURN_IF_ERROR(raw->replica->RemovePeer(NodeIdOfText(k)));
   }
-  for (const auto& a : ch.addresses_added) raw->log->info("reload: dialing {}", a);
-  for (const auto& a : ch.addresses_removed) raw->log->info("reload: no longer dialing {}", a);
-  for (const auto& k : ch.keys_added) raw->log->info("reload: trusting {}", k);
+  spdlog::logger& log = *raw->log;
+  for (const auto& a : ch.addresses_added) {
+    LogEvent(log, spdlog::level::info, "peer_address_added", "", "reload: dialing " + a,
+             {{"address", a}});
+  }
+  for (const auto& a : ch.addresses_removed) {
+    LogEvent(log, spdlog::level::info, "peer_address_removed", "", "reload: no longer dialing " + a,
+             {{"address", a}});
+  }
+  for (const auto& k : ch.keys_added) {
+    LogEvent(log, spdlog::level::info, "peer_trusted", NodeIdToString(NodeIdOfText(k)),
+             "reload: trusting " + k, {{"public_key", k}});
+  }
   for (const auto& k : ch.keys_removed) {
-    raw->log->info("reload: no longer trusting {}: its cursor is released", k);
+    LogEvent(log, spdlog::level::info, "peer_untrusted", NodeIdToString(NodeIdOfText(k)),
+             "reload: no longer trusting " + k + ": its cursor is released", {{"public_key", k}});
   }
   return ch;
 }

@@ -12,6 +12,7 @@
 #include <tidemap/base/crypto.h>
 #include <tidemap/base/private_file.h>
 #include <tidemap/hlc/hlc.h>
+#include <tidemap/net/log_event.h>
 
 namespace tidemap {
 
@@ -152,7 +153,8 @@ Result<ReloadReport> Daemon::Reload() {
   std::lock_guard lock(reload_mu_);
   if (!node_) return Status::Unavailable("the daemon is not running");
   const auto refuse = [this](const Status& s) -> Status {
-    log_->error("reload refused, the running settings stay: {}", s.message());
+    LogEvent(*log_, spdlog::level::err, "reload_refused", "",
+             "reload refused, the running settings stay: " + s.message(), {{"error", s.message()}});
     return Status::InvalidArgument("reload refused: " + s.message());
   };
   DaemonConfig loaded = config_;
@@ -168,7 +170,9 @@ Result<ReloadReport> Daemon::Reload() {
   TIDEMAP_ASSIGN_OR_RETURN(report.peers, node_->Reconfigure(*trust, loaded.peers));
   report.needs_restart = RestartOnlyChanges(config_, loaded);
   for (const std::string& key : report.needs_restart) {
-    log_->warn("reload: {} changed: needs restart (the running value stays)", key);
+    LogEvent(*log_, spdlog::level::warn, "reload_needs_restart", "",
+             "reload: " + key + " changed: needs restart (the running value stays)",
+             {{"setting", key}});
   }
   if (loaded.log_level != config_.log_level) {
     log_->set_level(spdlog::level::from_str(loaded.log_level));
@@ -184,7 +188,12 @@ Result<ReloadReport> Daemon::Reload() {
   if (trust->size() == 0) {
     log_->warn("the trust list is empty: every peer will be refused (use --trust or --trust-file)");
   }
-  log_->info("reloaded: {} peers to dial, {} trusted keys", loaded.peers.size(), trust->size());
+  LogEvent(*log_, spdlog::level::info, "reloaded", "",
+           fmt::format("reloaded: {} peers to dial, {} trusted keys", loaded.peers.size(),
+                       trust->size()),
+           {{"peers", loaded.peers.size()},
+            {"trusted_keys", trust->size()},
+            {"log_level", loaded.log_level}});
   return report;
 }
 

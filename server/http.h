@@ -100,7 +100,7 @@ struct HttpContext {  // all borrowed; must outlive the server
   std::function<net::NetStatus()> net_status;
   // POST /v1/admin/reload: re-reads the daemon's settings (see
   // server/reload.h); empty: the route answers 404. Called from a worker thread.
-  std::function<Result<ReloadReport>()> reload;
+  std::function<Result<ReloadReport>()> reload = nullptr;
 };
 
 class HttpServer {

@@ -67,8 +67,11 @@ awaitable<void> Connection::Run(std::shared_ptr<Connection> self) {
   timer_.cancel();
   if (established_) {
     PublishStats();
-    node_->log->info("peer {} ({}) disconnected: {}", NodeIdToString(peer_id_), address_,
-                     close_reason_.empty() ? "closed" : close_reason_);
+    const std::string peer = NodeIdToString(peer_id_);
+    const std::string reason = close_reason_.empty() ? "closed" : close_reason_;
+    LogEvent(*node_->log, spdlog::level::info, "peer_disconnected", peer,
+             fmt::format("peer {} ({}) disconnected: {}", peer, address_, reason),
+             {{"address", address_}, {"reason", reason}});
   }
   node_->OnClosed(self);
 }
@@ -84,8 +87,13 @@ void Connection::ReportRefused(const Status& s) {
   // sockets: their counters say how many, the log only with debug.
   const auto level = reason == "evicted" || reason == "first_message_timeout" ? spdlog::level::debug
                                                                               : spdlog::level::warn;
-  node_->log->log(level, "connection {} {}: refused: {}", initiator() ? "to" : "from", address_,
-                  s.message());
+  const char* direction = initiator() ? "to" : "from";
+  LogEvent(*node_->log, level, "connection_refused", "",
+           fmt::format("connection {} {}: refused: {}", direction, address_, s.message()),
+           {{"direction", direction},
+            {"address", address_},
+            {"reason", reason},
+            {"error", s.message()}});
 }
 
 std::string Connection::RefusedReason() const {
@@ -200,8 +208,11 @@ awaitable<Status> Connection::RunSession() {
     MutexLock lock(&node_->mu);
     ++node_->counters.handshakes_completed;
   }
-  node_->log->info("peer {} ({}) connected, {}", NodeIdToString(peer_id_), address_,
-                   initiator() ? "dialed" : "accepted");
+  const std::string peer = NodeIdToString(peer_id_);
+  const char* how = initiator() ? "dialed" : "accepted";
+  LogEvent(*node_->log, spdlog::level::info, "peer_connected", peer,
+           fmt::format("peer {} ({}) connected, {}", peer, address_, how),
+           {{"address", address_}, {"direction", how}, {"public_key", peer_key_text_}});
   Status s = co_await StartSession();
   if (!s.ok()) co_return s;
   asio::co_spawn(node_->io, WriteLoop(self),
@@ -340,10 +351,24 @@ void Connection::Tick(uint64_t now_ms) {
   PublishStats();
 }
 
+void Connection::LogSyncDone(const SyncStats& st, double seconds) {
+  const bool notable = st.diffs_completed == 1 || seconds >= 1.0;
+  const std::string peer = NodeIdToString(peer_id_);
+  LogEvent(*node_->log, notable ? spdlog::level::info : spdlog::level::debug, "sync_done", peer,
+           fmt::format("peer {}: tree diff done in {:.1f} s ({} records applied, {} sent "
+                       "over this connection)",
+                       peer, seconds, st.records_applied, st.records_sent),
+           {{"seconds", seconds},
+            {"records_applied", st.records_applied},
+            {"records_sent", st.records_sent},
+            {"rounds", st.diffs_completed}});
+}
+
 // Moves this connection's counters and its session's progress (as of the
 // session's last job) into the node's status map.
 void Connection::PublishStats() {
-  if (!established_) return;
+  // A peer whose key a reload removed is gone from the status for good.
+  if (!established_ || node_->released.count(peer_id_) != 0) return;
   const SyncStats& st = stats_;
   const uint64_t now = NowMs();
   bool round_done = false;
@@ -372,8 +397,12 @@ void Connection::PublishStats() {
   p.clock_offset_ms = st.peer_clock_offset_ms;
   p.sync_percent = st.sync_percent;
   if (!st.last_error.empty() && st.last_error != published_.last_error) {
-    node_->log->warn("peer {}: {}", NodeIdToString(peer_id_), st.last_error);
+    const std::string peer = NodeIdToString(peer_id_);
+    LogEvent(*node_->log, spdlog::level::warn, "peer_error", peer,
+             fmt::format("peer {}: {}", peer, st.last_error), {{"error", st.last_error}});
   }
+  // A diff that began and ended between two publishes took no measurable time.
+  if (st.diffs_completed > published_.diffs_completed) LogSyncDone(st, round_seconds);
   p.last_error = !st.last_error.empty() ? st.last_error : close_reason_;
   if (round_done) node_->counters.sync_round_seconds.Observe(round_seconds);
   bytes_in_ = bytes_out_ = frames_in_ = frames_out_ = 0;

@@ -170,7 +170,10 @@ void Connection::OnJobDone(SessionJobResult result) {
     if (result.receive_failed) {
       Close(result.status.message(), false);
     } else {
-      node_->log->warn("peer {}: {}", NodeIdToString(peer_id_), result.status.message());
+      const std::string peer = NodeIdToString(peer_id_);
+      LogEvent(*node_->log, spdlog::level::warn, "peer_error", peer,
+               fmt::format("peer {}: {}", peer, result.status.message()),
+               {{"error", result.status.message()}});
       Close(result.status.message(), true);
     }
     PublishStats();

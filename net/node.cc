@@ -103,8 +103,11 @@ void Node::Impl::Admit(tcp::socket socket, const std::string& host, const std::s
   }
   if (!d.admitted) {
     CountRefused(d.refused);
-    log->warn("connection from {} refused: {} handshakes pending ({} from {}), none silent",
-              address, slots.taken(), slots.taken_by(host), host);
+    LogEvent(*log, spdlog::level::warn, "connection_refused", "",
+             fmt::format("connection from {} refused: {} handshakes pending ({} from {}), "
+                         "none silent",
+                         address, slots.taken(), slots.taken_by(host), host),
+             {{"direction", "from"}, {"address", address}, {"reason", d.refused}});
     error_code ignored;
     socket.close(ignored);
     return;
@@ -122,11 +125,20 @@ void Node::Impl::ReleaseSlot(uint64_t slot) {
   pending_inbound.erase(slot);
 }
 
-awaitable<void> Node::Impl::DialLoop(std::string address) {
+void Node::Impl::StartDialing(const std::string& address) {
+  if (dial_targets.count(address) != 0) return;  // listed twice: one loop
+  auto target = std::make_shared<DialTarget>(io, address);
+  dial_targets[address] = target;
+  asio::co_spawn(io, DialLoop(std::move(target)),
+                 [log = log](std::exception_ptr e) { LogFailure(*log, e); });
+}
+
+awaitable<void> Node::Impl::DialLoop(std::shared_ptr<DialTarget> target) {
   auto self = shared_from_this();
-  asio::steady_timer& timer = *dial_timers.emplace_back(std::make_unique<asio::steady_timer>(io));
+  const std::string& address = target->address;
+  asio::steady_timer& timer = target->timer;
   uint64_t backoff_ms = options.dial_backoff_min_ms;
-  while (!stopping) {
+  while (!stopping && !target->removed) {
     uint64_t wait_ms = 0;
     auto known = address_node.find(address);
     if (known != address_node.end() && established.count(known->second) != 0) {
@@ -135,7 +147,7 @@ awaitable<void> Node::Impl::DialLoop(std::string address) {
     } else {
       wait_ms = co_await DialOnce(address, timer, &backoff_ms);
     }
-    if (stopping) break;
+    if (stopping || target->removed) break;
     timer.expires_after(Ms(wait_ms));
     error_code ec;
     co_await timer.async_wait(redirect_error(use_awaitable, ec));
@@ -219,29 +231,53 @@ awaitable<void> Node::Impl::MaintenanceLoop() {
     error_code ec;
     co_await maintenance_timer.async_wait(redirect_error(use_awaitable, ec));
     if (stopping) break;
+    const uint64_t now = clock->NowMillis();
+    watch_hold.Record(now, replica->LastSeq());
+    const uint64_t hold_after = watch_hold.HoldAfter(now);
     // Synced batches of up to thousands of rows: on a worker, never the loop.
-    auto round = [r = replica]() -> Result<MaintenanceResult> {
+    auto round = [r = replica, hold_after, released = released]() -> Result<MaintenanceResult> {
       MaintenanceResult m;
-      m.pruned = r->PruneOplog();
+      if (!released.empty()) {
+        // A session that was closing when its key was removed may have
+        // acknowledged once more, writing the cursor back.
+        TIDEMAP_ASSIGN_OR_RETURN(auto acks, r->PeerAcks());
+        for (uint64_t id : released) {
+          if (acks.count(id) != 0) TIDEMAP_RETURN_IF_ERROR(r->RemovePeer(id));
+        }
+      }
+      m.pruned = r->PruneOplog(hold_after);
       m.purged = r->PurgeTombstones();
       return m;
     };
     Result<MaintenanceResult> done =
         co_await workers.Run(io.get_executor(), std::move(round), use_awaitable);
     if (!done.ok()) {
-      log->warn("oplog prune and tombstone purge: {}", done.status().message());
+      LogEvent(*log, spdlog::level::warn, "maintenance_failed", "",
+               "oplog prune and tombstone purge: " + done.status().message(),
+               {{"error", done.status().message()}});
       continue;
     }
     if (!done->pruned.ok()) {
-      log->warn("oplog prune: {}", done->pruned.status().message());
+      LogEvent(*log, spdlog::level::warn, "oplog_prune_failed", "",
+               "oplog prune: " + done->pruned.status().message(),
+               {{"error", done->pruned.status().message()}});
     } else if (done->pruned->rows_pruned > 0) {
-      log->info("oplog pruned {} rows", done->pruned->rows_pruned);
+      LogEvent(*log, spdlog::level::info, "oplog_pruned", "",
+               fmt::format("oplog pruned {} rows", done->pruned->rows_pruned),
+               {{"rows", done->pruned->rows_pruned},
+                {"pruned_through", done->pruned->pruned_through},
+                {"watch_hold_after", hold_after}});
     }
     if (!done->purged.ok()) {
-      log->warn("tombstone purge: {}", done->purged.status().message());
+      LogEvent(*log, spdlog::level::warn, "tombstone_purge_failed", "",
+               "tombstone purge: " + done->purged.status().message(),
+               {{"error", done->purged.status().message()}});
     } else if (done->purged->purged > 0) {
-      log->info("purged {} tombstones (GC watermark {})", done->purged->purged,
-                done->purged->watermark.hlc.ToString());
+      const std::string watermark = done->purged->watermark.hlc.ToString();
+      LogEvent(
+          *log, spdlog::level::info, "tombstones_purged", "",
+          fmt::format("purged {} tombstones (GC watermark {})", done->purged->purged, watermark),
+          {{"tombstones", done->purged->purged}, {"gc_watermark", watermark}});
     }
   }
 }
@@ -301,7 +337,7 @@ void Node::Impl::BeginStop() {
   acceptor.close(ignored);
   tick_timer.cancel();
   maintenance_timer.cancel();
-  for (auto& t : dial_timers) t->cancel();
+  for (auto& [address, t] : dial_targets) t->timer.cancel();
   std::vector<std::shared_ptr<Connection>> snapshot(connections.begin(), connections.end());
   for (auto& c : snapshot) c->Close("node shutting down", true);
 }
@@ -358,6 +394,11 @@ Result<std::unique_ptr<Node>> Node::Start(NodeOptions options, Replica* replica,
     p.node_id = id;
     p.public_key = crypto::PublicKeyToText(key);
   }
+  impl->watch_hold.Record(clock->NowMillis(), replica->LastSeq());
+  {
+    MutexLock lock(&impl->mu);
+    impl->dial_addresses = impl->options.peers;
+  }
   Impl* raw = impl.get();
   impl->subscription = replica->Subscribe("", [raw](const ChangeEvent&) {
     // Any thread: coalesce wake-ups into one Poll on the loop.
@@ -367,9 +408,7 @@ Result<std::unique_ptr<Node>> Node::Start(NodeOptions options, Replica* replica,
   });
   const auto on_done = [log = impl->log](std::exception_ptr e) { LogFailure(*log, e); };
   if (impl->acceptor.is_open()) asio::co_spawn(impl->io, impl->AcceptLoop(), on_done);
-  for (const std::string& peer : impl->options.peers) {
-    asio::co_spawn(impl->io, impl->DialLoop(peer), on_done);
-  }
+  for (const std::string& peer : impl->options.peers) impl->StartDialing(peer);
   asio::co_spawn(impl->io, impl->TickLoop(), on_done);
   asio::co_spawn(impl->io, impl->MaintenanceLoop(), on_done);
   impl->thread = std::thread([raw] {
@@ -416,7 +455,7 @@ NetStatus Node::Snapshot() const {
       out.peers.push_back(p);
     }
     // Configured addresses whose node we have not met yet.
-    for (const std::string& address : impl_->options.peers) {
+    for (const std::string& address : impl_->dial_addresses) {
       if (addressed.count(address) != 0) continue;
       PeerStatus p;
       p.address = address;
@@ -429,7 +468,8 @@ NetStatus Node::Snapshot() const {
   const uint64_t now = impl_->clock->NowMillis();
   for (PeerStatus& p : out.peers) {
     if (p.node_id == 0) continue;
-    p.lag = last_seq > p.acked_seq ? last_seq - p.acked_seq : 0;
+    auto lag = impl_->peer_lag.Count(p.node_id, p.acked_seq, last_seq);
+    p.lag = lag.ok() ? *lag : last_seq - std::min(last_seq, p.acked_seq);
     if (p.lag == 0) continue;
     auto rows = impl_->replica->ReadOplog(p.acked_seq, 1);
     if (rows.ok() && !rows->empty()) {

@@ -42,9 +42,11 @@
 // are handled, and the replies sent, in order; at most inbox_bytes_max of its
 // peer's messages wait for the session before the connection stops reading.
 // Start, Snapshot, RequestDiff and Stop may be called from any thread (but
-// not from a replica Subscribe callback). The replica, the identity, the trust
-// list and the clock are borrowed and must outlive the node; the clock is read
-// from the loop and the workers. The logger is shared; null logs nothing.
+// not from a replica Subscribe callback). The replica, the identity and the
+// clock are borrowed and must outlive the node; the clock is read from the loop
+// and the workers. The trust list is copied at Start and replaced by
+// Reconfigure (both on the loop thread, where handshakes read it). The logger
+// is shared; null logs nothing.
 #ifndef TIDEMAP_NET_NODE_H_
 #define TIDEMAP_NET_NODE_H_
 
@@ -71,6 +73,14 @@ namespace tidemap::net {
 
 class Connection;
 
+// What a Node::Reconfigure changed.
+struct PeerChanges {
+  std::vector<std::string> addresses_added;    // now dialed (HOST:PORT)
+  std::vector<std::string> addresses_removed;  // no longer dialed
+  std::vector<std::string> keys_added;         // newly trusted (public keys, text form)
+  std::vector<std::string> keys_removed;       // no longer trusted; their cursors released
+};
+
 // The name of a node's event-loop thread (see base/thread_name.h).
 inline constexpr const char* kEventLoopThreadName = "tidemap-net";
 
@@ -94,7 +104,11 @@ struct NodeOptions {
   uint64_t dial_backoff_max_ms = 30'000;
   uint64_t tick_interval_ms = 100;            // sync Poll cadence besides write wake-ups
   uint64_t maintenance_interval_ms = 10'000;  // oplog prune and tombstone purge
-  uint64_t close_timeout_ms = 2'000;          // Stop waits this long for peers' final frames
+  // The oplog keeps what a watch stream gone this long needs to resume, even
+  // when every peer acknowledged it (the replica's retention cap still
+  // applies; see net/watch_hold.h). 0: only the peers' cursors count.
+  uint64_t watch_retention_ms = 0;
+  uint64_t close_timeout_ms = 2'000;  // Stop waits this long for peers' final frames
 };
 
 class Node {
@@ -118,6 +132,18 @@ class Node {
 
   // Asks every connected peer for a tree diff now.
   void RequestDiff();
+
+  // Replaces the trust list and the addresses to dial, as a config reload
+  // does. An added address is dialed at once; a removed one is no longer
+  // dialed and the connection we dialed to it closes. An added key is a
+  // known peer as at Start (Replica::AddPeer). A removed key's connection
+  // closes, it is refused from then on, and its cursor is released
+  // (Replica::RemovePeer, repeated by the maintenance rounds should a late
+  // acknowledgement of the closing session write it again), so it no longer
+  // holds back oplog pruning or tombstone GC. InvalidArgument for a
+  // malformed address (then nothing changes); Unavailable once Stop began.
+  // Blocks until the loop applied it. Any thread but the loop's.
+  Result<PeerChanges> Reconfigure(const TrustList& trust, const std::vector<std::string>& peers);
 
   // Stops accepting and dialing, sends the final frame on every connection,
   // waits up to close_timeout_ms for the peers' own, closes and joins the

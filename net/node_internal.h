@@ -2,6 +2,7 @@
 //   node.cc               Node::Impl: accept, dial, tick and maintenance loops; Node's API
 //   connection.cc         Connection: handshake, socket reads and writes, close, stats
 //   connection_session.cc Connection: the SyncSession, driven on the worker pool
+//   node_reload.cc        Node::Reconfigure: trust list and dialed addresses at run time
 //
 // Threading: Node::Impl's loop fields and every Connection belong to the
 // event-loop thread. A Connection's SyncSession is touched only by the one
@@ -38,7 +39,10 @@
 #include <tidemap/net/frame.h>
 #include <tidemap/net/handshake.h>
 #include <tidemap/net/handshake_slots.h>
+#include <tidemap/net/log_event.h>
 #include <tidemap/net/node.h>
+#include <tidemap/net/peer_lag.h>
+#include <tidemap/net/watch_hold.h>
 #include <tidemap/net/worker_pool.h>
 
 namespace tidemap::net {
@@ -54,13 +58,21 @@ inline std::chrono::milliseconds Ms(uint64_t ms) {
 // own code reports errors as Status and does not throw.
 void LogFailure(spdlog::logger& log, std::exception_ptr e);
 
+// One address a node keeps dialing (a configured peer).
+struct DialTarget {
+  DialTarget(asio::io_context& io, std::string a) : address(std::move(a)), timer(io) {}
+  std::string address;
+  asio::steady_timer timer;  // backoff waits and the connect timeout
+  bool removed = false;      // ApplyPeers dropped it: its DialLoop ends
+};
+
 struct Node::Impl : std::enable_shared_from_this<Node::Impl> {
   Impl(NodeOptions o, Replica* r, const Identity* id, const TrustList* t, Clock* c,
        std::shared_ptr<spdlog::logger> l)
       : options(std::move(o)),
         replica(r),
         identity(id),
-        trust(t),
+        trust_owned(*t),
         clock(c),
         log(std::move(l)),
         slots(options.handshakes_pending_max, options.handshakes_pending_per_address_max),
@@ -78,7 +90,13 @@ struct Node::Impl : std::enable_shared_from_this<Node::Impl> {
   void Admit(tcp::socket socket, const std::string& host, const std::string& address);
   // Frees an inbound connection's slot once its handshake has ended (0: none).
   void ReleaseSlot(uint64_t slot);
-  asio::awaitable<void> DialLoop(std::string address);
+  // Keeps `target` dialed until it is removed or the node stops.
+  asio::awaitable<void> DialLoop(std::shared_ptr<DialTarget> target);
+  // Adds a dial target for `address` and spawns its DialLoop.
+  void StartDialing(const std::string& address);
+  // Reconfigure's loop side (node_reload.cc): swaps the trust list and the
+  // dial targets, closes what was removed, updates the peers' status.
+  PeerChanges ApplyPeers(TrustList trust, const std::vector<std::string>& addresses);
   // One dial of `address` and, once connected, the connection's whole life.
   // Returns how long to wait before the next dial; updates `backoff_ms`.
   asio::awaitable<uint64_t> DialOnce(const std::string& address, asio::steady_timer& timer,
@@ -98,7 +116,8 @@ struct Node::Impl : std::enable_shared_from_this<Node::Impl> {
   NodeOptions options;
   Replica* replica;
   const Identity* identity;
-  const TrustList* trust;
+  TrustList trust_owned;  // replaced by ApplyPeers on the loop thread
+  const TrustList* trust = &trust_owned;
   Clock* clock;
   std::shared_ptr<spdlog::logger> log;
 
@@ -106,7 +125,7 @@ struct Node::Impl : std::enable_shared_from_this<Node::Impl> {
   tcp::acceptor acceptor{io};
   asio::steady_timer tick_timer{io};
   asio::steady_timer maintenance_timer{io};
-  std::vector<std::unique_ptr<asio::steady_timer>> dial_timers;
+  std::map<std::string, std::shared_ptr<DialTarget>> dial_targets;  // by address
   uint16_t port = 0;
   bool stopping = false;
   HandshakeSlots slots;  // pre-handshake slots of inbound connections
@@ -115,6 +134,12 @@ struct Node::Impl : std::enable_shared_from_this<Node::Impl> {
   std::map<uint64_t, std::shared_ptr<Connection>> established;
   std::map<std::string, uint64_t> address_node;  // dialed address -> its node id, once known
   std::mt19937_64 rng;
+  WatchHold watch_hold{options.watch_retention_ms};
+  PeerLag peer_lag{replica};  // for Snapshot, from any thread
+  // Node ids whose key ApplyPeers removed from the trust list: each
+  // maintenance round releases their cursor again if a late acknowledgement
+  // wrote it back.
+  std::set<uint64_t> released;
 
   // --- any thread ---
   // Session jobs and maintenance; joined by Stop() after the loop has ended.
@@ -128,6 +153,7 @@ struct Node::Impl : std::enable_shared_from_this<Node::Impl> {
   mutable Mutex mu;
   std::map<uint64_t, PeerStatus> peers TIDEMAP_GUARDED_BY(mu);            // by node id
   std::map<std::string, std::string> dial_errors TIDEMAP_GUARDED_BY(mu);  // by address
+  std::vector<std::string> dial_addresses TIDEMAP_GUARDED_BY(mu);  // options.peers, for Snapshot
   NetCounters counters TIDEMAP_GUARDED_BY(mu);
 };
 
@@ -203,6 +229,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Enqueue(std::string frame);
   void CloseSocket();
   void PublishStats();
+  // Logs a completed tree diff (sync_done): info for the connection's first
+  // (a bootstrap or a repair) and for one of a second or more, else debug.
+  void LogSyncDone(const SyncStats& st, double seconds);
   uint64_t NowMs() const { return node_->clock->NowMillis(); }
 
   // connection_session.cc

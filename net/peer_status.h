@@ -19,8 +19,11 @@ struct PeerStatus {
   std::string public_key;  // text form (crypto::PublicKeyToText); empty when unknown
   std::string address;     // HOST:PORT dialed or the remote endpoint; empty when unknown
   bool connected = false;
-  uint64_t acked_seq = 0;         // its cursor into our oplog
-  uint64_t lag = 0;               // our last seq minus acked_seq (records)
+  uint64_t acked_seq = 0;  // its cursor into our oplog
+  // Our changes it lacks: the oplog entries after acked_seq that did not come
+  // from it (records; see net/peer_lag.h). Those it sent us are not counted,
+  // so the receiving side of a bootstrap does not show the source's whole log.
+  uint64_t lag = 0;
   double lag_seconds = 0;         // age of our oldest change it has not acknowledged
   int64_t clock_offset_ms = 0;    // its clock minus ours, as last measured (0: unknown)
   std::string last_error;         // e.g. "peer 3f2a…: clock 94 s ahead, limit 60 s"

@@ -340,7 +340,8 @@ Status Oplog::RemovePeer(uint64_t peer) {
   return store_->Write(&batch, /*sync=*/true);
 }
 
-Result<PruneStats> Oplog::Prune(uint64_t last_seq, const OplogRetention& retention) {
+Result<PruneStats> Oplog::Prune(uint64_t last_seq, const OplogRetention& retention,
+                                uint64_t hold_after) {
   PruneStats stats;
   TIDEMAP_ASSIGN_OR_RETURN(stats.pruned_through, PrunedThrough());
   TIDEMAP_ASSIGN_OR_RETURN(uint64_t first, FirstSeq());
@@ -353,6 +354,7 @@ Result<PruneStats> Oplog::Prune(uint64_t last_seq, const OplogRetention& retenti
     prune_to = last_seq;
     for (const auto& [peer, seq] : acks) prune_to = std::min(prune_to, seq);
   }
+  prune_to = std::min(prune_to, hold_after);
 
   // The retention cap: entries beyond it go, oldest first, acknowledged or
   // not. It counts entries (seqs), not LevelDB rows.

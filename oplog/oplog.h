@@ -145,7 +145,11 @@ class Oplog {
   // prune point is rounded down to a row boundary, so a row that straddles it
   // stays, and up to kRowEntriesMax - 1 entries below it are kept (read by
   // ReadAfter as usual) beyond what the point or the cap asks.
-  Result<PruneStats> Prune(uint64_t last_seq, const OplogRetention& retention);
+  // Entries above `hold_after` stay even when every peer acknowledged them
+  // (other readers, such as resumable watch streams, still need them), unless
+  // the retention cap forces them out; UINT64_MAX holds nothing back.
+  Result<PruneStats> Prune(uint64_t last_seq, const OplogRetention& retention,
+                           uint64_t hold_after = UINT64_MAX);
 
  private:
   Store* const store_;

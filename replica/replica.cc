@@ -94,7 +94,7 @@ Digest128 Replica::MerkleRoot() const { return impl_->tree.Root(); }
 
 void Replica::Compact() { impl_->store->CompactRange("", std::string(1, '\xff')); }
 
-Result<PruneStats> Replica::PruneOplog() {
+Result<PruneStats> Replica::PruneOplog(uint64_t hold_after) {
   // Open() replays the oplog rows after the last checkpoint, so none of them
   // may go: checkpoint first, then prune no further than it covers.
   uint64_t covered;
@@ -104,7 +104,7 @@ Result<PruneStats> Replica::PruneOplog() {
                                                    /*sync=*/true, impl_->options.clock));
     covered = impl_->tree.checkpoint_seq();
   }
-  return impl_->oplog->Prune(covered, impl_->options.retention);
+  return impl_->oplog->Prune(covered, impl_->options.retention, hold_after);
 }
 
 uint64_t Replica::KeyCount() const {

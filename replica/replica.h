@@ -387,8 +387,10 @@ class Replica : public SyncStore {
   // later reads touch fewer files. Blocks until done; writes may go on meanwhile.
   void Compact();
 
-  // Prunes the oplog (see Oplog::Prune) with this replica's retention.
-  Result<PruneStats> PruneOplog();
+  // Prunes the oplog (see Oplog::Prune) with this replica's retention,
+  // keeping the entries above `hold_after` that only peers' acknowledgements
+  // would let go (the retention cap still applies to them).
+  Result<PruneStats> PruneOplog(uint64_t hold_after = UINT64_MAX);
 
   // Tombstone GC: deletes every tombstone older than tombstone_horizon_ms
   // whose oplog seq every known peer acknowledged (with no known peer, the

@@ -13,6 +13,7 @@ packages=(
   prometheus  # promtool, which checks the /metrics exposition in http_test
   openssl curl  # readme_test's blocks call the API with curl; http_tls_test makes a test CA
   chromium nodejs  # console_test drives the web console in headless Chromium from Node
+  node-eventsource  # ops_test resumes a watch with a real EventSource client
 )
 
 missing=()

@@ -85,6 +85,7 @@ const std::map<std::string, Setter>& Settings() {
       {"write_buffer_mb", Unsigned(&DaemonConfig::write_buffer_mb)},
       {"diff_interval_ms", Unsigned(&DaemonConfig::diff_interval_ms)},
       {"maintenance_interval_ms", Unsigned(&DaemonConfig::maintenance_interval_ms)},
+      {"watch_retention_ms", Unsigned(&DaemonConfig::watch_retention_ms)},
       {"idle_timeout_ms", Unsigned(&DaemonConfig::idle_timeout_ms)},
       {"handshake_timeout_ms", Unsigned(&DaemonConfig::handshake_timeout_ms)},
       {"first_message_timeout_ms", Unsigned(&DaemonConfig::first_message_timeout_ms)},

@@ -35,6 +35,9 @@ struct DaemonConfig {
   uint64_t write_buffer_mb = 4;               // LevelDB memtable, 1 to 1024 (see ReplicaOptions)
   uint64_t diff_interval_ms = 60'000;         // periodic anti-entropy with each peer
   uint64_t maintenance_interval_ms = 10'000;  // oplog prune (and tombstone purge)
+  // A watch stream can resume after a disconnect this long: the oplog keeps
+  // those changes whatever peers acknowledged (within the retention caps).
+  uint64_t watch_retention_ms = 3'600'000;
   uint64_t idle_timeout_ms = 30'000;
   uint64_t handshake_timeout_ms = 5'000;
   // An inbound peer connection's whole hello must come by then.

@@ -12,6 +12,7 @@
 #include <tidemap/base/crypto.h>
 #include <tidemap/base/private_file.h>
 #include <tidemap/hlc/hlc.h>
+#include <tidemap/net/log_event.h>
 
 namespace tidemap {
 
@@ -62,10 +63,13 @@ Result<std::string> ReadTokenFile(const std::string& path) {
 }  // namespace
 
 Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
-                                              std::shared_ptr<spdlog::logger> log) {
+                                              std::shared_ptr<spdlog::logger> log,
+                                              ConfigSource source) {
   TIDEMAP_RETURN_IF_ERROR(ValidateConfig(config));
   std::unique_ptr<Daemon> d(new Daemon());
   d->log_ = log;
+  d->config_ = config;
+  d->source_ = std::move(source);
   TIDEMAP_ASSIGN_OR_RETURN(d->trust_, LoadTrust(config));
 
   d->clock_ = std::make_unique<SystemClock>(config.clock_offset_ms);
@@ -98,6 +102,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
   node_options.peers = config.peers;
   node_options.sync.diff_interval_ms = config.diff_interval_ms;
   node_options.maintenance_interval_ms = config.maintenance_interval_ms;
+  node_options.watch_retention_ms = config.watch_retention_ms;
   node_options.idle_timeout_ms = config.idle_timeout_ms;
   node_options.keepalive_interval_ms = std::max<uint64_t>(config.idle_timeout_ms / 4, 1);
   node_options.handshake_timeout_ms = config.handshake_timeout_ms;
@@ -136,11 +141,60 @@ Status Daemon::StartHttp(const DaemonConfig& config) {
   context.public_key = public_key_;
   net::Node* node_ptr = node_.get();
   context.net_status = [node_ptr] { return node_ptr->Snapshot(); };
+  context.reload = [this] { return Reload(); };
   auto http = HttpServer::Start(std::move(http_options), std::move(context));
   if (!http.ok()) return http.status();
   http_ = std::move(*http);
   log_->info("HTTP API on {}{}", config.http, config.http_tls_cert.empty() ? "" : " (TLS)");
   return Status::Ok();
+}
+
+Result<ReloadReport> Daemon::Reload() {
+  std::lock_guard lock(reload_mu_);
+  if (!node_) return Status::Unavailable("the daemon is not running");
+  const auto refuse = [this](const Status& s) -> Status {
+    LogEvent(*log_, spdlog::level::err, "reload_refused", "",
+             "reload refused, the running settings stay: " + s.message(), {{"error", s.message()}});
+    return Status::InvalidArgument("reload refused: " + s.message());
+  };
+  DaemonConfig loaded = config_;
+  if (source_) {
+    auto read = source_();
+    if (!read.ok()) return refuse(read.status());
+    loaded = std::move(*read);
+  }
+  if (Status s = ValidateConfig(loaded); !s.ok()) return refuse(s);
+  auto trust = LoadTrust(loaded);
+  if (!trust.ok()) return refuse(trust.status());
+  ReloadReport report;
+  TIDEMAP_ASSIGN_OR_RETURN(report.peers, node_->Reconfigure(*trust, loaded.peers));
+  report.needs_restart = RestartOnlyChanges(config_, loaded);
+  for (const std::string& key : report.needs_restart) {
+    LogEvent(*log_, spdlog::level::warn, "reload_needs_restart", "",
+             "reload: " + key + " changed: needs restart (the running value stays)",
+             {{"setting", key}});
+  }
+  if (loaded.log_level != config_.log_level) {
+    log_->set_level(spdlog::level::from_str(loaded.log_level));
+    log_->info("reload: log level {}", loaded.log_level);
+  }
+  // What a restart would apply stays as it runs, so the next reload reports
+  // it again rather than taking it for applied.
+  config_.peers = loaded.peers;
+  config_.trust = loaded.trust;
+  config_.trust_file = loaded.trust_file;
+  config_.log_level = loaded.log_level;
+  report.log_level = config_.log_level;
+  if (trust->size() == 0) {
+    log_->warn("the trust list is empty: every peer will be refused (use --trust or --trust-file)");
+  }
+  LogEvent(*log_, spdlog::level::info, "reloaded", "",
+           fmt::format("reloaded: {} peers to dial, {} trusted keys", loaded.peers.size(),
+                       trust->size()),
+           {{"peers", loaded.peers.size()},
+            {"trusted_keys", trust->size()},
+            {"log_level", loaded.log_level}});
+  return report;
 }
 
 Daemon::~Daemon() { Stop(); }

@@ -5,11 +5,19 @@
 // first (no new writes; the ones in flight finish), then the peers (each gets
 // our final frame), then the replica (LevelDB closes with a checkpoint).
 //
-// Thread-safety: Start and Stop from one thread; Snapshot from any.
+// Live reload (server/reload.h says what a reload applies): Reload re-reads
+// the settings through the ConfigSource given to Start and the trust file,
+// and hands the trust list and peers to the node.
+//
+// Thread-safety: Start and Stop from one thread; Snapshot from any; Reload
+// from any thread but the node's and the HTTP API's own (the HTTP route calls
+// it from a worker), one at a time (it locks), and not after Stop began.
 #ifndef TIDEMAP_SERVER_DAEMON_H_
 #define TIDEMAP_SERVER_DAEMON_H_
 
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include <tidemap/base/clock.h>
@@ -19,6 +27,7 @@
 #include <tidemap/server/config.h>
 #include <tidemap/server/data_dir.h>
 #include <tidemap/server/http.h>
+#include <tidemap/server/reload.h>
 #include <tidemap/server/storage_watch.h>
 
 namespace spdlog {
@@ -29,6 +38,10 @@ namespace tidemap {
 
 class Daemon {
  public:
+  // Reads the settings again (the config file with the flags over it); its
+  // errors name the file and the line.
+  using ConfigSource = std::function<Result<DaemonConfig>()>;
+
   // Errors, by what the caller should tell the user (and exit with):
   //   InvalidArgument  a setting is wrong (usage, exit 2);
   //   Unavailable      the data dir, the identity or the trust file cannot be
@@ -36,14 +49,21 @@ class Daemon {
   //                    names the file and the reason, a bad trust key its line);
   //   Refused          a setting is refused for safety, e.g. a non-loopback
   //                    HTTP address without a token (exit 4).
+  // `source` feeds Reload; without one, a reload re-reads only the trust file.
   static Result<std::unique_ptr<Daemon>> Start(const DaemonConfig& config,
-                                               std::shared_ptr<spdlog::logger> log);
+                                               std::shared_ptr<spdlog::logger> log,
+                                               ConfigSource source = {});
   ~Daemon();
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
 
   // Idempotent; the destructor calls it.
   void Stop();
+
+  // Applies the settings and trust file as they are now (see server/reload.h).
+  // InvalidArgument, naming the file and the line, for a config or trust file
+  // that cannot be read or is invalid: the running settings stay.
+  Result<ReloadReport> Reload();
 
   uint16_t listen_port() const;
   uint16_t http_port() const;  // 0 without an HTTP API
@@ -57,6 +77,9 @@ class Daemon {
   Status StartHttp(const DaemonConfig& config);
 
   std::shared_ptr<spdlog::logger> log_;
+  std::mutex reload_mu_;  // one Reload at a time; guards config_
+  DaemonConfig config_;   // the settings in force
+  ConfigSource source_;
   std::unique_ptr<SystemClock> clock_;
   std::unique_ptr<DataDir> data_dir_;
   std::unique_ptr<StorageWatch> storage_watch_;  // after data_dir_: stopped first

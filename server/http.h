@@ -64,6 +64,7 @@
 #include <tidemap/base/status.h>
 #include <tidemap/net/peer_status.h>
 #include <tidemap/replica/replica.h>
+#include <tidemap/server/reload.h>
 
 namespace tidemap {
 
@@ -106,6 +107,9 @@ struct HttpContext {  // all borrowed; must outlive the server
   // transport): status then lists the oplog's cursors as peers, and metrics
   // leave out the transport's families. Called from a worker thread.
   std::function<net::NetStatus()> net_status;
+  // POST /v1/admin/reload: re-reads the daemon's settings (see
+  // server/reload.h); empty: the route answers 404. Called from a worker thread.
+  std::function<Result<ReloadReport>()> reload = nullptr;
 };
 
 class HttpServer {

@@ -84,7 +84,7 @@ std::string_view View(beast::string_view v);
 bool IsHttpError(const beast::error_code& ec);
 
 enum class RouteKind { kKey, kMap, kBatch, kHealth, kStatus, kWatch, kMetrics, kOpenApi, kUi,
-                       kUnknown };
+                       kReload, kUnknown };
 
 // The headers a handler reads (copied from the request on the I/O thread).
 struct RequestMeta {
@@ -388,6 +388,8 @@ struct HttpServer::Impl {
   // HEAD /v1/watch (http_watch.cc, worker pool): the stream's status and
   // headers, without opening one.
   Result<Response> HandleWatchHead(const Route& route);
+  // POST /v1/admin/reload (worker pool): re-reads the config and trust file.
+  Result<Response> HandleReload();
 
   // --- http_watch.cc: event streams (I/O thread) ---
   asio::awaitable<void> ServeWatch(std::shared_ptr<Conn> conn, const Request& req,

@@ -177,6 +177,8 @@ Result<Response> HttpServer::Impl::Handle(http::verb method, const Route& route,
       return HandleMetrics();
     case RouteKind::kUi:
       return HandleUi(route);
+    case RouteKind::kReload:
+      return HandleReload();
     case RouteKind::kWatch:  // only HEAD comes here: GET serves the stream
       return HandleWatchHead(route);
     case RouteKind::kUnknown:
@@ -270,6 +272,12 @@ Result<Response> HttpServer::Impl::HandleHealth() {
         {{"status", "degraded"}, {"reason", "storage refuses writes: " + health.error}});
   }
   return JsonResponse(http::status::ok, {{"status", "ok"}});
+}
+
+Result<Response> HttpServer::Impl::HandleReload() {
+  if (!context.reload) return Status::NotFound("no route /v1/admin/reload: nothing to reload");
+  TIDEMAP_ASSIGN_OR_RETURN(ReloadReport report, context.reload());
+  return JsonResponse(http::status::ok, ReloadReportJson(report));
 }
 
 Result<Response> HttpServer::Impl::HandleStatus() {

@@ -24,6 +24,7 @@ constexpr RouteEntry kRoutes[] = {
     {RouteKind::kWatch, "/v1/watch", "GET, HEAD"},
     {RouteKind::kMetrics, "/metrics", "GET, HEAD"},
     {RouteKind::kOpenApi, "/v1/openapi.json", "GET, HEAD"},
+    {RouteKind::kReload, "/v1/admin/reload", "POST"},
     {RouteKind::kUi, "/ui", "GET, HEAD"},  // the web console (http_ui.cc)
     {RouteKind::kUi, "/ui/{file}", "GET, HEAD"},
 };

@@ -147,11 +147,16 @@ asio::awaitable<std::optional<Response>> HttpServer::Impl::CheckResumable(uint64
   Result<uint64_t> pruned = co_await OnPool(std::move(read_pruned));
   if (!pruned.ok()) co_return StatusResponse(pruned.status());
   if (from < *pruned) {
-    co_return ErrorResponse(http::status::gone, "gone",
-                            "the oplog is pruned through seq " + std::to_string(*pruned) +
+    // The body names the oldest seq still kept, so a client can tell how far
+    // behind it fell and resume from `pruned_through` after a scan.
+    const std::string message = "the oplog is pruned through seq " + std::to_string(*pruned) +
                                 ": changes after seq " + std::to_string(from) +
                                 " are no longer kept; scan the map and watch from seq " +
-                                std::to_string(*pruned));
+                                std::to_string(*pruned);
+    co_return JsonResponse(http::status::gone, {{"error", message},
+                                                {"code", "gone"},
+                                                {"oldest_seq", *pruned + 1},
+                                                {"pruned_through", *pruned}});
   }
   co_return std::nullopt;
 }

@@ -8,8 +8,11 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <variant>
 
 #include <nlohmann/json.hpp>
+
+#include <tidemap/net/log_event.h>
 
 namespace tidemap {
 
@@ -28,15 +31,34 @@ std::string UtcTime(std::chrono::system_clock::time_point t) {
   return text;
 }
 
-// One JSON object per record: {"time", "level", "msg"}, in that order.
+nlohmann::ordered_json FieldsJson(const LogEventSide* side) {
+  nlohmann::ordered_json fields = nlohmann::ordered_json::object();
+  if (side == nullptr || side->fields == nullptr) return fields;
+  for (const LogField& f : *side->fields) {
+    std::visit([&](const auto& v) { fields[f.key] = v; }, f.value);
+  }
+  return fields;
+}
+
+// One JSON object per record: {"time", "level", "event", "peer", "msg",
+// "fields"}, in that order; a line not written by LogEvent has the event
+// "log", no peer and no fields.
 class JsonFormatter final : public spdlog::formatter {
  public:
   void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
+    const LogEventSide* side = CurrentLogEvent();
     nlohmann::ordered_json j;
     j["time"] = UtcTime(msg.time);
     const auto level = spdlog::level::to_string_view(msg.level);
     j["level"] = std::string(level.data(), level.size());
+    j["event"] = side != nullptr ? std::string(side->event) : std::string("log");
+    if (side != nullptr && !side->peer.empty()) {
+      j["peer"] = std::string(side->peer);
+    } else {
+      j["peer"] = nullptr;
+    }
     j["msg"] = std::string(msg.payload.data(), msg.payload.size());
+    j["fields"] = FieldsJson(side);
     const std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     dest.append(line.data(), line.data() + line.size());
     dest.push_back('\n');

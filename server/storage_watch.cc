@@ -6,6 +6,7 @@
 #include <utility>
 
 #include <tidemap/base/thread_name.h>
+#include <tidemap/net/log_event.h>
 
 namespace tidemap {
 
@@ -49,14 +50,18 @@ void StorageWatch::Check() {
     seen_write_errors_ = before.write_errors;
     if (!refused_) refused_since_ = std::chrono::steady_clock::now();
     refused_ = true;
-    log_->error(
-        "storage error: {}; writes are refused until a retry succeeds (every {} ms), "
-        "reads go on",
-        before.last_error, interval_ms_);
+    LogEvent(*log_, spdlog::level::err, "storage_error", "",
+             fmt::format("storage error: {}; writes are refused until a retry succeeds "
+                         "(every {} ms), reads go on",
+                         before.last_error, interval_ms_),
+             {{"error", before.last_error},
+              {"write_errors", before.write_errors},
+              {"retry_interval_ms", interval_ms_}});
   }
   if (before.lost_writes_detected != seen_lost_writes_) {
     seen_lost_writes_ = before.lost_writes_detected;
-    log_->error("{}", before.last_lost_writes);
+    LogEvent(*log_, spdlog::level::err, "storage_lost_writes", "", before.last_lost_writes,
+             {{"detected", before.lost_writes_detected}});
   }
   if (!before.error.empty()) (void)replica_->RetryStorage();
   const StorageHealth after = replica_->storage_health();
@@ -64,8 +69,11 @@ void StorageWatch::Check() {
     seen_recoveries_ = after.recoveries;
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - refused_since_).count();
-    log_->info("storage recovered: writes are accepted again (refused for about {:.1f} s)",
-               seconds);
+    LogEvent(*log_, spdlog::level::info, "storage_recovered", "",
+             fmt::format("storage recovered: writes are accepted again (refused for about "
+                         "{:.1f} s)",
+                         seconds),
+             {{"refused_seconds", seconds}, {"recoveries", after.recoveries}});
     refused_ = false;
   }
 }

@@ -44,6 +44,9 @@ void AddServeCommand(CLI::App* app, ServeArgs* args) {
                   "periodic anti-entropy with each peer (0: never)");
   cmd->add_option("--maintenance-interval-ms", f.maintenance_interval_ms,
                   "how often the oplog is pruned");
+  cmd->add_option("--watch-retention-ms", f.watch_retention_ms,
+                  "keep the changes a watch stream gone this long resumes from "
+                  "(default 3600000; 0: only peers' cursors count)");
   cmd->add_option("--log-level", f.log_level, "trace, debug, info (default), warn, error");
   cmd->add_option("--log-format", f.log_format,
                   "text (default) or json (one JSON object per line)");
@@ -75,6 +78,7 @@ void ApplyFlags(const ServeArgs& args, DaemonConfig* c) {
   if (given("--oplog-retention-rows")) c->oplog_retention_rows = f.oplog_retention_rows;
   if (given("--diff-interval-ms")) c->diff_interval_ms = f.diff_interval_ms;
   if (given("--maintenance-interval-ms")) c->maintenance_interval_ms = f.maintenance_interval_ms;
+  if (given("--watch-retention-ms")) c->watch_retention_ms = f.watch_retention_ms;
   if (given("--log-level")) c->log_level = f.log_level;
   if (given("--log-format")) c->log_format = f.log_format;
   if (given("--clock-offset-ms")) c->clock_offset_ms = f.clock_offset_ms;
@@ -88,16 +92,28 @@ int ExitCodeForStart(const Status& s) {
 
 }  // namespace
 
-int RunServe(const ServeArgs& args) {
+namespace {
+
+// The settings as `serve` was started with: the config file, then the flags
+// over it. Read at start and again by every reload.
+Result<DaemonConfig> ReadSettings(const ServeArgs& args) {
   DaemonConfig config;
   if (!args.config_file.empty()) {
-    Status s = LoadConfigFile(args.config_file, &config);
-    if (!s.ok()) {
-      std::fprintf(stderr, "tidemap: %s\n", s.message().c_str());
-      return s.IsInvalidArgument() ? kExitUsage : kExitUnreachable;
-    }
+    TIDEMAP_RETURN_IF_ERROR(LoadConfigFile(args.config_file, &config));
   }
   ApplyFlags(args, &config);
+  return config;
+}
+
+}  // namespace
+
+int RunServe(const ServeArgs& args) {
+  auto settings = ReadSettings(args);
+  if (!settings.ok()) {
+    std::fprintf(stderr, "tidemap: %s\n", settings.status().message().c_str());
+    return settings.status().IsInvalidArgument() ? kExitUsage : kExitUnreachable;
+  }
+  const DaemonConfig config = std::move(*settings);
 
   auto log = std::make_shared<spdlog::logger>("tidemap",
                                               std::make_shared<spdlog::sinks::stderr_sink_mt>());
@@ -108,21 +124,26 @@ int RunServe(const ServeArgs& args) {
   log->set_level(spdlog::level::from_str(config.log_level));
   log->flush_on(spdlog::level::trace);
 
-  // SIGTERM and SIGINT are taken by sigwait below: block them before any
-  // thread starts, so every thread inherits the mask.
+  // SIGTERM, SIGINT and SIGHUP are taken by sigwait below: block them
+  // before any thread starts, so every thread inherits the mask.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  auto daemon = Daemon::Start(config, log);
+  auto daemon = Daemon::Start(config, log, [&args] { return ReadSettings(args); });
   if (!daemon.ok()) {
     std::fprintf(stderr, "tidemap: %s\n", daemon.status().message().c_str());
     return ExitCodeForStart(daemon.status());
   }
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  // SIGHUP reloads (Daemon::Reload logs what it did or why it refused).
+  while (sigwait(&signals, &signal_number) == 0 && signal_number == SIGHUP) {
+    log->info("SIGHUP: reloading the config and trust files");
+    (void)(*daemon)->Reload();
+  }
   log->info("{}: shutting down", signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
   (*daemon)->Stop();
   return kExitOk;

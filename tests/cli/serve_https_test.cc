@@ -114,7 +114,10 @@ TEST_F(ServeHttpsTest, CliTalksHttpsToTheDaemonAndEveryLogLineIsJson) {
     ++lines;
     const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     ASSERT_TRUE(j.is_object()) << "not a JSON object: " << line;
-    ASSERT_EQ(j.size(), 3u) << line;
+    // time, level, event, peer, msg, fields (server/log_format.h).
+    ASSERT_EQ(j.size(), 6u) << line;
+    EXPECT_TRUE(j.at("event").is_string() && j.at("fields").is_object()) << line;
+    EXPECT_TRUE(j.at("peer").is_null() || j.at("peer").is_string()) << line;
     EXPECT_TRUE(std::regex_match(j.at("time").get<std::string>(), time)) << line;
     EXPECT_TRUE(j.at("level") == "info" || j.at("level") == "warning") << line;
     messages += j.at("msg").get<std::string>() + "\n";

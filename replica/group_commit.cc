@@ -205,13 +205,16 @@ Status Replica::Impl::AppendWriter(Writer* w, const Version& watermark, bool tra
       // old version keeps that true even if a bound was lost.
       if (old.exists) hlc->RaiseFloor(old.meta.version.hlc);
       op.version = Version{hlc->Now(), options.node_id};
+      // Computed once, here: the expiry replicates with the version.
+      if (op.ttl_ms != 0) op.expiry_ms = op.version.hlc.physical_ms() + op.ttl_ms;
     }
     // A restored delete is this replica's doing: it must reach the sender.
     const uint64_t via = w->remote && !redelete ? w->peer : 0;
     AppendChange(op, key_hash, old, via, w->remote, g);
     if (track_keys) {
-      g->keys.insert_or_assign(group_key, KeyState{true, rows::RecordMeta{op.version, op.tombstone},
-                                                   ContentDigest(op.tombstone, op.value)});
+      g->keys.insert_or_assign(
+          group_key, KeyState{true, rows::RecordMeta{op.version, op.tombstone, op.expiry_ms},
+                              ContentDigest(op.tombstone, op.value)});
     }
     if (!w->remote) {
       versions.push_back(op.version);
@@ -232,7 +235,10 @@ Result<bool> Replica::Impl::MergeRemoteOp(const Writer& w, uint64_t key_hash,
   const Version bucket_watermark = !old->exists && op->version <= watermark
                                        ? gc.BucketWatermark(BucketOf(key_hash, tree_shape))
                                        : Version{};
-  IncomingVersion incoming{op->version, op->tombstone, {}};
+  IncomingVersion incoming{op->version, op->tombstone, {}, false};
+  if (!old->exists && op->version <= bucket_watermark && op->expiry_ms != 0) {
+    incoming.expired = op->expiry_ms <= options.clock->NowMillis();
+  }
   if (NeedsHeldContent(*old, op->version)) {
     if (!old->content.has_value()) {
       rows::RecordKeyInto(&row_key_scratch, op->map, op->key);
@@ -264,23 +270,34 @@ Result<bool> Replica::Impl::MergeRemoteOp(const Writer& w, uint64_t key_hash,
   op->version = bucket_watermark;
   op->tombstone = true;
   op->value = std::string_view();
+  op->expiry_ms = 0;
   return true;
 }
 
 uint64_t Replica::Impl::AppendChange(const WriterOp& op, uint64_t key_hash, const KeyState& old,
                                      uint64_t via, bool remote, GroupBuild* g) {
   rows::RecordKeyInto(&row_key_scratch, op.map, op.key);
-  const rows::RecordMeta meta{op.version, op.tombstone};
-  rows::EncodeRecordInto(&value_scratch, row_key_scratch, meta, std::nullopt, op.value);
+  const rows::RecordMeta meta{op.version, op.tombstone, op.expiry_ms};
+  rows::EncodeRecordInto(&value_scratch, row_key_scratch, meta,
+                         op.expiry_ms != 0 ? std::optional<uint64_t>(op.expiry_ms) : std::nullopt,
+                         op.value);
   g->batch.Put(row_key_scratch, value_scratch);
   const uint64_t seq = ++g->seq;
   g->oplog_entries.push_back(OplogEntryRef{seq, op.map, op.key, op.version, op.tombstone, via});
-  // The tombstone queue holds exactly the stored tombstones.
+  // The tombstone queue holds exactly the stored tombstones, the expiry
+  // queue exactly the stored live records that have an expiry.
   if (old.exists && old.meta.tombstone) {
     g->batch.Delete(rows::GcQueueKey(old.meta.version, op.map, op.key));
   }
-  if (op.tombstone)
+  if (old.exists && old.meta.expiry_ms != 0) {
+    g->batch.Delete(rows::ExpiryQueueKey(old.meta.expiry_ms, old.meta.version, op.map, op.key));
+  }
+  if (op.tombstone) {
     g->batch.Put(rows::GcQueueKey(op.version, op.map, op.key), rows::EncodeU64(seq));
+  } else if (op.expiry_ms != 0) {
+    g->batch.Put(rows::ExpiryQueueKey(op.expiry_ms, op.version, op.map, op.key),
+                 rows::EncodeU64(seq));
+  }
   if (old.exists) (old.meta.tombstone ? g->tombs : g->live) -= 1;
   (op.tombstone ? g->tombs : g->live) += 1;
   // The key's key-hash index row is rewritten with its Merkle item.
@@ -290,8 +307,8 @@ uint64_t Replica::Impl::AppendChange(const WriterOp& op, uint64_t key_hash, cons
   g->batch.Put(row_key_scratch, value_scratch);
   // Added before the commit: if it fails, a false positive is harmless.
   if (!old.exists) key_filter.Add(key_hash);
-  g->events.push_back(
-      PendingEvent{KindOf(op, old), op.map, op.key, op.value, op.version, seq, remote});
+  g->events.push_back(PendingEvent{KindOf(op, old), op.map, op.key, op.value, op.version,
+                                   op.expiry_ms, seq, remote});
   return seq;
 }
 

@@ -106,6 +106,10 @@ struct WatchEvent {
   bool tombstone = false;
   uint64_t seq = 0;
   bool remote = false;
+  // An `expire` event (ChangeKind::kExpire, seq 0): the record's expiry,
+  // which passed. Not a change: it has no seq and no cursor position.
+  bool expire = false;
+  uint64_t expiry_ms = 0;
 };
 
 // The changes a subscription delivers to one event stream, between the
@@ -129,7 +133,8 @@ class WatchQueue {
       events_.clear();
     } else {
       events_.push_back(WatchEvent{std::string(e.map), std::string(e.key), e.version,
-                                   e.kind == ChangeKind::kDelete, e.seq, e.remote});
+                                   e.kind == ChangeKind::kDelete, e.seq, e.remote,
+                                   e.kind == ChangeKind::kExpire, e.expiry_ms});
     }
     if (!wake_pending_) {
       wake_pending_ = true;

@@ -80,9 +80,9 @@
 // Expiry blob (RecordBatch.expiries, DiffRecords.expiries, OriginRecords.expiries)
 // ---------------------------------------------------------------------------------
 // Per-record TTL: the expiries of the records of the message's record blob
-// that have one, in a field of its own so that a message without TTL'd
-// records is byte for byte what it was. Empty when no record has an expiry;
-// otherwise:
+// that have one, in a field of its own so that the record blob's grammar
+// stays as it was and a message without TTL'd records pays only a null
+// pointer. Empty (null) when no record has an expiry; otherwise:
 //
 //   blob   := entry{1..count}
 //   entry  := gap:varint expiry_ms:varint

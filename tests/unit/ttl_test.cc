@@ -6,7 +6,7 @@
 // once (across a reopen too), the GC purges an expired record like a
 // tombstone so no older version comes back, scrub and the derived-row
 // rebuild know the expiry queue, and the codec carries expiries (a message
-// without any is unchanged). Runs on LevelDB's in-memory Env with a manual
+// without any leaves their field empty). Runs on LevelDB's in-memory Env with a manual
 // clock.
 #include <gtest/gtest.h>
 #include <leveldb/env.h>
@@ -246,7 +246,7 @@ TEST(TtlCodecTest, ExpiriesRoundTrip) {
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(*back, m);
 
-  // Without any expiry the message is what it was before TTL existed.
+  // Without any expiry the expiries field stays empty.
   msg::RecordBatch plain = batch;
   for (KeyedRecord& r : plain.records) r.expiry_ms = 0;
   EXPECT_TRUE(codec_internal::EncodeExpiries(plain.records).empty());

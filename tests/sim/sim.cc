@@ -431,6 +431,7 @@ class Simulation {
   bool Quiet() const;
   uint64_t StreamMs(bool whole_cluster) const;
   void VerifyFinal();
+  void VerifyLwwMaximum(const std::map<KeyId, std::pair<ShadowRec, std::string>>& scan);
   void FinalPurge();
   std::map<KeyId, std::pair<ShadowRec, std::string>> FullScan(Node& n);
   void MarkWipedWrites(const Node& wiped);
@@ -1820,8 +1821,13 @@ void Simulation::VerifyFinal() {
       return Fail("equal roots but " + Name(i) + " holds keys n0 lacks");
     }
   }
-  // Each key is at the LWW maximum of the accepted writes that survived.
-  const auto& scan = scans[0];
+  VerifyLwwMaximum(scans[0]);
+}
+
+// Each key of `scan` (one replica's full scan; they are all equal) is at the
+// LWW maximum of the accepted writes that survived, or absent where GC may
+// have purged that maximum; no key was never written.
+void Simulation::VerifyLwwMaximum(const std::map<KeyId, std::pair<ShadowRec, std::string>>& scan) {
   for (const auto& [key, writes] : oracle_) {
     const Accepted* best = nullptr;
     for (const Accepted& w : writes) {

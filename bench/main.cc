@@ -35,6 +35,9 @@ constexpr RatioSpec kRatios[] = {
      "BM_RawLevelDbPut/batched_1000_in_key_order"},
     {"sync_8_writers_vs_1", "BM_ReplicaPutSync/threads:8", "BM_ReplicaPutSync/threads:1"},
     {"get_vs_raw_leveldb", "BM_ReplicaGet", "BM_RawLevelDbGet"},
+    // A put with a TTL (an expiry in the record and index rows, an expiry
+    // queue row) against the same put without.
+    {"ttl_put_vs_put", "BM_ReplicaPut/relaxed_ttl", "BM_ReplicaPut/relaxed"},
     // The share of a local put's time that the in-memory tree update takes
     // (bucket, two item digests, Apply): puts/s over updates/s. The tree's
     // rows (the key-hash index row, leaf checkpoints) are inside the put.

@@ -41,6 +41,10 @@ struct WriterOp {
   std::string_view map, key, value;  // value empty for a tombstone
   bool tombstone = false;
   Version version;  // a remote record's; stamped by the leader for a local op
+  // A remote record's expiry; for a local op, its TTL until the leader
+  // stamps it and computes the expiry (0: none).
+  uint64_t expiry_ms = 0;
+  uint64_t ttl_ms = 0;
 };
 
 // One caller's request in the pipeline.
@@ -75,11 +79,22 @@ struct Writer {
   WriterOp op(size_t i) const {
     if (remote) {
       const KeyedRecord& r = remote_records[i];
-      return WriterOp{r.map, r.key, r.tombstone ? std::string_view() : r.value, r.tombstone,
-                      r.version};
+      return WriterOp{r.map,
+                      r.key,
+                      r.tombstone ? std::string_view() : r.value,
+                      r.tombstone,
+                      r.version,
+                      r.tombstone ? 0 : r.expiry_ms,
+                      0};
     }
     const WriteBatch::Op o = local->op(i);
-    return WriterOp{o.map, o.key, o.tombstone ? std::string_view() : o.value, o.tombstone, {}};
+    return WriterOp{o.map,
+                    o.key,
+                    o.tombstone ? std::string_view() : o.value,
+                    o.tombstone,
+                    {},
+                    0,
+                    o.tombstone ? 0 : o.ttl_ms};
   }
 };
 

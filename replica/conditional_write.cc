@@ -27,9 +27,10 @@ Result<ConditionalWrite> Replica::CommitIf(const WriteBatch& batch,
 }
 
 Result<ConditionalWrite> Replica::PutIf(std::string_view map, std::string_view key,
-                                        std::string_view value, const WriteCondition& condition) {
+                                        std::string_view value, const WriteCondition& condition,
+                                        const PutOptions& options) {
   WriteBatch b;
-  b.Put(map, key, value);
+  b.Put(map, key, value, options);
   return CommitIf(b, condition);
 }
 

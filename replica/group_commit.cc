@@ -66,9 +66,10 @@ LeafDelta LeafDeltaOf(const WriterOp& op, uint32_t bucket, const KeyState& old) 
 }
 
 // Refused (and w->condition_failed set) unless w->condition holds for the
-// key's state `old`.
-Status CheckCondition(const KeyState& old, Writer* w) {
-  const bool live = old.exists && !old.meta.tombstone;
+// key's state `old` at `now_ms` (an expired record is not live).
+Status CheckCondition(const KeyState& old, uint64_t now_ms, Writer* w) {
+  const bool expired = old.meta.expiry_ms != 0 && old.meta.expiry_ms <= now_ms;
+  const bool live = old.exists && !old.meta.tombstone && !expired;
   const WriteCondition& c = *w->condition;
   const bool holds = live && (c.any_version || std::find(c.versions.begin(), c.versions.end(),
                                                          old.meta.version) != c.versions.end());
@@ -214,19 +215,24 @@ Status Replica::Impl::AppendWriter(Writer* w, const Version& watermark, bool tra
           const bool wins, MergeRemoteOp(*w, key_hash, watermark, &old, &op, &redelete, &apply));
       if (!wins) continue;
     } else {
-      if (w->condition != nullptr) TIDEMAP_RETURN_IF_ERROR(CheckCondition(old, w));
+      if (w->condition != nullptr) {
+        TIDEMAP_RETURN_IF_ERROR(CheckCondition(old, options.clock->NowMillis(), w));
+      }
       // The HLC is above every stored version (its floor comes from the
       // reserved bound), so a local write wins; raising the clock past the
       // old version keeps that true even if a bound was lost.
       if (old.exists) hlc->RaiseFloor(old.meta.version.hlc);
       op.version = Version{hlc->Now(), options.node_id};
+      // Computed once, here: the expiry replicates with the version.
+      if (op.ttl_ms != 0) op.expiry_ms = op.version.hlc.physical_ms() + op.ttl_ms;
     }
     // A restored delete is this replica's doing: it must reach the sender.
     const uint64_t via = w->remote && !redelete ? w->peer : 0;
     AppendChange(op, key_hash, old, via, w->remote, g);
     if (track_keys) {
-      g->keys.insert_or_assign(group_key, KeyState{true, rows::RecordMeta{op.version, op.tombstone},
-                                                   ContentDigest(op.tombstone, op.value)});
+      g->keys.insert_or_assign(
+          group_key, KeyState{true, rows::RecordMeta{op.version, op.tombstone, op.expiry_ms},
+                              ContentDigest(op.tombstone, op.value)});
     }
     if (!w->remote) {
       versions.push_back(op.version);
@@ -247,7 +253,10 @@ Result<bool> Replica::Impl::MergeRemoteOp(const Writer& w, uint64_t key_hash,
   const Version bucket_watermark = !old->exists && op->version <= watermark
                                        ? gc.BucketWatermark(BucketOf(key_hash, tree_shape))
                                        : Version{};
-  IncomingVersion incoming{op->version, op->tombstone, {}};
+  IncomingVersion incoming{op->version, op->tombstone, {}, false};
+  if (!old->exists && op->version <= bucket_watermark && op->expiry_ms != 0) {
+    incoming.expired = op->expiry_ms <= options.clock->NowMillis();
+  }
   if (NeedsHeldContent(*old, op->version)) {
     if (!old->content.has_value()) {
       rows::RecordKeyInto(&row_key_scratch, op->map, op->key);
@@ -279,23 +288,34 @@ Result<bool> Replica::Impl::MergeRemoteOp(const Writer& w, uint64_t key_hash,
   op->version = bucket_watermark;
   op->tombstone = true;
   op->value = std::string_view();
+  op->expiry_ms = 0;
   return true;
 }
 
 uint64_t Replica::Impl::AppendChange(const WriterOp& op, uint64_t key_hash, const KeyState& old,
                                      uint64_t via, bool remote, GroupBuild* g) {
   rows::RecordKeyInto(&row_key_scratch, op.map, op.key);
-  const rows::RecordMeta meta{op.version, op.tombstone};
-  rows::EncodeRecordInto(&value_scratch, row_key_scratch, meta, std::nullopt, op.value);
+  const rows::RecordMeta meta{op.version, op.tombstone, op.expiry_ms};
+  rows::EncodeRecordInto(&value_scratch, row_key_scratch, meta,
+                         op.expiry_ms != 0 ? std::optional<uint64_t>(op.expiry_ms) : std::nullopt,
+                         op.value);
   g->batch.Put(row_key_scratch, value_scratch);
   const uint64_t seq = ++g->seq;
   g->oplog_entries.push_back(OplogEntryRef{seq, op.map, op.key, op.version, op.tombstone, via});
-  // The tombstone queue holds exactly the stored tombstones.
+  // The tombstone queue holds exactly the stored tombstones, the expiry
+  // queue exactly the stored live records that have an expiry.
   if (old.exists && old.meta.tombstone) {
     g->batch.Delete(rows::GcQueueKey(old.meta.version, op.map, op.key));
   }
-  if (op.tombstone)
+  if (old.exists && old.meta.expiry_ms != 0) {
+    g->batch.Delete(rows::ExpiryQueueKey(old.meta.expiry_ms, old.meta.version, op.map, op.key));
+  }
+  if (op.tombstone) {
     g->batch.Put(rows::GcQueueKey(op.version, op.map, op.key), rows::EncodeU64(seq));
+  } else if (op.expiry_ms != 0) {
+    g->batch.Put(rows::ExpiryQueueKey(op.expiry_ms, op.version, op.map, op.key),
+                 rows::EncodeU64(seq));
+  }
   if (old.exists) (old.meta.tombstone ? g->tombs : g->live) -= 1;
   (op.tombstone ? g->tombs : g->live) += 1;
   // The key's key-hash index row is rewritten with its Merkle item.
@@ -305,8 +325,8 @@ uint64_t Replica::Impl::AppendChange(const WriterOp& op, uint64_t key_hash, cons
   g->batch.Put(row_key_scratch, value_scratch);
   // Added before the commit: if it fails, a false positive is harmless.
   if (!old.exists) key_filter.Add(key_hash);
-  g->events.push_back(
-      PendingEvent{KindOf(op, old), op.map, op.key, op.value, op.version, seq, remote});
+  g->events.push_back(PendingEvent{KindOf(op, old), op.map, op.key, op.value, op.version,
+                                   op.expiry_ms, seq, remote});
   return seq;
 }
 

@@ -27,6 +27,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -180,6 +181,20 @@ struct Replica::Impl {
 
   // ---- tombstone GC (tombstone_gc.cc) ----
   class TombstonePurge;  // one PurgeTombstones call's batches
+  // Adds to `purge` every expired record with an expiry before `cutoff_ms`
+  // whose seq is at or below `acked_by_all`.
+  Status PurgeExpired(TombstonePurge* purge, uint64_t cutoff_ms, uint64_t acked_by_all,
+                      PurgeStats* stats) TIDEMAP_REQUIRES(commit_mu);
+
+  // ---- per-record TTL (expiry.cc) ----
+  // Subscribers were told of every record expiring at or before this (ms);
+  // loaded by the first ExpireRecords (the meta row).
+  std::optional<uint64_t> expire_notified_ms TIDEMAP_GUARDED_BY(commit_mu);
+  std::atomic<uint64_t> expire_notified_cache{0};  // the same, for Stats()
+  std::atomic<uint64_t> expired{0};                // announced since open
+  std::atomic<uint64_t> expired_purged{0};         // purged since open
+  // The earliest expiry in the expiry queue after `after_ms` (0: none).
+  Result<uint64_t> NextExpiry(uint64_t after_ms) const;
 
   // ---- open and close (open.cc) ----
   Status OpenStore();

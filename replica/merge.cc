@@ -25,6 +25,10 @@ Status CheckRemoteRecords(const Limits& limits, std::span<const KeyedRecord> rec
       s = Status::InvalidArgument("tombstone for " + rows::DescribeKey(r.map, r.key) +
                                   " carries a value");
     }
+    if (s.ok() && r.tombstone && r.expiry_ms != 0) {
+      s = Status::InvalidArgument("tombstone for " + rows::DescribeKey(r.map, r.key) +
+                                  " carries an expiry");
+    }
     if (s.ok() && r.version.origin == 0) {
       s = Status::InvalidArgument("record " + rows::DescribeKey(r.map, r.key) +
                                   " has origin node 0");
@@ -54,7 +58,7 @@ MergeDecision DecideMerge(const KeyState& held, const IncomingVersion& incoming,
   }
   if (incoming.version > bucket_watermark) return MergeDecision::kStore;
   // Not held, at or below the watermark: maybe an old version of a purged key.
-  if (incoming.tombstone) return MergeDecision::kDropTombstone;
+  if (incoming.tombstone || incoming.expired) return MergeDecision::kDropTombstone;
   return stale == StaleRecords::kDrop ? MergeDecision::kDropStale : MergeDecision::kRedelete;
 }
 

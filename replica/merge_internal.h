@@ -41,6 +41,10 @@ struct IncomingVersion {
   bool tombstone = false;
   // ContentDigest(tombstone, value); read only on a tie (NeedsHeldContent).
   Digest128 content;
+  // A live version whose expiry passed (set by the caller, which has the
+  // clock, for a key not held at or below the watermark): deleted since its
+  // expiry, so it counts as a tombstone there.
+  bool expired = false;
 };
 
 enum class MergeDecision {
@@ -49,7 +53,7 @@ enum class MergeDecision {
   // The key is not held and the incoming version is at or below the bucket's
   // GC watermark: it may be an old version of a key whose tombstone was
   // purged here (docs/tombstone-gc.md). Never stored as it is:
-  kDropTombstone,  // a tombstone: the purge already stands for it
+  kDropTombstone,  // a tombstone or an expired record: the purge already stands for it
   kRedelete,       // a live version: store a tombstone at the watermark instead
   kDropStale,      // a live version, with StaleRecords::kDrop: store nothing
 };

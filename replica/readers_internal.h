@@ -28,6 +28,11 @@
 
 namespace tidemap {
 
+// Whether a record of expiry `expiry_ms` (0: none) has expired at `now_ms`.
+inline bool IsExpired(uint64_t expiry_ms, uint64_t now_ms) {
+  return expiry_ms != 0 && expiry_ms <= now_ms;
+}
+
 // Calls fn(key_hash, map, key, meta) for every key-hash index row with a key
 // hash in [lo, hi], in key-hash order, reusing `it`.
 template <typename Fn>

@@ -41,7 +41,7 @@ Result<bool> ScanRecordsWhere(const Store& store, std::string* cursor, size_t pa
     TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, records.value()));
     bytes += parts.map.size() + parts.key.size() + rec.value.size();
     out->push_back(KeyedRecord{std::string(parts.map), std::string(parts.key), std::move(rec.value),
-                               rec.version, rec.tombstone});
+                               rec.version, rec.tombstone, rec.expiry_ms.value_or(0)});
     if (bytes >= page_bytes) {
       cursor->assign(row_key);
       TIDEMAP_RETURN_IF_ERROR(records.status());
@@ -96,7 +96,9 @@ Status ForEachRecordMeta(const Store& store, const std::function<bool(const KeyM
     TIDEMAP_ASSIGN_OR_RETURN(const rows::RecordKeyParts parts, rows::SplitRecordKey(row_key));
     TIDEMAP_ASSIGN_OR_RETURN(rows::RecordMeta meta,
                              rows::DecodeRecordMeta(row_key, records.value()));
-    if (!fn(KeyMeta{parts.map, parts.key, meta.version, meta.tombstone})) return Status::Ok();
+    if (!fn(KeyMeta{parts.map, parts.key, meta.version, meta.tombstone, meta.expiry_ms})) {
+      return Status::Ok();
+    }
   }
   return records.status();
 }
@@ -112,7 +114,11 @@ Result<Record> Replica::Get(std::string_view map, std::string_view key) const {
   if (!bytes.ok()) return bytes.status().WithContext("reading " + rows::DescribeKey(map, key));
   TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, *bytes));
   if (rec.tombstone) return Status::NotFound(rows::DescribeKey(map, key) + " not found (deleted)");
-  return Record{std::move(rec.value), rec.version};
+  const uint64_t expiry_ms = rec.expiry_ms.value_or(0);
+  if (IsExpired(expiry_ms, impl_->options.clock->NowMillis())) {
+    return Status::NotFound(rows::DescribeKey(map, key) + " not found (expired)");
+  }
+  return Record{std::move(rec.value), rec.version, expiry_ms};
 }
 
 Result<ScanPage> Replica::Scan(std::string_view map, std::string_view prefix,
@@ -123,6 +129,7 @@ Result<ScanPage> Replica::Scan(std::string_view map, std::string_view prefix,
                                    ", not " + std::to_string(limit));
   }
   ScanPage page;
+  const uint64_t now_ms = impl_->options.clock->NowMillis();
   PrefixIterator records(*impl_->store, rows::RecordMapPrefix(map, prefix));
   if (after.has_value()) {
     records.SeekAfter(rows::RecordKey(map, *after));
@@ -133,12 +140,14 @@ Result<ScanPage> Replica::Scan(std::string_view map, std::string_view prefix,
     const std::string_view row_key = records.key();
     TIDEMAP_ASSIGN_OR_RETURN(const rows::RecordKeyParts parts, rows::SplitRecordKey(row_key));
     TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, records.value()));
-    if (rec.tombstone) continue;
+    const uint64_t expiry_ms = rec.expiry_ms.value_or(0);
+    if (rec.tombstone || IsExpired(expiry_ms, now_ms)) continue;
     if (page.items.size() == limit) {
       page.next = page.items.back().key;
       break;
     }
-    page.items.push_back(ScanItem{std::string(parts.key), std::move(rec.value), rec.version});
+    page.items.push_back(
+        ScanItem{std::string(parts.key), std::move(rec.value), rec.version, expiry_ms});
   }
   TIDEMAP_RETURN_IF_ERROR(records.status());
   return page;
@@ -156,7 +165,8 @@ Result<std::optional<KeyedRecord>> Replica::ReadRecord(std::string_view map,
   if (!bytes.ok()) return bytes.status();
   TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, *bytes));
   return std::optional<KeyedRecord>(KeyedRecord{std::string(map), std::string(key),
-                                                std::move(rec.value), rec.version, rec.tombstone});
+                                                std::move(rec.value), rec.version, rec.tombstone,
+                                                rec.expiry_ms.value_or(0)});
 }
 
 Result<size_t> Replica::RecordsByKeyHash(std::span<const uint64_t> key_hashes, size_t bytes_max,

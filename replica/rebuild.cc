@@ -38,20 +38,26 @@ Result<uint64_t> Replica::RebuildDerivedRows() {
   Impl& im = *impl_;
   MutexLock commit(&im.commit_mu);
   Store* store = im.store.get();
-  for (char family : {rows::kHashIndexPrefix, rows::kGcPrefix, rows::kMerklePrefix}) {
+  for (char family :
+       {rows::kHashIndexPrefix, rows::kGcPrefix, rows::kExpiryPrefix, rows::kMerklePrefix}) {
     TIDEMAP_RETURN_IF_ERROR(DeleteFamily(store, family));
   }
-  // A tombstone's queue row holds the seq that must be acknowledged before
-  // it may be purged; the seq that wrote it is unknown now, and the last one
-  // is the safe choice (it only makes the purge wait for newer acks).
+  // A tombstone's (or an expiring record's) queue row holds the seq that must be acknowledged
+  // before it may be purged; the seq that wrote it is unknown now, and the last one is the safe
+  // choice (it only makes the purge wait for newer acks).
   const uint64_t seq = im.LastSeq();
   Batch batch;
   TIDEMAP_ASSIGN_OR_RETURN(
       TreeRebuild rebuilt,
       TreeState::RebuildFromRecords(*store, im.tree_shape, [&](const KeyMeta& m, uint64_t hash) {
-        batch.Put(rows::HashIndexKey(hash, m.map, m.key),
-                  rows::EncodeHashIndexValue(rows::RecordMeta{m.version, m.tombstone}));
+        batch.Put(
+            rows::HashIndexKey(hash, m.map, m.key),
+            rows::EncodeHashIndexValue(rows::RecordMeta{m.version, m.tombstone, m.expiry_ms}));
         if (m.tombstone) batch.Put(rows::GcQueueKey(m.version, m.map, m.key), rows::EncodeU64(seq));
+        if (m.expiry_ms != 0) {
+          batch.Put(rows::ExpiryQueueKey(m.expiry_ms, m.version, m.map, m.key),
+                    rows::EncodeU64(seq));
+        }
         return FlushIfFull(store, &batch);
       }));
   TIDEMAP_RETURN_IF_ERROR(store->Write(&batch, /*sync=*/false));

@@ -21,21 +21,28 @@ std::string_view ChangeKindName(ChangeKind kind) {
       return "update";
     case ChangeKind::kDelete:
       return "delete";
+    case ChangeKind::kExpire:
+      return "expire";
   }
   return "unknown";
 }
 
 void WriteBatch::Put(std::string_view map, std::string_view key, std::string_view value) {
-  Add(map, key, value, /*tombstone=*/false);
+  Add(map, key, value, /*tombstone=*/false, /*ttl_ms=*/0);
+}
+
+void WriteBatch::Put(std::string_view map, std::string_view key, std::string_view value,
+                     const PutOptions& options) {
+  Add(map, key, value, /*tombstone=*/false, options.ttl_ms);
 }
 
 void WriteBatch::Delete(std::string_view map, std::string_view key) {
-  Add(map, key, {}, /*tombstone=*/true);
+  Add(map, key, {}, /*tombstone=*/true, /*ttl_ms=*/0);
 }
 
 void WriteBatch::Add(std::string_view map, std::string_view key, std::string_view value,
-                     bool tombstone) {
-  ops_.push_back(OpRef{bytes_.size(), map.size(), key.size(), value.size(), tombstone});
+                     bool tombstone, uint64_t ttl_ms) {
+  ops_.push_back(OpRef{bytes_.size(), map.size(), key.size(), value.size(), tombstone, ttl_ms});
   bytes_.append(map).append(key).append(value);
 }
 
@@ -43,7 +50,7 @@ WriteBatch::Op WriteBatch::op(size_t i) const {
   const OpRef& r = ops_[i];
   const std::string_view all(bytes_);
   return Op{all.substr(r.offset, r.map_size), all.substr(r.offset + r.map_size, r.key_size),
-            all.substr(r.offset + r.map_size + r.key_size, r.value_size), r.tombstone};
+            all.substr(r.offset + r.map_size + r.key_size, r.value_size), r.tombstone, r.ttl_ms};
 }
 
 uint64_t Replica::Impl::LastSeq() const {
@@ -63,6 +70,14 @@ Result<Version> Replica::Put(std::string_view map, std::string_view key, std::st
   return v.front();
 }
 
+Result<Version> Replica::Put(std::string_view map, std::string_view key, std::string_view value,
+                             const PutOptions& options) {
+  WriteBatch b;
+  b.Put(map, key, value, options);
+  TIDEMAP_ASSIGN_OR_RETURN(std::vector<Version> v, Write(b));
+  return v.front();
+}
+
 Result<Version> Replica::Delete(std::string_view map, std::string_view key) {
   WriteBatch b;
   b.Delete(map, key);
@@ -76,6 +91,11 @@ Result<std::vector<Version>> Replica::Write(const WriteBatch& batch) {
   for (size_t i = 0; i < batch.size(); ++i) {
     const WriteBatch::Op op = batch.op(i);
     TIDEMAP_RETURN_IF_ERROR(CheckSizes(limits, op.map, op.key, op.value));
+    if (op.ttl_ms > kTtlMaxMs) {
+      return Status::InvalidArgument("ttl of " + std::to_string(op.ttl_ms) + " ms for " +
+                                     rows::DescribeKey(op.map, op.key) + " is over the limit of " +
+                                     std::to_string(kTtlMaxMs) + " ms");
+    }
     bytes += op.map.size() + op.key.size() + op.value.size();
   }
   if (batch.size() == 0) return std::vector<Version>{};
@@ -134,6 +154,11 @@ Result<ReplicaStats> Replica::Stats() const {
   s.tombstones_purged = impl_->gc.purged();
   s.below_watermark_tombstones = impl_->below_watermark_tombstones.load(std::memory_order_relaxed);
   s.stale_records_dropped = impl_->stale_dropped.load(std::memory_order_relaxed);
+  s.expired = impl_->expired.load(std::memory_order_relaxed);
+  s.expired_purged = impl_->expired_purged.load(std::memory_order_relaxed);
+  TIDEMAP_ASSIGN_OR_RETURN(
+      s.next_expiry_ms,
+      impl_->NextExpiry(impl_->expire_notified_cache.load(std::memory_order_relaxed)));
   s.storage = storage_health();
   return s;
 }

@@ -132,13 +132,26 @@ struct ReplicaOptions {
 struct Record {
   std::string value;
   Version version;
+  uint64_t expiry_ms = 0;  // when it expires (ms since the Unix epoch); 0: never
 };
 
 struct ScanItem {
   std::string key;
   std::string value;
   Version version;
+  uint64_t expiry_ms = 0;  // as Record's
 };
+
+// Per-record TTL. A put with ttl_ms > 0 stores the absolute expiry
+// version.hlc.physical_ms() + ttl_ms, computed once by the writer; it
+// replicates with the version, so every replica expires the record at the
+// same instant of its own clock. An expired record is absent for every read
+// (Get, Scan) but stays a version for LWW; the GC purges it like a tombstone
+// (see PurgeTombstones).
+struct PutOptions {
+  uint64_t ttl_ms = 0;  // 0: never expires; at most kTtlMaxMs
+};
+inline constexpr uint64_t kTtlMaxMs = uint64_t{100} * 365 * 24 * 3600 * 1000;  // 100 years
 
 struct ScanPage {
   std::vector<ScanItem> items;
@@ -151,9 +164,12 @@ struct KeyMeta {
   std::string_view key;
   Version version;
   bool tombstone = false;
+  uint64_t expiry_ms = 0;  // a live record's expiry (0: none), expired or not
 };
 
-enum class ChangeKind { kCreate, kUpdate, kDelete };
+// kExpire: a record's expiry passed (see Replica::ExpireRecords); its
+// version stays the one that was written.
+enum class ChangeKind { kCreate, kUpdate, kDelete, kExpire };
 std::string_view ChangeKindName(ChangeKind kind);
 
 // What subscribers receive after a change committed.
@@ -161,10 +177,11 @@ struct ChangeEvent {
   ChangeKind kind;
   std::string_view map;
   std::string_view key;
-  std::string_view value;  // empty for kDelete
+  std::string_view value;  // empty for kDelete and kExpire
   Version version;
-  uint64_t seq = 0;
-  bool remote = false;  // applied from a peer rather than written here
+  uint64_t expiry_ms = 0;  // the record's expiry, 0 when it has none
+  uint64_t seq = 0;        // 0 for kExpire (an expiry is no new oplog entry)
+  bool remote = false;     // applied from a peer rather than written here
 };
 
 // A multi-key write that commits atomically.
@@ -177,8 +194,11 @@ class WriteBatch {
     std::string_view key;
     std::string_view value;  // empty for a delete
     bool tombstone = false;
+    uint64_t ttl_ms = 0;  // PutOptions::ttl_ms of a put
   };
   void Put(std::string_view map, std::string_view key, std::string_view value);
+  void Put(std::string_view map, std::string_view key, std::string_view value,
+           const PutOptions& options);
   void Delete(std::string_view map, std::string_view key);
   // REQUIRES: i < size().
   Op op(size_t i) const;
@@ -189,8 +209,10 @@ class WriteBatch {
   struct OpRef {
     size_t offset, map_size, key_size, value_size;
     bool tombstone;
+    uint64_t ttl_ms;
   };
-  void Add(std::string_view map, std::string_view key, std::string_view value, bool tombstone);
+  void Add(std::string_view map, std::string_view key, std::string_view value, bool tombstone,
+           uint64_t ttl_ms);
   std::string bytes_;
   std::vector<OpRef> ops_;
 };
@@ -217,7 +239,14 @@ struct PurgeStats {
   uint64_t purged = 0;  // tombstones deleted
   // Older than the horizon but not yet acknowledged by every known peer.
   uint64_t unacknowledged = 0;
-  Version watermark;  // the GC watermark after the call
+  Version watermark;            // the GC watermark after the call
+  uint64_t expired_purged = 0;  // of `purged`, expired records (the rest: tombstones)
+};
+
+// What one ExpireRecords call did.
+struct ExpireStats {
+  uint64_t expired = 0;         // records announced as expired (kExpire events)
+  uint64_t next_expiry_ms = 0;  // the earliest expiry still ahead (0: none)
 };
 
 // The storage's state, since open.
@@ -264,6 +293,12 @@ struct ReplicaStats {
   uint64_t tombstones_purged = 0;
   uint64_t below_watermark_tombstones = 0;
   uint64_t stale_records_dropped = 0;
+  // Per-record TTL: the earliest expiry not yet announced (0: none), and
+  // since open the records ExpireRecords announced and the expired records
+  // PurgeTombstones purged.
+  uint64_t next_expiry_ms = 0;
+  uint64_t expired = 0;
+  uint64_t expired_purged = 0;
   StorageHealth storage;  // as storage_health() returns it
 };
 
@@ -299,22 +334,26 @@ class Replica : public SyncStore {
   // Local writes. Each returns the version it wrote once it is committed
   // (durably in sync mode).
   Result<Version> Put(std::string_view map, std::string_view key, std::string_view value);
+  // A put with options (a TTL). InvalidArgument for a ttl_ms over kTtlMaxMs.
+  Result<Version> Put(std::string_view map, std::string_view key, std::string_view value,
+                      const PutOptions& options);
   Result<Version> Delete(std::string_view map, std::string_view key);
   // All ops commit together or none does; the versions are in op order.
   Result<std::vector<Version>> Write(const WriteBatch& batch);
   // A Put or Delete that commits only when `condition` holds for the key
   // (a compare-and-set); otherwise nothing is written and `written` is false.
-  // The same checks and errors as Put and Delete.
+  // The same checks and errors as Put and Delete; `options` as for Put.
   Result<ConditionalWrite> PutIf(std::string_view map, std::string_view key, std::string_view value,
-                                 const WriteCondition& condition);
+                                 const WriteCondition& condition, const PutOptions& options = {});
   Result<ConditionalWrite> DeleteIf(std::string_view map, std::string_view key,
                                     const WriteCondition& condition);
 
-  // The live value; NotFound when absent or deleted; Corruption (naming the key)
+  // The live value; NotFound when absent, deleted or expired (its expiry at
+  // or before the clock's now); Corruption (naming the key)
   // when the stored bytes fail their check: corrupt bytes are never served.
   Result<Record> Get(std::string_view map, std::string_view key) const;
 
-  // Live records of `map` whose key starts with `prefix`, in key order,
+  // Live records of `map` (expired ones left out) whose key starts with `prefix`, in key order,
   // strictly after `after` when given, at most `limit` (1..10,000).
   Result<ScanPage> Scan(std::string_view map, std::string_view prefix,
                         std::optional<std::string_view> after, size_t limit) const;
@@ -400,7 +439,22 @@ class Replica : public SyncStore {
   // checkpoint the tree. Calls `on_purged` (may be empty) for each purged key
   // after its batch committed. Writes wait while it runs. The daemon calls
   // it on a timer; nothing calls it automatically.
+  //
+  // Expired records go the same way: a live record whose expiry is older
+  // than the horizon (expiry_ms + tombstone_horizon_ms <= now) and whose seq
+  // every known peer acknowledged is purged with its expiry queue row and
+  // Merkle item, raising the watermark to its version, as if it were a
+  // tombstone (it is deleted everywhere since its expiry), so an older
+  // version of its key never comes back.
   Result<PurgeStats> PurgeTombstones(const std::function<void(const KeyMeta&)>& on_purged = {});
+  // Announces every record whose expiry passed (at or before the clock's
+  // now) since the last call to subscribers, with one kExpire event each, in
+  // expiry order, once per record: the point up to which it announced is
+  // persisted. A record that expired before it reached this replica, or
+  // before the first call, may not be announced. Cheap when nothing is due
+  // (one seek). The daemon calls it on a timer; nothing calls it
+  // automatically. Writes wait while it runs.
+  Result<ExpireStats> ExpireRecords();
   // The greatest version of a purged tombstone (zero when none was purged).
   Version gc_watermark() const;
   // The GC watermark of the Merkle bucket of `key_hash` (KeyHash(map, key)):

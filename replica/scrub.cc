@@ -1,5 +1,5 @@
 // Scrub: the stored Merkle tree, the in-memory tree and counts, the key-hash
-// index and the tombstone queue, each compared with what the records say.
+// index and the tombstone and expiry queues, each compared with what the records say.
 #include <string>
 
 #include <tidemap/replica/impl_internal.h>
@@ -11,17 +11,21 @@ namespace tidemap {
 
 namespace {
 
-// Whether the key-hash index row and (for a tombstone) the queue row of the
-// record `m` agree with it: adds one mismatch per disagreement. A read error
-// other than NotFound is returned.
+// Whether the key-hash index row and (for a tombstone, or a record with an
+// expiry) the queue row of the record `m` agree with it: adds one mismatch
+// per disagreement. A read error other than NotFound is returned.
 Status CheckIndexRows(const Store& store, const KeyMeta& m, uint64_t key_hash,
                       uint64_t* mismatches) {
   auto row = store.Get(rows::HashIndexKey(key_hash, m.map, m.key));
   if (!row.ok() && !row.status().IsNotFound()) return row.status();
   auto meta = row.ok() ? rows::DecodeHashIndexValue(*row) : Result<rows::RecordMeta>(row.status());
-  if (!meta.ok() || meta->version != m.version || meta->tombstone != m.tombstone) ++*mismatches;
-  if (!m.tombstone) return Status::Ok();
-  auto queued = store.Get(rows::GcQueueKey(m.version, m.map, m.key));
+  if (!meta.ok() || meta->version != m.version || meta->tombstone != m.tombstone ||
+      meta->expiry_ms != m.expiry_ms) {
+    ++*mismatches;
+  }
+  if (!m.tombstone && m.expiry_ms == 0) return Status::Ok();
+  auto queued = store.Get(m.tombstone ? rows::GcQueueKey(m.version, m.map, m.key)
+                                      : rows::ExpiryQueueKey(m.expiry_ms, m.version, m.map, m.key));
   if (!queued.ok() && !queued.status().IsNotFound()) return queued.status();
   if (!queued.ok() || !rows::DecodeU64(*queued, "tombstone queue seq").ok()) ++*mismatches;
   return Status::Ok();
@@ -37,10 +41,10 @@ Result<uint64_t> CountIndexRows(const Store& store) {
   return n;
 }
 
-// Rows of the tombstone queue.
-Result<uint64_t> CountQueueRows(const Store& store) {
+// Rows of the tombstone queue, or of the expiry queue.
+Result<uint64_t> CountQueueRows(const Store& store, char family) {
   uint64_t n = 0;
-  PrefixIterator queue(store, std::string(1, rows::kGcPrefix));
+  PrefixIterator queue(store, std::string(1, family));
   for (queue.SeekToFirst(); queue.Valid(); queue.Next()) ++n;
   TIDEMAP_RETURN_IF_ERROR(queue.status());
   return n;
@@ -56,11 +60,12 @@ Result<ScrubReport> Replica::Scrub() {
   TIDEMAP_RETURN_IF_ERROR(
       im.tree.Checkpoint(im.store.get(), im.LastSeq(), /*sync=*/false, im.options.clock));
   ScrubReport report;
-  uint64_t tombstones = 0;
+  uint64_t tombstones = 0, expiring = 0;
   TIDEMAP_ASSIGN_OR_RETURN(const TreeRebuild rebuilt,
                            TreeState::RebuildFromRecords(
                                *im.store, im.tree_shape, [&](const KeyMeta& m, uint64_t key_hash) {
                                  if (m.tombstone) ++tombstones;
+                                 if (m.expiry_ms != 0) ++expiring;
                                  return CheckIndexRows(*im.store, m, key_hash,
                                                        &report.index_mismatches);
                                }));
@@ -69,8 +74,11 @@ Result<ScrubReport> Replica::Scrub() {
   // queue rows without their tombstone, likewise.
   TIDEMAP_ASSIGN_OR_RETURN(const uint64_t index_rows, CountIndexRows(*im.store));
   if (index_rows > report.records) report.index_mismatches += index_rows - report.records;
-  TIDEMAP_ASSIGN_OR_RETURN(const uint64_t queue_rows, CountQueueRows(*im.store));
+  TIDEMAP_ASSIGN_OR_RETURN(const uint64_t queue_rows, CountQueueRows(*im.store, rows::kGcPrefix));
   if (queue_rows > tombstones) report.index_mismatches += queue_rows - tombstones;
+  TIDEMAP_ASSIGN_OR_RETURN(const uint64_t expiry_rows,
+                           CountQueueRows(*im.store, rows::kExpiryPrefix));
+  if (expiry_rows > expiring) report.index_mismatches += expiry_rows - expiring;
   TIDEMAP_RETURN_IF_ERROR(im.tree.CompareWithRebuild(*im.store, rebuilt, &report));
   return report;
 }

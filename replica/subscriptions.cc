@@ -30,7 +30,7 @@ void Subscriptions::Deliver(std::span<const PendingEvent> events) {
     for (const auto& [id, sub] : subs_) current.push_back(sub);
   }
   for (const PendingEvent& e : events) {
-    const ChangeEvent event{e.kind, e.map, e.key, e.value, e.version, e.seq, e.remote};
+    const ChangeEvent event{e.kind, e.map, e.key, e.value, e.version, e.expiry_ms, e.seq, e.remote};
     for (const Subscription& sub : current) {
       if (sub.map.empty() || sub.map == e.map) (*sub.callback)(event);
     }

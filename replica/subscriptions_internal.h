@@ -29,6 +29,7 @@ struct PendingEvent {
   ChangeKind kind;
   std::string_view map, key, value;
   Version version;
+  uint64_t expiry_ms;
   uint64_t seq;
   bool remote;
 };

@@ -131,8 +131,15 @@ Status SyncSession::Impl::OnHello(const msg::Hello& h, uint64_t now_ms,
   }
   peer_records = h.records;
   if (h.protocol_version != kSyncProtocolVersion) {
-    return Status::Refused("peer speaks protocol version " + std::to_string(h.protocol_version) +
-                           ", this node " + std::to_string(kSyncProtocolVersion));
+    // A peer without TTL would keep a TTL'd record forever (and serve it):
+    // refused before any record moves, rather than let replicas diverge.
+    return Status::Refused(
+        "peer speaks protocol version " + std::to_string(h.protocol_version) + ", this node " +
+        std::to_string(kSyncProtocolVersion) +
+        (h.protocol_version < kSyncProtocolVersionTtl
+             ? " (the peer predates per-record TTL and would keep expiring records forever: "
+               "upgrade it)"
+             : ""));
   }
   if (h.tree_fanout_bits != info.tree_fanout_bits || h.tree_depth != info.tree_depth) {
     return Status::Refused("peer's Merkle tree has another shape");

@@ -98,9 +98,10 @@ class Replica::Impl::TombstonePurge {
         purged_total_(im->gc.purged()) {}
 
   // Adds the tombstone of (map, key) at `version` with its queue row
-  // `queue_key`; commits the batch once it is full.
+  // `queue_key` (with `expiry_ms` non-zero: the expired live record, with its
+  // expiry queue row); commits the batch once it is full.
   Status Add(std::string_view queue_key, const Version& version, std::string_view map,
-             std::string_view key);
+             std::string_view key, uint64_t expiry_ms = 0);
   // Commits what was added since the last commit.
   Status Commit();
 
@@ -108,6 +109,7 @@ class Replica::Impl::TombstonePurge {
   struct Purged {
     std::string map, key;
     Version version;
+    bool tombstone;
   };
   void Published();
 
@@ -124,19 +126,24 @@ class Replica::Impl::TombstonePurge {
 };
 
 Status Replica::Impl::TombstonePurge::Add(std::string_view queue_key, const Version& version,
-                                          std::string_view map, std::string_view key) {
+                                          std::string_view map, std::string_view key,
+                                          uint64_t expiry_ms) {
   const uint64_t key_hash = KeyHash(map, key);
+  const bool tombstone = expiry_ms == 0;
   TIDEMAP_ASSIGN_OR_RETURN(KeyState st, im_.LoadKeyState(key_hash, map, key));
-  if (!st.exists || !st.meta.tombstone || st.meta.version != version) {
-    return Status::Corruption("tombstone queue row of " + rows::DescribeKey(map, key) + " at " +
-                              version.ToString() + " disagrees with the key-hash index");
+  if (!st.exists || st.meta.tombstone != tombstone || st.meta.version != version ||
+      st.meta.expiry_ms != expiry_ms) {
+    return Status::Corruption(std::string(tombstone ? "tombstone" : "expiry") + " queue row of " +
+                              rows::DescribeKey(map, key) + " at " + version.ToString() +
+                              " disagrees with the key-hash index");
   }
   batch_.Delete(rows::RecordKey(map, key));
   batch_.Delete(rows::HashIndexKey(key_hash, map, key));
   batch_.Delete(queue_key);
   const uint32_t bucket = BucketOf(key_hash, im_.tree_shape);
-  deltas_.push_back(LeafDelta{bucket, ItemDigest(map, key, version, /*tombstone=*/true), 0, -1});
-  purged_.push_back(Purged{std::string(map), std::string(key), version});
+  deltas_.push_back(LeafDelta{bucket, ItemDigest(map, key, version, tombstone), tombstone ? 0 : -1,
+                              tombstone ? -1 : 0});
+  purged_.push_back(Purged{std::string(map), std::string(key), version, tombstone});
   watermark_ = std::max(watermark_, version);
   auto [r, fresh] = raised_.try_emplace(bucket, Version{});
   if (fresh) r->second = im_.gc.BucketWatermark(bucket);
@@ -164,14 +171,19 @@ void Replica::Impl::TombstonePurge::Published() {
   purged_total_ += purged_.size();
   im_.gc.Raise(raised_, watermark_, purged_total_);
   raised_.clear();
+  const uint64_t expired = static_cast<uint64_t>(
+      std::count_if(purged_.begin(), purged_.end(), [](const Purged& p) { return !p.tombstone; }));
   {
     MutexLock l(&im_.state_mu);
-    im_.tombstones -= purged_.size();
+    im_.tombstones -= purged_.size() - expired;
+    im_.live -= expired;
   }
+  im_.expired_purged.fetch_add(expired, std::memory_order_relaxed);
   stats_.purged += purged_.size();
+  stats_.expired_purged += expired;
   stats_.watermark = watermark_;
   if (on_purged_) {
-    for (const Purged& p : purged_) on_purged_(KeyMeta{p.map, p.key, p.version, true});
+    for (const Purged& p : purged_) on_purged_(KeyMeta{p.map, p.key, p.version, p.tombstone});
   }
   purged_.clear();
   deltas_.clear();
@@ -211,8 +223,34 @@ Result<PurgeStats> Replica::PurgeTombstones(const std::function<void(const KeyMe
     TIDEMAP_RETURN_IF_ERROR(purge.Add(queue.key(), version, map, key));
   }
   TIDEMAP_RETURN_IF_ERROR(queue.status());
+  TIDEMAP_RETURN_IF_ERROR(im.PurgeExpired(&purge, cutoff_ms, acked_by_all, &stats));
   TIDEMAP_RETURN_IF_ERROR(purge.Commit());
   return stats;
+}
+
+// Expired records are deleted everywhere since their expiry, which stands for
+// the tombstone's stamp: one is purged once its expiry is older than the
+// horizon and every known peer acknowledged its seq. The expiry queue ('x'
+// rows, in expiry order) lists them without a full scan.
+Status Replica::Impl::PurgeExpired(TombstonePurge* purge, uint64_t cutoff_ms, uint64_t acked_by_all,
+                                   PurgeStats* stats) {
+  PrefixIterator expiries(*store, std::string(1, rows::kExpiryPrefix));
+  for (expiries.SeekToFirst(); expiries.Valid(); expiries.Next()) {
+    uint64_t expiry_ms = 0;
+    Version version;
+    std::string_view map, key;
+    if (!rows::ParseExpiryQueueKey(expiries.key(), &expiry_ms, &version, &map, &key)) {
+      return Status::Corruption("malformed expiry queue row " + Printable(expiries.key()));
+    }
+    if (expiry_ms >= cutoff_ms) break;  // the rest expire later
+    TIDEMAP_ASSIGN_OR_RETURN(uint64_t seq, rows::DecodeU64(expiries.value(), "expiry queue seq"));
+    if (seq > acked_by_all) {
+      ++stats->unacknowledged;
+      continue;
+    }
+    TIDEMAP_RETURN_IF_ERROR(purge->Add(expiries.key(), version, map, key, expiry_ms));
+  }
+  return expiries.status();
 }
 
 }  // namespace tidemap

@@ -28,6 +28,15 @@ Result<std::string> EncodeRecords(const std::vector<KeyedRecord>& records, const
 Result<std::vector<KeyedRecord>> DecodeRecords(std::string_view blob, const DecodeLimits& limits,
                                                const char* body);
 
+// Encodes the expiries of `records` as an expiry blob (empty when none has
+// one). REQUIRES: no tombstone has an expiry (CheckRecords refuses it first).
+std::string EncodeExpiries(const std::vector<KeyedRecord>& records);
+
+// Sets the expiries an expiry blob lists on `*records` (decoded from the
+// same message's record blob). Corruption when the blob is malformed: an
+// index out of range or not rising, an expiry of 0, or one on a tombstone.
+Status DecodeExpiries(std::string_view blob, const char* body, std::vector<KeyedRecord>* records);
+
 // Encodes `entries`, grouped into buckets by `counts` (counts[i] consecutive
 // entries per bucket; they must add up to entries.size(), else InvalidArgument).
 Result<std::string> EncodeSummaryEntries(const std::vector<uint32_t>& counts,

@@ -22,8 +22,12 @@
 namespace tidemap {
 
 // The sync protocol's version, sent in Hello (the handshake before it has
-// its own, net::kHandshakeVersion).
-inline constexpr uint32_t kSyncProtocolVersion = 1;
+// its own, net::kHandshakeVersion). 2: records may carry an expiry
+// (per-record TTL, KeyedRecord::expiry_ms), which a version 1 peer would
+// drop and so keep the record forever; peers of another version are refused.
+inline constexpr uint32_t kSyncProtocolVersion = 2;
+// The first version with per-record TTL.
+inline constexpr uint32_t kSyncProtocolVersionTtl = 2;
 
 // One key's version in full, with the map and key it belongs to (tombstones
 // included): as a replica reads it from its store, and as it crosses between
@@ -34,6 +38,10 @@ struct KeyedRecord {
   std::string value;  // empty for a tombstone
   Version version;
   bool tombstone = false;
+  // Per-record TTL: the absolute expiry the writer computed (ms since the
+  // Unix epoch, HLC physical time), carried with the version; 0: never
+  // expires. Always 0 for a tombstone.
+  uint64_t expiry_ms = 0;
 
   friend bool operator==(const KeyedRecord&, const KeyedRecord&) = default;
 };

@@ -1,5 +1,8 @@
 @0x9c64296f80b0eb14;
-# tidemap sync protocol, version 1 (tidemap::kSyncProtocolVersion, sent in Hello).
+# tidemap sync protocol, version 2 (tidemap::kSyncProtocolVersion, sent in Hello).
+# Version 2 added the records' expiries (per-record TTL), which a version 1
+# peer would ignore and so keep expiring records forever: the versions refuse
+# each other.
 #
 # One frame payload is one Message, serialized as a packed Cap'n Proto message
 # (capnp::writePackedMessage); net/ adds the length prefix. schemas/codec.cc maps these structs to
@@ -64,6 +67,7 @@ struct RecordBatch {
   firstSeq @0 :UInt64;
   lastSeq @1 :UInt64;
   records @2 :Data;  # the records, packed: grammar in schemas/codec.cc
+  expiries @3 :Data; # the expiries of records that have one: grammar in schemas/codec.cc
 }
 
 struct BatchAck {
@@ -96,6 +100,7 @@ struct DiffRecords {
   last @1 :Bool = true;
   records @2 :Data;           # as RecordBatch.records
   requests @3 :List(UInt64);  # key hashes
+  expiries @4 :Data;          # as RecordBatch.expiries
 }
 
 struct DiffEnd {
@@ -106,6 +111,7 @@ struct OriginRecords {
   origin @0 :UInt64;
   last @1 :Bool = true;
   records @2 :Data;  # as RecordBatch.records
+  expiries @3 :Data; # as RecordBatch.expiries
 }
 
 struct Goodbye {

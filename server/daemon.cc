@@ -37,6 +37,9 @@ namespace {
 
 // A token is one line; the file is read up to this much.
 constexpr size_t kTokenFileBytesMax = 4096;
+// How often subscribers hear of expired records (`expire` watch events):
+// an event comes at most this long after the record's expiry.
+constexpr uint64_t kExpireSweepIntervalMs = 1000;
 
 // The bearer token: the first line of `path`, trimmed. The file must be
 // private to its owner, as an identity file must.
@@ -91,6 +94,8 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
   d->data_dir_ = std::move(*dir);
   d->storage_watch_ = std::make_unique<StorageWatch>(&d->data_dir_->replica(), log,
                                                      ReplicaOptions{}.storage_retry_interval_ms);
+  d->expire_sweep_ =
+      std::make_unique<ExpireSweep>(&d->data_dir_->replica(), log, kExpireSweepIntervalMs);
   d->public_key_ = d->data_dir_->identity().public_key_text();
   const bool has_peers = !config.listen.empty() || !config.peers.empty();
   if (d->trust_.size() == 0 && has_peers) {
@@ -206,6 +211,7 @@ void Daemon::Stop() {
   if (node_) node_->Stop();
   http_.reset();
   node_.reset();
+  expire_sweep_.reset();
   storage_watch_.reset();
   data_dir_.reset();
   if (log_ && serving_) log_->info("stopped");  // not after a start that failed

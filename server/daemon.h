@@ -26,6 +26,7 @@
 #include <tidemap/net/trust.h>
 #include <tidemap/server/config.h>
 #include <tidemap/server/data_dir.h>
+#include <tidemap/server/expire_sweep.h>
 #include <tidemap/server/http.h>
 #include <tidemap/server/reload.h>
 #include <tidemap/server/storage_watch.h>
@@ -83,6 +84,7 @@ class Daemon {
   std::unique_ptr<SystemClock> clock_;
   std::unique_ptr<DataDir> data_dir_;
   std::unique_ptr<StorageWatch> storage_watch_;  // after data_dir_: stopped first
+  std::unique_ptr<ExpireSweep> expire_sweep_;    // likewise
   net::TrustList trust_;
   std::string public_key_;
   std::unique_ptr<net::Node> node_;   // after data_dir_: stopped and destroyed first

@@ -98,7 +98,8 @@ Result<Response> HttpServer::Impl::HandleGetKey(const Route& route, const Reques
 }
 
 Result<Response> HttpServer::Impl::HandleWriteIf(http::verb method, const Route& route,
-                                                 const std::string& if_match, std::string body) {
+                                                 const std::string& if_match,
+                                                 const PutOptions& put_options, std::string body) {
   // Strong comparison: a weak tag never matches; neither does one that
   // names no version.
   const ETagList list = ParseETags(if_match);
@@ -110,7 +111,7 @@ Result<Response> HttpServer::Impl::HandleWriteIf(http::verb method, const Route&
     }
   }
   Result<ConditionalWrite> w = method == http::verb::put
-                                   ? context.replica->PutIf(route.map, route.key, body, condition)
+                                   ? context.replica->PutIf(route.map, route.key, body, condition, put_options)
                                    : context.replica->DeleteIf(route.map, route.key, condition);
   if (!w.ok()) return w.status();
   if (!w->written) {

@@ -138,6 +138,10 @@ struct WatchEvent {
   bool tombstone = false;
   uint64_t seq = 0;
   bool remote = false;
+  // An `expire` event (ChangeKind::kExpire, seq 0): the record's expiry,
+  // which passed. Not a change: it has no seq and no cursor position.
+  bool expire = false;
+  uint64_t expiry_ms = 0;
 };
 
 // The changes a subscription delivers to one event stream, between the
@@ -161,7 +165,8 @@ class WatchQueue {
       events_.clear();
     } else {
       events_.push_back(WatchEvent{std::string(e.map), std::string(e.key), e.version,
-                                   e.kind == ChangeKind::kDelete, e.seq, e.remote});
+                                   e.kind == ChangeKind::kDelete, e.seq, e.remote,
+                                   e.kind == ChangeKind::kExpire, e.expiry_ms});
     }
     if (!wake_pending_) {
       wake_pending_ = true;
@@ -374,9 +379,10 @@ struct HttpServer::Impl {
   Result<Response> HandleScan(const Route& route, const RequestMeta& meta);
   // --- http_conditional.cc ---
   Result<Response> HandleGetKey(const Route& route, const RequestMeta& meta);
-  // PUT or DELETE with If-Match: a compare-and-set (Replica::PutIf, DeleteIf).
+  // PUT or DELETE with If-Match: a compare-and-set (Replica::PutIf, DeleteIf);
+  // a PUT's `put_options` (its ttl) apply as for a plain PUT.
   Result<Response> HandleWriteIf(http::verb method, const Route& route, const std::string& if_match,
-                                 std::string body);
+                                 const PutOptions& put_options, std::string body);
   // --- http_batch.cc ---
   Result<Response> HandleBatch(const RequestMeta& meta, std::string body);
   Result<Response> HandleHealth();

@@ -4,6 +4,7 @@
 #include <charconv>
 
 #include <tidemap/server/http_api_internal.h>
+#include <tidemap/server/duration.h>
 #include <tidemap/server/http_internal.h>
 #include <tidemap/server/json.h>
 #include <tidemap/server/status.h>
@@ -156,7 +157,9 @@ Result<Response> HttpServer::Impl::Handle(http::verb method, const Route& route,
                                           const RequestMeta& meta, std::string body) {
   // Only scans and watches take query parameters; elsewhere any is an error,
   // not something silently ignored.
-  if (route.kind != RouteKind::kMap && route.kind != RouteKind::kWatch) {
+  // Key routes check theirs in HandleKey (a put takes `ttl`).
+  if (route.kind != RouteKind::kMap && route.kind != RouteKind::kWatch &&
+      route.kind != RouteKind::kKey) {
     TIDEMAP_RETURN_IF_ERROR(Params(route.query, {}).status());
   }
   if (method == http::verb::head) method = http::verb::get;
@@ -187,15 +190,34 @@ Result<Response> HttpServer::Impl::Handle(http::verb method, const Route& route,
   return Status::Internal("no handler for route " + std::string(route.name));
 }
 
+namespace {
+
+// The query parameters of a key route: only a PUT takes one, `ttl`
+// (server/duration.h).
+Result<PutOptions> KeyWriteOptions(http::verb method, const Route& route) {
+  const bool put = method == http::verb::put;
+  TIDEMAP_ASSIGN_OR_RETURN(auto params,
+                           put ? Params(route.query, {"ttl"}) : Params(route.query, {}));
+  PutOptions options;
+  if (auto ttl = params.find("ttl"); ttl != params.end()) {
+    TIDEMAP_ASSIGN_OR_RETURN(options.ttl_ms, ParseDurationMs("ttl", ttl->second, kTtlMaxMs));
+  }
+  return options;
+}
+
+}  // namespace
+
 Result<Response> HttpServer::Impl::HandleKey(http::verb method, const Route& route,
                                              const RequestMeta& meta, std::string body) {
   Replica* replica = context.replica;
+  TIDEMAP_ASSIGN_OR_RETURN(const PutOptions put_options, KeyWriteOptions(method, route));
   if (method == http::verb::get) return HandleGetKey(route, meta);
   if (meta.if_match.has_value()) {
-    return HandleWriteIf(method, route, *meta.if_match, std::move(body));
+    return HandleWriteIf(method, route, *meta.if_match, put_options, std::move(body));
   }
-  Result<Version> v = method == http::verb::put ? replica->Put(route.map, route.key, body)
-                                                : replica->Delete(route.map, route.key);
+  Result<Version> v = method == http::verb::put
+                          ? replica->Put(route.map, route.key, body, put_options)
+                          : replica->Delete(route.map, route.key);
   if (!v.ok()) return v.status();
   Response res = JsonResponse(http::status::ok, {{"hlc", v->hlc.ToString()}});
   if (method == http::verb::put) res.set(http::field::etag, ETagOf(*v));

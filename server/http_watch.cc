@@ -23,7 +23,20 @@ namespace {
 // Oplog rows read per step while an event stream replays.
 constexpr size_t kReplayRowsPerRead = 256;
 
+// An `expire` event has no id: it is no oplog change, so a resuming client
+// does not get it again.
+std::string FormatExpireEvent(const WatchEvent& e) {
+  nlohmann::json j;
+  PutBytesJson(&j, "map", e.map);
+  PutBytesJson(&j, "key", e.key);
+  j["hlc"] = e.version.hlc.ToString();
+  j["origin"] = NodeIdToString(e.version.origin);
+  j["expires"] = ExpiryString(e.expiry_ms);
+  return "event: expire\ndata: " + Dump(j) + "\n\n";
+}
+
 std::string FormatEvent(const WatchEvent& e) {
+  if (e.expire) return FormatExpireEvent(e);
   nlohmann::json j;
   PutBytesJson(&j, "map", e.map);
   PutBytesJson(&j, "key", e.key);
@@ -71,6 +84,11 @@ std::string WatchHead(const WatchState& w) {
 void AppendEvents(const std::deque<WatchEvent>& events, WatchState* w, std::string* out,
                   uint64_t* count) {
   for (const WatchEvent& e : events) {
+    if (e.expire) {
+      *out += FormatEvent(e);
+      ++*count;
+      continue;
+    }
     if (e.seq <= w->cursor) continue;
     *out += FormatEvent(e);
     w->cursor = e.seq;

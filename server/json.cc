@@ -1,5 +1,7 @@
 #include <tidemap/server/json.h>
 
+#include <algorithm>
+
 #include <tidemap/base/coding.h>
 #include <tidemap/base/crypto.h>
 #include <tidemap/base/version.h>
@@ -23,6 +25,11 @@ nlohmann::json StringOrNull(const std::string& s) {
 
 }  // namespace
 
+std::string ExpiryString(uint64_t expiry_ms) {
+  if (expiry_ms == 0) return std::string();
+  return Timestamp::FromParts(std::min(expiry_ms, Timestamp::kPhysicalMax), 0).ToString();
+}
+
 nlohmann::json StatusJson(const StatusInfo& info, const std::vector<net::PeerStatus>& peers) {
   const ReplicaStats& s = info.stats;
   nlohmann::json j;
@@ -35,6 +42,9 @@ nlohmann::json StatusJson(const StatusInfo& info, const std::vector<net::PeerSta
   j["hlc"] = s.hlc_last.ToString();
   j["tombstones_purged"] = s.tombstones_purged;
   j["gc_watermark"] = s.gc_watermark.hlc.ToString();
+  j["ttl"] = {{"next_expiry", StringOrNull(ExpiryString(s.next_expiry_ms))},
+              {"expired", s.expired},
+              {"expired_purged", s.expired_purged}};
   j["oplog"] = {{"first_seq", s.oplog_first_seq},
                 {"last_seq", s.oplog_last_seq},
                 {"pruned_through", s.oplog_pruned_through}};
@@ -67,6 +77,7 @@ nlohmann::json ScanPageJson(const ScanPage& page) {
     PutBytesJson(&obj, "value", item.value);
     obj["hlc"] = item.version.hlc.ToString();
     obj["origin"] = NodeIdToString(item.version.origin);
+    if (item.expiry_ms != 0) obj["expires"] = ExpiryString(item.expiry_ms);
     items.push_back(std::move(obj));
   }
   nlohmann::json j;

@@ -113,6 +113,14 @@ void AddReplica(const ReplicaStats& r, Families* f) {
   f->Add("tidemap_tombstones_purged_total", "counter",
          "Tombstones purged by GC since the database was created.")
       .Add(r.tombstones_purged);
+  f->Add("tidemap_records_expired_total", "counter",
+         "Records whose TTL expiry passed, announced to watchers since start.")
+      .Add(r.expired);
+  f->Add("tidemap_expired_purged_total", "counter", "Expired records purged by GC since start.")
+      .Add(r.expired_purged);
+  f->Add("tidemap_next_expiry_timestamp_seconds", "gauge",
+         "When the next record with a TTL expires, not yet announced (Unix time; 0: none).")
+      .Add(r.next_expiry_ms / 1000);
   // Seqs are assigned without gaps and pruned as a prefix, so the retained rows are a range.
   const uint64_t oplog_rows = r.oplog_first_seq == 0 ? 0 : r.oplog_last_seq - r.oplog_first_seq + 1;
   f->Add("tidemap_oplog_rows", "gauge", "Rows retained in the oplog.").Add(oplog_rows);

@@ -19,14 +19,21 @@
 //       live, tombstones := the bucket's live records and tombstones
 //       Written by checkpoints only (see replica/replica.cc), so a row is exact
 //       as of the checkpoint seq in meta 'state', not necessarily as of now
-//   index key    := 'h' key_hash:u64 lp(map) key  ->  hlc:u64 origin:u64 flags:u8
+//   index key    := 'h' key_hash:u64 lp(map) key
+//                         ->  hlc:u64 origin:u64 flags:u8 [expiry_ms:u64]
 //       key_hash := merkle KeyHash(map, key); one row per stored key, tombstones
 //                   included, rewritten with its record in the same batch
+//       flags    := as the record's (bit0 tombstone, bit1 has expiry)
 //   gc key       := 'g' hlc:u64 origin:u64 lp(map) key  ->  seq:u64
 //       the tombstone queue: one row per stored tombstone, in version order,
 //       with the oplog seq under which it won here; written and deleted with
 //       its record (a live version replacing the tombstone deletes the row),
 //       so tombstone GC reads the oldest tombstones without a full scan
+//   expiry key   := 'x' expiry_ms:u64 hlc:u64 origin:u64 lp(map) key  ->  seq:u64
+//       the expiry queue: one row per stored live record that has an expiry,
+//       in expiry order, with the oplog seq under which it won here; written
+//       and deleted with its record, so the expiry sweep and the GC read the
+//       records due first without a full scan
 //   gc watermark := 'w' bucket:u32  ->  hlc:u64 origin:u64
 //       per Merkle bucket, the greatest version of a tombstone of that bucket
 //       purged here (no row: none purged); written with the purge
@@ -40,7 +47,9 @@
 //                by each checkpoint, in the batch of the group it covers)
 //       gc_watermark -> hlc:u64 origin:u64: the greatest version of a purged
 //                tombstone over every bucket (absent: none purged)
-//       gc_purged -> u64: tombstones purged so far
+//       gc_purged -> u64: tombstones (and expired records) purged so far
+//       expire_notified -> u64: ms; subscribers were told of every record
+//                expiring at or before it (absent: 0)
 //       peer/<node id:u64> -> acked:u64 incarnation:u64 received:u64
 //                (oplog/oplog.cc)
 #include <tidemap/storage/rows_internal.h>
@@ -96,7 +105,8 @@ Result<RecordMeta> ParseRecord(std::string_view row_key, std::string_view bytes,
   if ((flags & kFlagTombstone) != 0 && !in.empty()) return corrupt("tombstone with a value");
   if (expiry != nullptr) *expiry = exp;
   if (value_out != nullptr) *value_out = in;
-  return RecordMeta{Version{Timestamp{hlc}, origin}, (flags & kFlagTombstone) != 0};
+  return RecordMeta{Version{Timestamp{hlc}, origin}, (flags & kFlagTombstone) != 0,
+                    exp.value_or(0)};
 }
 
 }  // namespace
@@ -137,7 +147,7 @@ Result<RecordKeyParts> SplitRecordKey(std::string_view row_key) {
 
 std::string EncodeRecord(std::string_view row_key, const RecordValue& record) {
   std::string out;
-  EncodeRecordInto(&out, row_key, RecordMeta{record.version, record.tombstone}, record.expiry_ms,
+  EncodeRecordInto(&out, row_key, RecordMeta{record.version, record.tombstone, 0}, record.expiry_ms,
                    record.value);
   return out;
 }
@@ -257,17 +267,22 @@ void EncodeHashIndexValueInto(std::string* out, const RecordMeta& meta) {
   out->clear();
   PutFixed64BE(out, meta.version.hlc.raw);
   PutFixed64BE(out, meta.version.origin);
-  out->push_back(static_cast<char>(meta.tombstone ? kFlagTombstone : 0));
+  const uint8_t flags =
+      (meta.tombstone ? kFlagTombstone : 0) | (meta.expiry_ms != 0 ? kFlagExpiry : 0);
+  out->push_back(static_cast<char>(flags));
+  if (meta.expiry_ms != 0) PutFixed64BE(out, meta.expiry_ms);
 }
 
 Result<RecordMeta> DecodeHashIndexValue(std::string_view bytes) {
-  uint64_t hlc = 0, origin = 0;
+  uint64_t hlc = 0, origin = 0, expiry = 0;
   uint8_t flags = 0;
   if (!GetFixed64BE(&bytes, &hlc) || !GetFixed64BE(&bytes, &origin) || !GetByte(&bytes, &flags) ||
-      !bytes.empty() || (flags & ~kFlagTombstone) != 0) {
+      (flags & ~kKnownFlags) != 0 ||
+      ((flags & kFlagExpiry) != 0 && (!GetFixed64BE(&bytes, &expiry) || expiry == 0)) ||
+      !bytes.empty()) {
     return Status::Corruption("malformed key-hash index row");
   }
-  return RecordMeta{Version{Timestamp{hlc}, origin}, (flags & kFlagTombstone) != 0};
+  return RecordMeta{Version{Timestamp{hlc}, origin}, (flags & kFlagTombstone) != 0, expiry};
 }
 
 std::string GcQueueKey(const Version& version, std::string_view map, std::string_view key) {
@@ -286,6 +301,36 @@ bool ParseGcQueueKey(std::string_view row_key, Version* version, std::string_vie
   uint64_t hlc = 0, origin = 0;
   if (!GetFixed64BE(&row_key, &hlc) || !GetFixed64BE(&row_key, &origin) ||
       !GetLengthPrefixed(&row_key, map)) {
+    return false;
+  }
+  *version = Version{Timestamp{hlc}, origin};
+  *key = row_key;
+  return true;
+}
+
+std::string ExpiryQueueSeek(uint64_t expiry_ms) {
+  std::string out(1, kExpiryPrefix);
+  PutFixed64BE(&out, expiry_ms);
+  return out;
+}
+
+std::string ExpiryQueueKey(uint64_t expiry_ms, const Version& version, std::string_view map,
+                           std::string_view key) {
+  std::string out = ExpiryQueueSeek(expiry_ms);
+  PutFixed64BE(&out, version.hlc.raw);
+  PutFixed64BE(&out, version.origin);
+  PutLengthPrefixed(&out, map);
+  out.append(key);
+  return out;
+}
+
+bool ParseExpiryQueueKey(std::string_view row_key, uint64_t* expiry_ms, Version* version,
+                         std::string_view* map, std::string_view* key) {
+  if (row_key.empty() || row_key[0] != kExpiryPrefix) return false;
+  row_key.remove_prefix(1);
+  uint64_t hlc = 0, origin = 0;
+  if (!GetFixed64BE(&row_key, expiry_ms) || !GetFixed64BE(&row_key, &hlc) ||
+      !GetFixed64BE(&row_key, &origin) || !GetLengthPrefixed(&row_key, map)) {
     return false;
   }
   *version = Version{Timestamp{hlc}, origin};

@@ -29,6 +29,7 @@ inline constexpr char kHashIndexPrefix = 'h';
 inline constexpr char kMetaPrefix = 'm';
 inline constexpr char kGcPrefix = 'g';
 inline constexpr char kGcWatermarkPrefix = 'w';
+inline constexpr char kExpiryPrefix = 'x';
 
 // The schema version this build writes and reads. 3: peer rows carry the
 // peer's incarnation and received seq, the tombstone queue, the incarnation
@@ -61,14 +62,18 @@ Result<RecordKeyParts> SplitRecordKey(std::string_view row_key);
 struct RecordValue {
   Version version;
   bool tombstone = false;
-  std::optional<uint64_t> expiry_ms;  // reserved for per-record TTL; never set yet
+  // Per-record TTL: the absolute expiry (ms since the Unix epoch, HLC
+  // physical time) the writer computed; nullopt: the record never expires.
+  std::optional<uint64_t> expiry_ms;
   std::string value;
 };
 
-// The metadata of a record, without its value.
+// The metadata of a record, without its value. `expiry_ms` is 0 when the
+// record never expires (a writer never computes an expiry of 0).
 struct RecordMeta {
   Version version;
   bool tombstone = false;
+  uint64_t expiry_ms = 0;
 };
 
 std::string EncodeRecord(std::string_view row_key, const RecordValue& record);
@@ -136,6 +141,18 @@ bool ParseGcQueueKey(std::string_view row_key, Version* version, std::string_vie
 std::string GcWatermarkKey(uint32_t bucket);
 bool ParseGcWatermarkKey(std::string_view row_key, uint32_t* bucket);
 
+// ---- the expiry queue (per-record TTL) ----
+
+// The queue row of the live record of (map, key) at `version` that expires
+// at `expiry_ms`: rows sort by expiry, then version.
+std::string ExpiryQueueKey(uint64_t expiry_ms, const Version& version, std::string_view map,
+                           std::string_view key);
+// Splits an expiry queue row key; false when it is not one.
+bool ParseExpiryQueueKey(std::string_view row_key, uint64_t* expiry_ms, Version* version,
+                         std::string_view* map, std::string_view* key);
+// The first expiry queue row key of records expiring after `expiry_ms`.
+std::string ExpiryQueueSeek(uint64_t expiry_ms);
+
 // ---- meta ----
 
 std::string MetaKey(std::string_view name);
@@ -147,6 +164,7 @@ inline constexpr std::string_view kMetaPeerPrefix = "peer/";
 inline constexpr std::string_view kMetaIncarnation = "incarnation";
 inline constexpr std::string_view kMetaGcWatermark = "gc_watermark";
 inline constexpr std::string_view kMetaGcPurged = "gc_purged";
+inline constexpr std::string_view kMetaExpireNotified = "expire_notified";
 
 std::string EncodeU64(uint64_t v);
 Result<uint64_t> DecodeU64(std::string_view bytes, std::string_view what);

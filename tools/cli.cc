@@ -24,6 +24,7 @@
 #include <tidemap/base/crypto.h>
 #include <tidemap/base/version.h>
 #include <tidemap/server/data_dir.h>
+#include <tidemap/server/duration.h>
 #include <tidemap/server/http_client.h>
 #include <tidemap/server/json.h>
 #include <tidemap/server/status.h>
@@ -169,10 +170,11 @@ Result<nlohmann::json> ReplyJson(const HttpReply& reply) {
   return j;
 }
 
-// PUT or DELETE over HTTP: prints the version's HLC.
+// PUT or DELETE over HTTP (`query`, when not empty, after a '?'): prints the version's HLC.
 int HttpWrite(const Target& target, std::string_view method, const std::string& map,
-              const std::string& key, std::string_view value) {
-  TIDEMAP_ASSIGN_OR_RETURN_INT(HttpReply reply, Call(target, method, KeyPath(map, key), value));
+              const std::string& key, std::string_view value, const std::string& query = {}) {
+  const std::string path = query.empty() ? KeyPath(map, key) : KeyPath(map, key) + "?" + query;
+  TIDEMAP_ASSIGN_OR_RETURN_INT(HttpReply reply, Call(target, method, path, value));
   TIDEMAP_ASSIGN_OR_RETURN_INT(nlohmann::json j, ReplyJson(reply));
   if (!j.contains("hlc") || !j["hlc"].is_string()) {
     return Fail(Status::Unavailable("the node's reply has no hlc: " + Printable(reply.body, 200)));
@@ -182,11 +184,19 @@ int HttpWrite(const Target& target, std::string_view method, const std::string& 
 }
 
 int CmdPut(const Target& target, const std::string& map, const std::string& key,
-           const std::string& value_arg) {
+           const std::string& value_arg, const std::optional<std::string>& ttl) {
+  PutOptions options;
+  if (ttl.has_value()) {
+    TIDEMAP_ASSIGN_OR_RETURN_INT(options.ttl_ms, ParseDurationMs("--ttl", *ttl, kTtlMaxMs));
+  }
   const std::string value = value_arg == "-" ? ReadAllStdin() : value_arg;
-  if (target.is_http()) return HttpWrite(target, "PUT", map, key, value);
+  if (target.is_http()) {
+    // The node parses `ttl` again, with the same grammar.
+    return HttpWrite(target, "PUT", map, key, value,
+                     ttl.has_value() ? "ttl=" + PercentEncode(*ttl) : std::string());
+  }
   TIDEMAP_ASSIGN_OR_RETURN_INT(auto d, OpenTarget(target, Access::kWrite));
-  auto v = d->replica().Put(map, key, value);
+  auto v = d->replica().Put(map, key, value, options);
   if (!v.ok()) return Fail(v.status());
   std::printf("%s\n", v->hlc.ToString().c_str());
   return kExitOk;
@@ -260,6 +270,11 @@ Result<ScanPage> HttpScan(const Target& target, const std::string& map, const st
     TIDEMAP_ASSIGN_OR_RETURN(item.value, BytesField(obj, "value"));
     TIDEMAP_ASSIGN_OR_RETURN(item.version.hlc, Timestamp::Parse(obj["hlc"].get<std::string>()));
     TIDEMAP_ASSIGN_OR_RETURN(item.version.origin, ParseNodeId(obj["origin"].get<std::string>()));
+    if (obj.contains("expires") && obj["expires"].is_string()) {
+      TIDEMAP_ASSIGN_OR_RETURN(const Timestamp expires,
+                               Timestamp::Parse(obj["expires"].get<std::string>()));
+      item.expiry_ms = expires.physical_ms();
+    }
     page.items.push_back(std::move(item));
   }
   if (j.contains("next") && j["next"].is_string()) {
@@ -492,6 +507,7 @@ struct CliArgs {
   Target target;
   std::string map, key, value, prefix;
   std::optional<std::string> after;
+  std::optional<std::string> ttl;
   size_t limit = 0;
   bool json = false;
   bool watch = false;
@@ -521,7 +537,9 @@ void AddKeyCommands(CLI::App* app, CliArgs* a, std::vector<Command>* out) {
   };
   CLI::App* put = add("put", "write VALUE under MAP/KEY (VALUE - reads stdin)");
   put->add_option("VALUE", a->value, "value, or - to read it from stdin")->required();
-  out->emplace_back(put, [a] { return CmdPut(a->target, a->map, a->key, a->value); });
+  put->add_option("--ttl", a->ttl,
+                  "time to live: the record expires this long after the write (90s, 15m, 7d)");
+  out->emplace_back(put, [a] { return CmdPut(a->target, a->map, a->key, a->value, a->ttl); });
   out->emplace_back(add("get", "print the value of MAP/KEY; exit 1 when absent"),
                     [a] { return CmdGet(a->target, a->map, a->key); });
   out->emplace_back(add("del", "delete MAP/KEY (writes a tombstone)"),

@@ -22,6 +22,14 @@ KeyedRecord Rec(std::string key, std::string value, uint64_t ms, uint64_t origin
                      Version{Timestamp::FromParts(ms, 0), origin}, tombstone};
 }
 
+// A live record with the expiry `expiry_ms`.
+KeyedRecord TtlRec(std::string key, std::string value, uint64_t ms, uint64_t origin,
+                   uint64_t expiry_ms) {
+  KeyedRecord r = Rec(std::move(key), std::move(value), ms, origin);
+  r.expiry_ms = expiry_ms;
+  return r;
+}
+
 msg::SummaryEntry Entry(uint64_t key_hash, uint64_t ms, uint64_t logical, uint64_t origin,
                         bool tombstone = false) {
   return msg::SummaryEntry{key_hash, Version{Timestamp::FromParts(ms, logical), origin}, tombstone};
@@ -52,6 +60,14 @@ int main(int argc, char** argv) {
                             {Rec("a", "1", ms, a), Rec("b", "2", ms + 1, b, false, "groups"),
                              Rec("c", "", ms - 9, 0x99, true, "g"), Rec("d", "4", ms, a),
                              Rec("e", "5", ms + 70000, b, false, "groups")}}}},
+      // Per-record TTL: expiries on some records (the expiries field).
+      {
+          "record_batch_ttl",
+          {2, msg::RecordBatch{100,
+                               103,
+                               {TtlRec("a", "1", ms, a, ms + 90'000), Rec("b", "2", ms + 1, b),
+                                Rec("c", "", ms + 2, a, true),
+                                TtlRec("d", "4", ms + 3, b, ms + 4)}}}},
       {"batch_ack", {3, msg::BatchAck{93}}},
       {"batch_refused", {4, msg::BatchRefused{93, "clock 94 s ahead, limit 60 s"}}},
       {"tree_nodes", {5, msg::TreeNodes{1, 1, {0, 3}, {1, 2, 3, 4, 5, 6, 7, 8}, false}}},

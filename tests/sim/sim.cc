@@ -98,6 +98,14 @@ const char* CounterName(Counter c) {
       return "stale_records_redeleted";
     case Counter::kPeerResets:
       return "peer_database_changed";
+    case Counter::kTtlPuts:
+      return "ttl_puts";
+    case Counter::kExpireEvents:
+      return "expire_events";
+    case Counter::kExpiredPurged:
+      return "expired_purged";
+    case Counter::kExpiryChecks:
+      return "expiry_checks";
     case Counter::kDiffsCompleted:
       return "diffs_completed";
     case Counter::kHealMsMax:
@@ -119,6 +127,8 @@ constexpr int64_t kInRangeOffsetMs = 20'000;    // |offset| <= this: pairwise sk
 // than a GC watermark is taken for a deleted key's old version.
 constexpr int64_t kGcInRangeOffsetMs = 3'000;
 constexpr int64_t kHealOffsetMs = 2'000;
+// A TTL'd put lives 100 ms to this long.
+constexpr uint64_t kTtlMaxSimMs = 8'000;
 constexpr uint64_t kBackoffBaseMs = 20;
 constexpr uint64_t kBackoffMaxMs = 2'000;
 constexpr uint64_t kStableConnectionMs = 2'000;  // a connection this old resets its backoff
@@ -190,6 +200,7 @@ struct ShadowRec {
   Version version;
   bool tombstone = false;
   uint64_t value_hash = 0;
+  uint64_t expiry_ms = 0;
   friend bool operator==(const ShadowRec&, const ShadowRec&) = default;
 };
 
@@ -199,7 +210,8 @@ struct Accepted {
   bool tombstone = false;
   std::string value;
   size_t node = 0;
-  bool lost = false;  // it lived only on a disk that was wiped
+  bool lost = false;       // it lived only on a disk that was wiped
+  uint64_t expiry_ms = 0;  // a TTL'd put's expiry
 };
 
 // The replicas' tie rule for equal versions with different bytes (see
@@ -298,6 +310,7 @@ struct Config {
   int64_t in_range_offset_ms = kInRangeOffsetMs;
   uint64_t stall_timeout_ms = 0;
   double p_delete = 0.2;
+  double p_ttl = 0;  // of puts, those with a TTL (0: TTL off)
 };
 
 struct Node {
@@ -330,6 +343,9 @@ struct Node {
   std::map<KeyId, Version> dead_floor;
   // Per key, the greatest tombstone version this database purged.
   std::map<KeyId, Version> purged;
+  // Per key, the greatest version of an expired record the GC purged here:
+  // that version or an older one never becomes live again.
+  std::map<KeyId, Version> expired_floor;
   std::vector<size_t> conns;
 
   bool up() const { return replica != nullptr; }
@@ -389,6 +405,9 @@ class Simulation {
   void Wipe(Node& n);
   void CheckAfterRestart(Node& n);
   void OnChange(size_t node, const ChangeEvent& e);
+  void OnExpire(Node& n, const ChangeEvent& e);
+  // Reads of `n` never serve a record whose expiry passed on its clock.
+  void CheckExpiries(Node& n);
   void PollNode(Node& n);
 
   // ---- connections ----
@@ -412,6 +431,7 @@ class Simulation {
   bool Quiet() const;
   uint64_t StreamMs(bool whole_cluster) const;
   void VerifyFinal();
+  void VerifyLwwMaximum(const std::map<KeyId, std::pair<ShadowRec, std::string>>& scan);
   void FinalPurge();
   std::map<KeyId, std::pair<ShadowRec, std::string>> FullScan(Node& n);
   void MarkWipedWrites(const Node& wiped);
@@ -491,6 +511,7 @@ void Simulation::Configure() {
   c.retention_rows = rng_.Bernoulli(0.35) ? 5 + rng_.Uniform(60) : 0;
   c.relaxed_some = rng_.Bernoulli(0.2);
   c.p_delete = 0.1 + 0.25 * rng_.NextDouble();
+  c.p_ttl = rng_.Bernoulli(0.5) ? 0.1 + 0.4 * rng_.NextDouble() : 0;
 
   static constexpr size_t kBatchRecords[] = {1, 2, 5, 16, 1000};
   static constexpr size_t kBatchBytes[] = {300, 2000, size_t{1} << 20};
@@ -765,6 +786,7 @@ bool Simulation::OpenNode(Node& n) {
 
 void Simulation::OnChange(size_t node, const ChangeEvent& e) {
   Node& n = *nodes_[node];
+  if (e.kind == ChangeKind::kExpire) return OnExpire(n, e);
   // Seqs never repeat and only grow, across restarts.
   if (e.seq <= n.max_seq) {
     Fail(Name(node) + " assigned seq " + std::to_string(e.seq) + " after seq " +
@@ -773,7 +795,14 @@ void Simulation::OnChange(size_t node, const ChangeEvent& e) {
   n.max_seq = std::max(n.max_seq, e.seq);
   n.seqs[e.seq] = e.version;
   const KeyId key(e.map, e.key);
-  n.shadow[key] = ShadowRec{e.version, e.kind == ChangeKind::kDelete, Hash64(e.value)};
+  n.shadow[key] = ShadowRec{e.version, e.kind == ChangeKind::kDelete, Hash64(e.value), e.expiry_ms};
+  auto expired = n.expired_floor.find(key);
+  if (e.kind != ChangeKind::kDelete && expired != n.expired_floor.end() &&
+      e.version <= expired->second) {
+    Fail(Name(node) + " made " + key.first + "/" + key.second + " live again at " +
+         RelVersion(e.version) + " after purging its expired version " +
+         RelVersion(expired->second) + ": an expired value came back");
+  }
   // No resurrection: once this database held a tombstone (purged since or
   // not), the key is never live again at an older version.
   Version& floor = n.dead_floor[key];
@@ -784,6 +813,23 @@ void Simulation::OnChange(size_t node, const ChangeEvent& e) {
          RelVersion(e.version) + " after holding its tombstone " + RelVersion(floor) +
          (n.purged.contains(key) ? " (purged since)" : "") + ": a resurrection");
   }
+}
+
+// An expiry is announced for the version the node holds, once its expiry
+// passed on the node's clock.
+void Simulation::OnExpire(Node& n, const ChangeEvent& e) {
+  const KeyId key(e.map, e.key);
+  auto it = n.shadow.find(key);
+  if (it == n.shadow.end() || it->second.tombstone || it->second.version != e.version ||
+      it->second.expiry_ms != e.expiry_ms || e.expiry_ms == 0) {
+    return Fail(Name(n.index) + " announced the expiry of " + key.first + "/" + key.second + " " +
+                RelVersion(e.version) + ", which it does not hold with that expiry");
+  }
+  if (e.expiry_ms > n.clock->NowMillis()) {
+    return Fail(Name(n.index) + " announced the expiry of " + key.first + "/" + key.second +
+                " before it passed");
+  }
+  Count(Counter::kExpireEvents);
 }
 
 void Simulation::Crash(Node& n, bool drop_unsynced) {
@@ -814,6 +860,7 @@ void Simulation::Wipe(Node& n) {
   n.seqs.clear();
   n.dead_floor.clear();
   n.purged.clear();
+  n.expired_floor.clear();
   n.max_seq = 0;
   n.last_local_before_wipe = std::max(n.last_local_before_wipe, n.last_local);
   n.issued_before_wipe.merge(n.issued);
@@ -952,7 +999,8 @@ std::map<KeyId, std::pair<ShadowRec, std::string>> Simulation::FullScan(Node& n)
       read_error = Status::Corruption("record and key meta disagree");
       return false;
     }
-    out[KeyId(m.map, m.key)] = {ShadowRec{m.version, m.tombstone, Hash64(r.value)}, r.value};
+    out[KeyId(m.map, m.key)] = {ShadowRec{m.version, m.tombstone, Hash64(r.value), r.expiry_ms},
+                                r.value};
     return true;
   });
   if (!s.ok()) Fail("scan " + Name(n.index) + ": " + s.ToString());
@@ -1293,7 +1341,9 @@ void Simulation::DoWrite() {
       const uint64_t pad =
           rng_.Bernoulli(0.1) ? 200 + rng_.Uniform(kLargeValueBytesMax - 300) : rng_.Uniform(40);
       value.append(static_cast<size_t>(pad), static_cast<char>('a' + rng_.Uniform(26)));
-      batch.Put(map, key, value);
+      const uint64_t ttl_ms =
+          cfg_.p_ttl > 0 && rng_.Bernoulli(cfg_.p_ttl) ? 100 + rng_.Uniform(kTtlMaxSimMs - 99) : 0;
+      batch.Put(map, key, value, PutOptions{ttl_ms});
     }
   }
   Result<std::vector<Version>> versions = std::vector<Version>{};
@@ -1301,8 +1351,8 @@ void Simulation::DoWrite() {
     versions = n.replica->Write(batch);
   } else {
     const WriteBatch::Op op = batch.op(0);
-    auto v =
-        op.tombstone ? n.replica->Delete(op.map, op.key) : n.replica->Put(op.map, op.key, op.value);
+    auto v = op.tombstone ? n.replica->Delete(op.map, op.key)
+                          : n.replica->Put(op.map, op.key, op.value, PutOptions{op.ttl_ms});
     if (v.ok()) {
       versions = std::vector<Version>{*v};
     } else {
@@ -1343,8 +1393,10 @@ void Simulation::DoWrite() {
         Count(Counter::kEqualVersionConflicts);
       }
     }
-    writes.push_back(Accepted{v, op.tombstone, value, n.index, false});
+    const uint64_t expiry_ms = op.ttl_ms == 0 ? 0 : v.hlc.physical_ms() + op.ttl_ms;
+    writes.push_back(Accepted{v, op.tombstone, value, n.index, false, expiry_ms});
     Count(op.tombstone ? Counter::kDeletes : Counter::kPuts);
+    if (op.ttl_ms != 0) Count(Counter::kTtlPuts);
     Trace(op.tombstone ? Ev::kDelete : Ev::kPut, n.index, ranks[i], v.hlc.raw, Hash64(op.value));
   }
   PollNode(n);
@@ -1456,7 +1508,36 @@ void Simulation::PruneAll() {
     }
     if (cfg_.tombstone_horizon_ms != 0) PurgeTombstones(*n);
     if (failed_) return;
+    if (cfg_.p_ttl > 0) CheckExpiries(*n);
+    if (failed_) return;
   }
+}
+
+// The node's clock is global time plus its offset, so a record it serves
+// has not expired by more than that offset in global time; the scan and the
+// gets must agree with the stored expiry. Then the node announces what
+// expired (the subscription checks each event).
+void Simulation::CheckExpiries(Node& n) {
+  for (const char* map : {"m", "n"}) {
+    auto page = n.replica->Scan(map, "", std::nullopt, 10'000);
+    if (!page.ok()) return Fail("scan " + Name(n.index) + ": " + page.status().ToString());
+    const uint64_t node_now = n.clock->NowMillis();
+    for (const ScanItem& item : page->items) {
+      Count(Counter::kExpiryChecks);
+      if (item.expiry_ms != 0 && item.expiry_ms <= node_now) {
+        return Fail(Name(n.index) + " served " + std::string(map) + "/" + item.key +
+                    " past its expiry (" + Ms(item.expiry_ms) + ", its clock at " + Ms(node_now) +
+                    ")");
+      }
+      auto got = n.replica->Get(map, item.key);
+      if (!got.ok() || got->expiry_ms != item.expiry_ms || got->version != item.version) {
+        return Fail(Name(n.index) + ": get and scan disagree on " + std::string(map) + "/" +
+                    item.key);
+      }
+    }
+  }
+  auto expired = n.replica->ExpireRecords();
+  if (!expired.ok()) return Fail("expire " + Name(n.index) + ": " + expired.status().ToString());
 }
 
 void Simulation::PurgeTombstones(Node& n) {
@@ -1464,18 +1545,29 @@ void Simulation::PurgeTombstones(Node& n) {
   auto purged = n.replica->PurgeTombstones([&](const KeyMeta& m) {
     const KeyId key(std::string(m.map), std::string(m.key));
     auto it = n.shadow.find(key);
-    if (it == n.shadow.end() || !it->second.tombstone || it->second.version != m.version) {
+    // A tombstone, or an expired record (its expiry older than the horizon).
+    if (it == n.shadow.end() || it->second.tombstone != m.tombstone ||
+        it->second.version != m.version ||
+        (!m.tombstone &&
+         (it->second.expiry_ms == 0 ||
+          it->second.expiry_ms + cfg_.tombstone_horizon_ms > n.clock->NowMillis()))) {
       wrong = key.first + "/" + key.second + " at " + RelVersion(m.version);
     }
     n.shadow.erase(key);
     Version& v = n.purged[key];
     v = std::max(v, m.version);
+    if (!m.tombstone) {
+      Version& e = n.expired_floor[key];
+      e = std::max(e, m.version);
+    }
   });
   if (!purged.ok()) return Fail("purge " + Name(n.index) + ": " + purged.status().ToString());
   if (!wrong.empty())
-    return Fail(Name(n.index) + " purged " + wrong + ", not its current tombstone");
+    return Fail(Name(n.index) + " purged " + wrong +
+                ", not its current tombstone or expired record");
   if (purged->purged > 0) {
-    Count(Counter::kTombstonesPurged, purged->purged);
+    Count(Counter::kTombstonesPurged, purged->purged - purged->expired_purged);
+    Count(Counter::kExpiredPurged, purged->expired_purged);
     Trace(Ev::kPurge, n.index, purged->purged, purged->watermark.hlc.raw);
   }
 }
@@ -1608,7 +1700,9 @@ void Simulation::Heal() {
 // still agree (the trees hold the same live records), and the sessions must
 // settle again without shipping anything back.
 void Simulation::FinalPurge() {
-  now_ += cfg_.tombstone_horizon_ms + 2 * static_cast<uint64_t>(cfg_.in_range_offset_ms) + 5'000;
+  // Past every expiry too: expired records go with the tombstones.
+  now_ += cfg_.tombstone_horizon_ms + 2 * static_cast<uint64_t>(cfg_.in_range_offset_ms) + 5'000 +
+          (cfg_.p_ttl > 0 ? kTtlMaxSimMs : 0);
   SetClocks();
   for (const auto& n : nodes_) {
     PurgeTombstones(*n);
@@ -1618,6 +1712,12 @@ void Simulation::FinalPurge() {
     if (stats->tombstones != 0) {
       return Fail(Name(n->index) + " still holds " + std::to_string(stats->tombstones) +
                   " tombstones after the final GC round");
+    }
+    for (const auto& [key, rec] : FullScan(*n)) {
+      if (rec.first.expiry_ms != 0) {
+        return Fail(Name(n->index) + " still holds " + key.first + "/" + key.second +
+                    ", expired, after the final GC round");
+      }
     }
   }
   if (!Converged()) return Fail("roots differ after every replica purged every tombstone");
@@ -1721,8 +1821,13 @@ void Simulation::VerifyFinal() {
       return Fail("equal roots but " + Name(i) + " holds keys n0 lacks");
     }
   }
-  // Each key is at the LWW maximum of the accepted writes that survived.
-  const auto& scan = scans[0];
+  VerifyLwwMaximum(scans[0]);
+}
+
+// Each key of `scan` (one replica's full scan; they are all equal) is at the
+// LWW maximum of the accepted writes that survived, or absent where GC may
+// have purged that maximum; no key was never written.
+void Simulation::VerifyLwwMaximum(const std::map<KeyId, std::pair<ShadowRec, std::string>>& scan) {
   for (const auto& [key, writes] : oracle_) {
     const Accepted* best = nullptr;
     for (const Accepted& w : writes) {
@@ -1736,13 +1841,25 @@ void Simulation::VerifyFinal() {
     }
     // A tombstone may have been purged (everywhere: the scans are equal).
     if (it == scan.end() && best->tombstone && cfg_.tombstone_horizon_ms != 0) continue;
+    // So may an expired record once its expiry is older than the horizon on
+    // some clock; an older version sent back then was answered with a
+    // restored delete at or above it.
+    const bool purgeable = !best->tombstone && best->expiry_ms != 0 &&
+                           cfg_.tombstone_horizon_ms != 0 &&
+                           best->expiry_ms + cfg_.tombstone_horizon_ms <=
+                               now_ + static_cast<uint64_t>(cfg_.in_range_offset_ms);
+    if (purgeable && (it == scan.end() ||
+                      (it->second.first.tombstone && it->second.first.version >= best->version))) {
+      continue;
+    }
     if (it == scan.end()) {
       return Fail("acknowledged write lost: " + name + " absent, expected " +
                   RelVersion(best->version) + " from " + Name(best->node));
     }
     const ShadowRec& got = it->second.first;
     if (got.version != best->version || got.tombstone != best->tombstone ||
-        (!got.tombstone && it->second.second != best->value)) {
+        (!got.tombstone &&
+         (it->second.second != best->value || got.expiry_ms != best->expiry_ms))) {
       return Fail(name + " is " + RelVersion(got.version) + (got.tombstone ? " (deleted)" : "") +
                   ", the LWW maximum of accepted writes is " + RelVersion(best->version) +
                   (best->tombstone ? " (deleted)" : "") + " from " + Name(best->node));

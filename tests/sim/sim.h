@@ -17,6 +17,12 @@
 // every fault off and must converge within a bound; with GC, a last round
 // then purges every tombstone everywhere and the roots must still agree.
 //
+// In some seeds puts carry a TTL (per-record expiry): reads are checked
+// never to serve a value past its expiry by more than the node's clock
+// offset, replicas announce expiries (ExpireRecords), the GC purges expired
+// records like tombstones, and after the final purge no expired value is
+// held or comes back.
+//
 // Every event (write result, delivery, fault) is folded into a 64-bit trace
 // hash; the same seed gives the same hash. Invariants are checked as the run
 // goes (HLC monotonic per node, seqs never reused, nothing committed lost by a
@@ -77,7 +83,11 @@ enum class Counter : int {
   kStaleRedeleted,         // records older than a GC watermark answered with the delete
   kPeerResets,             // sessions that found the peer's database changed (wiped)
   kDiffsCompleted,
-  kHealMsMax,  // the longest heal (simulated ms); max, not sum
+  kTtlPuts,        // puts with a TTL (seeds with TTL on)
+  kExpireEvents,   // `expire` events a replica announced
+  kExpiredPurged,  // expired records the GC purged
+  kExpiryChecks,   // reads checked against their expiry
+  kHealMsMax,      // the longest heal (simulated ms); max, not sum
   kCount,
 };
 

@@ -1261,5 +1261,26 @@ TEST_F(SyncTest, AnotherProtocolVersionIsRefused) {
   EXPECT_NE(s.message().find("protocol version"), std::string::npos) << s.message();
 }
 
+// A peer of protocol version 1 predates per-record TTL: it would keep a
+// TTL'd record forever, so it is refused with an error that says so.
+TEST_F(SyncTest, APeerBeforeTtlIsRefusedWithTheReason) {
+  Add(1);
+  Add(2);
+  SyncSession a(nodes_[1].replica.get(), 2, {});
+  std::vector<msg::Message> out;
+  ASSERT_TRUE(a.Start(kStartMs, &out).ok());
+  msg::Hello old;
+  old.protocol_version = 1;
+  const SyncStoreInfo info = static_cast<const SyncStore&>(*nodes_[2].replica).Info();
+  old.tree_fanout_bits = info.tree_fanout_bits;
+  old.tree_depth = info.tree_depth;
+  old.incarnation = 7;
+  Status s = a.Receive(msg::Message{1, old}, kStartMs, &out);
+  EXPECT_TRUE(s.IsRefused());
+  EXPECT_EQ(s.message(),
+            "peer speaks protocol version 1, this node 2 (the peer predates per-record TTL and "
+            "would keep expiring records forever: upgrade it)");
+}
+
 }  // namespace
 }  // namespace tidemap

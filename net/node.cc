@@ -394,6 +394,7 @@ Result<std::unique_ptr<Node>> Node::Start(NodeOptions options, Replica* replica,
     p.node_id = id;
     p.public_key = crypto::PublicKeyToText(key);
   }
+  TIDEMAP_RETURN_IF_ERROR(impl->ReleaseUntrustedPeers());
   impl->watch_hold.Record(clock->NowMillis(), replica->LastSeq());
   {
     MutexLock lock(&impl->mu);

@@ -114,6 +114,9 @@ struct NodeOptions {
 class Node {
  public:
   // Binds the listener (port 0 picks a free one) and starts the event loop.
+  // Every trusted key is registered as a peer (Replica::AddPeer), and every
+  // peer the replica keeps a cursor for whose key is not trusted is forgotten
+  // (Replica::RemovePeer), so only trusted nodes hold back pruning and GC.
   // Errors: InvalidArgument for a malformed HOST:PORT, Unavailable when the
   // address cannot be bound (the message names it).
   static Result<std::unique_ptr<Node>> Start(NodeOptions options, Replica* replica,

@@ -97,6 +97,10 @@ struct Node::Impl : std::enable_shared_from_this<Node::Impl> {
   // Reconfigure's loop side (node_reload.cc): swaps the trust list and the
   // dial targets, closes what was removed, updates the peers' status.
   PeerChanges ApplyPeers(TrustList trust, const std::vector<std::string>& addresses);
+  // Start's side of the same (node_reload.cc): forgets every peer the replica
+  // keeps a cursor for whose key the trust list does not hold (one taken out
+  // of the trust file while the node was stopped), as a reload would.
+  Status ReleaseUntrustedPeers();
   // One dial of `address` and, once connected, the connection's whole life.
   // Returns how long to wait before the next dial; updates `backoff_ms`.
   asio::awaitable<uint64_t> DialOnce(const std::string& address, asio::steady_timer& timer,

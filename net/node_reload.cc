@@ -91,6 +91,26 @@ PeerChanges Node::Impl::ApplyPeers(TrustList new_trust, const std::vector<std::s
   return ch;
 }
 
+Status Node::Impl::ReleaseUntrustedPeers() {
+  std::set<uint64_t> trusted;
+  for (const auto& key : trust_owned.keys()) trusted.insert(crypto::NodeIdOf(key));
+  TIDEMAP_ASSIGN_OR_RETURN(const auto acks, replica->PeerAcks());
+  for (const auto& [id, acked] : acks) {
+    if (trusted.count(id) != 0 || id == identity->node_id()) continue;
+    TIDEMAP_RETURN_IF_ERROR(replica->RemovePeer(id));
+    {
+      MutexLock lock(&mu);
+      released.insert(id);
+    }
+    const std::string peer = NodeIdToString(id);
+    LogEvent(*log, spdlog::level::info, "peer_released", peer,
+             "peer " + peer + " is not in the trust list: its oplog cursor (seq " +
+                 std::to_string(acked) + ") is released",
+             {{"acked", acked}});
+  }
+  return Status::Ok();
+}
+
 Result<PeerChanges> Node::Reconfigure(const TrustList& trust,
                                       const std::vector<std::string>& peers) {
   for (const std::string& peer : peers) {

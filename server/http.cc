@@ -218,7 +218,9 @@ std::optional<Response> HttpServer::Impl::CheckRequest(
   const std::string_view auth = View(req[http::field::authorization]);
   constexpr std::string_view kBearer = "Bearer ";
   // The web console's files hold no data: served without the token (http_ui.cc).
-  bool authorized = options.bearer_token.empty() || x.route.kind == RouteKind::kUi;
+  // Health answers a local probe without one (it tells only whether the node serves).
+  bool authorized = options.bearer_token.empty() || x.route.kind == RouteKind::kUi ||
+                    (x.route.kind == RouteKind::kHealth && x.from_loopback);
   if (!authorized && auth.size() > kBearer.size() &&
       beast::iequals(beast::string_view(auth.data(), kBearer.size()), "Bearer ")) {
     authorized = crypto::SecretEquals(auth.substr(kBearer.size()), options.bearer_token);
@@ -262,6 +264,9 @@ asio::awaitable<bool> HttpServer::Impl::Dispatch(
   x.method = req.method();
   x.client_keep_alive = req.keep_alive();
   x.route = MatchRoute(View(req.target()));
+  beast::error_code endpoint_error;
+  const tcp::endpoint client = conn->stream.socket().remote_endpoint(endpoint_error);
+  x.from_loopback = !endpoint_error && client.address().is_loopback();
   const bool body_pending =
       header_parser.chunked() ||
       (header_parser.content_length().has_value() && *header_parser.content_length() > 0);

@@ -110,9 +110,10 @@ Result<Response> HttpServer::Impl::HandleWriteIf(http::verb method, const Route&
       if (std::optional<Version> v = VersionOfETag(tag)) condition.versions.push_back(*v);
     }
   }
-  Result<ConditionalWrite> w = method == http::verb::put
-                                   ? context.replica->PutIf(route.map, route.key, body, condition, put_options)
-                                   : context.replica->DeleteIf(route.map, route.key, condition);
+  Result<ConditionalWrite> w =
+      method == http::verb::put
+          ? context.replica->PutIf(route.map, route.key, body, condition, put_options)
+          : context.replica->DeleteIf(route.map, route.key, condition);
   if (!w.ok()) return w.status();
   if (!w->written) {
     Response res = ErrorResponse(http::status::precondition_failed, "precondition_failed",

@@ -83,8 +83,19 @@ std::string_view View(beast::string_view v);
 // than a socket error, a timeout or a cancellation.
 bool IsHttpError(const beast::error_code& ec);
 
-enum class RouteKind { kKey, kMap, kBatch, kHealth, kStatus, kWatch, kMetrics, kOpenApi, kUi,
-                       kReload, kUnknown };
+enum class RouteKind {
+  kKey,
+  kMap,
+  kBatch,
+  kHealth,
+  kStatus,
+  kWatch,
+  kMetrics,
+  kOpenApi,
+  kUi,
+  kReload,
+  kUnknown
+};
 
 // The headers a handler reads (copied from the request on the I/O thread).
 struct RequestMeta {
@@ -325,6 +336,7 @@ struct HttpServer::Impl {
     // (its body read, or it had none), so it may serve another.
     bool at_boundary = false;
     bool client_keep_alive = false;
+    bool from_loopback = false;  // the client's address is a loopback one
   };
 
   // --- http.cc: connections (I/O thread) ---

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <charconv>
 
-#include <tidemap/server/http_api_internal.h>
 #include <tidemap/server/duration.h>
+#include <tidemap/server/http_api_internal.h>
 #include <tidemap/server/http_internal.h>
 #include <tidemap/server/json.h>
 #include <tidemap/server/status.h>

@@ -371,6 +371,7 @@ TEST_F(HttpApiTest, HeadOnEveryGetRouteHasGetsHeadersAndNoBody) {
       {"/v1/maps/{map}/keys/{key}", "/v1/maps/m/keys/k"},
       {"/v1/maps/{map}", "/v1/maps/m?prefix=k"},
       {"/v1/watch", "/v1/watch?map=m"},
+      {"/ui/{file}", "/ui/app.js"},
   };
   // Bodies that change between two requests (counters, times) only keep
   // their Content-Length's presence.
@@ -401,7 +402,7 @@ TEST_F(HttpApiTest, HeadOnEveryGetRouteHasGetsHeadersAndNoBody) {
       EXPECT_EQ(head.Header("content-length"), std::to_string(get.body.size()));
     }
   }
-  EXPECT_EQ(get_routes, 7u);
+  EXPECT_EQ(get_routes, 9u);
   // Errors too: the status and headers of GET, no body.
   const Reply missing = Call("HEAD", "/v1/maps/m/keys/none");
   EXPECT_EQ(missing.status, 404);

@@ -532,5 +532,30 @@ TEST(NetNodeTest, BadSignatureIsNotCountedAsUntrusted) {
   std::filesystem::remove_all(root, ec);
 }
 
+// A peer taken out of the trust list while the node was stopped holds no
+// cursor once the node starts again; a trusted one keeps its cursor.
+TEST(NetNodeTest, StartReleasesTheCursorsOfUntrustedPeers) {
+  const std::string root = testing::MakeTempDir("tidemap-net-release-test");
+  {
+    Peer a, b, gone;
+    a.Open(root + "/a", Durability::kRelaxed);
+    b.Open(root + "/b", Durability::kRelaxed);
+    gone.Open(root + "/gone", Durability::kRelaxed);
+    const uint64_t b_id = b.identity->node_id();
+    const uint64_t gone_id = gone.identity->node_id();
+    ASSERT_TRUE(a.replica->AddPeer(b_id).ok());
+    ASSERT_TRUE(a.replica->AddPeer(gone_id).ok());
+    a.trust.Add(a.identity->public_key());
+    a.trust.Add(b.identity->public_key());
+    a.Start({});
+    auto acks = a.replica->PeerAcks();
+    ASSERT_TRUE(acks.ok()) << acks.status().ToString();
+    EXPECT_EQ(acks->count(b_id), 1u);
+    EXPECT_EQ(acks->count(gone_id), 0u);
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(root, ec);
+}
+
 }  // namespace
 }  // namespace tidemap

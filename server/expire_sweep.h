@@ -13,10 +13,9 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <thread>
 
-#include <tidemap/base/mutex.h>
 #include <tidemap/replica/replica.h>
+#include <tidemap/server/periodic_thread.h>
 
 namespace spdlog {
 class logger;
@@ -34,17 +33,14 @@ class ExpireSweep {
   void Stop();
 
  private:
-  void Run();
+  // One round: ExpireRecords, and a log line for a new error.
+  void Sweep();
 
   Replica* const replica_;
   const std::shared_ptr<spdlog::logger> log_;
-  const uint64_t interval_ms_;
   std::string last_error_;  // only the sweep thread touches it: logs each new error once
 
-  Mutex mu_;
-  CondVar wake_{&mu_};
-  bool stopping_ TIDEMAP_GUARDED_BY(mu_) = false;
-  std::thread thread_;  // last: started once the rest is set
+  PeriodicThread thread_;  // last: started once the rest is set
 };
 
 }  // namespace tidemap

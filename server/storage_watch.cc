@@ -5,7 +5,6 @@
 #include <chrono>
 #include <utility>
 
-#include <tidemap/base/thread_name.h>
 #include <tidemap/net/log_event.h>
 
 namespace tidemap {
@@ -15,33 +14,11 @@ StorageWatch::StorageWatch(Replica* replica, std::shared_ptr<spdlog::logger> log
     : replica_(replica),
       log_(std::move(log)),
       interval_ms_(interval_ms),
-      thread_([this] { Run(); }) {}
+      thread_("tidemap-storage", interval_ms, [this] { Check(); }) {}
 
 StorageWatch::~StorageWatch() { Stop(); }
 
-void StorageWatch::Stop() {
-  {
-    MutexLock l(&mu_);
-    stopping_ = true;
-  }
-  wake_.SignalAll();
-  if (thread_.joinable()) thread_.join();
-}
-
-void StorageWatch::Run() {
-  NameThisThread("tidemap-storage");
-  while (true) {
-    {
-      MutexLock l(&mu_);
-      const auto deadline =
-          std::chrono::steady_clock::now() + std::chrono::milliseconds(interval_ms_);
-      while (!stopping_ && wake_.WaitUntil(deadline)) {
-      }
-      if (stopping_) return;
-    }
-    Check();
-  }
-}
+void StorageWatch::Stop() { thread_.Stop(); }
 
 void StorageWatch::Check() {
   // Writers may fail and heal between two checks: the counters tell.

@@ -12,12 +12,12 @@
 #ifndef TIDEMAP_SERVER_STORAGE_WATCH_H_
 #define TIDEMAP_SERVER_STORAGE_WATCH_H_
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
-#include <thread>
 
-#include <tidemap/base/mutex.h>
 #include <tidemap/replica/replica.h>
+#include <tidemap/server/periodic_thread.h>
 
 namespace spdlog {
 class logger;
@@ -35,7 +35,6 @@ class StorageWatch {
   void Stop();
 
  private:
-  void Run();
   // One check: retries and logs a change of state.
   void Check();
 
@@ -49,10 +48,7 @@ class StorageWatch {
   bool refused_ = false;
   std::chrono::steady_clock::time_point refused_since_;
 
-  Mutex mu_;
-  CondVar wake_{&mu_};
-  bool stopping_ TIDEMAP_GUARDED_BY(mu_) = false;
-  std::thread thread_;  // last: started once the rest is set
+  PeriodicThread thread_;  // last: started once the rest is set
 };
 
 }  // namespace tidemap

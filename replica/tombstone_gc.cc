@@ -171,16 +171,16 @@ void Replica::Impl::TombstonePurge::Published() {
   purged_total_ += purged_.size();
   im_.gc.Raise(raised_, watermark_, purged_total_);
   raised_.clear();
-  const uint64_t expired = static_cast<uint64_t>(
+  const uint64_t purged_expired = static_cast<uint64_t>(
       std::count_if(purged_.begin(), purged_.end(), [](const Purged& p) { return !p.tombstone; }));
   {
     MutexLock l(&im_.state_mu);
-    im_.tombstones -= purged_.size() - expired;
-    im_.live -= expired;
+    im_.tombstones -= purged_.size() - purged_expired;
+    im_.live -= purged_expired;
   }
-  im_.expired_purged.fetch_add(expired, std::memory_order_relaxed);
+  im_.expired_purged.fetch_add(purged_expired, std::memory_order_relaxed);
   stats_.purged += purged_.size();
-  stats_.expired_purged += expired;
+  stats_.expired_purged += purged_expired;
   stats_.watermark = watermark_;
   if (on_purged_) {
     for (const Purged& p : purged_) on_purged_(KeyMeta{p.map, p.key, p.version, p.tombstone});

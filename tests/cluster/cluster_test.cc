@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/cluster/serve_fixture.h"
 #include "tests/support/process.h"
 #include "tests/support/test_util.h"
 #include <tidemap/base/crypto.h>
@@ -45,57 +46,11 @@ using testing::WaitUntil;
 
 constexpr int kConvergeTimeoutMs = 60'000;
 
-// One tidemap node of a test cluster: its data dir, key, ports and process.
-struct Node {
-  std::string name;
-  std::string dir;
-  std::string public_key;
-  uint16_t port = 0;
-  uint16_t http_port = 0;
-  std::unique_ptr<ChildProcess> process;
-  int starts = 0;
+using Node = testing::ServeNode;
 
-  std::string listen() const { return "127.0.0.1:" + std::to_string(port); }
-  std::string http() const { return "127.0.0.1:" + std::to_string(http_port); }
-};
-
-class ClusterTest : public ::testing::Test {
+class ClusterTest : public testing::ServeClusterTest {
  protected:
-  void SetUp() override { root_ = testing::MakeTempDir("cluster"); }
-
-  void TearDown() override {
-    for (auto& [name, node] : nodes_) {
-      if (node->process && node->process->running()) {
-        node->process->Signal(SIGKILL);
-        node->process->Wait(10'000);
-      }
-      if (HasFailure() && node->process) {
-        std::cerr << "----- log of " << name << " -----\n" << node->process->Log() << "\n";
-      }
-    }
-    std::filesystem::remove_all(root_);
-  }
-
-  RunResult Tidemap(const std::vector<std::string>& args, std::string_view input = {}) {
-    return RunProgram(TIDEMAP_BIN, args, input);
-  }
-
-  // Creates a node's data dir and identity.
-  Node& AddNode(const std::string& name) {
-    auto node = std::make_unique<Node>();
-    node->name = name;
-    node->dir = root_ + "/" + name;
-    RunResult r = Tidemap({"init", "--data", node->dir});
-    EXPECT_EQ(r.exit_code, 0) << r;
-    std::string out = r.out;
-    while (!out.empty() && out.back() == '\n') out.pop_back();
-    node->public_key = out.substr(out.rfind('\n') + 1);
-    node->port = testing::FreeTcpPort();
-    node->http_port = testing::FreeTcpPort();
-    Node& ref = *node;
-    nodes_[name] = std::move(node);
-    return ref;
-  }
+  ClusterTest() : ServeClusterTest("cluster") {}
 
   // Starts `node` serving, dialing `peers`, trusting `trusted`; waits until
   // its HTTP API answers.
@@ -117,28 +72,13 @@ class ClusterTest : public ::testing::Test {
       args.push_back(t->public_key);
     }
     args.insert(args.end(), extra.begin(), extra.end());
-    ++node.starts;
-    node.process = std::make_unique<ChildProcess>(
-        TIDEMAP_BIN, args, root_ + "/" + node.name + "." + std::to_string(node.starts) + ".log");
-    ASSERT_TRUE(node.process->started());
-    const bool up = WaitUntil(20'000, 50, [&] {
-      if (!node.process->running()) return true;
-      return Tidemap({"status", "--http", node.http(), "--json"}).exit_code == 0;
-    });
-    ASSERT_TRUE(up && node.process->running()) << node.name << " did not come up:\n"
-                                               << node.process->Log();
+    Launch(node, args);
   }
 
   // SIGTERM and a clean exit.
   void Stop(Node& node) {
     node.process->Signal(SIGTERM);
     EXPECT_EQ(node.process->Wait(20'000), 0) << node.name << ":\n" << node.process->Log();
-  }
-
-  nlohmann::json Status(const Node& node) {
-    RunResult r = Tidemap({"status", "--http", node.http(), "--json"});
-    if (r.exit_code != 0) return nlohmann::json();
-    return nlohmann::json::parse(r.out, nullptr, false);
   }
 
   std::string Root(const Node& node) {
@@ -183,19 +123,6 @@ class ClusterTest : public ::testing::Test {
       }
     }
   }
-
-  // peers[] entry of `peer` in `node`'s status (null when absent).
-  nlohmann::json PeerEntry(const Node& node, const Node& peer) {
-    nlohmann::json s = Status(node);
-    if (!s.is_object()) return nullptr;
-    for (const auto& p : s["peers"]) {
-      if (p["public_key"].is_string() && p["public_key"] == peer.public_key) return p;
-    }
-    return nullptr;
-  }
-
-  std::string root_;
-  std::map<std::string, std::unique_ptr<Node>> nodes_;
 };
 
 TEST_F(ClusterTest, FullMeshOfThreeConverges) {

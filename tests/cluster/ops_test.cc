@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "tests/cluster/serve_fixture.h"
 #include "tests/support/process.h"
 #include "tests/support/test_util.h"
 #include <tidemap/replica/replica.h>
@@ -60,54 +61,11 @@ es.onerror = (e) => done({status: e.status || 0}, 2);
 setTimeout(() => done({status: -1}, 3), 20000);
 )js";
 
-struct OpsNode {
-  std::string name;
-  std::string dir;
-  std::string public_key;
-  uint16_t port = 0;
-  uint16_t http_port = 0;
-  std::unique_ptr<ChildProcess> process;
-  int starts = 0;
+using OpsNode = testing::ServeNode;
 
-  std::string listen() const { return "127.0.0.1:" + std::to_string(port); }
-  std::string http() const { return "127.0.0.1:" + std::to_string(http_port); }
-  std::string url() const { return "http://" + http(); }
-};
-
-class OpsTest : public ::testing::Test {
+class OpsTest : public testing::ServeClusterTest {
  protected:
-  void SetUp() override { root_ = testing::MakeTempDir("ops"); }
-
-  void TearDown() override {
-    for (auto& [name, node] : nodes_) {
-      if (node->process && node->process->running()) {
-        node->process->Signal(SIGKILL);
-        node->process->Wait(10'000);
-      }
-      if (HasFailure() && node->process) {
-        std::cerr << "----- log of " << name << " -----\n" << node->process->Log() << "\n";
-      }
-    }
-    std::filesystem::remove_all(root_);
-  }
-
-  RunResult Tidemap(const std::vector<std::string>& args) { return RunProgram(TIDEMAP_BIN, args); }
-
-  OpsNode& AddNode(const std::string& name) {
-    auto node = std::make_unique<OpsNode>();
-    node->name = name;
-    node->dir = root_ + "/" + name;
-    RunResult r = Tidemap({"init", "--data", node->dir});
-    EXPECT_EQ(r.exit_code, 0) << r;
-    std::string out = r.out;
-    while (!out.empty() && out.back() == '\n') out.pop_back();
-    node->public_key = out.substr(out.rfind('\n') + 1);
-    node->port = testing::FreeTcpPort();
-    node->http_port = testing::FreeTcpPort();
-    OpsNode& ref = *node;
-    nodes_[name] = std::move(node);
-    return ref;
-  }
+  OpsTest() : ServeClusterTest("ops") {}
 
   // Starts `node` with `args` after --data, --http and --listen; waits until
   // its HTTP API answers.
@@ -115,32 +73,7 @@ class OpsTest : public ::testing::Test {
     std::vector<std::string> all = {"serve",    "--data",      node.dir,      "--http", node.http(),
                                     "--listen", node.listen(), "--log-level", "debug"};
     all.insert(all.end(), args.begin(), args.end());
-    ++node.starts;
-    node.process = std::make_unique<ChildProcess>(
-        TIDEMAP_BIN, all, root_ + "/" + node.name + "." + std::to_string(node.starts) + ".log");
-    ASSERT_TRUE(node.process->started());
-    const bool up = WaitUntil(20'000, 50, [&] {
-      if (!node.process->running()) return true;
-      return Tidemap({"status", "--http", node.http(), "--json"}).exit_code == 0;
-    });
-    ASSERT_TRUE(up && node.process->running()) << node.name << " did not come up:\n"
-                                               << node.process->Log();
-  }
-
-  nlohmann::json Status(const OpsNode& node) {
-    RunResult r = Tidemap({"status", "--http", node.http(), "--json"});
-    if (r.exit_code != 0) return nlohmann::json();
-    return nlohmann::json::parse(r.out, nullptr, false);
-  }
-
-  // peers[] entry of `peer` in `node`'s status (null when absent).
-  nlohmann::json PeerEntry(const OpsNode& node, const OpsNode& peer) {
-    nlohmann::json s = Status(node);
-    if (!s.is_object()) return nullptr;
-    for (const auto& p : s["peers"]) {
-      if (p["public_key"].is_string() && p["public_key"] == peer.public_key) return p;
-    }
-    return nullptr;
+    Launch(node, all);
   }
 
   void Put(const OpsNode& node, const std::string& key) {
@@ -197,9 +130,6 @@ class OpsTest : public ::testing::Test {
     for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
     return n;
   }
-
-  std::string root_;
-  std::map<std::string, std::unique_ptr<OpsNode>> nodes_;
 };
 
 std::vector<uint64_t> Ids(const nlohmann::json& j) {

@@ -89,6 +89,7 @@ enum class RouteKind {
   kBatch,
   kHealth,
   kStatus,
+  kPending,
   kWatch,
   kMetrics,
   kOpenApi,
@@ -399,6 +400,7 @@ struct HttpServer::Impl {
   Result<Response> HandleBatch(const RequestMeta& meta, std::string body);
   Result<Response> HandleHealth();
   Result<Response> HandleStatus();
+  Result<Response> HandlePending(const Route& route);
   Result<Response> HandleMetrics();
   // --- http_ui.cc: the web console's files (worker pool) ---
   Result<Response> HandleUi(const Route& route);

@@ -7,6 +7,7 @@
 #include <tidemap/server/http_api_internal.h>
 #include <tidemap/server/http_internal.h>
 #include <tidemap/server/json.h>
+#include <tidemap/server/pending.h>
 #include <tidemap/server/status.h>
 #include <tidemap/server/url.h>
 
@@ -155,11 +156,11 @@ Result<std::map<std::string, std::string>> Params(const std::string& query,
 
 Result<Response> HttpServer::Impl::Handle(http::verb method, const Route& route,
                                           const RequestMeta& meta, std::string body) {
-  // Only scans and watches take query parameters; elsewhere any is an error,
-  // not something silently ignored.
+  // Only scans, watches and pending take query parameters; elsewhere any is
+  // an error, not something silently ignored.
   // Key routes check theirs in HandleKey (a put takes `ttl`).
   if (route.kind != RouteKind::kMap && route.kind != RouteKind::kWatch &&
-      route.kind != RouteKind::kKey) {
+      route.kind != RouteKind::kKey && route.kind != RouteKind::kPending) {
     TIDEMAP_RETURN_IF_ERROR(Params(route.query, {}).status());
   }
   if (method == http::verb::head) method = http::verb::get;
@@ -176,6 +177,8 @@ Result<Response> HttpServer::Impl::Handle(http::verb method, const Route& route,
       return HandleHealth();
     case RouteKind::kStatus:
       return HandleStatus();
+    case RouteKind::kPending:
+      return HandlePending(route);
     case RouteKind::kMetrics:
       return HandleMetrics();
     case RouteKind::kUi:
@@ -312,6 +315,37 @@ Result<Response> HttpServer::Impl::HandleStatus() {
         peers, PeersFromOplog(context.replica, info.stats.oplog_last_seq, clock.NowMillis()));
   }
   return JsonResponse(http::status::ok, StatusJson(info, peers), /*pretty=*/true);
+}
+
+Result<Response> HttpServer::Impl::HandlePending(const Route& route) {
+  TIDEMAP_ASSIGN_OR_RETURN(auto params, Params(route.query, {"peer", "after", "limit"}));
+  uint64_t after = 0, limit = kPendingDefaultItems;
+  if (auto it = params.find("after"); it != params.end()) {
+    TIDEMAP_ASSIGN_OR_RETURN(after, ParseU64("after", it->second));
+  }
+  if (auto it = params.find("limit"); it != params.end()) {
+    TIDEMAP_ASSIGN_OR_RETURN(limit, ParseU64("limit", it->second));
+  }
+  const uint64_t now_ms = clock.NowMillis();
+  std::vector<net::PeerStatus> peers;
+  if (context.net_status) {
+    peers = context.net_status().peers;
+  } else {
+    TIDEMAP_ASSIGN_OR_RETURN(peers,
+                             PeersFromOplog(context.replica, context.replica->LastSeq(), now_ms));
+  }
+  if (auto it = params.find("peer"); it != params.end()) {
+    TIDEMAP_ASSIGN_OR_RETURN(net::PeerStatus peer, FindPeer(peers, it->second));
+    peers = {std::move(peer)};
+  }
+  std::vector<PendingPage> pages;
+  for (const net::PeerStatus& p : peers) {
+    if (p.node_id == 0) continue;  // a configured address not identified yet
+    TIDEMAP_ASSIGN_OR_RETURN(PendingPage page,
+                             ReadPending(*context.replica, p, after, limit, now_ms));
+    pages.push_back(std::move(page));
+  }
+  return JsonResponse(http::status::ok, PendingJson(pages), /*pretty=*/true);
 }
 
 Result<Response> HttpServer::Impl::HandleMetrics() {

@@ -21,6 +21,7 @@ constexpr RouteEntry kRoutes[] = {
     {RouteKind::kBatch, "/v1/batch", "POST"},
     {RouteKind::kHealth, "/v1/health", "GET, HEAD"},
     {RouteKind::kStatus, "/v1/status", "GET, HEAD"},
+    {RouteKind::kPending, "/v1/pending", "GET, HEAD"},
     {RouteKind::kWatch, "/v1/watch", "GET, HEAD"},
     {RouteKind::kMetrics, "/metrics", "GET, HEAD"},
     {RouteKind::kOpenApi, "/v1/openapi.json", "GET, HEAD"},

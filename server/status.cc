@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include <tidemap/net/peer_lag.h>
+
 namespace tidemap {
 
 Result<StatusInfo> CollectStatusInfo(Replica* replica, std::string public_key) {
@@ -12,13 +14,14 @@ Result<StatusInfo> CollectStatusInfo(Replica* replica, std::string public_key) {
 Result<std::vector<net::PeerStatus>> PeersFromOplog(Replica* replica, uint64_t last_seq,
                                                     uint64_t now_ms) {
   TIDEMAP_ASSIGN_OR_RETURN(auto acks, replica->PeerAcks());
+  net::PeerLag lag(replica);
   std::vector<net::PeerStatus> peers;
   peers.reserve(acks.size());
   for (const auto& [node, acked] : acks) {
     net::PeerStatus p;
     p.node_id = node;
     p.acked_seq = acked;
-    p.lag = last_seq > acked ? last_seq - acked : 0;
+    TIDEMAP_ASSIGN_OR_RETURN(p.lag, lag.Count(node, acked, last_seq));
     if (p.lag > 0) {
       TIDEMAP_ASSIGN_OR_RETURN(auto rows, replica->ReadOplog(acked, 1));
       if (!rows.empty()) {

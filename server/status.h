@@ -18,7 +18,8 @@ namespace tidemap {
 Result<StatusInfo> CollectStatusInfo(Replica* replica, std::string public_key);
 
 // The peers as the oplog alone knows them (no transport): one per cursor,
-// not connected, with acked_seq, lag (records) and lag_seconds (the age, at
+// not connected, with acked_seq, lag (our changes it lacks, counted as the
+// running node counts them: net/peer_lag.h) and lag_seconds (the age, at
 // `now_ms`, of the oldest retained row the peer has not acknowledged; 0 when
 // it acknowledged everything). `last_seq` is the replica's highest seq.
 Result<std::vector<net::PeerStatus>> PeersFromOplog(Replica* replica, uint64_t last_seq,

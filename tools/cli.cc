@@ -27,6 +27,7 @@
 #include <tidemap/server/duration.h>
 #include <tidemap/server/http_client.h>
 #include <tidemap/server/json.h>
+#include <tidemap/server/pending.h>
 #include <tidemap/server/status.h>
 #include <tidemap/server/url.h>
 
@@ -501,6 +502,73 @@ int CmdRepair(const std::string& dir) {
   return kExitOk;
 }
 
+// The human form of a pending document (server/pending.h).
+void PrintPending(const nlohmann::json& doc) {
+  const nlohmann::json peers = doc.contains("peers") ? doc["peers"] : nlohmann::json::array();
+  if (peers.empty()) std::printf("no peers\n");
+  for (const auto& p : peers) {
+    std::printf("peer %s  %llu pending", Str(p, "node_id").c_str(),
+                static_cast<unsigned long long>(U64(p, "count")));
+    if (U64(p, "count") > 0) std::printf(", oldest %.1f s ago", Num(p, "oldest_age_seconds"));
+    std::printf(", acked seq %llu\n", static_cast<unsigned long long>(U64(p, "acked_seq")));
+    if (!p.contains("items") || !p["items"].is_array()) continue;
+    for (const auto& item : p["items"]) {
+      const auto text = [&](const char* field) {
+        const std::string plain = Str(item, field);
+        return plain.empty() ? "base64:" + Str(item, (std::string(field) + "_base64").c_str())
+                             : plain;
+      };
+      std::printf("  seq %-8llu %-6s %s/%s  %s\n",
+                  static_cast<unsigned long long>(U64(item, "seq")), Str(item, "op").c_str(),
+                  text("map").c_str(), text("key").c_str(), Str(item, "hlc").c_str());
+    }
+    if (p.contains("next") && p["next"].is_number_unsigned()) {
+      std::printf("  more: --after %llu\n", static_cast<unsigned long long>(U64(p, "next")));
+    }
+  }
+}
+
+// The pending document of a data dir (no transport: peers are its cursors).
+Result<nlohmann::json> PendingFromDir(const Target& target, const std::string& peer, uint64_t after,
+                                      size_t limit) {
+  TIDEMAP_ASSIGN_OR_RETURN(auto d, OpenTarget(target, Access::kRead));
+  Replica& replica = d->replica();
+  SystemClock clock;
+  const uint64_t now_ms = clock.NowMillis();
+  TIDEMAP_ASSIGN_OR_RETURN(auto peers, PeersFromOplog(&replica, replica.LastSeq(), now_ms));
+  if (!peer.empty()) {
+    TIDEMAP_ASSIGN_OR_RETURN(net::PeerStatus one, FindPeer(peers, peer));
+    peers = {std::move(one)};
+  }
+  std::vector<PendingPage> pages;
+  for (const net::PeerStatus& p : peers) {
+    TIDEMAP_ASSIGN_OR_RETURN(PendingPage page, ReadPending(replica, p, after, limit, now_ms));
+    pages.push_back(std::move(page));
+  }
+  return PendingJson(pages);
+}
+
+int CmdPending(const Target& target, const std::string& peer, uint64_t after, size_t limit,
+               bool json) {
+  if (limit == 0) limit = kPendingDefaultItems;
+  nlohmann::json doc;
+  if (target.is_http()) {
+    std::string path = "/v1/pending?limit=" + std::to_string(limit);
+    if (after != 0) path += "&after=" + std::to_string(after);
+    if (!peer.empty()) path += "&peer=" + PercentEncode(peer);
+    TIDEMAP_ASSIGN_OR_RETURN_INT(HttpReply reply, Call(target, "GET", path));
+    TIDEMAP_ASSIGN_OR_RETURN_INT(doc, ReplyJson(reply));
+  } else {
+    TIDEMAP_ASSIGN_OR_RETURN_INT(doc, PendingFromDir(target, peer, after, limit));
+  }
+  if (json) {
+    std::printf("%s\n", doc.dump(2).c_str());
+  } else {
+    PrintPending(doc);
+  }
+  return kExitOk;
+}
+
 // Every command's arguments, filled in by the parser.
 struct CliArgs {
   std::string dir;
@@ -511,6 +579,8 @@ struct CliArgs {
   size_t limit = 0;
   bool json = false;
   bool watch = false;
+  std::string peer;
+  uint64_t pending_after = 0;
   ServeArgs serve;
   ImportArgs import;
 };
@@ -546,7 +616,7 @@ void AddKeyCommands(CLI::App* app, CliArgs* a, std::vector<Command>* out) {
                     [a] { return CmdDel(a->target, a->map, a->key); });
 }
 
-// Commands that read a whole target: scan, status.
+// Commands that read a whole target: scan, status, pending.
 void AddReadCommands(CLI::App* app, CliArgs* a, std::vector<Command>* out) {
   CLI::App* scan = app->add_subcommand("scan", "list the live keys of MAP in key order");
   a->target.AddTo(scan);
@@ -565,6 +635,16 @@ void AddReadCommands(CLI::App* app, CliArgs* a, std::vector<Command>* out) {
                    "redraw every 0.5 s until interrupted, with progress bars on a terminal "
                    "(--http only)");
   out->emplace_back(status, [a] { return CmdStatus(a->target, a->json, a->watch); });
+  CLI::App* pending = app->add_subcommand(
+      "pending", "list the local writes each peer has not acknowledged yet (count, oldest age)");
+  a->target.AddTo(pending);
+  pending->add_option("--peer", a->peer, "only this peer: its public key or node id");
+  pending->add_option("--after", a->pending_after, "start after this oplog seq (a page's more:)");
+  pending->add_option("--limit", a->limit, "at most N writes per peer (1..1000, default 100)")
+      ->check(CLI::Range(1, 1000));
+  pending->add_flag("--json", a->json, "print JSON");
+  out->emplace_back(
+      pending, [a] { return CmdPending(a->target, a->peer, a->pending_after, a->limit, a->json); });
 }
 
 }  // namespace

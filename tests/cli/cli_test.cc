@@ -31,6 +31,7 @@
 #include "tests/support/process.h"
 #include "tests/support/test_util.h"
 #include <tidemap/base/version.h>
+#include <tidemap/hlc/hlc.h>
 #include <tidemap/server/data_dir.h>
 #include <tidemap/server/http.h>
 #include <tidemap/server/json.h>
@@ -664,6 +665,42 @@ TEST_F(CliHttpTest, ScanAndStatusPrintWhatTheDataTargetPrints) {
   EXPECT_TRUE(Contains(status_human.out, "peers       none")) << status_human;
 }
 
+TEST_F(CliHttpTest, PendingPrintsWhatTheDataTargetPrints) {
+  Serve();
+  constexpr uint64_t kPeer = 0x00000000000000f2;
+  ASSERT_TRUE(dir_->replica().AddPeer(kPeer).ok());
+  ASSERT_EQ(Http("put", {"m", "k1", "v"}).exit_code, 0);
+  ASSERT_EQ(Http("del", {"m", "k1"}).exit_code, 0);
+  const std::string peer = NodeIdToString(kPeer);
+
+  const nlohmann::json doc = Json(Http("pending", {"--peer", peer, "--json"}));
+  ASSERT_EQ(doc.at("peers").size(), 1u) << doc;
+  EXPECT_EQ(doc["peers"][0]["count"], 2);
+  EXPECT_EQ(doc["peers"][0]["items"][0]["key"], "k1");
+  EXPECT_EQ(doc["peers"][0]["items"][1]["op"], "delete");
+
+  const RunResult human = Http("pending", {"--limit", "1"});
+  EXPECT_EQ(human.exit_code, 0) << human;
+  EXPECT_TRUE(Contains(human.out, "peer " + peer + "  2 pending, oldest ")) << human;
+  EXPECT_TRUE(Contains(human.out, " put    m/k1  ")) << human;
+  EXPECT_TRUE(Contains(human.out, "  more: --after ")) << human;
+
+  const RunResult unknown = Http("pending", {"--peer", NodeIdToString(7)});
+  EXPECT_EQ(unknown.exit_code, 1) << unknown;
+  EXPECT_EQ(Http("pending", {"--peer", "nonsense"}).exit_code, 2);
+
+  // The same document from the data dir itself, once the server let it go.
+  server_.reset();
+  dir_.reset();
+  const RunResult offline = RunTidemap({"pending", "--data", data_, "--peer", peer, "--json"});
+  ASSERT_EQ(offline.exit_code, 0) << offline;
+  nlohmann::json from_dir = Json(offline);
+  nlohmann::json from_http = doc;
+  from_dir["peers"][0].erase("oldest_age_seconds");  // the time passes between the two
+  from_http["peers"][0].erase("oldest_age_seconds");
+  EXPECT_EQ(from_dir, from_http);
+}
+
 TEST_F(CliHttpTest, ExitCodesOverHttp) {
   Serve();
   // Usage errors (2): checked before the request, or a 400 from the node.
@@ -714,7 +751,8 @@ TEST_F(CliHttpTest, BearerTokenFromFlagOrEnvironment) {
 TEST_F(CliTest, HelpOnEveryCommand) {
   const RunResult top = RunTidemap({"--help"});
   EXPECT_EQ(top.exit_code, 0) << top;
-  for (const char* cmd : {"init", "id", "put", "get", "del", "scan", "status", "scrub", "demo"}) {
+  for (const char* cmd :
+       {"init", "id", "put", "get", "del", "scan", "status", "pending", "scrub", "demo"}) {
     SCOPED_TRACE(cmd);
     EXPECT_TRUE(Contains(top.out, cmd)) << top;
     const RunResult r = RunTidemap({cmd, "--help"});

@@ -28,6 +28,7 @@
 #include "tests/support/test_util.h"
 #include <tidemap/base/clock.h>
 #include <tidemap/base/crypto.h>
+#include <tidemap/hlc/hlc.h>
 #include <tidemap/replica/replica.h>
 #include <tidemap/server/batch.h>
 #include <tidemap/server/http.h>
@@ -402,7 +403,7 @@ TEST_F(HttpApiTest, HeadOnEveryGetRouteHasGetsHeadersAndNoBody) {
       EXPECT_EQ(head.Header("content-length"), std::to_string(get.body.size()));
     }
   }
-  EXPECT_EQ(get_routes, 9u);
+  EXPECT_EQ(get_routes, 10u);
   // Errors too: the status and headers of GET, no body.
   const Reply missing = Call("HEAD", "/v1/maps/m/keys/none");
   EXPECT_EQ(missing.status, 404);
@@ -558,6 +559,53 @@ TEST_F(HttpApiTest, OpenApiDocumentCoversEveryRouteAndNoOther) {
 
 // Threads increment one counter by compare-and-set: every increment that
 // reports success is counted exactly once.
+// ---- GET /v1/pending ----
+
+TEST_F(HttpApiTest, PendingListsWhatAPeerHasNotAcknowledged) {
+  Start();
+  constexpr uint64_t kPeer = 0x00000000000000f2;
+  ASSERT_TRUE(replica_->AddPeer(kPeer).ok());
+  ASSERT_TRUE(replica_->Put("m", "a", "1").ok());
+  ASSERT_TRUE(replica_->Put("m", "b", "2").ok());
+  ASSERT_TRUE(replica_->Delete("m", "a").ok());
+  const std::string peer = NodeIdToString(kPeer);
+
+  const Reply all = Call("GET", "/v1/pending?peer=" + peer);
+  ASSERT_EQ(all.status, 200) << all;
+  const nlohmann::json doc = all.Json();
+  ASSERT_EQ(doc["peers"].size(), 1u) << doc;
+  const nlohmann::json& p = doc["peers"][0];
+  EXPECT_EQ(p["node_id"], peer);
+  EXPECT_EQ(p["count"], 3);
+  EXPECT_EQ(p["acked_seq"], 0);
+  ASSERT_EQ(p["items"].size(), 3u);
+  EXPECT_EQ(p["items"][2]["op"], "delete");
+  EXPECT_TRUE(p["next"].is_null());
+  nlohmann::json every = Call("GET", "/v1/pending").Json();  // every peer: here the one
+  ASSERT_EQ(every["peers"].size(), 1u) << every;
+  EXPECT_EQ(every["peers"][0]["items"], p["items"]);
+  EXPECT_EQ(every["peers"][0]["count"], 3);
+
+  const nlohmann::json first = Call("GET", "/v1/pending?peer=" + peer + "&limit=2").Json();
+  ASSERT_EQ(first["peers"][0]["items"].size(), 2u) << first;
+  const uint64_t next = first["peers"][0]["next"].get<uint64_t>();
+  EXPECT_EQ(next, first["peers"][0]["items"][1]["seq"].get<uint64_t>());
+  const nlohmann::json rest =
+      Call("GET", "/v1/pending?peer=" + peer + "&after=" + std::to_string(next)).Json();
+  ASSERT_EQ(rest["peers"][0]["items"].size(), 1u) << rest;
+  EXPECT_EQ(rest["peers"][0]["items"][0]["key"], "a");
+  EXPECT_EQ(rest["peers"][0]["count"], 3) << "the count is the peer's, whatever the page";
+
+  EXPECT_EQ(Call("GET", "/v1/pending?peer=" + NodeIdToString(7)).status, 404);
+  for (const char* bad : {"/v1/pending?peer=zz", "/v1/pending?limit=0", "/v1/pending?limit=1001",
+                          "/v1/pending?after=-1", "/v1/pending?map=m"}) {
+    SCOPED_TRACE(bad);
+    const Reply r = Call("GET", bad);
+    EXPECT_EQ(r.status, 400) << r;
+    EXPECT_EQ(r.Json()["code"], "invalid_argument") << r;
+  }
+}
+
 TEST_F(HttpApiTest, CompareAndSetLosesNoIncrement) {
   Start();
   ASSERT_TRUE(replica_->Put("c", "n", "0").ok());

@@ -12,6 +12,7 @@
 #include <tidemap/base/coding.h>
 #include <tidemap/base/crypto.h>
 #include <tidemap/replica/limits_internal.h>
+#include <tidemap/server/duration.h>
 #include <tidemap/server/flat_json_internal.h>
 
 namespace tidemap {
@@ -91,7 +92,7 @@ Result<std::optional<std::string_view>> BytesOf(const FlatMembers& op, const std
 
 bool KnownField(std::string_view name) {
   for (std::string_view f :
-       {"op", "map", "map_base64", "key", "key_base64", "value", "value_base64"}) {
+       {"op", "map", "map_base64", "key", "key_base64", "value", "value_base64", "ttl"}) {
     if (name == f) return true;
   }
   return false;
@@ -138,10 +139,15 @@ Result<size_t> AddOp(const FlatMembers& op, const Limits& limits, WriteBatch* ba
   TIDEMAP_ASSIGN_OR_RETURN(std::optional<std::string_view> value,
                            BytesOf(op, "value", put, &scratch[2]));
   if (!put && value.has_value()) return Status::InvalidArgument("a delete takes no value");
+  PutOptions options;
+  if (const std::string_view* ttl = Find(op, "ttl"); ttl != nullptr) {
+    if (!put) return Status::InvalidArgument("a delete takes no ttl");
+    TIDEMAP_ASSIGN_OR_RETURN(options.ttl_ms, ParseDurationMs("ttl", *ttl, kTtlMaxMs));
+  }
   const std::string_view v = put ? *value : std::string_view();
   TIDEMAP_RETURN_IF_ERROR(CheckSizes(limits, *map, *key, v));
   if (put) {
-    batch->Put(*map, *key, v);
+    batch->Put(*map, *key, v, options);
   } else {
     batch->Delete(*map, *key);
   }

@@ -4,12 +4,14 @@
 //
 // Formats. JSON: {"ops": [OP, ...]}. NDJSON (application/x-ndjson): one OP
 // per line; blank lines are skipped. An OP is an object:
-//   {"op": "put",    "map": M, "key": K, "value": V}
+//   {"op": "put",    "map": M, "key": K, "value": V [, "ttl": DURATION]}
 //   {"op": "delete", "map": M, "key": K}
+// A put's "ttl" is a string in the grammar of server/duration.h ("90s",
+// "7d"), at most kTtlMaxMs: the record expires that long after the write.
 // Names and values are bytes. A JSON string carries its UTF-8 bytes; any
 // bytes at all go base64-encoded in "map_base64", "key_base64" or
 // "value_base64" instead (as a scan page carries them). Any other field, a
-// put without a value or a delete with one is an error.
+// put without a value or a delete with one (or with a ttl) is an error.
 //
 // Contract: pure functions; the returned batch owns copies of its bytes.
 #ifndef TIDEMAP_SERVER_BATCH_H_

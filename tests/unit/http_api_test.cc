@@ -224,6 +224,26 @@ TEST_F(HttpApiTest, BatchNdjsonTakesOneOpPerLine) {
   EXPECT_TRUE(replica_->Get("nd", "k7").status().IsNotFound());
 }
 
+TEST_F(HttpApiTest, BatchPutsWithATtlExpireLikeASinglePut) {
+  Start();
+  const uint64_t before_ms = clock_.NowMillis();
+  const Reply r = Call("POST", "/v1/batch",
+                       R"({"ops":[{"op":"put","map":"m","key":"short","value":"v","ttl":"90s"},
+                                  {"op":"put","map":"m","key":"kept","value":"v"}]})",
+                       {"Content-Type: application/json"});
+  ASSERT_EQ(r.status, 200) << r;
+  auto rec = replica_->Get("m", "short");
+  ASSERT_TRUE(rec.ok()) << rec.status().ToString();
+  EXPECT_GE(rec->expiry_ms, before_ms + 90'000);
+  EXPECT_LE(rec->expiry_ms, clock_.NowMillis() + 90'000);
+  auto kept = replica_->Get("m", "kept");
+  ASSERT_TRUE(kept.ok());
+  EXPECT_EQ(kept->expiry_ms, 0u);
+  const Reply scan = Call("GET", "/v1/maps/m");
+  ASSERT_EQ(scan.status, 200) << scan;
+  EXPECT_TRUE(scan.Json()["items"][1].contains("expires")) << scan;  // "short" sorts second
+}
+
 TEST_F(HttpApiTest, BatchOverALimitOrMalformedIsRefusedWholeWithTheOpIndex) {
   Limits limits;
   limits.batch_ops_max = 3;
@@ -300,6 +320,33 @@ TEST(BatchParseTest, FormatsAndFieldRules) {
   EXPECT_EQ(ok.batch.op(0).map, "m");
   EXPECT_EQ(ok.batch.op(0).value, "");
   EXPECT_FALSE(ok.batch.op(0).tombstone);
+}
+
+TEST(BatchParseTest, APutMayCarryATtl) {
+  const Limits limits;
+  ParsedBatch ok = ParseBatch(R"({"ops":[{"op":"put","map":"m","key":"a","value":"v","ttl":"90s"},
+                                        {"op":"put","map":"m","key":"b","value":"v"}]})",
+                              BatchFormat::kJson, limits);
+  ASSERT_FALSE(ok.error.has_value()) << ok.error->status.ToString();
+  ASSERT_EQ(ok.batch.size(), 2u);
+  EXPECT_EQ(ok.batch.op(0).ttl_ms, 90'000u);
+  EXPECT_EQ(ok.batch.op(1).ttl_ms, 0u);
+  ParsedBatch nd = ParseBatch(R"({"op":"put","map":"m","key":"a","value":"v","ttl":"7d"})",
+                              BatchFormat::kNdjson, limits);
+  ASSERT_FALSE(nd.error.has_value()) << nd.error->status.ToString();
+  EXPECT_EQ(nd.batch.op(0).ttl_ms, 7u * 24 * 3600 * 1000);
+  for (const char* bad : {R"({"op":"put","map":"m","key":"a","value":"v","ttl":"90"})",
+                          R"({"op":"put","map":"m","key":"a","value":"v","ttl":"0s"})",
+                          R"({"op":"put","map":"m","key":"a","value":"v","ttl":"101000d"})",
+                          R"({"op":"delete","map":"m","key":"a","ttl":"90s"})"}) {
+    SCOPED_TRACE(bad);
+    ParsedBatch refused = ParseBatch(
+        std::string("{\"op\":\"put\",\"map\":\"m\",\"key\":\"x\",\"value\":\"\"}\n") + bad,
+        BatchFormat::kNdjson, limits);
+    ASSERT_TRUE(refused.error.has_value());
+    EXPECT_EQ(refused.error->op, 1u);
+    EXPECT_EQ(refused.error->status.code(), Status::Code::kInvalidArgument);
+  }
 }
 
 // The fast reader of flat ops and the full parser agree: escapes, \u,

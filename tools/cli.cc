@@ -377,7 +377,9 @@ void PrintStatus(const nlohmann::json& s, bool bars = false) {
   for (const auto& p : peers) {
     // One short line of figures (under 100 columns for 7-digit lags), then
     // the address and the last error on lines of their own.
+    // Node id 0: a configured address whose node has not answered yet.
     std::string line = Str(p, "node_id");
+    if (line == NodeIdToString(0)) line = "(node not identified yet)";
     line += p.value("connected", false) ? " connected" : " not connected";
     line += "  acked " + std::to_string(U64(p, "acked_seq"));
     char buf[128];

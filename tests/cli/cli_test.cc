@@ -20,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -552,7 +553,7 @@ TEST_F(CliTest, UnreachableHttpNodeExitsThree) {
 // An HttpServer in this process over the data dir, for `--http` runs.
 class CliHttpTest : public CliTest {
  protected:
-  void Serve(const std::string& token = "") {
+  void Serve(const std::string& token = "", std::function<net::NetStatus()> net_status = nullptr) {
     Init();
     auto d = DataDir::Open(data_);
     ASSERT_TRUE(d.ok()) << d.status().ToString();
@@ -560,8 +561,8 @@ class CliHttpTest : public CliTest {
     HttpOptions o;
     o.listen = "127.0.0.1:0";
     o.bearer_token = token;
-    auto s =
-        HttpServer::Start(o, HttpContext{&dir_->replica(), dir_->identity().public_key_text(), {}});
+    auto s = HttpServer::Start(o, HttpContext{&dir_->replica(), dir_->identity().public_key_text(),
+                                              std::move(net_status)});
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     server_ = std::move(s).value();
     address_ = "127.0.0.1:" + std::to_string(server_->port());
@@ -699,6 +700,22 @@ TEST_F(CliHttpTest, PendingPrintsWhatTheDataTargetPrints) {
   from_dir["peers"][0].erase("oldest_age_seconds");  // the time passes between the two
   from_http["peers"][0].erase("oldest_age_seconds");
   EXPECT_EQ(from_dir, from_http);
+}
+
+TEST_F(CliHttpTest, StatusNamesAPeerAddressNotIdentifiedYet) {
+  Serve("", [] {
+    net::NetStatus status;
+    net::PeerStatus dial;  // a configured address that never answered: node id 0
+    dial.address = "127.0.0.1:1";
+    dial.last_error = "dial: Connection refused";
+    status.peers.push_back(dial);
+    return status;
+  });
+  const RunResult r = Http("status");
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_TRUE(Contains(r.out, "peer        (node not identified yet) not connected")) << r;
+  EXPECT_TRUE(Contains(r.out, "at 127.0.0.1:1")) << r;
+  EXPECT_FALSE(Contains(r.out, "peer        " + NodeIdToString(0))) << r;
 }
 
 TEST_F(CliHttpTest, ExitCodesOverHttp) {

@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/http_reply.h"
 #include "tests/support/process.h"
 #include "tests/support/test_util.h"
 #include <tidemap/base/clock.h>
@@ -40,29 +41,8 @@ namespace {
 
 constexpr uint64_t kNode = 0x1234abcd5678ef01;
 
-struct Reply {
-  int status = 0;
-  std::map<std::string, std::string> headers;  // lowercase names
-  std::string body;                            // every byte after the head
-  std::string Header(const std::string& name) const {
-    auto it = headers.find(name);
-    return it == headers.end() ? std::string() : it->second;
-  }
-  nlohmann::json Json() const {
-    auto j = nlohmann::json::parse(body, nullptr, false);
-    EXPECT_FALSE(j.is_discarded()) << "not JSON: " << body;
-    return j;
-  }
-};
-
-std::ostream& operator<<(std::ostream& os, const Reply& r) {
-  return os << "HTTP " << r.status << " body: " << r.body.substr(0, 500);
-}
-
-std::string Lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
+using Reply = testing::HttpReply;
+using testing::Lower;
 
 // One request on its own connection (Connection: close); the reply is read to EOF.
 Reply Call(uint16_t port, std::string_view method, std::string_view target,
@@ -97,22 +77,12 @@ Reply Call(uint16_t port, std::string_view method, std::string_view target,
   }
   close(fd);
   Reply r;
-  const size_t end = buf.find("\r\n\r\n");
-  if (end == std::string::npos || buf.size() < 12) {
+  const size_t body_at = testing::ParseReplyHead(buf, &r);
+  if (body_at == 0) {
     ADD_FAILURE() << "no response head: " << buf.substr(0, 200);
     return r;
   }
-  r.status = std::atoi(buf.substr(9, 3).c_str());
-  for (size_t at = buf.find("\r\n"); at < end;) {
-    const size_t next = buf.find("\r\n", at + 2);
-    const std::string line = buf.substr(at + 2, next - at - 2);
-    const size_t colon = line.find(':');
-    if (colon != std::string::npos) {
-      r.headers[Lower(line.substr(0, colon))] = line.substr(line.find_first_not_of(' ', colon + 1));
-    }
-    at = next;
-  }
-  r.body = buf.substr(end + 4);
+  r.body = buf.substr(body_at);
   return r;
 }
 

@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "tests/support/fault_env.h"
+#include "tests/support/http_reply.h"
 #include "tests/support/process.h"
 #include "tests/support/test_util.h"
 #include <tidemap/base/clock.h>
@@ -125,64 +126,9 @@ class Socket {
   bool eof_ = false;
 };
 
-struct Reply {
-  int status = 0;
-  std::map<std::string, std::string> headers;  // lowercase names
-  std::string body;
-  std::string Header(const std::string& name) const {
-    auto it = headers.find(name);
-    return it == headers.end() ? std::string() : it->second;
-  }
-  nlohmann::json Json() const {
-    auto j = nlohmann::json::parse(body, nullptr, false);
-    EXPECT_FALSE(j.is_discarded()) << "not JSON: " << body;
-    return j;
-  }
-};
-
-std::ostream& operator<<(std::ostream& os, const Reply& r) {
-  return os << "HTTP " << r.status << " body: " << r.body.substr(0, 500);
-}
-
-std::string Lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-// Parses one response at the front of `buf` (Content-Length or to EOF);
-// returns its length in bytes, or 0 when it is not complete yet.
-size_t ParseReply(const std::string& buf, bool eof, Reply* out) {
-  const size_t end = buf.find("\r\n\r\n");
-  if (end == std::string::npos) return 0;
-  Reply r;
-  std::string head = buf.substr(0, end);
-  size_t line_end = head.find("\r\n");
-  const std::string status_line = head.substr(0, line_end);
-  if (status_line.size() < 12) return 0;
-  r.status = std::atoi(status_line.substr(9, 3).c_str());
-  while (line_end != std::string::npos) {
-    const size_t next = head.find("\r\n", line_end + 2);
-    const std::string line = head.substr(line_end + 2, next - line_end - 2);
-    const size_t colon = line.find(':');
-    if (colon != std::string::npos) {
-      std::string value = line.substr(colon + 1);
-      while (!value.empty() && value.front() == ' ') value.erase(0, 1);
-      r.headers[Lower(line.substr(0, colon))] = value;
-    }
-    line_end = next;
-  }
-  size_t body_len;
-  if (r.headers.count("content-length")) {
-    body_len = std::stoul(r.headers["content-length"]);
-    if (buf.size() < end + 4 + body_len) return 0;
-  } else {
-    if (!eof) return 0;
-    body_len = buf.size() - end - 4;
-  }
-  r.body = buf.substr(end + 4, body_len);
-  *out = std::move(r);
-  return end + 4 + body_len;
-}
+using Reply = testing::HttpReply;
+using testing::Lower;
+using testing::ParseReply;
 
 std::string RequestText(std::string_view method, std::string_view target, std::string_view body,
                         const std::vector<std::string>& headers, bool close = true) {

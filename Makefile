@@ -45,8 +45,9 @@ bench-http-batch: build
 # installed; see docs/benchmarks.md. BENCH_CLUSTER_ARGS passes flags to
 # scripts/bench-cluster.py (e.g. "--runs 1 --duration 3 --no-redis").
 bench-cluster: build
-	@command -v wrk >/dev/null || { sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
-	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y --no-install-recommends wrk; }
+	@command -v wrk >/dev/null && command -v python3 >/dev/null || { sudo=""; \
+	  [ "$$(id -u)" -eq 0 ] || sudo=sudo; DEBIAN_FRONTEND=noninteractive \
+	  $$sudo apt-get install -y --no-install-recommends wrk python3; }
 	@python3 scripts/bench-cluster.py --tidemap $(TIDEMAP) $(BENCH_CLUSTER_ARGS)
 
 # Every test under AddressSanitizer + UndefinedBehaviorSanitizer (the simulator

@@ -188,9 +188,12 @@ class Probes:
         while not self.stopping.is_set():
             n += 1
             key = f"p{n}"
-            c.request("PUT", f"/v1/maps/probe/keys/{key}", body=b"x")
-            r = c.getresponse()
-            r.read()
+            try:
+                c.request("PUT", f"/v1/maps/probe/keys/{key}", body=b"x")
+                r = c.getresponse()
+                r.read()
+            except (OSError, http.client.HTTPException):
+                return  # the node is going: an interrupted run
             if r.status // 100 == 2:
                 self.acked[key] = time.monotonic()
             self.stopping.wait(PROBE_INTERVAL_S)
@@ -301,7 +304,10 @@ class OffsetSampler:
     def _loop(self):
         while not self.stopping.is_set():
             for i, key in ((0, "master_repl_offset"), (1, "slave_repl_offset")):
-                info = redis_info(self.ports[i])
+                try:
+                    info = redis_info(self.ports[i])
+                except (OSError, ValueError):
+                    return  # the servers are going: an interrupted run
                 self.samples[i].append((time.monotonic(), int(info.get(key, "0"))))
             self.stopping.wait(PROBE_INTERVAL_S)
 

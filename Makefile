@@ -9,7 +9,7 @@ CTEST_ARGS ?=
 export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_NOHASHDIR := 1
 
-.PHONY: all deps configure build test demo bench bench-http-batch asan-test tsan-test thread-safety fuzz format check-format clean
+.PHONY: all deps configure build test demo bench bench-http-batch bench-cluster asan-test tsan-test thread-safety fuzz format check-format clean
 
 all: build
 
@@ -39,6 +39,16 @@ bench: build
 bench-http-batch: build
 	@BENCH_ARGS="--benchmark_filter=BM_(Replica|Http)BatchPut1000 $(BENCH_ARGS)" \
 	  scripts/run-bench.sh $(BUILD_DIR)
+
+# Real daemons on 127.0.0.1 (a pair and a chain of three) under HTTP PUT load
+# from wrk, alternating with a Redis primary + replica when redis-server is
+# installed; see docs/benchmarks.md. BENCH_CLUSTER_ARGS passes flags to
+# scripts/bench-cluster.py (e.g. "--runs 1 --duration 3 --no-redis").
+bench-cluster: build
+	@command -v wrk >/dev/null && command -v python3 >/dev/null || { sudo=""; \
+	  [ "$$(id -u)" -eq 0 ] || sudo=sudo; DEBIAN_FRONTEND=noninteractive \
+	  $$sudo apt-get install -y --no-install-recommends wrk python3; }
+	@python3 scripts/bench-cluster.py --tidemap $(TIDEMAP) $(BENCH_CLUSTER_ARGS)
 
 # Every test under AddressSanitizer + UndefinedBehaviorSanitizer (the simulator
 # runs 30 seeds in sanitizer builds).

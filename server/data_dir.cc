@@ -115,6 +115,11 @@ Result<std::unique_ptr<DataDir>> DataDir::OpenWith(const std::string& dir, Ident
   ro.tombstone_horizon_ms = options.tombstone_horizon_ms;
   ro.write_buffer_bytes = options.write_buffer_bytes;
   ro.read_only = options.read_only;
+  // Sync-mode writers waiting for their group's commit sleep rather than
+  // yield in a loop: a node's writers are the HTTP and transport workers,
+  // which share few cores with the event loops, and a waiter that yields
+  // takes the CPU those need while the fsync runs.
+  ro.group_commit_spin_max_us = 0;
   auto replica = Replica::Open(std::move(ro));
   if (!replica.ok()) return OpenError(dir, replica.status());
   d->replica_ = std::move(replica).value();

@@ -358,6 +358,10 @@ asio::awaitable<bool> HttpServer::Impl::ReadAndHandle(
     co_await ServeWatch(conn, req, x.route);
     co_return false;  // an event stream ends its connection
   }
+  if (IsPlainWrite(x, req)) {
+    co_await CommitPlainWrite(x, req);
+    co_return true;
+  }
   auto handle = [this, method = x.method, route = x.route, meta = MetaOf(req),
                  body = std::move(req.body())]() mutable {
     return Handle(method, route, meta, std::move(body));
@@ -365,6 +369,35 @@ asio::awaitable<bool> HttpServer::Impl::ReadAndHandle(
   Result<Response> result = co_await OnPool(std::move(handle));
   x.res = result.ok() ? std::move(*result) : StatusResponse(result.status());
   co_return true;
+}
+
+bool HttpServer::Impl::IsPlainWrite(const Exchange& x, const Request& req) {
+  return x.route.kind == RouteKind::kKey &&
+         (x.method == http::verb::put || x.method == http::verb::delete_) &&
+         req.find(http::field::if_match) == req.end();
+}
+
+asio::awaitable<void> HttpServer::Impl::CommitPlainWrite(Exchange& x, Request& req) {
+  Result<PutOptions> put_options = KeyWriteOptions(x.method, x.route);
+  if (!put_options.ok()) {
+    x.res = StatusResponse(put_options.status());
+    co_return;
+  }
+  auto w = std::make_shared<PlainWrite>();
+  w->method = x.method;
+  w->map = x.route.map;
+  w->key = x.route.key;
+  w->value = std::move(req.body());
+  w->options = *put_options;
+  asio::steady_timer wake(*ioc, asio::steady_timer::time_point::max());
+  w->wake = &wake;
+  writes->Submit(w);
+  // The commit's completion cancels the timer; it runs on this thread, so
+  // not before this wait starts.
+  beast::error_code ec;
+  while (!w->finished) co_await wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  w->wake = nullptr;
+  x.res = w->result.ok() ? std::move(*w->result) : StatusResponse(w->result.status());
 }
 
 asio::awaitable<bool> HttpServer::Impl::Respond(Conn& conn, Exchange& x) {
@@ -449,6 +482,8 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(HttpOptions options, HttpC
     impl->context = std::move(context);
     impl->body_budget = std::make_unique<ByteBudget>(impl->options.body_bytes_in_flight_max);
     impl->pool = std::make_unique<net::WorkerPool>(impl->options.worker_threads);
+    impl->writes =
+        std::make_unique<WriteCoalescer>(impl->context.replica, impl->pool.get(), impl->ioc.get());
     asio::co_spawn(*impl->ioc, impl->AcceptLoop(), LogException{});
     std::promise<void> done;
     impl->io_done = done.get_future();
@@ -500,6 +535,7 @@ void HttpServer::Stop() {
   // with the I/O thread gone.
   s.acceptor.reset();
   s.ioc.reset();
+  s.writes.reset();
   s.pool.reset();
 }
 

@@ -54,6 +54,7 @@
 #include <tidemap/server/http.h>
 #include <tidemap/server/http_body_internal.h>
 #include <tidemap/server/http_stream_internal.h>
+#include <tidemap/server/http_writes_internal.h>
 #include <tidemap/server/metrics.h>
 
 namespace tidemap {
@@ -140,6 +141,9 @@ Result<uint64_t> ParseU64(std::string_view name, std::string_view text);
 // Query parameters, refusing any name outside `allowed`.
 Result<std::map<std::string, std::string>> Params(const std::string& query,
                                                   std::initializer_list<std::string_view> allowed);
+// The query parameters of a key route: only a PUT takes one, `ttl`
+// (server/duration.h).
+Result<PutOptions> KeyWriteOptions(http::verb method, const Route& route);
 
 // --- event streams (http_watch.cc) ---
 
@@ -282,6 +286,8 @@ struct HttpServer::Impl {
   std::unique_ptr<asio::io_context> ioc;
   std::unique_ptr<tcp::acceptor> acceptor;
   std::unique_ptr<net::WorkerPool> pool;
+  // Plain key writes (http_writes_internal.h); I/O thread.
+  std::unique_ptr<WriteCoalescer> writes;
   std::thread io_thread;
   std::future<void> io_done;
 
@@ -366,6 +372,11 @@ struct HttpServer::Impl {
   // Reads the body (after a 100 Continue when asked) and runs the handler
   // on the worker pool, or serves the event stream. The body is held in
   // `body_hold`, which must outlive the handler. False as for ServeRequest.
+  // A PUT or DELETE of one key without If-Match (a plain write, committed
+  // with the others queued at the time: http_writes_internal.h).
+  static bool IsPlainWrite(const Exchange& x, const Request& req);
+  // Commits a plain write through `writes` and sets x.res.
+  asio::awaitable<void> CommitPlainWrite(Exchange& x, Request& req);
   asio::awaitable<bool> ReadAndHandle(std::shared_ptr<Conn> conn, beast::flat_buffer& buffer,
                                       http::request_parser<http::empty_body>& header_parser,
                                       size_t body_limit, ByteReservation* body_hold, Exchange& x);

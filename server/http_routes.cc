@@ -193,10 +193,6 @@ Result<Response> HttpServer::Impl::Handle(http::verb method, const Route& route,
   return Status::Internal("no handler for route " + std::string(route.name));
 }
 
-namespace {
-
-// The query parameters of a key route: only a PUT takes one, `ttl`
-// (server/duration.h).
 Result<PutOptions> KeyWriteOptions(http::verb method, const Route& route) {
   const bool put = method == http::verb::put;
   TIDEMAP_ASSIGN_OR_RETURN(auto params,
@@ -207,8 +203,6 @@ Result<PutOptions> KeyWriteOptions(http::verb method, const Route& route) {
   }
   return options;
 }
-
-}  // namespace
 
 Result<Response> HttpServer::Impl::HandleKey(http::verb method, const Route& route,
                                              const RequestMeta& meta, std::string body) {
@@ -222,9 +216,7 @@ Result<Response> HttpServer::Impl::HandleKey(http::verb method, const Route& rou
                           ? replica->Put(route.map, route.key, body, put_options)
                           : replica->Delete(route.map, route.key);
   if (!v.ok()) return v.status();
-  Response res = JsonResponse(http::status::ok, {{"hlc", v->hlc.ToString()}});
-  if (method == http::verb::put) res.set(http::field::etag, ETagOf(*v));
-  return res;
+  return WriteResponse(method, *v);
 }
 
 namespace {

@@ -462,6 +462,51 @@ TEST_F(HttpTest, ConcurrentWritersAllLand) {
   EXPECT_EQ(replica_->Stats()->keys, 100u);
 }
 
+// Plain writes of concurrent clients are committed together, yet each
+// request gets the answer it would get alone: a key over the limit among
+// them is refused as a lone one is, the others land with the version their
+// answer names, deletes and ttls included.
+TEST_F(HttpTest, ConcurrentWritesEachKeepTheirOwnAnswer) {
+  Limits limits;
+  limits.key_bytes_max = 16;
+  OpenReplica(limits);
+  StartServer();
+  const std::string long_key(17, 'k');
+  const Reply alone = Call("PUT", KeyPath("c", long_key), "x");
+  ASSERT_NE(alone.status, 200) << alone;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 30; ++i) {
+        const std::string key = "t" + std::to_string(t) + "-" + std::to_string(i);
+        const bool refused = i % 5 == 0;
+        const std::string path =
+            KeyPath("c", refused ? long_key : key) + (i % 7 == 1 ? "?ttl=1h" : "");
+        const Reply r = Exchange(port_, "PUT", path, "v" + key);
+        if (refused) {
+          if (r.status != alone.status || r.body != alone.body) ++failures;
+          continue;
+        }
+        auto rec = replica_->Get("c", key);
+        if (r.status != 200 || !rec.ok() || rec->value != "v" + key ||
+            r.Json().at("hlc").get<std::string>() != rec->version.hlc.ToString() ||
+            (i % 7 == 1) != (rec->expiry_ms != 0)) {
+          ++failures;
+        }
+        if (i % 3 == 0) {
+          const Reply del = Exchange(port_, "DELETE", KeyPath("c", key));
+          if (del.status != 200 || !replica_->Get("c", key).status().IsNotFound()) ++failures;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  // 24 keys per thread written, 8 of them (i a multiple of 3, not of 5) deleted.
+  EXPECT_EQ(replica_->Stats()->keys, 8u * 16u);
+}
+
 // ---- scan ----
 
 TEST_F(HttpTest, ScanPagesMatchScanJson) {

@@ -358,6 +358,10 @@ asio::awaitable<bool> HttpServer::Impl::ReadAndHandle(
     co_await ServeWatch(conn, req, x.route);
     co_return false;  // an event stream ends its connection
   }
+  if (x.route.kind == RouteKind::kSnapshot && x.method == http::verb::get) {
+    co_await ServeSnapshot(conn, x.route);
+    co_return false;  // so does a snapshot stream
+  }
   auto handle = [this, method = x.method, route = x.route, meta = MetaOf(req),
                  body = std::move(req.body())]() mutable {
     return Handle(method, route, meta, std::move(body));

@@ -190,8 +190,7 @@ void BM_SnapshotScenario(benchmark::State& state) {
                   "snapshot export keys=%llu keys_per_s=%.0f bytes=%llu (leveldb full scan "
                   "keys_per_s=%.0f, ratio %.2f)",
                   static_cast<unsigned long long>(keys), export_rate,
-                  static_cast<unsigned long long>(file.size()), scan_rate,
-                  export_rate / scan_rate);
+                  static_cast<unsigned long long>(file.size()), scan_rate, export_rate / scan_rate);
     AddReportLine(line);
     std::snprintf(line, sizeof(line),
                   "snapshot import keys=%llu keys_per_s=%.0f (leveldb batched writes "
@@ -202,8 +201,8 @@ void BM_SnapshotScenario(benchmark::State& state) {
     std::snprintf(line, sizeof(line),
                   "snapshot bootstrap keys=%llu import+catchup_s=%.2f (%.2f + %.2f) "
                   "tree_diff_alone_s=%.2f speedup=%.2f",
-                  static_cast<unsigned long long>(keys), import_s + catchup_s, import_s,
-                  catchup_s, diff_s, diff_s / (import_s + catchup_s));
+                  static_cast<unsigned long long>(keys), import_s + catchup_s, import_s, catchup_s,
+                  diff_s, diff_s / (import_s + catchup_s));
     AddReportLine(line);
     state.counters["export_vs_scan"] = export_rate / scan_rate;
     state.counters["import_vs_write"] = import_rate / write_rate;

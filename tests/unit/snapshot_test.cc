@@ -174,20 +174,16 @@ TEST_F(SnapshotTest, ExportUnderConcurrentWritesIsPointInTime) {
   ASSERT_TRUE(stream.ok());
   const uint64_t seq = (*stream)->counts().header.seq;
   std::string file;
-  auto r = (*stream)->Next(4096, &file);
-  ASSERT_TRUE(r.ok() && *r) << r.status().ToString();
-  // The open cursor holds no lock: the writer goes on meanwhile.
+  // The open snapshot holds no lock: the writer goes on meanwhile.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (a->LastSeq() < seq + 1000 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::yield();
   }
   EXPECT_GE(a->LastSeq(), seq + 1000) << "writes went on while the snapshot was open";
-  for (bool more = true; more;) {
-    r = (*stream)->Next(4096, &file);
-    ASSERT_TRUE(r.ok()) << r.status().ToString();
-    more = *r;
-  }
+  Result<bool> more = true;
+  while (more.ok() && *more) more = (*stream)->Next(4096, &file);
   writer.join();
+  ASSERT_TRUE(more.ok()) << more.status().ToString();
   ASSERT_FALSE(failed);
   std::vector<KeyedRecord> records;
   SnapshotHeader header;

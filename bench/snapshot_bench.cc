@@ -7,20 +7,23 @@
 //   bootstrap of an empty node: import + catch-up (a tree diff with the
 //           source after 1% of the keys changed) vs a tree diff alone.
 // Keys: 100,000 (TIDEMAP_BENCH_SNAPSHOT_KEYS=1000000 for the 1M figures),
-// 100-byte values. One iteration: the figures are report lines.
+// 100-byte values. One iteration: the figures are report lines. Rates and
+// times are of the process's CPU time, so that other work on the machine
+// does not skew a ratio.
 #include <benchmark/benchmark.h>
 #include <leveldb/db.h>
 #include <leveldb/env.h>
 #include <leveldb/helpers/memenv.h>
 #include <leveldb/write_batch.h>
 
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "bench/cpu.h"
 #include "bench/report.h"
 #include "tests/support/sync_pump.h"
 #include <tidemap/base/check.h>
@@ -41,9 +44,11 @@ uint64_t SnapshotKeys() {
   return env != nullptr ? std::strtoull(env, nullptr, 10) : 100'000;
 }
 
-double Seconds(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
+// The process's CPU seconds (every thread, LevelDB's compactions included)
+// since `start`, a bench::ProcessCpuSeconds(): on a shared machine, wall time
+// counts other programs' turns, CPU time only this work.
+double Seconds(double start) { return bench::ProcessCpuSeconds() - start; }
+double Now() { return bench::ProcessCpuSeconds(); }
 
 std::string Key(uint64_t i) {
   char key[24];
@@ -83,7 +88,7 @@ struct Bench {
     leveldb::DB* raw = nullptr;
     TIDEMAP_CHECK(leveldb::DB::Open(o, path, &raw).ok());
     std::unique_ptr<leveldb::DB> db(raw);
-    const auto start = std::chrono::steady_clock::now();
+    const double start = Now();
     uint64_t rows = 0, bytes = 0;
     std::unique_ptr<leveldb::Iterator> it(db->NewIterator(leveldb::ReadOptions()));
     for (it->Seek("r"); it->Valid() && it->key()[0] == 'r'; it->Next()) {
@@ -103,7 +108,7 @@ struct Bench {
     TIDEMAP_CHECK(leveldb::DB::Open(o, "/raw-write", &raw).ok());
     std::unique_ptr<leveldb::DB> db(raw);
     const std::string value(kValueBytes + 24, 'v');  // the record header's bytes too
-    const auto start = std::chrono::steady_clock::now();
+    const double start = Now();
     for (uint64_t i = 0; i < keys; i += 1000) {
       leveldb::WriteBatch b;
       for (uint64_t j = i; j < std::min(keys, i + 1000); ++j) b.Put("rm\0" + Key(j), value);
@@ -146,12 +151,42 @@ double Catchup(Replica& a, Replica& b, uint64_t id_b) {
   testing::SyncPumpOptions pump;
   pump.now_ms = kBaseMs;
   pump.rounds_max = 100'000;
-  const auto start = std::chrono::steady_clock::now();
+  const double start = Now();
   const testing::SyncPumpResult pumped = testing::PumpSync(sa, sb, pump);
   TIDEMAP_CHECK_MSG(pumped.status.ok(), pumped.status.ToString().c_str());
   const double s = Seconds(start);
   TIDEMAP_CHECK(a.MerkleRoot() == b.MerkleRoot());
   return s;
+}
+
+// What one scenario measured.
+struct Figures {
+  uint64_t keys;
+  size_t file_bytes;
+  double scan_rate, export_rate, write_rate, import_rate;
+  double import_s, catchup_s, diff_s;
+};
+
+void ReportFigures(const Figures& f) {
+  const auto keys = static_cast<unsigned long long>(f.keys);
+  char line[512];
+  std::snprintf(line, sizeof(line),
+                "snapshot export keys=%llu keys_per_s=%.0f bytes=%llu (leveldb full scan "
+                "keys_per_s=%.0f, ratio %.2f)",
+                keys, f.export_rate, static_cast<unsigned long long>(f.file_bytes), f.scan_rate,
+                f.export_rate / f.scan_rate);
+  AddReportLine(line);
+  std::snprintf(line, sizeof(line),
+                "snapshot import keys=%llu keys_per_s=%.0f (leveldb batched writes "
+                "keys_per_s=%.0f, ratio %.2f)",
+                keys, f.import_rate, f.write_rate, f.import_rate / f.write_rate);
+  AddReportLine(line);
+  std::snprintf(line, sizeof(line),
+                "snapshot bootstrap keys=%llu import+catchup_s=%.2f (%.2f + %.2f) "
+                "tree_diff_alone_s=%.2f speedup=%.2f",
+                keys, f.import_s + f.catchup_s, f.import_s, f.catchup_s, f.diff_s,
+                f.diff_s / (f.import_s + f.catchup_s));
+  AddReportLine(line);
 }
 
 void BM_SnapshotScenario(benchmark::State& state) {
@@ -165,7 +200,7 @@ void BM_SnapshotScenario(benchmark::State& state) {
     const double scan_rate = b.RawScanRate("/a");
     a = b.Open(1, "/a");
     std::string file;
-    auto start = std::chrono::steady_clock::now();
+    double start = Now();
     auto counts = ExportSnapshot(*a, kBaseMs, [&](std::string_view bytes) {
       file.append(bytes);
       return Status::Ok();
@@ -173,7 +208,7 @@ void BM_SnapshotScenario(benchmark::State& state) {
     const double export_rate = static_cast<double>(keys) / Seconds(start);
     TIDEMAP_CHECK(counts.ok() && counts->records == keys);
     const double write_rate = b.RawWriteRate(keys);
-    start = std::chrono::steady_clock::now();
+    start = Now();
     Import(b, file, 2, "/imported");
     const double import_s = Seconds(start);
     const double import_rate = static_cast<double>(keys) / import_s;
@@ -185,25 +220,9 @@ void BM_SnapshotScenario(benchmark::State& state) {
     c.reset();
     auto d = b.Open(3, "/empty");
     const double diff_s = Catchup(*a, *d, 3);
-    char line[512];
-    std::snprintf(line, sizeof(line),
-                  "snapshot export keys=%llu keys_per_s=%.0f bytes=%llu (leveldb full scan "
-                  "keys_per_s=%.0f, ratio %.2f)",
-                  static_cast<unsigned long long>(keys), export_rate,
-                  static_cast<unsigned long long>(file.size()), scan_rate, export_rate / scan_rate);
-    AddReportLine(line);
-    std::snprintf(line, sizeof(line),
-                  "snapshot import keys=%llu keys_per_s=%.0f (leveldb batched writes "
-                  "keys_per_s=%.0f, ratio %.2f)",
-                  static_cast<unsigned long long>(keys), import_rate, write_rate,
-                  import_rate / write_rate);
-    AddReportLine(line);
-    std::snprintf(line, sizeof(line),
-                  "snapshot bootstrap keys=%llu import+catchup_s=%.2f (%.2f + %.2f) "
-                  "tree_diff_alone_s=%.2f speedup=%.2f",
-                  static_cast<unsigned long long>(keys), import_s + catchup_s, import_s, catchup_s,
-                  diff_s, diff_s / (import_s + catchup_s));
-    AddReportLine(line);
+    const Figures f{keys,        file.size(), scan_rate, export_rate, write_rate,
+                    import_rate, import_s,    catchup_s, diff_s};
+    ReportFigures(f);
     state.counters["export_vs_scan"] = export_rate / scan_rate;
     state.counters["import_vs_write"] = import_rate / write_rate;
     state.counters["bootstrap_speedup"] = diff_s / (import_s + catchup_s);

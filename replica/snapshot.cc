@@ -89,8 +89,10 @@ Result<std::vector<SnapshotWatermark>> SnapshotCursor::Watermarks() {
 // ---------------------------------------------------------------------------
 // SnapshotLoader
 
-SnapshotLoader::SnapshotLoader(Replica* replica)
-    : replica_(replica), batch_(std::make_unique<Batch>()) {}
+SnapshotLoader::SnapshotLoader(Replica* replica, TreeRebuild tree)
+    : replica_(replica),
+      batch_(std::make_unique<Batch>()),
+      rebuilt_(std::make_unique<TreeRebuild>(std::move(tree))) {}
 
 SnapshotLoader::~SnapshotLoader() = default;
 
@@ -100,7 +102,11 @@ Result<std::unique_ptr<SnapshotLoader>> SnapshotLoader::Begin(Replica* replica) 
                            std::to_string(replica->KeyCount()) + " records and oplog seq " +
                            std::to_string(replica->LastSeq()));
   }
-  return std::unique_ptr<SnapshotLoader>(new SnapshotLoader(replica));
+  TreeRebuild tree;
+  TIDEMAP_ASSIGN_OR_RETURN(tree.tree, MerkleTree::Create(replica->impl_->tree_shape));
+  tree.live.assign(tree.tree.leaf_count(), 0);
+  tree.tombs.assign(tree.tree.leaf_count(), 0);
+  return std::unique_ptr<SnapshotLoader>(new SnapshotLoader(replica, std::move(tree)));
 }
 
 Status SnapshotLoader::Flush() {
@@ -112,7 +118,7 @@ Status SnapshotLoader::Flush() {
 
 Status SnapshotLoader::Add(std::span<const KeyedRecord> records) {
   const Limits& limits = replica_->limits();
-  std::string value_bytes;
+  TreeRebuild& tree = *rebuilt_;
   for (const KeyedRecord& r : records) {
     TIDEMAP_RETURN_IF_ERROR(CheckSizes(limits, r.map, r.key, r.value));
     if (r.tombstone && (!r.value.empty() || r.expiry_ms != 0)) {
@@ -124,12 +130,28 @@ Status SnapshotLoader::Add(std::span<const KeyedRecord> records) {
       return Status::InvalidArgument("snapshot: records out of (map, key) order at " +
                                      rows::DescribeKey(r.map, r.key));
     }
+    const rows::RecordMeta meta{r.version, r.tombstone, r.expiry_ms};
     const std::optional<uint64_t> expiry =
         r.expiry_ms == 0 ? std::nullopt : std::optional<uint64_t>(r.expiry_ms);
-    rows::EncodeRecordInto(&value_bytes, row_key_,
-                           rows::RecordMeta{r.version, r.tombstone, r.expiry_ms}, expiry, r.value);
-    batch_->Put(row_key_, value_bytes);
-    std::swap(last_row_key_, row_key_);
+    rows::EncodeRecordInto(&value_bytes_, row_key_, meta, expiry, r.value);
+    batch_->Put(row_key_, value_bytes_);
+    // The rows RebuildDerivedRows would write, and the tree it would compute,
+    // without reading the records back. A queue row holds the seq that must
+    // be acknowledged before a purge: none here (the records are not changes
+    // of this database).
+    const uint64_t hash = KeyHash(r.map, r.key);
+    rows::HashIndexKeyInto(&row_key_, hash, r.map, r.key);
+    rows::EncodeHashIndexValueInto(&value_bytes_, meta);
+    batch_->Put(row_key_, value_bytes_);
+    if (r.tombstone) batch_->Put(rows::GcQueueKey(r.version, r.map, r.key), rows::EncodeU64(0));
+    if (r.expiry_ms != 0) {
+      batch_->Put(rows::ExpiryQueueKey(r.expiry_ms, r.version, r.map, r.key), rows::EncodeU64(0));
+    }
+    const uint32_t bucket = tree.tree.BucketOf(hash);
+    tree.tree.Apply(bucket, ItemDigest(r.map, r.key, r.version, r.tombstone));
+    ++(r.tombstone ? tree.tombs : tree.live)[bucket];
+    ++tree.records;
+    rows::RecordKeyInto(&last_row_key_, r.map, r.key);
     ++records_;
     max_physical_ms_ = std::max(max_physical_ms_, r.version.hlc.physical_ms());
     if (batch_->ApproximateBytes() >= kLoadBatchBytesMax) TIDEMAP_RETURN_IF_ERROR(Flush());
@@ -158,11 +180,11 @@ Result<uint64_t> SnapshotLoader::Finish(std::span<const SnapshotWatermark> water
   const uint64_t bound_ms = std::max(max_physical_ms_, overall.hlc.physical_ms());
   if (bound_ms != 0) batch_->Put(rows::MetaKey(rows::kMetaHlcBound), rows::EncodeU64(bound_ms));
   TIDEMAP_RETURN_IF_ERROR(Flush());
-  TIDEMAP_ASSIGN_OR_RETURN(const uint64_t rebuilt, replica_->RebuildDerivedRows());
-  if (rebuilt != records_) {
-    return Status::Internal("snapshot: loaded " + std::to_string(records_) +
-                            " records, the rebuild found " + std::to_string(rebuilt));
-  }
+  // Every page is dirty: the checkpoint writes them all, synced (and with
+  // them every unsynced row above).
+  MutexLock commit(&im.commit_mu);
+  im.tree.Reset(std::move(*rebuilt_));
+  TIDEMAP_RETURN_IF_ERROR(im.tree.Checkpoint(im.store.get(), 0, /*sync=*/true, im.options.clock));
   return records_;
 }
 

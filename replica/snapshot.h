@@ -31,6 +31,7 @@ namespace tidemap {
 
 class PrefixIterator;
 class StoreIterator;
+struct TreeRebuild;
 
 // Reads one snapshot. Opening it takes the replica's commit lock for a
 // moment (no group is half committed then), so the header's seq and record
@@ -79,22 +80,25 @@ class SnapshotLoader {
   SnapshotLoader(const SnapshotLoader&) = delete;
   SnapshotLoader& operator=(const SnapshotLoader&) = delete;
 
-  // Stores `records`, which must follow the ones before in strictly rising
-  // (map, key) order (else InvalidArgument) and respect the replica's
-  // limits (else Refused). Written unsynced, in batches.
+  // Stores `records` with the rows derived from them (key-hash index,
+  // tombstone and expiry queues) and adds them to the Merkle tree being
+  // built. They must follow the ones before in strictly rising (map, key)
+  // order (else InvalidArgument) and respect the replica's limits (else
+  // Refused). Written unsynced, in batches.
   Status Add(std::span<const KeyedRecord> records);
-  // Stores the watermarks, reserves the HLC above every loaded version,
-  // rebuilds the derived rows (index, queues, Merkle leaves) and syncs.
-  // Returns the records loaded.
+  // Stores the watermarks and the HLC bound above every loaded version,
+  // checkpoints the Merkle tree built from the records and syncs. Returns
+  // the records loaded.
   Result<uint64_t> Finish(std::span<const SnapshotWatermark> watermarks);
 
  private:
-  explicit SnapshotLoader(Replica* replica);
+  SnapshotLoader(Replica* replica, TreeRebuild tree);
   Status Flush();
   Replica* replica_;
   std::unique_ptr<Batch> batch_;
+  std::unique_ptr<TreeRebuild> rebuilt_;  // the tree and counts of the records added
   std::string last_row_key_;
-  std::string row_key_;
+  std::string row_key_, value_bytes_;  // reused encoding buffers
   uint64_t records_ = 0;
   uint64_t max_physical_ms_ = 0;
 };

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -20,6 +21,7 @@
 
 #include "tests/support/sync_pump.h"
 #include "tests/support/test_util.h"
+#include <tidemap/merkle/merkle.h>
 #include <tidemap/replica/snapshot.h>
 #include <tidemap/replica/sync.h>
 #include <tidemap/schemas/codec.h>
@@ -35,8 +37,10 @@ class SnapshotTest : public ::testing::Test {
  protected:
   SnapshotTest() : env_(leveldb::NewMemEnv(leveldb::Env::Default())), clock_(kStartMs) {}
 
-  std::unique_ptr<Replica> Open(uint64_t id, const std::string& path) {
+  std::unique_ptr<Replica> Open(uint64_t id, const std::string& path,
+                                uint64_t horizon_ms = uint64_t{7} * 24 * 3600 * 1000) {
     ReplicaOptions o;
+    o.tombstone_horizon_ms = horizon_ms;
     o.path = path;
     o.env = env_.get();
     o.clock = &clock_;
@@ -141,6 +145,30 @@ TEST_F(SnapshotTest, RoundTripKeepsVersionsExpiriesAndRoot) {
   ASSERT_TRUE(v.ok());
   EXPECT_GT(v->hlc, a->LastTimestamp());
   EXPECT_TRUE(b->Scrub()->ok());
+}
+
+// Purged tombstones leave GC watermarks; they travel, so the restored node
+// refuses the same stale versions as its source.
+TEST_F(SnapshotTest, GcWatermarksTravel) {
+  auto a = Open(1, "/a", /*horizon_ms=*/1000);
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(a->Put("m", "k" + std::to_string(i), "v").ok());
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(a->Delete("m", "k" + std::to_string(i)).ok());
+  clock_.Advance(5000);
+  auto purged = a->PurgeTombstones();
+  ASSERT_TRUE(purged.ok()) << purged.status().ToString();
+  ASSERT_EQ(purged->purged, 10u);
+  SnapshotCounts counts;
+  const std::string file = Export(*a, &counts);
+  EXPECT_EQ(counts.watermarks, 10u);
+  EXPECT_EQ(counts.records, 10u);
+  auto b = Load(file, 2, "/b");
+  EXPECT_EQ(b->gc_watermark(), a->gc_watermark());
+  for (int i = 0; i < 10; ++i) {
+    const uint64_t hash = KeyHash("m", "k" + std::to_string(i));
+    EXPECT_EQ(b->gc_watermark(hash), a->gc_watermark(hash));
+  }
+  EXPECT_EQ(b->MerkleRoot(), a->MerkleRoot());
+  EXPECT_EQ(Render(*b), Render(*a));
 }
 
 TEST_F(SnapshotTest, LoaderRefusesANonEmptyReplicaAndDisorder) {

@@ -482,6 +482,8 @@ class Replica : public SyncStore {
  private:
   struct Impl;
   friend class ReplicaTestAccess;  // replica/test_access_internal.h
+  friend class SnapshotCursor;     // replica/snapshot.h
+  friend class SnapshotLoader;
   explicit Replica(std::unique_ptr<Impl> impl);
   // PutIf and DeleteIf: commits the batch's single op under `condition`.
   Result<ConditionalWrite> CommitIf(const WriteBatch& batch, const WriteCondition& condition);

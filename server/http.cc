@@ -358,6 +358,10 @@ asio::awaitable<bool> HttpServer::Impl::ReadAndHandle(
     co_await ServeWatch(conn, req, x.route);
     co_return false;  // an event stream ends its connection
   }
+  if (x.route.kind == RouteKind::kSnapshot && x.method == http::verb::get) {
+    co_await ServeSnapshot(conn, x.route);
+    co_return false;  // so does a snapshot stream
+  }
   if (IsPlainWrite(x, req)) {
     co_await CommitPlainWrite(x, req);
     co_return true;

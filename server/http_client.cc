@@ -14,6 +14,7 @@
 #include <chrono>
 #include <exception>
 #include <optional>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -175,6 +176,38 @@ class Exchange {
     return std::optional<HttpReply>();
   }
 
+  // Reads the reply's head; a 200's body goes to `sink` as it arrives.
+  Result<HttpReply> ReadStreamed(const std::function<Status(std::string_view)>& sink) {
+    http::response_parser<http::empty_body> head;
+    head.body_limit(options_.response_bytes_max);
+    stream_.expires_after(timeout_);
+    beast::error_code ec = RunOne(ioc_, [&](auto handler) {
+      http::async_read_header(stream_, buffer_, head, std::move(handler));
+    });
+    if (ec) return Unreachable("reading the response: " + ec.message());
+    if (head.get().result() != http::status::ok) {
+      http::response_parser<http::string_body> parser(std::move(head));
+      return Read(parser);
+    }
+    http::response_parser<http::buffer_body> parser(std::move(head));
+    parser.body_limit(boost::none);
+    HttpReply reply = ToReply(parser);
+    std::vector<char> piece(size_t{1} << 20);
+    while (!parser.is_done()) {
+      parser.get().body().data = piece.data();
+      parser.get().body().size = piece.size();
+      stream_.expires_after(timeout_);
+      ec = RunOne(ioc_, [&](auto handler) {
+        http::async_read(stream_, buffer_, parser, std::move(handler));
+      });
+      if (ec == http::error::need_buffer) ec = {};
+      if (ec) return Unreachable("reading the response: " + ec.message());
+      const size_t got = piece.size() - parser.get().body().size;
+      if (got > 0) TIDEMAP_RETURN_IF_ERROR(sink(std::string_view(piece.data(), got)));
+    }
+    return reply;
+  }
+
   Result<HttpReply> ReadReply() {
     http::response_parser<http::string_body> parser;
     parser.body_limit(options_.response_bytes_max);
@@ -249,6 +282,26 @@ Result<HttpReply> HttpCall(const HttpClientOptions& options, std::string_view me
     TIDEMAP_ASSIGN_OR_RETURN(std::optional<HttpReply> early, exchange.Send(req, !body.empty()));
     if (early.has_value()) return std::move(*early);
     return exchange.ReadReply();
+  } catch (const std::exception& e) {
+    return Status::Unavailable("cannot reach " + options.address + ": " + e.what());
+  }
+}
+
+Result<HttpReply> HttpGetStreamed(const HttpClientOptions& options, std::string_view target,
+                                  const std::function<Status(std::string_view)>& sink) {
+  const Endpoint endpoint = SplitScheme(options);
+  TIDEMAP_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(endpoint.address));
+  try {
+    std::unique_ptr<asio::ssl::context> tls;
+    if (endpoint.tls) {
+      TIDEMAP_ASSIGN_OR_RETURN(tls, ClientTls(options));
+    }
+    asio::io_context ioc;
+    Exchange exchange(options, &ioc, tls.get());
+    TIDEMAP_RETURN_IF_ERROR(exchange.Connect(hp));
+    http::request<http::string_body> req = MakeRequest(options, endpoint, "GET", target, {}, {});
+    TIDEMAP_RETURN_IF_ERROR(exchange.Send(req, false).status());
+    return exchange.ReadStreamed(sink);
   } catch (const std::exception& e) {
     return Status::Unavailable("cannot reach " + options.address + ": " + e.what());
   }

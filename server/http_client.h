@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -46,6 +47,16 @@ struct HttpReply {
 Result<HttpReply> HttpCall(const HttpClientOptions& options, std::string_view method,
                            std::string_view target, std::string_view body = {},
                            std::string_view content_type = {});
+
+// GET `target` and hand a 200 reply's body to `sink` piece by piece as it
+// arrives (for a body of any size: a snapshot), without holding it. A reply
+// of another status is returned whole (within response_bytes_max) for
+// ReplyStatus, and `sink` sees nothing. A body cut short (the connection
+// closed before its end, a chunked body without its last chunk) is
+// Unavailable; so is any error of `sink`, passed on as it is. Each read
+// waits up to timeout_ms.
+Result<HttpReply> HttpGetStreamed(const HttpClientOptions& options, std::string_view target,
+                                  const std::function<Status(std::string_view)>& sink);
 
 // What an error reply means, as a Status carrying the message of its JSON
 // {"error", "code"} body: 404 NotFound, 400 InvalidArgument, 401 403 410 413

@@ -96,6 +96,7 @@ enum class RouteKind {
   kOpenApi,
   kUi,
   kReload,
+  kSnapshot,
   kUnknown
 };
 
@@ -421,6 +422,11 @@ struct HttpServer::Impl {
   Result<Response> HandleWatchHead(const Route& route);
   // POST /v1/admin/reload (worker pool): re-reads the config and trust file.
   Result<Response> HandleReload();
+
+  // --- http_snapshot.cc: GET /v1/snapshot, a chunked stream (I/O thread),
+  // and its HEAD (worker pool) ---
+  asio::awaitable<void> ServeSnapshot(std::shared_ptr<Conn> conn, const Route& route);
+  Result<Response> HandleSnapshotHead();
 
   // --- http_watch.cc: event streams (I/O thread) ---
   asio::awaitable<void> ServeWatch(std::shared_ptr<Conn> conn, const Request& req,

@@ -187,6 +187,8 @@ Result<Response> HttpServer::Impl::Handle(http::verb method, const Route& route,
       return HandleReload();
     case RouteKind::kWatch:  // only HEAD comes here: GET serves the stream
       return HandleWatchHead(route);
+    case RouteKind::kSnapshot:  // likewise
+      return HandleSnapshotHead();
     case RouteKind::kUnknown:
       break;
   }

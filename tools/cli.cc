@@ -19,6 +19,7 @@
 
 #include "tools/import.h"
 #include "tools/serve.h"
+#include "tools/snapshot.h"
 #include <tidemap/base/clock.h>
 #include <tidemap/base/coding.h>
 #include <tidemap/base/crypto.h>
@@ -585,6 +586,7 @@ struct CliArgs {
   uint64_t pending_after = 0;
   ServeArgs serve;
   ImportArgs import;
+  SnapshotArgs snapshot;
 };
 
 // A command and what runs when it is the one parsed.
@@ -673,6 +675,9 @@ int RunCli(const std::vector<std::string>& args) {
                 kOffline, CmdRepair);
   AddImportCommand(&app, &a.import);
   commands.emplace_back(a.import.command, [&a] { return RunImport(a.import); });
+  AddSnapshotCommand(&app, &a.snapshot);
+  commands.emplace_back(a.snapshot.export_command->get_parent(),
+                        [&a] { return RunSnapshot(a.snapshot); });
   AddServeCommand(&app, &a.serve);
   commands.emplace_back(a.serve.command, [&a] { return RunServe(a.serve); });
   commands.emplace_back(

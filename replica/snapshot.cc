@@ -1,0 +1,191 @@
+// Snapshots: SnapshotCursor (a consistent read of every record) and
+// SnapshotLoader (records into an empty replica).
+#include <tidemap/replica/snapshot.h>
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include <tidemap/replica/impl_internal.h>
+#include <tidemap/replica/limits_internal.h>
+#include <tidemap/storage/prefix_iterator.h>
+#include <tidemap/storage/rows_internal.h>
+
+namespace tidemap {
+
+namespace {
+
+// Loader batches are written when they pass this size.
+constexpr size_t kLoadBatchBytesMax = size_t{4} << 20;
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// SnapshotCursor
+
+SnapshotCursor::~SnapshotCursor() = default;
+
+Result<std::unique_ptr<SnapshotCursor>> SnapshotCursor::Open(const Replica& replica,
+                                                             uint64_t created_ms) {
+  Replica::Impl& im = *replica.impl_;
+  std::unique_ptr<SnapshotCursor> cursor(new SnapshotCursor());
+  SnapshotHeader& h = cursor->header_;
+  {
+    // Under the commit lock no group is between its LevelDB write and the
+    // counts that describe it, so the iterator's implicit snapshot holds
+    // exactly the records of every seq up to h.seq.
+    MutexLock commit(&im.commit_mu);
+    const CommittedCounts counts = im.Counts();
+    h.seq = counts.seq;
+    h.records = counts.live + counts.tombs;
+    cursor->it_ = im.store->NewIterator();
+  }
+  h.node_id = im.options.node_id;
+  h.incarnation = im.incarnation.load();
+  h.created_ms = created_ms;
+  cursor->records_ =
+      std::make_unique<PrefixIterator>(cursor->it_.get(), std::string(1, rows::kRecordPrefix));
+  cursor->records_->SeekToFirst();
+  return cursor;
+}
+
+Result<bool> SnapshotCursor::Next(size_t page_bytes, size_t records_max,
+                                  std::vector<KeyedRecord>* out) {
+  if (done_) return false;
+  PrefixIterator& records = *records_;
+  size_t bytes = 0, n = 0;
+  for (; records.Valid() && bytes < page_bytes && n < records_max; records.Next()) {
+    const std::string_view row_key = records.key();
+    TIDEMAP_ASSIGN_OR_RETURN(const rows::RecordKeyParts parts, rows::SplitRecordKey(row_key));
+    TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, records.value()));
+    bytes += parts.map.size() + parts.key.size() + rec.value.size();
+    ++n;
+    out->push_back(KeyedRecord{std::string(parts.map), std::string(parts.key), std::move(rec.value),
+                               rec.version, rec.tombstone, rec.expiry_ms.value_or(0)});
+  }
+  TIDEMAP_RETURN_IF_ERROR(records.status());
+  if (records.Valid()) return true;
+  done_ = true;
+  return false;
+}
+
+Result<std::vector<SnapshotWatermark>> SnapshotCursor::Watermarks() {
+  TIDEMAP_CHECK(done_);
+  std::vector<SnapshotWatermark> out;
+  PrefixIterator marks(it_.get(), std::string(1, rows::kGcWatermarkPrefix));
+  for (marks.SeekToFirst(); marks.Valid(); marks.Next()) {
+    uint32_t bucket = 0;
+    if (!rows::ParseGcWatermarkKey(marks.key(), &bucket)) {
+      return Status::Corruption("malformed GC watermark row");
+    }
+    TIDEMAP_ASSIGN_OR_RETURN(const Version v,
+                             rows::DecodeVersion(marks.value(), "bucket gc watermark"));
+    out.push_back(SnapshotWatermark{bucket, v});
+  }
+  TIDEMAP_RETURN_IF_ERROR(marks.status());
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// SnapshotLoader
+
+SnapshotLoader::SnapshotLoader(Replica* replica, TreeRebuild tree)
+    : replica_(replica),
+      batch_(std::make_unique<Batch>()),
+      rebuilt_(std::make_unique<TreeRebuild>(std::move(tree))) {}
+
+SnapshotLoader::~SnapshotLoader() = default;
+
+Result<std::unique_ptr<SnapshotLoader>> SnapshotLoader::Begin(Replica* replica) {
+  if (replica->LastSeq() != 0 || replica->KeyCount() != 0) {
+    return Status::Refused("a snapshot loads only into an empty replica; this one holds " +
+                           std::to_string(replica->KeyCount()) + " records and oplog seq " +
+                           std::to_string(replica->LastSeq()));
+  }
+  TreeRebuild tree;
+  TIDEMAP_ASSIGN_OR_RETURN(tree.tree, MerkleTree::Create(replica->impl_->tree_shape));
+  tree.live.assign(tree.tree.leaf_count(), 0);
+  tree.tombs.assign(tree.tree.leaf_count(), 0);
+  return std::unique_ptr<SnapshotLoader>(new SnapshotLoader(replica, std::move(tree)));
+}
+
+Status SnapshotLoader::Flush() {
+  if (batch_->empty()) return Status::Ok();
+  TIDEMAP_RETURN_IF_ERROR(replica_->impl_->store->Write(batch_.get(), /*sync=*/false));
+  batch_->Clear();
+  return Status::Ok();
+}
+
+Status SnapshotLoader::Add(std::span<const KeyedRecord> records) {
+  const Limits& limits = replica_->limits();
+  TreeRebuild& tree = *rebuilt_;
+  for (const KeyedRecord& r : records) {
+    TIDEMAP_RETURN_IF_ERROR(CheckSizes(limits, r.map, r.key, r.value));
+    if (r.tombstone && (!r.value.empty() || r.expiry_ms != 0)) {
+      return Status::InvalidArgument("snapshot: a tombstone with a value or an expiry at " +
+                                     rows::DescribeKey(r.map, r.key));
+    }
+    rows::RecordKeyInto(&row_key_, r.map, r.key);
+    if (records_ != 0 && row_key_ <= last_row_key_) {
+      return Status::InvalidArgument("snapshot: records out of (map, key) order at " +
+                                     rows::DescribeKey(r.map, r.key));
+    }
+    const rows::RecordMeta meta{r.version, r.tombstone, r.expiry_ms};
+    const std::optional<uint64_t> expiry =
+        r.expiry_ms == 0 ? std::nullopt : std::optional<uint64_t>(r.expiry_ms);
+    rows::EncodeRecordInto(&value_bytes_, row_key_, meta, expiry, r.value);
+    batch_->Put(row_key_, value_bytes_);
+    // The rows RebuildDerivedRows would write, and the tree it would compute,
+    // without reading the records back. A queue row holds the seq that must
+    // be acknowledged before a purge: none here (the records are not changes
+    // of this database).
+    const uint64_t hash = KeyHash(r.map, r.key);
+    rows::HashIndexKeyInto(&row_key_, hash, r.map, r.key);
+    rows::EncodeHashIndexValueInto(&value_bytes_, meta);
+    batch_->Put(row_key_, value_bytes_);
+    if (r.tombstone) batch_->Put(rows::GcQueueKey(r.version, r.map, r.key), rows::EncodeU64(0));
+    if (r.expiry_ms != 0) {
+      batch_->Put(rows::ExpiryQueueKey(r.expiry_ms, r.version, r.map, r.key), rows::EncodeU64(0));
+    }
+    const uint32_t bucket = tree.tree.BucketOf(hash);
+    tree.tree.Apply(bucket, ItemDigest(r.map, r.key, r.version, r.tombstone));
+    ++(r.tombstone ? tree.tombs : tree.live)[bucket];
+    ++tree.records;
+    rows::RecordKeyInto(&last_row_key_, r.map, r.key);
+    ++records_;
+    max_physical_ms_ = std::max(max_physical_ms_, r.version.hlc.physical_ms());
+    if (batch_->ApproximateBytes() >= kLoadBatchBytesMax) TIDEMAP_RETURN_IF_ERROR(Flush());
+  }
+  return Status::Ok();
+}
+
+Result<uint64_t> SnapshotLoader::Finish(std::span<const SnapshotWatermark> watermarks) {
+  Replica::Impl& im = *replica_->impl_;
+  const uint32_t leaf_count = im.tree.leaf_count();
+  Version overall;
+  for (const SnapshotWatermark& w : watermarks) {
+    if (w.bucket >= leaf_count) {
+      return Status::InvalidArgument("snapshot: GC watermark of bucket " +
+                                     std::to_string(w.bucket) + ", the tree has " +
+                                     std::to_string(leaf_count));
+    }
+    batch_->Put(rows::GcWatermarkKey(w.bucket), rows::EncodeVersion(w.version));
+    overall = std::max(overall, w.version);
+  }
+  if (!overall.hlc.IsZero()) {
+    batch_->Put(rows::MetaKey(rows::kMetaGcWatermark), rows::EncodeVersion(overall));
+    batch_->Put(rows::MetaKey(rows::kMetaGcPurged), rows::EncodeU64(0));
+  }
+  // Local writes after the restore are stamped above every loaded version.
+  const uint64_t bound_ms = std::max(max_physical_ms_, overall.hlc.physical_ms());
+  if (bound_ms != 0) batch_->Put(rows::MetaKey(rows::kMetaHlcBound), rows::EncodeU64(bound_ms));
+  TIDEMAP_RETURN_IF_ERROR(Flush());
+  // Every page is dirty: the checkpoint writes them all, synced (and with
+  // them every unsynced row above).
+  MutexLock commit(&im.commit_mu);
+  im.tree.Reset(std::move(*rebuilt_));
+  TIDEMAP_RETURN_IF_ERROR(im.tree.Checkpoint(im.store.get(), 0, /*sync=*/true, im.options.clock));
+  return records_;
+}
+
+}  // namespace tidemap

@@ -1,0 +1,108 @@
+// Snapshots of a replica: reading a consistent point-in-time copy of every
+// stored record (SnapshotCursor), and loading one into a new, empty replica
+// (SnapshotLoader). The file format is not the replica's business: see
+// schemas/snapshot_file.h (the replica links no Cap'n Proto).
+//
+// A snapshot holds every stored record (live, expired not yet purged, and
+// tombstones not yet purged), with its version and expiry, and the GC
+// watermark of every bucket that purged; the derived rows (key-hash index,
+// queues, Merkle leaves) are rebuilt by the loader, so the loaded replica's
+// Merkle root equals the source's at the snapshot.
+//
+// Thread-safety: a cursor or a loader is used by one thread at a time; other
+// threads may use the replica meanwhile. Lifetime: the replica must outlive
+// both.
+#ifndef TIDEMAP_REPLICA_SNAPSHOT_H_
+#define TIDEMAP_REPLICA_SNAPSHOT_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <tidemap/base/status.h>
+#include <tidemap/replica/replica.h>
+#include <tidemap/schemas/messages.h>
+#include <tidemap/schemas/snapshot.h>
+
+namespace tidemap {
+
+class PrefixIterator;
+class StoreIterator;
+struct TreeRebuild;
+
+// Reads one snapshot. Opening it takes the replica's commit lock for a
+// moment (no group is half committed then), so the header's seq and record
+// count are exactly those of the LevelDB snapshot the reads see; after that
+// it holds no lock and writes go on. Memory is one page of records.
+//
+// The cursor holds a LevelDB iterator: while it lives, Replica::RetryStorage
+// (a reopen after a storage error) waits for it, up to its timeout.
+class SnapshotCursor {
+ public:
+  // `created_ms` goes into the header as is.
+  static Result<std::unique_ptr<SnapshotCursor>> Open(const Replica& replica, uint64_t created_ms);
+  ~SnapshotCursor();
+  SnapshotCursor(const SnapshotCursor&) = delete;
+  SnapshotCursor& operator=(const SnapshotCursor&) = delete;
+
+  const SnapshotHeader& header() const { return header_; }
+  // Appends the next records, in (map, key) order, until they hold about
+  // `page_bytes` (map, key and value bytes) or `records_max`. Returns false
+  // once every record was returned (then `out` may hold the last ones).
+  // Corruption, naming the key, for a record whose bytes fail their check.
+  Result<bool> Next(size_t page_bytes, size_t records_max, std::vector<KeyedRecord>* out);
+  // The bucket GC watermarks of the same snapshot, in bucket order (at most
+  // one per Merkle leaf). REQUIRES: Next returned false.
+  Result<std::vector<SnapshotWatermark>> Watermarks();
+
+ private:
+  SnapshotCursor() = default;
+  SnapshotHeader header_;
+  std::unique_ptr<StoreIterator> it_;
+  std::unique_ptr<PrefixIterator> records_;
+  bool done_ = false;
+};
+
+// Loads a snapshot's records into a replica that holds none, keeping their
+// versions and expiries, so peers that hold the same versions find equal
+// Merkle digests and a tree diff ships only what differs. Nothing is
+// assigned an oplog seq (the records are the source's, not changes here).
+class SnapshotLoader {
+ public:
+  // Refused unless `replica` has no record and no oplog entry. The replica
+  // must not be written to until Finish returned, and must be closed and
+  // opened again afterwards (its key filter and counts are built at open).
+  static Result<std::unique_ptr<SnapshotLoader>> Begin(Replica* replica);
+  ~SnapshotLoader();
+  SnapshotLoader(const SnapshotLoader&) = delete;
+  SnapshotLoader& operator=(const SnapshotLoader&) = delete;
+
+  // Stores `records` with the rows derived from them (key-hash index,
+  // tombstone and expiry queues) and adds them to the Merkle tree being
+  // built. They must follow the ones before in strictly rising (map, key)
+  // order (else InvalidArgument) and respect the replica's limits (else
+  // Refused). Written unsynced, in batches.
+  Status Add(std::span<const KeyedRecord> records);
+  // Stores the watermarks and the HLC bound above every loaded version,
+  // checkpoints the Merkle tree built from the records and syncs. Returns
+  // the records loaded.
+  Result<uint64_t> Finish(std::span<const SnapshotWatermark> watermarks);
+
+ private:
+  SnapshotLoader(Replica* replica, TreeRebuild tree);
+  Status Flush();
+  Replica* replica_;
+  std::unique_ptr<Batch> batch_;
+  std::unique_ptr<TreeRebuild> rebuilt_;  // the tree and counts of the records added
+  std::string last_row_key_;
+  std::string row_key_, value_bytes_;  // reused encoding buffers
+  uint64_t records_ = 0;
+  uint64_t max_physical_ms_ = 0;
+};
+
+}  // namespace tidemap
+
+#endif  // TIDEMAP_REPLICA_SNAPSHOT_H_

@@ -1,0 +1,33 @@
+// `tidemap snapshot export TARGET FILE | import --data DIR FILE | verify FILE`:
+// backups of a node and restores into a new data dir (server/snapshot.h).
+//
+// Exit codes (tools/cli.h): 0 done; 2 usage; 3 the node, the data dir or the
+// file cannot be read, or the file is truncated, corrupt or of another format
+// (the message gives the offset and the reason); 4 import refused (the data
+// dir is not new and empty).
+#ifndef TIDEMAP_TOOLS_SNAPSHOT_H_
+#define TIDEMAP_TOOLS_SNAPSHOT_H_
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+namespace tidemap {
+
+struct SnapshotArgs {
+  CLI::App* export_command = nullptr;
+  CLI::App* import_command = nullptr;
+  CLI::App* verify_command = nullptr;
+  std::string data_dir;  // or:
+  std::string http, token, cacert;
+  std::string file;
+};
+
+// Declares `snapshot` and its three commands on `app`; values land in *args.
+void AddSnapshotCommand(CLI::App* app, SnapshotArgs* args);
+
+// Runs whichever of the three was parsed; returns the exit code.
+int RunSnapshot(const SnapshotArgs& args);
+
+}  // namespace tidemap
+
+#endif  // TIDEMAP_TOOLS_SNAPSHOT_H_

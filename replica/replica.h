@@ -253,9 +253,9 @@ struct ExpireStats {
 
 // What one RemoveClearedRecords call did.
 struct ClearRemoval {
-  uint64_t removed = 0;         // records older than their map's clear, deleted
-  uint64_t visited = 0;         // record rows read
-  uint64_t maps_pending = 0;    // cleared maps whose removal is not done after the call
+  uint64_t removed = 0;       // records older than their map's clear, deleted
+  uint64_t visited = 0;       // record rows read
+  uint64_t maps_pending = 0;  // cleared maps whose removal is not done after the call
 };
 
 // The storage's state, since open.

@@ -225,7 +225,10 @@ Status Replica::Impl::AppendWriter(Writer* w, const Version& watermark, bool tra
       if (!wins) continue;
     } else {
       if (w->condition != nullptr) {
-        TIDEMAP_RETURN_IF_ERROR(CheckCondition(old, options.clock->NowMillis(), w));
+        // A record older than its map's clear is not live, removed or not.
+        KeyState visible = old;
+        visible.exists = old.exists && !Cleared(*g, op.map, old.meta.version);
+        TIDEMAP_RETURN_IF_ERROR(CheckCondition(visible, options.clock->NowMillis(), w));
       }
       // The HLC is above every stored version (its floor comes from the
       // reserved bound), so a local write wins; raising the clock past the

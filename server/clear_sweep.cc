@@ -38,7 +38,8 @@ void ClearSweep::Sweep() {
     last_error_.clear();
     removed_ += r->removed;
     if (r->maps_pending == 0) {
-      if (removed_ != 0) log_->info("cleared maps: removed {} older records", removed_);
+      if (removed_ != 0)
+        log_->info("cleared maps: removed {} records older than their map's clear", removed_);
       removed_ = 0;
       return;
     }

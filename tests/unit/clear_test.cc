@@ -127,6 +127,15 @@ TEST_F(ClearTest, ReadsHideOlderRecordsAtOnceAndTheRemovalDeletesThem) {
   // A second call finds nothing to do.
   EXPECT_EQ(r->RemoveClearedRecords()->removed, 0u);
   EXPECT_TRUE(r->ClearMap("").status().IsInvalidArgument());
+  // A conditional write sees the cleared key as absent, removed or not.
+  ASSERT_TRUE(r->Put("m", "e", "old").ok());
+  ASSERT_TRUE(r->ClearMap("m").ok());
+  WriteCondition any;
+  any.any_version = true;
+  auto cas = r->PutIf("m", "e", "new", any);
+  ASSERT_TRUE(cas.ok()) << cas.status().ToString();
+  EXPECT_FALSE(cas->written);
+  EXPECT_FALSE(cas->version.has_value());
   EXPECT_TRUE(r->Put("m", "", "x").status().IsInvalidArgument());  // the reserved key
 }
 

@@ -87,7 +87,7 @@ Result<size_t> FrameBytes(const Replica& r) {
   msg::RecordBatch batch;
   batch.first_seq = batch.last_seq = r.LastSeq();
   batch.records.push_back(std::move(*clear));
-  TIDEMAP_ASSIGN_OR_RETURN(std::string bytes, EncodeMessage(msg::Message{std::move(batch)}));
+  TIDEMAP_ASSIGN_OR_RETURN(std::string bytes, EncodeMessage(msg::Message{1, std::move(batch)}));
   return bytes.size() + net::SecureChannel::kFrameOverheadBytes;
 }
 

@@ -139,7 +139,9 @@ Result<ScanPage> Replica::Scan(std::string_view map, std::string_view prefix,
   if (after.has_value()) {
     records.SeekAfter(rows::RecordKey(map, *after));
   } else {
-    records.SeekToFirst();
+    // Past the map's clear (its record at the empty key, the first of the
+    // map) without reading it: a cleared map scans like an empty one.
+    records.Seek(rows::RecordKey(map, std::string_view("\0", 1)));
   }
   for (; records.Valid(); records.Next()) {
     const std::string_view row_key = records.key();

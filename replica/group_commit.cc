@@ -262,7 +262,9 @@ Result<bool> Replica::Impl::MergeRemoteOp(const Writer& w, uint64_t key_hash,
                                           bool* redelete, ApplyResult* apply) {
   // Only a key not held, at or below the greatest watermark, needs its
   // bucket's: above that, no bucket's watermark stops it (zero stands in).
-  const Version bucket_watermark = !old->exists && op->version <= watermark
+  // Nor does it stop a map's clear, which is never purged, so it cannot be
+  // the old version of a purged key.
+  const Version bucket_watermark = !old->exists && op->version <= watermark && op->key != kClearKey
                                        ? gc.BucketWatermark(BucketOf(key_hash, tree_shape))
                                        : Version{};
   IncomingVersion incoming{op->version, op->tombstone, {}, false};

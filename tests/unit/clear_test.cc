@@ -235,6 +235,25 @@ TEST_F(ClearTest, ARestartMidRemovalResumesWhereItStopped) {
   EXPECT_NE(r->MerkleRoot(), empty_root);
 }
 
+// The derived-row rebuild (tidemap repair) writes a clear's meta row again,
+// so the reopened replica still hides, drops and removes what it clears.
+TEST_F(ClearTest, TheDerivedRowRebuildKeepsAClear) {
+  {
+    auto r = Open();
+    ASSERT_TRUE(r->Put("m", "a", "1").ok());
+    ASSERT_TRUE(r->ClearMap("m").ok());
+    auto rebuilt = r->RebuildDerivedRows();
+    ASSERT_TRUE(rebuilt.ok()) << rebuilt.status().ToString();
+    EXPECT_EQ(*rebuilt, 2u);  // m/a and the clear
+  }
+  auto r = Open();
+  EXPECT_EQ(r->Stats()->cleared_maps, 1u);
+  EXPECT_TRUE(r->Get("m", "a").status().IsNotFound());
+  Drain(*r);
+  EXPECT_EQ(r->Stats()->keys, 0u);
+  ExpectScrubOk(*r);
+}
+
 TEST_F(ClearTest, ReplicasSyncingByOplogAndByTreeDiffEndWithEqualRoots) {
   constexpr uint64_t kA = 1, kB = 2, kC = 3;
   auto a = Open(kA);

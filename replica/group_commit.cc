@@ -81,6 +81,7 @@ Status CheckCondition(const KeyState& old, uint64_t now_ms, Writer* w) {
 }
 
 ChangeKind KindOf(const WriterOp& op, const KeyState& old) {
+  if (op.key == kClearKey) return ChangeKind::kClear;
   if (op.tombstone) return ChangeKind::kDelete;
   return old.exists && !old.meta.tombstone ? ChangeKind::kUpdate : ChangeKind::kCreate;
 }
@@ -158,6 +159,7 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
     live = g.live;
     tombstones = g.tombs;
   }
+  for (const auto& [map, version] : g.clears) clears.Committed(map, version);
   subscriptions.Deliver(g.events);
   ReleaseGroupBuild();
 }
@@ -176,6 +178,7 @@ void Replica::Impl::BuildGroup(const std::vector<Writer*>& group, const Committe
     g.events.clear();
     g.leaf_deltas.clear();
     g.oplog_entries.clear();
+    g.clears.clear();
     g.seq = start.seq, g.live = start.live, g.tombs = start.tombs;
     built = true;
     for (auto it = group_left.begin(); it != group_left.end(); ++it) {
@@ -201,6 +204,12 @@ Status Replica::Impl::AppendWriter(Writer* w, const Version& watermark, bool tra
     WriterOp op = w->op(i);
     const uint64_t key_hash = hashes.Take(i);
     const GroupKey group_key{op.map, op.key, key_hash};
+    // Older than its map's clear: deleted by the clear, never stored (a
+    // local write is stamped above every clear the HLC has seen).
+    if (w->remote && op.key != kClearKey && Cleared(*g, op.map, op.version)) {
+      ++apply.ignored;
+      continue;
+    }
     // The key's state as of everything before this op.
     KeyState old;
     auto o = track_keys ? g->keys.find(group_key) : g->keys.end();
@@ -216,7 +225,10 @@ Status Replica::Impl::AppendWriter(Writer* w, const Version& watermark, bool tra
       if (!wins) continue;
     } else {
       if (w->condition != nullptr) {
-        TIDEMAP_RETURN_IF_ERROR(CheckCondition(old, options.clock->NowMillis(), w));
+        // A record older than its map's clear is not live, removed or not.
+        KeyState visible = old;
+        visible.exists = old.exists && !Cleared(*g, op.map, old.meta.version);
+        TIDEMAP_RETURN_IF_ERROR(CheckCondition(visible, options.clock->NowMillis(), w));
       }
       // The HLC is above every stored version (its floor comes from the
       // reserved bound), so a local write wins; raising the clock past the
@@ -250,7 +262,9 @@ Result<bool> Replica::Impl::MergeRemoteOp(const Writer& w, uint64_t key_hash,
                                           bool* redelete, ApplyResult* apply) {
   // Only a key not held, at or below the greatest watermark, needs its
   // bucket's: above that, no bucket's watermark stops it (zero stands in).
-  const Version bucket_watermark = !old->exists && op->version <= watermark
+  // Nor does it stop a map's clear, which is never purged, so it cannot be
+  // the old version of a purged key.
+  const Version bucket_watermark = !old->exists && op->version <= watermark && op->key != kClearKey
                                        ? gc.BucketWatermark(BucketOf(key_hash, tree_shape))
                                        : Version{};
   IncomingVersion incoming{op->version, op->tombstone, {}, false};
@@ -310,6 +324,11 @@ uint64_t Replica::Impl::AppendChange(const WriterOp& op, uint64_t key_hash, cons
   if (old.exists && old.meta.expiry_ms != 0) {
     g->batch.Delete(rows::ExpiryQueueKey(old.meta.expiry_ms, old.meta.version, op.map, op.key));
   }
+  if (op.key == kClearKey) {
+    // The map's clear: its removal of older records starts over.
+    g->batch.Put(rows::ClearRowKey(op.map), rows::EncodeClearRow({op.version, false, {}}));
+    g->clears.emplace_back(op.map, op.version);
+  }
   if (op.tombstone) {
     g->batch.Put(rows::GcQueueKey(op.version, op.map, op.key), rows::EncodeU64(seq));
   } else if (op.expiry_ms != 0) {
@@ -355,6 +374,7 @@ void Replica::Impl::ReleaseGroupBuild() {
   GroupBuild& g = group_build;
   g.events.clear();  // views into the writers' ops, which are about to go
   g.oplog_entries.clear();
+  g.clears.clear();
   g.keys.clear();
   if (g.batch.ApproximateBytes() > kGroupBuildKeptBytes) g = GroupBuild{};
 }

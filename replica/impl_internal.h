@@ -6,6 +6,7 @@
 //   merge_internal.h          the LWW rule for remote records (and ApplyRemote)
 //   tree_state_internal.h     Merkle tree, bucket counts, checkpoints, replay
 //   tombstone_gc_internal.h   GC watermarks (and PurgeTombstones)
+//   clear_state_internal.h    map clears (clear.cc: ClearMap, RemoveClearedRecords)
 //   key_filter_internal.h     the Bloom filter of stored keys and its builder
 //   readers_internal.h        scans shared by the readers (reads.cc)
 //   subscriptions_internal.h  change events
@@ -17,8 +18,9 @@
 //   replica.cc                local writes, stats, accessors
 //
 // Locking, outermost first: commit_mu (the group being committed; also taken
-// by Scrub, PruneOplog, PurgeTombstones and the close) before the parts'
-// own mutexes (TreeState, GcState, state_mu, Subscriptions), which are
+// by Scrub, PruneOplog, PurgeTombstones, RemoveClearedRecords and the close)
+// before the parts' own mutexes (TreeState, GcState, ClearState, state_mu,
+// Subscriptions), which are
 // leaves: none is held while taking another. The CommitQueue's mutex is
 // never held with any other.
 #ifndef TIDEMAP_REPLICA_IMPL_INTERNAL_H_
@@ -36,6 +38,7 @@
 
 #include <tidemap/base/mutex.h>
 #include <tidemap/merkle/merkle.h>
+#include <tidemap/replica/clear_state_internal.h>
 #include <tidemap/replica/commit_queue_internal.h>
 #include <tidemap/replica/key_filter_internal.h>
 #include <tidemap/replica/merge_internal.h>
@@ -71,6 +74,8 @@ struct GroupBuild {
   // One per op that won, in seq order: consecutive seqs, packed into oplog
   // rows once the group is built.
   std::vector<OplogEntryRef> oplog_entries;  // views into the writers' ops
+  // The clears the group stores, in op order (maps view the writers' ops).
+  std::vector<std::pair<std::string_view, Version>> clears;
   uint64_t seq = 0, live = 0, tombs = 0;
 };
 
@@ -128,6 +133,8 @@ struct Replica::Impl {
 
   TreeState tree;
   GcState gc;
+  ClearState clears;
+  std::atomic<uint64_t> clear_removed{0};  // records RemoveClearedRecords deleted since open
   // Written only by a leader after its commit (or a purge), read by Stats().
   mutable Mutex state_mu;
   uint64_t last_seq TIDEMAP_GUARDED_BY(state_mu) = 0;
@@ -178,6 +185,16 @@ struct Replica::Impl {
                                 std::string_view key) const;
   // The content digest of the stored record, for the equal-version tie rule.
   Result<Digest128> LoadContent(const std::string& row_key) const;
+
+  // ---- map clears (clear.cc) ----
+  // Whether a record of `map` at `version` is older than the map's clear,
+  // counting the clears stored earlier in the group `g`.
+  bool Cleared(const GroupBuild& g, std::string_view map, const Version& version) const;
+  // One batch of RemoveClearedRecords: removes the records of `p.map` older
+  // than its clear, from after p.row.after, visiting at most `rows_max` rows;
+  // `*done` when it reached the map's end.
+  Status RemoveClearedBatch(const ClearState::Pending& p, size_t rows_max, ClearRemoval* stats,
+                            bool* done) TIDEMAP_REQUIRES(commit_mu);
 
   // ---- tombstone GC (tombstone_gc.cc) ----
   class TombstonePurge;  // one PurgeTombstones call's batches

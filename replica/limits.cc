@@ -6,14 +6,20 @@
 
 namespace tidemap {
 
-Status CheckSizes(const Limits& limits, std::string_view map, std::string_view key,
-                  std::string_view value) {
+Status CheckMapName(const Limits& limits, std::string_view map) {
   if (map.empty()) return Status::InvalidArgument("map name must not be empty");
-  if (key.empty()) return Status::InvalidArgument("key must not be empty");
   if (map.size() > limits.map_name_bytes_max) {
     return Status::Refused("map name is " + std::to_string(map.size()) + " bytes, limit " +
                            std::to_string(limits.map_name_bytes_max));
   }
+  return Status::Ok();
+}
+
+Status CheckSizes(const Limits& limits, std::string_view map, std::string_view key,
+                  std::string_view value) {
+  if (map.empty()) return Status::InvalidArgument("map name must not be empty");
+  if (key.empty()) return Status::InvalidArgument("key must not be empty");
+  TIDEMAP_RETURN_IF_ERROR(CheckMapName(limits, map));
   if (key.size() > limits.key_bytes_max) {
     return Status::Refused("key is " + std::to_string(key.size()) + " bytes, limit " +
                            std::to_string(limits.key_bytes_max));

@@ -16,6 +16,8 @@ namespace tidemap {
 // One op (local or remote).
 Status CheckSizes(const Limits& limits, std::string_view map, std::string_view key,
                   std::string_view value);
+// A map name alone (a map's clear, whose key is the reserved empty one).
+Status CheckMapName(const Limits& limits, std::string_view map);
 // A whole batch: `ops` ops of `bytes` bytes (map, key and value sizes).
 Status CheckBatch(const Limits& limits, size_t ops, size_t bytes);
 

@@ -20,7 +20,9 @@ bool DigestLess(const Digest128& a, const Digest128& b) {
 Status CheckRemoteRecords(const Limits& limits, std::span<const KeyedRecord> records,
                           const std::string& context, size_t* bytes, Timestamp* newest) {
   for (const KeyedRecord& r : records) {
-    Status s = CheckSizes(limits, r.map, r.key, r.value);
+    // A map's clear is its tombstone at the reserved empty key.
+    Status s = r.key == kClearKey && r.tombstone ? CheckMapName(limits, r.map)
+                                                 : CheckSizes(limits, r.map, r.key, r.value);
     if (s.ok() && r.tombstone && !r.value.empty()) {
       s = Status::InvalidArgument("tombstone for " + rows::DescribeKey(r.map, r.key) +
                                   " carries a value");

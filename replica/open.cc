@@ -83,6 +83,7 @@ Status Replica::Impl::LoadDerivedState() {
   TIDEMAP_ASSIGN_OR_RETURN(const uint64_t checkpoint_seq, LoadCheckpointSeq(*store));
   TIDEMAP_ASSIGN_OR_RETURN(reserved_bound_ms, LoadHlcBound());
   TIDEMAP_RETURN_IF_ERROR(LoadTree(checkpoint_seq));
+  TIDEMAP_RETURN_IF_ERROR(clears.Load(*store));
   return gc.LoadBuckets(*store, options.path, tree.leaf_count());
 }
 

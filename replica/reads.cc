@@ -114,6 +114,9 @@ Result<Record> Replica::Get(std::string_view map, std::string_view key) const {
   if (!bytes.ok()) return bytes.status().WithContext("reading " + rows::DescribeKey(map, key));
   TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, *bytes));
   if (rec.tombstone) return Status::NotFound(rows::DescribeKey(map, key) + " not found (deleted)");
+  if (impl_->clears.Hides(map, rec.version)) {
+    return Status::NotFound(rows::DescribeKey(map, key) + " not found (map cleared)");
+  }
   const uint64_t expiry_ms = rec.expiry_ms.value_or(0);
   if (IsExpired(expiry_ms, impl_->options.clock->NowMillis())) {
     return Status::NotFound(rows::DescribeKey(map, key) + " not found (expired)");
@@ -130,11 +133,15 @@ Result<ScanPage> Replica::Scan(std::string_view map, std::string_view prefix,
   }
   ScanPage page;
   const uint64_t now_ms = impl_->options.clock->NowMillis();
+  // Records older than the map's clear are left out, removed or not yet.
+  const std::optional<Version> cleared = impl_->clears.VersionOf(map);
   PrefixIterator records(*impl_->store, rows::RecordMapPrefix(map, prefix));
   if (after.has_value()) {
     records.SeekAfter(rows::RecordKey(map, *after));
   } else {
-    records.SeekToFirst();
+    // Past the map's clear (its record at the empty key, the first of the
+    // map) without reading it: a cleared map scans like an empty one.
+    records.Seek(rows::RecordKey(map, std::string_view("\0", 1)));
   }
   for (; records.Valid(); records.Next()) {
     const std::string_view row_key = records.key();
@@ -142,6 +149,7 @@ Result<ScanPage> Replica::Scan(std::string_view map, std::string_view prefix,
     TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, records.value()));
     const uint64_t expiry_ms = rec.expiry_ms.value_or(0);
     if (rec.tombstone || IsExpired(expiry_ms, now_ms)) continue;
+    if (cleared.has_value() && rec.version < *cleared) continue;
     if (page.items.size() == limit) {
       page.next = page.items.back().key;
       break;

@@ -54,6 +54,11 @@ Result<uint64_t> Replica::RebuildDerivedRows() {
             rows::HashIndexKey(hash, m.map, m.key),
             rows::EncodeHashIndexValue(rows::RecordMeta{m.version, m.tombstone, m.expiry_ms}));
         if (m.tombstone) batch.Put(rows::GcQueueKey(m.version, m.map, m.key), rows::EncodeU64(seq));
+        // A map's clear: its meta row, with the removal to run again (a
+        // no-op where it had finished).
+        if (m.tombstone && m.key == kClearKey) {
+          batch.Put(rows::ClearRowKey(m.map), rows::EncodeClearRow({m.version, false, {}}));
+        }
         if (m.expiry_ms != 0) {
           batch.Put(rows::ExpiryQueueKey(m.expiry_ms, m.version, m.map, m.key),
                     rows::EncodeU64(seq));

@@ -23,6 +23,8 @@ std::string_view ChangeKindName(ChangeKind kind) {
       return "delete";
     case ChangeKind::kExpire:
       return "expire";
+    case ChangeKind::kClear:
+      return "clear";
   }
   return "unknown";
 }
@@ -156,6 +158,9 @@ Result<ReplicaStats> Replica::Stats() const {
   s.stale_records_dropped = impl_->stale_dropped.load(std::memory_order_relaxed);
   s.expired = impl_->expired.load(std::memory_order_relaxed);
   s.expired_purged = impl_->expired_purged.load(std::memory_order_relaxed);
+  s.cleared_maps = impl_->clears.maps();
+  s.clear_pending_maps = impl_->clears.pending();
+  s.clear_removed = impl_->clear_removed.load(std::memory_order_relaxed);
   TIDEMAP_ASSIGN_OR_RETURN(
       s.next_expiry_ms,
       impl_->NextExpiry(impl_->expire_notified_cache.load(std::memory_order_relaxed)));

@@ -168,16 +168,18 @@ struct KeyMeta {
 };
 
 // kExpire: a record's expiry passed (see Replica::ExpireRecords); its
-// version stays the one that was written.
-enum class ChangeKind { kCreate, kUpdate, kDelete, kExpire };
+// version stays the one that was written. kClear: the map was cleared (see
+// Replica::ClearMap): one event for the whole map, with the clear's version
+// and an empty key.
+enum class ChangeKind { kCreate, kUpdate, kDelete, kExpire, kClear };
 std::string_view ChangeKindName(ChangeKind kind);
 
 // What subscribers receive after a change committed.
 struct ChangeEvent {
   ChangeKind kind;
   std::string_view map;
-  std::string_view key;
-  std::string_view value;  // empty for kDelete and kExpire
+  std::string_view key;    // empty for kClear
+  std::string_view value;  // empty for kDelete, kExpire and kClear
   Version version;
   uint64_t expiry_ms = 0;  // the record's expiry, 0 when it has none
   uint64_t seq = 0;        // 0 for kExpire (an expiry is no new oplog entry)
@@ -249,6 +251,13 @@ struct ExpireStats {
   uint64_t next_expiry_ms = 0;  // the earliest expiry still ahead (0: none)
 };
 
+// What one RemoveClearedRecords call did.
+struct ClearRemoval {
+  uint64_t removed = 0;       // records older than their map's clear, deleted
+  uint64_t visited = 0;       // record rows read
+  uint64_t maps_pending = 0;  // cleared maps whose removal is not done after the call
+};
+
 // The storage's state, since open.
 struct StorageHealth {
   std::string error;          // empty while writes are accepted, else what stopped them
@@ -299,6 +308,11 @@ struct ReplicaStats {
   uint64_t next_expiry_ms = 0;
   uint64_t expired = 0;
   uint64_t expired_purged = 0;
+  // Map clears: maps ever cleared, those whose older records are still
+  // being removed, and the records removed since open.
+  uint64_t cleared_maps = 0;
+  uint64_t clear_pending_maps = 0;
+  uint64_t clear_removed = 0;
   StorageHealth storage;  // as storage_health() returns it
 };
 
@@ -338,6 +352,15 @@ class Replica : public SyncStore {
   Result<Version> Put(std::string_view map, std::string_view key, std::string_view value,
                       const PutOptions& options);
   Result<Version> Delete(std::string_view map, std::string_view key);
+  // Clears `map`: every record of it whose version is older than the
+  // returned version (the clear's) is deleted, here and on every replica the
+  // clear reaches, whatever order the clear and the records arrive in; a
+  // write newer than it survives. Costs one record: the clear is the map's
+  // record at the reserved empty key (a tombstone stamped like any write),
+  // which replicates and shows in the Merkle tree like any record. Reads
+  // leave the older records out at once; RemoveClearedRecords deletes them.
+  // Subscribers get one kClear event. The same errors as Delete.
+  Result<Version> ClearMap(std::string_view map);
   // All ops commit together or none does; the versions are in op order.
   Result<std::vector<Version>> Write(const WriteBatch& batch);
   // A Put or Delete that commits only when `condition` holds for the key
@@ -455,6 +478,16 @@ class Replica : public SyncStore {
   // (one seek). The daemon calls it on a timer; nothing calls it
   // automatically. Writes wait while it runs.
   Result<ExpireStats> ExpireRecords();
+  // Removes records older than their map's clear (see ClearMap) from the
+  // store, the key-hash index, the queues and the Merkle tree, in batches
+  // that each visit at most `rows_max` (1 or more) record rows, hold the
+  // commit lock (writes wait) and persist how far they got, so a restart
+  // resumes. Stops after the first batch that reached `rows_max`; call again
+  // while maps_pending is not 0. Until a map's removal is done, its trees
+  // differ from those of a replica that finished: roots are equal after
+  // convergence once every replica ran it through. The daemon calls it on
+  // a timer; nothing calls it automatically.
+  Result<ClearRemoval> RemoveClearedRecords(size_t rows_max = 10'000);
   // The greatest version of a purged tombstone (zero when none was purged).
   Version gc_watermark() const;
   // The GC watermark of the Merkle bucket of `key_hash` (KeyHash(map, key)):

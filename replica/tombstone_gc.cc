@@ -215,6 +215,9 @@ Result<PurgeStats> Replica::PurgeTombstones(const std::function<void(const KeyMe
       return Status::Corruption("malformed tombstone queue row " + Printable(queue.key()));
     }
     if (version.hlc.physical_ms() >= cutoff_ms) break;  // the rest is younger
+    // A map's clear is kept for good: a record older than it may still
+    // arrive from a peer, and one row per map is cheap.
+    if (key == kClearKey) continue;
     TIDEMAP_ASSIGN_OR_RETURN(uint64_t seq, rows::DecodeU64(queue.value(), "tombstone queue seq"));
     if (seq > acked_by_all) {
       ++stats.unacknowledged;

@@ -40,6 +40,9 @@ constexpr size_t kTokenFileBytesMax = 4096;
 // How often subscribers hear of expired records (`expire` watch events):
 // an event comes at most this long after the record's expiry.
 constexpr uint64_t kExpireSweepIntervalMs = 1000;
+// How often the records older than a map's clear are removed, a bounded
+// number of batches at a time.
+constexpr uint64_t kClearSweepIntervalMs = 200;
 
 // The bearer token: the first line of `path`, trimmed. The file must be
 // private to its owner, as an identity file must.
@@ -96,6 +99,8 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
                                                      ReplicaOptions{}.storage_retry_interval_ms);
   d->expire_sweep_ =
       std::make_unique<ExpireSweep>(&d->data_dir_->replica(), log, kExpireSweepIntervalMs);
+  d->clear_sweep_ =
+      std::make_unique<ClearSweep>(&d->data_dir_->replica(), log, kClearSweepIntervalMs);
   d->public_key_ = d->data_dir_->identity().public_key_text();
   const bool has_peers = !config.listen.empty() || !config.peers.empty();
   if (d->trust_.size() == 0 && has_peers) {
@@ -211,6 +216,7 @@ void Daemon::Stop() {
   if (node_) node_->Stop();
   http_.reset();
   node_.reset();
+  clear_sweep_.reset();
   expire_sweep_.reset();
   storage_watch_.reset();
   data_dir_.reset();

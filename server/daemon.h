@@ -24,6 +24,7 @@
 #include <tidemap/base/status.h>
 #include <tidemap/net/node.h>
 #include <tidemap/net/trust.h>
+#include <tidemap/server/clear_sweep.h>
 #include <tidemap/server/config.h>
 #include <tidemap/server/data_dir.h>
 #include <tidemap/server/expire_sweep.h>
@@ -85,6 +86,7 @@ class Daemon {
   std::unique_ptr<DataDir> data_dir_;
   std::unique_ptr<StorageWatch> storage_watch_;  // after data_dir_: stopped first
   std::unique_ptr<ExpireSweep> expire_sweep_;    // likewise
+  std::unique_ptr<ClearSweep> clear_sweep_;      // likewise
   net::TrustList trust_;
   std::string public_key_;
   std::unique_ptr<net::Node> node_;   // after data_dir_: stopped and destroyed first

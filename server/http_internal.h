@@ -159,6 +159,9 @@ struct WatchEvent {
   // which passed. Not a change: it has no seq and no cursor position.
   bool expire = false;
   uint64_t expiry_ms = 0;
+  // A `clear` event (ChangeKind::kClear): the map was cleared at `version`;
+  // `key` is empty. A change like any other (it has its seq).
+  bool clear = false;
 };
 
 // The changes a subscription delivers to one event stream, between the
@@ -181,9 +184,9 @@ class WatchQueue {
       overflowed_ = true;
       events_.clear();
     } else {
-      events_.push_back(WatchEvent{std::string(e.map), std::string(e.key), e.version,
-                                   e.kind == ChangeKind::kDelete, e.seq, e.remote,
-                                   e.kind == ChangeKind::kExpire, e.expiry_ms});
+      events_.push_back(WatchEvent{
+          std::string(e.map), std::string(e.key), e.version, e.kind == ChangeKind::kDelete, e.seq,
+          e.remote, e.kind == ChangeKind::kExpire, e.expiry_ms, e.kind == ChangeKind::kClear});
     }
     if (!wake_pending_) {
       wake_pending_ = true;
@@ -402,6 +405,8 @@ struct HttpServer::Impl {
   Result<Response> HandleKey(http::verb method, const Route& route, const RequestMeta& meta,
                              std::string body);
   Result<Response> HandleScan(const Route& route, const RequestMeta& meta);
+  // DELETE /v1/maps/{map}: clears the map (http_clear.cc).
+  Result<Response> HandleClearMap(const Route& route);
   // --- http_conditional.cc ---
   Result<Response> HandleGetKey(const Route& route, const RequestMeta& meta);
   // PUT or DELETE with If-Match: a compare-and-set (Replica::PutIf, DeleteIf);

@@ -168,6 +168,7 @@ Result<Response> HttpServer::Impl::Handle(http::verb method, const Route& route,
     case RouteKind::kKey:
       return HandleKey(method, route, meta, std::move(body));
     case RouteKind::kMap:
+      if (method == http::verb::delete_) return HandleClearMap(route);
       return HandleScan(route, meta);
     case RouteKind::kBatch:
       return HandleBatch(meta, std::move(body));

@@ -17,7 +17,7 @@ struct RouteEntry {
 
 constexpr RouteEntry kRoutes[] = {
     {RouteKind::kKey, "/v1/maps/{map}/keys/{key}", "GET, HEAD, PUT, DELETE"},
-    {RouteKind::kMap, "/v1/maps/{map}", "GET, HEAD"},
+    {RouteKind::kMap, "/v1/maps/{map}", "GET, HEAD, DELETE"},
     {RouteKind::kBatch, "/v1/batch", "POST"},
     {RouteKind::kHealth, "/v1/health", "GET, HEAD"},
     {RouteKind::kStatus, "/v1/status", "GET, HEAD"},

@@ -35,8 +35,20 @@ std::string FormatExpireEvent(const WatchEvent& e) {
   return "event: expire\ndata: " + Dump(j) + "\n\n";
 }
 
+// A map's clear: one event for the map, with the clear's version.
+std::string FormatClearEvent(const WatchEvent& e) {
+  nlohmann::json j;
+  PutBytesJson(&j, "map", e.map);
+  j["hlc"] = e.version.hlc.ToString();
+  j["origin"] = NodeIdToString(e.version.origin);
+  j["seq"] = e.seq;
+  j["remote"] = e.remote;
+  return "id: " + std::to_string(e.seq) + "\nevent: clear\ndata: " + Dump(j) + "\n\n";
+}
+
 std::string FormatEvent(const WatchEvent& e) {
   if (e.expire) return FormatExpireEvent(e);
+  if (e.clear) return FormatClearEvent(e);
   nlohmann::json j;
   PutBytesJson(&j, "map", e.map);
   PutBytesJson(&j, "key", e.key);
@@ -286,8 +298,8 @@ asio::awaitable<bool> HttpServer::Impl::ReplayStep(Conn& conn, WatchState& w) {
   if (!rows->empty()) {
     for (const OplogEntry& row : *rows) {
       if (w.map.empty() || row.map == w.map) {
-        out += FormatEvent(
-            WatchEvent{row.map, row.key, row.version, row.tombstone, row.seq, row.via != 0});
+        out += FormatEvent(WatchEvent{row.map, row.key, row.version, row.tombstone, row.seq,
+                                      row.via != 0, false, 0, row.tombstone && row.key.empty()});
         ++count;
       }
     }

@@ -45,6 +45,8 @@ nlohmann::json StatusJson(const StatusInfo& info, const std::vector<net::PeerSta
   j["ttl"] = {{"next_expiry", StringOrNull(ExpiryString(s.next_expiry_ms))},
               {"expired", s.expired},
               {"expired_purged", s.expired_purged}};
+  j["clears"] = {
+      {"maps", s.cleared_maps}, {"pending", s.clear_pending_maps}, {"removed", s.clear_removed}};
   j["oplog"] = {{"first_seq", s.oplog_first_seq},
                 {"last_seq", s.oplog_last_seq},
                 {"pruned_through", s.oplog_pruned_through}};

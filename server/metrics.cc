@@ -118,6 +118,12 @@ void AddReplica(const ReplicaStats& r, Families* f) {
       .Add(r.expired);
   f->Add("tidemap_expired_purged_total", "counter", "Expired records purged by GC since start.")
       .Add(r.expired_purged);
+  f->Add("tidemap_cleared_records_removed_total", "counter",
+         "Records older than their map's clear removed since start.")
+      .Add(r.clear_removed);
+  f->Add("tidemap_clear_pending_maps", "gauge",
+         "Cleared maps whose older records are still being removed.")
+      .Add(r.clear_pending_maps);
   f->Add("tidemap_next_expiry_timestamp_seconds", "gauge",
          "When the next record with a TTL expires, not yet announced (Unix time; 0: none).")
       .Add(r.next_expiry_ms / 1000);

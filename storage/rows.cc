@@ -52,6 +52,13 @@
 //                expiring at or before it (absent: 0)
 //       peer/<node id:u64> -> acked:u64 incarnation:u64 received:u64
 //                (oplog/oplog.cc)
+//       clear/<map> -> hlc:u64 origin:u64 done:u8 after
+//                a cleared map: the version of its clear (the map's record
+//                at the reserved empty key, a tombstone), whether every
+//                record older than it was removed (done 1) and else the key
+//                after which the removal resumes (the rest of the value;
+//                empty: the map's first key); written with the clear record
+//                and by each removal batch (replica/clear.cc)
 #include <tidemap/storage/rows_internal.h>
 
 #include <tidemap/base/coding.h>
@@ -383,6 +390,37 @@ Result<Version> DecodeVersion(std::string_view bytes, std::string_view what) {
     return Status::Corruption("meta " + std::string(what) + ": expected 16 bytes");
   }
   return Version{Timestamp{hlc}, origin};
+}
+
+std::string ClearRowKey(std::string_view map) {
+  std::string out = MetaKey(kMetaClearPrefix);
+  out.append(map);
+  return out;
+}
+
+bool ParseClearRowKey(std::string_view row_key, std::string_view* map) {
+  const std::string prefix = MetaKey(kMetaClearPrefix);
+  if (row_key.size() <= prefix.size() || row_key.substr(0, prefix.size()) != prefix) return false;
+  *map = row_key.substr(prefix.size());
+  return true;
+}
+
+std::string EncodeClearRow(const ClearRow& row) {
+  std::string out = EncodeVersion(row.version);
+  out.push_back(row.done ? '\x01' : '\x00');
+  out.append(row.after);
+  return out;
+}
+
+Result<ClearRow> DecodeClearRow(std::string_view bytes) {
+  if (bytes.size() < 17 || static_cast<uint8_t>(bytes[16]) > 1) {
+    return Status::Corruption("meta clear row: expected 17 bytes or more, done 0 or 1");
+  }
+  ClearRow row;
+  TIDEMAP_ASSIGN_OR_RETURN(row.version, DecodeVersion(bytes.substr(0, 16), "clear version"));
+  row.done = bytes[16] == 1;
+  row.after.assign(bytes.substr(17));
+  return row;
 }
 
 std::string DescribeKey(std::string_view map, std::string_view key) {

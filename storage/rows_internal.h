@@ -165,6 +165,25 @@ inline constexpr std::string_view kMetaIncarnation = "incarnation";
 inline constexpr std::string_view kMetaGcWatermark = "gc_watermark";
 inline constexpr std::string_view kMetaGcPurged = "gc_purged";
 inline constexpr std::string_view kMetaExpireNotified = "expire_notified";
+inline constexpr std::string_view kMetaClearPrefix = "clear/";
+
+// ---- map clears ----
+
+// A map's clear (Replica::ClearMap) is its record at the reserved empty key
+// (a tombstone whose version is the clear's); this meta row lists it, so
+// Open finds every cleared map without a scan, with how far the removal of
+// the records older than the clear got.
+struct ClearRow {
+  Version version;    // the clear's version
+  bool done = false;  // every record older than it is removed
+  std::string after;  // removal resumes after this key of the map (empty: at the start)
+};
+// The meta row key of `map`'s clear: MetaKey(kMetaClearPrefix + map).
+std::string ClearRowKey(std::string_view map);
+// Splits a clear row key; false when it is not one.
+bool ParseClearRowKey(std::string_view row_key, std::string_view* map);
+std::string EncodeClearRow(const ClearRow& row);
+Result<ClearRow> DecodeClearRow(std::string_view bytes);
 
 std::string EncodeU64(uint64_t v);
 Result<uint64_t> DecodeU64(std::string_view bytes, std::string_view what);

@@ -231,6 +231,28 @@ int CmdDel(const Target& target, const std::string& map, const std::string& key)
   return kExitOk;
 }
 
+// Clears MAP: prints the clear's version. With --data the records it
+// deletes are hidden at once and removed by the next `serve`.
+int CmdClear(const Target& target, const std::string& map) {
+  if (Status s = CheckNames(map, nullptr); !s.ok()) return Fail(s);
+  if (target.is_http()) {
+    TIDEMAP_ASSIGN_OR_RETURN_INT(HttpReply reply,
+                                 Call(target, "DELETE", "/v1/maps/" + PercentEncode(map)));
+    TIDEMAP_ASSIGN_OR_RETURN_INT(nlohmann::json j, ReplyJson(reply));
+    if (!j.contains("hlc") || !j["hlc"].is_string()) {
+      return Fail(
+          Status::Unavailable("the node's reply has no hlc: " + Printable(reply.body, 200)));
+    }
+    std::printf("%s\n", j["hlc"].get<std::string>().c_str());
+    return kExitOk;
+  }
+  TIDEMAP_ASSIGN_OR_RETURN_INT(auto d, OpenTarget(target, Access::kWrite));
+  auto v = d->replica().ClearMap(map);
+  if (!v.ok()) return Fail(v.status());
+  std::printf("%s\n", v->hlc.ToString().c_str());
+  return kExitOk;
+}
+
 // Bytes of a JSON object's `field`, or of `field`_base64.
 Result<std::string> BytesField(const nlohmann::json& obj, const std::string& field) {
   if (obj.contains(field) && obj[field].is_string()) return obj[field].get<std::string>();
@@ -620,6 +642,15 @@ void AddKeyCommands(CLI::App* app, CliArgs* a, std::vector<Command>* out) {
                     [a] { return CmdDel(a->target, a->map, a->key); });
 }
 
+// `clear TARGET MAP`.
+void AddClearCommand(CLI::App* app, CliArgs* a, std::vector<Command>* out) {
+  CLI::App* clear = app->add_subcommand(
+      "clear", "clear MAP: delete every record of it older than the clear, on every replica");
+  a->target.AddTo(clear);
+  clear->add_option("MAP", a->map, "map name")->required();
+  out->emplace_back(clear, [a] { return CmdClear(a->target, a->map); });
+}
+
 // Commands that read a whole target: scan, status, pending.
 void AddReadCommands(CLI::App* app, CliArgs* a, std::vector<Command>* out) {
   CLI::App* scan = app->add_subcommand("scan", "list the live keys of MAP in key order");
@@ -664,6 +695,7 @@ int RunCli(const std::vector<std::string>& args) {
                 "the data dir to create", CmdInit);
   AddDirCommand(&app, &a, &commands, "id", "print this node's public key", "the data dir", CmdId);
   AddKeyCommands(&app, &a, &commands);
+  AddClearCommand(&app, &a, &commands);
   AddReadCommands(&app, &a, &commands);
   constexpr const char* kOffline = "the data dir (not held by a running node)";
   AddDirCommand(

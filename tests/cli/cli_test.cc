@@ -765,11 +765,44 @@ TEST_F(CliHttpTest, BearerTokenFromFlagOrEnvironment) {
   EXPECT_EQ(RunTidemap({"get", "--data", data_, "--token", "x", "m", "k"}).exit_code, 2);
 }
 
+// `clear TARGET MAP`, on the data dir and over HTTP: it prints the clear's
+// version; the map's older keys are gone at once, other maps are untouched,
+// and a later put is served.
+TEST_F(CliTest, ClearDeletesTheMapsOlderKeys) {
+  Init();
+  Put("m", "a", "1");
+  Put("m", "b", "2");
+  Put("other", "a", "kept");
+  const RunResult clear = Data("clear", {"m"});
+  ASSERT_EQ(clear.exit_code, 0) << clear;
+  ASSERT_EQ(Lines(clear.out).size(), 1u) << clear;
+  EXPECT_TRUE(IsHlcText(LastLine(clear.out))) << clear;
+  const RunResult get = Data("get", {"m", "a"});
+  EXPECT_EQ(get.exit_code, 1) << get;
+  EXPECT_TRUE(Contains(get.err, "not found")) << get;
+  EXPECT_EQ(Data("scan", {"m"}).out, "");
+  EXPECT_EQ(Data("get", {"other", "a"}).out, "kept");
+  Put("m", "c", "after");
+  EXPECT_EQ(Data("scan", {"m"}).out, "c\tafter\n");
+  EXPECT_EQ(Data("clear", {}).exit_code, 2);
+  EXPECT_EQ(Data("clear", {""}).exit_code, 2);
+}
+
+TEST_F(CliHttpTest, ClearOverHttp) {
+  Serve();
+  ASSERT_TRUE(dir_->replica().Put("m", "a", "1").ok());
+  const RunResult clear = Http("clear", {"m"});
+  ASSERT_EQ(clear.exit_code, 0) << clear;
+  EXPECT_TRUE(IsHlcText(LastLine(clear.out))) << clear;
+  EXPECT_TRUE(dir_->replica().Get("m", "a").status().IsNotFound());
+  EXPECT_EQ(Http("get", {"m", "a"}).exit_code, 1);
+}
+
 TEST_F(CliTest, HelpOnEveryCommand) {
   const RunResult top = RunTidemap({"--help"});
   EXPECT_EQ(top.exit_code, 0) << top;
-  for (const char* cmd :
-       {"init", "id", "put", "get", "del", "scan", "status", "pending", "scrub", "demo"}) {
+  for (const char* cmd : {"init", "id", "put", "get", "del", "clear", "scan", "status", "pending",
+                          "scrub", "snapshot", "demo"}) {
     SCOPED_TRACE(cmd);
     EXPECT_TRUE(Contains(top.out, cmd)) << top;
     const RunResult r = RunTidemap({cmd, "--help"});

@@ -106,6 +106,10 @@ const char* CounterName(Counter c) {
       return "expired_purged";
     case Counter::kExpiryChecks:
       return "expiry_checks";
+    case Counter::kClears:
+      return "clears";
+    case Counter::kClearRemoved:
+      return "clear_removed";
     case Counter::kDiffsCompleted:
       return "diffs_completed";
     case Counter::kHealMsMax:
@@ -248,6 +252,7 @@ enum class Ev : uint8_t {
   kSessionError,
   kPrune,
   kPurge,
+  kClear,
   kHeal,
   kConverged,
   kQuiet,
@@ -310,7 +315,8 @@ struct Config {
   int64_t in_range_offset_ms = kInRangeOffsetMs;
   uint64_t stall_timeout_ms = 0;
   double p_delete = 0.2;
-  double p_ttl = 0;  // of puts, those with a TTL (0: TTL off)
+  double p_ttl = 0;    // of puts, those with a TTL (0: TTL off)
+  double p_clear = 0;  // of write ops, clears of a whole map (0: clears off)
 };
 
 struct Node {
@@ -346,6 +352,9 @@ struct Node {
   // Per key, the greatest version of an expired record the GC purged here:
   // that version or an older one never becomes live again.
   std::map<KeyId, Version> expired_floor;
+  // Per map, the greatest version of a clear this database held: no record
+  // of the map older than it is stored after it.
+  std::map<std::string, Version> clear_floor;
   std::vector<size_t> conns;
 
   bool up() const { return replica != nullptr; }
@@ -420,6 +429,11 @@ class Simulation {
 
   // ---- workload and faults ----
   void DoWrite();
+  void DoClear(Node& n);
+  // One bounded removal batch of cleared records on `n`, its shadow updated.
+  void RunRemoval(Node& n);
+  // Reads of `n` never serve a record older than its map's clear.
+  void CheckClearedReads(Node& n);
   void InjectFault();
   void SetOffset(Node& n, int64_t offset_ms, bool beyond);
   void PruneAll();
@@ -512,6 +526,7 @@ void Simulation::Configure() {
   c.relaxed_some = rng_.Bernoulli(0.2);
   c.p_delete = 0.1 + 0.25 * rng_.NextDouble();
   c.p_ttl = rng_.Bernoulli(0.5) ? 0.1 + 0.4 * rng_.NextDouble() : 0;
+  c.p_clear = rng_.Bernoulli(0.4) ? 0.003 + 0.02 * rng_.NextDouble() : 0;
 
   static constexpr size_t kBatchRecords[] = {1, 2, 5, 16, 1000};
   static constexpr size_t kBatchBytes[] = {300, 2000, size_t{1} << 20};
@@ -605,6 +620,7 @@ std::string Simulation::DescribeConfig() const {
   s += " msgfaults(drop=" + std::to_string(c.p_drop) + " dup=" + std::to_string(c.p_dup) +
        " reorder=" + std::to_string(c.p_reorder) + ")";
   s += " wipes=" + std::to_string(c.wipes) + " beyond=" + (c.clock_beyond ? "yes" : "no");
+  s += " clears=" + (c.p_clear > 0 ? std::to_string(c.p_clear) : std::string("off"));
   s += " gc=" + (c.tombstone_horizon_ms ? std::to_string(c.tombstone_horizon_ms) + "ms" : "off");
   s += " retention_rows=" + (c.retention_rows ? std::to_string(c.retention_rows) : "default");
   s += " sync(batch=" + std::to_string(c.sync.batch_records_max) + "/" +
@@ -720,6 +736,9 @@ std::string Simulation::FormatEvent(const Event& e) const {
     case Ev::kPurge:
       s += "purge " + n(e.a) + " tombstones=" + std::to_string(e.b) + " watermark " + RelHlc(e.c);
       break;
+    case Ev::kClear:
+      s += "clear " + n(e.a) + " map " + (e.b == 0 ? "m" : "n") + " -> " + RelHlc(e.c);
+      break;
     case Ev::kHeal:
       s += "HEAL: faults off, all nodes up, clocks in range";
       break;
@@ -795,7 +814,18 @@ void Simulation::OnChange(size_t node, const ChangeEvent& e) {
   n.max_seq = std::max(n.max_seq, e.seq);
   n.seqs[e.seq] = e.version;
   const KeyId key(e.map, e.key);
-  n.shadow[key] = ShadowRec{e.version, e.kind == ChangeKind::kDelete, Hash64(e.value), e.expiry_ms};
+  const bool clear = e.kind == ChangeKind::kClear;
+  n.shadow[key] =
+      ShadowRec{e.version, e.kind == ChangeKind::kDelete || clear, Hash64(e.value), e.expiry_ms};
+  Version& cleared = n.clear_floor[key.first];
+  if (clear) {
+    cleared = std::max(cleared, e.version);
+    return;
+  }
+  if (e.version < cleared) {
+    return Fail(Name(node) + " stored " + key.first + "/" + key.second + " at " +
+                RelVersion(e.version) + " after holding its map's clear " + RelVersion(cleared));
+  }
   auto expired = n.expired_floor.find(key);
   if (e.kind != ChangeKind::kDelete && expired != n.expired_floor.end() &&
       e.version <= expired->second) {
@@ -861,6 +891,7 @@ void Simulation::Wipe(Node& n) {
   n.dead_floor.clear();
   n.purged.clear();
   n.expired_floor.clear();
+  n.clear_floor.clear();
   n.max_seq = 0;
   n.last_local_before_wipe = std::max(n.last_local_before_wipe, n.last_local);
   n.issued_before_wipe.merge(n.issued);
@@ -1310,6 +1341,9 @@ void Simulation::Step() {
   if (!failed_) DeliverDue();
   if (!failed_) PollDue();
   if (!failed_) CheckStalls();
+  for (const auto& n : nodes_) {
+    if (!failed_ && n->up()) RunRemoval(*n);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -1322,6 +1356,7 @@ void Simulation::DoWrite() {
   }
   if (up.empty()) return;
   Node& n = *nodes_[up[rng_.Uniform(up.size())]];
+  if (cfg_.p_clear > 0 && rng_.Bernoulli(cfg_.p_clear)) return DoClear(n);
   const bool multi = rng_.Bernoulli(0.1);
   const size_t ops = multi ? 2 + rng_.Uniform(3) : 1;
   WriteBatch batch;
@@ -1400,6 +1435,63 @@ void Simulation::DoWrite() {
     Trace(op.tombstone ? Ev::kDelete : Ev::kPut, n.index, ranks[i], v.hlc.raw, Hash64(op.value));
   }
   PollNode(n);
+}
+
+void Simulation::DoClear(Node& n) {
+  const bool second = rng_.Bernoulli(0.5);
+  const std::string map = second ? "n" : "m";
+  auto v = n.replica->ClearMap(map);
+  if (!v.ok()) return Fail("clear on " + Name(n.index) + ": " + v.status().ToString());
+  if (*v <= n.last_local) {
+    return Fail(Name(n.index) + " issued " + RelVersion(*v) + " after " + RelVersion(n.last_local) +
+                ": HLC not monotonic");
+  }
+  n.last_local = *v;
+  n.issued.insert(v->hlc.raw);
+  oracle_[KeyId(map, "")].push_back(Accepted{*v, true, {}, n.index, false, 0});
+  Count(Counter::kClears);
+  Trace(Ev::kClear, n.index, second ? 1 : 0, v->hlc.raw);
+  PollNode(n);
+}
+
+// Small batches, so removals run across crashes and restarts.
+void Simulation::RunRemoval(Node& n) {
+  constexpr size_t kRemovalRowsMax = 16;
+  auto removal = n.replica->RemoveClearedRecords(kRemovalRowsMax);
+  if (!removal.ok()) {
+    return Fail("removal on " + Name(n.index) + ": " + removal.status().ToString());
+  }
+  if (removal->removed == 0) return;
+  Count(Counter::kClearRemoved, removal->removed);
+  // The shadow forgets what the removal deleted: records older than their
+  // map's clear that the store no longer holds.
+  for (auto it = n.shadow.begin(); it != n.shadow.end();) {
+    const auto clear = n.shadow.find(KeyId(it->first.first, ""));
+    if (it->first.second.empty() || clear == n.shadow.end() ||
+        !(it->second.version < clear->second.version)) {
+      ++it;
+      continue;
+    }
+    auto rec = n.replica->ReadRecord(it->first.first, it->first.second);
+    if (!rec.ok()) return Fail("read " + Name(n.index) + ": " + rec.status().ToString());
+    it = rec->has_value() ? std::next(it) : n.shadow.erase(it);
+  }
+}
+
+void Simulation::CheckClearedReads(Node& n) {
+  for (const char* map : {"m", "n"}) {
+    const auto clear = n.shadow.find(KeyId(map, ""));
+    if (clear == n.shadow.end()) continue;
+    auto page = n.replica->Scan(map, "", std::nullopt, 10'000);
+    if (!page.ok()) return Fail("scan " + Name(n.index) + ": " + page.status().ToString());
+    for (const ScanItem& item : page->items) {
+      if (item.version < clear->second.version) {
+        return Fail(Name(n.index) + " served " + std::string(map) + "/" + item.key + " at " +
+                    RelVersion(item.version) + " after its map's clear " +
+                    RelVersion(clear->second.version));
+      }
+    }
+  }
 }
 
 void Simulation::SetOffset(Node& n, int64_t offset_ms, bool beyond) {
@@ -1509,6 +1601,8 @@ void Simulation::PruneAll() {
     if (cfg_.tombstone_horizon_ms != 0) PurgeTombstones(*n);
     if (failed_) return;
     if (cfg_.p_ttl > 0) CheckExpiries(*n);
+    if (failed_) return;
+    if (cfg_.p_clear > 0) CheckClearedReads(*n);
     if (failed_) return;
   }
 }
@@ -1709,8 +1803,12 @@ void Simulation::FinalPurge() {
     if (failed_) return;
     auto stats = n->replica->Stats();
     if (!stats.ok()) return Fail("stats " + Name(n->index) + ": " + stats.status().ToString());
-    if (stats->tombstones != 0) {
-      return Fail(Name(n->index) + " still holds " + std::to_string(stats->tombstones) +
+    // A map's clear is a tombstone the GC keeps for good.
+    const uint64_t clears = static_cast<uint64_t>(
+        std::count_if(n->shadow.begin(), n->shadow.end(),
+                      [](const auto& entry) { return entry.first.second.empty(); }));
+    if (stats->tombstones != clears) {
+      return Fail(Name(n->index) + " still holds " + std::to_string(stats->tombstones - clears) +
                   " tombstones after the final GC round");
     }
     for (const auto& [key, rec] : FullScan(*n)) {
@@ -1828,6 +1926,14 @@ void Simulation::VerifyFinal() {
 // LWW maximum of the accepted writes that survived, or absent where GC may
 // have purged that maximum; no key was never written.
 void Simulation::VerifyLwwMaximum(const std::map<KeyId, std::pair<ShadowRec, std::string>>& scan) {
+  // Per map, its newest surviving clear: a map's record at the empty key.
+  std::map<std::string, Version> clears;
+  for (const auto& [key, writes] : oracle_) {
+    if (!key.second.empty()) continue;
+    for (const Accepted& w : writes) {
+      if (!w.lost) clears[key.first] = std::max(clears[key.first], w.version);
+    }
+  }
   for (const auto& [key, writes] : oracle_) {
     const Accepted* best = nullptr;
     for (const Accepted& w : writes) {
@@ -1837,6 +1943,15 @@ void Simulation::VerifyLwwMaximum(const std::map<KeyId, std::pair<ShadowRec, std
     const std::string name = key.first + "/" + key.second;
     if (best == nullptr) {
       if (it != scan.end()) return Fail(name + " exists though every write to it was wiped");
+      continue;
+    }
+    // Older than its map's clear: removed, or at most a (restored) delete.
+    if (const auto clear = clears.find(key.first);
+        !key.second.empty() && clear != clears.end() && best->version < clear->second) {
+      if (it != scan.end() && !it->second.first.tombstone) {
+        return Fail(name + " is live at " + RelVersion(it->second.first.version) +
+                    " after its map's clear " + RelVersion(clear->second));
+      }
       continue;
     }
     // A tombstone may have been purged (everywhere: the scans are equal).

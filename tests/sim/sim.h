@@ -23,6 +23,13 @@
 // records like tombstones, and after the final purge no expired value is
 // held or comes back.
 //
+// In some seeds the workload clears maps (Replica::ClearMap) among its writes,
+// with every fault above; each step runs a bounded batch of every node's
+// removal of cleared records. Invariants as for deletes: no node stores a
+// record older than a clear it holds, reads never serve one, the final
+// state holds no key whose LWW maximum is older than its map's clear, and
+// the roots agree after heal and after the final purge (a clear is kept).
+//
 // Every event (write result, delivery, fault) is folded into a 64-bit trace
 // hash; the same seed gives the same hash. Invariants are checked as the run
 // goes (HLC monotonic per node, seqs never reused, nothing committed lost by a
@@ -87,6 +94,8 @@ enum class Counter : int {
   kExpireEvents,   // `expire` events a replica announced
   kExpiredPurged,  // expired records the GC purged
   kExpiryChecks,   // reads checked against their expiry
+  kClears,         // maps cleared (seeds with clears on)
+  kClearRemoved,   // records older than a clear the background removal deleted
   kHealMsMax,      // the longest heal (simulated ms); max, not sum
   kCount,
 };

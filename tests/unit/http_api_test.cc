@@ -435,6 +435,30 @@ TEST_F(HttpApiTest, HeadOnEveryGetRouteHasGetsHeadersAndNoBody) {
   EXPECT_EQ(Call("POST", "/v1/maps/m/keys/k").Header("allow"), "GET, HEAD, PUT, DELETE");
 }
 
+// DELETE /v1/maps/{map} clears the map: 200 with the clear's version, the
+// older keys gone at once for GET and scans, other maps untouched; it takes
+// no query parameter, and Allow lists it.
+TEST_F(HttpApiTest, DeleteOfAMapClearsIt) {
+  Start();
+  ASSERT_TRUE(replica_->Put("m", "a", "1").ok());
+  ASSERT_TRUE(replica_->Put("m", "b", "2").ok());
+  ASSERT_TRUE(replica_->Put("other", "a", "kept").ok());
+  const Reply cleared = Call("DELETE", "/v1/maps/m");
+  ASSERT_EQ(cleared.status, 200) << cleared;
+  const nlohmann::json j = cleared.Json();
+  ASSERT_TRUE(j.contains("hlc") && j["hlc"].is_string()) << cleared;
+  EXPECT_GT(j["hlc"].get<std::string>(), replica_->Get("other", "a")->version.hlc.ToString());
+  EXPECT_EQ(Call("GET", "/v1/maps/m/keys/a").status, 404);
+  EXPECT_EQ(Call("GET", "/v1/maps/m").Json()["items"].size(), 0u);
+  EXPECT_EQ(Call("GET", "/v1/maps/other/keys/a").body, "kept");
+  ASSERT_EQ(Call("PUT", "/v1/maps/m/keys/c", "after").status, 200);
+  EXPECT_EQ(Call("GET", "/v1/maps/m").Json()["items"].size(), 1u);
+  EXPECT_EQ(Call("DELETE", "/v1/maps/m?prefix=a").status, 400);
+  EXPECT_EQ(Call("POST", "/v1/maps/m").Header("allow"), "GET, HEAD, DELETE");
+  const nlohmann::json status = Call("GET", "/v1/status").Json();
+  EXPECT_EQ(status["clears"]["maps"], 1);
+}
+
 TEST_F(HttpApiTest, ETagIsTheVersionAndIfNoneMatchGives304) {
   Start();
   const Reply put = Call("PUT", "/v1/maps/m/keys/k", "v1");

@@ -23,6 +23,8 @@ std::string_view ChangeKindName(ChangeKind kind) {
       return "delete";
     case ChangeKind::kExpire:
       return "expire";
+    case ChangeKind::kQuota:
+      return "quota";
   }
   return "unknown";
 }

@@ -16,10 +16,13 @@ namespace {
 // How long a reopen waits for the reads in flight and the open iterators.
 constexpr uint64_t kReopenWaitMs = 2000;
 
+// A full file system (ENOSPC) is refused as QuotaExceeded, as the quota is.
 Status WritesRefused(const Status& cause, uint64_t retry_interval_ms) {
-  return Status::IOError("storage error: " + cause.message() +
-                         "; writes are refused until a retry succeeds (every " +
-                         std::to_string(retry_interval_ms) + " ms), reads go on");
+  std::string message = "storage error: " + cause.message() +
+                        "; writes are refused until a retry succeeds (every " +
+                        std::to_string(retry_interval_ms) + " ms), reads go on";
+  if (IsNoSpace(cause)) return Status::QuotaExceeded(std::move(message));
+  return Status::IOError(std::move(message));
 }
 
 }  // namespace
@@ -45,6 +48,7 @@ Status Replica::Impl::CheckStorage(bool now) {
   if (!loaded.ok()) return WritesRefused(loaded, options.storage_retry_interval_ms);
   derived_stale = false;
   storage_recoveries.fetch_add(1, std::memory_order_relaxed);
+  if (quota.SetDiskFull(false)) AnnounceQuota();
   return Status::Ok();
 }
 

@@ -41,6 +41,7 @@ int ExitCodeFor(const Status& s) {
     case Status::Code::kInvalidArgument:
       return kExitUsage;
     case Status::Code::kRefused:
+    case Status::Code::kQuotaExceeded:
       return kExitRefused;
     default:
       return kExitUnreachable;

@@ -328,6 +328,7 @@ struct ReplicaStats {
   uint64_t expired = 0;
   uint64_t expired_purged = 0;
   StorageHealth storage;  // as storage_health() returns it
+  StorageUsage usage;     // as storage_usage() returns it
 };
 
 // What Scrub() found. Consistent iff every root agrees and nothing mismatched.

@@ -31,6 +31,9 @@ Status Replica::Impl::CheckStorage(bool now) {
   if (options.read_only) return Status::Refused("the replica at " + options.path + " is read-only");
   const Status error = store->write_error();
   if (error.ok() && !derived_stale) return error;
+  // A full file system may have failed a write outside the commit path (a
+  // prune, a purge): the quota's state says so all the same.
+  if (IsNoSpace(error) && quota.SetDiskFull(true)) AnnounceQuota();
   const uint64_t now_ms = options.clock->NowMillis();
   if (!now && now_ms < storage_retry_at_ms) {
     return WritesRefused(

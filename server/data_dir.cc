@@ -114,6 +114,7 @@ Result<std::unique_ptr<DataDir>> DataDir::OpenWith(const std::string& dir, Ident
   ro.retention = options.retention;
   ro.tombstone_horizon_ms = options.tombstone_horizon_ms;
   ro.write_buffer_bytes = options.write_buffer_bytes;
+  ro.storage_quota_bytes = options.storage_quota_bytes;
   ro.read_only = options.read_only;
   auto replica = Replica::Open(std::move(ro));
   if (!replica.ok()) return OpenError(dir, replica.status());

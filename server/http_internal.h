@@ -153,6 +153,10 @@ struct WatchEvent {
   // which passed. Not a change: it has no seq and no cursor position.
   bool expire = false;
   uint64_t expiry_ms = 0;
+  // A `quota` event (ChangeKind::kQuota, seq 0): the storage state changed
+  // to `storage.state`. Not a change either; it belongs to no map.
+  bool quota = false;
+  StorageUsage storage;
 };
 
 // The changes a subscription delivers to one event stream, between the
@@ -177,7 +181,8 @@ class WatchQueue {
     } else {
       events_.push_back(WatchEvent{std::string(e.map), std::string(e.key), e.version,
                                    e.kind == ChangeKind::kDelete, e.seq, e.remote,
-                                   e.kind == ChangeKind::kExpire, e.expiry_ms});
+                                   e.kind == ChangeKind::kExpire, e.expiry_ms,
+                                   e.kind == ChangeKind::kQuota, e.storage});
     }
     if (!wake_pending_) {
       wake_pending_ = true;

@@ -133,7 +133,23 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& all) {
   if (checkpoint) tree.AppendCheckpoint(&g.batch, g.seq, g.leaf_deltas);
   const Status written = WriteGroup(&g.batch, g.oplog_entries.size(), sync);
   if (!written.ok()) {
-    FailGroup(written, now_ms);
+    {
+      MutexLock l(&storage_mu);
+      last_storage_error = written.message();
+    }
+    storage_write_errors.fetch_add(1, std::memory_order_relaxed);
+    storage_retry_at_ms = now_ms + options.storage_retry_interval_ms;
+    if (IsNoSpace(written) && quota.SetDiskFull(true)) AnnounceQuota();
+    const Status failed =
+        IsNoSpace(written)    ? Status::QuotaExceeded("storage full: " + written.message())
+        : written.IsIOError() ? Status::IOError("storage error: " + written.message())
+                              : written;
+    for (Writer* w : group_left) {
+      w->status = failed;
+      w->versions.clear();
+      w->apply = ApplyResult{};
+    }
+    ReleaseGroupBuild();
     return;
   }
   reserved_bound_ms = new_bound;
@@ -151,26 +167,6 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& all) {
   }
   subscriptions.Deliver(g.events);
   if (quota_changed) AnnounceQuota();
-  ReleaseGroupBuild();
-}
-
-void Replica::Impl::FailGroup(const Status& written, uint64_t now_ms) {
-  {
-    MutexLock l(&storage_mu);
-    last_storage_error = written.message();
-  }
-  storage_write_errors.fetch_add(1, std::memory_order_relaxed);
-  storage_retry_at_ms = now_ms + options.storage_retry_interval_ms;
-  if (IsNoSpace(written) && quota.SetDiskFull(true)) AnnounceQuota();
-  const Status failed =
-      IsNoSpace(written)    ? Status::QuotaExceeded("storage full: " + written.message())
-      : written.IsIOError() ? Status::IOError("storage error: " + written.message())
-                            : written;
-  for (Writer* w : group_left) {
-    w->status = failed;
-    w->versions.clear();
-    w->apply = ApplyResult{};
-  }
   ReleaseGroupBuild();
 }
 

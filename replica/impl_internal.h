@@ -156,9 +156,6 @@ struct Replica::Impl {
   // Queues `w` and returns its status once its group committed.
   Status Commit(Writer* w) TIDEMAP_EXCLUDES(commit_mu);
   void ProcessGroup(const std::vector<Writer*>& group) TIDEMAP_REQUIRES(commit_mu);
-  // After the storage failed the group's commit with `written`: records the
-  // error and gives it to every writer left in the group.
-  void FailGroup(const Status& written, uint64_t now_ms) TIDEMAP_REQUIRES(commit_mu);
   // Builds group_build from the writers of `group` that do not fail (left in
   // group_left); those that do get their error.
   void BuildGroup(const std::vector<Writer*>& group, const CommittedCounts& start,

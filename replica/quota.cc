@@ -1,6 +1,7 @@
 // The storage quota: usage accounting, the state it sets, the refusals at
 // kFull, and the announcement of each state change (see StorageQuota in
 // replica/quota_internal.h and StorageUsage in replica/replica.h).
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>

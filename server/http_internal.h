@@ -156,7 +156,7 @@ struct WatchEvent {
   // A `quota` event (ChangeKind::kQuota, seq 0): the storage state changed
   // to `storage.state`. Not a change either; it belongs to no map.
   bool quota = false;
-  StorageUsage storage;
+  StorageUsage storage{};
 };
 
 // The changes a subscription delivers to one event stream, between the

@@ -53,7 +53,7 @@ Result<uint64_t> ParseSizeBytes(std::string_view what, std::string_view text) {
 std::string FormatSizeBytes(uint64_t bytes) {
   constexpr std::array<std::string_view, 4> kNames = {"KiB", "MiB", "GiB", "TiB"};
   if (bytes < kKi) return std::to_string(bytes) + " B";
-  double value = static_cast<double>(bytes) / kKi;
+  double value = static_cast<double>(bytes) / 1024.0;
   size_t unit = 0;
   while (value >= 1024.0 && unit + 1 < kNames.size()) {
     value /= 1024.0;

@@ -35,8 +35,10 @@ void LogStateChange(spdlog::logger& log, const StorageUsage& u) {
   } else if (u.state == StorageState::kPruning) {
     text += "; freeing space (oplog prune, purge, compaction)";
   }
-  LogEvent(log, u.state == StorageState::kFull ? spdlog::level::err : spdlog::level::warn,
-           "storage_quota_state", "", text,
+  const auto level = u.state == StorageState::kFull      ? spdlog::level::err
+                     : u.state == StorageState::kPruning ? spdlog::level::warn
+                                                         : spdlog::level::info;
+  LogEvent(log, level, "storage_quota_state", "", text,
            {{"state", state}, {"used_bytes", u.used_bytes}, {"quota_bytes", u.quota_bytes}});
 }
 
@@ -80,8 +82,12 @@ void QuotaLadder::Check() {
   if (u.state == StorageState::kOk || u.quota_bytes == 0) return;
   const uint64_t now = SteadyMs();
   if (now < next_ladder_ms_) return;
-  next_ladder_ms_ = now + options_.ladder_interval_ms;
-  (void)RunLadder();
+  const StorageUsage after = RunLadder();
+  // A ladder that freed nothing waits twice as long before the next one
+  // (up to 12 intervals): repeating it would only repeat its log lines.
+  ladder_backoff_ =
+      after.used_bytes < u.used_bytes ? 1 : std::min<uint64_t>(ladder_backoff_ * 2, 12);
+  next_ladder_ms_ = SteadyMs() + options_.ladder_interval_ms * ladder_backoff_;
 }
 
 StorageUsage QuotaLadder::RunLadder() {

@@ -12,7 +12,8 @@
 // then measures again. While usage stays at or above the quota the replica
 // refuses writes that add data (QuotaExceeded); a measurement below it, a
 // raised quota (SetQuota, on reload) or freed space lets them in again.
-// The ladder runs at most once per ladder_interval_ms.
+// The ladder runs at most once per ladder_interval_ms, and less often (up to
+// 12 intervals apart) while it frees nothing.
 //
 // Threading: its own thread (PeriodicThread), and a subscription to the
 // replica, whose callback logs on the thread that changed the state. The
@@ -63,7 +64,10 @@ class QuotaLadder {
   Replica* const replica_;
   const std::shared_ptr<spdlog::logger> log_;
   const QuotaLadderOptions options_;
-  uint64_t next_ladder_ms_ = 0;  // steady milliseconds; the ladder thread's
+  // The ladder thread's: when the next ladder may run (steady ms), and how
+  // many ladder intervals apart they are now.
+  uint64_t next_ladder_ms_ = 0;
+  uint64_t ladder_backoff_ = 1;
   Replica::SubscriptionId subscription_ = 0;
 
   PeriodicThread thread_;  // last: started once the rest is set

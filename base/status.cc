@@ -23,6 +23,8 @@ std::string_view Status::CodeName(Code code) {
       return "refused";
     case Code::kInternal:
       return "internal";
+    case Code::kQuotaExceeded:
+      return "quota_exceeded";
   }
   return "unknown";
 }

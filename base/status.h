@@ -27,6 +27,9 @@ class [[nodiscard]] Status {
     kUnavailable,      // cannot reach it now: a held lock, a closed peer
     kRefused,          // well-formed but not accepted: limits, clock offset, trust
     kInternal,         // an invariant broke; a bug
+    // Out of storage: the storage quota is reached or the file system is
+    // full. Writes that add data are refused; reads and deletes go on.
+    kQuotaExceeded,
   };
 
   Status() = default;  // OK
@@ -41,6 +44,9 @@ class [[nodiscard]] Status {
   static Status Unavailable(std::string msg) { return Status(Code::kUnavailable, std::move(msg)); }
   static Status Refused(std::string msg) { return Status(Code::kRefused, std::move(msg)); }
   static Status Internal(std::string msg) { return Status(Code::kInternal, std::move(msg)); }
+  static Status QuotaExceeded(std::string msg) {
+    return Status(Code::kQuotaExceeded, std::move(msg));
+  }
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }
@@ -52,6 +58,7 @@ class [[nodiscard]] Status {
   bool IsIOError() const { return code_ == Code::kIOError; }
   bool IsUnavailable() const { return code_ == Code::kUnavailable; }
   bool IsRefused() const { return code_ == Code::kRefused; }
+  bool IsQuotaExceeded() const { return code_ == Code::kQuotaExceeded; }
 
   // "OK", or "<code name>: <message>".
   std::string ToString() const;

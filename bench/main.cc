@@ -38,6 +38,9 @@ constexpr RatioSpec kRatios[] = {
     // A put with a TTL (an expiry in the record and index rows, an expiry
     // queue row) against the same put without.
     {"ttl_put_vs_put", "BM_ReplicaPut/relaxed_ttl", "BM_ReplicaPut/relaxed"},
+    // A put on a replica with a storage quota far above its usage (the
+    // accounting: one atomic add and a compare per commit) against the same put.
+    {"quota_put_vs_put", "BM_ReplicaPut/relaxed_quota", "BM_ReplicaPut/relaxed"},
     // The share of a local put's time that the in-memory tree update takes
     // (bucket, two item digests, Apply): puts/s over updates/s. The tree's
     // rows (the key-hash index row, leaf checkpoints) are inside the put.

@@ -275,21 +275,22 @@ struct ReplicaFixture {
   std::unique_ptr<Replica> replica;
   std::string error;
 
-  explicit ReplicaFixture(Durability durability) {
+  explicit ReplicaFixture(Durability durability, uint64_t storage_quota_bytes = 0) {
     if (!dir.ok()) {
       error = "cannot create a directory under /tmp";
       return;
     }
-    error = Open(durability);
+    error = Open(durability, storage_quota_bytes);
   }
   // Reopens the replica (its writes so far must be done).
-  std::string Open(Durability durability) {
+  std::string Open(Durability durability, uint64_t storage_quota_bytes = 0) {
     replica.reset();
     ReplicaOptions o;
     o.path = dir.db();
     o.clock = &clock;
     o.node_id = kNodeId;
     o.durability = durability;
+    o.storage_quota_bytes = storage_quota_bytes;
     bench::WriteBufferFromEnv(&o.write_buffer_bytes);
     auto r = Replica::Open(std::move(o));
     if (!r.ok()) return r.status().ToString();
@@ -321,8 +322,12 @@ std::string ReplicaWrite(Replica* replica, uint64_t first, int64_t count) {
 
 // `ttl_ms` > 0: every put carries that TTL (per-record expiry), the TTL'd
 // variant of the same put that the ratio ttl_put_vs_put compares.
-void BM_ReplicaPut(benchmark::State& state, Durability durability, uint64_t ttl_ms) {
-  ReplicaFixture f(durability);
+// `quota_bytes` > 0: the replica has that storage quota (far above what the
+// run writes, so it stays `ok`): the ratio quota_put_vs_put is what the
+// quota's accounting costs a put.
+void BM_ReplicaPut(benchmark::State& state, Durability durability, uint64_t ttl_ms,
+                   uint64_t quota_bytes = 0) {
+  ReplicaFixture f(durability, quota_bytes);
   if (f.replica == nullptr) {
     state.SkipWithError(f.error.c_str());
     return;
@@ -351,6 +356,9 @@ BENCHMARK_CAPTURE(BM_ReplicaPut, relaxed, Durability::kRelaxed, 0)
     ->Iterations(kPutWrites)
     ->Apply(Common);
 BENCHMARK_CAPTURE(BM_ReplicaPut, relaxed_ttl, Durability::kRelaxed, uint64_t{3'600'000})
+    ->Iterations(kPutWrites)
+    ->Apply(Common);
+BENCHMARK_CAPTURE(BM_ReplicaPut, relaxed_quota, Durability::kRelaxed, 0, uint64_t{1} << 50)
     ->Iterations(kPutWrites)
     ->Apply(Common);
 

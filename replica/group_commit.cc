@@ -99,11 +99,14 @@ Status Replica::Impl::Commit(Writer* w) {
   return w->status;
 }
 
-void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
+void Replica::Impl::ProcessGroup(const std::vector<Writer*>& all) {
   if (const Status ready = CheckStorage(/*now=*/false); !ready.ok()) {
-    for (Writer* w : group) w->status = ready;
+    for (Writer* w : all) w->status = ready;
     return;
   }
+  std::vector<Writer*> kept;
+  const std::vector<Writer*>& group = quota.full() ? RefuseOverQuota(all, &kept) : all;
+  if (group.empty()) return;
   const CommittedCounts start = Counts();
   const Version watermark = gc.watermark();  // over every bucket: most records are above it
   size_t ops = 0;
@@ -137,8 +140,11 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
     }
     storage_write_errors.fetch_add(1, std::memory_order_relaxed);
     storage_retry_at_ms = now_ms + options.storage_retry_interval_ms;
+    if (IsNoSpace(written) && quota.SetDiskFull(true)) AnnounceQuota();
     const Status failed =
-        written.IsIOError() ? Status::IOError("storage error: " + written.message()) : written;
+        IsNoSpace(written)    ? Status::QuotaExceeded("storage full: " + written.message())
+        : written.IsIOError() ? Status::IOError("storage error: " + written.message())
+                              : written;
     for (Writer* w : group_left) {
       w->status = failed;
       w->versions.clear();
@@ -148,6 +154,7 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
     return;
   }
   reserved_bound_ms = new_bound;
+  const bool quota_changed = quota.AddWritten(g.batch.ApproximateBytes());
   if (checkpoint) {
     tree.ApplyCheckpointed(g.leaf_deltas, g.seq, now_ms);
   } else {
@@ -161,6 +168,7 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& group) {
   }
   for (const auto& [map, version] : g.clears) clears.Committed(map, version);
   subscriptions.Deliver(g.events);
+  if (quota_changed) AnnounceQuota();
   ReleaseGroupBuild();
 }
 

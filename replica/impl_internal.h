@@ -14,6 +14,7 @@
 //   scrub.cc                  Scrub: the stored state against a rebuild
 //   open.cc                   Replica::Open's steps and the clean close
 //   storage_health.cc         refusing writes after a storage error, and healing
+//   quota_internal.h          the storage quota's usage and state (quota.cc)
 //   lost_writes.cc            noticing writes a peer holds that this database lost
 //   replica.cc                local writes, stats, accessors
 //
@@ -42,6 +43,7 @@
 #include <tidemap/replica/commit_queue_internal.h>
 #include <tidemap/replica/key_filter_internal.h>
 #include <tidemap/replica/merge_internal.h>
+#include <tidemap/replica/quota_internal.h>
 #include <tidemap/replica/replica.h>
 #include <tidemap/replica/subscriptions_internal.h>
 #include <tidemap/replica/tombstone_gc_internal.h>
@@ -78,6 +80,9 @@ struct GroupBuild {
   std::vector<std::pair<std::string_view, Version>> clears;
   uint64_t seq = 0, live = 0, tombs = 0;
 };
+
+// Whether a storage error is the file system's ENOSPC (quota.cc).
+bool IsNoSpace(const Status& s);
 
 // Counts of the committed state, as of the last group.
 struct CommittedCounts {
@@ -130,6 +135,8 @@ struct Replica::Impl {
   mutable Mutex storage_mu;
   std::string last_storage_error TIDEMAP_GUARDED_BY(storage_mu);
   std::string last_lost_writes TIDEMAP_GUARDED_BY(storage_mu);
+
+  StorageQuota quota;  // from options.storage_quota_bytes; measured at Open
 
   TreeState tree;
   GcState gc;
@@ -233,6 +240,17 @@ struct Replica::Impl {
   // writers, except once per storage_retry_interval_ms (or when `now`), when
   // it first tries Store::Reopen and reloads the derived state.
   Status CheckStorage(bool now) TIDEMAP_REQUIRES(commit_mu);
+
+  // ---- the storage quota (quota.cc) ----
+  // The status a write refused at StorageState::kFull gets.
+  Status QuotaRefusal() const;
+  // At kFull: gives every writer of `group` that adds data (a local put, or
+  // remote records) QuotaRefusal() and returns the others, put in `*kept`.
+  const std::vector<Writer*>& RefuseOverQuota(const std::vector<Writer*>& group,
+                                              std::vector<Writer*>* kept);
+  // Tells every subscriber the quota state changed (a kQuota event).
+  void AnnounceQuota();
+
   // Writes what a clean close leaves: the HLC bound shrunk to what was issued
   // and a final checkpoint. Best effort.
   void Close() TIDEMAP_REQUIRES(commit_mu);

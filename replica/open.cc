@@ -43,6 +43,7 @@ Replica::Impl::Impl(ReplicaOptions opts)
       tree_shape(),
       queue(CommitQueueOptions{options.durability, options.group_commit_bytes_max,
                                options.group_commit_wait_max_us, options.group_commit_spin_max_us}),
+      quota(options.storage_quota_bytes),
       tree(tree_shape, options.checkpoint_interval_ms, options.checkpoint_rows_max) {
   if (options.diff_read_threads == 0) {
     options.diff_read_threads =
@@ -75,6 +76,7 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
       bound_ms == 0 ? Timestamp{} : Timestamp::FromParts(bound_ms, Timestamp::kLogicalMax);
   impl->hlc = std::make_unique<Hlc>(impl->options.clock, impl->options.hlc, floor);
   impl->open_last_seq = impl->LastSeq();
+  (void)impl->quota.SetMeasured(impl->store->DiskBytes(), 0);
   return std::unique_ptr<Replica>(new Replica(std::move(impl)));
 }
 

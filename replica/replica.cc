@@ -25,6 +25,8 @@ std::string_view ChangeKindName(ChangeKind kind) {
       return "expire";
     case ChangeKind::kClear:
       return "clear";
+    case ChangeKind::kQuota:
+      return "quota";
   }
   return "unknown";
 }
@@ -151,6 +153,7 @@ Result<ReplicaStats> Replica::Stats() const {
   s.reads = impl_->reads.load(std::memory_order_relaxed);
   s.oplog_bytes = impl_->store->ApproximateBytes(Oplog::RowKey(0), Oplog::RowKey(UINT64_MAX));
   s.disk_bytes = impl_->store->DiskBytes();
+  s.usage = impl_->quota.usage();
   s.incarnation = impl_->incarnation;
   s.gc_watermark = impl_->gc.watermark();
   s.tombstones_purged = impl_->gc.purged();

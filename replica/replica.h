@@ -123,6 +123,11 @@ struct ReplicaOptions {
   // put is slower), and a restart replays more log. The README's
   // "write_buffer_mb" setting has measured figures.
   size_t write_buffer_bytes = size_t{4} << 20;
+  // The storage quota (see StorageUsage): 0 means none. At 80% of it the
+  // state is kPruning (the owner frees space: PruneOplogThrough,
+  // PurgeTombstones, Compact); at 100% writes that add data are refused with
+  // QuotaExceeded, deletes and reads go on. Changed live by SetStorageQuota.
+  uint64_t storage_quota_bytes = 0;
   // Draws the incarnation id of a new database (seeded in simulations);
   // nullptr: the OS's randomness. Used only while Open runs.
   Random* random = nullptr;
@@ -167,11 +172,33 @@ struct KeyMeta {
   uint64_t expiry_ms = 0;  // a live record's expiry (0: none), expired or not
 };
 
+// Where the storage stands against its quota. kPruning: usage reached 80%
+// of the quota (writes go on; the owner frees space). kFull: usage reached
+// the quota, or the file system itself is full (ENOSPC): local writes that
+// add data and records from peers are refused with QuotaExceeded.
+enum class StorageState { kOk, kPruning, kFull };
+std::string_view StorageStateName(StorageState state);  // "ok", "pruning", "full"
+
+// The usage behind StorageState. `used_bytes` is the last measurement of the
+// database directory (file sizes, as `du --apparent-size`; taken at open and
+// by MeasureStorage) plus the encoded bytes of every batch committed since:
+// exact at a measurement, then an estimate that runs ahead of the disk when
+// compactions shrink what was written and behind it while a compaction holds
+// old and new tables at once (the next measurement corrects both).
+struct StorageUsage {
+  uint64_t used_bytes = 0;
+  uint64_t quota_bytes = 0;  // 0: none
+  StorageState state = StorageState::kOk;
+  bool disk_full = false;    // the file system reported ENOSPC (see storage_health())
+  uint64_t transitions = 0;  // state changes since open
+};
+
 // kExpire: a record's expiry passed (see Replica::ExpireRecords); its
 // version stays the one that was written. kClear: the map was cleared (see
 // Replica::ClearMap): one event for the whole map, with the clear's version
-// and an empty key.
-enum class ChangeKind { kCreate, kUpdate, kDelete, kExpire, kClear };
+// and an empty key. kQuota: the storage state changed (ChangeEvent::storage;
+// no map, key, version or seq).
+enum class ChangeKind { kCreate, kUpdate, kDelete, kExpire, kClear, kQuota };
 std::string_view ChangeKindName(ChangeKind kind);
 
 // What subscribers receive after a change committed.
@@ -184,6 +211,7 @@ struct ChangeEvent {
   uint64_t expiry_ms = 0;  // the record's expiry, 0 when it has none
   uint64_t seq = 0;        // 0 for kExpire (an expiry is no new oplog entry)
   bool remote = false;     // applied from a peer rather than written here
+  StorageUsage storage;    // kQuota: the new state with its usage and quota
 };
 
 // A multi-key write that commits atomically.
@@ -314,6 +342,7 @@ struct ReplicaStats {
   uint64_t clear_pending_maps = 0;
   uint64_t clear_removed = 0;
   StorageHealth storage;  // as storage_health() returns it
+  StorageUsage usage;     // as storage_usage() returns it
 };
 
 // What Scrub() found. Consistent iff every root agrees and nothing mismatched.
@@ -400,7 +429,8 @@ class Replica : public SyncStore {
   using SubscriptionId = uint64_t;
   // Calls `callback` after each committed change to `map` (every map when
   // `map` is empty), in seq order, on the committing thread. A callback may
-  // read from the replica and unsubscribe; it must not write to it.
+  // read from the replica and unsubscribe; it must not write to it. kQuota
+  // events go to every subscriber, on the thread that changed the state.
   SubscriptionId Subscribe(std::string_view map, Callback callback);
   void Unsubscribe(SubscriptionId id);
 
@@ -453,6 +483,22 @@ class Replica : public SyncStore {
   // keeping the entries above `hold_after` that only peers' acknowledgements
   // would let go (the retention cap still applies to them).
   Result<PruneStats> PruneOplog(uint64_t hold_after = UINT64_MAX);
+
+  // ---- the storage quota (ReplicaOptions::storage_quota_bytes) ----
+
+  // Cheap (atomic loads): for the status, metrics and a watcher.
+  StorageUsage storage_usage() const;
+  // Measures the database directory (one listing and a size per file),
+  // replaces the estimate with it and returns the usage; a state change is
+  // announced (kQuota). The daemon calls it on its maintenance timer.
+  StorageUsage MeasureStorage();
+  // Sets the quota (0: none) and re-evaluates the state at once.
+  void SetStorageQuota(uint64_t quota_bytes);
+  // Prunes the oplog through at least `seq` (whole rows, and no further
+  // than the last checkpoint), whatever the peers' cursors and the watch
+  // hold: for freeing space, after which a peer whose cursor is below the
+  // pruned point is repaired by a tree diff.
+  Result<PruneStats> PruneOplogThrough(uint64_t seq);
 
   // Tombstone GC: deletes every tombstone older than tombstone_horizon_ms
   // whose oplog seq every known peer acknowledged (with no known peer, the

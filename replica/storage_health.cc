@@ -16,10 +16,13 @@ namespace {
 // How long a reopen waits for the reads in flight and the open iterators.
 constexpr uint64_t kReopenWaitMs = 2000;
 
+// A full file system (ENOSPC) is refused as QuotaExceeded, as the quota is.
 Status WritesRefused(const Status& cause, uint64_t retry_interval_ms) {
-  return Status::IOError("storage error: " + cause.message() +
-                         "; writes are refused until a retry succeeds (every " +
-                         std::to_string(retry_interval_ms) + " ms), reads go on");
+  std::string message = "storage error: " + cause.message() +
+                        "; writes are refused until a retry succeeds (every " +
+                        std::to_string(retry_interval_ms) + " ms), reads go on";
+  if (IsNoSpace(cause)) return Status::QuotaExceeded(std::move(message));
+  return Status::IOError(std::move(message));
 }
 
 }  // namespace
@@ -28,6 +31,9 @@ Status Replica::Impl::CheckStorage(bool now) {
   if (options.read_only) return Status::Refused("the replica at " + options.path + " is read-only");
   const Status error = store->write_error();
   if (error.ok() && !derived_stale) return error;
+  // A full file system may have failed a write outside the commit path (a
+  // prune, a purge): the quota's state says so all the same.
+  if (IsNoSpace(error) && quota.SetDiskFull(true)) AnnounceQuota();
   const uint64_t now_ms = options.clock->NowMillis();
   if (!now && now_ms < storage_retry_at_ms) {
     return WritesRefused(
@@ -45,6 +51,7 @@ Status Replica::Impl::CheckStorage(bool now) {
   if (!loaded.ok()) return WritesRefused(loaded, options.storage_retry_interval_ms);
   derived_stale = false;
   storage_recoveries.fetch_add(1, std::memory_order_relaxed);
+  if (quota.SetDiskFull(false)) AnnounceQuota();
   return Status::Ok();
 }
 

@@ -30,11 +30,22 @@ void Subscriptions::Deliver(std::span<const PendingEvent> events) {
     for (const auto& [id, sub] : subs_) current.push_back(sub);
   }
   for (const PendingEvent& e : events) {
-    const ChangeEvent event{e.kind, e.map, e.key, e.value, e.version, e.expiry_ms, e.seq, e.remote};
+    const ChangeEvent event{e.kind,      e.map, e.key,    e.value,       e.version,
+                            e.expiry_ms, e.seq, e.remote, StorageUsage{}};
     for (const Subscription& sub : current) {
       if (sub.map.empty() || sub.map == e.map) (*sub.callback)(event);
     }
   }
+}
+
+void Subscriptions::DeliverToAll(const ChangeEvent& event) {
+  if (count_.load(std::memory_order_acquire) == 0) return;
+  std::vector<Subscription> current;
+  {
+    MutexLock l(&mu_);
+    for (const auto& [id, sub] : subs_) current.push_back(sub);
+  }
+  for (const Subscription& sub : current) (*sub.callback)(event);
 }
 
 Replica::SubscriptionId Replica::Subscribe(std::string_view map, Callback callback) {

@@ -40,6 +40,8 @@ class Subscriptions {
   void Remove(Replica::SubscriptionId id);
   // Announces `events` to the current subscribers (cheap when there are none).
   void Deliver(std::span<const PendingEvent> events);
+  // Announces `event`, which belongs to no map, to every current subscriber.
+  void DeliverToAll(const ChangeEvent& event);
 
  private:
   struct Subscription {

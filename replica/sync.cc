@@ -245,11 +245,12 @@ Status SyncSession::Impl::Stream(uint64_t now_ms, std::vector<msg::Message>* out
 Status SyncSession::Impl::OnBatch(const msg::RecordBatch& b, std::vector<msg::Message>* out) {
   auto applied = store->ApplyPeerRecords(b.records, peer_id, StalePolicy());
   if (!applied.ok()) {
-    if (applied.status().IsRefused()) {
+    const bool full = applied.status().IsQuotaExceeded();
+    if (applied.status().IsRefused() || full) {
       // Not ours to keep: the sender holds its data and retries later. Our
       // status shows why until a batch from it is applied.
       SetError(Error::kRefusedPeerBatch, applied.status().message());
-      Emit(msg::BatchRefused{b.last_seq, applied.status().message()}, out);
+      Emit(msg::BatchRefused{b.last_seq, applied.status().message(), full}, out);
       return Status::Ok();
     }
     return applied.status();
@@ -274,7 +275,9 @@ Status SyncSession::Impl::OnAck(const msg::BatchAck& a) {
 
 Status SyncSession::Impl::OnRefused(const msg::BatchRefused& r, uint64_t now_ms) {
   SetError(Error::kPeerRefusedOurs,
-           "peer " + NodeIdToString(peer_id) + " refused our records: " + r.reason);
+           "peer " + NodeIdToString(peer_id) +
+               (r.quota_exceeded ? " is out of storage (quota_exceeded)" : "") +
+               " refused our records: " + r.reason);
   // Send it all again from the last acknowledged row, after a pause.
   in_flight.clear();
   const uint64_t floor =

@@ -248,6 +248,11 @@ struct SyncSession::Impl {
       const std::span<const KeyedRecord> part(records.data() + i,
                                               std::min(slice, records.size() - i));
       auto applied = store->ApplyPeerRecords(part, peer_id, StalePolicy());
+      if (!applied.ok() && applied.status().IsQuotaExceeded()) {
+        // Out of storage: the peer still holds them; a later diff asks again.
+        RefuseForQuota(records.size() - i, applied.status());
+        return Status::Ok();
+      }
       if (!applied.ok() && applied.status().IsRefused()) {
         applied = ApplyWithinClockOffset(part, applied.status());
       }
@@ -278,6 +283,14 @@ struct SyncSession::Impl {
     }
     if (within.empty()) return ApplyResult{};
     return store->ApplyPeerRecords(within, peer_id, StalePolicy());
+  }
+
+  // Counts `refused` records of a diff as refused for `refusal` (we are out
+  // of storage) and asks for them again after a pause (see Poll).
+  void RefuseForQuota(size_t refused, const Status& refusal) {
+    stats.records_refused += refused;
+    SetError(Error::kRefusedDiffRecords, refusal.message());
+    diff_retry_due = true;
   }
 
   StaleRecords StalePolicy() const {

@@ -310,7 +310,7 @@ size_t EstimateWords(const msg::Message& m, size_t blob_bytes) {
           [](const msg::Hello&) -> size_t { return 11; },
           [&](const msg::RecordBatch& b) -> size_t { return 4 + blob + ExpiryWords(b.records); },
           [](const msg::BatchAck&) -> size_t { return 1; },
-          [](const msg::BatchRefused& b) -> size_t { return 2 + Words(b.reason.size() + 1); },
+          [](const msg::BatchRefused& b) -> size_t { return 3 + Words(b.reason.size() + 1); },
           [](const msg::TreeNodes& t) -> size_t {
             return 4 + Words(t.parents.size() * 4) + t.child_digests.size();
           },
@@ -436,6 +436,7 @@ Status Build(const msg::BatchRefused& r, std::string_view /*blob*/, BodyBuilder 
   auto b = body.initBatchRefused();
   b.setLastSeq(r.last_seq);
   b.setReason(capnp::Text::Reader(r.reason.data(), r.reason.size()));
+  b.setQuotaExceeded(r.quota_exceeded);
   return Status::Ok();
 }
 
@@ -655,7 +656,8 @@ Result<msg::Body> ReadBody(wire::Message::Body::Reader body, const DecodeLimits&
       return msg::Body(msg::BatchAck{body.getBatchAck().getLastSeq()});
     case B::BATCH_REFUSED: {
       auto b = body.getBatchRefused();
-      return msg::Body(msg::BatchRefused{b.getLastSeq(), ReadText(b.getReason())});
+      return msg::Body(
+          msg::BatchRefused{b.getLastSeq(), ReadText(b.getReason()), b.getQuotaExceeded()});
     }
     case B::TREE_NODES:
       return AsBody(ReadTreeNodes(body.getTreeNodes(), limits));

@@ -95,9 +95,12 @@ struct BatchAck {
 
 // The receiver refused the batch (e.g. a clock too far ahead); the sender
 // keeps its data and retries later. `reason` is shown in status.
+// `quota_exceeded`: the receiver is out of storage (its quota reached or its
+// disk full) and applies nothing from any peer until space is freed.
 struct BatchRefused {
   uint64_t last_seq = 0;
   std::string reason;
+  bool quota_exceeded = false;
   friend bool operator==(const BatchRefused&, const BatchRefused&) = default;
 };
 

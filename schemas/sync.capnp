@@ -77,6 +77,7 @@ struct BatchAck {
 struct BatchRefused {
   lastSeq @0 :UInt64;
   reason @1 :Text;
+  quotaExceeded @2 :Bool; # out of storage; older peers leave it false and ignore it
 }
 
 struct TreeNodes {

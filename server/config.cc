@@ -8,6 +8,7 @@
 #include <optional>
 
 #include <tidemap/net/address.h>
+#include <tidemap/server/size.h>
 
 namespace tidemap {
 
@@ -54,6 +55,19 @@ Setter Unsigned(uint64_t DaemonConfig::*field) {
   };
 }
 
+// A size in bytes: an integer, or a string in the grammar of server/size.h ("512MB").
+Setter Size(uint64_t DaemonConfig::*field) {
+  return [field](const toml::node& n, DaemonConfig* c) -> std::optional<std::string> {
+    if (n.is_string()) {
+      auto bytes = ParseSizeBytes("size", *n.value<std::string>());
+      if (!bytes.ok()) return bytes.status().message();
+      c->*field = *bytes;
+      return std::nullopt;
+    }
+    return Unsigned(field)(n, c);
+  };
+}
+
 const std::map<std::string, Setter>& Settings() {
   static const auto* settings = new std::map<std::string, Setter>{
       {"data", String(&DaemonConfig::data)},
@@ -83,6 +97,7 @@ const std::map<std::string, Setter>& Settings() {
       {"oplog_retention_rows", Unsigned(&DaemonConfig::oplog_retention_rows)},
       {"oplog_retention_bytes", Unsigned(&DaemonConfig::oplog_retention_bytes)},
       {"write_buffer_mb", Unsigned(&DaemonConfig::write_buffer_mb)},
+      {"storage_quota_bytes", Size(&DaemonConfig::storage_quota_bytes)},
       {"diff_interval_ms", Unsigned(&DaemonConfig::diff_interval_ms)},
       {"maintenance_interval_ms", Unsigned(&DaemonConfig::maintenance_interval_ms)},
       {"watch_retention_ms", Unsigned(&DaemonConfig::watch_retention_ms)},

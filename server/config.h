@@ -32,7 +32,11 @@ struct DaemonConfig {
   uint64_t tombstone_horizon_ms = uint64_t{7} * 24 * 3600 * 1000;  // 0: never purge
   uint64_t oplog_retention_rows = 1'000'000;
   uint64_t oplog_retention_bytes = uint64_t{256} << 20;
-  uint64_t write_buffer_mb = 4;               // LevelDB memtable, 1 to 1024 (see ReplicaOptions)
+  uint64_t write_buffer_mb = 4;  // LevelDB memtable, 1 to 1024 (see ReplicaOptions)
+  // The storage quota of the database (ReplicaOptions::storage_quota_bytes;
+  // 0: none). Bytes, or in the file a string such as "512MB" (server/size.h).
+  // A reload applies a new value at once.
+  uint64_t storage_quota_bytes = 0;
   uint64_t diff_interval_ms = 60'000;         // periodic anti-entropy with each peer
   uint64_t maintenance_interval_ms = 10'000;  // oplog prune (and tombstone purge)
   // A watch stream can resume after a disconnect this long: the oplog keeps

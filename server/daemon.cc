@@ -87,6 +87,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
   dir_options.retention.bytes_max = config.oplog_retention_bytes;
   dir_options.tombstone_horizon_ms = config.tombstone_horizon_ms;
   dir_options.write_buffer_bytes = static_cast<size_t>(config.write_buffer_mb) << 20;
+  dir_options.storage_quota_bytes = config.storage_quota_bytes;
   auto dir = DataDir::Open(config.data, dir_options);
   if (!dir.ok()) {
     // Whatever stops us from using the dir (missing, in use, a bad identity
@@ -126,6 +127,10 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
                                &d->data_dir_->identity(), &d->trust_, d->clock_.get(), log);
   if (!node.ok()) return node.status();
   d->node_ = std::move(*node);
+  QuotaLadderOptions quota_options;
+  quota_options.peers = [node = d->node_.get()] { return node->Snapshot().peers; };
+  d->quota_ladder_ =
+      std::make_unique<QuotaLadder>(&d->data_dir_->replica(), log, std::move(quota_options));
 
   if (!config.http.empty()) TIDEMAP_RETURN_IF_ERROR(d->StartHttp(config));
   log->info("node {} ({}) serving {}{}", NodeIdToString(d->data_dir_->identity().node_id()),
@@ -184,6 +189,10 @@ Result<ReloadReport> Daemon::Reload() {
              "reload: " + key + " changed: needs restart (the running value stays)",
              {{"setting", key}});
   }
+  if (loaded.storage_quota_bytes != config_.storage_quota_bytes) {
+    quota_ladder_->SetQuota(loaded.storage_quota_bytes);
+    config_.storage_quota_bytes = loaded.storage_quota_bytes;
+  }
   if (loaded.log_level != config_.log_level) {
     log_->set_level(spdlog::level::from_str(loaded.log_level));
     log_->info("reload: log level {}", loaded.log_level);
@@ -213,6 +222,7 @@ void Daemon::Stop() {
   if (stopped_) return;
   stopped_ = true;
   if (http_) http_->Stop();
+  quota_ladder_.reset();
   if (node_) node_->Stop();
   http_.reset();
   node_.reset();

@@ -29,6 +29,7 @@
 #include <tidemap/server/data_dir.h>
 #include <tidemap/server/expire_sweep.h>
 #include <tidemap/server/http.h>
+#include <tidemap/server/quota_ladder.h>
 #include <tidemap/server/reload.h>
 #include <tidemap/server/storage_watch.h>
 
@@ -91,6 +92,8 @@ class Daemon {
   std::string public_key_;
   std::unique_ptr<net::Node> node_;   // after data_dir_: stopped and destroyed first
   std::unique_ptr<HttpServer> http_;  // after node_: stopped first (no new writes)
+  // Asks node_ for the peers: stopped before node_ goes.
+  std::unique_ptr<QuotaLadder> quota_ladder_;
   bool stopped_ = false;
   bool serving_ = false;  // Start returned it
 };

@@ -114,6 +114,7 @@ Result<std::unique_ptr<DataDir>> DataDir::OpenWith(const std::string& dir, Ident
   ro.retention = options.retention;
   ro.tombstone_horizon_ms = options.tombstone_horizon_ms;
   ro.write_buffer_bytes = options.write_buffer_bytes;
+  ro.storage_quota_bytes = options.storage_quota_bytes;
   ro.read_only = options.read_only;
   // Sync-mode writers waiting for their group's commit sleep rather than
   // yield in a loop: a node's writers are the HTTP and transport workers,

@@ -21,6 +21,7 @@ struct DataDirOptions {
   OplogRetention retention;
   uint64_t tombstone_horizon_ms = uint64_t{7} * 24 * 3600 * 1000;  // see ReplicaOptions
   size_t write_buffer_bytes = size_t{4} << 20;                     // see ReplicaOptions
+  uint64_t storage_quota_bytes = 0;                                // see ReplicaOptions
   // Open for reading only: nothing is written to DIR (see
   // ReplicaOptions::read_only), so it works on a full disk; writes are Refused.
   bool read_only = false;

@@ -329,6 +329,8 @@ Status ReplyStatus(const HttpReply& reply) {
     case 414:
     case 431:
       return Status::Refused(message);
+    case 507:
+      return Status::QuotaExceeded(message);
     default:
       return Status::Unavailable(message);
   }

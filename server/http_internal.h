@@ -162,6 +162,10 @@ struct WatchEvent {
   // A `clear` event (ChangeKind::kClear): the map was cleared at `version`;
   // `key` is empty. A change like any other (it has its seq).
   bool clear = false;
+  // A `quota` event (ChangeKind::kQuota, seq 0): the storage state changed
+  // to `storage.state`. Not a change either; it belongs to no map.
+  bool quota = false;
+  StorageUsage storage{};
 };
 
 // The changes a subscription delivers to one event stream, between the
@@ -186,7 +190,8 @@ class WatchQueue {
     } else {
       events_.push_back(WatchEvent{
           std::string(e.map), std::string(e.key), e.version, e.kind == ChangeKind::kDelete, e.seq,
-          e.remote, e.kind == ChangeKind::kExpire, e.expiry_ms, e.kind == ChangeKind::kClear});
+          e.remote, e.kind == ChangeKind::kExpire, e.expiry_ms, e.kind == ChangeKind::kClear,
+          e.kind == ChangeKind::kQuota, e.storage});
     }
     if (!wake_pending_) {
       wake_pending_ = true;

@@ -63,6 +63,8 @@ http::status HttpStatusFor(const Status& s) {
     case Status::Code::kCorruption:
     case Status::Code::kInternal:
       return http::status::internal_server_error;
+    case Status::Code::kQuotaExceeded:
+      return http::status::insufficient_storage;
   }
   return http::status::internal_server_error;
 }

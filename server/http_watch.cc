@@ -46,9 +46,18 @@ std::string FormatClearEvent(const WatchEvent& e) {
   return "id: " + std::to_string(e.seq) + "\nevent: clear\ndata: " + Dump(j) + "\n\n";
 }
 
+// A `quota` event has no id either: the storage state at that moment.
+std::string FormatQuotaEvent(const WatchEvent& e) {
+  const nlohmann::json j = {{"state", std::string(StorageStateName(e.storage.state))},
+                            {"used_bytes", e.storage.used_bytes},
+                            {"quota_bytes", e.storage.quota_bytes}};
+  return "event: quota\ndata: " + Dump(j) + "\n\n";
+}
+
 std::string FormatEvent(const WatchEvent& e) {
   if (e.expire) return FormatExpireEvent(e);
   if (e.clear) return FormatClearEvent(e);
+  if (e.quota) return FormatQuotaEvent(e);
   nlohmann::json j;
   PutBytesJson(&j, "map", e.map);
   PutBytesJson(&j, "key", e.key);
@@ -96,7 +105,7 @@ std::string WatchHead(const WatchState& w) {
 void AppendEvents(const std::deque<WatchEvent>& events, WatchState* w, std::string* out,
                   uint64_t* count) {
   for (const WatchEvent& e : events) {
-    if (e.expire) {
+    if (e.expire || e.quota) {
       *out += FormatEvent(e);
       ++*count;
       continue;

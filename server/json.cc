@@ -50,9 +50,13 @@ nlohmann::json StatusJson(const StatusInfo& info, const std::vector<net::PeerSta
   j["oplog"] = {{"first_seq", s.oplog_first_seq},
                 {"last_seq", s.oplog_last_seq},
                 {"pruned_through", s.oplog_pruned_through}};
-  j["storage"] = {{"state", s.storage.error.empty() ? "ok" : "writes_refused"},
+  // A storage error other than a full file system keeps its own state.
+  const bool refused = !s.storage.error.empty() && s.usage.state != StorageState::kFull;
+  j["storage"] = {{"state", refused ? std::string("writes_refused")
+                                    : std::string(StorageStateName(s.usage.state))},
                   {"error", StringOrNull(s.storage.error)},
-                  {"used_bytes", s.disk_bytes}};
+                  {"used_bytes", s.disk_bytes},
+                  {"quota_bytes", s.usage.quota_bytes}};
   nlohmann::json list = nlohmann::json::array();
   for (const net::PeerStatus& p : peers) {
     list.push_back({{"node_id", NodeIdToString(p.node_id)},

@@ -99,6 +99,25 @@ class Families {
   std::deque<Family> families_;
 };
 
+// The storage quota: usage as the replica counts it, the quota, the state
+// (one sample per state, 1 for the current one) and its changes.
+void AddStorageQuota(const StorageUsage& u, Families* f) {
+  f->Add("tidemap_storage_used_bytes", "gauge",
+         "Bytes of the database directory as the quota counts them (a measurement plus the "
+         "bytes committed since).")
+      .Add(u.used_bytes);
+  f->Add("tidemap_storage_quota_bytes", "gauge", "The storage quota (0: none).").Add(u.quota_bytes);
+  Family& state = f->Add("tidemap_storage_state", "gauge",
+                         "1 for the storage state in force: ok, pruning (80% of the quota) or "
+                         "full (writes that add data are refused).");
+  for (StorageState s : {StorageState::kOk, StorageState::kPruning, StorageState::kFull}) {
+    state.Add(uint64_t{s == u.state ? 1u : 0u}, {{"state", std::string(StorageStateName(s))}});
+  }
+  f->Add("tidemap_storage_state_changes_total", "counter",
+         "Changes of the storage state since start.")
+      .Add(u.transitions);
+}
+
 void AddReplica(const ReplicaStats& r, Families* f) {
   f->Add("tidemap_writes_total", "counter",
          "Local versions committed (each op of a put, delete or batch) since start.")
@@ -248,6 +267,7 @@ void AddHttp(const HttpCounters& http, Families* f) {
 std::string RenderMetrics(const MetricsSnapshot& snap) {
   Families families;
   AddReplica(snap.replica, &families);
+  AddStorageQuota(snap.replica.usage, &families);
   std::map<std::string, uint64_t> refused = snap.http.refused_connections;
   if (snap.net.has_value()) {
     AddPeers(snap.net->peers, &families);

@@ -4,7 +4,7 @@
 //
 // A reload re-reads the config file (with the command line's flags over it,
 // as at start) and the trust file. It applies `peers`, `trust`, `trust_file`
-// (the keys in it) and `log_level`. Every other setting (the data dir, the
+// (the keys in it), `log_level` and `storage_quota_bytes`. Every other setting (the data dir, the
 // addresses, the HTTP token and TLS files, durability, the retention and
 // timing settings, the log format) needs a restart: a reload that finds one
 // changed applies the rest and names it in needs_restart (and in a warning).

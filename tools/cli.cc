@@ -43,6 +43,7 @@ int ExitCodeFor(const Status& s) {
     case Status::Code::kInvalidArgument:
       return kExitUsage;
     case Status::Code::kRefused:
+    case Status::Code::kQuotaExceeded:
       return kExitRefused;
     default:
       return kExitUnreachable;
@@ -365,14 +366,31 @@ std::string ProgressBar(double percent, int width) {
          std::string(static_cast<size_t>(width - filled), '.') + "]";
 }
 
+// " of a 512.0 MiB quota", or "" without a quota.
+std::string QuotaText(uint64_t quota_bytes) {
+  if (quota_bytes == 0) return std::string();
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), " of a %.1f MiB quota",
+                static_cast<double>(quota_bytes) / (1 << 20));
+  return buf;
+}
+
 void PrintStorage(const nlohmann::json& s) {
   const nlohmann::json storage = s.contains("storage") ? s["storage"] : nlohmann::json::object();
   const double mib = static_cast<double>(U64(storage, "used_bytes")) / (1 << 20);
-  if (Str(storage, "state") == "writes_refused") {
+  const std::string state = Str(storage, "state");
+  const uint64_t quota = U64(storage, "quota_bytes");
+  if (state == "writes_refused") {
     std::printf("storage     WRITES REFUSED (reads go on; retried every second): %s\n",
                 Str(storage, "error").c_str());
+  } else if (state == "full") {
+    std::printf(
+        "storage     FULL, %.1f MiB on disk%s: writes that add data are refused "
+        "(quota_exceeded), reads and deletes go on\n",
+        mib, QuotaText(quota).c_str());
   } else {
-    std::printf("storage     ok, %.1f MiB on disk\n", mib);
+    std::printf("storage     %s, %.1f MiB on disk%s\n", state.empty() ? "ok" : state.c_str(), mib,
+                QuotaText(quota).c_str());
   }
 }
 

@@ -10,6 +10,7 @@
 #include "tools/cli.h"
 #include <tidemap/server/daemon.h>
 #include <tidemap/server/log_format.h>
+#include <tidemap/server/size.h>
 
 namespace tidemap {
 
@@ -47,6 +48,12 @@ void AddServeCommand(CLI::App* app, ServeArgs* args) {
   cmd->add_option("--watch-retention-ms", f.watch_retention_ms,
                   "keep the changes a watch stream gone this long resumes from "
                   "(default 3600000; 0: only peers' cursors count)");
+  cmd->add_option("--storage-quota", args->storage_quota,
+                  "storage quota of the database, e.g. 512MB or 2GiB (default none; 0: none)")
+      ->check([](const std::string& text) {
+        auto bytes = ParseSizeBytes("--storage-quota", text);
+        return bytes.ok() ? std::string() : bytes.status().message();
+      });
   cmd->add_option("--log-level", f.log_level, "trace, debug, info (default), warn, error");
   cmd->add_option("--log-format", f.log_format,
                   "text (default) or json (one JSON object per line)");
@@ -79,6 +86,9 @@ void ApplyFlags(const ServeArgs& args, DaemonConfig* c) {
   if (given("--diff-interval-ms")) c->diff_interval_ms = f.diff_interval_ms;
   if (given("--maintenance-interval-ms")) c->maintenance_interval_ms = f.maintenance_interval_ms;
   if (given("--watch-retention-ms")) c->watch_retention_ms = f.watch_retention_ms;
+  if (given("--storage-quota")) {
+    c->storage_quota_bytes = ParseSizeBytes("--storage-quota", args.storage_quota).value();
+  }
   if (given("--log-level")) c->log_level = f.log_level;
   if (given("--log-format")) c->log_format = f.log_format;
   if (given("--clock-offset-ms")) c->clock_offset_ms = f.clock_offset_ms;

@@ -14,6 +14,7 @@ struct ServeArgs {
   std::string config_file;
   DaemonConfig flags;  // only the options given on the command line are used
   std::string durability;
+  std::string storage_quota;  // --storage-quota, checked by ParseSizeBytes
 };
 
 // Declares `serve` and its options on `app`; the values land in *args.

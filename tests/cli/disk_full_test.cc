@@ -1,8 +1,9 @@
 // Proves, with the real `tidemap` binary on a small tmpfs that the test
 // fills, that a full disk costs no acknowledged write and no restart:
-// - `serve` refuses writes with 503 io_error naming the cause, keeps serving
-//   reads, says so in its log, status and metrics, and takes writes again on
-//   its own once space is back;
+// - `serve` refuses writes with 507 quota_exceeded naming the cause (a full
+//   file system is refused as the storage quota is), keeps serving reads,
+//   says so in its log, status (state `full`) and metrics, and takes writes
+//   again on its own once space is back;
 // - with the node stopped and the disk full, `get`, `scan` and `status` on
 //   the data dir still answer (they open it read-only), and a refused `put`
 //   loses nothing;
@@ -101,11 +102,11 @@ TEST_F(DiskFullTest, WritesStopAndComeBackReadsGoOnNothingAcknowledgedIsLost) {
   int i = 100;
   for (; i < 3000 && (refused = put(i)).status == 200; ++i) {
   }
-  ASSERT_EQ(refused.status, 503) << "no write was refused on a full disk";
+  ASSERT_EQ(refused.status, 507) << "no write was refused on a full disk";
   const auto error = nlohmann::json::parse(refused.body);
-  EXPECT_EQ(error["code"], "io_error") << refused.body;
+  EXPECT_EQ(error["code"], "quota_exceeded") << refused.body;
   EXPECT_TRUE(Contains(error["error"], "No space left on device")) << refused.body;
-  EXPECT_EQ(put(++i).status, 503);  // refused until space is back
+  EXPECT_EQ(put(++i).status, 507);  // refused until space is back
 
   auto read = HttpCall(client, "GET", "/v1/maps/m/keys/k7");
   ASSERT_TRUE(read.ok());
@@ -113,8 +114,9 @@ TEST_F(DiskFullTest, WritesStopAndComeBackReadsGoOnNothingAcknowledgedIsLost) {
   EXPECT_EQ(read->body, value + "k7");
   ASSERT_TRUE(testing::WaitUntil(5'000, 50, [&] {
     const RunResult s = Tidemap({"status", "--http", http, "--json"});
-    return Contains(s.out, "\"writes_refused\"");
-  })) << "status does not say writes are refused";
+    const auto j = nlohmann::json::parse(s.out, nullptr, /*allow_exceptions=*/false);
+    return j.is_object() && j["storage"]["state"] == "full";
+  })) << "status does not say the storage is full";
   auto metrics = HttpCall(client, "GET", "/metrics");
   ASSERT_TRUE(metrics.ok());
   EXPECT_TRUE(Contains(metrics->body, "\ntidemap_storage_writable 0\n")) << metrics->body;

@@ -1,6 +1,8 @@
 #include "tests/support/fault_env.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -15,7 +17,9 @@ class FaultEnv::File : public leveldb::WritableFile {
       : env_(env), id_(id), fname_(std::move(fname)), base_(base) {}
 
   leveldb::Status Append(const leveldb::Slice& data) override {
-    if (env_->write_error()) return leveldb::Status::IOError(fname_, "injected append error");
+    if (env_->write_error()) {
+      return leveldb::Status::IOError(fname_, env_->ErrorText("injected append error"));
+    }
     leveldb::Status s = base_->Append(data);
     if (s.ok()) env_->OnAppend(id_, data.size());
     return s;
@@ -30,7 +34,7 @@ class FaultEnv::File : public leveldb::WritableFile {
   leveldb::Status Sync() override {
     if (env_->sync_hook_) env_->sync_hook_(fname_);
     if (env_->write_error() || env_->sync_error()) {
-      return leveldb::Status::IOError(fname_, "injected sync error");
+      return leveldb::Status::IOError(fname_, env_->ErrorText("injected sync error"));
     }
     leveldb::Status s = base_->Sync();
     if (s.ok()) env_->OnSync(id_);
@@ -131,6 +135,11 @@ leveldb::Status FaultEnv::DropUnsyncedData() {
 
 void FaultEnv::SetWriteError(bool fail) { write_error_.store(fail, std::memory_order_relaxed); }
 void FaultEnv::SetSyncError(bool fail) { sync_error_.store(fail, std::memory_order_relaxed); }
+void FaultEnv::SetNoSpace(bool full) { no_space_.store(full, std::memory_order_relaxed); }
+
+std::string FaultEnv::ErrorText(const char* injected) const {
+  return no_space() ? std::string(std::strerror(ENOSPC)) : std::string(injected);
+}
 
 void FaultEnv::ResetState() {
   MutexLock lock(&mu_);

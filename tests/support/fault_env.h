@@ -61,6 +61,9 @@ class FaultEnv : public leveldb::EnvWrapper {
   // While `fail` is true, WritableFile::Append and Sync on files of this Env
   // write nothing and return an IOError.
   void SetWriteError(bool fail);
+  // While `full` is true, Append and Sync fail as on a full file system:
+  // an IOError whose message is strerror(ENOSPC), "No space left on device".
+  void SetNoSpace(bool full);
   // While `fail` is true, WritableFile::Sync fails with an IOError after the
   // bytes appended so far reached the base Env (a failed fsync: the data may
   // be there or not).
@@ -96,7 +99,10 @@ class FaultEnv : public leveldb::EnvWrapper {
   // tracked (file removed, replaced, or state dropped) is ignored.
   void OnAppend(uint64_t id, uint64_t bytes) TIDEMAP_EXCLUDES(mu_);
   void OnSync(uint64_t id) TIDEMAP_EXCLUDES(mu_);
-  bool write_error() const { return write_error_.load(std::memory_order_relaxed); }
+  bool write_error() const { return write_error_.load(std::memory_order_relaxed) || no_space(); }
+  bool no_space() const { return no_space_.load(std::memory_order_relaxed); }
+  // The message of an injected error: ENOSPC's when SetNoSpace is on.
+  std::string ErrorText(const char* injected) const;
   bool sync_error() const { return sync_error_.load(std::memory_order_relaxed); }
   // Rewrites `fname` in the base Env with only its first `length` bytes.
   leveldb::Status Truncate(const std::string& fname, uint64_t length);
@@ -109,6 +115,7 @@ class FaultEnv : public leveldb::EnvWrapper {
   std::map<std::string, uint64_t> ids_by_name_ TIDEMAP_GUARDED_BY(mu_);
   std::atomic<bool> write_error_{false};
   std::atomic<bool> sync_error_{false};
+  std::atomic<bool> no_space_{false};
   std::function<void(const std::string&)> sync_hook_;
 };
 

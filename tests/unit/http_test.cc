@@ -1250,6 +1250,40 @@ TEST_F(HttpTest, WatchFromBelowThePrunedPointIs410) {
   EXPECT_EQ(Render(ok.Next(3)), "k7@8 k8@9 k9@10");
 }
 
+// Out of storage: a put and a batch with a put get 507 quota_exceeded, a
+// delete and a read go on, the metrics say `full`, and every watch stream
+// (whatever its map) gets one `quota` event per state change, without an id.
+TEST_F(HttpTest, OutOfStorageIs507AndAQuotaEventOnWatchStreams) {
+  StartServer();
+  ASSERT_EQ(Call("PUT", "/v1/maps/m/keys/a", "1").status, 200);
+  Watch w(port_, "/v1/watch?map=other");
+  ASSERT_EQ(w.status(), 200) << w.head();
+  replica_->SetStorageQuota(1);
+  const Reply refused = Call("PUT", "/v1/maps/m/keys/b", "2");
+  EXPECT_EQ(refused.status, 507) << refused;
+  EXPECT_EQ(refused.Json().value("code", ""), "quota_exceeded") << refused;
+  const Reply batch =
+      Call("POST", "/v1/batch", R"({"ops":[{"op":"put","map":"m","key":"c","value":"3"}]})",
+           {"Content-Type: application/json"});
+  EXPECT_EQ(batch.status, 507) << batch;
+  EXPECT_EQ(Call("GET", "/v1/maps/m/keys/a").status, 200);
+  EXPECT_EQ(Call("DELETE", "/v1/maps/m/keys/a").status, 200);
+  EXPECT_EQ(Metric("tidemap_storage_state{state=\"full\"}"), 1);
+  EXPECT_EQ(Metric("tidemap_storage_quota_bytes"), 1);
+  replica_->SetStorageQuota(0);
+  EXPECT_EQ(Call("PUT", "/v1/maps/m/keys/b", "2").status, 200);
+  const std::vector<Event> events = w.Next(2);
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].event, "quota");
+  EXPECT_TRUE(events[0].id.empty());
+  EXPECT_EQ(events[0].data.at("state"), "full");
+  EXPECT_EQ(events[0].data.at("quota_bytes"), 1);
+  EXPECT_GT(events[0].data.at("used_bytes").get<uint64_t>(), 0u);
+  EXPECT_EQ(events[1].event, "quota");
+  EXPECT_EQ(events[1].data.at("state"), "ok");
+  EXPECT_EQ(events[1].data.at("quota_bytes"), 0);
+}
+
 TEST_F(HttpTest, SlowWatchClientIsDroppedWithAFinalEvent) {
   HttpOptions o;
   o.sse_queue_events_max = 4;

@@ -36,6 +36,7 @@
 
 #include "bench/cpu.h"
 #include "bench/workload.h"
+#include <tidemap/base/aead.h>
 #include <tidemap/base/clock.h>
 #include <tidemap/base/random.h>
 #include <tidemap/oplog/oplog.h>
@@ -44,6 +45,7 @@
 #include <tidemap/storage/leveldb_options_internal.h>
 #include <tidemap/storage/rows_internal.h>
 #include <tidemap/storage/storage.h>
+#include <tidemap/storage/value_cipher.h>
 
 namespace tidemap {
 namespace {
@@ -268,17 +270,28 @@ BENCHMARK(BM_RawLevelDbPutSync)->Apply(CommonSync);
 
 // ---- replica ----
 
-// A replica in a fresh directory, on the system clock.
+// A replica in a fresh directory, on the system clock; `encrypted`: its
+// values sealed at rest (the data dir's preferred suite, a fixed test key).
 struct ReplicaFixture {
   TempDir dir;
   SystemClock clock;
+  std::unique_ptr<ValueCipher> cipher;
   std::unique_ptr<Replica> replica;
   std::string error;
 
-  explicit ReplicaFixture(Durability durability) {
+  explicit ReplicaFixture(Durability durability, bool encrypted = false) {
     if (!dir.ok()) {
       error = "cannot create a directory under /tmp";
       return;
+    }
+    if (encrypted) {
+      auto key = crypto::AeadKey::Create(crypto::PreferredAeadSuite(),
+                                         crypto::SymmetricKey::FromBytesForTesting("bench key"));
+      if (!key.ok()) {
+        error = key.status().ToString();
+        return;
+      }
+      cipher = std::make_unique<ValueCipher>(1, std::move(key).value());
     }
     error = Open(durability);
   }
@@ -290,6 +303,7 @@ struct ReplicaFixture {
     o.clock = &clock;
     o.node_id = kNodeId;
     o.durability = durability;
+    o.value_cipher = cipher.get();
     bench::WriteBufferFromEnv(&o.write_buffer_bytes);
     auto r = Replica::Open(std::move(o));
     if (!r.ok()) return r.status().ToString();
@@ -321,8 +335,10 @@ std::string ReplicaWrite(Replica* replica, uint64_t first, int64_t count) {
 
 // `ttl_ms` > 0: every put carries that TTL (per-record expiry), the TTL'd
 // variant of the same put that the ratio ttl_put_vs_put compares.
-void BM_ReplicaPut(benchmark::State& state, Durability durability, uint64_t ttl_ms) {
-  ReplicaFixture f(durability);
+// `encrypted`: values sealed at rest (the ratio encrypted_put_vs_put).
+void BM_ReplicaPut(benchmark::State& state, Durability durability, uint64_t ttl_ms,
+                   bool encrypted = false) {
+  ReplicaFixture f(durability, encrypted);
   if (f.replica == nullptr) {
     state.SkipWithError(f.error.c_str());
     return;
@@ -351,6 +367,9 @@ BENCHMARK_CAPTURE(BM_ReplicaPut, relaxed, Durability::kRelaxed, 0)
     ->Iterations(kPutWrites)
     ->Apply(Common);
 BENCHMARK_CAPTURE(BM_ReplicaPut, relaxed_ttl, Durability::kRelaxed, uint64_t{3'600'000})
+    ->Iterations(kPutWrites)
+    ->Apply(Common);
+BENCHMARK_CAPTURE(BM_ReplicaPut, relaxed_encrypted, Durability::kRelaxed, 0, true)
     ->Iterations(kPutWrites)
     ->Apply(Common);
 
@@ -483,8 +502,10 @@ std::string PreloadRaw(RawDb* raw) {
   return {};
 }
 
-void BM_ReplicaGet(benchmark::State& state) {
-  ReplicaFixture f(Durability::kRelaxed);
+// `encrypted`: values sealed at rest, opened by every get (the ratio
+// encrypted_get_vs_get against the plain get).
+void ReplicaGet(benchmark::State& state, bool encrypted) {
+  ReplicaFixture f(Durability::kRelaxed, encrypted);
   if (f.replica != nullptr) f.error = PreloadReplica(&f);
   if (f.replica == nullptr || !f.error.empty()) {
     state.SkipWithError(f.error.c_str());
@@ -503,7 +524,10 @@ void BM_ReplicaGet(benchmark::State& state) {
   }
   SetRates(state, state.iterations());
 }
+void BM_ReplicaGet(benchmark::State& state) { ReplicaGet(state, false); }
 BENCHMARK(BM_ReplicaGet)->Iterations(kGetIterations)->Apply(Common);
+void BM_ReplicaGetEncrypted(benchmark::State& state) { ReplicaGet(state, true); }
+BENCHMARK(BM_ReplicaGetEncrypted)->Iterations(kGetIterations)->Apply(Common);
 
 // Raw gets of the record rows, with the read options storage/storage.cc uses.
 void BM_RawLevelDbGet(benchmark::State& state) {

@@ -84,6 +84,9 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
   dir_options.retention.bytes_max = config.oplog_retention_bytes;
   dir_options.tombstone_horizon_ms = config.tombstone_horizon_ms;
   dir_options.write_buffer_bytes = static_cast<size_t>(config.write_buffer_mb) << 20;
+  auto key = ResolveValueKey(config.data, config.key_file, config.passphrase_file);
+  if (!key.ok()) return key.status();
+  dir_options.value_key = std::move(key).value();
   auto dir = DataDir::Open(config.data, dir_options);
   if (!dir.ok()) {
     // Whatever stops us from using the dir (missing, in use, a bad identity

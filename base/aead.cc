@@ -1,8 +1,12 @@
 #include <tidemap/base/aead.h>
 
+#include <pthread.h>
 #include <sodium.h>
 
+#include <array>
+#include <atomic>
 #include <cstring>
+#include <mutex>
 
 #include <tidemap/base/check.h>
 
@@ -20,6 +24,37 @@ const unsigned char* Bytes(std::string_view s) {
   // libsodium wants a valid pointer even for zero bytes; an empty view may hold nullptr.
   static const unsigned char kNothing = 0;
   return s.empty() ? &kNothing : reinterpret_cast<const unsigned char*>(s.data());
+}
+
+// Nonces come from the OS's CSPRNG like every random byte here, but a
+// buffer at a time: libsodium asks the kernel (getrandom) on every call, a
+// system call that would cost a seal more than the sealing does. Each thread
+// has its own buffer and never hands out a byte twice; a forked child (whose
+// copy of the buffer its parent also holds) drops its copy first.
+constexpr size_t kNonceBufferBytes = 4096;
+std::atomic<uint64_t> fork_generation{0};
+
+void OnFork() { fork_generation.fetch_add(1, std::memory_order_relaxed); }
+
+void RandomNonce(unsigned char* nonce, size_t len) {
+  static std::once_flag at_fork;
+  std::call_once(at_fork, [] { ::pthread_atfork(nullptr, nullptr, OnFork); });
+  struct Buffer {
+    std::array<unsigned char, kNonceBufferBytes> bytes;
+    size_t used = kNonceBufferBytes;
+    uint64_t generation = 0;
+    ~Buffer() { sodium_memzero(bytes.data(), bytes.size()); }
+  };
+  thread_local Buffer buffer;
+  const uint64_t generation = fork_generation.load(std::memory_order_relaxed);
+  if (buffer.used + len > buffer.bytes.size() || buffer.generation != generation) {
+    RandomBytes(buffer.bytes.data(), buffer.bytes.size());
+    buffer.used = 0;
+    buffer.generation = generation;
+  }
+  std::memcpy(nonce, buffer.bytes.data() + buffer.used, len);
+  sodium_memzero(buffer.bytes.data() + buffer.used, len);
+  buffer.used += len;
 }
 
 }  // namespace
@@ -83,7 +118,7 @@ void AeadKey::Seal(std::string_view plaintext, std::string_view ad, std::string*
   const size_t at = out->size();
   out->resize(at + nonce_bytes + plaintext.size() + kAeadTagBytes);
   auto* nonce = reinterpret_cast<unsigned char*>(out->data() + at);
-  RandomBytes(nonce, nonce_bytes);
+  RandomNonce(nonce, nonce_bytes);
   unsigned char* cipher = nonce + nonce_bytes;
   unsigned long long written = 0;
   if (suite_ == AeadSuite::kAes256Gcm) {

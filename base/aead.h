@@ -47,7 +47,8 @@ class AeadKey {
   size_t overhead() const { return AeadNonceBytes(suite_) + kAeadTagBytes; }
 
   // Appends nonce || ciphertext || tag to *out. The nonce is random for each
-  // call (crypto::RandomBytes): with AES-256-GCM's 96-bit nonce that is safe
+  // call (the OS's CSPRNG, read a buffer at a time per thread; a forked
+  // child refills its own): with AES-256-GCM's 96-bit nonce that is safe
   // for up to 2^32 seals under one key (NIST SP 800-38D), with XChaCha20's
   // 192-bit nonce without a practical bound. `ad` is authenticated, not stored.
   void Seal(std::string_view plaintext, std::string_view ad, std::string* out) const;

@@ -1,12 +1,73 @@
 #include <tidemap/base/private_file.h>
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
+#include <filesystem>
 #include <system_error>
 
 namespace tidemap {
+
+namespace {
+
+std::string ErrnoText(int err) { return std::generic_category().message(err); }
+
+// Closes a file descriptor on every return path.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  int Close() {
+    const int rc = ::close(fd_);
+    fd_ = -1;
+    return rc;
+  }
+
+ private:
+  int fd_;
+};
+
+Status SyncDirOf(const std::string& path) {
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  if (dir.empty()) dir = ".";
+  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0 || ::fsync(fd.get()) != 0) {
+    return Status::IOError("cannot sync directory " + dir + ": " + ErrnoText(errno));
+  }
+  return Status::Ok();
+}
+
+// Creates `path` (O_EXCL) with mode 0600 and writes `contents`, synced;
+// removes it again on failure.
+Status WriteNew(const std::string& path, const std::string& what, std::string_view contents) {
+  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (fd.get() < 0) {
+    if (errno == EEXIST) return Status::Refused(what + " already exists; refusing to overwrite it");
+    return Status::IOError("cannot create " + what + ": " + ErrnoText(errno));
+  }
+  Status s;
+  if (::fchmod(fd.get(), 0600) != 0) s = Status::IOError("cannot chmod 0600 " + what);
+  while (s.ok() && !contents.empty()) {
+    const ssize_t n = ::write(fd.get(), contents.data(), contents.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) s = Status::IOError("cannot write " + what + ": " + ErrnoText(errno));
+    if (n > 0) contents.remove_prefix(static_cast<size_t>(n));
+  }
+  if (s.ok() && ::fsync(fd.get()) != 0) s = Status::IOError("cannot sync " + what);
+  if (s.ok() && fd.Close() != 0) s = Status::IOError("cannot close " + what);
+  if (!s.ok()) ::unlink(path.c_str());
+  return s;
+}
+
+}  // namespace
 
 Status CheckPrivateFile(int fd, const std::string& what, const std::string& path) {
   struct stat st {};
@@ -23,6 +84,47 @@ Status CheckPrivateFile(int fd, const std::string& what, const std::string& path
                            path + "` if the secret has not leaked");
   }
   return Status::Ok();
+}
+
+Result<std::string> ReadPrivateFile(const std::string& path, const std::string& what,
+                                    size_t bytes_max) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) {
+    const int err = errno;
+    if (err == ENOENT) return Status::NotFound(what + " does not exist");
+    return Status::IOError("cannot open " + what + ": " + ErrnoText(err));
+  }
+  TIDEMAP_RETURN_IF_ERROR(CheckPrivateFile(fd.get(), what, path));
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Status::IOError("cannot read " + what + ": " + ErrnoText(errno));
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > bytes_max) {
+      return Status::Corruption(what + " is larger than " + std::to_string(bytes_max) + " bytes");
+    }
+  }
+  return out;
+}
+
+Status WritePrivateFile(const std::string& path, const std::string& what, std::string_view contents,
+                        bool replace) {
+  if (!replace) {
+    TIDEMAP_RETURN_IF_ERROR(WriteNew(path, what, contents));
+    return SyncDirOf(path);
+  }
+  const std::string tmp = path + ".tmp";
+  ::unlink(tmp.c_str());  // a leftover of a crash between create and rename
+  TIDEMAP_RETURN_IF_ERROR(WriteNew(tmp, what + " (temporary copy)", contents));
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    return Status::IOError("cannot rename " + tmp + " to " + path + ": " + ErrnoText(err));
+  }
+  return SyncDirOf(path);
 }
 
 }  // namespace tidemap

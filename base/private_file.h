@@ -6,6 +6,7 @@
 #define TIDEMAP_BASE_PRIVATE_FILE_H_
 
 #include <string>
+#include <string_view>
 
 #include <tidemap/base/status.h>
 
@@ -17,6 +18,20 @@ namespace tidemap {
 // PATH` if the secret has not leaked"); Corruption when it is not a regular
 // file; IOError when fstat fails.
 Status CheckPrivateFile(int fd, const std::string& what, const std::string& path);
+
+// Reads the whole of the private file `path` (named `what` in messages), after
+// CheckPrivateFile on the open file. NotFound when it does not exist;
+// Corruption when it holds more than `bytes_max` bytes; IOError otherwise.
+Result<std::string> ReadPrivateFile(const std::string& path, const std::string& what,
+                                    size_t bytes_max);
+
+// Writes `contents` to `path` with mode 0600, durably (the file and its
+// directory synced). With `replace` false the file must not exist yet
+// (Refused when it does: a secret is never overwritten); with `replace`
+// true it is written to `path`.tmp and renamed over `path`, so a crash
+// leaves either the old file or the new one whole.
+Status WritePrivateFile(const std::string& path, const std::string& what, std::string_view contents,
+                        bool replace);
 
 }  // namespace tidemap
 

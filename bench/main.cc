@@ -41,6 +41,10 @@ constexpr RatioSpec kRatios[] = {
     // A put on a replica with a storage quota far above its usage (the
     // accounting: one atomic add and a compare per commit) against the same put.
     {"quota_put_vs_put", "BM_ReplicaPut/relaxed_quota", "BM_ReplicaPut/relaxed"},
+    // Encryption at rest: a put and a get whose value is sealed (AEAD) against
+    // the same in the clear.
+    {"encrypted_put_vs_put", "BM_ReplicaPut/relaxed_encrypted", "BM_ReplicaPut/relaxed"},
+    {"encrypted_get_vs_get", "BM_ReplicaGetEncrypted", "BM_ReplicaGet"},
     // The share of a local put's time that the in-memory tree update takes
     // (bucket, two item digests, Apply): puts/s over updates/s. The tree's
     // rows (the key-hash index row, leaf checkpoints) are inside the put.

@@ -36,6 +36,7 @@
 
 #include "bench/cpu.h"
 #include "bench/workload.h"
+#include <tidemap/base/aead.h>
 #include <tidemap/base/clock.h>
 #include <tidemap/base/random.h>
 #include <tidemap/oplog/oplog.h>
@@ -44,6 +45,7 @@
 #include <tidemap/storage/leveldb_options_internal.h>
 #include <tidemap/storage/rows_internal.h>
 #include <tidemap/storage/storage.h>
+#include <tidemap/storage/value_cipher.h>
 
 namespace tidemap {
 namespace {
@@ -268,29 +270,49 @@ BENCHMARK(BM_RawLevelDbPutSync)->Apply(CommonSync);
 
 // ---- replica ----
 
-// A replica in a fresh directory, on the system clock.
+// How a benchmark's replica differs from a plain one.
+struct FixtureOptions {
+  uint64_t storage_quota_bytes = 0;  // 0: no quota
+  // Values sealed at rest (the data dir's preferred suite, a fixed test key).
+  bool encrypted = false;
+};
+
+// A replica in a fresh directory, on the system clock, with `options`.
 struct ReplicaFixture {
+  FixtureOptions options;
   TempDir dir;
   SystemClock clock;
+  std::unique_ptr<ValueCipher> cipher;
   std::unique_ptr<Replica> replica;
   std::string error;
 
-  explicit ReplicaFixture(Durability durability, uint64_t storage_quota_bytes = 0) {
+  explicit ReplicaFixture(Durability durability, FixtureOptions fixture_options = {})
+      : options(fixture_options) {
     if (!dir.ok()) {
       error = "cannot create a directory under /tmp";
       return;
     }
-    error = Open(durability, storage_quota_bytes);
+    if (options.encrypted) {
+      auto key = crypto::AeadKey::Create(crypto::PreferredAeadSuite(),
+                                         crypto::SymmetricKey::FromBytesForTesting("bench key"));
+      if (!key.ok()) {
+        error = key.status().ToString();
+        return;
+      }
+      cipher = std::make_unique<ValueCipher>(1, std::move(key).value());
+    }
+    error = Open(durability);
   }
   // Reopens the replica (its writes so far must be done).
-  std::string Open(Durability durability, uint64_t storage_quota_bytes = 0) {
+  std::string Open(Durability durability) {
     replica.reset();
     ReplicaOptions o;
     o.path = dir.db();
     o.clock = &clock;
     o.node_id = kNodeId;
     o.durability = durability;
-    o.storage_quota_bytes = storage_quota_bytes;
+    o.storage_quota_bytes = options.storage_quota_bytes;
+    o.value_cipher = cipher.get();
     bench::WriteBufferFromEnv(&o.write_buffer_bytes);
     auto r = Replica::Open(std::move(o));
     if (!r.ok()) return r.status().ToString();
@@ -322,12 +344,12 @@ std::string ReplicaWrite(Replica* replica, uint64_t first, int64_t count) {
 
 // `ttl_ms` > 0: every put carries that TTL (per-record expiry), the TTL'd
 // variant of the same put that the ratio ttl_put_vs_put compares.
-// `quota_bytes` > 0: the replica has that storage quota (far above what the
-// run writes, so it stays `ok`): the ratio quota_put_vs_put is what the
-// quota's accounting costs a put.
+// `extra`: a storage quota far above what the run writes, so it stays `ok`
+// (the ratio quota_put_vs_put: what the quota's accounting costs a put), or
+// values sealed at rest (the ratio encrypted_put_vs_put).
 void BM_ReplicaPut(benchmark::State& state, Durability durability, uint64_t ttl_ms,
-                   uint64_t quota_bytes = 0) {
-  ReplicaFixture f(durability, quota_bytes);
+                   FixtureOptions extra = {}) {
+  ReplicaFixture f(durability, extra);
   if (f.replica == nullptr) {
     state.SkipWithError(f.error.c_str());
     return;
@@ -358,7 +380,12 @@ BENCHMARK_CAPTURE(BM_ReplicaPut, relaxed, Durability::kRelaxed, 0)
 BENCHMARK_CAPTURE(BM_ReplicaPut, relaxed_ttl, Durability::kRelaxed, uint64_t{3'600'000})
     ->Iterations(kPutWrites)
     ->Apply(Common);
-BENCHMARK_CAPTURE(BM_ReplicaPut, relaxed_quota, Durability::kRelaxed, 0, uint64_t{1} << 50)
+BENCHMARK_CAPTURE(BM_ReplicaPut, relaxed_quota, Durability::kRelaxed, 0,
+                  FixtureOptions{.storage_quota_bytes = uint64_t{1} << 50})
+    ->Iterations(kPutWrites)
+    ->Apply(Common);
+BENCHMARK_CAPTURE(BM_ReplicaPut, relaxed_encrypted, Durability::kRelaxed, 0,
+                  FixtureOptions{.encrypted = true})
     ->Iterations(kPutWrites)
     ->Apply(Common);
 
@@ -491,8 +518,10 @@ std::string PreloadRaw(RawDb* raw) {
   return {};
 }
 
-void BM_ReplicaGet(benchmark::State& state) {
-  ReplicaFixture f(Durability::kRelaxed);
+// `encrypted`: values sealed at rest, opened by every get (the ratio
+// encrypted_get_vs_get against the plain get).
+void ReplicaGet(benchmark::State& state, bool encrypted) {
+  ReplicaFixture f(Durability::kRelaxed, FixtureOptions{.encrypted = encrypted});
   if (f.replica != nullptr) f.error = PreloadReplica(&f);
   if (f.replica == nullptr || !f.error.empty()) {
     state.SkipWithError(f.error.c_str());
@@ -511,7 +540,10 @@ void BM_ReplicaGet(benchmark::State& state) {
   }
   SetRates(state, state.iterations());
 }
+void BM_ReplicaGet(benchmark::State& state) { ReplicaGet(state, false); }
 BENCHMARK(BM_ReplicaGet)->Iterations(kGetIterations)->Apply(Common);
+void BM_ReplicaGetEncrypted(benchmark::State& state) { ReplicaGet(state, true); }
+BENCHMARK(BM_ReplicaGetEncrypted)->Iterations(kGetIterations)->Apply(Common);
 
 // Raw gets of the record rows, with the read options storage/storage.cc uses.
 void BM_RawLevelDbGet(benchmark::State& state) {

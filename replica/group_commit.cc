@@ -320,7 +320,7 @@ uint64_t Replica::Impl::AppendChange(const WriterOp& op, uint64_t key_hash, cons
   const rows::RecordMeta meta{op.version, op.tombstone, op.expiry_ms};
   rows::EncodeRecordInto(&value_scratch, row_key_scratch, meta,
                          op.expiry_ms != 0 ? std::optional<uint64_t>(op.expiry_ms) : std::nullopt,
-                         op.value);
+                         op.value, options.value_cipher);
   g->batch.Put(row_key_scratch, value_scratch);
   const uint64_t seq = ++g->seq;
   g->oplog_entries.push_back(OplogEntryRef{seq, op.map, op.key, op.version, op.tombstone, via});
@@ -401,7 +401,8 @@ Result<KeyState> Replica::Impl::LoadKeyState(uint64_t key_hash, std::string_view
 
 Result<Digest128> Replica::Impl::LoadContent(const std::string& row_key) const {
   TIDEMAP_ASSIGN_OR_RETURN(std::string bytes, store->Get(row_key));
-  TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, bytes));
+  TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec,
+                           rows::DecodeRecord(row_key, bytes, options.value_cipher));
   return ContentDigest(rec.tombstone, rec.value);
 }
 

@@ -23,8 +23,8 @@ constexpr size_t kScanLimitMax = 10'000;
 // reach `page_bytes` (then `*cursor` is where to resume, and the result
 // false) or the records end (true).
 template <typename Keep>
-Result<bool> ScanRecordsWhere(const Store& store, std::string* cursor, size_t page_bytes,
-                              std::vector<KeyedRecord>* out, Keep&& keep) {
+Result<bool> ScanRecordsWhere(const Store& store, const ValueCipher* cipher, std::string* cursor,
+                              size_t page_bytes, std::vector<KeyedRecord>* out, Keep&& keep) {
   PrefixIterator records(store, std::string(1, rows::kRecordPrefix));
   size_t bytes = 0;
   if (cursor->empty()) {
@@ -38,7 +38,8 @@ Result<bool> ScanRecordsWhere(const Store& store, std::string* cursor, size_t pa
                              rows::DecodeRecordMeta(row_key, records.value()));
     TIDEMAP_ASSIGN_OR_RETURN(const rows::RecordKeyParts parts, rows::SplitRecordKey(row_key));
     if (!keep(meta, parts.map, parts.key)) continue;
-    TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, records.value()));
+    TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec,
+                             rows::DecodeRecord(row_key, records.value(), cipher));
     bytes += parts.map.size() + parts.key.size() + rec.value.size();
     out->push_back(KeyedRecord{std::string(parts.map), std::string(parts.key), std::move(rec.value),
                                rec.version, rec.tombstone, rec.expiry_ms.value_or(0)});
@@ -112,7 +113,8 @@ Result<Record> Replica::Get(std::string_view map, std::string_view key) const {
   }
   // A read error from LevelDB (a block checksum, say) knows no key: name it.
   if (!bytes.ok()) return bytes.status().WithContext("reading " + rows::DescribeKey(map, key));
-  TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, *bytes));
+  TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec,
+                           rows::DecodeRecord(row_key, *bytes, impl_->options.value_cipher));
   if (rec.tombstone) return Status::NotFound(rows::DescribeKey(map, key) + " not found (deleted)");
   if (impl_->clears.Hides(map, rec.version)) {
     return Status::NotFound(rows::DescribeKey(map, key) + " not found (map cleared)");
@@ -146,7 +148,9 @@ Result<ScanPage> Replica::Scan(std::string_view map, std::string_view prefix,
   for (; records.Valid(); records.Next()) {
     const std::string_view row_key = records.key();
     TIDEMAP_ASSIGN_OR_RETURN(const rows::RecordKeyParts parts, rows::SplitRecordKey(row_key));
-    TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, records.value()));
+    TIDEMAP_ASSIGN_OR_RETURN(
+        rows::RecordValue rec,
+        rows::DecodeRecord(row_key, records.value(), impl_->options.value_cipher));
     const uint64_t expiry_ms = rec.expiry_ms.value_or(0);
     if (rec.tombstone || IsExpired(expiry_ms, now_ms)) continue;
     if (cleared.has_value() && rec.version < *cleared) continue;
@@ -171,7 +175,8 @@ Result<std::optional<KeyedRecord>> Replica::ReadRecord(std::string_view map,
   auto bytes = impl_->store->Get(row_key);
   if (bytes.status().IsNotFound()) return std::optional<KeyedRecord>();
   if (!bytes.ok()) return bytes.status();
-  TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, *bytes));
+  TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec,
+                           rows::DecodeRecord(row_key, *bytes, impl_->options.value_cipher));
   return std::optional<KeyedRecord>(KeyedRecord{std::string(map), std::string(key),
                                                 std::move(rec.value), rec.version, rec.tombstone,
                                                 rec.expiry_ms.value_or(0)});
@@ -261,12 +266,12 @@ Result<bool> Replica::ScanRecords(const RecordScan& scan, std::string* cursor, s
                                   std::vector<KeyedRecord>* out) const {
   if (scan.origin.has_value()) {
     return ScanRecordsWhere(
-        *impl_->store, cursor, page_bytes, out,
+        *impl_->store, impl_->options.value_cipher, cursor, page_bytes, out,
         [origin = *scan.origin](const rows::RecordMeta& meta, std::string_view, std::string_view) {
           return meta.version.origin == origin;
         });
   }
-  return ScanRecordsWhere(*impl_->store, cursor, page_bytes, out,
+  return ScanRecordsWhere(*impl_->store, impl_->options.value_cipher, cursor, page_bytes, out,
                           [key_hashes = scan.key_hashes](const rows::RecordMeta&,
                                                          std::string_view m, std::string_view k) {
                             return std::binary_search(key_hashes.begin(), key_hashes.end(),

@@ -36,6 +36,8 @@
 
 namespace tidemap {
 
+class ValueCipher;  // storage/value_cipher.h
+
 // Size limits, checked before anything is written. Over a limit is Refused,
 // with the limit and the size in the message.
 struct Limits {
@@ -131,6 +133,13 @@ struct ReplicaOptions {
   // Draws the incarnation id of a new database (seeded in simulations);
   // nullptr: the OS's randomness. Used only while Open runs.
   Random* random = nullptr;
+  // Encryption at rest: every value written is sealed with it, and sealed
+  // values are opened with it (a value that fails to open is Corruption,
+  // never served). nullptr: values are written in the clear, and reading a
+  // sealed one is Unavailable. Versions, key hashes and the tree are never
+  // sealed, so peers sync as usual and receive plaintext values. Borrowed:
+  // must outlive the replica.
+  const ValueCipher* value_cipher = nullptr;
 };
 
 // One key's current state as Get returns it.
@@ -354,10 +363,19 @@ struct ScrubReport {
   uint64_t leaf_mismatches = 0;  // buckets whose stored leaf differs from the rebuild
   // Key-hash index rows, and tombstone queue rows, missing, extra or disagreeing.
   uint64_t index_mismatches = 0;
+  // Encryption at rest: values sealed that fail to open (a tag mismatch:
+  // tampered, moved to another key or version, or sealed under an unknown key).
+  uint64_t value_failures = 0;
   bool ok() const {
-    return leaf_mismatches == 0 && index_mismatches == 0 && stored_root == rebuilt_root &&
-           memory_root == rebuilt_root;
+    return leaf_mismatches == 0 && index_mismatches == 0 && value_failures == 0 &&
+           stored_root == rebuilt_root && memory_root == rebuilt_root;
   }
+};
+
+// What Replica::ResealValues did.
+struct ResealReport {
+  uint64_t records = 0;   // stored records looked at, tombstones included
+  uint64_t resealed = 0;  // values rewritten under the sealing key
 };
 
 // Replica is the sync core's store: it implements SyncStore
@@ -439,8 +457,18 @@ class Replica : public SyncStore {
   Digest128 MerkleRoot() const;
 
   // Compares the stored Merkle tree and key-hash index with a full rebuild
-  // from the records. Writes wait while it runs (it reads every record).
+  // from the records, and opens every sealed value (its tag is checked).
+  // Writes wait while it runs (it reads every record).
   Result<ScrubReport> Scrub();
+  // Encryption at rest, the work of a rekey: rewrites every stored value not
+  // sealed under the value cipher's sealing key (sealed under another key,
+  // or in the clear) so that it is, a page of records at a time, then
+  // compacts the whole database so that its files keep no copy of the old
+  // bytes. Reads go on throughout; writes wait while a page is rewritten.
+  // Versions, the oplog and the tree do not change, so peers see nothing.
+  // Idempotent: after a crash, run it again. InvalidArgument without a
+  // value cipher; Refused on a read-only replica.
+  Result<ResealReport> ResealValues();
   // Rewrites every row derived from the records (the key-hash index, the
   // tombstone queue, the Merkle leaf rows) and the tree and counts in memory
   // from the records alone, for `tidemap repair` after LevelDB's repair may

@@ -80,6 +80,8 @@ const std::map<std::string, Setter>& Settings() {
       {"http_token_file", String(&DaemonConfig::http_token_file)},
       {"http_tls_cert", String(&DaemonConfig::http_tls_cert)},
       {"http_tls_key", String(&DaemonConfig::http_tls_key)},
+      {"key_file", String(&DaemonConfig::key_file)},
+      {"passphrase_file", String(&DaemonConfig::passphrase_file)},
       {"durability",
        [](const toml::node& n, DaemonConfig* c) -> std::optional<std::string> {
          auto v = n.value<std::string>();

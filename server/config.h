@@ -27,6 +27,11 @@ struct DaemonConfig {
   // replace the token: a non-loopback `http` still needs one.
   std::string http_tls_cert;
   std::string http_tls_key;
+  // Encryption at rest: the key of the data dir's values, from a key file
+  // (mode 0600) or a passphrase file; with neither, a passphrase may come
+  // from the environment (TIDEMAP_PASSPHRASE).
+  std::string key_file;
+  std::string passphrase_file;
   Durability durability = Durability::kSync;
   uint64_t max_clock_offset_ms = 60'000;
   uint64_t tombstone_horizon_ms = uint64_t{7} * 24 * 3600 * 1000;  // 0: never purge

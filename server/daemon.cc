@@ -88,6 +88,9 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
   dir_options.tombstone_horizon_ms = config.tombstone_horizon_ms;
   dir_options.write_buffer_bytes = static_cast<size_t>(config.write_buffer_mb) << 20;
   dir_options.storage_quota_bytes = config.storage_quota_bytes;
+  auto key = ResolveValueKey(config.data, config.key_file, config.passphrase_file);
+  if (!key.ok()) return key.status();
+  dir_options.value_key = std::move(key).value();
   auto dir = DataDir::Open(config.data, dir_options);
   if (!dir.ok()) {
     // Whatever stops us from using the dir (missing, in use, a bad identity

@@ -1,13 +1,69 @@
 #include <tidemap/server/data_dir.h>
 
+#include <cstdlib>
 #include <filesystem>
 
 namespace tidemap {
 
+Result<ValueKeySource> ResolveValueKey(const std::string& dir, const std::string& key_file,
+                                       const std::string& passphrase_file, bool for_init) {
+  if (!key_file.empty() && !passphrase_file.empty()) {
+    return Status::InvalidArgument("give a key file or a passphrase file, not both");
+  }
+  ValueKeySource source;
+  source.key_file = key_file;
+  if (!passphrase_file.empty()) {
+    TIDEMAP_ASSIGN_OR_RETURN(source.passphrase, LoadPassphraseFile(passphrase_file));
+    return source;
+  }
+  std::error_code ec;
+  const bool encrypted =
+      std::filesystem::exists(std::filesystem::path(dir) / std::string(kEncryptionFileName), ec);
+  const char* env = std::getenv(std::string(kPassphraseEnv).c_str());
+  if (key_file.empty() && (encrypted || for_init) && env != nullptr && *env != '\0') {
+    source.passphrase = std::string(env);
+  }
+  return source;
+}
+
 Result<std::unique_ptr<DataDir>> DataDir::Init(const std::string& dir,
                                                const DataDirOptions& options) {
+  if (options.encrypt && options.value_key.empty()) {
+    return Status::InvalidArgument("--encrypt needs --key-file FILE, --passphrase-file FILE or " +
+                                   std::string(kPassphraseEnv));
+  }
+  if (!options.encrypt && !options.value_key.empty()) {
+    return Status::InvalidArgument("a key for values at rest is given without --encrypt");
+  }
   TIDEMAP_ASSIGN_OR_RETURN(Identity identity, Identity::Create(dir));
-  return OpenWith(dir, std::move(identity), options, /*create=*/true);
+  if (!options.encrypt) return OpenWith(dir, std::move(identity), options, /*create=*/true);
+  // The encryption file is written before the database, so no value is ever
+  // written in the clear.
+  crypto::SymmetricKey key;
+  TIDEMAP_ASSIGN_OR_RETURN(const EncryptionConfig config,
+                           NewEncryptionConfig(options.value_key, options.pwhash, &key));
+  TIDEMAP_RETURN_IF_ERROR(SaveEncryptionConfig(dir, config, /*replace=*/false));
+  return OpenWith(dir, std::move(identity), options, /*create=*/true, /*new_incarnation=*/false,
+                  &key);
+}
+
+Status DataDir::UnlockValues(const DataDirOptions& options, const crypto::SymmetricKey* key) {
+  TIDEMAP_ASSIGN_OR_RETURN(const std::optional<EncryptionConfig> config,
+                           LoadEncryptionConfig(dir_));
+  if (!config.has_value()) {
+    if (options.value_key.empty()) return Status::Ok();
+    return Status::InvalidArgument("data dir " + dir_ +
+                                   " is not encrypted at rest; a key for its values "
+                                   "(--key-file, a passphrase) is only for an encrypted one");
+  }
+  crypto::SymmetricKey unlocked;
+  if (key != nullptr) {
+    unlocked = *key;
+  } else {
+    TIDEMAP_ASSIGN_OR_RETURN(unlocked, UnlockValueKey(dir_, *config, options.value_key));
+  }
+  TIDEMAP_ASSIGN_OR_RETURN(value_cipher_, MakeValueCipher(*config, unlocked));
+  return Status::Ok();
 }
 
 namespace {
@@ -96,9 +152,13 @@ Result<DataDirRepairReport> DataDir::Repair(const std::string& dir, const DataDi
 
 Result<std::unique_ptr<DataDir>> DataDir::OpenWith(const std::string& dir, Identity identity,
                                                    const DataDirOptions& options, bool create,
-                                                   bool new_incarnation) {
+                                                   bool new_incarnation,
+                                                   const crypto::SymmetricKey* key) {
   std::unique_ptr<DataDir> d(new DataDir(dir, std::move(identity), options.durability));
+  // Before the database opens: a wrong key fails here, before any record is read.
+  TIDEMAP_RETURN_IF_ERROR(d->UnlockValues(options, key));
   ReplicaOptions ro;
+  ro.value_cipher = d->value_cipher_.get();
   ro.path = DbPath(dir);
   ro.env = options.env;
   ro.create_if_missing = create;

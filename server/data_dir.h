@@ -1,5 +1,7 @@
-// A node's data directory: DIR/identity.key (its Ed25519 identity, mode 0600)
-// and DIR/db (its LevelDB replica). Shared by the CLI and the daemon.
+// A node's data directory: DIR/identity.key (its Ed25519 identity, mode 0600),
+// DIR/db (its LevelDB replica) and, when its values are encrypted at rest,
+// DIR/encryption (how they are sealed; storage/value_key.h). Shared by the
+// CLI and the daemon.
 #ifndef TIDEMAP_SERVER_DATA_DIR_H_
 #define TIDEMAP_SERVER_DATA_DIR_H_
 
@@ -10,6 +12,7 @@
 #include <tidemap/base/status.h>
 #include <tidemap/replica/replica.h>
 #include <tidemap/storage/identity.h>
+#include <tidemap/storage/value_key.h>
 
 namespace tidemap {
 
@@ -25,6 +28,22 @@ struct DataDirOptions {
   // Open for reading only: nothing is written to DIR (see
   // ReplicaOptions::read_only), so it works on a full disk; writes are Refused.
   bool read_only = false;
+  // Encryption at rest. Opening a data dir whose values are sealed (it has
+  // DIR/encryption) needs its key from here: a key file or a passphrase.
+  ValueKeySource value_key;
+  // Init only: seal the new data dir's values under `value_key` (a key file
+  // that does not exist yet is created with a fresh key), with these Argon2id
+  // costs for a passphrase.
+  bool encrypt = false;
+  crypto::PwhashParams pwhash = crypto::PwhashDefaultParams();
+};
+
+// What DataDir::Rekey did.
+struct DataDirRekeyReport {
+  bool resumed = false;  // it finished a rekey a crash had interrupted
+  uint8_t old_key_id = 0;
+  uint8_t new_key_id = 0;
+  ResealReport reseal;
 };
 
 // What DataDir::Repair found and did.
@@ -35,6 +54,13 @@ struct DataDirRepairReport {
   ScrubReport scrub;         // the Merkle tree against a full rebuild, after the repair
   uint64_t incarnation = 0;  // the new incarnation peers will see
 };
+
+// The key source of DIR's values from a command's settings: `key_file`, or
+// the passphrase in `passphrase_file` (not both: InvalidArgument), or, with
+// neither, when DIR is encrypted at rest (or `for_init`), a passphrase in
+// the environment variable TIDEMAP_PASSPHRASE. Empty when none applies.
+Result<ValueKeySource> ResolveValueKey(const std::string& dir, const std::string& key_file,
+                                       const std::string& passphrase_file, bool for_init = false);
 
 // An opened data dir. Destroying it closes the replica (and releases the lock).
 class DataDir {
@@ -57,10 +83,24 @@ class DataDir {
   // the repair lost comes back) and scrubs it. Needs DIR not in use.
   static Result<DataDirRepairReport> Repair(const std::string& dir,
                                             const DataDirOptions& options = {});
+  // `tidemap rekey`: reseals every value of DIR, whose key `options.value_key`
+  // names, under the key in `new_key_file` (created with a fresh key when it
+  // does not exist), then compacts the database so no copy under the old key
+  // (nor in the clear) stays in its files. Needs DIR not in use. Resumable:
+  // DIR/encryption records the rekey (with the old key sealed under the new
+  // one) before any value is rewritten, so after a crash every value opens
+  // with the new key, and running Rekey again with the same new key (the
+  // old one is then not needed) finishes the job.
+  static Result<DataDirRekeyReport> Rekey(const std::string& dir, const DataDirOptions& options,
+                                          const std::string& new_key_file);
 
   const std::string& dir() const { return dir_; }
   const Identity& identity() const { return identity_; }
   Replica& replica() { return *replica_; }
+  // Whether its values are sealed at rest (DIR/encryption exists).
+  bool encrypted() const { return value_cipher_ != nullptr; }
+  // The AEAD suite of its values. REQUIRES: encrypted().
+  crypto::AeadSuite value_suite() const { return value_cipher_->suite(); }
   Durability durability() const { return durability_; }
 
  private:
@@ -68,13 +108,18 @@ class DataDir {
       : dir_(std::move(dir)), identity_(std::move(identity)), durability_(durability) {}
   static Result<std::unique_ptr<DataDir>> OpenWith(const std::string& dir, Identity identity,
                                                    const DataDirOptions& options, bool create,
-                                                   bool new_incarnation = false);
+                                                   bool new_incarnation = false,
+                                                   const crypto::SymmetricKey* key = nullptr);
+  // DIR/encryption's cipher, when DIR has one, into value_cipher_. `key`:
+  // the key already unlocked (by init), else options.value_key's.
+  Status UnlockValues(const DataDirOptions& options, const crypto::SymmetricKey* key);
 
   std::string dir_;
   Identity identity_;
   Durability durability_;
   std::unique_ptr<SystemClock> own_clock_;
-  std::unique_ptr<Replica> replica_;  // declared last: closed first
+  std::unique_ptr<ValueCipher> value_cipher_;  // null: values in the clear
+  std::unique_ptr<Replica> replica_;           // declared last: closed first
 };
 
 }  // namespace tidemap

@@ -15,6 +15,8 @@ std::vector<std::string> RestartOnlyChanges(const DaemonConfig& running,
   check("http_token_file", &DaemonConfig::http_token_file);
   check("http_tls_cert", &DaemonConfig::http_tls_cert);
   check("http_tls_key", &DaemonConfig::http_tls_key);
+  check("key_file", &DaemonConfig::key_file);
+  check("passphrase_file", &DaemonConfig::passphrase_file);
   check("durability", &DaemonConfig::durability);
   check("max_clock_offset_ms", &DaemonConfig::max_clock_offset_ms);
   check("tombstone_horizon_ms", &DaemonConfig::tombstone_horizon_ms);

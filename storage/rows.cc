@@ -5,11 +5,17 @@
 //
 //   record key   := 'r' lp(map) key
 //   record value := flags:u8 hlc:u64 origin:u64 [expiry_ms:u64] checksum:u64 value
-//       flags    := bit0 tombstone | bit1 has expiry | bits 2..7 zero (reserved:
-//                   at-rest encryption, signatures); a set reserved bit is corruption
+//       flags    := bit0 tombstone | bit1 has expiry | bit2 sealed | bits 3..7 zero
+//                   (reserved: signatures); a set reserved bit is corruption
 //       checksum := H(value, H(header, H(record key))), H(x, seed) = XXH3-64 of x
 //                   with seed, header = every byte before the checksum;
 //                   binding the key means a row moved under another key fails too
+//       value    := the bytes as written, or (bit2 set: encryption at rest, never
+//                   on a tombstone) key_id:u8 nonce ciphertext tag, the AEAD
+//                   sealing of the bytes (storage/value_cipher.h) with associated
+//                   data header || record key: map, key, version and expiry, so a
+//                   value moved to another key or version fails to open even when
+//                   its checksum was recomputed
 //   oplog key    := 'o' last_seq:u64          (a packed row: see oplog/oplog.cc)
 //   merkle key   := 'k' page:u32  ->  count:varint leaf{count}
 //       page     := buckets [page * 64, page * 64 + count) (kLeavesPerPage = 64;
@@ -63,6 +69,7 @@
 
 #include <tidemap/base/coding.h>
 #include <tidemap/base/hash.h>
+#include <tidemap/storage/value_cipher.h>
 
 namespace tidemap::rows {
 
@@ -70,7 +77,9 @@ namespace {
 
 constexpr uint8_t kFlagTombstone = 1 << 0;
 constexpr uint8_t kFlagExpiry = 1 << 1;
-constexpr uint8_t kKnownFlags = kFlagTombstone | kFlagExpiry;
+constexpr uint8_t kFlagSealed = 1 << 2;
+constexpr uint8_t kKnownFlags = kFlagTombstone | kFlagExpiry | kFlagSealed;
+constexpr uint8_t kIndexFlags = kFlagTombstone | kFlagExpiry;
 constexpr size_t kChecksumBytes = 8;
 
 // Chained one-shot hashes (each seeds the next): no streaming state to
@@ -85,9 +94,23 @@ std::string DescribeRowKey(std::string_view row_key) {
   return "row " + Printable(row_key);
 }
 
-// Parses and verifies a record; `value_out` receives a view into `bytes`.
+// The associated data of a sealed value: its record's header and row key.
+void SealAd(std::string* ad, std::string_view header, std::string_view row_key) {
+  ad->reserve(header.size() + row_key.size());
+  ad->assign(header);
+  ad->append(row_key);
+}
+
+// A parsed record: views into the row's bytes.
+struct ParsedRecord {
+  std::string_view header;  // every byte before the checksum
+  std::string_view value;   // as stored (sealed when `sealed`)
+  bool sealed = false;
+};
+
+// Parses and verifies a record; `parsed`, when given, receives views into `bytes`.
 Result<RecordMeta> ParseRecord(std::string_view row_key, std::string_view bytes,
-                               std::optional<uint64_t>* expiry, std::string_view* value_out) {
+                               std::optional<uint64_t>* expiry, ParsedRecord* parsed) {
   std::string_view in = bytes;
   uint8_t flags = 0;
   uint64_t hlc = 0, origin = 0, checksum = 0;
@@ -109,9 +132,13 @@ Result<RecordMeta> ParseRecord(std::string_view row_key, std::string_view bytes,
   if (RecordChecksum(row_key, bytes.substr(0, header_bytes), in) != checksum) {
     return corrupt("checksum mismatch");
   }
-  if ((flags & kFlagTombstone) != 0 && !in.empty()) return corrupt("tombstone with a value");
+  if ((flags & kFlagTombstone) != 0 && (!in.empty() || (flags & kFlagSealed) != 0)) {
+    return corrupt("tombstone with a value");
+  }
   if (expiry != nullptr) *expiry = exp;
-  if (value_out != nullptr) *value_out = in;
+  if (parsed != nullptr) {
+    *parsed = ParsedRecord{bytes.substr(0, header_bytes), in, (flags & kFlagSealed) != 0};
+  }
   return RecordMeta{Version{Timestamp{hlc}, origin}, (flags & kFlagTombstone) != 0,
                     exp.value_or(0)};
 }
@@ -152,40 +179,83 @@ Result<RecordKeyParts> SplitRecordKey(std::string_view row_key) {
   return parts;
 }
 
-std::string EncodeRecord(std::string_view row_key, const RecordValue& record) {
+std::string EncodeRecord(std::string_view row_key, const RecordValue& record,
+                         const ValueCipher* cipher) {
   std::string out;
   EncodeRecordInto(&out, row_key, RecordMeta{record.version, record.tombstone, 0}, record.expiry_ms,
-                   record.value);
+                   record.value, cipher);
   return out;
 }
 
 void EncodeRecordInto(std::string* out, std::string_view row_key, const RecordMeta& meta,
-                      std::optional<uint64_t> expiry_ms, std::string_view value) {
+                      std::optional<uint64_t> expiry_ms, std::string_view value,
+                      const ValueCipher* cipher) {
+  const bool seal = cipher != nullptr && !meta.tombstone;
   out->clear();
-  out->reserve(1 + 8 + 8 + 8 + kChecksumBytes + value.size());
+  out->reserve(1 + 8 + 8 + 8 + kChecksumBytes + value.size() + (seal ? cipher->overhead() : 0));
   uint8_t flags = 0;
   if (meta.tombstone) flags |= kFlagTombstone;
   if (expiry_ms.has_value()) flags |= kFlagExpiry;
+  if (seal) flags |= kFlagSealed;
   out->push_back(static_cast<char>(flags));
   PutFixed64BE(out, meta.version.hlc.raw);
   PutFixed64BE(out, meta.version.origin);
   if (expiry_ms.has_value()) PutFixed64BE(out, *expiry_ms);
   if (meta.tombstone) value = std::string_view();
-  PutFixed64BE(out, RecordChecksum(row_key, *out, value));
-  out->append(value);
+  if (!seal) {
+    PutFixed64BE(out, RecordChecksum(row_key, *out, value));
+    out->append(value);
+    return;
+  }
+  // The sealed bytes go after a checksum placeholder, filled in once known.
+  const size_t header_bytes = out->size();
+  thread_local std::string ad;
+  SealAd(&ad, *out, row_key);
+  out->append(kChecksumBytes, '\0');
+  cipher->Seal(ad, value, out);
+  const std::string_view stored = std::string_view(*out).substr(header_bytes + kChecksumBytes);
+  std::string checksum;
+  PutFixed64BE(&checksum,
+               RecordChecksum(row_key, std::string_view(*out).substr(0, header_bytes), stored));
+  out->replace(header_bytes, kChecksumBytes, checksum);
 }
 
-Result<RecordValue> DecodeRecord(std::string_view row_key, std::string_view bytes) {
+Result<RecordValue> DecodeRecord(std::string_view row_key, std::string_view bytes,
+                                 const ValueCipher* cipher) {
   std::optional<uint64_t> expiry;
-  std::string_view value;
-  auto meta = ParseRecord(row_key, bytes, &expiry, &value);
+  ParsedRecord parsed;
+  auto meta = ParseRecord(row_key, bytes, &expiry, &parsed);
   if (!meta.ok()) return meta.status();
   RecordValue out;
   out.version = meta->version;
   out.tombstone = meta->tombstone;
   out.expiry_ms = expiry;
-  out.value.assign(value);
+  if (!parsed.sealed) {
+    out.value.assign(parsed.value);
+    return out;
+  }
+  if (cipher == nullptr) {
+    return Status::Unavailable("record " + DescribeRowKey(row_key) +
+                               ": the value is encrypted at rest and no key was given");
+  }
+  thread_local std::string ad;
+  SealAd(&ad, parsed.header, row_key);
+  const Status opened = cipher->Open(ad, parsed.value, &out.value);
+  if (!opened.ok()) {
+    return Status::Corruption("record " + DescribeRowKey(row_key) + ": " + opened.message());
+  }
   return out;
+}
+
+Result<uint8_t> RecordSealKeyId(std::string_view row_key, std::string_view bytes) {
+  ParsedRecord parsed;
+  TIDEMAP_RETURN_IF_ERROR(ParseRecord(row_key, bytes, nullptr, &parsed).status());
+  if (!parsed.sealed) return uint8_t{0};
+  const std::optional<uint8_t> id = ValueCipher::KeyIdOf(parsed.value);
+  if (!id.has_value() || *id == 0) {
+    return Status::Corruption("record " + DescribeRowKey(row_key) + ": sealed value has no key id");
+  }
+  return *id;
 }
 
 Result<RecordMeta> DecodeRecordMeta(std::string_view row_key, std::string_view bytes) {
@@ -284,7 +354,7 @@ Result<RecordMeta> DecodeHashIndexValue(std::string_view bytes) {
   uint64_t hlc = 0, origin = 0, expiry = 0;
   uint8_t flags = 0;
   if (!GetFixed64BE(&bytes, &hlc) || !GetFixed64BE(&bytes, &origin) || !GetByte(&bytes, &flags) ||
-      (flags & ~kKnownFlags) != 0 ||
+      (flags & ~kIndexFlags) != 0 ||
       ((flags & kFlagExpiry) != 0 && (!GetFixed64BE(&bytes, &expiry) || expiry == 0)) ||
       !bytes.empty()) {
     return Status::Corruption("malformed key-hash index row");

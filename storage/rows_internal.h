@@ -19,6 +19,10 @@
 #include <tidemap/base/status.h>
 #include <tidemap/hlc/hlc.h>
 
+namespace tidemap {
+class ValueCipher;  // storage/value_cipher.h
+}  // namespace tidemap
+
 namespace tidemap::rows {
 
 // One-byte family prefixes.
@@ -76,13 +80,24 @@ struct RecordMeta {
   uint64_t expiry_ms = 0;
 };
 
-std::string EncodeRecord(std::string_view row_key, const RecordValue& record);
+// With a `cipher`, the value of a live record is sealed (encryption at rest);
+// a tombstone has no value and is never sealed.
+std::string EncodeRecord(std::string_view row_key, const RecordValue& record,
+                         const ValueCipher* cipher = nullptr);
 // Same, into `*out` (replacing its contents), from views.
 void EncodeRecordInto(std::string* out, std::string_view row_key, const RecordMeta& meta,
-                      std::optional<uint64_t> expiry_ms, std::string_view value);
-// Verifies the checksum (bound to `row_key`, so a row copied under another key fails too).
-// Corruption names the map and key.
-Result<RecordValue> DecodeRecord(std::string_view row_key, std::string_view bytes);
+                      std::optional<uint64_t> expiry_ms, std::string_view value,
+                      const ValueCipher* cipher = nullptr);
+// Verifies the checksum (bound to `row_key`, so a row copied under another key fails too)
+// and opens a sealed value with `cipher`. Corruption names the map and key;
+// a value that fails to open (tampered, moved to another key or version) is
+// Corruption too. A sealed value without a `cipher` is Unavailable.
+Result<RecordValue> DecodeRecord(std::string_view row_key, std::string_view bytes,
+                                 const ValueCipher* cipher = nullptr);
+// The key id a record's value is sealed under (storage/value_cipher.h); 0
+// when it is stored in the clear (a tombstone, or a replica without
+// encryption). Verifies the checksum, opens nothing.
+Result<uint8_t> RecordSealKeyId(std::string_view row_key, std::string_view bytes);
 // Same check, without copying the value out.
 Result<RecordMeta> DecodeRecordMeta(std::string_view row_key, std::string_view bytes);
 

@@ -54,12 +54,39 @@ namespace {
 
 constexpr size_t kScanPageItems = 1000;
 
+// The key of a data dir's values (encryption at rest), as a command gives it.
+struct KeyArgs {
+  std::string key_file;
+  std::string passphrase_file;
+
+  // --key-file and --passphrase-file on `cmd`, for a data dir `data` (when
+  // given, the options need it).
+  void AddTo(CLI::App* cmd, CLI::Option* data = nullptr) {
+    auto* k = cmd->add_option("--key-file", key_file,
+                              "key file of the data dir's values, when encrypted at rest");
+    auto* p = cmd->add_option(
+        "--passphrase-file", passphrase_file,
+        "passphrase file of the data dir's values (or $" + std::string(kPassphraseEnv) + ")");
+    k->excludes(p);
+    p->excludes(k);
+    if (data != nullptr) {
+      k->needs(data);
+      p->needs(data);
+    }
+  }
+
+  Result<ValueKeySource> Source(const std::string& dir, bool for_init = false) const {
+    return ResolveValueKey(dir, key_file, passphrase_file, for_init);
+  }
+};
+
 // Where a command acts: a data dir opened directly, or a running node over HTTP.
 struct Target {
   std::string data_dir;
   std::string http;
   std::string token;
   std::string cacert;
+  KeyArgs keys;
 
   void AddTo(CLI::App* cmd) {
     auto* data = cmd->add_option("--data", data_dir, "data dir to open directly (no daemon)");
@@ -73,6 +100,7 @@ struct Target {
     h->excludes(data);
     t->needs(h);
     c->needs(h);
+    keys.AddTo(cmd, data);
   }
 
   bool is_http() const { return !http.empty(); }
@@ -111,6 +139,7 @@ Result<std::unique_ptr<DataDir>> OpenTarget(const Target& target, Access access)
   }
   DataDirOptions options;
   options.read_only = access == Access::kRead;
+  TIDEMAP_ASSIGN_OR_RETURN(options.value_key, target.keys.Source(target.data_dir));
   return DataDir::Open(target.data_dir, options);
 }
 
@@ -132,9 +161,18 @@ std::string ReadAllStdin() {
   return out;
 }
 
-int CmdInit(const std::string& dir) {
-  auto d = DataDir::Init(dir);
+int CmdInit(const std::string& dir, const KeyArgs& keys, bool encrypt) {
+  DataDirOptions options;
+  options.encrypt = encrypt;
+  TIDEMAP_ASSIGN_OR_RETURN_INT(options.value_key, keys.Source(dir, /*for_init=*/encrypt));
+  auto d = DataDir::Init(dir, options);
   if (!d.ok()) return Fail(d.status());
+  if (encrypt) {
+    std::printf("values encrypted at rest (%s), key from %s\n",
+                std::string(crypto::AeadSuiteName((*d)->value_suite())).c_str(),
+                options.value_key.passphrase.has_value() ? "a passphrase (Argon2id)"
+                                                         : options.value_key.key_file.c_str());
+  }
   std::printf("initialized %s\nnode id %s\n%s\n", dir.c_str(),
               NodeIdToString((*d)->identity().node_id()).c_str(),
               (*d)->identity().public_key_text().c_str());
@@ -497,11 +535,20 @@ bool PrintScrub(const ScrubReport& r) {
   std::printf("in-memory root   %s\n", r.memory_root.ToHex().c_str());
   std::printf("leaf mismatches  %llu\n", static_cast<unsigned long long>(r.leaf_mismatches));
   std::printf("index mismatches %llu\n", static_cast<unsigned long long>(r.index_mismatches));
+  std::printf("value failures   %llu\n", static_cast<unsigned long long>(r.value_failures));
   return r.ok();
 }
 
-int CmdScrub(const std::string& dir) {
-  auto d = DataDir::Open(dir);
+// DataDirOptions with the key of `dir`'s values from `keys`.
+Result<DataDirOptions> KeyedOptions(const std::string& dir, const KeyArgs& keys) {
+  DataDirOptions options;
+  TIDEMAP_ASSIGN_OR_RETURN(options.value_key, keys.Source(dir));
+  return options;
+}
+
+int CmdScrub(const std::string& dir, const KeyArgs& keys) {
+  TIDEMAP_ASSIGN_OR_RETURN_INT(const DataDirOptions options, KeyedOptions(dir, keys));
+  auto d = DataDir::Open(dir, options);
   if (!d.ok()) return Fail(d.status());
   auto report = (*d)->replica().Scrub();
   if (!report.ok()) return Fail(report.status());
@@ -514,8 +561,22 @@ int CmdScrub(const std::string& dir) {
   return kExitNotFound;
 }
 
-int CmdRepair(const std::string& dir) {
-  auto report = DataDir::Repair(dir);
+int CmdRekey(const std::string& dir, const KeyArgs& keys, const std::string& new_key_file) {
+  TIDEMAP_ASSIGN_OR_RETURN_INT(const DataDirOptions options, KeyedOptions(dir, keys));
+  auto report = DataDir::Rekey(dir, options, new_key_file);
+  if (!report.ok()) return Fail(report.status());
+  const DataDirRekeyReport& r = *report;
+  std::printf("%s %s: key %d -> key %d (%s)\n", r.resumed ? "finished the rekey of" : "rekeyed",
+              dir.c_str(), r.old_key_id, r.new_key_id, new_key_file.c_str());
+  std::printf("records          %llu\n", static_cast<unsigned long long>(r.reseal.records));
+  std::printf("resealed         %llu\n", static_cast<unsigned long long>(r.reseal.resealed));
+  std::printf("OK: every value is sealed under the new key; the database was compacted\n");
+  return kExitOk;
+}
+
+int CmdRepair(const std::string& dir, const KeyArgs& keys) {
+  TIDEMAP_ASSIGN_OR_RETURN_INT(const DataDirOptions options, KeyedOptions(dir, keys));
+  auto report = DataDir::Repair(dir, options);
   if (!report.ok()) return Fail(report.status());
   const DataDirRepairReport& r = *report;
   const auto u = [](uint64_t n) { return static_cast<unsigned long long>(n); };
@@ -624,6 +685,9 @@ struct CliArgs {
   bool watch = false;
   std::string peer;
   uint64_t pending_after = 0;
+  bool encrypt = false;
+  KeyArgs keys;
+  std::string new_key_file;
   ServeArgs serve;
   ImportArgs import;
   SnapshotArgs snapshot;
@@ -638,6 +702,33 @@ void AddDirCommand(CLI::App* app, CliArgs* a, std::vector<Command>* out, const c
   CLI::App* cmd = app->add_subcommand(name, help);
   cmd->add_option("--data", a->dir, dir_help)->required();
   out->emplace_back(cmd, [a, run] { return run(a->dir); });
+}
+
+// A command that takes a data dir and the key of its values.
+CLI::App* AddKeyedDirCommand(CLI::App* app, CliArgs* a, std::vector<Command>* out, const char* name,
+                             const char* help, const char* dir_help, std::function<int()> run) {
+  CLI::App* cmd = app->add_subcommand(name, help);
+  cmd->add_option("--data", a->dir, dir_help)->required();
+  a->keys.AddTo(cmd);
+  out->emplace_back(cmd, std::move(run));
+  return cmd;
+}
+
+// Encryption at rest: init (with --encrypt) and rekey.
+void AddAtRestCommands(CLI::App* app, CliArgs* a, std::vector<Command>* out) {
+  CLI::App* init =
+      app->add_subcommand("init", "create a data dir and identity, print the public key");
+  init->add_option("--data", a->dir, "the data dir to create")->required();
+  init->add_flag("--encrypt", a->encrypt,
+                 "seal values at rest under --key-file (created when missing) or a passphrase");
+  a->keys.AddTo(init);
+  out->emplace_back(init, [a] { return CmdInit(a->dir, a->keys, a->encrypt); });
+  CLI::App* rekey = AddKeyedDirCommand(app, a, out, "rekey",
+                                       "reseal every value at rest under a new key, then compact",
+                                       "the data dir (not held by a running node)",
+                                       [a] { return CmdRekey(a->dir, a->keys, a->new_key_file); });
+  rekey->add_option("--new-key-file", a->new_key_file, "the new key (created when missing)")
+      ->required();
 }
 
 // Commands on one key of a target: put, get, del.
@@ -709,20 +800,20 @@ int RunCli(const std::vector<std::string>& args) {
   app.set_version_flag("--version", "tidemap " TIDEMAP_VERSION_STRING, "print the version");
   CliArgs a;
   std::vector<Command> commands;
-  AddDirCommand(&app, &a, &commands, "init", "create a data dir and identity, print the public key",
-                "the data dir to create", CmdInit);
+  AddAtRestCommands(&app, &a, &commands);
   AddDirCommand(&app, &a, &commands, "id", "print this node's public key", "the data dir", CmdId);
   AddKeyCommands(&app, &a, &commands);
   AddClearCommand(&app, &a, &commands);
   AddReadCommands(&app, &a, &commands);
   constexpr const char* kOffline = "the data dir (not held by a running node)";
-  AddDirCommand(
+  AddKeyedDirCommand(
       &app, &a, &commands, "scrub",
       "compare the stored Merkle tree with a full rebuild (exit 0 when they match, 1 not)",
-      kOffline, CmdScrub);
-  AddDirCommand(&app, &a, &commands, "repair",
-                "rebuild a damaged database from the files that can still be read, then scrub it",
-                kOffline, CmdRepair);
+      kOffline, [&a] { return CmdScrub(a.dir, a.keys); });
+  AddKeyedDirCommand(
+      &app, &a, &commands, "repair",
+      "rebuild a damaged database from the files that can still be read, then scrub it", kOffline,
+      [&a] { return CmdRepair(a.dir, a.keys); });
   AddImportCommand(&app, &a.import);
   commands.emplace_back(a.import.command, [&a] { return RunImport(a.import); });
   AddSnapshotCommand(&app, &a.snapshot);

@@ -140,7 +140,10 @@ Result<std::unique_ptr<Sink>> OpenSink(const ImportArgs& a) {
   if (a.data_dir.empty()) {
     return Status::InvalidArgument("a target is required: --data DIR or --http HOST:PORT");
   }
-  TIDEMAP_ASSIGN_OR_RETURN(std::unique_ptr<DataDir> dir, DataDir::Open(a.data_dir));
+  DataDirOptions options;
+  TIDEMAP_ASSIGN_OR_RETURN(options.value_key,
+                           ResolveValueKey(a.data_dir, a.key_file, a.passphrase_file));
+  TIDEMAP_ASSIGN_OR_RETURN(std::unique_ptr<DataDir> dir, DataDir::Open(a.data_dir, options));
   return std::unique_ptr<Sink>(new DirSink(std::move(dir)));
 }
 
@@ -169,6 +172,12 @@ void AddImportCommand(CLI::App* app, ImportArgs* a) {
   h->excludes(data);
   t->needs(h);
   c->needs(h);
+  cmd->add_option("--key-file", a->key_file,
+                  "key file of the data dir's values, when encrypted at rest")
+      ->needs(data);
+  cmd->add_option("--passphrase-file", a->passphrase_file,
+                  "passphrase file of the data dir's values (or $TIDEMAP_PASSPHRASE)")
+      ->needs(data);
   cmd->add_option("FILE", a->file, "the NDJSON file, or - to read stdin")->required();
   cmd->add_option("--batch", a->chunk_ops, "ops per batch (1..10000, default 1000)")
       ->check(CLI::Range(1, 10000));

@@ -15,7 +15,8 @@ struct ImportArgs {
   CLI::App* command = nullptr;
   std::string data_dir;  // or:
   std::string http, token, cacert;
-  std::string file;  // "-": stdin
+  std::string key_file, passphrase_file;  // the key of an encrypted data dir
+  std::string file;                       // "-": stdin
   size_t chunk_ops = 1000;
   bool quiet = false;
 };

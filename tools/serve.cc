@@ -33,6 +33,10 @@ void AddServeCommand(CLI::App* app, ServeArgs* args) {
                   "PEM certificate (chain) file: serve the HTTP API over HTTPS only");
   cmd->add_option("--http-tls-key", f.http_tls_key,
                   "PEM private key file of --http-tls-cert (mode 0600)");
+  cmd->add_option("--key-file", f.key_file,
+                  "key file of the data dir's values, when encrypted at rest (mode 0600)");
+  cmd->add_option("--passphrase-file", f.passphrase_file,
+                  "passphrase file of the data dir's values, when encrypted at rest");
   cmd->add_option("--durability", args->durability, "sync (default) or relaxed")
       ->check(CLI::IsMember({"sync", "relaxed"}));
   cmd->add_option("--max-clock-offset-ms", f.max_clock_offset_ms,
@@ -77,6 +81,8 @@ void ApplyFlags(const ServeArgs& args, DaemonConfig* c) {
   if (given("--http-token-file")) c->http_token_file = f.http_token_file;
   if (given("--http-tls-cert")) c->http_tls_cert = f.http_tls_cert;
   if (given("--http-tls-key")) c->http_tls_key = f.http_tls_key;
+  if (given("--key-file")) c->key_file = f.key_file;
+  if (given("--passphrase-file")) c->passphrase_file = f.passphrase_file;
   if (given("--durability")) {
     c->durability = args.durability == "relaxed" ? Durability::kRelaxed : Durability::kSync;
   }

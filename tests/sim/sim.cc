@@ -15,12 +15,15 @@
 #include <vector>
 
 #include "tests/support/fault_env.h"
+#include <tidemap/base/aead.h>
+#include <tidemap/base/check.h>
 #include <tidemap/base/clock.h>
 #include <tidemap/base/hash.h>
 #include <tidemap/base/random.h>
 #include <tidemap/replica/replica.h>
 #include <tidemap/replica/sync.h>
 #include <tidemap/replica/test_access_internal.h>
+#include <tidemap/storage/value_cipher.h>
 
 namespace tidemap::sim {
 
@@ -121,6 +124,19 @@ const char* CounterName(Counter c) {
 }
 
 namespace {
+
+// The value cipher of an encrypted node: a key drawn from its id (the
+// simulation has no key files), the data dir's preferred suite.
+std::unique_ptr<ValueCipher> MakeSimCipher(uint64_t node_id) {
+  std::string key_bytes(crypto::kSymmetricKeyBytes, '\0');
+  for (size_t i = 0; i < key_bytes.size(); ++i) {
+    key_bytes[i] = static_cast<char>(node_id >> (8 * (i % 8)));
+  }
+  auto key = crypto::AeadKey::Create(crypto::PreferredAeadSuite(),
+                                     crypto::SymmetricKey::FromBytesForTesting(key_bytes));
+  TIDEMAP_CHECK(key.ok());
+  return std::make_unique<ValueCipher>(1, std::move(key).value());
+}
 
 constexpr uint64_t kStartMs = 1'800'000'000'000;
 constexpr uint64_t kMaxClockOffsetMs = 60'000;  // HlcOptions' default, used by every node
@@ -327,6 +343,9 @@ struct Node {
   std::unique_ptr<testing::FaultEnv> fault;
   std::unique_ptr<ManualClock> clock;
   std::unique_ptr<SeededRandom> random;  // draws its database incarnations
+  // Every third node seals its values at rest (null: in the clear). Drawn
+  // from the node's index, not the seed, so histories replay as before.
+  std::unique_ptr<ValueCipher> cipher;
   int64_t offset_ms = 0;
   std::unique_ptr<Replica> replica;  // null while down or not yet joined
   bool joined = false;
@@ -575,6 +594,7 @@ void Simulation::Configure() {
         static_cast<int64_t>(rng_.Uniform(2 * c.in_range_offset_ms + 1)) - c.in_range_offset_ms;
     n->clock = std::make_unique<ManualClock>(kStartMs);
     n->random = std::make_unique<SeededRandom>(rng_.Next64());
+    if (i % 3 == 1) n->cipher = MakeSimCipher(n->id);
     n->join_at_ms = i < c.initial_nodes ? kStartMs : kStartMs + 1 + rng_.Uniform(c.run_ms);
     nodes_.push_back(std::move(n));
   }
@@ -780,6 +800,7 @@ bool Simulation::OpenNode(Node& n) {
   o.durability = n.durability;
   o.tombstone_horizon_ms = cfg_.tombstone_horizon_ms;
   o.random = n.random.get();
+  o.value_cipher = n.cipher.get();
   if (cfg_.retention_rows != 0) o.retention.rows_max = cfg_.retention_rows;
   auto r = Replica::Open(std::move(o));
   if (!r.ok()) {

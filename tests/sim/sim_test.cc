@@ -1,7 +1,8 @@
 // Proves that a tidemap cluster converges to the LWW maximum of every accepted
 // write, loses no acknowledged write, never brings a purged key back, and
 // keeps its per-node invariants, whatever the seeded simulator
-// (tests/sim/sim.h) does to its network, disks and clocks, with tombstone GC
+// (tests/sim/sim.h) does to its network, disks and clocks (a third of its
+// nodes sealing their values at rest, the others not), with tombstone GC
 // on or off; and that a seed replays exactly (same trace hash).
 //
 // Environment: TIDEMAP_SIM_SEEDS (how many seeds; default 300, 30 in

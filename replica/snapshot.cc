@@ -6,6 +6,7 @@
 #include <string>
 #include <utility>
 
+#include <tidemap/replica/clear_state_internal.h>
 #include <tidemap/replica/impl_internal.h>
 #include <tidemap/replica/limits_internal.h>
 #include <tidemap/storage/prefix_iterator.h>
@@ -40,6 +41,7 @@ Result<std::unique_ptr<SnapshotCursor>> SnapshotCursor::Open(const Replica& repl
     h.records = counts.live + counts.tombs;
     cursor->it_ = im.store->NewIterator();
   }
+  cursor->cipher_ = im.options.value_cipher;
   h.node_id = im.options.node_id;
   h.incarnation = im.incarnation.load();
   h.created_ms = created_ms;
@@ -57,7 +59,8 @@ Result<bool> SnapshotCursor::Next(size_t page_bytes, size_t records_max,
   for (; records.Valid() && bytes < page_bytes && n < records_max; records.Next()) {
     const std::string_view row_key = records.key();
     TIDEMAP_ASSIGN_OR_RETURN(const rows::RecordKeyParts parts, rows::SplitRecordKey(row_key));
-    TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec, rows::DecodeRecord(row_key, records.value()));
+    TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec,
+                             rows::DecodeRecord(row_key, records.value(), cipher_));
     bytes += parts.map.size() + parts.key.size() + rec.value.size();
     ++n;
     out->push_back(KeyedRecord{std::string(parts.map), std::string(parts.key), std::move(rec.value),
@@ -120,7 +123,10 @@ Status SnapshotLoader::Add(std::span<const KeyedRecord> records) {
   const Limits& limits = replica_->limits();
   TreeRebuild& tree = *rebuilt_;
   for (const KeyedRecord& r : records) {
-    TIDEMAP_RETURN_IF_ERROR(CheckSizes(limits, r.map, r.key, r.value));
+    // A map's clear is the one record at the empty key (a tombstone).
+    const bool clear = r.tombstone && r.key == kClearKey;
+    TIDEMAP_RETURN_IF_ERROR(clear ? CheckMapName(limits, r.map)
+                                  : CheckSizes(limits, r.map, r.key, r.value));
     if (r.tombstone && (!r.value.empty() || r.expiry_ms != 0)) {
       return Status::InvalidArgument("snapshot: a tombstone with a value or an expiry at " +
                                      rows::DescribeKey(r.map, r.key));
@@ -133,8 +139,14 @@ Status SnapshotLoader::Add(std::span<const KeyedRecord> records) {
     const rows::RecordMeta meta{r.version, r.tombstone, r.expiry_ms};
     const std::optional<uint64_t> expiry =
         r.expiry_ms == 0 ? std::nullopt : std::optional<uint64_t>(r.expiry_ms);
-    rows::EncodeRecordInto(&value_bytes_, row_key_, meta, expiry, r.value);
+    rows::EncodeRecordInto(&value_bytes_, row_key_, meta, expiry, r.value,
+                           replica_->impl_->options.value_cipher);
     batch_->Put(row_key_, value_bytes_);
+    // A map's clear: its meta row, so the opened replica hides the records
+    // older than it (a snapshot may hold some not yet removed) and removes them.
+    if (clear) {
+      batch_->Put(rows::ClearRowKey(r.map), rows::EncodeClearRow({r.version, false, {}}));
+    }
     // The rows RebuildDerivedRows would write, and the tree it would compute,
     // without reading the records back. A queue row holds the seq that must
     // be acknowledged before a purge: none here (the records are not changes

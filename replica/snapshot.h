@@ -4,7 +4,9 @@
 // schemas/snapshot_file.h (the replica links no Cap'n Proto).
 //
 // A snapshot holds every stored record (live, expired not yet purged, and
-// tombstones not yet purged), with its version and expiry, and the GC
+// tombstones not yet purged, a map's clear among them), with its version,
+// expiry and value in the clear (a sealed value is opened with the source's
+// ValueCipher, and sealed again under the loading replica's), and the GC
 // watermark of every bucket that purged; the derived rows (key-hash index,
 // queues, Merkle leaves) are rebuilt by the loader, so the loaded replica's
 // Merkle root equals the source's at the snapshot.
@@ -31,6 +33,7 @@ namespace tidemap {
 
 class PrefixIterator;
 class StoreIterator;
+class ValueCipher;
 struct TreeRebuild;
 
 // Reads one snapshot. Opening it takes the replica's commit lock for a
@@ -61,6 +64,7 @@ class SnapshotCursor {
  private:
   SnapshotCursor() = default;
   SnapshotHeader header_;
+  const ValueCipher* cipher_ = nullptr;  // the replica's (encryption at rest)
   std::unique_ptr<StoreIterator> it_;
   std::unique_ptr<PrefixIterator> records_;
   bool done_ = false;
@@ -81,7 +85,7 @@ class SnapshotLoader {
   SnapshotLoader& operator=(const SnapshotLoader&) = delete;
 
   // Stores `records` with the rows derived from them (key-hash index,
-  // tombstone and expiry queues) and adds them to the Merkle tree being
+  // tombstone and expiry queues, a map's clear row) and adds them to the Merkle tree being
   // built. They must follow the ones before in strictly rising (map, key)
   // order (else InvalidArgument) and respect the replica's limits (else
   // Refused). Written unsynced, in batches.

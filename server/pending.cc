@@ -108,7 +108,9 @@ nlohmann::json PendingJson(const std::vector<PendingPage>& pages) {
   for (const PendingPage& page : pages) {
     nlohmann::json items = nlohmann::json::array();
     for (const OplogEntry& e : page.items) {
-      nlohmann::json item = {{"seq", e.seq}, {"op", e.tombstone ? "delete" : "put"}};
+      // A map's clear is its tombstone at the empty key (Replica::ClearMap).
+      const char* op = !e.tombstone ? "put" : e.key.empty() ? "clear" : "delete";
+      nlohmann::json item = {{"seq", e.seq}, {"op", op}};
       PutBytesJson(&item, "map", e.map);
       PutBytesJson(&item, "key", e.key);
       item["hlc"] = e.version.hlc.ToString();

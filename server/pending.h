@@ -52,8 +52,9 @@ Result<PendingPage> ReadPending(const Replica& replica, const net::PeerStatus& p
 Result<net::PeerStatus> FindPeer(const std::vector<net::PeerStatus>& peers, std::string_view text);
 
 // {"peers": [{"node_id", "public_key", "acked_seq", "count", "oldest_age_seconds",
-//   "items": [{"seq", "op": "put"|"delete", "map"|"map_base64", "key"|"key_base64",
-//   "hlc", "origin"}], "next": seq-or-null}]}
+//   "items": [{"seq", "op": "put"|"delete"|"clear", "map"|"map_base64",
+//   "key"|"key_base64", "hlc", "origin"}], "next": seq-or-null}]}
+// A clear (Replica::ClearMap) is listed with the map and an empty key.
 nlohmann::json PendingJson(const std::vector<PendingPage>& pages);
 
 }  // namespace tidemap

@@ -168,11 +168,12 @@ TEST_F(PendingTest, PeersAreNamedByNodeIdOrPublicKey) {
   EXPECT_EQ(FindPeer(peers, "zzzzzzzzzzzzzzzz").status().code(), Status::Code::kInvalidArgument);
 }
 
-TEST_F(PendingTest, JsonCarriesOpsAndBinaryNamesAsBase64) {
+TEST_F(PendingTest, JsonCarriesOpsClearsAndBinaryNamesAsBase64) {
   Replica& a = Add(1);
   ASSERT_TRUE(a.AddPeer(2).ok());
   ASSERT_TRUE(a.Put("m", std::string("\xff\x01", 2), "v").ok());
   ASSERT_TRUE(a.Delete("m", "gone").ok());
+  ASSERT_TRUE(a.ClearMap("old").ok());
   auto page = ReadPending(a, PeerAt(1, 2), 0, 100, kStartMs);
   ASSERT_TRUE(page.ok());
   const nlohmann::json j = PendingJson({*page});
@@ -180,15 +181,18 @@ TEST_F(PendingTest, JsonCarriesOpsAndBinaryNamesAsBase64) {
   const nlohmann::json& p = j["peers"][0];
   EXPECT_EQ(p["node_id"], NodeIdToString(2));
   EXPECT_TRUE(p["public_key"].is_null());
-  EXPECT_EQ(p["count"], 2);
+  EXPECT_EQ(p["count"], 3);
   EXPECT_TRUE(p["next"].is_null());
-  ASSERT_EQ(p["items"].size(), 2u);
+  ASSERT_EQ(p["items"].size(), 3u);
   EXPECT_EQ(p["items"][0]["op"], "put");
   EXPECT_EQ(p["items"][0]["key_base64"], crypto::Base64Encode(std::string("\xff\x01", 2)));
   EXPECT_EQ(p["items"][0]["map"], "m");
   EXPECT_EQ(p["items"][1]["op"], "delete");
   EXPECT_EQ(p["items"][1]["key"], "gone");
   EXPECT_EQ(p["items"][1]["origin"], NodeIdToString(1));
+  EXPECT_EQ(p["items"][2]["op"], "clear");
+  EXPECT_EQ(p["items"][2]["map"], "old");
+  EXPECT_EQ(p["items"][2]["key"], "");
 }
 
 }  // namespace

@@ -21,12 +21,14 @@
 
 #include "tests/support/sync_pump.h"
 #include "tests/support/test_util.h"
+#include <tidemap/base/aead.h>
 #include <tidemap/merkle/merkle.h>
 #include <tidemap/replica/snapshot.h>
 #include <tidemap/replica/sync.h>
 #include <tidemap/schemas/codec.h>
 #include <tidemap/schemas/snapshot_file.h>
 #include <tidemap/server/snapshot.h>
+#include <tidemap/storage/value_cipher.h>
 
 namespace tidemap {
 namespace {
@@ -38,8 +40,10 @@ class SnapshotTest : public ::testing::Test {
   SnapshotTest() : env_(leveldb::NewMemEnv(leveldb::Env::Default())), clock_(kStartMs) {}
 
   std::unique_ptr<Replica> Open(uint64_t id, const std::string& path,
-                                uint64_t horizon_ms = uint64_t{7} * 24 * 3600 * 1000) {
+                                uint64_t horizon_ms = uint64_t{7} * 24 * 3600 * 1000,
+                                const ValueCipher* cipher = nullptr) {
     ReplicaOptions o;
+    o.value_cipher = cipher;
     o.tombstone_horizon_ms = horizon_ms;
     o.path = path;
     o.env = env_.get();
@@ -86,20 +90,23 @@ class SnapshotTest : public ::testing::Test {
     return Status::Ok();
   }
 
-  // Loads `file` into a new replica (node `id` at `path`), closes and reopens it.
-  std::unique_ptr<Replica> Load(const std::string& file, uint64_t id, const std::string& path) {
+  // Loads `file` into a new replica (node `id` at `path`, its values sealed
+  // with `cipher` when given), closes and reopens it.
+  std::unique_ptr<Replica> Load(const std::string& file, uint64_t id, const std::string& path,
+                                const ValueCipher* cipher = nullptr) {
+    constexpr uint64_t kHorizonMs = uint64_t{7} * 24 * 3600 * 1000;
     std::vector<KeyedRecord> records;
     std::vector<SnapshotWatermark> marks;
     EXPECT_TRUE(Read(file, &records, &marks).ok());
     {
-      auto r = Open(id, path);
+      auto r = Open(id, path, kHorizonMs, cipher);
       auto loader = SnapshotLoader::Begin(r.get());
       EXPECT_TRUE(loader.ok()) << loader.status().ToString();
       EXPECT_TRUE((*loader)->Add(records).ok());
       auto loaded = (*loader)->Finish(marks);
       EXPECT_TRUE(loaded.ok()) << loaded.status().ToString();
     }
-    return Open(id, path);
+    return Open(id, path, kHorizonMs, cipher);
   }
 
   // "map/key=value@version+expiry" of every stored record, tombstones as ⊥.
@@ -145,6 +152,55 @@ TEST_F(SnapshotTest, RoundTripKeepsVersionsExpiriesAndRoot) {
   ASSERT_TRUE(v.ok());
   EXPECT_GT(v->hlc, a->LastTimestamp());
   EXPECT_TRUE(b->Scrub()->ok());
+}
+
+// A map's clear travels as its record; the restored node hides (and then
+// removes) the records older than it that the source had not removed yet.
+TEST_F(SnapshotTest, AClearedMapStaysClearedAfterARestore) {
+  auto a = Open(1, "/a");
+  ASSERT_TRUE(a->Put("m", "k1", "v1").ok());
+  ASSERT_TRUE(a->Put("m", "k2", "v2").ok());
+  ASSERT_TRUE(a->Put("other", "x", "kept").ok());
+  ASSERT_TRUE(a->ClearMap("m").ok());
+  ASSERT_TRUE(a->Put("m", "k3", "after").ok());
+  auto b = Load(Export(*a), 2, "/b");
+  EXPECT_EQ(b->Get("m", "k1").status().code(), Status::Code::kNotFound);
+  auto page = b->Scan("m", "", std::nullopt, 100);
+  ASSERT_TRUE(page.ok()) << page.status().ToString();
+  ASSERT_EQ(page->items.size(), 1u);
+  EXPECT_EQ(page->items[0].key, "k3");
+  EXPECT_TRUE(b->Get("other", "x").ok());
+  EXPECT_EQ(b->MerkleRoot(), a->MerkleRoot());
+  // Both remove what the clear hides and still agree.
+  ASSERT_TRUE(a->RemoveClearedRecords().ok());
+  ASSERT_TRUE(b->RemoveClearedRecords().ok());
+  EXPECT_EQ(Render(*b), Render(*a));
+  EXPECT_EQ(b->MerkleRoot(), a->MerkleRoot());
+}
+
+// An encrypted source exports its values opened (the file holds them in the
+// clear); the loading replica seals them under its own key.
+TEST_F(SnapshotTest, ValuesAreOpenedOnExportAndSealedAgainOnImport) {
+  const auto cipher = [](std::string_view key) {
+    auto k = crypto::AeadKey::Create(crypto::PreferredAeadSuite(),
+                                     crypto::SymmetricKey::FromBytesForTesting(key));
+    EXPECT_TRUE(k.ok()) << k.status().ToString();
+    return std::make_unique<ValueCipher>(1, std::move(k).value());
+  };
+  const auto source_key = cipher("the source's key");
+  const auto target_key = cipher("the target's key");
+  auto a = Open(1, "/a", uint64_t{7} * 24 * 3600 * 1000, source_key.get());
+  ASSERT_TRUE(a->Put("m", "k", "a value sealed at rest").ok());
+  const std::string file = Export(*a);
+  EXPECT_NE(file.find("a value sealed at rest"), std::string::npos);
+  auto b = Load(file, 2, "/b", target_key.get());
+  auto rec = b->Get("m", "k");
+  ASSERT_TRUE(rec.ok()) << rec.status().ToString();
+  EXPECT_EQ(rec->value, "a value sealed at rest");
+  EXPECT_EQ(b->MerkleRoot(), a->MerkleRoot());
+  b.reset();
+  auto unkeyed = Open(2, "/b");  // the stored value is sealed: no key, no value
+  EXPECT_FALSE(unkeyed->Get("m", "k").ok());
 }
 
 // Purged tombstones leave GC watermarks; they travel, so the restored node

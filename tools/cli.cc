@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "tools/import.h"
+#include "tools/key_args.h"
 #include "tools/serve.h"
 #include "tools/snapshot.h"
 #include <tidemap/base/clock.h>
@@ -53,32 +54,6 @@ int ExitCodeFor(const Status& s) {
 namespace {
 
 constexpr size_t kScanPageItems = 1000;
-
-// The key of a data dir's values (encryption at rest), as a command gives it.
-struct KeyArgs {
-  std::string key_file;
-  std::string passphrase_file;
-
-  // --key-file and --passphrase-file on `cmd`, for a data dir `data` (when
-  // given, the options need it).
-  void AddTo(CLI::App* cmd, CLI::Option* data = nullptr) {
-    auto* k = cmd->add_option("--key-file", key_file,
-                              "key file of the data dir's values, when encrypted at rest");
-    auto* p = cmd->add_option(
-        "--passphrase-file", passphrase_file,
-        "passphrase file of the data dir's values (or $" + std::string(kPassphraseEnv) + ")");
-    k->excludes(p);
-    p->excludes(k);
-    if (data != nullptr) {
-      k->needs(data);
-      p->needs(data);
-    }
-  }
-
-  Result<ValueKeySource> Source(const std::string& dir, bool for_init = false) const {
-    return ResolveValueKey(dir, key_file, passphrase_file, for_init);
-  }
-};
 
 // Where a command acts: a data dir opened directly, or a running node over HTTP.
 struct Target {

@@ -7,6 +7,7 @@
 #include <ctime>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "tools/cli.h"
 #include <tidemap/base/clock.h>
@@ -86,6 +87,9 @@ int RunExport(const SnapshotArgs& a) {
   } else if (!a.data_dir.empty()) {
     DataDirOptions options;
     options.read_only = true;
+    auto key = a.keys.Source(a.data_dir);
+    if (!key.ok()) return Fail(key.status());
+    options.value_key = std::move(key).value();
     auto dir = DataDir::Open(a.data_dir, options);
     if (!dir.ok()) return Fail(dir.status());
     SystemClock clock;
@@ -109,7 +113,12 @@ int RunVerify(const SnapshotArgs& a) {
 }
 
 int RunImportSnapshot(const SnapshotArgs& a) {
-  Result<SnapshotImportReport> r = ImportSnapshotFile(a.data_dir, a.file);
+  DataDirOptions options;
+  options.encrypt = a.encrypt;
+  auto key = a.keys.Source(a.data_dir, /*for_init=*/a.encrypt);
+  if (!key.ok()) return Fail(key.status());
+  options.value_key = std::move(key).value();
+  Result<SnapshotImportReport> r = ImportSnapshotFile(a.data_dir, a.file, options);
   if (!r.ok()) return Fail(r.status());
   std::printf("imported %s into %s\n", a.file.c_str(), a.data_dir.c_str());
   PrintCounts(r->file);
@@ -138,11 +147,15 @@ void AddSnapshotCommand(CLI::App* app, SnapshotArgs* a) {
   h->excludes(data);
   t->needs(h);
   c->needs(h);
+  a->keys.AddTo(exp, data);
   exp->add_option("FILE", a->file, "the snapshot file to write")->required();
   a->export_command = exp;
   CLI::App* imp = snap->add_subcommand(
       "import", "restore FILE into a new, empty data dir (a new identity; start it with peers)");
   imp->add_option("--data", a->data_dir, "the data dir to create (absent or empty)")->required();
+  imp->add_flag("--encrypt", a->encrypt,
+                "seal the restored values at rest under --key-file or --passphrase-file");
+  a->keys.AddTo(imp);
   imp->add_option("FILE", a->file, "the snapshot file")->required();
   a->import_command = imp;
   CLI::App* ver = snap->add_subcommand(

@@ -1,5 +1,8 @@
 // `tidemap snapshot export TARGET FILE | import --data DIR FILE | verify FILE`:
 // backups of a node and restores into a new data dir (server/snapshot.h).
+// A data dir encrypted at rest is exported with its key (--key-file or
+// --passphrase-file); `import --encrypt` with a key restores into an
+// encrypted data dir, as `init --encrypt` makes one.
 //
 // Exit codes (tools/cli.h): 0 done; 2 usage; 3 the node, the data dir or the
 // file cannot be read, or the file is truncated, corrupt or of another format
@@ -11,6 +14,8 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
+#include "tools/key_args.h"
+
 namespace tidemap {
 
 struct SnapshotArgs {
@@ -20,6 +25,10 @@ struct SnapshotArgs {
   std::string data_dir;  // or:
   std::string http, token, cacert;
   std::string file;
+  // The key of the data dir's values: export --data of an encrypted dir;
+  // import --encrypt seals the restored values under it.
+  KeyArgs keys;
+  bool encrypt = false;
 };
 
 // Declares `snapshot` and its three commands on `app`; values land in *args.

@@ -122,5 +122,29 @@ TEST_F(AtRestCliTest, PassphraseFromTheEnvironment) {
   EXPECT_TRUE(Contains(r.err, "the passphrase is wrong")) << r;
 }
 
+// A snapshot of an encrypted data dir (export with its key) restores into
+// another encrypted data dir under another key: the values open there with
+// the new key only, and its files hold no plaintext.
+TEST_F(AtRestCliTest, SnapshotsMoveBetweenEncryptedDataDirs) {
+  const std::string key = tmp_ + "/value.key", other_key = tmp_ + "/restored.key";
+  const std::string file = tmp_ + "/backup.tidesnap", restored = tmp_ + "/restored";
+  ASSERT_EQ(Tidemap({"init", "--data", dir_, "--encrypt", "--key-file", key}).exit_code, 0);
+  ASSERT_EQ(Tidemap({"put", "--data", dir_, "--key-file", key, "m", "k", "sekrit-value"}).exit_code,
+            0);
+  RunResult r = Tidemap({"snapshot", "export", "--data", dir_, file});
+  EXPECT_EQ(r.exit_code, 3) << r;  // sealed values need the key
+  r = Tidemap({"snapshot", "export", "--data", dir_, "--key-file", key, file});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  r = Tidemap(
+      {"snapshot", "import", "--data", restored, "--encrypt", "--key-file", other_key, file});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  r = Tidemap({"get", "--data", restored, "--key-file", other_key, "m", "k"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_EQ(r.out, "sekrit-value");
+  r = Tidemap({"get", "--data", restored, "--key-file", key, "m", "k"});
+  EXPECT_EQ(r.exit_code, 3) << r;  // the source's key is not this dir's
+  EXPECT_FALSE(Contains(AllBytes(restored), "sekrit-value"));
+}
+
 }  // namespace
 }  // namespace tidemap

@@ -150,7 +150,14 @@ struct Node::Impl : std::enable_shared_from_this<Node::Impl> {
   // Declared after `io`: destroyed first, with no job left.
   WorkerPool workers;
   std::thread thread;
+  // Wake-ups of the loop by commits (see PollAll and the subscription in
+  // Node::Start): set from when a PollAll is posted until it runs.
   std::atomic<bool> poll_posted{false};
+  // The replica's last seq as the latest PollAll read it, after clearing
+  // poll_posted: the polls it started cover every change up to it, so the
+  // callbacks of those changes need no wake-up of their own. Written by the
+  // loop only, so it never decreases.
+  std::atomic<uint64_t> polled_seq{0};
   std::atomic<bool> stop_called{false};
   Replica::SubscriptionId subscription = 0;
 

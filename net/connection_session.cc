@@ -36,8 +36,9 @@ Status EncodeReplies(const std::vector<msg::Message>& messages, std::vector<std:
   out->reserve(out->size() + messages.size());
   for (const msg::Message& m : messages) {
     auto payload = EncodeMessage(m);
-    if (!payload.ok())
+    if (!payload.ok()) {
       return Status::Internal("cannot encode a message: " + payload.status().message());
+    }
     out->push_back(std::move(*payload));
   }
   return Status::Ok();
@@ -65,6 +66,7 @@ SessionJobResult RunJob(SyncSession* session, Clock* clock, SessionJob job) {
   if (job.request_diff) session->RequestDiff();
   if (job.poll) r.status = session->Poll(clock->NowMillis(), &replies);
   r.stats = session->stats();
+  if (!r.status.ok()) return r;  // closes gracefully, without the replies
   if (Status s = EncodeReplies(replies, &r.replies); !s.ok()) return fail(std::move(s), false);
   return r;
 }

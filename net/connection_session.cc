@@ -1,8 +1,13 @@
 // Connection, session side. The SyncSession reads and writes the replica
 // (remote applies with their fsync, oplog reads, the scans of a diff), so it
-// never runs on the event loop: the loop decodes a peer's frames into an
-// inbox, hands them to the session in a job on the node's WorkerPool, and
-// sends the job's replies when its completion comes back to the loop.
+// never runs on the event loop: the loop decrypts a peer's frames into an
+// inbox of payloads, hands them to the session in a job on the node's
+// WorkerPool, and seals and sends the job's replies when its completion comes
+// back to the loop. The job decodes the payloads and encodes the replies (work
+// that grows with a batch's records and is spread over the pool's threads), so
+// the loop only decrypts, seals and moves bytes. A payload that does
+// not decode counts as a decode error and closes the connection at once, as a
+// frame that does not decrypt does; the messages before it are handled first.
 //
 // Order: at most one job per connection is in flight, and a job takes the
 // inbox's oldest messages, so the session sees the peer's messages in the
@@ -26,21 +31,43 @@ namespace tidemap::net {
 
 namespace {
 
-// Runs `job` on `session`: the messages in order, then RequestDiff and Poll
-// as asked. Stops at the first failure. Runs on a worker.
+// Encodes `messages` into `out`, in order. Runs on a worker.
+Status EncodeReplies(const std::vector<msg::Message>& messages, std::vector<std::string>* out) {
+  out->reserve(out->size() + messages.size());
+  for (const msg::Message& m : messages) {
+    auto payload = EncodeMessage(m);
+    if (!payload.ok()) {
+      return Status::Internal("cannot encode a message: " + payload.status().message());
+    }
+    out->push_back(std::move(*payload));
+  }
+  return Status::Ok();
+}
+
+// Runs `job` on `session`: decodes and hands it the messages in order, then
+// RequestDiff and Poll as asked, and encodes the replies. Stops at the first
+// failure. Runs on a worker.
 SessionJobResult RunJob(SyncSession* session, Clock* clock, SessionJob job) {
   SessionJobResult r;
-  for (const msg::Message& m : job.received) {
-    r.status = session->Receive(m, clock->NowMillis(), &r.replies);
-    if (!r.status.ok()) {
-      r.receive_failed = true;
-      r.stats = session->stats();
-      return r;
-    }
+  std::vector<msg::Message> replies;
+  auto fail = [&](Status status, bool decode_failed) {
+    r.status = std::move(status);
+    r.receive_failed = true;
+    r.decode_failed = decode_failed;
+    r.stats = session->stats();
+    return std::move(r);
+  };
+  for (const std::string& payload : job.received) {
+    auto m = DecodeMessage(payload, job.limits);
+    if (!m.ok()) return fail(m.status(), true);
+    Status s = session->Receive(*m, clock->NowMillis(), &replies);
+    if (!s.ok()) return fail(std::move(s), false);
   }
   if (job.request_diff) session->RequestDiff();
-  if (job.poll) r.status = session->Poll(clock->NowMillis(), &r.replies);
+  if (job.poll) r.status = session->Poll(clock->NowMillis(), &replies);
   r.stats = session->stats();
+  if (!r.status.ok()) return r;  // closes gracefully, without the replies
+  if (Status s = EncodeReplies(replies, &r.replies); !s.ok()) return fail(std::move(s), false);
   return r;
 }
 
@@ -51,8 +78,10 @@ asio::awaitable<Status> Connection::StartSession() {
   job_running_ = true;
   auto start = [session = session_.get(), clock = node_->clock]() -> Result<SessionJobResult> {
     SessionJobResult r;
-    r.status = session->Start(clock->NowMillis(), &r.replies);
+    std::vector<msg::Message> replies;
+    r.status = session->Start(clock->NowMillis(), &replies);
     r.stats = session->stats();
+    if (r.status.ok()) r.status = EncodeReplies(replies, &r.replies);
     return r;
   };
   Result<SessionJobResult> started =
@@ -91,17 +120,11 @@ Status Connection::HandleFrames() {
     }
     if (!next->has_value()) break;
     ++frames_in_;
-    const std::string& payload = **next;
+    std::string& payload = **next;
     if (payload.empty()) continue;  // keepalive
-    auto message = DecodeMessage(payload, node_->options.decode);
-    if (!message.ok()) {
-      CountDecodeError();
-      return message.status();
-    }
-    if (closing_) continue;  // draining after our final frame: nothing more to answer
-    inbox_.push_back(std::move(*message));
-    inbox_sizes_.push_back(payload.size());
+    if (closing_) continue;         // draining after our final frame: nothing more to answer
     inbox_bytes_ += payload.size();
+    inbox_.push_back(std::move(payload));
     poll_wanted_ = true;  // after a peer's messages, the session may owe more
   }
   Pump();
@@ -131,11 +154,11 @@ void Connection::Pump() {
   job.poll = poll_wanted_ && room;
   job.request_diff = diff_wanted_;
   while (!inbox_.empty() && job.received.size() < kSessionJobMessagesMax) {
+    inbox_bytes_ -= inbox_.front().size();
     job.received.push_back(std::move(inbox_.front()));
     inbox_.pop_front();
-    inbox_bytes_ -= inbox_sizes_.front();
-    inbox_sizes_.pop_front();
   }
+  if (!job.received.empty()) job.limits = node_->options.decode;
   if (job.received.empty() && !job.poll && !job.request_diff) return;
   if (job.poll) poll_wanted_ = false;
   diff_wanted_ = false;
@@ -161,11 +184,11 @@ void Connection::Pump() {
 
 void Connection::OnJobDone(SessionJobResult result) {
   stats_ = result.stats;
+  if (result.decode_failed) CountDecodeError();
   if (!result.status.ok()) {
-    // A failed Receive closes at once, without its replies; a failed Poll
-    // closes gracefully.
+    // A failed Receive (or decode, or encode) closes at once, without its
+    // replies; a failed Poll closes gracefully.
     inbox_.clear();
-    inbox_sizes_.clear();
     inbox_bytes_ = 0;
     if (result.receive_failed) {
       Close(result.status.message(), false);
@@ -184,22 +207,17 @@ void Connection::OnJobDone(SessionJobResult result) {
   Pump();
 }
 
-void Connection::Send(std::vector<msg::Message>* messages) {
-  for (const auto& m : *messages) {
-    auto payload = EncodeMessage(m);
-    if (!payload.ok()) {
-      Close("cannot encode a message: " + payload.status().message(), false);
-      break;
-    }
+void Connection::Send(std::vector<std::string>* payloads) {
+  for (const std::string& payload : *payloads) {
     std::string frame;
-    Status s = channel_->Seal(*payload, &frame);
+    Status s = channel_->Seal(payload, &frame);
     if (!s.ok()) {
       Close("cannot seal a frame: " + s.message(), false);
       break;
     }
     Enqueue(std::move(frame));
   }
-  messages->clear();
+  payloads->clear();
 }
 
 }  // namespace tidemap::net

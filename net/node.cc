@@ -326,7 +326,10 @@ void Node::Impl::OnClosed(const std::shared_ptr<Connection>& c) {
 }
 
 void Node::Impl::PollAll() {
-  poll_posted.store(false, std::memory_order_relaxed);
+  // Cleared before the seq is read: a commit whose callback still found the
+  // flag set is at or below the seq read here, so the polls below see it.
+  poll_posted.store(false);
+  polled_seq.store(replica->LastSeq());
   for (auto& [id, c] : established) c->Poll();
 }
 
@@ -401,9 +404,13 @@ Result<std::unique_ptr<Node>> Node::Start(NodeOptions options, Replica* replica,
     impl->dial_addresses = impl->options.peers;
   }
   Impl* raw = impl.get();
-  impl->subscription = replica->Subscribe("", [raw](const ChangeEvent&) {
-    // Any thread: coalesce wake-ups into one Poll on the loop.
-    if (!raw->poll_posted.exchange(true, std::memory_order_relaxed)) {
+  impl->subscription = replica->Subscribe("", [raw](const ChangeEvent& e) {
+    // Any thread: coalesce wake-ups into one Poll on the loop. The events of
+    // one commit come after the commit, so the PollAll that the first of
+    // them woke has read a seq that covers the rest: one wake-up per commit,
+    // not per record.
+    if (e.seq != 0 && e.seq <= raw->polled_seq.load()) return;
+    if (!raw->poll_posted.exchange(true)) {
       asio::post(raw->io, [raw] { raw->PollAll(); });
     }
   });

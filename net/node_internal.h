@@ -150,7 +150,14 @@ struct Node::Impl : std::enable_shared_from_this<Node::Impl> {
   // Declared after `io`: destroyed first, with no job left.
   WorkerPool workers;
   std::thread thread;
+  // Wake-ups of the loop by commits (see PollAll and the subscription in
+  // Node::Start): set from when a PollAll is posted until it runs.
   std::atomic<bool> poll_posted{false};
+  // The replica's last seq as the latest PollAll read it, after clearing
+  // poll_posted: the polls it started cover every change up to it, so the
+  // callbacks of those changes need no wake-up of their own. Written by the
+  // loop only, so it never decreases.
+  std::atomic<uint64_t> polled_seq{0};
   std::atomic<bool> stop_called{false};
   Replica::SubscriptionId subscription = 0;
 
@@ -166,17 +173,22 @@ inline constexpr size_t kWriteChunkBytes = 1 << 20;  // frames gathered into one
 // Messages handed to the session in one job; the rest wait for the next.
 inline constexpr size_t kSessionJobMessagesMax = 256;
 
-// What one session job asks of the SyncSession, and what it returns.
+// What one session job asks of the SyncSession, and what it returns. The
+// job decodes what it is handed and encodes its replies, so the loop only
+// decrypts, seals and moves frames: a batch's Cap'n Proto work runs on a
+// worker, next to the replica work it feeds.
 struct SessionJob {
-  std::vector<msg::Message> received;  // handed to Receive, in order
+  std::vector<std::string> received;  // frame payloads, decoded and handed to Receive, in order
+  DecodeLimits limits;                // for decoding them
   bool request_diff = false;
   bool poll = false;  // then Poll after the messages
 };
 struct SessionJobResult {
-  std::vector<msg::Message> replies;  // to send, in order
+  std::vector<std::string> replies;  // encoded payloads to seal and send, in order
   SyncStats stats;
   Status status;                // non-OK: the session must close
-  bool receive_failed = false;  // the failure came from a peer's message
+  bool receive_failed = false;  // the failure came from a peer's message, or encoding a reply
+  bool decode_failed = false;   // ... namely a payload that did not decode (a decode error)
 };
 
 // One TCP connection: handshake, then a SyncSession over encrypted frames.
@@ -245,13 +257,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Every frame that fails to decrypt, to parse or to decode is counted in
   // NetCounters::decode_errors (and ends the connection).
   Status TakeBytes(std::string_view bytes);
-  // Decrypts and decodes every complete frame in the channel into inbox_, then Pumps.
+  // Moves every complete frame's payload from the channel into inbox_, then Pumps.
   Status HandleFrames();
   void CountDecodeError();
   // Starts the next session job unless one is in flight or nothing is due.
   void Pump();
   void OnJobDone(SessionJobResult result);
-  void Send(std::vector<msg::Message>* messages);
+  // Seals every encoded payload into a frame and queues it; empties *payloads.
+  void Send(std::vector<std::string>* payloads);
   bool ReadPaused() const;
 
   Node::Impl* node_;
@@ -271,8 +284,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::array<char, kReadChunkBytes> read_buf_{};
 
   // Session work: messages wait here for the next job (at most one in flight).
-  std::deque<msg::Message> inbox_;
-  std::deque<size_t> inbox_sizes_;  // payload bytes of each inbox_ message
+  std::deque<std::string> inbox_;  // frame payloads, decoded by the job
   size_t inbox_bytes_ = 0;
   bool job_running_ = false;
   bool poll_wanted_ = false;

@@ -230,6 +230,9 @@ Figures OneRun(Bench& b, std::unique_ptr<Replica>* a, int run, std::string* file
   const uint64_t keys = SnapshotKeys();
   const bool flip = run % 2 == 1;
   const std::string n = std::to_string(run);
+  // Each run's new nodes are new to the source, as a restored node is.
+  const uint64_t imported_id = 2 + 2 * static_cast<uint64_t>(run);
+  const uint64_t empty_id = imported_id + 1;
   Figures f;
   for (int side = 0; side < 2; ++side) {
     if ((side == 0) != flip) {
@@ -253,7 +256,7 @@ Figures OneRun(Bench& b, std::unique_ptr<Replica>* a, int run, std::string* file
       continue;
     }
     const double start = Now();
-    Import(b, *file, 2, "/imported" + n);
+    Import(b, *file, imported_id, "/imported" + n);
     f.import_s = Seconds(start);
     f.import_rate = static_cast<double>(keys) / f.import_s;
   }
@@ -262,14 +265,14 @@ Figures OneRun(Bench& b, std::unique_ptr<Replica>* a, int run, std::string* file
   for (uint64_t i = 0; i < keys; i += 100) TIDEMAP_CHECK((*a)->Put("m", Key(i), changed).ok());
   for (int side = 0; side < 2; ++side) {
     if ((side == 0) != flip) {
-      auto d = b.Open(3, "/empty" + n);
-      f.diff_s = Catchup(**a, *d, 3);
+      auto d = b.Open(empty_id, "/empty" + n);
+      f.diff_s = Catchup(**a, *d, empty_id);
       continue;
     }
     const double start = Now();
-    auto c = b.Open(2, "/imported" + n);
+    auto c = b.Open(imported_id, "/imported" + n);
     f.open_s = Seconds(start);
-    f.catchup_s = Catchup(**a, *c, 2);
+    f.catchup_s = Catchup(**a, *c, imported_id);
   }
   for (const char* path : {"/raw-write", "/imported", "/empty"}) b.Destroy(path + n);
   return f;

@@ -145,23 +145,42 @@ Status SnapshotFileWriter::FlushRecords() {
   if (pending_.count() == 0) return Status::Ok();
   pending_.Finish();
   const std::string_view head = pending_.head(), body = pending_.body();
+  // The message is built in segment_ after one word kept for the segment
+  // table, so that a one-segment frame is sent from there without a copy.
+  // A builder leaves the words it used zeroed, as the next one needs them.
+  const size_t words = (pending_.bytes() + head.size()) / 8 + 16;
+  if (segment_.size() < words + 1) segment_.assign(words + 1, 0);
+  std::string_view flat;
   try {
-    capnp::MallocMessageBuilder builder(
-        static_cast<unsigned>((pending_.bytes() + head.size()) / 8 + 16));
+    auto* first = reinterpret_cast<capnp::word*>(segment_.data() + 1);
+    capnp::MallocMessageBuilder builder(kj::arrayPtr(first, segment_.size() - 1));
     auto r = builder.initRoot<snapfile::SnapshotFrame>().getBody().initRecords();
     r.setCount(static_cast<uint32_t>(pending_.count()));
     capnp::Data::Builder blob = r.initRecords(static_cast<unsigned>(head.size() + body.size()));
     std::memcpy(blob.begin(), head.data(), head.size());
     std::memcpy(blob.begin() + head.size(), body.data(), body.size());
     r.setExpiries(AsData(pending_.expiries()));
-    FlattenInto(builder, &frame_);
+    const auto segments = builder.getSegmentsForOutput();
+    if (segments.size() == 1 && segments[0].begin() == first) {
+      std::string table(4, '\0');  // one segment: the count less one, then its words
+      for (int i = 0; i < 4; ++i) table.push_back(static_cast<char>(segments[0].size() >> (8 * i)));
+      std::memcpy(segment_.data(), table.data(), table.size());
+      flat = std::string_view(reinterpret_cast<const char*>(segment_.data()),
+                              (segments[0].size() + 1) * sizeof(uint64_t));
+    } else {
+      FlattenInto(builder, &frame_);
+      flat = frame_;
+    }
+    records_ += pending_.count();
+    pending_.Clear();
+    const Status written = WriteFrame(flat);
+    segment_[0] = 0;
+    return written;
   } catch (const kj::Exception& e) {
+    segment_[0] = 0;
     return Status::Internal(std::string("snapshot: encoding records: ") +
                             e.getDescription().cStr());
   }
-  records_ += pending_.count();
-  pending_.Clear();
-  return WriteFrame(frame_);
 }
 
 Status SnapshotFileWriter::WriteWatermarks(const std::vector<SnapshotWatermark>& watermarks) {

@@ -80,8 +80,9 @@ class SnapshotFileWriter {
  private:
   Status WriteFrame(std::string_view payload);
   Sink sink_;
-  RecordBlobWriter pending_;  // the records frame being built
-  std::string frame_;         // reused: a records frame's payload
+  RecordBlobWriter pending_;       // the records frame being built
+  std::string frame_;              // reused: a records frame's payload
+  std::vector<uint64_t> segment_;  // reused, zeroed: a records frame's words
   Status error_;
   uint64_t bytes_ = 0;
   uint64_t records_ = 0;

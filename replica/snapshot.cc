@@ -102,15 +102,17 @@ Result<std::vector<SnapshotWatermark>> SnapshotCursor::Watermarks() {
 // ---------------------------------------------------------------------------
 // SnapshotLoader
 
-SnapshotLoader::SnapshotLoader(Replica* replica, TreeRebuild tree)
+SnapshotLoader::SnapshotLoader(Replica* replica, TreeRebuild tree, size_t index_run_bytes_max)
     : replica_(replica),
       batch_(std::make_unique<Batch>()),
       rebuilt_(std::make_unique<TreeRebuild>(std::move(tree))),
-      leaves_(rebuilt_->tree.leaf_count()) {}
+      leaves_(rebuilt_->tree.leaf_count()),
+      index_run_bytes_max_(index_run_bytes_max) {}
 
 SnapshotLoader::~SnapshotLoader() = default;
 
-Result<std::unique_ptr<SnapshotLoader>> SnapshotLoader::Begin(Replica* replica) {
+Result<std::unique_ptr<SnapshotLoader>> SnapshotLoader::Begin(Replica* replica,
+                                                              size_t index_run_bytes_max) {
   if (replica->LastSeq() != 0 || replica->KeyCount() != 0) {
     return Status::Refused("a snapshot loads only into an empty replica; this one holds " +
                            std::to_string(replica->KeyCount()) + " records and oplog seq " +
@@ -120,7 +122,8 @@ Result<std::unique_ptr<SnapshotLoader>> SnapshotLoader::Begin(Replica* replica) 
   TIDEMAP_ASSIGN_OR_RETURN(tree.tree, MerkleTree::Create(replica->impl_->tree_shape));
   tree.live.assign(tree.tree.leaf_count(), 0);
   tree.tombs.assign(tree.tree.leaf_count(), 0);
-  return std::unique_ptr<SnapshotLoader>(new SnapshotLoader(replica, std::move(tree)));
+  return std::unique_ptr<SnapshotLoader>(
+      new SnapshotLoader(replica, std::move(tree), index_run_bytes_max));
 }
 
 Status SnapshotLoader::Flush() {
@@ -213,7 +216,7 @@ Status SnapshotLoader::Add(const SnapshotRecordView& r) {
   ++records_;
   max_physical_ms_ = std::max(max_physical_ms_, r.version.hlc.physical_ms());
   if (batch_->ApproximateBytes() >= kLoadBatchBytesMax) TIDEMAP_RETURN_IF_ERROR(Flush());
-  if (index_bytes_.size() + index_.size() * sizeof(IndexRow) >= kIndexRunBytesMax) {
+  if (index_bytes_.size() + index_.size() * sizeof(IndexRow) >= index_run_bytes_max_) {
     return WriteIndexRun();
   }
   return Status::Ok();

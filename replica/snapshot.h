@@ -85,10 +85,16 @@ class SnapshotCursor {
 // assigned an oplog seq (the records are the source's, not changes here).
 class SnapshotLoader {
  public:
+  // The bytes of key-hash index rows buffered before a sorted run is written.
+  static constexpr size_t kIndexRunBytesMax = size_t{64} << 20;
+
   // Refused unless `replica` has no record and no oplog entry. The replica
   // must not be written to until Finish returned, and must be closed and
   // opened again afterwards (its key filter and counts are built at open).
-  static Result<std::unique_ptr<SnapshotLoader>> Begin(Replica* replica);
+  // `index_run_bytes_max` bounds the key-hash index rows buffered before a
+  // sorted run of them is written (see Add).
+  static Result<std::unique_ptr<SnapshotLoader>> Begin(
+      Replica* replica, size_t index_run_bytes_max = kIndexRunBytesMax);
   ~SnapshotLoader();
   SnapshotLoader(const SnapshotLoader&) = delete;
   SnapshotLoader& operator=(const SnapshotLoader&) = delete;
@@ -108,9 +114,6 @@ class SnapshotLoader {
   // the records loaded.
   Result<uint64_t> Finish(std::span<const SnapshotWatermark> watermarks);
 
-  // The bytes of key-hash index rows buffered before a sorted run is written.
-  static constexpr size_t kIndexRunBytesMax = size_t{64} << 20;
-
  private:
   // A buffered key-hash index row: its key's hash (the row key's first
   // bytes after the prefix, compared first) and where the row key and value
@@ -122,7 +125,7 @@ class SnapshotLoader {
     uint32_t value_bytes;
   };
 
-  SnapshotLoader(Replica* replica, TreeRebuild tree);
+  SnapshotLoader(Replica* replica, TreeRebuild tree, size_t index_run_bytes_max);
   Status Flush();
   // Sorts the buffered index rows and writes them; the buffer is then empty.
   Status WriteIndexRun();
@@ -130,6 +133,7 @@ class SnapshotLoader {
   std::unique_ptr<Batch> batch_;
   std::unique_ptr<TreeRebuild> rebuilt_;  // the counts of the records added
   std::vector<Digest128> leaves_;         // the tree's leaves, set once at Finish
+  size_t index_run_bytes_max_;
   std::vector<IndexRow> index_;
   std::string index_bytes_;
   std::string last_row_key_;

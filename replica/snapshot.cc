@@ -113,6 +113,7 @@ SnapshotLoader::~SnapshotLoader() = default;
 
 Result<std::unique_ptr<SnapshotLoader>> SnapshotLoader::Begin(Replica* replica,
                                                               size_t index_run_bytes_max) {
+  TIDEMAP_CHECK(index_run_bytes_max <= (size_t{1} << 31));  // rows are at 32-bit offsets
   if (replica->LastSeq() != 0 || replica->KeyCount() != 0) {
     return Status::Refused("a snapshot loads only into an empty replica; this one holds " +
                            std::to_string(replica->KeyCount()) + " records and oplog seq " +

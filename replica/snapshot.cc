@@ -51,25 +51,35 @@ Result<std::unique_ptr<SnapshotCursor>> SnapshotCursor::Open(const Replica& repl
   return cursor;
 }
 
-Result<bool> SnapshotCursor::Next(size_t page_bytes, size_t records_max,
-                                  std::vector<KeyedRecord>* out) {
+Result<bool> SnapshotCursor::Visit(size_t page_bytes, size_t records_max, const RecordFn& fn) {
   if (done_) return false;
   PrefixIterator& records = *records_;
   size_t bytes = 0, n = 0;
   for (; records.Valid() && bytes < page_bytes && n < records_max; records.Next()) {
     const std::string_view row_key = records.key();
     TIDEMAP_ASSIGN_OR_RETURN(const rows::RecordKeyParts parts, rows::SplitRecordKey(row_key));
-    TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec,
-                             rows::DecodeRecord(row_key, records.value(), cipher_));
-    bytes += parts.map.size() + parts.key.size() + rec.value.size();
+    std::string_view value;
+    TIDEMAP_ASSIGN_OR_RETURN(
+        const rows::RecordMeta meta,
+        rows::DecodeRecordView(row_key, records.value(), cipher_, &opened_, &value));
+    bytes += parts.map.size() + parts.key.size() + value.size();
     ++n;
-    out->push_back(KeyedRecord{std::string(parts.map), std::string(parts.key), std::move(rec.value),
-                               rec.version, rec.tombstone, rec.expiry_ms.value_or(0)});
+    TIDEMAP_RETURN_IF_ERROR(fn(SnapshotRecordView{parts.map, parts.key, value, meta.version,
+                                                  meta.tombstone, meta.expiry_ms}));
   }
   TIDEMAP_RETURN_IF_ERROR(records.status());
   if (records.Valid()) return true;
   done_ = true;
   return false;
+}
+
+Result<bool> SnapshotCursor::Next(size_t page_bytes, size_t records_max,
+                                  std::vector<KeyedRecord>* out) {
+  return Visit(page_bytes, records_max, [out](const SnapshotRecordView& r) {
+    out->push_back(KeyedRecord{std::string(r.map), std::string(r.key), std::string(r.value),
+                               r.version, r.tombstone, r.expiry_ms});
+    return Status::Ok();
+  });
 }
 
 Result<std::vector<SnapshotWatermark>> SnapshotCursor::Watermarks() {
@@ -92,14 +102,18 @@ Result<std::vector<SnapshotWatermark>> SnapshotCursor::Watermarks() {
 // ---------------------------------------------------------------------------
 // SnapshotLoader
 
-SnapshotLoader::SnapshotLoader(Replica* replica, TreeRebuild tree)
+SnapshotLoader::SnapshotLoader(Replica* replica, TreeRebuild tree, size_t index_run_bytes_max)
     : replica_(replica),
       batch_(std::make_unique<Batch>()),
-      rebuilt_(std::make_unique<TreeRebuild>(std::move(tree))) {}
+      rebuilt_(std::make_unique<TreeRebuild>(std::move(tree))),
+      leaves_(rebuilt_->tree.leaf_count()),
+      index_run_bytes_max_(index_run_bytes_max) {}
 
 SnapshotLoader::~SnapshotLoader() = default;
 
-Result<std::unique_ptr<SnapshotLoader>> SnapshotLoader::Begin(Replica* replica) {
+Result<std::unique_ptr<SnapshotLoader>> SnapshotLoader::Begin(Replica* replica,
+                                                              size_t index_run_bytes_max) {
+  TIDEMAP_CHECK(index_run_bytes_max <= (size_t{1} << 31));  // rows are at 32-bit offsets
   if (replica->LastSeq() != 0 || replica->KeyCount() != 0) {
     return Status::Refused("a snapshot loads only into an empty replica; this one holds " +
                            std::to_string(replica->KeyCount()) + " records and oplog seq " +
@@ -109,7 +123,8 @@ Result<std::unique_ptr<SnapshotLoader>> SnapshotLoader::Begin(Replica* replica) 
   TIDEMAP_ASSIGN_OR_RETURN(tree.tree, MerkleTree::Create(replica->impl_->tree_shape));
   tree.live.assign(tree.tree.leaf_count(), 0);
   tree.tombs.assign(tree.tree.leaf_count(), 0);
-  return std::unique_ptr<SnapshotLoader>(new SnapshotLoader(replica, std::move(tree)));
+  return std::unique_ptr<SnapshotLoader>(
+      new SnapshotLoader(replica, std::move(tree), index_run_bytes_max));
 }
 
 Status SnapshotLoader::Flush() {
@@ -119,54 +134,91 @@ Status SnapshotLoader::Flush() {
   return Status::Ok();
 }
 
-Status SnapshotLoader::Add(std::span<const KeyedRecord> records) {
-  const Limits& limits = replica_->limits();
-  TreeRebuild& tree = *rebuilt_;
-  for (const KeyedRecord& r : records) {
-    // A map's clear is the one record at the empty key (a tombstone).
-    const bool clear = r.tombstone && r.key == kClearKey;
-    TIDEMAP_RETURN_IF_ERROR(clear ? CheckMapName(limits, r.map)
-                                  : CheckSizes(limits, r.map, r.key, r.value));
-    if (r.tombstone && (!r.value.empty() || r.expiry_ms != 0)) {
-      return Status::InvalidArgument("snapshot: a tombstone with a value or an expiry at " +
-                                     rows::DescribeKey(r.map, r.key));
+Status SnapshotLoader::WriteIndexRun() {
+  TIDEMAP_RETURN_IF_ERROR(Flush());
+  const std::string_view bytes = index_bytes_;
+  auto row_key = [bytes](const IndexRow& r) { return bytes.substr(r.at, r.key_bytes); };
+  // Row keys are the prefix, the hash big-endian, then map and key: by hash
+  // first, the whole key on a tie, is row key order.
+  std::sort(index_.begin(), index_.end(), [&](const IndexRow& a, const IndexRow& b) {
+    return a.hash != b.hash ? a.hash < b.hash : row_key(a) < row_key(b);
+  });
+  // In hash order the rows' bytes are read at random from the buffer: the
+  // bytes of a row some places ahead are asked for before they are needed.
+  constexpr size_t kPrefetchAhead = 16;
+  for (size_t i = 0; i < index_.size(); ++i) {
+    if (i + kPrefetchAhead < index_.size()) {
+      __builtin_prefetch(bytes.data() + index_[i + kPrefetchAhead].at);
     }
-    rows::RecordKeyInto(&row_key_, r.map, r.key);
-    if (records_ != 0 && row_key_ <= last_row_key_) {
-      return Status::InvalidArgument("snapshot: records out of (map, key) order at " +
-                                     rows::DescribeKey(r.map, r.key));
-    }
-    const rows::RecordMeta meta{r.version, r.tombstone, r.expiry_ms};
-    const std::optional<uint64_t> expiry =
-        r.expiry_ms == 0 ? std::nullopt : std::optional<uint64_t>(r.expiry_ms);
-    rows::EncodeRecordInto(&value_bytes_, row_key_, meta, expiry, r.value,
-                           replica_->impl_->options.value_cipher);
-    batch_->Put(row_key_, value_bytes_);
-    // A map's clear: its meta row, so the opened replica hides the records
-    // older than it (a snapshot may hold some not yet removed) and removes them.
-    if (clear) {
-      batch_->Put(rows::ClearRowKey(r.map), rows::EncodeClearRow({r.version, false, {}}));
-    }
-    // The rows RebuildDerivedRows would write, and the tree it would compute,
-    // without reading the records back. A queue row holds the seq that must
-    // be acknowledged before a purge: none here (the records are not changes
-    // of this database).
-    const uint64_t hash = KeyHash(r.map, r.key);
-    rows::HashIndexKeyInto(&row_key_, hash, r.map, r.key);
-    rows::EncodeHashIndexValueInto(&value_bytes_, meta);
-    batch_->Put(row_key_, value_bytes_);
-    if (r.tombstone) batch_->Put(rows::GcQueueKey(r.version, r.map, r.key), rows::EncodeU64(0));
-    if (r.expiry_ms != 0) {
-      batch_->Put(rows::ExpiryQueueKey(r.expiry_ms, r.version, r.map, r.key), rows::EncodeU64(0));
-    }
-    const uint32_t bucket = tree.tree.BucketOf(hash);
-    tree.tree.Apply(bucket, ItemDigest(r.map, r.key, r.version, r.tombstone));
-    ++(r.tombstone ? tree.tombs : tree.live)[bucket];
-    ++tree.records;
-    rows::RecordKeyInto(&last_row_key_, r.map, r.key);
-    ++records_;
-    max_physical_ms_ = std::max(max_physical_ms_, r.version.hlc.physical_ms());
+    const IndexRow& r = index_[i];
+    batch_->Put(row_key(r), bytes.substr(r.at + r.key_bytes, r.value_bytes));
     if (batch_->ApproximateBytes() >= kLoadBatchBytesMax) TIDEMAP_RETURN_IF_ERROR(Flush());
+  }
+  index_.clear();
+  index_bytes_.clear();
+  return Flush();
+}
+
+Status SnapshotLoader::Add(std::span<const KeyedRecord> records) {
+  for (const KeyedRecord& r : records) {
+    TIDEMAP_RETURN_IF_ERROR(
+        Add(SnapshotRecordView{r.map, r.key, r.value, r.version, r.tombstone, r.expiry_ms}));
+  }
+  return Status::Ok();
+}
+
+Status SnapshotLoader::Add(const SnapshotRecordView& r) {
+  // A map's clear is the one record at the empty key (a tombstone).
+  const bool clear = r.tombstone && r.key == kClearKey;
+  const Limits& limits = replica_->limits();
+  TIDEMAP_RETURN_IF_ERROR(clear ? CheckMapName(limits, r.map)
+                                : CheckSizes(limits, r.map, r.key, r.value));
+  if (r.tombstone && (!r.value.empty() || r.expiry_ms != 0)) {
+    return Status::InvalidArgument("snapshot: a tombstone with a value or an expiry at " +
+                                   rows::DescribeKey(r.map, r.key));
+  }
+  rows::RecordKeyInto(&row_key_, r.map, r.key);
+  if (records_ != 0 && row_key_ <= last_row_key_) {
+    return Status::InvalidArgument("snapshot: records out of (map, key) order at " +
+                                   rows::DescribeKey(r.map, r.key));
+  }
+  const rows::RecordMeta meta{r.version, r.tombstone, r.expiry_ms};
+  const std::optional<uint64_t> expiry =
+      r.expiry_ms == 0 ? std::nullopt : std::optional<uint64_t>(r.expiry_ms);
+  rows::EncodeRecordInto(&value_bytes_, row_key_, meta, expiry, r.value,
+                         replica_->impl_->options.value_cipher);
+  batch_->Put(row_key_, value_bytes_);
+  std::swap(last_row_key_, row_key_);
+  // A map's clear: its meta row, so the opened replica hides the records
+  // older than it (a snapshot may hold some not yet removed) and removes them.
+  if (clear) batch_->Put(rows::ClearRowKey(r.map), rows::EncodeClearRow({r.version, false, {}}));
+  // The rows RebuildDerivedRows would write, and the tree it would compute,
+  // without reading the records back. A queue row holds the seq that must
+  // be acknowledged before a purge: none here (the records are not changes
+  // of this database).
+  if (r.tombstone) batch_->Put(rows::GcQueueKey(r.version, r.map, r.key), rows::EncodeU64(0));
+  if (r.expiry_ms != 0) {
+    batch_->Put(rows::ExpiryQueueKey(r.expiry_ms, r.version, r.map, r.key), rows::EncodeU64(0));
+  }
+  const uint64_t hash = KeyHash(r.map, r.key);
+  IndexRow& row = index_.emplace_back();
+  row.hash = hash;
+  row.at = static_cast<uint32_t>(index_bytes_.size());
+  rows::HashIndexKeyInto(&row_key_, hash, r.map, r.key);
+  rows::EncodeHashIndexValueInto(&value_bytes_, meta);
+  index_bytes_.append(row_key_).append(value_bytes_);
+  row.key_bytes = static_cast<uint32_t>(row_key_.size());
+  row.value_bytes = static_cast<uint32_t>(value_bytes_.size());
+  TreeRebuild& tree = *rebuilt_;
+  const uint32_t bucket = tree.tree.BucketOf(hash);
+  leaves_[bucket] ^= ItemDigest(r.map, r.key, r.version, r.tombstone);
+  ++(r.tombstone ? tree.tombs : tree.live)[bucket];
+  ++tree.records;
+  ++records_;
+  max_physical_ms_ = std::max(max_physical_ms_, r.version.hlc.physical_ms());
+  if (batch_->ApproximateBytes() >= kLoadBatchBytesMax) TIDEMAP_RETURN_IF_ERROR(Flush());
+  if (index_bytes_.size() + index_.size() * sizeof(IndexRow) >= index_run_bytes_max_) {
+    return WriteIndexRun();
   }
   return Status::Ok();
 }
@@ -191,12 +243,16 @@ Result<uint64_t> SnapshotLoader::Finish(std::span<const SnapshotWatermark> water
   // Local writes after the restore are stamped above every loaded version.
   const uint64_t bound_ms = std::max(max_physical_ms_, overall.hlc.physical_ms());
   if (bound_ms != 0) batch_->Put(rows::MetaKey(rows::kMetaHlcBound), rows::EncodeU64(bound_ms));
-  TIDEMAP_RETURN_IF_ERROR(Flush());
+  TIDEMAP_RETURN_IF_ERROR(WriteIndexRun());
+  TIDEMAP_RETURN_IF_ERROR(rebuilt_->tree.SetLeaves(leaves_));
   // Every page is dirty: the checkpoint writes them all, synced (and with
   // them every unsynced row above).
   MutexLock commit(&im.commit_mu);
   im.tree.Reset(std::move(*rebuilt_));
   TIDEMAP_RETURN_IF_ERROR(im.tree.Checkpoint(im.store.get(), 0, /*sync=*/true, im.options.clock));
+  // A compaction of a range beyond every row writes the memtable out and
+  // nothing else, so the next open does not replay the log of the last rows.
+  im.store->CompactRange("\xff", "\xff\xff");
   return records_;
 }
 

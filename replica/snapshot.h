@@ -19,11 +19,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
+#include <tidemap/base/hash.h>
 #include <tidemap/base/status.h>
 #include <tidemap/replica/replica.h>
 #include <tidemap/schemas/messages.h>
@@ -57,6 +59,12 @@ class SnapshotCursor {
   // once every record was returned (then `out` may hold the last ones).
   // Corruption, naming the key, for a record whose bytes fail their check.
   Result<bool> Next(size_t page_bytes, size_t records_max, std::vector<KeyedRecord>* out);
+  // The same page, without copies: calls `fn` with each record as views into
+  // the cursor's current row (or its buffer of an opened sealed value),
+  // valid during the call only. An error of `fn` stops the page and is
+  // returned.
+  using RecordFn = std::function<Status(const SnapshotRecordView&)>;
+  Result<bool> Visit(size_t page_bytes, size_t records_max, const RecordFn& fn);
   // The bucket GC watermarks of the same snapshot, in bucket order (at most
   // one per Merkle leaf). REQUIRES: Next returned false.
   Result<std::vector<SnapshotWatermark>> Watermarks();
@@ -67,6 +75,7 @@ class SnapshotCursor {
   const ValueCipher* cipher_ = nullptr;  // the replica's (encryption at rest)
   std::unique_ptr<StoreIterator> it_;
   std::unique_ptr<PrefixIterator> records_;
+  std::string opened_;  // the current record's value, when it was sealed
   bool done_ = false;
 };
 
@@ -76,10 +85,16 @@ class SnapshotCursor {
 // assigned an oplog seq (the records are the source's, not changes here).
 class SnapshotLoader {
  public:
+  // The bytes of key-hash index rows buffered before a sorted run is written.
+  static constexpr size_t kIndexRunBytesMax = size_t{64} << 20;
+
   // Refused unless `replica` has no record and no oplog entry. The replica
   // must not be written to until Finish returned, and must be closed and
   // opened again afterwards (its key filter and counts are built at open).
-  static Result<std::unique_ptr<SnapshotLoader>> Begin(Replica* replica);
+  // `index_run_bytes_max` bounds the key-hash index rows buffered before a
+  // sorted run of them is written (see Add).
+  static Result<std::unique_ptr<SnapshotLoader>> Begin(
+      Replica* replica, size_t index_run_bytes_max = kIndexRunBytesMax);
   ~SnapshotLoader();
   SnapshotLoader(const SnapshotLoader&) = delete;
   SnapshotLoader& operator=(const SnapshotLoader&) = delete;
@@ -88,19 +103,39 @@ class SnapshotLoader {
   // tombstone and expiry queues, a map's clear row) and adds them to the Merkle tree being
   // built. They must follow the ones before in strictly rising (map, key)
   // order (else InvalidArgument) and respect the replica's limits (else
-  // Refused). Written unsynced, in batches.
+  // Refused). Written unsynced, in batches: the record rows as they come,
+  // the key-hash index rows buffered (at most kIndexRunBytesMax) and written
+  // in key-hash order, so LevelDB receives long sorted runs of both.
   Status Add(std::span<const KeyedRecord> records);
+  // The same for one record given as views (copied before it returns).
+  Status Add(const SnapshotRecordView& record);
   // Stores the watermarks and the HLC bound above every loaded version,
   // checkpoints the Merkle tree built from the records and syncs. Returns
   // the records loaded.
   Result<uint64_t> Finish(std::span<const SnapshotWatermark> watermarks);
 
  private:
-  SnapshotLoader(Replica* replica, TreeRebuild tree);
+  // A buffered key-hash index row: its key's hash (the row key's first
+  // bytes after the prefix, compared first) and where the row key and value
+  // lie in index_bytes_.
+  struct IndexRow {
+    uint64_t hash;
+    uint32_t at;
+    uint32_t key_bytes;
+    uint32_t value_bytes;
+  };
+
+  SnapshotLoader(Replica* replica, TreeRebuild tree, size_t index_run_bytes_max);
   Status Flush();
+  // Sorts the buffered index rows and writes them; the buffer is then empty.
+  Status WriteIndexRun();
   Replica* replica_;
   std::unique_ptr<Batch> batch_;
-  std::unique_ptr<TreeRebuild> rebuilt_;  // the tree and counts of the records added
+  std::unique_ptr<TreeRebuild> rebuilt_;  // the counts of the records added
+  std::vector<Digest128> leaves_;         // the tree's leaves, set once at Finish
+  size_t index_run_bytes_max_;
+  std::vector<IndexRow> index_;
+  std::string index_bytes_;
   std::string last_row_key_;
   std::string row_key_, value_bytes_;  // reused encoding buffers
   uint64_t records_ = 0;

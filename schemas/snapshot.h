@@ -5,6 +5,7 @@
 #define TIDEMAP_SCHEMAS_SNAPSHOT_H_
 
 #include <cstdint>
+#include <string_view>
 
 #include <tidemap/hlc/hlc.h>
 
@@ -23,6 +24,18 @@ struct SnapshotHeader {
   uint64_t seq = 0;          // the source's last oplog seq the snapshot covers
   uint64_t records = 0;      // stored records, tombstones included
   uint64_t created_ms = 0;   // when the export started (ms since the Unix epoch)
+};
+
+// One record of a snapshot as views (a KeyedRecord without its copies):
+// what a snapshot cursor reads from a row and the file writer encodes. The
+// views borrow the reader's buffers and are valid until its next call.
+struct SnapshotRecordView {
+  std::string_view map;
+  std::string_view key;
+  std::string_view value;  // empty for a tombstone
+  Version version;
+  bool tombstone = false;
+  uint64_t expiry_ms = 0;  // 0: never expires; always 0 for a tombstone
 };
 
 // The GC watermark of one Merkle bucket (see replica/tombstone_gc_internal.h).

@@ -31,9 +31,9 @@
 #include <string>
 #include <utility>
 
+#include <tidemap/base/check.h>
 #include <tidemap/base/coding.h>
 #include <tidemap/base/hash.h>
-#include <tidemap/schemas/codec_internal.h>
 #include <tidemap/schemas/snapshot.capnp.h>
 
 namespace tidemap {
@@ -58,11 +58,30 @@ std::string_view AsView(capnp::Data::Reader d) {
   return std::string_view(reinterpret_cast<const char*>(d.begin()), d.size());
 }
 
+// The flat bytes of a built frame (capnp::messageToFlatArray's) into `*out`,
+// replacing its contents: the segment table (the count less one, each
+// segment's words, u32 little-endian, padded to a word), then the segments.
+void FlattenInto(capnp::MessageBuilder& builder, std::string* out) {
+  const kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments =
+      builder.getSegmentsForOutput();
+  out->clear();
+  auto put32 = [out](size_t v) {
+    for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  };
+  put32(segments.size() - 1);
+  for (const kj::ArrayPtr<const capnp::word>& segment : segments) put32(segment.size());
+  if (segments.size() % 2 == 0) put32(0);
+  for (const kj::ArrayPtr<const capnp::word>& segment : segments) {
+    const kj::ArrayPtr<const kj::byte> bytes = segment.asBytes();
+    out->append(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+  }
+}
+
 // The flat bytes of a built frame.
 std::string Flatten(capnp::MallocMessageBuilder& builder) {
-  const kj::Array<capnp::word> words = capnp::messageToFlatArray(builder);
-  const kj::ArrayPtr<const kj::byte> bytes = words.asBytes();
-  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+  std::string out;
+  FlattenInto(builder, &out);
+  return out;
 }
 
 }  // namespace
@@ -103,24 +122,65 @@ Status SnapshotFileWriter::WriteHeader(const SnapshotHeader& header) {
 
 Status SnapshotFileWriter::WriteRecords(const std::vector<KeyedRecord>& records) {
   if (!error_.ok()) return error_;
+  TIDEMAP_CHECK(pending_.count() == 0);
   if (records.empty()) return Status::InvalidArgument("snapshot: an empty records frame");
-  TIDEMAP_ASSIGN_OR_RETURN(const std::string blob, codec_internal::EncodeRecords(records, kBody));
-  const std::string expiries = codec_internal::EncodeExpiries(records);
-  std::string payload;
+  for (const KeyedRecord& r : records) {
+    const Status added =
+        AddRecord(SnapshotRecordView{r.map, r.key, r.value, r.version, r.tombstone, r.expiry_ms});
+    if (!added.ok()) {
+      pending_.Clear();
+      return added;
+    }
+  }
+  return FlushRecords();
+}
+
+Status SnapshotFileWriter::AddRecord(const SnapshotRecordView& record) {
+  if (!error_.ok()) return error_;
+  return pending_.Add(record, kBody);
+}
+
+Status SnapshotFileWriter::FlushRecords() {
+  if (!error_.ok()) return error_;
+  if (pending_.count() == 0) return Status::Ok();
+  pending_.Finish();
+  const std::string_view head = pending_.head(), body = pending_.body();
+  // The message is built in segment_ after one word kept for the segment
+  // table, so that a one-segment frame is sent from there without a copy.
+  // A builder leaves the words it used zeroed, as the next one needs them.
+  const size_t words = (pending_.bytes() + head.size()) / 8 + 16;
+  if (segment_.size() < words + 1) segment_.assign(words + 1, 0);
+  std::string_view flat;
   try {
-    capnp::MallocMessageBuilder builder(
-        static_cast<unsigned>((blob.size() + expiries.size()) / 8 + 16));
+    auto* first = reinterpret_cast<capnp::word*>(segment_.data() + 1);
+    capnp::MallocMessageBuilder builder(kj::arrayPtr(first, segment_.size() - 1));
     auto r = builder.initRoot<snapfile::SnapshotFrame>().getBody().initRecords();
-    r.setCount(static_cast<uint32_t>(records.size()));
-    r.setRecords(AsData(blob));
-    r.setExpiries(AsData(expiries));
-    payload = Flatten(builder);
+    r.setCount(static_cast<uint32_t>(pending_.count()));
+    capnp::Data::Builder blob = r.initRecords(static_cast<unsigned>(head.size() + body.size()));
+    std::memcpy(blob.begin(), head.data(), head.size());
+    std::memcpy(blob.begin() + head.size(), body.data(), body.size());
+    r.setExpiries(AsData(pending_.expiries()));
+    const auto segments = builder.getSegmentsForOutput();
+    if (segments.size() == 1 && segments[0].begin() == first) {
+      std::string table(4, '\0');  // one segment: the count less one, then its words
+      for (int i = 0; i < 4; ++i) table.push_back(static_cast<char>(segments[0].size() >> (8 * i)));
+      std::memcpy(segment_.data(), table.data(), table.size());
+      flat = std::string_view(reinterpret_cast<const char*>(segment_.data()),
+                              (segments[0].size() + 1) * sizeof(uint64_t));
+    } else {
+      FlattenInto(builder, &frame_);
+      flat = frame_;
+    }
+    records_ += pending_.count();
+    pending_.Clear();
+    const Status written = WriteFrame(flat);
+    segment_[0] = 0;
+    return written;
   } catch (const kj::Exception& e) {
+    segment_[0] = 0;
     return Status::Internal(std::string("snapshot: encoding records: ") +
                             e.getDescription().cStr());
   }
-  records_ += records.size();
-  return WriteFrame(payload);
 }
 
 Status SnapshotFileWriter::WriteWatermarks(const std::vector<SnapshotWatermark>& watermarks) {
@@ -243,6 +303,27 @@ Result<SnapshotHeader> SnapshotFileReader::ReadHeader() {
 
 Result<SnapshotPart> SnapshotFileReader::Next(std::vector<KeyedRecord>* records,
                                               std::vector<SnapshotWatermark>* watermarks) {
+  return Next(
+      [records](const SnapshotRecordView& r) {
+        records->push_back(KeyedRecord{std::string(r.map), std::string(r.key), std::string(r.value),
+                                       r.version, r.tombstone, r.expiry_ms});
+        return Status::Ok();
+      },
+      watermarks);
+}
+
+namespace {
+
+// The record count a records blob starts with (0 for an empty or malformed one).
+uint64_t BlobCount(std::string_view blob) {
+  uint64_t count = 0;
+  return GetVarint64(&blob, &count) ? count : 0;
+}
+
+}  // namespace
+
+Result<SnapshotPart> SnapshotFileReader::Next(const RecordViewFn& on_record,
+                                              std::vector<SnapshotWatermark>* watermarks) {
   if (ended_) return SnapshotPart::kEnd;
   const uint64_t chain_before = chain_;
   TIDEMAP_ASSIGN_OR_RETURN(const bool frame, ReadFrame());
@@ -254,17 +335,20 @@ Result<SnapshotPart> SnapshotFileReader::Next(std::vector<KeyedRecord>* records,
     if (f.body.isRecords()) {
       if (watermarks_seen_) return Fail(frame_offset_, "records after the watermarks");
       auto r = f.body.getRecords();
-      Result<std::vector<KeyedRecord>> decoded =
-          codec_internal::DecodeRecords(AsView(r.getRecords()), limits_.decode, kBody);
-      if (!decoded.ok()) return Fail(frame_offset_, decoded.status().message());
-      if (decoded->empty() || decoded->size() != r.getCount()) {
-        return Fail(frame_offset_, "records frame holds " + Str(decoded->size()) +
+      const std::string_view blob = AsView(r.getRecords());
+      if (BlobCount(blob) == 0 || BlobCount(blob) != r.getCount()) {
+        return Fail(frame_offset_, "records frame holds " + Str(BlobCount(blob)) +
                                        " records, says " + Str(r.getCount()));
       }
-      Status expiries = codec_internal::DecodeExpiries(AsView(r.getExpiries()), kBody, &*decoded);
-      if (!expiries.ok()) return Fail(frame_offset_, expiries.message());
-      records_ += decoded->size();
-      for (KeyedRecord& rec : *decoded) records->push_back(std::move(rec));
+      Status passed;  // the first error of on_record
+      Result<uint64_t> n = VisitRecordBlob(blob, AsView(r.getExpiries()), limits_.decode, kBody,
+                                           [&](const SnapshotRecordView& v) {
+                                             passed = on_record(v);
+                                             return passed;
+                                           });
+      if (!passed.ok()) return passed;
+      if (!n.ok()) return Fail(frame_offset_, n.status().message());
+      records_ += *n;
       return SnapshotPart::kRecords;
     }
     if (f.body.isWatermarks()) {

@@ -23,6 +23,8 @@
 #include <tidemap/base/status.h>
 #include <tidemap/schemas/codec.h>
 #include <tidemap/schemas/messages.h>
+#include <tidemap/schemas/record_blob_reader.h>
+#include <tidemap/schemas/record_blob_writer.h>
 #include <tidemap/schemas/snapshot.h>
 
 namespace tidemap {
@@ -55,7 +57,18 @@ class SnapshotFileWriter {
   // The magic and the header frame. REQUIRES: called first, once.
   Status WriteHeader(const SnapshotHeader& header);
   // One frame of records (non-empty), in (map, key) order across calls.
+  // REQUIRES: no record added by AddRecord is pending.
   Status WriteRecords(const std::vector<KeyedRecord>& records);
+  // The same frames built a record at a time, from views (copied before
+  // AddRecord returns): AddRecord adds one record to the frame being built
+  // (InvalidArgument for a tombstone with a value or an expiry; the record
+  // is then not added), FlushRecords writes the pending records as one
+  // frame (nothing when none is pending). The caller cuts the frames, e.g.
+  // when pending_bytes() passes its frame size.
+  Status AddRecord(const SnapshotRecordView& record);
+  Status FlushRecords();
+  size_t pending_records() const { return pending_.count(); }
+  size_t pending_bytes() const { return pending_.bytes(); }
   // One frame of bucket GC watermarks, after every record frame.
   Status WriteWatermarks(const std::vector<SnapshotWatermark>& watermarks);
   // The trailer: the record and frame counts and the file's checksum.
@@ -67,6 +80,9 @@ class SnapshotFileWriter {
  private:
   Status WriteFrame(std::string_view payload);
   Sink sink_;
+  RecordBlobWriter pending_;       // the records frame being built
+  std::string frame_;              // reused: a records frame's payload
+  std::vector<uint64_t> segment_;  // reused, zeroed: a records frame's words
   Status error_;
   uint64_t bytes_ = 0;
   uint64_t records_ = 0;
@@ -88,6 +104,12 @@ class SnapshotFileReader {
   // watermarks to `*watermarks` (kWatermarks); kEnd once the trailer was read,
   // matched every count and the file checksum, and nothing follows it.
   Result<SnapshotPart> Next(std::vector<KeyedRecord>* records,
+                            std::vector<SnapshotWatermark>* watermarks);
+  // The same, a records frame's records passed to `on_record` one at a
+  // time, as views into the reader's frame buffer valid during the call,
+  // instead of copied into a vector. An error of `on_record` stops the read
+  // and is returned as is; the records before it were passed on.
+  Result<SnapshotPart> Next(const RecordViewFn& on_record,
                             std::vector<SnapshotWatermark>* watermarks);
 
   // Bytes read so far.

@@ -41,12 +41,6 @@ SnapshotFileReader::Source FileSource(std::FILE* f, const std::string& path) {
   };
 }
 
-uint64_t Tombstones(const std::vector<KeyedRecord>& records) {
-  uint64_t n = 0;
-  for (const KeyedRecord& r : records) n += r.tombstone ? 1 : 0;
-  return n;
-}
-
 // The path of the directory an import fills before it is renamed to `dir`:
 // hidden, beside it (the same file system, so the rename is atomic).
 fs::path ImportTempDir(const fs::path& dir) {
@@ -84,15 +78,15 @@ Result<bool> SnapshotStream::Next(size_t bytes_min, std::string* out) {
   out_ = out;
   const size_t start = out->size();
   if (writer_->bytes() == 0) TIDEMAP_RETURN_IF_ERROR(writer_->WriteHeader(counts_.header));
-  std::vector<KeyedRecord> page;
+  // Each page of the cursor is one frame, encoded straight from the rows.
+  const SnapshotCursor::RecordFn add = [this](const SnapshotRecordView& r) {
+    counts_.tombstones += r.tombstone ? 1 : 0;
+    return writer_->AddRecord(r);
+  };
   while (!records_done_ && out->size() - start < bytes_min) {
-    page.clear();
     TIDEMAP_ASSIGN_OR_RETURN(const bool more,
-                             cursor_->Next(kSnapshotFrameBytes, kSnapshotFrameRecordsMax, &page));
-    if (!page.empty()) {
-      counts_.tombstones += Tombstones(page);
-      TIDEMAP_RETURN_IF_ERROR(writer_->WriteRecords(page));
-    }
+                             cursor_->Visit(kSnapshotFrameBytes, kSnapshotFrameRecordsMax, add));
+    TIDEMAP_RETURN_IF_ERROR(writer_->FlushRecords());
     records_done_ = !more;
   }
   if (!records_done_) return true;
@@ -157,12 +151,13 @@ Result<SnapshotCounts> VerifySnapshotFile(const std::string& path) {
   SnapshotFileReader reader(FileSource(f.get(), path));
   SnapshotCounts counts;
   TIDEMAP_ASSIGN_OR_RETURN(counts.header, reader.ReadHeader());
-  std::vector<KeyedRecord> records;
+  const RecordViewFn count = [&counts](const SnapshotRecordView& r) {
+    counts.tombstones += r.tombstone ? 1 : 0;
+    return Status::Ok();
+  };
   std::vector<SnapshotWatermark> marks;
   for (;;) {
-    records.clear();
-    TIDEMAP_ASSIGN_OR_RETURN(const SnapshotPart part, reader.Next(&records, &marks));
-    counts.tombstones += Tombstones(records);
+    TIDEMAP_ASSIGN_OR_RETURN(const SnapshotPart part, reader.Next(count, &marks));
     if (part == SnapshotPart::kEnd) break;
   }
   counts.records = reader.records();
@@ -187,17 +182,18 @@ Result<SnapshotImportReport> ImportInto(const fs::path& temp, const std::string&
   TIDEMAP_ASSIGN_OR_RETURN(std::unique_ptr<DataDir> dd, DataDir::Init(temp.string(), options));
   TIDEMAP_ASSIGN_OR_RETURN(std::unique_ptr<SnapshotLoader> loader,
                            SnapshotLoader::Begin(&dd->replica()));
-  std::vector<KeyedRecord> records;
+  // Records go from the reader's frame buffer to the loader as views.
+  const RecordViewFn add = [&](const SnapshotRecordView& r) {
+    report.file.tombstones += r.tombstone ? 1 : 0;
+    Status added = loader->Add(r);
+    if (added.ok()) return added;
+    return Status::Corruption("snapshot offset " + std::to_string(reader.offset()) + ": " +
+                              added.message());
+  };
   std::vector<SnapshotWatermark> marks;
   for (;;) {
-    records.clear();
-    TIDEMAP_ASSIGN_OR_RETURN(const SnapshotPart part, reader.Next(&records, &marks));
+    TIDEMAP_ASSIGN_OR_RETURN(const SnapshotPart part, reader.Next(add, &marks));
     if (part == SnapshotPart::kEnd) break;
-    report.file.tombstones += Tombstones(records);
-    if (Status added = loader->Add(records); !added.ok()) {
-      return Status::Corruption("snapshot offset " + std::to_string(reader.offset()) + ": " +
-                                added.message());
-    }
   }
   if (Result<uint64_t> loaded = loader->Finish(marks); !loaded.ok()) {
     return loaded.status().code() == Status::Code::kInternal || loaded.status().IsIOError()

@@ -247,6 +247,30 @@ Result<RecordValue> DecodeRecord(std::string_view row_key, std::string_view byte
   return out;
 }
 
+Result<RecordMeta> DecodeRecordView(std::string_view row_key, std::string_view bytes,
+                                    const ValueCipher* cipher, std::string* opened,
+                                    std::string_view* value) {
+  ParsedRecord parsed;
+  TIDEMAP_ASSIGN_OR_RETURN(const RecordMeta meta, ParseRecord(row_key, bytes, nullptr, &parsed));
+  if (!parsed.sealed) {
+    *value = parsed.value;
+    return meta;
+  }
+  if (cipher == nullptr) {
+    return Status::Unavailable("record " + DescribeRowKey(row_key) +
+                               ": the value is encrypted at rest and no key was given");
+  }
+  thread_local std::string ad;
+  SealAd(&ad, parsed.header, row_key);
+  opened->clear();
+  const Status status = cipher->Open(ad, parsed.value, opened);
+  if (!status.ok()) {
+    return Status::Corruption("record " + DescribeRowKey(row_key) + ": " + status.message());
+  }
+  *value = *opened;
+  return meta;
+}
+
 Result<uint8_t> RecordSealKeyId(std::string_view row_key, std::string_view bytes) {
   ParsedRecord parsed;
   TIDEMAP_RETURN_IF_ERROR(ParseRecord(row_key, bytes, nullptr, &parsed).status());

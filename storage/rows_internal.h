@@ -94,6 +94,12 @@ void EncodeRecordInto(std::string* out, std::string_view row_key, const RecordMe
 // Corruption too. A sealed value without a `cipher` is Unavailable.
 Result<RecordValue> DecodeRecord(std::string_view row_key, std::string_view bytes,
                                  const ValueCipher* cipher = nullptr);
+// Same checks as DecodeRecord, without copying: `*value` views the stored
+// value in `bytes`, or, when it is sealed, `*opened` (replaced by the value
+// opened with `cipher`). The meta's expiry_ms is 0 when there is none.
+Result<RecordMeta> DecodeRecordView(std::string_view row_key, std::string_view bytes,
+                                    const ValueCipher* cipher, std::string* opened,
+                                    std::string_view* value);
 // The key id a record's value is sealed under (storage/value_cipher.h); 0
 // when it is stored in the clear (a tombstone, or a replica without
 // encryption). Verifies the checksum, opens nothing.

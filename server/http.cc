@@ -158,6 +158,12 @@ asio::awaitable<bool> HttpServer::Impl::WriteRaw(Conn& conn, const std::string& 
 
 asio::awaitable<void> HttpServer::Impl::Session(tcp::socket socket) {
   auto conn = std::make_shared<Conn>(std::move(socket), tls.get());
+  {
+    // Asked once: the peer's address does not change while connected.
+    beast::error_code ec;
+    const tcp::endpoint client = conn->stream.socket().remote_endpoint(ec);
+    conn->from_loopback = !ec && client.address().is_loopback();
+  }
   const uint64_t id = next_conn_id++;
   conns[id] = conn;
   {
@@ -264,9 +270,7 @@ asio::awaitable<bool> HttpServer::Impl::Dispatch(
   x.method = req.method();
   x.client_keep_alive = req.keep_alive();
   x.route = MatchRoute(View(req.target()));
-  beast::error_code endpoint_error;
-  const tcp::endpoint client = conn->stream.socket().remote_endpoint(endpoint_error);
-  x.from_loopback = !endpoint_error && client.address().is_loopback();
+  x.from_loopback = conn->from_loopback;
   const bool body_pending =
       header_parser.chunked() ||
       (header_parser.content_length().has_value() && *header_parser.content_length() > 0);
@@ -493,8 +497,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(HttpOptions options, HttpC
     impl->context = std::move(context);
     impl->body_budget = std::make_unique<ByteBudget>(impl->options.body_bytes_in_flight_max);
     impl->pool = std::make_unique<net::WorkerPool>(impl->options.worker_threads);
-    impl->writes =
-        std::make_unique<WriteCoalescer>(impl->context.replica, impl->pool.get(), impl->ioc.get());
+    impl->writes = std::make_unique<WriteCoalescer>(impl->context.replica, impl->ioc.get());
     asio::co_spawn(*impl->ioc, impl->AcceptLoop(), LogException{});
     std::promise<void> done;
     impl->io_done = done.get_future();
@@ -542,6 +545,7 @@ void HttpServer::Stop() {
   if (s.io_done.wait_for(kStopGrace) != std::future_status::ready) s.ioc->stop();
   s.io_thread.join();
   s.pool->Join();
+  s.writes->Join();
   // Frames still queued (a stopped loop) are destroyed here, on this thread,
   // with the I/O thread gone.
   s.acceptor.reset();

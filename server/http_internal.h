@@ -262,6 +262,7 @@ struct Conn {
   // wake the stream, and the stream's reader cancels it when the peer goes.
   std::shared_ptr<asio::steady_timer> watch_timer;
   bool peer_gone = false;
+  bool from_loopback = false;  // the client's address is a loopback one
 
   void Close() {
     beast::error_code ec;

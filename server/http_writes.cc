@@ -1,6 +1,8 @@
 // The write coalescer of plain key writes (see http_writes_internal.h).
 #include <tidemap/server/http_writes_internal.h>
 
+#include <boost/asio/post.hpp>
+
 #include <algorithm>
 
 #include <tidemap/server/http_internal.h>
@@ -16,14 +18,23 @@ constexpr size_t kWritesPerBatchMax = 1024;
 }  // namespace
 
 Response WriteResponse(http::verb method, const Version& v) {
-  Response res = JsonResponse(http::status::ok, {{"hlc", v.hlc.ToString()}});
+  // {"hlc": "..."} as JsonResponse writes it: the printable HLC needs no escaping.
+  Response res =
+      MakeResponse(http::status::ok, "{\"hlc\":\"" + v.hlc.ToString() + "\"}", "application/json");
   if (method == http::verb::put) res.set(http::field::etag, ETagOf(v));
   return res;
 }
 
 void WriteCoalescer::Submit(std::shared_ptr<PlainWrite> w) {
   queued_.push_back(std::move(w));
-  if (!in_flight_) StartCommit();
+  if (in_flight_ || start_posted_) return;
+  // Started once the handlers already queued on the loop have run: the
+  // requests read in this round of the loop join the same commit.
+  start_posted_ = true;
+  boost::asio::post(*ioc_, [this] {
+    start_posted_ = false;
+    if (!in_flight_ && !queued_.empty()) StartCommit();
+  });
 }
 
 void WriteCoalescer::StartCommit() {
@@ -34,7 +45,7 @@ void WriteCoalescer::StartCommit() {
     CommitAll(replica, *writes);
     return Status::Ok();
   };
-  pool_->Run(ioc_->get_executor(), std::move(commit), [this, writes](const Status&) {
+  commit_thread_.Run(ioc_->get_executor(), std::move(commit), [this, writes](const Status&) {
     for (const auto& w : *writes) {
       w->finished = true;
       if (w->wake != nullptr) w->wake->cancel();

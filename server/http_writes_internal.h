@@ -14,11 +14,17 @@
 // as it would each. Ops of one batch commit atomically, which writes that
 // share a group commit already do.
 //
+// The commits run on the coalescer's own commit thread, one at a time, so
+// the plain writes reach the replica's commit queue from one thread: in sync
+// mode its leader never waits for another thread of the last group to come
+// back (replica/commit_queue_internal.h), and the thread stays the same.
+//
 // Threading: Submit and the completions run on the I/O thread; CommitAll on
-// a worker. Lifetimes: the replica, the pool and the I/O context outlive the
-// coalescer; a PlainWrite is shared between its request's coroutine and the
-// commit that holds it; `wake` points into that coroutine's frame and is
-// used only on the I/O thread while the request waits on it.
+// the commit thread. Lifetimes: the replica and the I/O context outlive the
+// coalescer; Join() must return before the I/O context is destroyed; a
+// PlainWrite is shared between its request's coroutine and the commit that
+// holds it; `wake` points into that coroutine's frame and is used only on the
+// I/O thread while the request waits on it.
 #ifndef TIDEMAP_SERVER_HTTP_WRITES_INTERNAL_H_
 #define TIDEMAP_SERVER_HTTP_WRITES_INTERNAL_H_
 
@@ -53,12 +59,16 @@ struct PlainWrite {
 
 class WriteCoalescer {
  public:
-  WriteCoalescer(Replica* replica, net::WorkerPool* pool, boost::asio::io_context* ioc)
-      : replica_(replica), pool_(pool), ioc_(ioc) {}
+  WriteCoalescer(Replica* replica, boost::asio::io_context* ioc)
+      : replica_(replica), commit_thread_(1), ioc_(ioc) {}
 
   // I/O thread. Queues `w`; a commit starts at once unless one runs, else
   // when it ends. w->wake is cancelled (on the I/O thread) when w->result is set.
   void Submit(std::shared_ptr<PlainWrite> w);
+
+  // Waits for the commit in flight, if any, and ends the commit thread
+  // (its completion is posted to the I/O context). Idempotent.
+  void Join() { commit_thread_.Join(); }
 
  private:
   using Writes = std::vector<std::shared_ptr<PlainWrite>>;
@@ -69,10 +79,11 @@ class WriteCoalescer {
   static void CommitBatch(Replica* replica, const std::vector<PlainWrite*>& batch);
 
   Replica* const replica_;
-  net::WorkerPool* const pool_;
+  net::WorkerPool commit_thread_;  // one thread
   boost::asio::io_context* const ioc_;
-  Writes queued_;           // I/O thread
-  bool in_flight_ = false;  // I/O thread
+  Writes queued_;              // I/O thread
+  bool in_flight_ = false;     // I/O thread
+  bool start_posted_ = false;  // I/O thread: a StartCommit is posted to the loop
 };
 
 // A plain write's response: 200 {"hlc": ...}, with the ETag of the version

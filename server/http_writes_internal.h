@@ -62,8 +62,9 @@ class WriteCoalescer {
   WriteCoalescer(Replica* replica, boost::asio::io_context* ioc)
       : replica_(replica), commit_thread_(1), ioc_(ioc) {}
 
-  // I/O thread. Queues `w`; a commit starts at once unless one runs, else
-  // when it ends. w->wake is cancelled (on the I/O thread) when w->result is set.
+  // I/O thread. Queues `w`; a commit starts after the handlers already
+  // queued on the loop (so they join it), unless one runs, else when it ends. w->wake is cancelled
+  // (on the I/O thread) when w->result is set.
   void Submit(std::shared_ptr<PlainWrite> w);
 
   // Waits for the commit in flight, if any, and ends the commit thread

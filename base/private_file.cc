@@ -36,13 +36,8 @@ class Fd {
 };
 
 Status SyncDirOf(const std::string& path) {
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (fd.get() < 0 || ::fsync(fd.get()) != 0) {
-    return Status::IOError("cannot sync directory " + dir + ": " + ErrnoText(errno));
-  }
-  return Status::Ok();
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  return SyncDir(dir.empty() ? "." : dir);
 }
 
 // Creates `path` (O_EXCL) with mode 0600 and writes `contents`, synced;
@@ -95,19 +90,30 @@ Result<std::string> ReadPrivateFile(const std::string& path, const std::string& 
     return Status::IOError("cannot open " + what + ": " + ErrnoText(err));
   }
   TIDEMAP_RETURN_IF_ERROR(CheckPrivateFile(fd.get(), what, path));
-  std::string out;
-  char buf[4096];
-  for (;;) {
-    const ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+  // Read in place, one byte past the limit to see an oversized file: no
+  // intermediate buffer or reallocation leaves a copy of the secret behind.
+  std::string out(bytes_max + 1, '\0');
+  size_t len = 0;
+  while (len < out.size()) {
+    const ssize_t n = ::read(fd.get(), out.data() + len, out.size() - len);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Status::IOError("cannot read " + what + ": " + ErrnoText(errno));
     if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-    if (out.size() > bytes_max) {
-      return Status::Corruption(what + " is larger than " + std::to_string(bytes_max) + " bytes");
-    }
+    len += static_cast<size_t>(n);
   }
+  if (len > bytes_max) {
+    return Status::Corruption(what + " is larger than " + std::to_string(bytes_max) + " bytes");
+  }
+  out.resize(len);
   return out;
+}
+
+Status SyncDir(const std::string& dir) {
+  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0 || ::fsync(fd.get()) != 0) {
+    return Status::IOError("cannot sync directory " + dir + ": " + ErrnoText(errno));
+  }
+  return Status::Ok();
 }
 
 Status WritePrivateFile(const std::string& path, const std::string& what, std::string_view contents,

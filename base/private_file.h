@@ -20,8 +20,10 @@ namespace tidemap {
 Status CheckPrivateFile(int fd, const std::string& what, const std::string& path);
 
 // Reads the whole of the private file `path` (named `what` in messages), after
-// CheckPrivateFile on the open file. NotFound when it does not exist;
-// Corruption when it holds more than `bytes_max` bytes; IOError otherwise.
+// CheckPrivateFile on the open file, into the returned string alone (no other
+// copy is left in memory: the caller wipes it when the bytes are secret).
+// NotFound when it does not exist; Corruption when it holds more than
+// `bytes_max` bytes; IOError otherwise.
 Result<std::string> ReadPrivateFile(const std::string& path, const std::string& what,
                                     size_t bytes_max);
 
@@ -32,6 +34,9 @@ Result<std::string> ReadPrivateFile(const std::string& path, const std::string& 
 // leaves either the old file or the new one whole.
 Status WritePrivateFile(const std::string& path, const std::string& what, std::string_view contents,
                         bool replace);
+
+// fsyncs the directory `dir`, which makes the entries created in it durable.
+Status SyncDir(const std::string& dir);
 
 }  // namespace tidemap
 

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include <tidemap/base/coding.h>
+#include <tidemap/server/quantity_internal.h>
 
 namespace tidemap {
 
@@ -26,16 +27,10 @@ Result<uint64_t> ParseDurationMs(std::string_view what, std::string_view text, u
                                    "': " + std::string(why) +
                                    " (a number and a unit: 250ms, 90s, 15m, " + "12h, 7d)");
   };
-  size_t digits = 0;
   uint64_t n = 0;
-  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') {
-    const uint64_t d = static_cast<uint64_t>(text[digits] - '0');
-    if (n > (UINT64_MAX - d) / 10) return bad("too large");
-    n = n * 10 + d;
-    ++digits;
-  }
-  if (digits == 0) return bad("not a duration");
-  const std::string_view unit = text.substr(digits);
+  std::string_view unit;
+  if (const std::string why = SplitQuantity(text, "duration", &n, &unit); !why.empty())
+    return bad(why);
   if (unit.empty()) return bad("no unit");
   for (const auto& [name, ms] : kUnits) {
     if (unit != name) continue;

@@ -409,8 +409,15 @@ asio::awaitable<bool> HttpServer::Impl::Respond(Conn& conn, Exchange& x) {
   const bool keep_alive = x.at_boundary && x.client_keep_alive && !stopping.load();
   x.res.keep_alive(keep_alive);
   x.res.prepare_payload();
-  // HEAD: the headers a GET gets, Content-Length included, and no body.
-  if (x.method == http::verb::head) x.res.body().clear();
+  // HEAD: the headers a GET gets, Content-Length included, and no body. A
+  // streamed route's length is known only once it is sent: no Content-Length
+  // at all (RFC 9110 lets HEAD omit it), rather than a false 0.
+  if (x.method == http::verb::head) {
+    if (x.route.kind == RouteKind::kWatch || x.route.kind == RouteKind::kSnapshot) {
+      x.res.erase(http::field::content_length);
+    }
+    x.res.body().clear();
+  }
   if (!co_await Write(conn, x.res)) co_return false;
   if (keep_alive) co_return true;
   beast::error_code ec;

@@ -264,9 +264,13 @@ std::string HttpReply::Header(const std::string& name) const {
   return it == headers.end() ? std::string() : it->second;
 }
 
-Result<HttpReply> HttpCall(const HttpClientOptions& options, std::string_view method,
-                           std::string_view target, std::string_view body,
-                           std::string_view content_type) {
+namespace {
+
+// Connects to the node of `options` (TLS when its scheme says so) and runs
+// `exchange(Exchange&, const Endpoint&)` on the connection; any exception
+// of the network layer becomes Unavailable naming the address.
+template <typename Fn>
+Result<HttpReply> OverConnection(const HttpClientOptions& options, Fn&& exchange_fn) {
   const Endpoint endpoint = SplitScheme(options);
   TIDEMAP_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(endpoint.address));
   try {
@@ -277,34 +281,36 @@ Result<HttpReply> HttpCall(const HttpClientOptions& options, std::string_view me
     asio::io_context ioc;
     Exchange exchange(options, &ioc, tls.get());
     TIDEMAP_RETURN_IF_ERROR(exchange.Connect(hp));
-    http::request<http::string_body> req =
-        MakeRequest(options, endpoint, method, target, body, content_type);
-    TIDEMAP_ASSIGN_OR_RETURN(std::optional<HttpReply> early, exchange.Send(req, !body.empty()));
-    if (early.has_value()) return std::move(*early);
-    return exchange.ReadReply();
+    return exchange_fn(exchange, endpoint);
   } catch (const std::exception& e) {
     return Status::Unavailable("cannot reach " + options.address + ": " + e.what());
   }
 }
 
+}  // namespace
+
+Result<HttpReply> HttpCall(const HttpClientOptions& options, std::string_view method,
+                           std::string_view target, std::string_view body,
+                           std::string_view content_type) {
+  return OverConnection(
+      options, [&](Exchange& exchange, const Endpoint& endpoint) -> Result<HttpReply> {
+        http::request<http::string_body> req =
+            MakeRequest(options, endpoint, method, target, body, content_type);
+        TIDEMAP_ASSIGN_OR_RETURN(std::optional<HttpReply> early, exchange.Send(req, !body.empty()));
+        if (early.has_value()) return std::move(*early);
+        return exchange.ReadReply();
+      });
+}
+
 Result<HttpReply> HttpGetStreamed(const HttpClientOptions& options, std::string_view target,
                                   const std::function<Status(std::string_view)>& sink) {
-  const Endpoint endpoint = SplitScheme(options);
-  TIDEMAP_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(endpoint.address));
-  try {
-    std::unique_ptr<asio::ssl::context> tls;
-    if (endpoint.tls) {
-      TIDEMAP_ASSIGN_OR_RETURN(tls, ClientTls(options));
-    }
-    asio::io_context ioc;
-    Exchange exchange(options, &ioc, tls.get());
-    TIDEMAP_RETURN_IF_ERROR(exchange.Connect(hp));
-    http::request<http::string_body> req = MakeRequest(options, endpoint, "GET", target, {}, {});
-    TIDEMAP_RETURN_IF_ERROR(exchange.Send(req, false).status());
-    return exchange.ReadStreamed(sink);
-  } catch (const std::exception& e) {
-    return Status::Unavailable("cannot reach " + options.address + ": " + e.what());
-  }
+  return OverConnection(options,
+                        [&](Exchange& exchange, const Endpoint& endpoint) -> Result<HttpReply> {
+                          http::request<http::string_body> req =
+                              MakeRequest(options, endpoint, "GET", target, {}, {});
+                          TIDEMAP_RETURN_IF_ERROR(exchange.Send(req, false).status());
+                          return exchange.ReadStreamed(sink);
+                        });
 }
 
 Status ReplyStatus(const HttpReply& reply) {

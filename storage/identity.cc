@@ -13,13 +13,8 @@
 // created with mode 0600 and refused when group or others may read or write it.
 #include <tidemap/storage/identity.h>
 
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <array>
-#include <cerrno>
-#include <cstdio>
 #include <filesystem>
 #include <system_error>
 #include <utility>
@@ -46,8 +41,6 @@ constexpr size_t kReadBytesMax = 4096;
 // still pass a comparison of the embedded public key, but not a signature.
 constexpr std::string_view kSelfCheckMessage = "tidemap identity self-check";
 
-std::string ErrnoText(int err) { return std::generic_category().message(err); }
-
 bool IsLowerHex(std::string_view s) {
   for (char c : s) {
     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
@@ -67,80 +60,6 @@ class ScopedWipe {
   void* buf_;
   size_t len_;
 };
-
-// Closes a file descriptor on every return path.
-class ScopedFd {
- public:
-  explicit ScopedFd(int fd) : fd_(fd) {}
-  ~ScopedFd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  ScopedFd(const ScopedFd&) = delete;
-  ScopedFd& operator=(const ScopedFd&) = delete;
-  int get() const { return fd_; }
-  // Closes now and reports the error close() returned (it can report a failed write).
-  int Close() {
-    const int rc = ::close(fd_);
-    fd_ = -1;
-    return rc;
-  }
-
- private:
-  int fd_;
-};
-
-Status WriteAll(int fd, std::string_view data, const std::string& path) {
-  while (!data.empty()) {
-    const ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::IOError("cannot write " + path + ": " + ErrnoText(errno));
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return Status::Ok();
-}
-
-// fsync of a directory makes the entries created in it durable.
-Status SyncDir(const std::string& dir) {
-  ScopedFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (fd.get() < 0) {
-    return Status::IOError("cannot open directory " + dir + " to sync it: " + ErrnoText(errno));
-  }
-  if (::fsync(fd.get()) != 0) {
-    return Status::IOError("cannot sync directory " + dir + ": " + ErrnoText(errno));
-  }
-  return Status::Ok();
-}
-
-// Creates `path` with mode 0600 and writes `contents` durably. Never replaces an
-// existing file (O_EXCL). On failure after creating the file, removes it again
-// so a retry starts from a clean directory.
-Status WriteNewFile(const std::string& path, std::string_view contents) {
-  ScopedFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-  if (fd.get() < 0) {
-    const int err = errno;
-    if (err == EEXIST) {
-      return Status::Refused("identity file " + path +
-                             " already exists; refusing to overwrite a node identity");
-    }
-    return Status::IOError("cannot create identity file " + path + ": " + ErrnoText(err));
-  }
-  Status s;
-  // The umask may have cleared owner bits; the file must be exactly 0600.
-  if (::fchmod(fd.get(), 0600) != 0) {
-    s = Status::IOError("cannot chmod 0600 " + path + ": " + ErrnoText(errno));
-  }
-  if (s.ok()) s = WriteAll(fd.get(), contents, path);
-  if (s.ok() && ::fsync(fd.get()) != 0) {
-    s = Status::IOError("cannot sync " + path + ": " + ErrnoText(errno));
-  }
-  if (s.ok() && fd.Close() != 0) {
-    s = Status::IOError("cannot close " + path + ": " + ErrnoText(errno));
-  }
-  if (!s.ok()) ::unlink(path.c_str());
-  return s;
-}
 
 Status CorruptionIn(const std::string& path, const std::string& why) {
   return Status::Corruption("identity file " + path + ": " + why);
@@ -257,57 +176,43 @@ Result<Identity> Identity::Create(const std::string& dir) {
   ScopedWipe wipe_contents(contents.data(), contents.size());
   TIDEMAP_CHECK(contents.size() == kFileBytes);
 
-  TIDEMAP_RETURN_IF_ERROR(WriteNewFile(path, contents));
-  // The file's data is durable; its name becomes durable with the directory
-  // (and a directory we just made, with its parent).
-  Status s = SyncDir(dir);
-  if (s.ok() && created_dir) {
+  const Status written =
+      WritePrivateFile(path, "identity file " + path, contents, /*replace=*/false);
+  if (written.IsRefused()) {
+    return Status::Refused("identity file " + path +
+                           " already exists; refusing to overwrite a node identity");
+  }
+  TIDEMAP_RETURN_IF_ERROR(written);
+  // The file and its name are durable; a directory we just made becomes
+  // durable with its parent.
+  if (created_dir) {
     const std::filesystem::path parent =
         std::filesystem::path(dir).lexically_normal().parent_path();
-    s = SyncDir(parent.empty() ? "." : parent.string());
-  }
-  if (!s.ok()) {
-    ::unlink(path.c_str());
-    return s;
+    if (Status s = SyncDir(parent.empty() ? "." : parent.string()); !s.ok()) {
+      ::unlink(path.c_str());
+      return s;
+    }
   }
   return identity;
 }
 
 Result<Identity> Identity::Load(const std::string& dir) {
   const std::string path = PathIn(dir);
-  ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) {
-    const int err = errno;
-    if (err == ENOENT) {
+  Result<std::string> text = ReadPrivateFile(path, "identity file " + path, kReadBytesMax);
+  if (!text.ok()) {
+    if (text.status().IsNotFound()) {
       return Status::NotFound("identity file " + path +
                               " not found; create a node identity with `tidemap init --data " +
                               dir + "`");
     }
-    return Status::IOError("cannot open identity file " + path + ": " + ErrnoText(err));
+    return text.status();
   }
-  TIDEMAP_RETURN_IF_ERROR(CheckPrivateFile(fd.get(), "identity file " + path, path));
-
-  std::array<char, kReadBytesMax + 1> buf;
-  ScopedWipe wipe_buf(buf.data(), buf.size());
-  size_t len = 0;
-  while (len < buf.size()) {
-    const ssize_t n = ::read(fd.get(), buf.data() + len, buf.size() - len);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::IOError("cannot read identity file " + path + ": " + ErrnoText(errno));
-    }
-    if (n == 0) break;
-    len += static_cast<size_t>(n);
-  }
-  if (len > kReadBytesMax) {
-    return CorruptionIn(path, "larger than " + std::to_string(kReadBytesMax) +
-                                  " bytes; not a tidemap identity file");
-  }
+  ScopedWipe wipe_text(text->data(), text->size());
 
   crypto::PublicKey public_key{};
   std::string secret_key;
   secret_key.reserve(crypto::kSecretKeyBytes);
-  Status s = Parse(std::string_view(buf.data(), len), path, &public_key, &secret_key);
+  Status s = Parse(*text, path, &public_key, &secret_key);
   Identity identity(public_key, secret_key);
   crypto::Wipe(secret_key.data(), secret_key.size());
   if (!s.ok()) return s;

@@ -22,6 +22,7 @@
 #include "tools/rekey.h"
 #include "tools/serve.h"
 #include "tools/snapshot.h"
+#include "tools/target_args.h"
 #include <tidemap/base/clock.h>
 #include <tidemap/base/coding.h>
 #include <tidemap/base/crypto.h>
@@ -52,51 +53,14 @@ int ExitCodeFor(const Status& s) {
   }
 }
 
-namespace {
-
-constexpr size_t kScanPageItems = 1000;
-
-// Where a command acts: a data dir opened directly, or a running node over HTTP.
-struct Target {
-  std::string data_dir;
-  std::string http;
-  std::string token;
-  std::string cacert;
-  KeyArgs keys;
-
-  void AddTo(CLI::App* cmd) {
-    auto* data = cmd->add_option("--data", data_dir, "data dir to open directly (no daemon)");
-    auto* h = cmd->add_option("--http", http,
-                              "HOST:PORT (or https://HOST:PORT) of a running node's HTTP API");
-    auto* t =
-        cmd->add_option("--token", token, "bearer token for --http (default: $TIDEMAP_TOKEN)");
-    auto* c = cmd->add_option("--cacert", cacert,
-                              "PEM CA file that verifies an HTTPS node (implies https://)");
-    data->excludes(h);
-    h->excludes(data);
-    t->needs(h);
-    c->needs(h);
-    keys.AddTo(cmd, data);
-  }
-
-  bool is_http() const { return !http.empty(); }
-
-  HttpClientOptions Client() const {
-    HttpClientOptions o;
-    o.address = http;
-    o.ca_file = cacert;
-    o.bearer_token = token;
-    if (o.bearer_token.empty()) {
-      if (const char* env = std::getenv("TIDEMAP_TOKEN"); env != nullptr) o.bearer_token = env;
-    }
-    return o;
-  }
-};
-
 int Fail(const Status& s) {
   std::fprintf(stderr, "tidemap: %s\n", s.message().c_str());
   return ExitCodeFor(s);
 }
+
+namespace {
+
+constexpr size_t kScanPageItems = 1000;
 
 // Declares `lhs` from a Result, or reports its error and returns the exit code.
 #define TIDEMAP_ASSIGN_OR_RETURN_INT(lhs, expr)                   \
@@ -111,7 +75,7 @@ enum class Access { kRead, kWrite };
 // read-only: it writes nothing there, so it also works on a full disk.
 Result<std::unique_ptr<DataDir>> OpenTarget(const Target& target, Access access) {
   if (target.data_dir.empty()) {
-    return Status::InvalidArgument("a target is required: --data DIR or --http HOST:PORT");
+    return Target::Missing();
   }
   DataDirOptions options;
   options.read_only = access == Access::kRead;

@@ -21,6 +21,9 @@ inline constexpr int kExitRefused = 4;      // quota, limits, trust
 // Refused 4, anything else 3.
 int ExitCodeFor(const Status& s);
 
+// Prints "tidemap: MESSAGE" to stderr and returns ExitCodeFor(s).
+int Fail(const Status& s);
+
 // Runs one command. `args` excludes the program name. Writes to stdout/stderr.
 int RunCli(const std::vector<std::string>& args);
 

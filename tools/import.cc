@@ -121,29 +121,12 @@ class Progress {
   std::chrono::steady_clock::time_point last_ = start_;
 };
 
-int Fail(const Status& s) {
-  std::fprintf(stderr, "tidemap: %s\n", s.message().c_str());
-  return ExitCodeFor(s);
-}
-
-Result<std::unique_ptr<Sink>> OpenSink(const ImportArgs& a) {
-  if (!a.http.empty()) {
-    HttpClientOptions o;
-    o.address = a.http;
-    o.ca_file = a.cacert;
-    o.bearer_token = a.token;
-    if (o.bearer_token.empty()) {
-      if (const char* env = std::getenv("TIDEMAP_TOKEN"); env != nullptr) o.bearer_token = env;
-    }
-    return std::unique_ptr<Sink>(new HttpSink(std::move(o)));
-  }
-  if (a.data_dir.empty()) {
-    return Status::InvalidArgument("a target is required: --data DIR or --http HOST:PORT");
-  }
+Result<std::unique_ptr<Sink>> OpenSink(const Target& target) {
+  if (target.is_http()) return std::unique_ptr<Sink>(new HttpSink(target.Client()));
+  if (target.data_dir.empty()) return Target::Missing();
   DataDirOptions options;
-  TIDEMAP_ASSIGN_OR_RETURN(options.value_key,
-                           ResolveValueKey(a.data_dir, a.key_file, a.passphrase_file));
-  TIDEMAP_ASSIGN_OR_RETURN(std::unique_ptr<DataDir> dir, DataDir::Open(a.data_dir, options));
+  TIDEMAP_ASSIGN_OR_RETURN(options.value_key, target.keys.Source(target.data_dir));
+  TIDEMAP_ASSIGN_OR_RETURN(std::unique_ptr<DataDir> dir, DataDir::Open(target.data_dir, options));
   return std::unique_ptr<Sink>(new DirSink(std::move(dir)));
 }
 
@@ -161,23 +144,7 @@ void AddImportCommand(CLI::App* app, ImportArgs* a) {
       "write the ops of an NDJSON file (one {\"op\",\"map\",\"key\",\"value\"} a line, "
       "as POST /v1/batch takes them) in atomic batches, with a progress bar");
   a->command = cmd;
-  auto* data = cmd->add_option("--data", a->data_dir, "data dir to open directly (no daemon)");
-  auto* h = cmd->add_option("--http", a->http,
-                            "HOST:PORT (or https://HOST:PORT) of a running node's HTTP API");
-  auto* t =
-      cmd->add_option("--token", a->token, "bearer token for --http (default: $TIDEMAP_TOKEN)");
-  auto* c = cmd->add_option("--cacert", a->cacert,
-                            "PEM CA file that verifies an HTTPS node (implies https://)");
-  data->excludes(h);
-  h->excludes(data);
-  t->needs(h);
-  c->needs(h);
-  cmd->add_option("--key-file", a->key_file,
-                  "key file of the data dir's values, when encrypted at rest")
-      ->needs(data);
-  cmd->add_option("--passphrase-file", a->passphrase_file,
-                  "passphrase file of the data dir's values (or $TIDEMAP_PASSPHRASE)")
-      ->needs(data);
+  a->target.AddTo(cmd);
   cmd->add_option("FILE", a->file, "the NDJSON file, or - to read stdin")->required();
   cmd->add_option("--batch", a->chunk_ops, "ops per batch (1..10000, default 1000)")
       ->check(CLI::Range(1, 10000));
@@ -196,7 +163,7 @@ int RunImport(const ImportArgs& a) {
     if (ec) total = 0;
     in = &file;
   }
-  Result<std::unique_ptr<Sink>> opened = OpenSink(a);
+  Result<std::unique_ptr<Sink>> opened = OpenSink(a.target);
   if (!opened.ok()) return Fail(opened.status());
   std::unique_ptr<Sink> sink = std::move(opened).value();
   Progress progress(total, a.quiet);

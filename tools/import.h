@@ -9,14 +9,14 @@
 #include <cstddef>
 #include <string>
 
+#include "tools/target_args.h"
+
 namespace tidemap {
 
 struct ImportArgs {
   CLI::App* command = nullptr;
-  std::string data_dir;  // or:
-  std::string http, token, cacert;
-  std::string key_file, passphrase_file;  // the key of an encrypted data dir
-  std::string file;                       // "-": stdin
+  Target target;
+  std::string file;  // "-": stdin
   size_t chunk_ops = 1000;
   bool quiet = false;
 };

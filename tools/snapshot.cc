@@ -19,11 +19,6 @@ namespace tidemap {
 
 namespace {
 
-int Fail(const Status& s) {
-  std::fprintf(stderr, "tidemap: %s\n", s.message().c_str());
-  return ExitCodeFor(s);
-}
-
 std::string Utc(uint64_t ms) {
   const std::time_t secs = static_cast<std::time_t>(ms / 1000);
   std::tm tm{};
@@ -47,13 +42,7 @@ void PrintCounts(const SnapshotCounts& c) {
 
 // GET /v1/snapshot into FILE (through FILE.partial), then a verify pass for the counts.
 Result<SnapshotCounts> ExportOverHttp(const SnapshotArgs& a) {
-  HttpClientOptions o;
-  o.address = a.http;
-  o.ca_file = a.cacert;
-  o.bearer_token = a.token;
-  if (o.bearer_token.empty()) {
-    if (const char* env = std::getenv("TIDEMAP_TOKEN"); env != nullptr) o.bearer_token = env;
-  }
+  const HttpClientOptions o = a.target.Client();
   const std::string partial = a.file + ".partial";
   std::FILE* f = std::fopen(partial.c_str(), "wb");
   if (f == nullptr)
@@ -82,20 +71,20 @@ Result<SnapshotCounts> ExportOverHttp(const SnapshotArgs& a) {
 
 int RunExport(const SnapshotArgs& a) {
   Result<SnapshotCounts> counts = Status::InvalidArgument("");
-  if (!a.http.empty()) {
+  if (a.target.is_http()) {
     counts = ExportOverHttp(a);
-  } else if (!a.data_dir.empty()) {
+  } else if (!a.target.data_dir.empty()) {
     DataDirOptions options;
     options.read_only = true;
-    auto key = a.keys.Source(a.data_dir);
+    auto key = a.target.keys.Source(a.target.data_dir);
     if (!key.ok()) return Fail(key.status());
     options.value_key = std::move(key).value();
-    auto dir = DataDir::Open(a.data_dir, options);
+    auto dir = DataDir::Open(a.target.data_dir, options);
     if (!dir.ok()) return Fail(dir.status());
     SystemClock clock;
     counts = ExportSnapshotFile((*dir)->replica(), clock.NowMillis(), a.file);
   } else {
-    return Fail(Status::InvalidArgument("a target is required: --data DIR or --http HOST:PORT"));
+    return Fail(Target::Missing());
   }
   if (!counts.ok()) return Fail(counts.status());
   std::printf("exported %s\n", a.file.c_str());
@@ -115,12 +104,12 @@ int RunVerify(const SnapshotArgs& a) {
 int RunImportSnapshot(const SnapshotArgs& a) {
   DataDirOptions options;
   options.encrypt = a.encrypt;
-  auto key = a.keys.Source(a.data_dir, /*for_init=*/a.encrypt);
+  auto key = a.target.keys.Source(a.target.data_dir, /*for_init=*/a.encrypt);
   if (!key.ok()) return Fail(key.status());
   options.value_key = std::move(key).value();
-  Result<SnapshotImportReport> r = ImportSnapshotFile(a.data_dir, a.file, options);
+  Result<SnapshotImportReport> r = ImportSnapshotFile(a.target.data_dir, a.file, options);
   if (!r.ok()) return Fail(r.status());
-  std::printf("imported %s into %s\n", a.file.c_str(), a.data_dir.c_str());
+  std::printf("imported %s into %s\n", a.file.c_str(), a.target.data_dir.c_str());
   PrintCounts(r->file);
   std::printf("node id      %s (new)\nincarnation  %s (new)\nmerkle_root  %s\n%s\n",
               NodeIdToString(r->node_id).c_str(), NodeIdToString(r->incarnation).c_str(),
@@ -136,26 +125,16 @@ void AddSnapshotCommand(CLI::App* app, SnapshotArgs* a) {
   snap->require_subcommand(1);
   CLI::App* exp = snap->add_subcommand(
       "export", "write a consistent snapshot of every map to FILE (a live node: --http)");
-  auto* data = exp->add_option("--data", a->data_dir, "data dir to open directly (no daemon)");
-  auto* h = exp->add_option("--http", a->http,
-                            "HOST:PORT (or https://HOST:PORT) of a running node's HTTP API");
-  auto* t =
-      exp->add_option("--token", a->token, "bearer token for --http (default: $TIDEMAP_TOKEN)");
-  auto* c = exp->add_option("--cacert", a->cacert,
-                            "PEM CA file that verifies an HTTPS node (implies https://)");
-  data->excludes(h);
-  h->excludes(data);
-  t->needs(h);
-  c->needs(h);
-  a->keys.AddTo(exp, data);
+  a->target.AddTo(exp);
   exp->add_option("FILE", a->file, "the snapshot file to write")->required();
   a->export_command = exp;
   CLI::App* imp = snap->add_subcommand(
       "import", "restore FILE into a new, empty data dir (a new identity; start it with peers)");
-  imp->add_option("--data", a->data_dir, "the data dir to create (absent or empty)")->required();
+  imp->add_option("--data", a->target.data_dir, "the data dir to create (absent or empty)")
+      ->required();
   imp->add_flag("--encrypt", a->encrypt,
                 "seal the restored values at rest under --key-file or --passphrase-file");
-  a->keys.AddTo(imp);
+  a->target.keys.AddTo(imp);
   imp->add_option("FILE", a->file, "the snapshot file")->required();
   a->import_command = imp;
   CLI::App* ver = snap->add_subcommand(

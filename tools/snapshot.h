@@ -14,7 +14,7 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
-#include "tools/key_args.h"
+#include "tools/target_args.h"
 
 namespace tidemap {
 
@@ -22,12 +22,10 @@ struct SnapshotArgs {
   CLI::App* export_command = nullptr;
   CLI::App* import_command = nullptr;
   CLI::App* verify_command = nullptr;
-  std::string data_dir;  // or:
-  std::string http, token, cacert;
+  // export's target; import's data dir, with the key of its values
+  // (import --encrypt seals the restored values under it).
+  Target target;
   std::string file;
-  // The key of the data dir's values: export --data of an encrypted dir;
-  // import --encrypt seals the restored values under it.
-  KeyArgs keys;
   bool encrypt = false;
 };
 

@@ -407,10 +407,12 @@ TEST_F(HttpApiTest, HeadOnEveryGetRouteHasGetsHeadersAndNoBody) {
     EXPECT_TRUE(head.body.empty()) << head.body.substr(0, 100);
     if (path == "/v1/watch") {
       EXPECT_EQ(head.Header("content-type"), "text/event-stream");
-      continue;  // GET would open a stream
+      EXPECT_EQ(head.Header("content-length"), "");  // a stream has no length to announce
+      continue;                                      // GET would open a stream
     }
     if (path == "/v1/snapshot") {
       EXPECT_EQ(head.Header("content-type"), "application/octet-stream");
+      EXPECT_EQ(head.Header("content-length"), "");
       continue;  // GET streams a snapshot file (chunked: no Content-Length to compare)
     }
     const Reply get = Call("GET", target);

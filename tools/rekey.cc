@@ -4,7 +4,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <thread>
 
@@ -24,11 +23,6 @@ constexpr auto kPollInterval = std::chrono::milliseconds(200);
 // How often its progress is printed when stderr is not a terminal.
 constexpr auto kLogInterval = std::chrono::seconds(2);
 
-int Fail(const Status& s) {
-  std::fprintf(stderr, "tidemap: %s\n", s.message().c_str());
-  return ExitCodeFor(s);
-}
-
 unsigned long long U(uint64_t n) { return static_cast<unsigned long long>(n); }
 
 void PrintDone(const std::string& where, bool resumed, int old_id, int new_id,
@@ -47,26 +41,15 @@ void PrintDone(const std::string& where, bool resumed, int old_id, int new_id,
 
 int RekeyDataDir(const RekeyArgs& a) {
   DataDirOptions options;
-  auto source = a.keys.Source(a.data_dir);
+  auto source = a.target.keys.Source(a.target.data_dir);
   if (!source.ok()) return Fail(source.status());
   options.value_key = std::move(source).value();
-  auto report = DataDir::Rekey(a.data_dir, options, a.new_key_file);
+  auto report = DataDir::Rekey(a.target.data_dir, options, a.new_key_file);
   if (!report.ok()) return Fail(report.status());
   const DataDirRekeyReport& r = *report;
-  PrintDone(a.data_dir, r.resumed, r.old_key_id, r.new_key_id, a.new_key_file, r.reseal.records,
-            r.reseal.resealed);
+  PrintDone(a.target.data_dir, r.resumed, r.old_key_id, r.new_key_id, a.new_key_file,
+            r.reseal.records, r.reseal.resealed);
   return kExitOk;
-}
-
-HttpClientOptions ClientOf(const RekeyArgs& a) {
-  HttpClientOptions o;
-  o.address = a.http;
-  o.ca_file = a.cacert;
-  o.bearer_token = a.token;
-  if (o.bearer_token.empty()) {
-    if (const char* env = std::getenv("TIDEMAP_TOKEN"); env != nullptr) o.bearer_token = env;
-  }
-  return o;
 }
 
 // A reply's JSON body, or the error it carries: a refusal of the node's (a
@@ -109,7 +92,7 @@ int RekeyNode(const RekeyArgs& a) {
   const std::string path = std::filesystem::absolute(a.new_key_file, ec).string();
   if (ec)
     return Fail(Status::InvalidArgument("--new-key-file " + a.new_key_file + ": " + ec.message()));
-  const HttpClientOptions client = ClientOf(a);
+  const HttpClientOptions client = a.target.Client();
   const std::string body = nlohmann::json{{"new_key_file", path}}.dump();
   auto started =
       ReplyDocument(HttpCall(client, "POST", "/v1/admin/rekey", body, "application/json"));
@@ -118,17 +101,17 @@ int RekeyNode(const RekeyArgs& a) {
     std::printf(
         "rekey of %s to %s started; its progress: `tidemap status --http %s --json` "
         "(encryption.rekey)\n",
-        a.http.c_str(), path.c_str(), a.http.c_str());
+        a.target.http.c_str(), path.c_str(), a.target.http.c_str());
     return kExitOk;
   }
   auto ended = WaitForRekey(client, std::move(started).value());
   if (!ended.ok()) return Fail(ended.status());
   const nlohmann::json& doc = *ended;
   if (doc.value("state", "") != "done") {
-    return Fail(Status::Unavailable("the rekey of " + a.http + " failed: " +
+    return Fail(Status::Unavailable("the rekey of " + a.target.http + " failed: " +
                                     doc.value("error", std::string("(no reason given)"))));
   }
-  PrintDone(a.http, doc.value("resumed", false), doc.value("old_key_id", 0),
+  PrintDone(a.target.http, doc.value("resumed", false), doc.value("old_key_id", 0),
             doc.value("new_key_id", 0), path, doc.value("records", uint64_t{0}),
             doc.value("resealed", uint64_t{0}));
   std::printf(
@@ -143,33 +126,21 @@ int RekeyNode(const RekeyArgs& a) {
 void AddRekeyCommand(CLI::App* app, RekeyArgs* a) {
   CLI::App* cmd = app->add_subcommand(
       "rekey", "reseal every value at rest under a new key, then compact (a running node: --http)");
-  auto* data = cmd->add_option("--data", a->data_dir,
-                               "data dir of a stopped node (a running one: use --http)");
-  auto* h = cmd->add_option("--http", a->http,
-                            "HOST:PORT (or https://HOST:PORT) of a running node's HTTP API");
-  auto* t =
-      cmd->add_option("--token", a->token, "bearer token for --http (default: $TIDEMAP_TOKEN)");
-  auto* c = cmd->add_option("--cacert", a->cacert,
-                            "PEM CA file that verifies an HTTPS node (implies https://)");
-  data->excludes(h);
-  h->excludes(data);
-  t->needs(h);
-  c->needs(h);
-  a->keys.AddTo(cmd, data);
+  a->target.AddTo(cmd);
   cmd->add_option("--new-key-file", a->new_key_file,
                   "the new key (created, mode 0600, when missing); with --http, a path on the "
                   "node's file system")
       ->required();
-  cmd->add_flag("--no-wait", a->no_wait, "with --http: return once the rekey has started")
-      ->needs(h);
+  cmd->add_flag("--no-wait", a->no_wait, "with --http: return once the rekey has started");
   a->command = cmd;
 }
 
 int RunRekey(const RekeyArgs& a) {
-  if (!a.http.empty()) return RekeyNode(a);
-  if (a.data_dir.empty()) {
-    return Fail(Status::InvalidArgument("rekey needs a target: --data DIR or --http HOST:PORT"));
+  if (a.no_wait && !a.target.is_http()) {
+    return Fail(Status::InvalidArgument("--no-wait is for --http: a --data rekey runs here"));
   }
+  if (a.target.is_http()) return RekeyNode(a);
+  if (a.target.data_dir.empty()) return Fail(Target::Missing());
   return RekeyDataDir(a);
 }
 

@@ -20,15 +20,13 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
-#include "tools/key_args.h"
+#include "tools/target_args.h"
 
 namespace tidemap {
 
 struct RekeyArgs {
   CLI::App* command = nullptr;
-  std::string data_dir;  // or:
-  std::string http, token, cacert;
-  KeyArgs keys;  // the current key, for --data
+  Target target;  // with --data, its keys are the current key
   std::string new_key_file;
   bool no_wait = false;
 };

@@ -113,7 +113,7 @@ struct HttpContext {  // all borrowed; must outlive the server
   // server/reload.h); empty: the route answers 404. Called from a worker thread.
   std::function<Result<ReloadReport>()> reload = nullptr;
   // /v1/admin/rekey and status JSON's `encryption`: the daemon's rekey job;
-  // null: the route answers 404 and status has no `encryption`.
+  // null: POST answers 404, GET an idle progress, status has no `encryption`.
   RekeyJob* rekey = nullptr;
 };
 

@@ -32,11 +32,14 @@ Result<std::string> NewKeyFileOf(const std::string& body) {
 }  // namespace
 
 Result<Response> HttpServer::Impl::HandleRekey(http::verb method, std::string body) {
-  if (context.rekey == nullptr) {
-    return Status::NotFound("no route /v1/admin/rekey: this server has no data dir to rekey");
-  }
   if (method == http::verb::get) {
-    return JsonResponse(http::status::ok, RekeyProgressJson(context.rekey->Progress()), true);
+    // A server without a data dir (an embedding application's) has never rekeyed: idle.
+    const RekeyProgress progress =
+        context.rekey == nullptr ? RekeyProgress{} : context.rekey->Progress();
+    return JsonResponse(http::status::ok, RekeyProgressJson(progress), true);
+  }
+  if (context.rekey == nullptr) {
+    return Status::NotFound("no route POST /v1/admin/rekey: this server has no data dir to rekey");
   }
   TIDEMAP_ASSIGN_OR_RETURN(const std::string new_key_file, NewKeyFileOf(body));
   const Result<bool> started = context.rekey->Start(new_key_file);

@@ -467,8 +467,18 @@ class Replica : public SyncStore {
   // bytes. Reads go on throughout; writes wait while a page is rewritten.
   // Versions, the oplog and the tree do not change, so peers see nothing.
   // Idempotent: after a crash, run it again. InvalidArgument without a
-  // value cipher; Refused on a read-only replica.
-  Result<ResealReport> ResealValues();
+  // value cipher; Refused on a read-only replica. `on_page`, when set, is
+  // called after each page with the counts so far (on the calling thread,
+  // no lock held); returning false stops the reseal before the next page,
+  // with Unavailable (run it again to finish).
+  Result<ResealReport> ResealValues(
+      const std::function<bool(const ResealReport&)>& on_page = nullptr);
+  // Runs `fn` while no commit runs: every commit either finished before it
+  // or starts after it returns and sees what it changed. For a live rekey's
+  // switch of the value cipher's sealing key, so that no value sealed under
+  // the old key commits after the reseal passed it. `fn` must not call into
+  // this replica's writes. Returns what `fn` returns.
+  Status BetweenCommits(const std::function<Status()>& fn);
   // Rewrites every row derived from the records (the key-hash index, the
   // tombstone queue, the Merkle leaf rows) and the tree and counts in memory
   // from the records alone, for `tidemap repair` after LevelDB's repair may

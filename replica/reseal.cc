@@ -1,4 +1,5 @@
 // Rekey's rewrite of the values at rest (Replica::ResealValues).
+#include <functional>
 #include <string>
 
 #include <tidemap/replica/impl_internal.h>
@@ -46,7 +47,8 @@ Result<bool> ResealPage(Store* store, const ValueCipher& cipher, bool sync, std:
 
 }  // namespace
 
-Result<ResealReport> Replica::ResealValues() {
+Result<ResealReport> Replica::ResealValues(
+    const std::function<bool(const ResealReport&)>& on_page) {
   Impl& im = *impl_;
   if (im.options.value_cipher == nullptr) {
     return Status::InvalidArgument("this replica has no key for values at rest");
@@ -55,18 +57,29 @@ Result<ResealReport> Replica::ResealValues() {
   ResealReport report;
   std::string cursor;
   for (bool done = false; !done;) {
-    // A page is rewritten while no commit runs, so no newer version of a key
-    // can be overwritten by the old one resealed.
-    MutexLock commit(&im.commit_mu);
-    TIDEMAP_ASSIGN_OR_RETURN(
-        done, ResealPage(im.store.get(), *im.options.value_cipher,
-                         im.options.durability == Durability::kSync, &cursor, &report));
+    {
+      // A page is rewritten while no commit runs, so no newer version of a
+      // key can be overwritten by the old one resealed.
+      MutexLock commit(&im.commit_mu);
+      TIDEMAP_ASSIGN_OR_RETURN(
+          done, ResealPage(im.store.get(), *im.options.value_cipher,
+                           im.options.durability == Durability::kSync, &cursor, &report));
+    }
+    if (on_page && !on_page(report) && !done) {
+      return Status::Unavailable("the reseal stopped after " + std::to_string(report.records) +
+                                 " records; run it again to finish it");
+    }
   }
   // Flushes the memtable and rewrites every table: the old sealed (or clear)
   // bytes are overwritten versions, which a full compaction drops, and the
   // log that held them is deleted.
   im.store->CompactRange(std::string_view(), std::string(1, '\xff'));
   return report;
+}
+
+Status Replica::BetweenCommits(const std::function<Status()>& fn) {
+  MutexLock commit(&impl_->commit_mu);
+  return fn();
 }
 
 }  // namespace tidemap

@@ -105,6 +105,7 @@ Result<std::unique_ptr<Daemon>> Daemon::Start(const DaemonConfig& config,
       std::make_unique<ExpireSweep>(&d->data_dir_->replica(), log, kExpireSweepIntervalMs);
   d->clear_sweep_ =
       std::make_unique<ClearSweep>(&d->data_dir_->replica(), log, kClearSweepIntervalMs);
+  d->rekey_ = std::make_unique<RekeyJob>(d->data_dir_.get(), log);
   d->public_key_ = d->data_dir_->identity().public_key_text();
   const bool has_peers = !config.listen.empty() || !config.peers.empty();
   if (d->trust_.size() == 0 && has_peers) {
@@ -160,6 +161,7 @@ Status Daemon::StartHttp(const DaemonConfig& config) {
   net::Node* node_ptr = node_.get();
   context.net_status = [node_ptr] { return node_ptr->Snapshot(); };
   context.reload = [this] { return Reload(); };
+  context.rekey = rekey_.get();
   auto http = HttpServer::Start(std::move(http_options), std::move(context));
   if (!http.ok()) return http.status();
   http_ = std::move(*http);
@@ -225,6 +227,8 @@ void Daemon::Stop() {
   if (stopped_) return;
   stopped_ = true;
   if (http_) http_->Stop();
+  // A rekey running stops after its page; the next one to the same key finishes it.
+  if (rekey_) rekey_->Stop();
   quota_ladder_.reset();
   if (node_) node_->Stop();
   http_.reset();
@@ -232,6 +236,7 @@ void Daemon::Stop() {
   clear_sweep_.reset();
   expire_sweep_.reset();
   storage_watch_.reset();
+  rekey_.reset();
   data_dir_.reset();
   if (log_ && serving_) log_->info("stopped");  // not after a start that failed
 }

@@ -30,6 +30,7 @@
 #include <tidemap/server/expire_sweep.h>
 #include <tidemap/server/http.h>
 #include <tidemap/server/quota_ladder.h>
+#include <tidemap/server/rekey_job.h>
 #include <tidemap/server/reload.h>
 #include <tidemap/server/storage_watch.h>
 
@@ -88,6 +89,7 @@ class Daemon {
   std::unique_ptr<StorageWatch> storage_watch_;  // after data_dir_: stopped first
   std::unique_ptr<ExpireSweep> expire_sweep_;    // likewise
   std::unique_ptr<ClearSweep> clear_sweep_;      // likewise
+  std::unique_ptr<RekeyJob> rekey_;              // likewise; /v1/admin/rekey
   net::TrustList trust_;
   std::string public_key_;
   std::unique_ptr<net::Node> node_;   // after data_dir_: stopped and destroyed first

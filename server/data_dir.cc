@@ -63,6 +63,7 @@ Status DataDir::UnlockValues(const DataDirOptions& options, const crypto::Symmet
     TIDEMAP_ASSIGN_OR_RETURN(unlocked, UnlockValueKey(dir_, *config, options.value_key));
   }
   TIDEMAP_ASSIGN_OR_RETURN(value_cipher_, MakeValueCipher(*config, unlocked));
+  value_key_ = unlocked;
   return Status::Ok();
 }
 

@@ -5,6 +5,7 @@
 #ifndef TIDEMAP_SERVER_DATA_DIR_H_
 #define TIDEMAP_SERVER_DATA_DIR_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -93,6 +94,23 @@ class DataDir {
   // old one is then not needed) finishes the job.
   static Result<DataDirRekeyReport> Rekey(const std::string& dir, const DataDirOptions& options,
                                           const std::string& new_key_file);
+  // The rekey of this open data dir while its replica serves reads and
+  // writes (a running `tidemap serve`): the same three steps as Rekey.
+  // (1) DIR/encryption names the new key (and holds the old one sealed
+  // under it), then the value cipher seals under the new key from the next
+  // commit on, values under the old one still opening; (2) every value is
+  // resealed, then the database compacted; (3) DIR/encryption drops the old
+  // key. After a stop or crash past (1) the data dir opens with the new key
+  // only, and a rekey to the same new key (either form) finishes the job; a
+  // rekey to another key is Unavailable until then. The old key opens
+  // values in this process until the data dir closes (a scan that started
+  // before the reseal may still meet them). InvalidArgument when the values
+  // are in the clear or the new key is the old one; the key file errors of
+  // Rekey. `on_page` as in Replica::ResealValues. One at a time: the caller
+  // serializes calls; any other thread may read and write meanwhile.
+  Result<DataDirRekeyReport> RekeyServing(
+      const std::string& new_key_file,
+      const std::function<bool(const ResealReport&)>& on_page = nullptr);
 
   const std::string& dir() const { return dir_; }
   const Identity& identity() const { return identity_; }
@@ -101,6 +119,9 @@ class DataDir {
   bool encrypted() const { return value_cipher_ != nullptr; }
   // The AEAD suite of its values. REQUIRES: encrypted().
   crypto::AeadSuite value_suite() const { return value_cipher_->suite(); }
+  // The id of the key new values are sealed under (it changes when
+  // RekeyServing switches keys). REQUIRES: encrypted(). Any thread.
+  uint8_t value_key_id() const { return value_cipher_->seal_key_id(); }
   Durability durability() const { return durability_; }
 
  private:
@@ -119,7 +140,10 @@ class DataDir {
   Durability durability_;
   std::unique_ptr<SystemClock> own_clock_;
   std::unique_ptr<ValueCipher> value_cipher_;  // null: values in the clear
-  std::unique_ptr<Replica> replica_;           // declared last: closed first
+  // The key value_cipher_ seals under as opened (RekeyServing's old key,
+  // to seal into DIR/encryption); changed only by RekeyServing.
+  crypto::SymmetricKey value_key_;
+  std::unique_ptr<Replica> replica_;  // declared last: closed first
 };
 
 }  // namespace tidemap

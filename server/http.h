@@ -68,6 +68,8 @@
 
 namespace tidemap {
 
+class RekeyJob;  // server/rekey_job.h
+
 struct HttpOptions {
   // HOST:PORT to listen on; port 0 picks a free port (see HttpServer::port()).
   // HOST is an IP address or a name ("localhost"); an empty HOST is every interface.
@@ -110,6 +112,9 @@ struct HttpContext {  // all borrowed; must outlive the server
   // POST /v1/admin/reload: re-reads the daemon's settings (see
   // server/reload.h); empty: the route answers 404. Called from a worker thread.
   std::function<Result<ReloadReport>()> reload = nullptr;
+  // /v1/admin/rekey and status JSON's `encryption`: the daemon's rekey job;
+  // null: POST answers 404, GET an idle progress, status has no `encryption`.
+  RekeyJob* rekey = nullptr;
 };
 
 class HttpServer {

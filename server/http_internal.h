@@ -8,6 +8,7 @@
 //   http_watch.cc   the event stream of GET /v1/watch
 //   http_tls.cc     TLS: the server's certificate and key, and each connection's handshake
 //   http_ui.cc      the web console's static files (GET /ui)
+//   http_rekey.cc   GET and POST /v1/admin/rekey
 //
 // Threading: see server/http.h. Conn and everything in HttpServer::Impl not
 // marked otherwise belong to the I/O thread; handlers run on the worker pool
@@ -97,6 +98,7 @@ enum class RouteKind {
   kUi,
   kReload,
   kSnapshot,
+  kRekey,
   kUnknown
 };
 
@@ -433,6 +435,9 @@ struct HttpServer::Impl {
   Result<Response> HandleWatchHead(const Route& route);
   // POST /v1/admin/reload (worker pool): re-reads the config and trust file.
   Result<Response> HandleReload();
+  // GET and POST /v1/admin/rekey (worker pool; http_rekey.cc): the rekey's
+  // progress, or the start of one on the rekey job's own thread.
+  Result<Response> HandleRekey(http::verb method, std::string body);
 
   // --- http_snapshot.cc: GET /v1/snapshot, a chunked stream (I/O thread),
   // and its HEAD (worker pool) ---

@@ -8,6 +8,7 @@
 #include <tidemap/server/http_internal.h>
 #include <tidemap/server/json.h>
 #include <tidemap/server/pending.h>
+#include <tidemap/server/rekey_job.h>
 #include <tidemap/server/status.h>
 #include <tidemap/server/url.h>
 
@@ -188,6 +189,8 @@ Result<Response> HttpServer::Impl::Handle(http::verb method, const Route& route,
       return HandleUi(route);
     case RouteKind::kReload:
       return HandleReload();
+    case RouteKind::kRekey:
+      return HandleRekey(method, std::move(body));
     case RouteKind::kWatch:  // only HEAD comes here: GET serves the stream
       return HandleWatchHead(route);
     case RouteKind::kSnapshot:  // likewise
@@ -311,7 +314,9 @@ Result<Response> HttpServer::Impl::HandleStatus() {
     TIDEMAP_ASSIGN_OR_RETURN(
         peers, PeersFromOplog(context.replica, info.stats.oplog_last_seq, clock.NowMillis()));
   }
-  return JsonResponse(http::status::ok, StatusJson(info, peers), /*pretty=*/true);
+  nlohmann::json status = StatusJson(info, peers);
+  if (context.rekey != nullptr) status["encryption"] = context.rekey->EncryptionJson();
+  return JsonResponse(http::status::ok, status, /*pretty=*/true);
 }
 
 Result<Response> HttpServer::Impl::HandlePending(const Route& route) {
@@ -355,7 +360,9 @@ Result<Response> HttpServer::Impl::HandleMetrics() {
   }
   snap.http.body_bytes_in_flight = body_budget->bytes_held();
   snap.http.body_bytes_in_flight_peak = body_budget->bytes_held_peak();
-  return MakeResponse(http::status::ok, RenderMetrics(snap),
+  std::string text = RenderMetrics(snap);
+  if (context.rekey != nullptr) text += context.rekey->MetricsText();
+  return MakeResponse(http::status::ok, std::move(text),
                       "text/plain; version=0.0.4; charset=utf-8");
 }
 

@@ -26,6 +26,7 @@ constexpr RouteEntry kRoutes[] = {
     {RouteKind::kMetrics, "/metrics", "GET, HEAD"},
     {RouteKind::kOpenApi, "/v1/openapi.json", "GET, HEAD"},
     {RouteKind::kReload, "/v1/admin/reload", "POST"},
+    {RouteKind::kRekey, "/v1/admin/rekey", "GET, HEAD, POST"},  // http_rekey.cc
     {RouteKind::kSnapshot, "/v1/snapshot", "GET, HEAD"},
     {RouteKind::kUi, "/ui", "GET, HEAD"},  // the web console (http_ui.cc)
     {RouteKind::kUi, "/ui/{file}", "GET, HEAD"},

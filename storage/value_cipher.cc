@@ -6,30 +6,49 @@
 
 namespace tidemap {
 
-ValueCipher::ValueCipher(uint8_t key_id, crypto::AeadKey key) : seal_key_id_(key_id) {
+ValueCipher::ValueCipher(uint8_t key_id, crypto::AeadKey key) {
   TIDEMAP_CHECK(key_id != 0);
-  keys_.emplace_back(key_id, std::move(key));
+  MutexLock lock(&mu_);
+  const crypto::AeadKey* published = Publish(key_id, std::move(key));
+  owned_seals_.push_back(std::make_unique<SealKey>(SealKey{key_id, published}));
+  seal_.store(owned_seals_.back().get(), std::memory_order_release);
+}
+
+const crypto::AeadKey* ValueCipher::Publish(uint8_t key_id, crypto::AeadKey key) {
+  owned_keys_.push_back(std::make_unique<crypto::AeadKey>(std::move(key)));
+  const crypto::AeadKey* published = owned_keys_.back().get();
+  keys_[key_id].store(published, std::memory_order_release);
+  return published;
 }
 
 void ValueCipher::AddOpenKey(uint8_t key_id, crypto::AeadKey key) {
-  TIDEMAP_CHECK(key_id != 0 && KeyFor(key_id) == nullptr);
-  keys_.emplace_back(key_id, std::move(key));
+  TIDEMAP_CHECK(key_id != 0 && keys_[key_id].load(std::memory_order_acquire) == nullptr);
+  MutexLock lock(&mu_);
+  Publish(key_id, std::move(key));
 }
 
-crypto::AeadSuite ValueCipher::suite() const { return keys_.front().second.suite(); }
+void ValueCipher::SwitchSealKey(uint8_t key_id, crypto::AeadKey key) {
+  TIDEMAP_CHECK(key_id != 0 && key_id != seal_key_id() && key.suite() == suite());
+  MutexLock lock(&mu_);
+  // The key is published before it seals anything, so every value sealed
+  // under it opens at once.
+  const crypto::AeadKey* published = Publish(key_id, std::move(key));
+  owned_seals_.push_back(std::make_unique<SealKey>(SealKey{key_id, published}));
+  seal_.store(owned_seals_.back().get(), std::memory_order_release);
+}
 
-size_t ValueCipher::overhead() const { return 1 + keys_.front().second.overhead(); }
+crypto::AeadSuite ValueCipher::suite() const {
+  return seal_.load(std::memory_order_acquire)->key->suite();
+}
 
-const crypto::AeadKey* ValueCipher::KeyFor(uint8_t key_id) const {
-  for (const auto& [id, key] : keys_) {
-    if (id == key_id) return &key;
-  }
-  return nullptr;
+size_t ValueCipher::overhead() const {
+  return 1 + seal_.load(std::memory_order_acquire)->key->overhead();
 }
 
 void ValueCipher::Seal(std::string_view ad, std::string_view plaintext, std::string* out) const {
-  out->push_back(static_cast<char>(seal_key_id_));
-  keys_.front().second.Seal(plaintext, ad, out);
+  const SealKey* seal = seal_.load(std::memory_order_acquire);
+  out->push_back(static_cast<char>(seal->key_id));
+  seal->key->Seal(plaintext, ad, out);
 }
 
 Status ValueCipher::Open(std::string_view ad, std::string_view sealed,
@@ -37,7 +56,7 @@ Status ValueCipher::Open(std::string_view ad, std::string_view sealed,
   plaintext->clear();
   const std::optional<uint8_t> id = KeyIdOf(sealed);
   if (!id.has_value()) return Status::Corruption("sealed value is empty");
-  const crypto::AeadKey* key = KeyFor(*id);
+  const crypto::AeadKey* key = keys_[*id].load(std::memory_order_acquire);
   if (key == nullptr) {
     return Status::Corruption("value sealed under key id " + std::to_string(*id) +
                               ", which is not a key of this data dir");

@@ -19,6 +19,7 @@
 
 #include "tools/import.h"
 #include "tools/key_args.h"
+#include "tools/rekey.h"
 #include "tools/serve.h"
 #include "tools/snapshot.h"
 #include "tools/target_args.h"
@@ -500,19 +501,6 @@ int CmdScrub(const std::string& dir, const KeyArgs& keys) {
   return kExitNotFound;
 }
 
-int CmdRekey(const std::string& dir, const KeyArgs& keys, const std::string& new_key_file) {
-  TIDEMAP_ASSIGN_OR_RETURN_INT(const DataDirOptions options, KeyedOptions(dir, keys));
-  auto report = DataDir::Rekey(dir, options, new_key_file);
-  if (!report.ok()) return Fail(report.status());
-  const DataDirRekeyReport& r = *report;
-  std::printf("%s %s: key %d -> key %d (%s)\n", r.resumed ? "finished the rekey of" : "rekeyed",
-              dir.c_str(), r.old_key_id, r.new_key_id, new_key_file.c_str());
-  std::printf("records          %llu\n", static_cast<unsigned long long>(r.reseal.records));
-  std::printf("resealed         %llu\n", static_cast<unsigned long long>(r.reseal.resealed));
-  std::printf("OK: every value is sealed under the new key; the database was compacted\n");
-  return kExitOk;
-}
-
 int CmdRepair(const std::string& dir, const KeyArgs& keys) {
   TIDEMAP_ASSIGN_OR_RETURN_INT(const DataDirOptions options, KeyedOptions(dir, keys));
   auto report = DataDir::Repair(dir, options);
@@ -626,7 +614,7 @@ struct CliArgs {
   uint64_t pending_after = 0;
   bool encrypt = false;
   KeyArgs keys;
-  std::string new_key_file;
+  RekeyArgs rekey;
   ServeArgs serve;
   ImportArgs import;
   SnapshotArgs snapshot;
@@ -653,7 +641,7 @@ CLI::App* AddKeyedDirCommand(CLI::App* app, CliArgs* a, std::vector<Command>* ou
   return cmd;
 }
 
-// Encryption at rest: init (with --encrypt) and rekey.
+// Encryption at rest: init (with --encrypt) and rekey (tools/rekey.h).
 void AddAtRestCommands(CLI::App* app, CliArgs* a, std::vector<Command>* out) {
   CLI::App* init =
       app->add_subcommand("init", "create a data dir and identity, print the public key");
@@ -662,12 +650,8 @@ void AddAtRestCommands(CLI::App* app, CliArgs* a, std::vector<Command>* out) {
                  "seal values at rest under --key-file (created when missing) or a passphrase");
   a->keys.AddTo(init);
   out->emplace_back(init, [a] { return CmdInit(a->dir, a->keys, a->encrypt); });
-  CLI::App* rekey = AddKeyedDirCommand(app, a, out, "rekey",
-                                       "reseal every value at rest under a new key, then compact",
-                                       "the data dir (not held by a running node)",
-                                       [a] { return CmdRekey(a->dir, a->keys, a->new_key_file); });
-  rekey->add_option("--new-key-file", a->new_key_file, "the new key (created when missing)")
-      ->required();
+  AddRekeyCommand(app, &a->rekey);
+  out->emplace_back(a->rekey.command, [a] { return RunRekey(a->rekey); });
 }
 
 // Commands on one key of a target: put, get, del.

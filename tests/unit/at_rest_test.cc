@@ -8,7 +8,9 @@
 // reseal under a new key keeps reads working while it runs and leaves no
 // plaintext nor old ciphertext in the files after its compaction; a data dir
 // refuses no key, a wrong key, a missing key file and a world-readable one at
-// open, takes a passphrase, and finishes a rekey interrupted by a crash; and
+// open, takes a passphrase, and finishes a rekey interrupted by a crash; a
+// cipher switches keys while in use and an open data dir is rekeyed while it
+// serves (stopped after a page, the next rekey finishes it); and
 // an encrypted replica and a plain one sync as usual (plaintext on the wire).
 #include <gtest/gtest.h>
 #include <leveldb/env.h>
@@ -16,6 +18,7 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -561,6 +564,98 @@ TEST_F(AtRestDataDirTest, RekeyResumesAfterACrashAndLeavesNoOldBytes) {
   EXPECT_FALSE(again->resumed);
   EXPECT_EQ(again->reseal.resealed, 500u);
   EXPECT_TRUE(DataDir::Open(dir, WithKey(Path("third.key"))).ok());
+}
+
+// A cipher switched to a new sealing key while threads seal and open: every
+// value opens, whichever key sealed it, and new values name the new key.
+TEST(ValueCipherTest, SwitchSealKeyWhileInUse) {
+  auto cipher = TestCipher(1, 'a');
+  std::string first;
+  cipher->Seal("ad", "value", &first);
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0};
+  std::thread user([&] {
+    std::string sealed, opened;
+    while (!stop) {
+      sealed.clear();
+      cipher->Seal("ad", "value", &sealed);
+      if (!cipher->Open("ad", sealed, &opened).ok() || opened != "value") ++failures;
+    }
+  });
+  for (uint8_t id = 2; id <= 4; ++id) {
+    auto key = crypto::AeadKey::Create(crypto::PreferredAeadSuite(),
+                                       TestKey(static_cast<char>('a' + id - 1)));
+    ASSERT_TRUE(key.ok());
+    cipher->SwitchSealKey(id, std::move(key).value());
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  stop = true;
+  user.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(cipher->seal_key_id(), 4);
+  std::string sealed, opened;
+  cipher->Seal("ad", "value", &sealed);
+  EXPECT_EQ(ValueCipher::KeyIdOf(sealed).value_or(0), 4);
+  ASSERT_TRUE(cipher->Open("ad", first, &opened).ok());
+  EXPECT_EQ(opened, "value");
+  // The new key alone opens the new value, not the first one.
+  auto only_new = TestCipher(4, 'd');
+  EXPECT_TRUE(only_new->Open("ad", sealed, &opened).ok());
+  EXPECT_FALSE(only_new->Open("ad", first, &opened).ok());
+}
+
+// DataDir::RekeyServing on an open data dir: reads from another thread get
+// every value while it runs; stopped after a page, it is left in progress and
+// the next call finishes it; afterwards only the new key opens the dir.
+TEST_F(AtRestDataDirTest, RekeyServingKeepsServingAndResumesAfterAStop) {
+  const std::string dir = Path("node"), old_key = Path("old.key"), new_key = Path("new.key");
+  DataDirOptions init = WithKey(old_key);
+  init.encrypt = true;
+  constexpr int kRecords = 2500;
+  {
+    auto d = DataDir::Init(dir, init);
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    for (int i = 0; i < kRecords; ++i) {
+      ASSERT_TRUE((*d)->replica().Put("m", "k" + std::to_string(i), "v" + std::to_string(i)).ok());
+    }
+  }
+  auto d = DataDir::Open(dir, WithKey(old_key));
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  Replica& replica = (*d)->replica();
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad_reads{0}, reads{0};
+  std::thread reader([&] {
+    for (int i = 0; !stop; i = (i + 7) % kRecords, ++reads) {
+      auto rec = replica.Get("m", "k" + std::to_string(i));
+      if (!rec.ok() || rec->value != "v" + std::to_string(i)) ++bad_reads;
+    }
+  });
+  auto stopped = (*d)->RekeyServing(new_key, [](const ResealReport&) { return false; });
+  EXPECT_TRUE(stopped.status().IsUnavailable()) << stopped.status().ToString();
+  EXPECT_EQ((*d)->value_key_id(), 2);
+  ASSERT_TRUE(replica.Put("m", "after-switch", "new").ok());
+  int pages = 0;
+  auto report = (*d)->RekeyServing(new_key, [&](const ResealReport&) { return ++pages > 0; });
+  stop = true;
+  reader.join();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_TRUE(report->resumed);
+  EXPECT_EQ(report->old_key_id, 1);
+  EXPECT_EQ(report->new_key_id, 2);
+  EXPECT_EQ(report->reseal.resealed, uint64_t{kRecords} - 1000);  // the first page was done
+  EXPECT_GE(pages, 2);
+  EXPECT_GT(reads.load(), 0);
+  EXPECT_EQ(bad_reads.load(), 0);
+  EXPECT_EQ(LoadEncryptionConfig(dir).value()->old_key_id, 0);
+  d->reset();
+  EXPECT_TRUE(DataDir::Open(dir, WithKey(old_key)).status().IsUnavailable());
+  auto reopened = DataDir::Open(dir, WithKey(new_key));
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  EXPECT_EQ((*reopened)->replica().Get("m", "k42")->value, "v42");
+  EXPECT_EQ((*reopened)->replica().Get("m", "after-switch")->value, "new");
+  auto scrub = (*reopened)->replica().Scrub();
+  ASSERT_TRUE(scrub.ok());
+  EXPECT_TRUE(scrub->ok());
 }
 
 }  // namespace

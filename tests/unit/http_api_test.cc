@@ -426,7 +426,7 @@ TEST_F(HttpApiTest, HeadOnEveryGetRouteHasGetsHeadersAndNoBody) {
       EXPECT_EQ(head.Header("content-length"), std::to_string(get.body.size()));
     }
   }
-  EXPECT_EQ(get_routes, 11u);
+  EXPECT_EQ(get_routes, 12u);
   // Errors too: the status and headers of GET, no body.
   const Reply missing = Call("HEAD", "/v1/maps/m/keys/none");
   EXPECT_EQ(missing.status, 404);

@@ -5,6 +5,8 @@
 //   group_commit.cc           a leader builds and commits its group (ProcessGroup)
 //   merge_internal.h          the LWW rule for remote records (and ApplyRemote)
 //   tree_state_internal.h     Merkle tree, bucket counts, checkpoints, replay
+//   expiry_index_internal.h   the records that expire, by expiry (flushed with
+//                             the tree's checkpoints: checkpoint.cc)
 //   tombstone_gc_internal.h   GC watermarks (and PurgeTombstones)
 //   clear_state_internal.h    map clears (clear.cc: ClearMap, RemoveClearedRecords)
 //   key_filter_internal.h     the Bloom filter of stored keys and its builder
@@ -32,6 +34,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -41,6 +44,7 @@
 #include <tidemap/merkle/merkle.h>
 #include <tidemap/replica/clear_state_internal.h>
 #include <tidemap/replica/commit_queue_internal.h>
+#include <tidemap/replica/expiry_index_internal.h>
 #include <tidemap/replica/key_filter_internal.h>
 #include <tidemap/replica/merge_internal.h>
 #include <tidemap/replica/quota_internal.h>
@@ -78,6 +82,8 @@ struct GroupBuild {
   std::vector<OplogEntryRef> oplog_entries;  // views into the writers' ops
   // The clears the group stores, in op order (maps view the writers' ops).
   std::vector<std::pair<std::string_view, Version>> clears;
+  // The expiry index entries of the TTL'd records the group stores.
+  ExpiryPending expiries;
   uint64_t seq = 0, live = 0, tombs = 0;
 };
 
@@ -139,6 +145,7 @@ struct Replica::Impl {
   StorageQuota quota;  // from options.storage_quota_bytes; measured at Open
 
   TreeState tree;
+  ExpiryIndex expiry_index;
   GcState gc;
   ClearState clears;
   std::atomic<uint64_t> clear_removed{0};  // records RemoveClearedRecords deleted since open
@@ -217,8 +224,33 @@ struct Replica::Impl {
   std::atomic<uint64_t> expire_notified_cache{0};  // the same, for Stats()
   std::atomic<uint64_t> expired{0};                // announced since open
   std::atomic<uint64_t> expired_purged{0};         // purged since open
-  // The earliest expiry in the expiry queue after `after_ms` (0: none).
+  // The earliest expiry in the expiry index after `after_ms` (0: none).
   Result<uint64_t> NextExpiry(uint64_t after_ms) const;
+
+  // ---- checkpoints (checkpoint.cc) ----
+  // Every checkpoint goes through these, so the expiry index's pending
+  // entries are written with the tree's checkpoint that covers them.
+  // Puts a checkpoint covering `seq` into `batch`: the tree's
+  // (TreeState::AppendCheckpoint, with `deltas` this batch commits) and the
+  // rows of the pending expiry entries and of `expiries` (those this batch
+  // adds; may be null). Checkpointed must follow once the batch committed.
+  void AppendCheckpoint(Batch* batch, uint64_t seq, std::span<const LeafDelta> deltas,
+                        const ExpiryPending* expiries = nullptr) TIDEMAP_REQUIRES(commit_mu);
+  void Checkpointed(std::span<const LeafDelta> deltas, uint64_t seq, uint64_t now_ms)
+      TIDEMAP_REQUIRES(commit_mu);
+  // Whether a checkpoint covering `seq` would write anything.
+  bool NeedsCheckpoint(uint64_t seq) const;
+  // Writes a checkpoint covering `seq` in a batch of its own, when needed.
+  Status Checkpoint(uint64_t seq, bool sync) TIDEMAP_REQUIRES(commit_mu);
+
+  // ---- the version 4 expiry queue (expiry_migration.cc) ----
+  // Set by LoadOrCreateMeta for a version 4 database.
+  bool expiry_migration_due = false;
+  // Moves every 'x' row into packed rows, in bounded batches (each commits
+  // the rows it moves and deletes them; resumable), then writes the schema
+  // version. A read-only replica moves nothing: it holds them as pending
+  // entries instead.
+  Status MigrateExpiryQueue() TIDEMAP_REQUIRES(commit_mu);
 
   // ---- open and close (open.cc) ----
   Status OpenStore();

@@ -95,7 +95,8 @@ Result<std::vector<SnapshotWatermark>> SnapshotCursor::Watermarks() {
 SnapshotLoader::SnapshotLoader(Replica* replica, TreeRebuild tree)
     : replica_(replica),
       batch_(std::make_unique<Batch>()),
-      rebuilt_(std::make_unique<TreeRebuild>(std::move(tree))) {}
+      rebuilt_(std::make_unique<TreeRebuild>(std::move(tree))),
+      expiry_rows_(std::make_unique<ExpiryRowWriter>(&replica->impl_->expiry_index)) {}
 
 SnapshotLoader::~SnapshotLoader() = default;
 
@@ -157,7 +158,8 @@ Status SnapshotLoader::Add(std::span<const KeyedRecord> records) {
     batch_->Put(row_key_, value_bytes_);
     if (r.tombstone) batch_->Put(rows::GcQueueKey(r.version, r.map, r.key), rows::EncodeU64(0));
     if (r.expiry_ms != 0) {
-      batch_->Put(rows::ExpiryQueueKey(r.expiry_ms, r.version, r.map, r.key), rows::EncodeU64(0));
+      expiry_rows_->Add(rows::ExpiryEntryRef{r.expiry_ms, r.version, 0, r.map, r.key},
+                        batch_.get());
     }
     const uint32_t bucket = tree.tree.BucketOf(hash);
     tree.tree.Apply(bucket, ItemDigest(r.map, r.key, r.version, r.tombstone));
@@ -191,6 +193,7 @@ Result<uint64_t> SnapshotLoader::Finish(std::span<const SnapshotWatermark> water
   // Local writes after the restore are stamped above every loaded version.
   const uint64_t bound_ms = std::max(max_physical_ms_, overall.hlc.physical_ms());
   if (bound_ms != 0) batch_->Put(rows::MetaKey(rows::kMetaHlcBound), rows::EncodeU64(bound_ms));
+  expiry_rows_->Finish(batch_.get());
   TIDEMAP_RETURN_IF_ERROR(Flush());
   // Every page is dirty: the checkpoint writes them all, synced (and with
   // them every unsynced row above).

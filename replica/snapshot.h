@@ -35,6 +35,7 @@ class PrefixIterator;
 class StoreIterator;
 class ValueCipher;
 struct TreeRebuild;
+class ExpiryRowWriter;
 
 // Reads one snapshot. Opening it takes the replica's commit lock for a
 // moment (no group is half committed then), so the header's seq and record
@@ -100,7 +101,8 @@ class SnapshotLoader {
   Status Flush();
   Replica* replica_;
   std::unique_ptr<Batch> batch_;
-  std::unique_ptr<TreeRebuild> rebuilt_;  // the tree and counts of the records added
+  std::unique_ptr<TreeRebuild> rebuilt_;          // the tree and counts of the records added
+  std::unique_ptr<ExpiryRowWriter> expiry_rows_;  // the expiry index rows, into batch_
   std::string last_row_key_;
   std::string row_key_, value_bytes_;  // reused encoding buffers
   uint64_t records_ = 0;

@@ -98,10 +98,14 @@ class Replica::Impl::TombstonePurge {
         purged_total_(im->gc.purged()) {}
 
   // Adds the tombstone of (map, key) at `version` with its queue row
-  // `queue_key` (with `expiry_ms` non-zero: the expired live record, with its
-  // expiry queue row); commits the batch once it is full.
+  // `queue_key` (with `expiry_ms` non-zero: the expired live record, whose
+  // expiry index entry needs no delete: `queue_key` is empty); commits the
+  // batch once it is full.
   Status Add(std::string_view queue_key, const Version& version, std::string_view map,
              std::string_view key, uint64_t expiry_ms = 0);
+  // Replaces the expiry rows `row_keys` with rows holding `kept`, in the
+  // batch being built.
+  void RewriteExpiryRows(const std::vector<std::string>& row_keys, const ExpiryPending& kept);
   // Commits what was added since the last commit.
   Status Commit();
 
@@ -122,6 +126,7 @@ class Replica::Impl::TombstonePurge {
   std::vector<Purged> purged_;
   std::map<uint32_t, Version> raised_;  // bucket watermarks this batch raises
   std::vector<LeafDelta> deltas_;
+  bool rows_rewritten_ = false;  // the batch rewrites expiry rows
   Batch batch_;
 };
 
@@ -139,7 +144,7 @@ Status Replica::Impl::TombstonePurge::Add(std::string_view queue_key, const Vers
   }
   batch_.Delete(rows::RecordKey(map, key));
   batch_.Delete(rows::HashIndexKey(key_hash, map, key));
-  batch_.Delete(queue_key);
+  if (!queue_key.empty()) batch_.Delete(queue_key);
   const uint32_t bucket = BucketOf(key_hash, im_.tree_shape);
   deltas_.push_back(LeafDelta{bucket, ItemDigest(map, key, version, tombstone), tombstone ? 0 : -1,
                               tombstone ? -1 : 0});
@@ -152,17 +157,24 @@ Status Replica::Impl::TombstonePurge::Add(std::string_view queue_key, const Vers
   return Status::Ok();
 }
 
+void Replica::Impl::TombstonePurge::RewriteExpiryRows(const std::vector<std::string>& row_keys,
+                                                      const ExpiryPending& kept) {
+  for (const std::string& row_key : row_keys) batch_.Delete(row_key);
+  im_.expiry_index.AppendRows(&batch_, kept);
+  rows_rewritten_ = true;
+}
+
 Status Replica::Impl::TombstonePurge::Commit() {
-  if (purged_.empty()) return Status::Ok();
+  if (purged_.empty() && !rows_rewritten_) return Status::Ok();
   const uint64_t seq = im_.LastSeq();
   batch_.Put(rows::MetaKey(rows::kMetaGcWatermark), rows::EncodeVersion(watermark_));
   batch_.Put(rows::MetaKey(rows::kMetaGcPurged), rows::EncodeU64(purged_total_ + purged_.size()));
   for (const auto& [bucket, v] : raised_) {
     batch_.Put(rows::GcWatermarkKey(bucket), rows::EncodeVersion(v));
   }
-  im_.tree.AppendCheckpoint(&batch_, seq, deltas_);
+  im_.AppendCheckpoint(&batch_, seq, deltas_);
   TIDEMAP_RETURN_IF_ERROR(im_.store->Write(&batch_, /*sync=*/true));
-  im_.tree.ApplyCheckpointed(deltas_, seq, now_ms_);
+  im_.Checkpointed(deltas_, seq, now_ms_);
   Published();
   return Status::Ok();
 }
@@ -187,6 +199,7 @@ void Replica::Impl::TombstonePurge::Published() {
   }
   purged_.clear();
   deltas_.clear();
+  rows_rewritten_ = false;
   batch_ = Batch();
 }
 
@@ -233,27 +246,40 @@ Result<PurgeStats> Replica::PurgeTombstones(const std::function<void(const KeyMe
 
 // Expired records are deleted everywhere since their expiry, which stands for
 // the tombstone's stamp: one is purged once its expiry is older than the
-// horizon and every known peer acknowledged its seq. The expiry queue ('x'
-// rows, in expiry order) lists them without a full scan.
+// horizon and every known peer acknowledged its seq. The expiry index lists
+// them by expiry bucket without a full scan; the rows of each bucket visited
+// are rewritten without the entries purged or no longer valid.
 Status Replica::Impl::PurgeExpired(TombstonePurge* purge, uint64_t cutoff_ms, uint64_t acked_by_all,
                                    PurgeStats* stats) {
-  PrefixIterator expiries(*store, std::string(1, rows::kExpiryPrefix));
-  for (expiries.SeekToFirst(); expiries.Valid(); expiries.Next()) {
-    uint64_t expiry_ms = 0;
-    Version version;
-    std::string_view map, key;
-    if (!rows::ParseExpiryQueueKey(expiries.key(), &expiry_ms, &version, &map, &key)) {
-      return Status::Corruption("malformed expiry queue row " + Printable(expiries.key()));
-    }
-    if (expiry_ms >= cutoff_ms) break;  // the rest expire later
-    TIDEMAP_ASSIGN_OR_RETURN(uint64_t seq, rows::DecodeU64(expiries.value(), "expiry queue seq"));
-    if (seq > acked_by_all) {
-      ++stats->unacknowledged;
-      continue;
-    }
-    TIDEMAP_RETURN_IF_ERROR(purge->Add(expiries.key(), version, map, key, expiry_ms));
-  }
-  return expiries.status();
+  if (cutoff_ms == 0) return Status::Ok();
+  return expiry_index.ForEachBucket(
+      *store, 0, rows::ExpiryBucketOf(cutoff_ms - 1), [&](const ExpiryBucket& b) -> Result<bool> {
+        ExpiryPending kept;  // the stored entries that stay
+        bool changed = false;
+        // Decides one entry; `stored`: it is in one of the bucket's rows.
+        const auto decide = [&](const rows::ExpiryEntry& e, bool stored) -> Status {
+          TIDEMAP_ASSIGN_OR_RETURN(const bool valid, ExpiryIndex::Valid(*store, e));
+          const bool due = valid && e.expiry_ms < cutoff_ms;
+          if (due && e.seq > acked_by_all) ++stats->unacknowledged;
+          if (due && e.seq <= acked_by_all) {
+            TIDEMAP_RETURN_IF_ERROR(purge->Add({}, e.version, e.map, e.key, e.expiry_ms));
+          } else if (valid && stored) {
+            kept.Add(rows::RefOf(e));
+            return Status::Ok();
+          }
+          changed = changed || stored;
+          return Status::Ok();
+        };
+        for (const rows::ExpiryEntry& e : b.stored) TIDEMAP_RETURN_IF_ERROR(decide(e, true));
+        for (const rows::ExpiryEntry& e : b.pending) {
+          if (std::binary_search(b.stored.begin(), b.stored.end(), e, rows::ExpiryEntryLess)) {
+            continue;
+          }
+          TIDEMAP_RETURN_IF_ERROR(decide(e, false));
+        }
+        if (changed) purge->RewriteExpiryRows(b.row_keys, kept);
+        return true;
+      });
 }
 
 }  // namespace tidemap

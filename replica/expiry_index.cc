@@ -1,6 +1,9 @@
 #include <tidemap/replica/expiry_index_internal.h>
 
 #include <algorithm>
+#include <functional>
+#include <string_view>
+#include <unordered_set>
 #include <utility>
 
 #include <tidemap/base/check.h>
@@ -28,6 +31,26 @@ void SortUnique(std::vector<rows::ExpiryEntry>* entries) {
   });
   entries->erase(std::unique(entries->begin(), entries->end(), rows::SameExpiryEntry),
                  entries->end());
+}
+
+struct NameHash {
+  size_t operator()(const std::pair<std::string_view, std::string_view>& n) const {
+    return std::hash<std::string_view>()(n.first) * 31 + std::hash<std::string_view>()(n.second);
+  }
+};
+
+// Of the entries of one key in `refs` (in commit order), only the last can
+// be valid: each later one was stored over the one before. Drops the others
+// before they take room in a row.
+void DropSuperseded(std::vector<rows::ExpiryEntryRef>* refs) {
+  std::unordered_set<std::pair<std::string_view, std::string_view>, NameHash> seen;
+  seen.reserve(refs->size());
+  auto keep = refs->end();
+  for (auto it = refs->end(); it != refs->begin();) {
+    --it;
+    if (seen.emplace(it->map, it->key).second) *--keep = *it;
+  }
+  refs->erase(refs->begin(), keep);
 }
 
 }  // namespace
@@ -129,6 +152,7 @@ void ExpiryIndex::AppendFlush(Batch* batch, const ExpiryPending* more) {
   refs.reserve(pending_.size() + (more != nullptr ? more->size() : 0));
   for (size_t i = 0; i < pending_.size(); ++i) refs.push_back(pending_.at(i));
   for (size_t i = 0; more != nullptr && i < more->size(); ++i) refs.push_back(more->at(i));
+  DropSuperseded(&refs);
   AppendRowsLocked(batch, &refs);
 }
 

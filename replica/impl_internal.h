@@ -216,6 +216,12 @@ struct Replica::Impl {
   // whose seq is at or below `acked_by_all`.
   Status PurgeExpired(TombstonePurge* purge, uint64_t cutoff_ms, uint64_t acked_by_all,
                       PurgeStats* stats) TIDEMAP_REQUIRES(commit_mu);
+  // Drops entries no longer valid from the expiry rows of buckets from
+  // `first_bucket` on (not yet due), a bounded number per call, resuming at
+  // expiry_compact_from.
+  Status CompactExpiryRows(TombstonePurge* purge, uint64_t first_bucket)
+      TIDEMAP_REQUIRES(commit_mu);
+  uint64_t expiry_compact_from TIDEMAP_GUARDED_BY(commit_mu) = 0;
 
   // ---- per-record TTL (expiry.cc) ----
   // Subscribers were told of every record expiring at or before this (ms);
@@ -234,10 +240,11 @@ struct Replica::Impl {
   // (TreeState::AppendCheckpoint, with `deltas` this batch commits) and the
   // rows of the pending expiry entries and of `expiries` (those this batch
   // adds; may be null). Checkpointed must follow once the batch committed.
+  // Both under commit_mu (held by the caller: a group's leader, a purge, a
+  // clear's removal, the close).
   void AppendCheckpoint(Batch* batch, uint64_t seq, std::span<const LeafDelta> deltas,
-                        const ExpiryPending* expiries = nullptr) TIDEMAP_REQUIRES(commit_mu);
-  void Checkpointed(std::span<const LeafDelta> deltas, uint64_t seq, uint64_t now_ms)
-      TIDEMAP_REQUIRES(commit_mu);
+                        const ExpiryPending* expiries = nullptr);
+  void Checkpointed(std::span<const LeafDelta> deltas, uint64_t seq, uint64_t now_ms);
   // Whether a checkpoint covering `seq` would write anything.
   bool NeedsCheckpoint(uint64_t seq) const;
   // Writes a checkpoint covering `seq` in a batch of its own, when needed.

@@ -86,7 +86,7 @@ class SnapshotLoader {
   SnapshotLoader& operator=(const SnapshotLoader&) = delete;
 
   // Stores `records` with the rows derived from them (key-hash index,
-  // tombstone and expiry queues, a map's clear row) and adds them to the Merkle tree being
+  // tombstone queue, expiry index rows, a map's clear row) and adds them to the Merkle tree being
   // built. They must follow the ones before in strictly rising (map, key)
   // order (else InvalidArgument) and respect the replica's limits (else
   // Refused). Written unsynced, in batches.

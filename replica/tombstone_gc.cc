@@ -15,6 +15,9 @@ namespace {
 
 // Tombstones one purge batch deletes at most.
 constexpr size_t kPurgeBatchMax = 10'000;
+// Expiry index entries of buckets not yet due that one purge checks at most
+// (see CompactExpiryRows).
+constexpr size_t kCompactEntriesMax = 50'000;
 
 // The greatest seq every known peer acknowledged (UINT64_MAX with no known
 // peer: then the horizon alone decides).
@@ -240,6 +243,7 @@ Result<PurgeStats> Replica::PurgeTombstones(const std::function<void(const KeyMe
   }
   TIDEMAP_RETURN_IF_ERROR(queue.status());
   TIDEMAP_RETURN_IF_ERROR(im.PurgeExpired(&purge, cutoff_ms, acked_by_all, &stats));
+  TIDEMAP_RETURN_IF_ERROR(im.CompactExpiryRows(&purge, rows::ExpiryBucketOf(cutoff_ms) + 1));
   TIDEMAP_RETURN_IF_ERROR(purge.Commit());
   return stats;
 }
@@ -280,6 +284,34 @@ Status Replica::Impl::PurgeExpired(TombstonePurge* purge, uint64_t cutoff_ms, ui
         if (changed) purge->RewriteExpiryRows(b.row_keys, kept);
         return true;
       });
+}
+
+// The entries of overwritten or deleted records stay in their rows until
+// their bucket is purged, which is the TTL plus the horizon away. Each purge
+// also checks up to kCompactEntriesMax entries of later buckets, from where
+// the last one stopped (back to `first_bucket` at the end), and rewrites a
+// bucket holding invalid entries with its valid ones only.
+Status Replica::Impl::CompactExpiryRows(TombstonePurge* purge, uint64_t first_bucket) {
+  const uint64_t from = std::max(first_bucket, expiry_compact_from);
+  size_t checked = 0;
+  uint64_t next_from = first_bucket;  // when the end is reached
+  TIDEMAP_RETURN_IF_ERROR(expiry_index.ForEachBucket(
+      *store, from, UINT64_MAX - 1, [&](const ExpiryBucket& b) -> Result<bool> {
+        if (checked >= kCompactEntriesMax) {
+          next_from = b.bucket;
+          return false;
+        }
+        ExpiryPending kept;
+        for (const rows::ExpiryEntry& e : b.stored) {
+          TIDEMAP_ASSIGN_OR_RETURN(const bool valid, ExpiryIndex::Valid(*store, e));
+          if (valid) kept.Add(rows::RefOf(e));
+        }
+        checked += b.stored.size();
+        if (kept.size() < b.stored.size()) purge->RewriteExpiryRows(b.row_keys, kept);
+        return true;
+      }));
+  expiry_compact_from = next_from;
+  return Status::Ok();
 }
 
 }  // namespace tidemap

@@ -6,7 +6,8 @@
 // once (across a reopen too), the GC purges an expired record like a
 // tombstone so no older version comes back, scrub and the derived-row
 // rebuild know the expiry index, a version 4 database's expiry queue is
-// migrated at open (also when a migration was cut short), and the codec
+// migrated at open (also when a migration was cut short), the GC drops the
+// entries of replaced versions from later buckets, and the codec
 // carries expiries (a message without any leaves their field empty). Runs on
 // LevelDB's in-memory Env with a manual clock.
 #include <gtest/gtest.h>
@@ -353,6 +354,29 @@ TEST_F(TtlTest, MigrationCutShortIsResumedAndDuplicatesAreHarmless) {
   EXPECT_EQ(CountRows(rows::kExpiryPrefix), 3u);
   EXPECT_GT(CountRows(rows::kExpiryRowPrefix), 0u);
   ExpectMigrated();
+}
+
+// A key rewritten with a TTL leaves the entry of each version it replaced in
+// the expiry rows; the GC drops them from the rows of buckets not yet due,
+// so they do not pile up for the TTL's length.
+TEST_F(TtlTest, PurgeDropsEntriesOfReplacedVersionsFromLaterBuckets) {
+  {
+    auto r = Open();
+    for (int i = 0; i < 5; ++i) {
+      ASSERT_TRUE(r->Put("m", "k", "v" + std::to_string(i), PutOptions{3'600'000}).ok());
+      clock_.Advance(1100);  // the next put carries a checkpoint
+    }
+  }
+  // A row per version but the first, replaced before any checkpoint wrote it.
+  EXPECT_EQ(CountRows(rows::kExpiryRowPrefix), 4u);
+  {
+    auto r = Open();
+    clock_.Advance(kHorizonMs + 1);
+    ASSERT_TRUE(r->PurgeTombstones().ok());
+    ExpectScrubOk(*r);
+    EXPECT_EQ(Render(*r), "k=v4");
+  }
+  EXPECT_EQ(CountRows(rows::kExpiryRowPrefix), 1u);
 }
 
 TEST(TtlCodecTest, ExpiriesRoundTrip) {

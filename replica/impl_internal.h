@@ -22,10 +22,10 @@
 //
 // Locking, outermost first: commit_mu (the group being committed; also taken
 // by Scrub, PruneOplog, PurgeTombstones, RemoveClearedRecords and the close)
-// before the parts' own mutexes (TreeState, GcState, ClearState, state_mu,
-// Subscriptions), which are
-// leaves: none is held while taking another. The CommitQueue's mutex is
-// never held with any other.
+// before the parts' own mutexes (TreeState, ExpiryIndex, GcState,
+// ClearState, state_mu, Subscriptions), which are leaves: none is held
+// while taking another. The CommitQueue's mutex is never held with any
+// other.
 #ifndef TIDEMAP_REPLICA_IMPL_INTERNAL_H_
 #define TIDEMAP_REPLICA_IMPL_INTERNAL_H_
 

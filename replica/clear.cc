@@ -104,11 +104,8 @@ Status Replica::Impl::RemoveClearedBatch(const ClearState::Pending& p, size_t ro
     const uint64_t key_hash = KeyHash(parts.map, parts.key);
     batch.Delete(row_key);
     batch.Delete(rows::HashIndexKey(key_hash, parts.map, parts.key));
-    if (meta.tombstone) {
-      batch.Delete(rows::GcQueueKey(meta.version, parts.map, parts.key));
-    } else if (meta.expiry_ms != 0) {
-      batch.Delete(rows::ExpiryQueueKey(meta.expiry_ms, meta.version, parts.map, parts.key));
-    }
+    // An expiry index entry of the record stops being valid with it.
+    if (meta.tombstone) batch.Delete(rows::GcQueueKey(meta.version, parts.map, parts.key));
     deltas.push_back(LeafDelta{BucketOf(key_hash, tree_shape),
                                ItemDigest(parts.map, parts.key, meta.version, meta.tombstone),
                                meta.tombstone ? 0 : -1, meta.tombstone ? -1 : 0});
@@ -119,9 +116,9 @@ Status Replica::Impl::RemoveClearedBatch(const ClearState::Pending& p, size_t ro
   batch.Put(rows::ClearRowKey(p.map), rows::EncodeClearRow(row));
   const uint64_t seq = LastSeq();
   const uint64_t now_ms = options.clock->NowMillis();
-  if (!deltas.empty()) tree.AppendCheckpoint(&batch, seq, deltas);
+  if (!deltas.empty()) AppendCheckpoint(&batch, seq, deltas);
   TIDEMAP_RETURN_IF_ERROR(store->Write(&batch, /*sync=*/true));
-  if (!deltas.empty()) tree.ApplyCheckpointed(deltas, seq, now_ms);
+  if (!deltas.empty()) Checkpointed(deltas, seq, now_ms);
   {
     MutexLock l(&state_mu);
     live -= live_removed;

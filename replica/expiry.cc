@@ -1,15 +1,13 @@
 // Per-record TTL, the announcing side: ExpireRecords tells subscribers of the
-// records whose expiry passed, once each, from the expiry queue ('x' rows in
-// expiry order, storage/rows.cc). Reads hide an expired record by comparing
+// records whose expiry passed, once each, from the expiry index (by expiry
+// bucket, replica/expiry_index_internal.h). Reads hide an expired record by comparing
 // its expiry with the clock (replica/reads.cc) and the GC purges it
 // (replica/tombstone_gc.cc); neither waits for this.
 #include <string>
 #include <vector>
 
-#include <tidemap/base/coding.h>
 #include <tidemap/replica/impl_internal.h>
 #include <tidemap/replica/readers_internal.h>
-#include <tidemap/storage/prefix_iterator.h>
 #include <tidemap/storage/rows_internal.h>
 
 namespace tidemap {
@@ -27,22 +25,31 @@ struct Expired {
   uint64_t expiry_ms;
 };
 
+// The valid entries expiring in (notified_ms, now_ms], in expiry order, one
+// each, up to kExpireEventsMax unless one millisecond holds more.
+Result<std::vector<Expired>> DueExpiries(const Store& store, const ExpiryIndex& index,
+                                         uint64_t notified_ms, uint64_t now_ms) {
+  std::vector<Expired> due;
+  TIDEMAP_RETURN_IF_ERROR(index.ForEachBucket(
+      store, rows::ExpiryBucketOf(notified_ms + 1), rows::ExpiryBucketOf(now_ms),
+      [&](const ExpiryBucket& b) -> Result<bool> {
+        for (rows::ExpiryEntry& e : b.Merged()) {
+          if (e.expiry_ms <= notified_ms) continue;
+          if (!IsExpired(e.expiry_ms, now_ms)) return false;
+          if (due.size() >= kExpireEventsMax && e.expiry_ms != due.back().expiry_ms) return false;
+          TIDEMAP_ASSIGN_OR_RETURN(const bool valid, ExpiryIndex::Valid(store, e));
+          if (valid)
+            due.push_back(Expired{std::move(e.map), std::move(e.key), e.version, e.expiry_ms});
+        }
+        return true;
+      }));
+  return due;
+}
+
 }  // namespace
 
 Result<uint64_t> Replica::Impl::NextExpiry(uint64_t after_ms) const {
-  PrefixIterator rows_after(*store, std::string(1, rows::kExpiryPrefix));
-  rows_after.Seek(rows::ExpiryQueueSeek(after_ms + 1));
-  if (!rows_after.Valid()) {
-    TIDEMAP_RETURN_IF_ERROR(rows_after.status());
-    return uint64_t{0};
-  }
-  uint64_t expiry_ms = 0;
-  Version version;
-  std::string_view map, key;
-  if (!rows::ParseExpiryQueueKey(rows_after.key(), &expiry_ms, &version, &map, &key)) {
-    return Status::Corruption("malformed expiry queue row " + Printable(rows_after.key()));
-  }
-  return expiry_ms;
+  return expiry_index.NextExpiry(*store, after_ms);
 }
 
 Result<ExpireStats> Replica::ExpireRecords() {
@@ -60,21 +67,8 @@ Result<ExpireStats> Replica::ExpireRecords() {
     }
   }
   uint64_t notified_ms = *im.expire_notified_ms;
-  std::vector<Expired> due;
-  PrefixIterator queue(*im.store, std::string(1, rows::kExpiryPrefix));
-  for (queue.Seek(rows::ExpiryQueueSeek(notified_ms + 1)); queue.Valid(); queue.Next()) {
-    Expired e;
-    std::string_view map, key;
-    if (!rows::ParseExpiryQueueKey(queue.key(), &e.expiry_ms, &e.version, &map, &key)) {
-      return Status::Corruption("malformed expiry queue row " + Printable(queue.key()));
-    }
-    if (!IsExpired(e.expiry_ms, now_ms)) break;
-    if (due.size() >= kExpireEventsMax && e.expiry_ms != due.back().expiry_ms) break;
-    e.map.assign(map);
-    e.key.assign(key);
-    due.push_back(std::move(e));
-  }
-  TIDEMAP_RETURN_IF_ERROR(queue.status());
+  TIDEMAP_ASSIGN_OR_RETURN(const std::vector<Expired> due,
+                           DueExpiries(*im.store, im.expiry_index, notified_ms, now_ms));
   ExpireStats stats;
   if (!due.empty()) {
     notified_ms = due.back().expiry_ms;

@@ -131,7 +131,7 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& all) {
   // TreeState).
   const uint64_t now_ms = options.clock->NowMillis();
   const bool checkpoint = tree.CheckpointDue(g.seq, now_ms);
-  if (checkpoint) tree.AppendCheckpoint(&g.batch, g.seq, g.leaf_deltas);
+  if (checkpoint) AppendCheckpoint(&g.batch, g.seq, g.leaf_deltas, &g.expiries);
   const Status written = WriteGroup(&g.batch, g.oplog_entries.size(), sync);
   if (!written.ok()) {
     {
@@ -156,9 +156,10 @@ void Replica::Impl::ProcessGroup(const std::vector<Writer*>& all) {
   reserved_bound_ms = new_bound;
   const bool quota_changed = quota.AddWritten(g.batch.ApproximateBytes());
   if (checkpoint) {
-    tree.ApplyCheckpointed(g.leaf_deltas, g.seq, now_ms);
+    Checkpointed(g.leaf_deltas, g.seq, now_ms);
   } else {
     tree.Apply(g.leaf_deltas);
+    expiry_index.Add(g.expiries);
   }
   {
     MutexLock l(&state_mu);
@@ -187,6 +188,7 @@ void Replica::Impl::BuildGroup(const std::vector<Writer*>& group, const Committe
     g.leaf_deltas.clear();
     g.oplog_entries.clear();
     g.clears.clear();
+    g.expiries.Clear();
     g.seq = start.seq, g.live = start.live, g.tombs = start.tombs;
     built = true;
     for (auto it = group_left.begin(); it != group_left.end(); ++it) {
@@ -324,13 +326,12 @@ uint64_t Replica::Impl::AppendChange(const WriterOp& op, uint64_t key_hash, cons
   g->batch.Put(row_key_scratch, value_scratch);
   const uint64_t seq = ++g->seq;
   g->oplog_entries.push_back(OplogEntryRef{seq, op.map, op.key, op.version, op.tombstone, via});
-  // The tombstone queue holds exactly the stored tombstones, the expiry
-  // queue exactly the stored live records that have an expiry.
+  // The tombstone queue holds exactly the stored tombstones. The expiry
+  // index gets an entry for a live record with an expiry, in memory until
+  // the next checkpoint; the old version's entry just stops being valid
+  // (replica/expiry_index_internal.h).
   if (old.exists && old.meta.tombstone) {
     g->batch.Delete(rows::GcQueueKey(old.meta.version, op.map, op.key));
-  }
-  if (old.exists && old.meta.expiry_ms != 0) {
-    g->batch.Delete(rows::ExpiryQueueKey(old.meta.expiry_ms, old.meta.version, op.map, op.key));
   }
   if (op.key == kClearKey) {
     // The map's clear: its removal of older records starts over.
@@ -340,8 +341,7 @@ uint64_t Replica::Impl::AppendChange(const WriterOp& op, uint64_t key_hash, cons
   if (op.tombstone) {
     g->batch.Put(rows::GcQueueKey(op.version, op.map, op.key), rows::EncodeU64(seq));
   } else if (op.expiry_ms != 0) {
-    g->batch.Put(rows::ExpiryQueueKey(op.expiry_ms, op.version, op.map, op.key),
-                 rows::EncodeU64(seq));
+    g->expiries.Add(rows::ExpiryEntryRef{op.expiry_ms, op.version, seq, op.map, op.key});
   }
   if (old.exists) (old.meta.tombstone ? g->tombs : g->live) -= 1;
   (op.tombstone ? g->tombs : g->live) += 1;
@@ -384,6 +384,7 @@ void Replica::Impl::ReleaseGroupBuild() {
   g.oplog_entries.clear();
   g.clears.clear();
   g.keys.clear();
+  g.expiries.Clear();
   if (g.batch.ApproximateBytes() > kGroupBuildKeptBytes) g = GroupBuild{};
 }
 

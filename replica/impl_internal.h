@@ -5,6 +5,8 @@
 //   group_commit.cc           a leader builds and commits its group (ProcessGroup)
 //   merge_internal.h          the LWW rule for remote records (and ApplyRemote)
 //   tree_state_internal.h     Merkle tree, bucket counts, checkpoints, replay
+//   expiry_index_internal.h   the records that expire, by expiry (flushed with
+//                             the tree's checkpoints: checkpoint.cc)
 //   tombstone_gc_internal.h   GC watermarks (and PurgeTombstones)
 //   clear_state_internal.h    map clears (clear.cc: ClearMap, RemoveClearedRecords)
 //   key_filter_internal.h     the Bloom filter of stored keys and its builder
@@ -20,10 +22,10 @@
 //
 // Locking, outermost first: commit_mu (the group being committed; also taken
 // by Scrub, PruneOplog, PurgeTombstones, RemoveClearedRecords and the close)
-// before the parts' own mutexes (TreeState, GcState, ClearState, state_mu,
-// Subscriptions), which are
-// leaves: none is held while taking another. The CommitQueue's mutex is
-// never held with any other.
+// before the parts' own mutexes (TreeState, ExpiryIndex, GcState,
+// ClearState, state_mu, Subscriptions), which are leaves: none is held
+// while taking another. The CommitQueue's mutex is never held with any
+// other.
 #ifndef TIDEMAP_REPLICA_IMPL_INTERNAL_H_
 #define TIDEMAP_REPLICA_IMPL_INTERNAL_H_
 
@@ -32,6 +34,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -41,6 +44,7 @@
 #include <tidemap/merkle/merkle.h>
 #include <tidemap/replica/clear_state_internal.h>
 #include <tidemap/replica/commit_queue_internal.h>
+#include <tidemap/replica/expiry_index_internal.h>
 #include <tidemap/replica/key_filter_internal.h>
 #include <tidemap/replica/merge_internal.h>
 #include <tidemap/replica/quota_internal.h>
@@ -78,6 +82,8 @@ struct GroupBuild {
   std::vector<OplogEntryRef> oplog_entries;  // views into the writers' ops
   // The clears the group stores, in op order (maps view the writers' ops).
   std::vector<std::pair<std::string_view, Version>> clears;
+  // The expiry index entries of the TTL'd records the group stores.
+  ExpiryPending expiries;
   uint64_t seq = 0, live = 0, tombs = 0;
 };
 
@@ -139,6 +145,7 @@ struct Replica::Impl {
   StorageQuota quota;  // from options.storage_quota_bytes; measured at Open
 
   TreeState tree;
+  ExpiryIndex expiry_index;
   GcState gc;
   ClearState clears;
   std::atomic<uint64_t> clear_removed{0};  // records RemoveClearedRecords deleted since open
@@ -209,6 +216,12 @@ struct Replica::Impl {
   // whose seq is at or below `acked_by_all`.
   Status PurgeExpired(TombstonePurge* purge, uint64_t cutoff_ms, uint64_t acked_by_all,
                       PurgeStats* stats) TIDEMAP_REQUIRES(commit_mu);
+  // Drops entries no longer valid from the expiry rows of buckets from
+  // `first_bucket` on (not yet due), a bounded number per call, resuming at
+  // expiry_compact_from.
+  Status CompactExpiryRows(TombstonePurge* purge, uint64_t first_bucket)
+      TIDEMAP_REQUIRES(commit_mu);
+  uint64_t expiry_compact_from TIDEMAP_GUARDED_BY(commit_mu) = 0;
 
   // ---- per-record TTL (expiry.cc) ----
   // Subscribers were told of every record expiring at or before this (ms);
@@ -217,8 +230,34 @@ struct Replica::Impl {
   std::atomic<uint64_t> expire_notified_cache{0};  // the same, for Stats()
   std::atomic<uint64_t> expired{0};                // announced since open
   std::atomic<uint64_t> expired_purged{0};         // purged since open
-  // The earliest expiry in the expiry queue after `after_ms` (0: none).
+  // The earliest expiry in the expiry index after `after_ms` (0: none).
   Result<uint64_t> NextExpiry(uint64_t after_ms) const;
+
+  // ---- checkpoints (checkpoint.cc) ----
+  // Every checkpoint goes through these, so the expiry index's pending
+  // entries are written with the tree's checkpoint that covers them.
+  // Puts a checkpoint covering `seq` into `batch`: the tree's
+  // (TreeState::AppendCheckpoint, with `deltas` this batch commits) and the
+  // rows of the pending expiry entries and of `expiries` (those this batch
+  // adds; may be null). Checkpointed must follow once the batch committed.
+  // Both under commit_mu (held by the caller: a group's leader, a purge, a
+  // clear's removal, the close).
+  void AppendCheckpoint(Batch* batch, uint64_t seq, std::span<const LeafDelta> deltas,
+                        const ExpiryPending* expiries = nullptr);
+  void Checkpointed(std::span<const LeafDelta> deltas, uint64_t seq, uint64_t now_ms);
+  // Whether a checkpoint covering `seq` would write anything.
+  bool NeedsCheckpoint(uint64_t seq) const;
+  // Writes a checkpoint covering `seq` in a batch of its own, when needed.
+  Status Checkpoint(uint64_t seq, bool sync) TIDEMAP_REQUIRES(commit_mu);
+
+  // ---- the version 4 expiry queue (expiry_migration.cc) ----
+  // Set by LoadOrCreateMeta for a version 4 database.
+  bool expiry_migration_due = false;
+  // Moves every 'x' row into packed rows, in bounded batches (each commits
+  // the rows it moves and deletes them; resumable), then writes the schema
+  // version. A read-only replica moves nothing: it holds them as pending
+  // entries instead.
+  Status MigrateExpiryQueue() TIDEMAP_REQUIRES(commit_mu);
 
   // ---- open and close (open.cc) ----
   Status OpenStore();

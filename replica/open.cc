@@ -68,6 +68,7 @@ Result<std::unique_ptr<Replica>> Replica::Open(ReplicaOptions options) {
   {
     MutexLock l(&impl->commit_mu);
     TIDEMAP_RETURN_IF_ERROR(impl->LoadDerivedState());
+    if (impl->expiry_migration_due) TIDEMAP_RETURN_IF_ERROR(impl->MigrateExpiryQueue());
     bound_ms = impl->reserved_bound_ms;
   }
   // Every timestamp issued before had physical time <= bound_ms, so starting
@@ -85,6 +86,8 @@ Status Replica::Impl::LoadDerivedState() {
   TIDEMAP_ASSIGN_OR_RETURN(const uint64_t checkpoint_seq, LoadCheckpointSeq(*store));
   TIDEMAP_ASSIGN_OR_RETURN(reserved_bound_ms, LoadHlcBound());
   TIDEMAP_RETURN_IF_ERROR(LoadTree(checkpoint_seq));
+  TIDEMAP_RETURN_IF_ERROR(expiry_index.Load(*store));
+  TIDEMAP_RETURN_IF_ERROR(expiry_index.Recover(*store, *oplog, checkpoint_seq));
   TIDEMAP_RETURN_IF_ERROR(clears.Load(*store));
   return gc.LoadBuckets(*store, options.path, tree.leaf_count());
 }
@@ -125,7 +128,10 @@ Status Replica::Impl::LoadOrCreateMeta() {
     return version_bytes.status();
   } else {
     TIDEMAP_ASSIGN_OR_RETURN(uint64_t schema, rows::DecodeU64(*version_bytes, "schema_version"));
-    if (schema != rows::kSchemaVersion) {
+    // A version 4 database differs only in its expiry queue: migrated once
+    // the derived state is loaded.
+    expiry_migration_due = schema == rows::kSchemaVersionMigrated;
+    if (schema != rows::kSchemaVersion && !expiry_migration_due) {
       return Status::Refused("database " + options.path + " has schema version " +
                              std::to_string(schema) + "; this build reads version " +
                              std::to_string(rows::kSchemaVersion));
@@ -196,7 +202,7 @@ void Replica::Impl::Close() {
     batch.Put(rows::MetaKey(rows::kMetaHlcBound), rows::EncodeU64(issued_ms));
   }
   const uint64_t seq = LastSeq();
-  if (tree.NeedsCheckpoint(seq)) tree.AppendCheckpoint(&batch, seq, {});
+  if (NeedsCheckpoint(seq)) AppendCheckpoint(&batch, seq, {});
   if (!batch.empty()) (void)store->Write(&batch, /*sync=*/true);
 }
 

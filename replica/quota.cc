@@ -123,8 +123,7 @@ Result<PruneStats> Replica::PruneOplogThrough(uint64_t seq) {
   uint64_t covered;
   {
     MutexLock commit(&impl_->commit_mu);
-    TIDEMAP_RETURN_IF_ERROR(impl_->tree.Checkpoint(impl_->store.get(), impl_->LastSeq(),
-                                                   /*sync=*/true, impl_->options.clock));
+    TIDEMAP_RETURN_IF_ERROR(impl_->Checkpoint(impl_->LastSeq(), /*sync=*/true));
     covered = impl_->tree.checkpoint_seq();
   }
   // The retention cap forces entries out whatever the cursors: one that

@@ -2,6 +2,7 @@
 #include <string>
 
 #include <tidemap/replica/impl_internal.h>
+#include <tidemap/storage/expiry_rows_internal.h>
 #include <tidemap/storage/prefix_iterator.h>
 #include <tidemap/storage/rows_internal.h>
 
@@ -38,8 +39,8 @@ Result<uint64_t> Replica::RebuildDerivedRows() {
   Impl& im = *impl_;
   MutexLock commit(&im.commit_mu);
   Store* store = im.store.get();
-  for (char family :
-       {rows::kHashIndexPrefix, rows::kGcPrefix, rows::kExpiryPrefix, rows::kMerklePrefix}) {
+  for (char family : {rows::kHashIndexPrefix, rows::kGcPrefix, rows::kExpiryPrefix,
+                      rows::kExpiryRowPrefix, rows::kMerklePrefix}) {
     TIDEMAP_RETURN_IF_ERROR(DeleteFamily(store, family));
   }
   // A tombstone's (or an expiring record's) queue row holds the seq that must be acknowledged
@@ -47,6 +48,7 @@ Result<uint64_t> Replica::RebuildDerivedRows() {
   // choice (it only makes the purge wait for newer acks).
   const uint64_t seq = im.LastSeq();
   Batch batch;
+  ExpiryRowWriter expiry_rows(&im.expiry_index);
   TIDEMAP_ASSIGN_OR_RETURN(
       TreeRebuild rebuilt,
       TreeState::RebuildFromRecords(*store, im.tree_shape, [&](const KeyMeta& m, uint64_t hash) {
@@ -59,18 +61,18 @@ Result<uint64_t> Replica::RebuildDerivedRows() {
         if (m.tombstone && m.key == kClearKey) {
           batch.Put(rows::ClearRowKey(m.map), rows::EncodeClearRow({m.version, false, {}}));
         }
-        if (m.expiry_ms != 0) {
-          batch.Put(rows::ExpiryQueueKey(m.expiry_ms, m.version, m.map, m.key),
-                    rows::EncodeU64(seq));
+        if (!m.tombstone && m.expiry_ms != 0) {
+          expiry_rows.Add(rows::ExpiryEntryRef{m.expiry_ms, m.version, seq, m.map, m.key}, &batch);
         }
         return FlushIfFull(store, &batch);
       }));
+  expiry_rows.Finish(&batch);
   TIDEMAP_RETURN_IF_ERROR(store->Write(&batch, /*sync=*/false));
   const uint64_t records = rebuilt.records;
   im.tree.Reset(std::move(rebuilt));
   // Every page is dirty: the checkpoint writes them all, synced (and with
   // them every unsynced row above).
-  TIDEMAP_RETURN_IF_ERROR(im.tree.Checkpoint(store, seq, /*sync=*/true, im.options.clock));
+  TIDEMAP_RETURN_IF_ERROR(im.Checkpoint(seq, /*sync=*/true));
   return records;
 }
 

@@ -124,8 +124,7 @@ Result<PruneStats> Replica::PruneOplog(uint64_t hold_after) {
   uint64_t covered;
   {
     MutexLock commit(&impl_->commit_mu);
-    TIDEMAP_RETURN_IF_ERROR(impl_->tree.Checkpoint(impl_->store.get(), impl_->LastSeq(),
-                                                   /*sync=*/true, impl_->options.clock));
+    TIDEMAP_RETURN_IF_ERROR(impl_->Checkpoint(impl_->LastSeq(), /*sync=*/true));
     covered = impl_->tree.checkpoint_seq();
   }
   return impl_->oplog->Prune(covered, impl_->options.retention, hold_after);

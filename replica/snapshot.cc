@@ -107,7 +107,8 @@ SnapshotLoader::SnapshotLoader(Replica* replica, TreeRebuild tree, size_t index_
       batch_(std::make_unique<Batch>()),
       rebuilt_(std::make_unique<TreeRebuild>(std::move(tree))),
       leaves_(rebuilt_->tree.leaf_count()),
-      index_run_bytes_max_(index_run_bytes_max) {}
+      index_run_bytes_max_(index_run_bytes_max),
+      expiry_rows_(std::make_unique<ExpiryRowWriter>(&replica->impl_->expiry_index)) {}
 
 SnapshotLoader::~SnapshotLoader() = default;
 
@@ -198,7 +199,7 @@ Status SnapshotLoader::Add(const SnapshotRecordView& r) {
   // of this database).
   if (r.tombstone) batch_->Put(rows::GcQueueKey(r.version, r.map, r.key), rows::EncodeU64(0));
   if (r.expiry_ms != 0) {
-    batch_->Put(rows::ExpiryQueueKey(r.expiry_ms, r.version, r.map, r.key), rows::EncodeU64(0));
+    expiry_rows_->Add(rows::ExpiryEntryRef{r.expiry_ms, r.version, 0, r.map, r.key}, batch_.get());
   }
   const uint64_t hash = KeyHash(r.map, r.key);
   IndexRow& row = index_.emplace_back();
@@ -243,6 +244,7 @@ Result<uint64_t> SnapshotLoader::Finish(std::span<const SnapshotWatermark> water
   // Local writes after the restore are stamped above every loaded version.
   const uint64_t bound_ms = std::max(max_physical_ms_, overall.hlc.physical_ms());
   if (bound_ms != 0) batch_->Put(rows::MetaKey(rows::kMetaHlcBound), rows::EncodeU64(bound_ms));
+  expiry_rows_->Finish(batch_.get());
   TIDEMAP_RETURN_IF_ERROR(WriteIndexRun());
   TIDEMAP_RETURN_IF_ERROR(rebuilt_->tree.SetLeaves(leaves_));
   // Every page is dirty: the checkpoint writes them all, synced (and with

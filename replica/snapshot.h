@@ -37,6 +37,7 @@ class PrefixIterator;
 class StoreIterator;
 class ValueCipher;
 struct TreeRebuild;
+class ExpiryRowWriter;
 
 // Reads one snapshot. Opening it takes the replica's commit lock for a
 // moment (no group is half committed then), so the header's seq and record
@@ -100,7 +101,7 @@ class SnapshotLoader {
   SnapshotLoader& operator=(const SnapshotLoader&) = delete;
 
   // Stores `records` with the rows derived from them (key-hash index,
-  // tombstone and expiry queues, a map's clear row) and adds them to the Merkle tree being
+  // tombstone queue, expiry index rows, a map's clear row) and adds them to the Merkle tree being
   // built. They must follow the ones before in strictly rising (map, key)
   // order (else InvalidArgument) and respect the replica's limits (else
   // Refused). Written unsynced, in batches: the record rows as they come,
@@ -134,6 +135,7 @@ class SnapshotLoader {
   std::unique_ptr<TreeRebuild> rebuilt_;  // the counts of the records added
   std::vector<Digest128> leaves_;         // the tree's leaves, set once at Finish
   size_t index_run_bytes_max_;
+  std::unique_ptr<ExpiryRowWriter> expiry_rows_;  // the expiry index rows, into batch_
   std::vector<IndexRow> index_;
   std::string index_bytes_;
   std::string last_row_key_;

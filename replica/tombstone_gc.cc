@@ -15,6 +15,9 @@ namespace {
 
 // Tombstones one purge batch deletes at most.
 constexpr size_t kPurgeBatchMax = 10'000;
+// Expiry index entries of buckets not yet due that one purge checks at most
+// (see CompactExpiryRows).
+constexpr size_t kCompactEntriesMax = 50'000;
 
 // The greatest seq every known peer acknowledged (UINT64_MAX with no known
 // peer: then the horizon alone decides).
@@ -98,10 +101,14 @@ class Replica::Impl::TombstonePurge {
         purged_total_(im->gc.purged()) {}
 
   // Adds the tombstone of (map, key) at `version` with its queue row
-  // `queue_key` (with `expiry_ms` non-zero: the expired live record, with its
-  // expiry queue row); commits the batch once it is full.
+  // `queue_key` (with `expiry_ms` non-zero: the expired live record, whose
+  // expiry index entry needs no delete: `queue_key` is empty); commits the
+  // batch once it is full.
   Status Add(std::string_view queue_key, const Version& version, std::string_view map,
              std::string_view key, uint64_t expiry_ms = 0);
+  // Replaces the expiry rows `row_keys` with rows holding `kept`, in the
+  // batch being built.
+  void RewriteExpiryRows(const std::vector<std::string>& row_keys, const ExpiryPending& kept);
   // Commits what was added since the last commit.
   Status Commit();
 
@@ -122,6 +129,7 @@ class Replica::Impl::TombstonePurge {
   std::vector<Purged> purged_;
   std::map<uint32_t, Version> raised_;  // bucket watermarks this batch raises
   std::vector<LeafDelta> deltas_;
+  bool rows_rewritten_ = false;  // the batch rewrites expiry rows
   Batch batch_;
 };
 
@@ -139,7 +147,7 @@ Status Replica::Impl::TombstonePurge::Add(std::string_view queue_key, const Vers
   }
   batch_.Delete(rows::RecordKey(map, key));
   batch_.Delete(rows::HashIndexKey(key_hash, map, key));
-  batch_.Delete(queue_key);
+  if (!queue_key.empty()) batch_.Delete(queue_key);
   const uint32_t bucket = BucketOf(key_hash, im_.tree_shape);
   deltas_.push_back(LeafDelta{bucket, ItemDigest(map, key, version, tombstone), tombstone ? 0 : -1,
                               tombstone ? -1 : 0});
@@ -152,17 +160,24 @@ Status Replica::Impl::TombstonePurge::Add(std::string_view queue_key, const Vers
   return Status::Ok();
 }
 
+void Replica::Impl::TombstonePurge::RewriteExpiryRows(const std::vector<std::string>& row_keys,
+                                                      const ExpiryPending& kept) {
+  for (const std::string& row_key : row_keys) batch_.Delete(row_key);
+  im_.expiry_index.AppendRows(&batch_, kept);
+  rows_rewritten_ = true;
+}
+
 Status Replica::Impl::TombstonePurge::Commit() {
-  if (purged_.empty()) return Status::Ok();
+  if (purged_.empty() && !rows_rewritten_) return Status::Ok();
   const uint64_t seq = im_.LastSeq();
   batch_.Put(rows::MetaKey(rows::kMetaGcWatermark), rows::EncodeVersion(watermark_));
   batch_.Put(rows::MetaKey(rows::kMetaGcPurged), rows::EncodeU64(purged_total_ + purged_.size()));
   for (const auto& [bucket, v] : raised_) {
     batch_.Put(rows::GcWatermarkKey(bucket), rows::EncodeVersion(v));
   }
-  im_.tree.AppendCheckpoint(&batch_, seq, deltas_);
+  im_.AppendCheckpoint(&batch_, seq, deltas_);
   TIDEMAP_RETURN_IF_ERROR(im_.store->Write(&batch_, /*sync=*/true));
-  im_.tree.ApplyCheckpointed(deltas_, seq, now_ms_);
+  im_.Checkpointed(deltas_, seq, now_ms_);
   Published();
   return Status::Ok();
 }
@@ -187,6 +202,7 @@ void Replica::Impl::TombstonePurge::Published() {
   }
   purged_.clear();
   deltas_.clear();
+  rows_rewritten_ = false;
   batch_ = Batch();
 }
 
@@ -227,33 +243,75 @@ Result<PurgeStats> Replica::PurgeTombstones(const std::function<void(const KeyMe
   }
   TIDEMAP_RETURN_IF_ERROR(queue.status());
   TIDEMAP_RETURN_IF_ERROR(im.PurgeExpired(&purge, cutoff_ms, acked_by_all, &stats));
+  TIDEMAP_RETURN_IF_ERROR(im.CompactExpiryRows(&purge, rows::ExpiryBucketOf(cutoff_ms) + 1));
   TIDEMAP_RETURN_IF_ERROR(purge.Commit());
   return stats;
 }
 
 // Expired records are deleted everywhere since their expiry, which stands for
 // the tombstone's stamp: one is purged once its expiry is older than the
-// horizon and every known peer acknowledged its seq. The expiry queue ('x'
-// rows, in expiry order) lists them without a full scan.
+// horizon and every known peer acknowledged its seq. The expiry index lists
+// them by expiry bucket without a full scan; the rows of each bucket visited
+// are rewritten without the entries purged or no longer valid.
 Status Replica::Impl::PurgeExpired(TombstonePurge* purge, uint64_t cutoff_ms, uint64_t acked_by_all,
                                    PurgeStats* stats) {
-  PrefixIterator expiries(*store, std::string(1, rows::kExpiryPrefix));
-  for (expiries.SeekToFirst(); expiries.Valid(); expiries.Next()) {
-    uint64_t expiry_ms = 0;
-    Version version;
-    std::string_view map, key;
-    if (!rows::ParseExpiryQueueKey(expiries.key(), &expiry_ms, &version, &map, &key)) {
-      return Status::Corruption("malformed expiry queue row " + Printable(expiries.key()));
-    }
-    if (expiry_ms >= cutoff_ms) break;  // the rest expire later
-    TIDEMAP_ASSIGN_OR_RETURN(uint64_t seq, rows::DecodeU64(expiries.value(), "expiry queue seq"));
-    if (seq > acked_by_all) {
-      ++stats->unacknowledged;
-      continue;
-    }
-    TIDEMAP_RETURN_IF_ERROR(purge->Add(expiries.key(), version, map, key, expiry_ms));
-  }
-  return expiries.status();
+  if (cutoff_ms == 0) return Status::Ok();
+  return expiry_index.ForEachBucket(
+      *store, 0, rows::ExpiryBucketOf(cutoff_ms - 1), [&](const ExpiryBucket& b) -> Result<bool> {
+        ExpiryPending kept;  // the stored entries that stay
+        bool changed = false;
+        // Decides one entry; `stored`: it is in one of the bucket's rows.
+        const auto decide = [&](const rows::ExpiryEntry& e, bool stored) -> Status {
+          TIDEMAP_ASSIGN_OR_RETURN(const bool valid, ExpiryIndex::Valid(*store, e));
+          const bool due = valid && e.expiry_ms < cutoff_ms;
+          if (due && e.seq > acked_by_all) ++stats->unacknowledged;
+          if (due && e.seq <= acked_by_all) {
+            TIDEMAP_RETURN_IF_ERROR(purge->Add({}, e.version, e.map, e.key, e.expiry_ms));
+          } else if (valid && stored) {
+            kept.Add(rows::RefOf(e));
+            return Status::Ok();
+          }
+          changed = changed || stored;
+          return Status::Ok();
+        };
+        for (const rows::ExpiryEntry& e : b.stored) TIDEMAP_RETURN_IF_ERROR(decide(e, true));
+        for (const rows::ExpiryEntry& e : b.pending) {
+          if (std::binary_search(b.stored.begin(), b.stored.end(), e, rows::ExpiryEntryLess)) {
+            continue;
+          }
+          TIDEMAP_RETURN_IF_ERROR(decide(e, false));
+        }
+        if (changed) purge->RewriteExpiryRows(b.row_keys, kept);
+        return true;
+      });
+}
+
+// The entries of overwritten or deleted records stay in their rows until
+// their bucket is purged, which is the TTL plus the horizon away. Each purge
+// also checks up to kCompactEntriesMax entries of later buckets, from where
+// the last one stopped (back to `first_bucket` at the end), and rewrites a
+// bucket holding invalid entries with its valid ones only.
+Status Replica::Impl::CompactExpiryRows(TombstonePurge* purge, uint64_t first_bucket) {
+  const uint64_t from = std::max(first_bucket, expiry_compact_from);
+  size_t checked = 0;
+  uint64_t next_from = first_bucket;  // when the end is reached
+  TIDEMAP_RETURN_IF_ERROR(expiry_index.ForEachBucket(
+      *store, from, UINT64_MAX - 1, [&](const ExpiryBucket& b) -> Result<bool> {
+        if (checked >= kCompactEntriesMax) {
+          next_from = b.bucket;
+          return false;
+        }
+        ExpiryPending kept;
+        for (const rows::ExpiryEntry& e : b.stored) {
+          TIDEMAP_ASSIGN_OR_RETURN(const bool valid, ExpiryIndex::Valid(*store, e));
+          if (valid) kept.Add(rows::RefOf(e));
+        }
+        checked += b.stored.size();
+        if (kept.size() < b.stored.size()) purge->RewriteExpiryRows(b.row_keys, kept);
+        return true;
+      }));
+  expiry_compact_from = next_from;
+  return Status::Ok();
 }
 
 }  // namespace tidemap

@@ -4,7 +4,7 @@
 // Reads hide an expired record on their own and the maintenance round's GC
 // purges it; the sweep only announces.
 //
-// Threading: its own thread (ExpireRecords reads the expiry queue and writes
+// Threading: its own thread (ExpireRecords reads the expiry index and writes
 // one meta row); Stop (or the destructor) wakes and joins it. The replica and
 // the logger are borrowed and must outlive it.
 #ifndef TIDEMAP_SERVER_EXPIRE_SWEEP_H_

@@ -35,11 +35,10 @@
 //       with the oplog seq under which it won here; written and deleted with
 //       its record (a live version replacing the tombstone deletes the row),
 //       so tombstone GC reads the oldest tombstones without a full scan
-//   expiry key   := 'x' expiry_ms:u64 hlc:u64 origin:u64 lp(map) key  ->  seq:u64
-//       the expiry queue: one row per stored live record that has an expiry,
-//       in expiry order, with the oplog seq under which it won here; written
-//       and deleted with its record, so the expiry sweep and the GC read the
-//       records due first without a full scan
+//   expiry row   := 'e' bucket:u64 id:u64  (packed: see storage/expiry_rows.cc)
+//       the expiry index: the stored live records that have an expiry, by
+//       expiry bucket, many to a row, so the expiry sweep and the GC read
+//       the records due first without a full scan
 //   gc watermark := 'w' bucket:u32  ->  hlc:u64 origin:u64
 //       per Merkle bucket, the greatest version of a tombstone of that bucket
 //       purged here (no row: none purged); written with the purge
@@ -56,6 +55,7 @@
 //       gc_purged -> u64: tombstones (and expired records) purged so far
 //       expire_notified -> u64: ms; subscribers were told of every record
 //                expiring at or before it (absent: 0)
+//       expiry_row_id -> u64: the id the next expiry row gets (absent: 1)
 //       peer/<node id:u64> -> acked:u64 incarnation:u64 received:u64
 //                (oplog/oplog.cc)
 //       clear/<map> -> hlc:u64 origin:u64 done:u8 after
@@ -402,36 +402,6 @@ bool ParseGcQueueKey(std::string_view row_key, Version* version, std::string_vie
   uint64_t hlc = 0, origin = 0;
   if (!GetFixed64BE(&row_key, &hlc) || !GetFixed64BE(&row_key, &origin) ||
       !GetLengthPrefixed(&row_key, map)) {
-    return false;
-  }
-  *version = Version{Timestamp{hlc}, origin};
-  *key = row_key;
-  return true;
-}
-
-std::string ExpiryQueueSeek(uint64_t expiry_ms) {
-  std::string out(1, kExpiryPrefix);
-  PutFixed64BE(&out, expiry_ms);
-  return out;
-}
-
-std::string ExpiryQueueKey(uint64_t expiry_ms, const Version& version, std::string_view map,
-                           std::string_view key) {
-  std::string out = ExpiryQueueSeek(expiry_ms);
-  PutFixed64BE(&out, version.hlc.raw);
-  PutFixed64BE(&out, version.origin);
-  PutLengthPrefixed(&out, map);
-  out.append(key);
-  return out;
-}
-
-bool ParseExpiryQueueKey(std::string_view row_key, uint64_t* expiry_ms, Version* version,
-                         std::string_view* map, std::string_view* key) {
-  if (row_key.empty() || row_key[0] != kExpiryPrefix) return false;
-  row_key.remove_prefix(1);
-  uint64_t hlc = 0, origin = 0;
-  if (!GetFixed64BE(&row_key, expiry_ms) || !GetFixed64BE(&row_key, &hlc) ||
-      !GetFixed64BE(&row_key, &origin) || !GetLengthPrefixed(&row_key, map)) {
     return false;
   }
   *version = Version{Timestamp{hlc}, origin};

@@ -33,6 +33,8 @@ inline constexpr char kHashIndexPrefix = 'h';
 inline constexpr char kMetaPrefix = 'm';
 inline constexpr char kGcPrefix = 'g';
 inline constexpr char kGcWatermarkPrefix = 'w';
+// The version 4 expiry queue (one row per record); a version 4 database is
+// migrated to the packed rows of storage/expiry_rows_internal.h at open.
 inline constexpr char kExpiryPrefix = 'x';
 
 // The schema version this build writes and reads. 3: peer rows carry the
@@ -40,7 +42,12 @@ inline constexpr char kExpiryPrefix = 'x';
 // and GC meta rows. 4: packed oplog rows (one row per run of up to 256
 // consecutive seqs of one commit, keyed by its last seq; oplog/oplog.cc) and
 // Merkle leaves persisted 64 to a page row, so a version 3 database is refused.
-inline constexpr uint64_t kSchemaVersion = 4;
+// 5: the expiry index in packed rows by expiry bucket ('e',
+// storage/expiry_rows.cc) instead of one 'x' row per record; a version 4
+// database is migrated at open (replica/expiry_migration.cc).
+inline constexpr uint64_t kSchemaVersion = 5;
+// The one older version Open migrates instead of refusing.
+inline constexpr uint64_t kSchemaVersionMigrated = 4;
 
 // ---- records ----
 
@@ -162,18 +169,6 @@ bool ParseGcQueueKey(std::string_view row_key, Version* version, std::string_vie
 std::string GcWatermarkKey(uint32_t bucket);
 bool ParseGcWatermarkKey(std::string_view row_key, uint32_t* bucket);
 
-// ---- the expiry queue (per-record TTL) ----
-
-// The queue row of the live record of (map, key) at `version` that expires
-// at `expiry_ms`: rows sort by expiry, then version.
-std::string ExpiryQueueKey(uint64_t expiry_ms, const Version& version, std::string_view map,
-                           std::string_view key);
-// Splits an expiry queue row key; false when it is not one.
-bool ParseExpiryQueueKey(std::string_view row_key, uint64_t* expiry_ms, Version* version,
-                         std::string_view* map, std::string_view* key);
-// The first expiry queue row key of records expiring after `expiry_ms`.
-std::string ExpiryQueueSeek(uint64_t expiry_ms);
-
 // ---- meta ----
 
 std::string MetaKey(std::string_view name);
@@ -186,6 +181,7 @@ inline constexpr std::string_view kMetaIncarnation = "incarnation";
 inline constexpr std::string_view kMetaGcWatermark = "gc_watermark";
 inline constexpr std::string_view kMetaGcPurged = "gc_purged";
 inline constexpr std::string_view kMetaExpireNotified = "expire_notified";
+inline constexpr std::string_view kMetaExpiryRowId = "expiry_row_id";
 inline constexpr std::string_view kMetaClearPrefix = "clear/";
 
 // ---- map clears ----

@@ -171,6 +171,41 @@ TEST_F(CrashTest, SyncModeLosesNoAcknowledgedWrite) {
   }
 }
 
+// The expiry index entries of TTL'd puts after a checkpoint are held in
+// memory until the next one; after a crash the open finds them again in the
+// oplog tail (only for the versions still stored), so every expiry is
+// announced once and scrub finds the index complete.
+TEST_F(CrashTest, CrashBetweenCheckpointsKeepsTheExpiryIndex) {
+  auto r = Open(Durability::kSync);
+  ASSERT_TRUE(r->Put("m", "old", "v", PutOptions{500}).ok());
+  r.reset();  // a clean close checkpoints: "old" is in a row
+  r = Open(Durability::kSync);
+  const uint64_t a_ms = r->Put("m", "a", "1", PutOptions{1000})->hlc.physical_ms() + 1000;
+  ASSERT_TRUE(r->Put("m", "b", "2", PutOptions{1000}).ok());
+  // The first b's entry is stale.
+  const uint64_t b_ms = r->Put("m", "b", "2b", PutOptions{2000})->hlc.physical_ms() + 2000;
+  Crash(&r);
+
+  r = Open(Durability::kSync);
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->Stats()->recovered_oplog_rows, 3u);
+  std::vector<std::string> events;
+  r->Subscribe("", [&](const ChangeEvent& e) {
+    if (e.kind == ChangeKind::kExpire) events.push_back(std::string(e.key));
+  });
+  auto scrub = r->Scrub();
+  ASSERT_TRUE(scrub.ok());
+  EXPECT_TRUE(scrub->ok()) << "index " << scrub->index_mismatches;
+  clock_.Advance(a_ms - clock_.NowMillis());
+  auto first = r->ExpireRecords();
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->expired, 2u);
+  EXPECT_EQ(first->next_expiry_ms, b_ms);
+  clock_.Advance(b_ms - clock_.NowMillis());
+  EXPECT_EQ(r->ExpireRecords()->expired, 1u);
+  EXPECT_EQ(events, (std::vector<std::string>{"old", "a", "b"}));
+}
+
 // Overwrites, deletes and new keys after a checkpoint, then a crash before the
 // next one: the persisted leaves are stale, and the open must bring them (and
 // the counts) exactly up to date from the oplog tail.

@@ -815,7 +815,7 @@ TEST_F(ReplicaTest, RefusesForeignAndUnknownDatabases) {
 }
 
 // Version 3 wrote one oplog row per seq; this build reads only packed rows
-// (version 4), so a version 3 database is refused, saying both versions.
+// (version 4 on), so a version 3 database is refused, saying both versions.
 TEST_F(ReplicaTest, RefusesAVersion3Database) {
   { auto r = OpenReplica(Options()); }
   {
@@ -825,12 +825,12 @@ TEST_F(ReplicaTest, RefusesAVersion3Database) {
     b.Put(rows::MetaKey(rows::kMetaSchemaVersion), rows::EncodeU64(3));
     ASSERT_TRUE(store->Write(&b, true).ok());
   }
-  ASSERT_EQ(rows::kSchemaVersion, 4u);
+  ASSERT_EQ(rows::kSchemaVersion, 5u);
   auto old = Replica::Open(Options());
   ASSERT_FALSE(old.ok());
   EXPECT_TRUE(old.status().IsRefused());
   EXPECT_EQ(old.status().message(),
-            "database /db has schema version 3; this build reads version 4");
+            "database /db has schema version 3; this build reads version 5");
 }
 
 // MemEnv does not lock files, so this one runs on the real file system.

@@ -7,7 +7,9 @@
 // prefixes of one another, or are empty. The seed is printed on failure.
 // Also proves PrefixIterator: a scan sees exactly the rows of its prefix, from
 // any start (before, inside or past the prefix, and strictly after a row),
-// with an iterator of its own or a borrowed one; and rows::SplitRecordKey.
+// with an iterator of its own or a borrowed one; rows::SplitRecordKey; and
+// the packed expiry rows: they round-trip, and a row moved under another key,
+// a flipped byte or an entry outside the row's bucket is corruption.
 #include <gtest/gtest.h>
 #include <leveldb/env.h>
 #include <leveldb/helpers/memenv.h>
@@ -20,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include <tidemap/storage/expiry_rows_internal.h>
 #include <tidemap/storage/key_order_sorter_internal.h>
 #include <tidemap/storage/prefix_iterator.h>
 #include <tidemap/storage/rows_internal.h>
@@ -266,6 +269,46 @@ TEST(RowsTest, SplitRecordKeyParsesRecordKeysAndRefusesOthers) {
   ASSERT_FALSE(bad.ok());
   EXPECT_TRUE(bad.status().IsCorruption());
   EXPECT_EQ(bad.status().message().rfind("malformed record key ", 0), 0u) << bad.status().message();
+}
+
+TEST(RowsTest, ExpiryRowsRoundTripAndRefuseDamage) {
+  const uint64_t bucket = rows::ExpiryBucketOf(1'800'000'000'500);
+  const uint64_t start = rows::ExpiryBucketStart(bucket);
+  const Version v{Timestamp::FromParts(1'800'000'000'000, 7), 0xa1};
+  const std::vector<rows::ExpiryEntryRef> entries = {
+      {start, v, 1, "m", "a"},
+      {start + 5, v, 300, "map two", ""},
+      {start + rows::kExpiryBucketMs - 1, Version{Timestamp::FromParts(9, 0), 2}, 0, "m", "z"}};
+  const std::string key = rows::ExpiryRowKey(bucket, 42);
+  uint64_t parsed_bucket = 0, id = 0;
+  ASSERT_TRUE(rows::ParseExpiryRowKey(key, &parsed_bucket, &id));
+  EXPECT_EQ(parsed_bucket, bucket);
+  EXPECT_EQ(id, 42u);
+  EXPECT_LT(rows::ExpiryRowSeek(bucket), key);
+  EXPECT_LT(key, rows::ExpiryRowSeek(bucket + 1));
+
+  const std::string bytes = rows::EncodeExpiryRow(key, bucket, entries);
+  std::vector<rows::ExpiryEntry> back;
+  ASSERT_TRUE(rows::DecodeExpiryRow(key, bytes, &back).ok());
+  ASSERT_EQ(back.size(), entries.size());
+  for (size_t i = 0; i < back.size(); ++i) {
+    EXPECT_EQ(back[i].expiry_ms, entries[i].expiry_ms);
+    EXPECT_EQ(back[i].version, entries[i].version);
+    EXPECT_EQ(back[i].seq, entries[i].seq);
+    EXPECT_EQ(back[i].map, entries[i].map);
+    EXPECT_EQ(back[i].key, entries[i].key);
+  }
+  std::vector<rows::ExpiryEntry> ignored;
+  EXPECT_TRUE(
+      rows::DecodeExpiryRow(rows::ExpiryRowKey(bucket, 43), bytes, &ignored).IsCorruption());
+  std::string flipped = bytes;
+  flipped[3] ^= 1;
+  EXPECT_TRUE(rows::DecodeExpiryRow(key, flipped, &ignored).IsCorruption());
+  // A row whose last entry lies in the next bucket.
+  std::vector<rows::ExpiryEntryRef> past = entries;
+  past.push_back({start + rows::kExpiryBucketMs, v, 2, "m", "late"});
+  EXPECT_TRUE(rows::DecodeExpiryRow(key, rows::EncodeExpiryRow(key, bucket, past), &ignored)
+                  .IsCorruption());
 }
 
 }  // namespace

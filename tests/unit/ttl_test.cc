@@ -5,9 +5,11 @@
 // equal whenever each side notices it, ExpireRecords announces each expiry
 // once (across a reopen too), the GC purges an expired record like a
 // tombstone so no older version comes back, scrub and the derived-row
-// rebuild know the expiry queue, and the codec carries expiries (a message
-// without any leaves their field empty). Runs on LevelDB's in-memory Env with a manual
-// clock.
+// rebuild know the expiry index, a version 4 database's expiry queue is
+// migrated at open (also when a migration was cut short), the GC drops the
+// entries of replaced versions from later buckets, and the codec
+// carries expiries (a message without any leaves their field empty). Runs on
+// LevelDB's in-memory Env with a manual clock.
 #include <gtest/gtest.h>
 #include <leveldb/env.h>
 #include <leveldb/helpers/memenv.h>
@@ -20,6 +22,9 @@
 #include <tidemap/replica/test_access_internal.h>
 #include <tidemap/schemas/codec.h>
 #include <tidemap/schemas/codec_internal.h>
+#include <tidemap/storage/expiry_rows_internal.h>
+#include <tidemap/storage/rows_internal.h>
+#include <tidemap/storage/storage.h>
 
 namespace tidemap {
 namespace {
@@ -62,6 +67,103 @@ class TtlTest : public ::testing::Test {
     ASSERT_TRUE(scrub.ok()) << scrub.status().ToString();
     EXPECT_TRUE(scrub->ok()) << "leaf " << scrub->leaf_mismatches << " index "
                              << scrub->index_mismatches;
+  }
+
+  std::unique_ptr<Store> OpenStore(const std::string& path = "/db") {
+    StoreOptions so;
+    so.path = path;
+    so.env = env_.get();
+    auto store = Store::Open(so);
+    EXPECT_TRUE(store.ok()) << store.status().ToString();
+    return store.ok() ? std::move(store).value() : nullptr;
+  }
+
+  // Rows of the closed database at "/db" whose key starts with `family`.
+  size_t CountRows(char family) {
+    auto store = OpenStore();
+    auto it = store->NewIterator();
+    size_t n = 0;
+    for (it->Seek(std::string(1, family)); it->Valid() && it->key()[0] == family; it->Next()) ++n;
+    return n;
+  }
+
+  // Rewrites the closed database at "/db" as version 4 left it: one expiry
+  // queue row ('x', the version 4 key codec, seq 1) per live record with an
+  // expiry, schema version 4, and (unless `keep_packed`: a migration cut
+  // short) no packed expiry rows. `stale` adds a queue row of a version no
+  // longer stored.
+  void MakeVersion4(bool keep_packed, const rows::ExpiryEntry* stale = nullptr) {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    Batch b;
+    auto it = store->NewIterator();
+    for (it->Seek("h"); it->Valid() && it->key()[0] == 'h'; it->Next()) {
+      uint64_t hash = 0;
+      std::string_view map, key;
+      ASSERT_TRUE(rows::ParseHashIndexKey(it->key(), &hash, &map, &key));
+      auto meta = rows::DecodeHashIndexValue(it->value());
+      ASSERT_TRUE(meta.ok());
+      if (meta->tombstone || meta->expiry_ms == 0) continue;
+      b.Put(rows::LegacyExpiryQueueKey(meta->expiry_ms, meta->version, map, key),
+            rows::EncodeU64(1));
+    }
+    if (stale != nullptr) {
+      b.Put(rows::LegacyExpiryQueueKey(stale->expiry_ms, stale->version, stale->map, stale->key),
+            rows::EncodeU64(1));
+    }
+    if (!keep_packed) {
+      for (it->Seek("e"); it->Valid() && it->key()[0] == 'e'; it->Next()) b.Delete(it->key());
+      b.Delete(rows::MetaKey(rows::kMetaExpiryRowId));
+    }
+    b.Put(rows::MetaKey(rows::kMetaSchemaVersion), rows::EncodeU64(4));
+    ASSERT_TRUE(store->Write(&b, true).ok());
+  }
+
+  // After MakeVersion4: Open migrates; the expiries are announced once each
+  // (a at +1000, b at +3000), scrub agrees, and the GC purges both.
+  void ExpectMigrated() {
+    std::vector<std::string> events;
+    {
+      auto r = Open();
+      ASSERT_NE(r, nullptr);
+      ASSERT_TRUE(r->AddPeer(kOther).ok());
+      r->Subscribe("", [&](const ChangeEvent& e) {
+        if (e.kind == ChangeKind::kExpire) events.push_back(std::string(e.key));
+      });
+      ExpectScrubOk(*r);
+      clock_.Advance(1000);
+      auto first = r->ExpireRecords();
+      ASSERT_TRUE(first.ok());
+      EXPECT_EQ(first->expired, 1u);
+      EXPECT_EQ(first->next_expiry_ms, kStartMs + 3000);
+      clock_.Advance(2000);
+      EXPECT_EQ(r->ExpireRecords()->expired, 1u);
+      EXPECT_EQ(r->ExpireRecords()->expired, 0u);
+      EXPECT_EQ(events, (std::vector<std::string>{"a", "b"}));
+      clock_.Advance(kHorizonMs + 1);
+      ASSERT_TRUE(ReplicaTestAccess::oplog(*r).SetPeerAck(kOther, r->LastSeq()).ok());
+      auto purged = r->PurgeTombstones();
+      ASSERT_TRUE(purged.ok());
+      EXPECT_EQ(purged->expired_purged, 2u);
+      EXPECT_EQ(Render(*r), "c=3b d=4");
+      ExpectScrubOk(*r);
+    }
+    EXPECT_EQ(CountRows(rows::kExpiryPrefix), 0u);
+    auto store = OpenStore();
+    EXPECT_EQ(rows::DecodeU64(*store->Get(rows::MetaKey(rows::kMetaSchemaVersion)), "v").value(),
+              rows::kSchemaVersion);
+  }
+
+  // a and b expire at +1000 and +3000; c's TTL'd version was overwritten by
+  // a plain one, d has none.
+  void WriteMigrationRecords(rows::ExpiryEntry* c_was) {
+    auto r = Open();
+    ASSERT_TRUE(r->Put("m", "a", "1", PutOptions{1000}).ok());
+    ASSERT_TRUE(r->Put("m", "b", "2", PutOptions{3000}).ok());
+    const Version c = *r->Put("m", "c", "3", PutOptions{1000});
+    *c_was = rows::ExpiryEntry{c.hlc.physical_ms() + 1000, c, 1, "m", "c"};
+    ASSERT_TRUE(r->Put("m", "c", "3b").ok());
+    ASSERT_TRUE(r->Put("m", "d", "4").ok());
   }
 
   std::unique_ptr<leveldb::Env> env_;
@@ -228,6 +330,53 @@ TEST_F(TtlTest, ScrubAndRebuildKnowTheExpiryQueue) {
   clock_.Advance(1000);
   // k2, k4, ... k48 expire: 24 events (k0 was deleted).
   EXPECT_EQ(r->ExpireRecords()->expired, 24u);
+}
+
+// A version 4 database (one queue row per record) is migrated at open: its
+// rows move into packed rows, schema version 5 is written, and expiries and
+// purges work as before.
+TEST_F(TtlTest, MigratesAVersion4ExpiryQueue) {
+  rows::ExpiryEntry c_was;
+  WriteMigrationRecords(&c_was);
+  MakeVersion4(/*keep_packed=*/false);
+  EXPECT_EQ(CountRows(rows::kExpiryPrefix), 2u);
+  EXPECT_EQ(CountRows(rows::kExpiryRowPrefix), 0u);
+  ExpectMigrated();
+}
+
+// A migration cut short leaves queue rows next to packed rows holding the
+// same entries (and a queue row of an overwritten version): the next open
+// moves them, and duplicates and stale entries change nothing.
+TEST_F(TtlTest, MigrationCutShortIsResumedAndDuplicatesAreHarmless) {
+  rows::ExpiryEntry c_was;
+  WriteMigrationRecords(&c_was);
+  MakeVersion4(/*keep_packed=*/true, &c_was);
+  EXPECT_EQ(CountRows(rows::kExpiryPrefix), 3u);
+  EXPECT_GT(CountRows(rows::kExpiryRowPrefix), 0u);
+  ExpectMigrated();
+}
+
+// A key rewritten with a TTL leaves the entry of each version it replaced in
+// the expiry rows; the GC drops them from the rows of buckets not yet due,
+// so they do not pile up for the TTL's length.
+TEST_F(TtlTest, PurgeDropsEntriesOfReplacedVersionsFromLaterBuckets) {
+  {
+    auto r = Open();
+    for (int i = 0; i < 5; ++i) {
+      ASSERT_TRUE(r->Put("m", "k", "v" + std::to_string(i), PutOptions{3'600'000}).ok());
+      clock_.Advance(1100);  // the next put carries a checkpoint
+    }
+  }
+  // A row per version but the first, replaced before any checkpoint wrote it.
+  EXPECT_EQ(CountRows(rows::kExpiryRowPrefix), 4u);
+  {
+    auto r = Open();
+    clock_.Advance(kHorizonMs + 1);
+    ASSERT_TRUE(r->PurgeTombstones().ok());
+    ExpectScrubOk(*r);
+    EXPECT_EQ(Render(*r), "k=v4");
+  }
+  EXPECT_EQ(CountRows(rows::kExpiryRowPrefix), 1u);
 }
 
 TEST(TtlCodecTest, ExpiriesRoundTrip) {

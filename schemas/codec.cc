@@ -157,6 +157,10 @@
 #include <tidemap/base/coding.h>
 #include <tidemap/base/overloaded.h>
 #include <tidemap/schemas/codec_internal.h>
+#include <tidemap/schemas/record_blob_internal.h>
+#include <tidemap/schemas/record_blob_reader.h>
+#include <tidemap/schemas/record_blob_writer.h>
+#include <tidemap/schemas/snapshot.h>
 #include <tidemap/schemas/sync.capnp.h>
 
 namespace tidemap {
@@ -243,20 +247,6 @@ void PutFixed64LE(std::string* dst, uint64_t v) {
   }
 }
 
-bool GetFixed64LE(std::string_view* in, uint64_t* v) {
-  if (in->size() < 8) return false;
-  uint64_t r = 0;
-  for (int i = 7; i >= 0; --i) r = (r << 8) | static_cast<uint8_t>((*in)[static_cast<size_t>(i)]);
-  in->remove_prefix(8);
-  *v = r;
-  return true;
-}
-
-// Zigzag: 0, -1, 1, -2 ... as 0, 1, 2, 3 ..., for a difference taken modulo
-// 2^64 and read as a signed 64-bit value.
-uint64_t ZigZag(uint64_t delta) { return (delta << 1) ^ (0 - (delta >> 63)); }
-uint64_t UnZigZag(uint64_t z) { return (z >> 1) ^ (0 - (z & 1)); }
-
 // Walks the entries of a summary bucket by bucket: Next() says whether the
 // next entry opens a bucket. REQUIRES: the counts add up to the entries walked.
 class BucketWalk {
@@ -328,21 +318,6 @@ size_t EstimateWords(const msg::Message& m, size_t blob_bytes) {
   return 1 + 3 + body + 8;  // root pointer, Message, body, slack
 }
 
-Status CheckRecords(const std::vector<KeyedRecord>& records, const char* body) {
-  for (size_t i = 0; i < records.size(); ++i) {
-    if (records[i].tombstone && !records[i].value.empty()) {
-      return Status::InvalidArgument(std::string(body) + ": record " + Str(i) +
-                                     " is a tombstone with a " + Str(records[i].value.size()) +
-                                     "-byte value");
-    }
-    if (records[i].tombstone && records[i].expiry_ms != 0) {
-      return Status::InvalidArgument(std::string(body) + ": record " + Str(i) +
-                                     " is a tombstone with an expiry");
-    }
-  }
-  return Status::Ok();
-}
-
 Status CheckTreeShape(size_t parents, size_t children) {
   if (parents == 0 ? children != 0 : (children < parents || children % parents != 0)) {
     return Status::InvalidArgument("tree_nodes: " + Str(children) +
@@ -363,7 +338,7 @@ Status CheckSummaryCounts(size_t buckets, size_t counts) {
 // The Data blob of a body that has one (records, summary entries), encoded
 // before the message so that EstimateWords can size the first segment for it;
 // empty for the other bodies. InvalidArgument when the body breaks a rule of
-// its blob (CheckRecords, CheckSummaryCounts, EncodeSummaryEntries).
+// its blob (RecordBlobWriter::Add, CheckSummaryCounts, EncodeSummaryEntries).
 Result<std::string> BodyBlob(const msg::Body& body) {
   Result<std::string> blob = std::visit(
       Overloaded{
@@ -783,209 +758,59 @@ Result<kj::Array<capnp::word>> Unpack(std::string_view packed, const DecodeLimit
 
 namespace codec_internal {
 
-namespace {
-
-constexpr unsigned kRecordTombstone = 1;
-constexpr unsigned kRecordMapIndex = 2;
-constexpr unsigned kRecordOriginIndex = 4;
-constexpr unsigned kRecordFlagsKnown = kRecordTombstone | kRecordMapIndex | kRecordOriginIndex;
-// flags, key_len and hlc: the least a record can take.
-constexpr size_t kRecordBytesMin = 3;
-constexpr size_t kVarintBytesMax = 10;
-
-}  // namespace
-
 Result<std::string> EncodeRecords(const std::vector<KeyedRecord>& records, const char* body) {
-  TIDEMAP_RETURN_IF_ERROR(CheckRecords(records, body));
-  std::string out;
-  if (records.empty()) return out;
-
-  // Tables in order of first use, and each record's indices into them.
-  std::vector<std::string_view> maps;
-  std::unordered_map<std::string_view, uint64_t> map_index;
-  std::vector<uint64_t> origins;
-  std::unordered_map<uint64_t, uint64_t> origin_index;
-  std::vector<std::pair<uint64_t, uint64_t>> indices;
-  indices.reserve(records.size());
-  size_t bound = 3 * kVarintBytesMax;  // count, n_maps, n_origins
+  RecordBlobWriter writer;
   for (const KeyedRecord& r : records) {
-    const auto [m, new_map] = map_index.try_emplace(r.map, maps.size());
-    if (new_map) {
-      maps.push_back(r.map);
-      bound += kVarintBytesMax + r.map.size();
-    }
-    const auto [o, new_origin] = origin_index.try_emplace(r.version.origin, origins.size());
-    if (new_origin) {
-      origins.push_back(r.version.origin);
-      bound += 8;
-    }
-    indices.emplace_back(m->second, o->second);
-    bound += 1 + 5 * kVarintBytesMax + r.key.size() + r.value.size();
+    TIDEMAP_RETURN_IF_ERROR(writer.Add(
+        SnapshotRecordView{r.map, r.key, r.value, r.version, r.tombstone, r.expiry_ms}, body));
   }
-  out.reserve(bound);
-
-  PutVarint64(&out, records.size());
-  PutVarint64(&out, maps.size());
-  for (std::string_view map : maps) PutLengthPrefixed(&out, map);
-  PutVarint64(&out, origins.size());
-  for (uint64_t origin : origins) PutFixed64LE(&out, origin);
-
-  uint64_t prev_map = 0, prev_origin = 0, prev_hlc = 0;
-  for (size_t i = 0; i < records.size(); ++i) {
-    const KeyedRecord& r = records[i];
-    const auto [map, origin] = indices[i];
-    const unsigned flags = (r.tombstone ? kRecordTombstone : 0) |
-                           (map != prev_map ? kRecordMapIndex : 0) |
-                           (origin != prev_origin ? kRecordOriginIndex : 0);
-    out.push_back(static_cast<char>(flags));
-    if ((flags & kRecordMapIndex) != 0) PutVarint64(&out, map);
-    PutLengthPrefixed(&out, r.key);
-    if (!r.tombstone) PutLengthPrefixed(&out, r.value);
-    const uint64_t hlc = r.version.hlc.raw;
-    PutVarint64(&out, i == 0 ? hlc : ZigZag(hlc - prev_hlc));  // modulo 2^64 by design
-    if ((flags & kRecordOriginIndex) != 0) PutVarint64(&out, origin);
-    prev_map = map;
-    prev_origin = origin;
-    prev_hlc = hlc;
-  }
+  writer.Finish();
+  std::string out;
+  out.reserve(writer.head().size() + writer.body().size());
+  out.append(writer.head()).append(writer.body());
   return out;
 }
 
 std::string EncodeExpiries(const std::vector<KeyedRecord>& records) {
   std::string out;
-  size_t next = 0;  // the previous entry's index + 1
+  uint64_t next = 0;
   for (size_t i = 0; i < records.size(); ++i) {
-    if (records[i].expiry_ms == 0) continue;
-    PutVarint64(&out, i - next);
-    PutVarint64(&out, records[i].expiry_ms);
-    next = i + 1;
+    if (records[i].expiry_ms != 0) {
+      record_blob::PutExpiryEntry(&out, i, records[i].expiry_ms, &next);
+    }
   }
   return out;
 }
 
 Status DecodeExpiries(std::string_view blob, const char* body, std::vector<KeyedRecord>* records) {
-  auto malformed = [body](const std::string& why) {
-    return Status::Corruption(std::string(body) + ": malformed expiries: " + why);
-  };
-  uint64_t next = 0;
-  while (!blob.empty()) {
-    uint64_t gap = 0, expiry_ms = 0;
-    if (!GetVarint64(&blob, &gap) || !GetVarint64(&blob, &expiry_ms)) {
-      return malformed("truncated");
-    }
-    if (gap >= records->size() - std::min<uint64_t>(next, records->size())) {
-      return malformed("record index out of range");
-    }
-    KeyedRecord& r = (*records)[next + gap];
-    if (expiry_ms == 0) return malformed("an expiry of 0");
-    if (r.tombstone) return malformed("a tombstone with an expiry");
-    r.expiry_ms = expiry_ms;
-    next += gap + 1;
+  record_blob::ExpiryCursor expiry(blob, records->size(), body);
+  TIDEMAP_RETURN_IF_ERROR(expiry.Advance());
+  while (expiry.index() < records->size()) {
+    KeyedRecord& r = (*records)[expiry.index()];
+    if (r.tombstone) return expiry.Malformed("a tombstone with an expiry");
+    r.expiry_ms = expiry.expiry_ms();
+    TIDEMAP_RETURN_IF_ERROR(expiry.Advance());
   }
   return Status::Ok();
 }
 
-// The origin table a records or summaries blob carries: a count (1 to
-// `items`) and that many 8-byte node ids. `malformed` builds the error.
-template <typename Malformed>
-Result<std::vector<uint64_t>> ReadOriginTable(std::string_view* in, uint64_t items,
-                                              const char* what, const Malformed& malformed) {
-  uint64_t n = 0;
-  if (!GetVarint64(in, &n)) return malformed("bad origin count");
-  if (n == 0 || n > items) {
-    return malformed(std::to_string(n) + " origins for " + std::to_string(items) + " " + what);
-  }
-  if (n > in->size() / 8) return malformed("origin table truncated");
-  std::vector<uint64_t> origins(n);
-  for (uint64_t& origin : origins) GetFixed64LE(in, &origin);  // size checked above
-  return origins;
-}
-
-// The map table of a records blob: a count (1 to `records`) and that many
-// length-prefixed names, each at least its length byte.
-template <typename Malformed>
-Result<std::vector<std::string_view>> ReadMapTable(std::string_view* in, uint64_t records,
-                                                   const Malformed& malformed) {
-  uint64_t n = 0;
-  if (!GetVarint64(in, &n)) return malformed("bad map count");
-  if (n == 0 || n > records) {
-    return malformed(std::to_string(n) + " maps for " + std::to_string(records) + " records");
-  }
-  if (n > in->size()) return malformed("map table truncated");
-  std::vector<std::string_view> maps(n);
-  for (std::string_view& map : maps) {
-    if (!GetLengthPrefixed(in, &map)) return malformed("map table truncated");
-  }
-  return maps;
-}
-
 Result<std::vector<KeyedRecord>> DecodeRecords(std::string_view blob, const DecodeLimits& limits,
                                                const char* body) {
+  RecordBlobReader reader;
+  TIDEMAP_RETURN_IF_ERROR(reader.Open(blob, {}, limits, body));
   std::vector<KeyedRecord> records;
-  if (blob.empty()) return records;
-  auto malformed = [body](const std::string& why) {
-    return Status::Corruption(std::string(body) + ": malformed records: " + why);
-  };
-  auto bad_record = [&](uint64_t i, const char* why) {
-    return malformed("record " + std::to_string(i) + ": " + why);
-  };
-
-  std::string_view in = blob;
-  uint64_t count = 0;
-  if (!GetVarint64(&in, &count)) return malformed("bad record count");
-  if (count > limits.records_max) {
-    return OverLimit(body, "records", count, limits.records_max, "records_max");
-  }
-  if (count == 0) return malformed("a non-empty blob of zero records");
-
-  // The tables are checked against the bytes left before they are reserved.
-  TIDEMAP_ASSIGN_OR_RETURN(const std::vector<std::string_view> maps,
-                           ReadMapTable(&in, count, malformed));
-  TIDEMAP_ASSIGN_OR_RETURN(const std::vector<uint64_t> origins,
-                           ReadOriginTable(&in, count, "records", malformed));
-  const uint64_t n_maps = maps.size(), n_origins = origins.size();
-
-  if (count > in.size() / kRecordBytesMin) {
-    return malformed(std::to_string(count) + " records cannot fit in " + Str(in.size()) + " bytes");
-  }
-  records.reserve(count);
-  uint64_t map = 0, origin = 0, hlc = 0;
-  size_t decoded_bytes = 0;  // <= limits.record_bytes_max
-  for (uint64_t i = 0; i < count; ++i) {
-    uint8_t flag_byte = 0;
-    if (!GetByte(&in, &flag_byte)) return bad_record(i, "truncated");
-    const unsigned flags = flag_byte;
-    if ((flags & ~kRecordFlagsKnown) != 0) return bad_record(i, "unknown flag bits");
-    if ((flags & kRecordMapIndex) != 0 && !GetVarint64(&in, &map)) {
-      return bad_record(i, "bad map index");
-    }
-    if (map >= n_maps) return bad_record(i, "map index out of range");
-    std::string_view key, value;
-    if (!GetLengthPrefixed(&in, &key)) return bad_record(i, "key truncated");
-    const bool tombstone = (flags & kRecordTombstone) != 0;
-    if (!tombstone && !GetLengthPrefixed(&in, &value)) return bad_record(i, "value truncated");
-    uint64_t hlc_field = 0;
-    if (!GetVarint64(&in, &hlc_field)) return bad_record(i, "bad hlc");
-    hlc = i == 0 ? hlc_field : hlc + UnZigZag(hlc_field);  // modulo 2^64 by design
-    if ((flags & kRecordOriginIndex) != 0 && !GetVarint64(&in, &origin)) {
-      return bad_record(i, "bad origin index");
-    }
-    if (origin >= n_origins) return bad_record(i, "origin index out of range");
-
-    const size_t bytes = maps[map].size() + key.size() + value.size();  // each <= blob.size()
-    if (bytes > limits.record_bytes_max - decoded_bytes) {
-      return OverLimit(body, "bytes of map names, keys and values", decoded_bytes + bytes,
-                       limits.record_bytes_max, "record_bytes_max");
-    }
-    decoded_bytes += bytes;
+  records.reserve(reader.count());  // Open bounded it by the blob's size
+  SnapshotRecordView v;
+  while (records.size() < reader.count()) {
+    TIDEMAP_RETURN_IF_ERROR(reader.Next(&v));
     KeyedRecord& r = records.emplace_back();
-    r.map.assign(maps[map]);
-    r.key.assign(key);
-    r.value.assign(value);
-    r.version = Version{Timestamp{hlc}, origins[origin]};
-    r.tombstone = tombstone;
+    r.map.assign(v.map);
+    r.key.assign(v.key);
+    r.value.assign(v.value);
+    r.version = v.version;
+    r.tombstone = v.tombstone;
   }
-  if (!in.empty()) return malformed(Str(in.size()) + " bytes after the last record");
+  TIDEMAP_RETURN_IF_ERROR(reader.Finish());
   return records;
 }
 
@@ -1104,7 +929,7 @@ Result<std::vector<msg::SummaryEntry>> DecodeSummaryEntries(std::string_view blo
   if (count == 0) return malformed("a non-empty blob of zero entries");
 
   TIDEMAP_ASSIGN_OR_RETURN(const std::vector<uint64_t> origins,
-                           ReadOriginTable(&in, count, "entries", malformed));
+                           record_blob::ReadOriginTable(&in, count, "entries", malformed));
   const uint64_t n_origins = origins.size();
 
   uint64_t phys_base = 0;

@@ -17,23 +17,29 @@
 
 namespace tidemap::codec_internal {
 
-// Encodes `records` as a record blob (empty for no records). InvalidArgument
-// for a tombstone with a value, which the blob cannot express. `body` names
-// the message in errors ("record_batch", "diff_records").
+// Encodes `records` as a record blob (empty for no records) with
+// RecordBlobWriter (schemas/record_blob_writer.h), the blob's one encoder.
+// InvalidArgument for a tombstone with a value or an expiry, which the blobs
+// cannot express. `body` names the message in errors ("record_batch",
+// "diff_records").
 Result<std::string> EncodeRecords(const std::vector<KeyedRecord>& records, const char* body);
 
-// Decodes a record blob. InvalidArgument over limits.records_max or
-// limits.record_bytes_max (checked before the memory is reserved or copied);
-// Corruption when the blob is malformed.
+// Decodes a record blob with RecordBlobReader (schemas/record_blob_reader.h),
+// the blob's one decoder, copying each record out. InvalidArgument over
+// limits.records_max or limits.record_bytes_max (checked before the memory is
+// reserved or copied); Corruption when the blob is malformed. Every record
+// has expiry_ms 0: DecodeExpiries sets them.
 Result<std::vector<KeyedRecord>> DecodeRecords(std::string_view blob, const DecodeLimits& limits,
                                                const char* body);
 
 // Encodes the expiries of `records` as an expiry blob (empty when none has
-// one). REQUIRES: no tombstone has an expiry (CheckRecords refuses it first).
+// one), entry by entry as RecordBlobWriter does. REQUIRES: no tombstone has
+// an expiry (EncodeRecords refuses it first).
 std::string EncodeExpiries(const std::vector<KeyedRecord>& records);
 
 // Sets the expiries an expiry blob lists on `*records` (decoded from the
-// same message's record blob). Corruption when the blob is malformed: an
+// same message's record blob), with the expiry blob's one decoder
+// (record_blob::ExpiryCursor). Corruption when the blob is malformed: an
 // index out of range or not rising, an expiry of 0, or one on a tombstone.
 Status DecodeExpiries(std::string_view blob, const char* body, std::vector<KeyedRecord>* records);
 

@@ -5,29 +5,18 @@
 #include <tidemap/schemas/record_blob_writer.h>
 
 #include <tidemap/base/coding.h>
+#include <tidemap/schemas/record_blob_internal.h>
 
 namespace tidemap {
-
-namespace {
-
-// The record flags of the blob grammar (schemas/codec.cc).
-constexpr unsigned kRecordTombstone = 1;
-constexpr unsigned kRecordMapIndex = 2;
-constexpr unsigned kRecordOriginIndex = 4;
-
-uint64_t ZigZag(uint64_t delta) { return (delta << 1) ^ (0 - (delta >> 63)); }
-
-}  // namespace
 
 uint64_t RecordBlobWriter::MapIndex(std::string_view map) {
   // Records come in (map, key) order: the map changes seldom.
   if (!maps_.empty() && maps_[prev_map_] == map) return prev_map_;
-  const auto [it, added] = map_index_.try_emplace(std::string(map), maps_.size());
-  if (added) {
-    maps_.emplace_back(map);
-    table_bytes_ += map.size() + 1;
-  }
-  return it->second;
+  if (const auto it = map_index_.find(map); it != map_index_.end()) return it->second;
+  map_index_.emplace(std::string(map), maps_.size());
+  maps_.emplace_back(map);
+  table_bytes_ += map.size() + 1;
+  return maps_.size() - 1;
 }
 
 uint64_t RecordBlobWriter::OriginIndex(uint64_t origin) {
@@ -49,20 +38,19 @@ Status RecordBlobWriter::Add(const SnapshotRecordView& r, const char* body) {
   }
   const uint64_t map = MapIndex(r.map);
   const uint64_t origin = OriginIndex(r.version.origin);
-  const unsigned flags = (r.tombstone ? kRecordTombstone : 0) |
-                         (map != prev_map_ ? kRecordMapIndex : 0) |
-                         (origin != prev_origin_ ? kRecordOriginIndex : 0);
+  const unsigned flags = (r.tombstone ? record_blob::kTombstone : 0) |
+                         (map != prev_map_ ? record_blob::kMapIndex : 0) |
+                         (origin != prev_origin_ ? record_blob::kOriginIndex : 0);
   body_.push_back(static_cast<char>(flags));
-  if ((flags & kRecordMapIndex) != 0) PutVarint64(&body_, map);
+  if ((flags & record_blob::kMapIndex) != 0) PutVarint64(&body_, map);
   PutLengthPrefixed(&body_, r.key);
   if (!r.tombstone) PutLengthPrefixed(&body_, r.value);
   const uint64_t hlc = r.version.hlc.raw;
-  PutVarint64(&body_, count_ == 0 ? hlc : ZigZag(hlc - prev_hlc_));  // modulo 2^64 by design
-  if ((flags & kRecordOriginIndex) != 0) PutVarint64(&body_, origin);
+  // The hlc delta is modulo 2^64 by design.
+  PutVarint64(&body_, count_ == 0 ? hlc : record_blob::ZigZag(hlc - prev_hlc_));
+  if ((flags & record_blob::kOriginIndex) != 0) PutVarint64(&body_, origin);
   if (r.expiry_ms != 0) {
-    PutVarint64(&expiries_, count_ - next_expiry_);
-    PutVarint64(&expiries_, r.expiry_ms);
-    next_expiry_ = count_ + 1;
+    record_blob::PutExpiryEntry(&expiries_, count_, r.expiry_ms, &next_expiry_);
   }
   prev_map_ = map;
   prev_origin_ = origin;

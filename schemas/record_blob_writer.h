@@ -1,10 +1,10 @@
 // Builds a record blob and its expiry blob (the grammars at the top of
-// schemas/codec.cc) one record at a time, from views: the bytes are those
-// codec_internal::EncodeRecords and EncodeExpiries give for the same records
-// in the same order, but no KeyedRecord is built and, once the writer's
-// buffers have grown to a frame's size, nothing is allocated per record.
-// The snapshot writer (schemas/snapshot_file.h) encodes its records frames
-// with it, straight from the rows a snapshot cursor reads.
+// schemas/codec.cc) one record at a time, from views: no KeyedRecord is
+// needed and, once the writer's buffers have grown to a frame's size,
+// nothing is allocated per record. This is the one encoder of the record
+// blob: the snapshot writer (schemas/snapshot_file.h) encodes its records
+// frames with it, straight from the rows a snapshot cursor reads, and the
+// sync codec (codec_internal::EncodeRecords) feeds it views of KeyedRecords.
 //
 // Thread-safety: none; one thread uses a writer. The views passed to Add
 // are copied before it returns.
@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -51,14 +52,19 @@ class RecordBlobWriter {
   uint64_t OriginIndex(uint64_t origin);
 
   std::vector<std::string> maps_;  // the tables, in order of first use
-  std::unordered_map<std::string, uint64_t> map_index_;
+  // Keyed by std::string, looked up by std::string_view.
+  struct NameHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, uint64_t, NameHash, std::equal_to<>> map_index_;
   std::vector<uint64_t> origins_;
   std::unordered_map<uint64_t, uint64_t> origin_index_;
   std::string head_, body_, expiries_;
   size_t count_ = 0;
   size_t table_bytes_ = 0;  // of the map names and origins
   uint64_t prev_map_ = 0, prev_origin_ = 0, prev_hlc_ = 0;
-  size_t next_expiry_ = 0;  // the previous expiry entry's record index + 1
+  uint64_t next_expiry_ = 0;  // the previous expiry entry's record index + 1
 };
 
 }  // namespace tidemap

@@ -71,8 +71,8 @@ Result<ClearRemoval> Replica::RemoveClearedRecords(size_t rows_max) {
 
 // The records older than the clear are deleted with every row derived from
 // them (key-hash index, tombstone queue row, Merkle item; an expiry index
-// entry goes stale and is dropped later) and the
-// clear row's progress, in one synced batch that also checkpoints the tree:
+// entry goes stale and is dropped later) and the clear row's progress, in
+// one synced batch that also checkpoints the tree:
 // like a purge, a removal has no oplog entry for Open to replay. It raises no
 // GC watermark: the clear itself, kept for good, stands for what it removed.
 Status Replica::Impl::RemoveClearedBatch(const ClearState::Pending& p, size_t rows_max,

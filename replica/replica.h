@@ -550,9 +550,10 @@ class Replica : public SyncStore {
   // Expired records go the same way: a live record whose expiry is older
   // than the horizon (expiry_ms + tombstone_horizon_ms <= now) and whose seq
   // every known peer acknowledged is purged with its Merkle item (its
-  // expiry index entry is dropped when its bucket's rows are rewritten), raising the watermark to
-  // its version, as if it were a tombstone (it is deleted everywhere since its expiry), so an older
-  // version of its key never comes back.
+  // expiry index entry is dropped when its bucket's rows are rewritten),
+  // raising the watermark to its version, as if it were a tombstone (it is
+  // deleted everywhere since its expiry), so an older version of its key
+  // never comes back.
   Result<PurgeStats> PurgeTombstones(const std::function<void(const KeyMeta&)>& on_purged = {});
   // Announces every record whose expiry passed (at or before the clock's
   // now) since the last call to subscribers, with one kExpire event each, in

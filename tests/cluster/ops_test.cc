@@ -144,7 +144,7 @@ TEST_F(OpsTest, WatchResumesAfterAnAbsenceWithinRetentionAndIs410Beyond) {
   OpsNode& a = AddNode("a");
   OpsNode& b = AddNode("b");
   // Maintenance (the oplog prune) runs many times during each absence below.
-  constexpr uint64_t kRetentionMs = 6'000;
+  constexpr uint64_t kRetentionMs = 8'000;
   Start(a, {"--trust", b.public_key, "--maintenance-interval-ms", "100", "--watch-retention-ms",
             std::to_string(kRetentionMs)});
   Start(b, {"--trust", a.public_key, "--peer", a.listen()});

@@ -220,6 +220,27 @@ void EncodeRecordInto(std::string* out, std::string_view row_key, const RecordMe
   out->replace(header_bytes, kChecksumBytes, checksum);
 }
 
+namespace {
+
+// Opens the sealed value of a parsed record into `*out`: Unavailable
+// without a cipher, Corruption (naming the record) when it does not open.
+Status OpenSealedValue(std::string_view row_key, const ParsedRecord& parsed,
+                       const ValueCipher* cipher, std::string* out) {
+  if (cipher == nullptr) {
+    return Status::Unavailable("record " + DescribeRowKey(row_key) +
+                               ": the value is encrypted at rest and no key was given");
+  }
+  thread_local std::string ad;
+  SealAd(&ad, parsed.header, row_key);
+  const Status opened = cipher->Open(ad, parsed.value, out);
+  if (!opened.ok()) {
+    return Status::Corruption("record " + DescribeRowKey(row_key) + ": " + opened.message());
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Result<RecordValue> DecodeRecord(std::string_view row_key, std::string_view bytes,
                                  const ValueCipher* cipher) {
   std::optional<uint64_t> expiry;
@@ -234,16 +255,7 @@ Result<RecordValue> DecodeRecord(std::string_view row_key, std::string_view byte
     out.value.assign(parsed.value);
     return out;
   }
-  if (cipher == nullptr) {
-    return Status::Unavailable("record " + DescribeRowKey(row_key) +
-                               ": the value is encrypted at rest and no key was given");
-  }
-  thread_local std::string ad;
-  SealAd(&ad, parsed.header, row_key);
-  const Status opened = cipher->Open(ad, parsed.value, &out.value);
-  if (!opened.ok()) {
-    return Status::Corruption("record " + DescribeRowKey(row_key) + ": " + opened.message());
-  }
+  TIDEMAP_RETURN_IF_ERROR(OpenSealedValue(row_key, parsed, cipher, &out.value));
   return out;
 }
 
@@ -256,17 +268,7 @@ Result<RecordMeta> DecodeRecordView(std::string_view row_key, std::string_view b
     *value = parsed.value;
     return meta;
   }
-  if (cipher == nullptr) {
-    return Status::Unavailable("record " + DescribeRowKey(row_key) +
-                               ": the value is encrypted at rest and no key was given");
-  }
-  thread_local std::string ad;
-  SealAd(&ad, parsed.header, row_key);
-  opened->clear();
-  const Status status = cipher->Open(ad, parsed.value, opened);
-  if (!status.ok()) {
-    return Status::Corruption("record " + DescribeRowKey(row_key) + ": " + status.message());
-  }
+  TIDEMAP_RETURN_IF_ERROR(OpenSealedValue(row_key, parsed, cipher, opened));
   *value = *opened;
   return meta;
 }

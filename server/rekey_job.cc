@@ -102,12 +102,16 @@ RekeyProgress RekeyJob::Progress() const {
   return progress_;
 }
 
-nlohmann::json RekeyJob::EncryptionJson() const {
-  if (!dir_->encrypted()) return {{"encrypted", false}};
+nlohmann::json EncryptionJson(const DataDir& dir, const RekeyProgress& progress) {
+  if (!dir.encrypted()) return {{"encrypted", false}};
   return {{"encrypted", true},
-          {"suite", crypto::AeadSuiteName(dir_->value_suite())},
-          {"key_id", dir_->value_key_id()},
-          {"rekey", RekeyProgressJson(Progress())}};
+          {"suite", crypto::AeadSuiteName(dir.value_suite())},
+          {"key_id", dir.value_key_id()},
+          {"rekey", RekeyProgressJson(progress)}};
+}
+
+nlohmann::json RekeyJob::EncryptionJson() const {
+  return tidemap::EncryptionJson(*dir_, Progress());
 }
 
 std::string RekeyJob::MetricsText() const {

@@ -52,6 +52,10 @@ std::string_view RekeyStateName(RekeyProgress::State state);
 //  (the last two when done)}
 nlohmann::json RekeyProgressJson(const RekeyProgress& progress);
 
+// {"encrypted": false} for values in the clear, else {"encrypted": true,
+//  "suite", "key_id" (new values are sealed under it), "rekey": `progress`}.
+nlohmann::json EncryptionJson(const DataDir& dir, const RekeyProgress& progress);
+
 class RekeyJob {
  public:
   RekeyJob(DataDir* dir, std::shared_ptr<spdlog::logger> log);
@@ -68,8 +72,7 @@ class RekeyJob {
   // may access it, Corruption when it is not a key file).
   Result<bool> Start(const std::string& new_key_file);
   RekeyProgress Progress() const;
-  // {"encrypted": false} for values in the clear, else {"encrypted": true,
-  //  "suite", "key_id" (new values are sealed under it), "rekey": progress}.
+  // EncryptionJson(dir, Progress()).
   nlohmann::json EncryptionJson() const;
   // The same in Prometheus text: tidemap_values_encrypted{suite} (0 or 1),
   // and for encrypted values tidemap_value_key_id, tidemap_rekey_running,

@@ -32,6 +32,7 @@
 #include <tidemap/server/http_client.h>
 #include <tidemap/server/json.h>
 #include <tidemap/server/pending.h>
+#include <tidemap/server/rekey_job.h>
 #include <tidemap/server/status.h>
 #include <tidemap/server/url.h>
 
@@ -336,7 +337,6 @@ double Num(const nlohmann::json& j, const char* field) {
   return j.contains(field) && j[field].is_number() ? j[field].get<double>() : 0.0;
 }
 
-// The human form of a status document (server/json.h), the same for both targets.
 // A text progress bar of `width` cells for `percent` (0..100).
 std::string ProgressBar(double percent, int width) {
   const int filled = std::clamp(static_cast<int>(percent * width / 100.0), 0, width);
@@ -372,7 +372,30 @@ void PrintStorage(const nlohmann::json& s) {
   }
 }
 
-// `bars`: a peer whose sync runs gets a progress bar line under its own.
+// "encryption  aes-256-gcm, new values sealed under key 2", with a running or
+// failed rekey's progress; nothing when the document has no "encryption".
+void PrintEncryption(const nlohmann::json& s) {
+  if (!s.contains("encryption") || !s["encryption"].is_object()) return;
+  const nlohmann::json& e = s["encryption"];
+  if (!e.value("encrypted", false)) {
+    std::printf("encryption  none (values stored in the clear)\n");
+    return;
+  }
+  std::printf("encryption  %s, new values sealed under key %llu\n", Str(e, "suite").c_str(),
+              static_cast<unsigned long long>(U64(e, "key_id")));
+  const nlohmann::json rekey = e.contains("rekey") ? e["rekey"] : nlohmann::json::object();
+  const std::string state = Str(rekey, "state");
+  if (state == "running") {
+    std::printf("            rekey running: %llu records looked at, %llu resealed\n",
+                static_cast<unsigned long long>(U64(rekey, "records")),
+                static_cast<unsigned long long>(U64(rekey, "resealed")));
+  } else if (state == "failed") {
+    std::printf("            rekey FAILED: %s\n", Str(rekey, "error").c_str());
+  }
+}
+
+// The human form of a status document (server/json.h), the same for both
+// targets. `bars`: a peer whose sync runs gets a progress bar line under its own.
 void PrintStatus(const nlohmann::json& s, bool bars = false) {
   std::printf("node        %s\n", Str(s, "node_id").c_str());
   std::printf("public key  %s\n", Str(s, "public_key").c_str());
@@ -389,6 +412,7 @@ void PrintStatus(const nlohmann::json& s, bool bars = false) {
                 static_cast<unsigned long long>(U64(oplog, "last_seq")));
   }
   PrintStorage(s);
+  PrintEncryption(s);
   std::printf("merkle root %s\n", Str(s, "merkle_root").c_str());
   std::printf("hlc         %s\n", Str(s, "hlc").c_str());
   const nlohmann::json peers = s.contains("peers") ? s["peers"] : nlohmann::json::array();
@@ -458,6 +482,7 @@ int CmdStatus(const Target& target, bool json, bool watch) {
     auto peers = PeersFromOplog(&d->replica(), info->stats.oplog_last_seq, clock.NowMillis());
     if (!peers.ok()) return Fail(peers.status());
     doc = StatusJson(*info, *peers);
+    doc["encryption"] = EncryptionJson(*d, RekeyProgress{});
   }
   if (json) {
     std::printf("%s\n", doc.dump(2).c_str());

@@ -11,8 +11,6 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,17 +30,6 @@ RunResult Tidemap(const std::vector<std::string>& args, const std::vector<std::s
 
 bool Contains(std::string_view haystack, std::string_view needle) {
   return haystack.find(needle) != std::string_view::npos;
-}
-
-// Every byte of every file under `dir`.
-std::string AllBytes(const std::string& dir) {
-  std::string all;
-  for (const auto& e : fs::recursive_directory_iterator(dir)) {
-    if (!e.is_regular_file()) continue;
-    std::ifstream in(e.path(), std::ios::binary);
-    all.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  }
-  return all;
 }
 
 class AtRestCliTest : public ::testing::Test {
@@ -76,7 +63,10 @@ TEST_F(AtRestCliTest, KeyFileLifecycle) {
   r = Tidemap({"scrub", "--data", dir_, "--key-file", key});
   EXPECT_EQ(r.exit_code, 0) << r;
   EXPECT_TRUE(Contains(r.out, "value failures   0")) << r;
-  EXPECT_FALSE(Contains(AllBytes(dir_), "sekrit-"));
+  r = Tidemap({"status", "--data", dir_, "--key-file", key});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_TRUE(Contains(r.out, ", new values sealed under key 1\n")) << r;
+  EXPECT_FALSE(Contains(testing::BytesOfFilesUnder(dir_), "sekrit-"));
 
   r = Tidemap({"get", "--data", dir_, "fruit", "k7"});
   EXPECT_EQ(r.exit_code, 3) << r;
@@ -106,7 +96,10 @@ TEST_F(AtRestCliTest, KeyFileLifecycle) {
   r = Tidemap({"get", "--data", dir_, "--key-file", new_key, "fruit", "k7"});
   EXPECT_EQ(r.exit_code, 0) << r;
   EXPECT_EQ(r.out, "sekrit-7");
-  EXPECT_FALSE(Contains(AllBytes(dir_), "sekrit-"));
+  EXPECT_FALSE(Contains(testing::BytesOfFilesUnder(dir_), "sekrit-"));
+  r = Tidemap({"status", "--data", dir_, "--key-file", new_key, "--json"});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_TRUE(Contains(r.out, "\"key_id\": 2")) << r;
 }
 
 TEST_F(AtRestCliTest, PassphraseFromTheEnvironment) {
@@ -143,7 +136,7 @@ TEST_F(AtRestCliTest, SnapshotsMoveBetweenEncryptedDataDirs) {
   EXPECT_EQ(r.out, "sekrit-value");
   r = Tidemap({"get", "--data", restored, "--key-file", key, "m", "k"});
   EXPECT_EQ(r.exit_code, 3) << r;  // the source's key is not this dir's
-  EXPECT_FALSE(Contains(AllBytes(restored), "sekrit-value"));
+  EXPECT_FALSE(Contains(testing::BytesOfFilesUnder(restored), "sekrit-value"));
 }
 
 }  // namespace

@@ -381,6 +381,8 @@ TEST_F(CliTest, StatusJsonCountsKeysTombstonesAndOplog) {
   EXPECT_TRUE(Contains(human.out, node_id)) << human;
   EXPECT_TRUE(Contains(human.out, key)) << human;
   EXPECT_TRUE(Contains(human.out, "2 live, 1 tombstones")) << human;
+  EXPECT_TRUE(Contains(human.out, "encryption  none (values stored in the clear)")) << human;
+  EXPECT_EQ(s.at("encryption"), nlohmann::json({{"encrypted", false}})) << s.dump();
 }
 
 // scrub compares the stored Merkle tree with a rebuild: exit 0 on a healthy

@@ -15,9 +15,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -50,16 +48,6 @@ std::string ValueOf(int i) {
   std::string v = "sekrit-" + std::to_string(i) + "-";
   v.resize(kValueBytes, 'x');
   return v;
-}
-
-std::string AllBytes(const std::string& dir) {
-  std::string all;
-  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
-    if (!e.is_regular_file()) continue;
-    std::ifstream in(e.path(), std::ios::binary);
-    all.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  }
-  return all;
 }
 
 class RekeyServeTest : public testing::ServeClusterTest {
@@ -272,7 +260,7 @@ TEST_F(RekeyServeTest, ReadsAndWritesGoOnWhileTheNodeReseals) {
   EXPECT_TRUE(Contains(r.err, "is wrong")) << r;
   r = Tidemap({"serve", "--data", node.dir, "--http", node.http(), "--key-file", old_key});
   EXPECT_EQ(r.exit_code, 3) << r;
-  const std::string files = AllBytes(node.dir + "/db");
+  const std::string files = testing::BytesOfFilesUnder(node.dir + "/db");
   EXPECT_FALSE(Contains(files, "sekrit-"));
   EXPECT_FALSE(Contains(files, old_ciphertext));
 

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include <tidemap/base/check.h>
@@ -33,6 +34,16 @@ std::string MakeTempDir(const std::string& prefix) {
   char* made = mkdtemp(tmpl.data());
   TIDEMAP_CHECK(made != nullptr);
   return tmpl;
+}
+
+std::string BytesOfFilesUnder(const std::string& dir) {
+  std::string all;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    std::ifstream in(e.path(), std::ios::binary);
+    all.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  return all;
 }
 
 std::string DamageLargestTable(const std::string& db_dir) {

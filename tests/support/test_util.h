@@ -31,6 +31,10 @@ std::string MakeTempDir(const std::string& prefix);
 // directory holds no table).
 std::string DamageLargestTable(const std::string& db_dir);
 
+// Every byte of every regular file under `dir` (recursively), concatenated:
+// for checking that some bytes are stored nowhere on disk.
+std::string BytesOfFilesUnder(const std::string& dir);
+
 }  // namespace tidemap::testing
 
 #endif  // TIDEMAP_TESTS_SUPPORT_TEST_UTIL_H_

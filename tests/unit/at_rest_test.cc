@@ -20,8 +20,6 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <map>
 #include <thread>
 
@@ -410,17 +408,6 @@ class AtRestDataDirTest : public ::testing::Test {
     return o;
   }
 
-  // Every byte of every file under `dir`.
-  static std::string AllBytes(const std::string& dir) {
-    std::string all;
-    for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
-      if (!e.is_regular_file()) continue;
-      std::ifstream in(e.path(), std::ios::binary);
-      all.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-    }
-    return all;
-  }
-
   std::string root_;
 };
 
@@ -438,7 +425,7 @@ TEST_F(AtRestDataDirTest, InitCreatesAPrivateKeyAndOpenRefusesBadKeys) {
   ASSERT_EQ(::stat(key.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   EXPECT_TRUE(std::filesystem::exists(dir + "/encryption"));
-  EXPECT_EQ(AllBytes(dir).find("top-secret-value"), std::string::npos);
+  EXPECT_EQ(testing::BytesOfFilesUnder(dir).find("top-secret-value"), std::string::npos);
 
   auto ok = DataDir::Open(dir, WithKey(key));
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
@@ -545,7 +532,7 @@ TEST_F(AtRestDataDirTest, RekeyResumesAfterACrashAndLeavesNoOldBytes) {
   EXPECT_EQ(report->reseal.resealed, 499u);  // k1 was written under the new key already
   EXPECT_FALSE(LoadEncryptionConfig(dir).value()->old_key_id != 0);
 
-  const std::string files = AllBytes(dir + "/db");
+  const std::string files = testing::BytesOfFilesUnder(dir + "/db");
   EXPECT_EQ(files.find(old_ciphertext), std::string::npos);
   EXPECT_EQ(files.find("plain-42"), std::string::npos);
   EXPECT_TRUE(DataDir::Open(dir, WithKey(old_key)).status().IsUnavailable());
@@ -634,8 +621,18 @@ TEST_F(AtRestDataDirTest, RekeyServingKeepsServingAndResumesAfterAStop) {
   EXPECT_TRUE(stopped.status().IsUnavailable()) << stopped.status().ToString();
   EXPECT_EQ((*d)->value_key_id(), 2);
   ASSERT_TRUE(replica.Put("m", "after-switch", "new").ok());
+  // After each page the rekey waits (up to 5 s) for the reader to read
+  // again, so reads interleave with the pages however the threads are
+  // scheduled.
   int pages = 0;
-  auto report = (*d)->RekeyServing(new_key, [&](const ResealReport&) { return ++pages > 0; });
+  auto report = (*d)->RekeyServing(new_key, [&](const ResealReport&) {
+    ++pages;
+    const int seen = reads.load();
+    for (int ms = 0; reads.load() == seen && ms < 5000; ++ms) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return true;
+  });
   stop = true;
   reader.join();
   ASSERT_TRUE(report.ok()) << report.status().ToString();

@@ -182,29 +182,6 @@ Result<std::optional<KeyedRecord>> Replica::ReadRecord(std::string_view map,
                                                 rec.expiry_ms.value_or(0)});
 }
 
-Status Replica::ReadRecords(std::span<KeyedRecord> records, std::vector<uint8_t>* found) const {
-  found->assign(records.size(), 0);
-  // A point read per record: an iterator's seek visits every table that may
-  // hold the key (no Bloom filter) and samples reads for compactions, which
-  // costs more than a Get for keys at random places.
-  std::string row_key;
-  for (size_t i = 0; i < records.size(); ++i) {
-    KeyedRecord& out = records[i];
-    rows::RecordKeyInto(&row_key, out.map, out.key);
-    auto bytes = impl_->store->Get(row_key);
-    if (bytes.status().IsNotFound()) continue;
-    if (!bytes.ok()) return bytes.status();
-    TIDEMAP_ASSIGN_OR_RETURN(rows::RecordValue rec,
-                             rows::DecodeRecord(row_key, *bytes, impl_->options.value_cipher));
-    out.value = std::move(rec.value);
-    out.version = rec.version;
-    out.tombstone = rec.tombstone;
-    out.expiry_ms = rec.expiry_ms.value_or(0);
-    (*found)[i] = 1;
-  }
-  return Status::Ok();
-}
-
 Result<size_t> Replica::RecordsByKeyHash(std::span<const uint64_t> key_hashes, size_t bytes_max,
                                          std::vector<KeyedRecord>* out) const {
   for (size_t i = 1; i < key_hashes.size(); ++i) TIDEMAP_CHECK(key_hashes[i] > key_hashes[i - 1]);

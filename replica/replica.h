@@ -614,7 +614,6 @@ class Replica : public SyncStore {
   Status SavePeerAcked(uint64_t peer, uint64_t seq) override;
   Status SavePeerReceived(uint64_t peer, uint64_t seq) override;
   Status ReplacePeer(uint64_t peer, const PeerState& state) override;
-  Status ReadRecords(std::span<KeyedRecord> records, std::vector<uint8_t>* found) const override;
   Result<size_t> RecordsByKeyHash(std::span<const uint64_t> key_hashes, size_t bytes_max,
                                   std::vector<KeyedRecord>* out) const override;
   Result<bool> ScanRecords(const RecordScan& scan, std::string* cursor, size_t page_bytes,

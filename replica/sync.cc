@@ -222,47 +222,22 @@ Status SyncSession::Impl::Stream(uint64_t now_ms, std::vector<msg::Message>* out
     }
     msg::RecordBatch batch;
     batch.first_seq = stream_next;
-    TIDEMAP_RETURN_IF_ERROR(FillBatch(&rows, &batch));
+    size_t bytes = 0;
+    for (const OplogEntry& row : rows) {
+      if (!batch.records.empty() && bytes >= options.batch_bytes_max) break;
+      batch.last_seq = row.seq;
+      // Never echo a change to the node that wrote it or the peer it came from.
+      if (row.version.origin == peer_id || row.via == peer_id) continue;
+      TIDEMAP_ASSIGN_OR_RETURN(std::optional<KeyedRecord> rec, store->ReadRecord(row.map, row.key));
+      // A key changed again later has a later row, which ships it once.
+      if (!rec.has_value() || rec->version != row.version) continue;
+      bytes += RecordBytes(*rec);
+      batch.records.push_back(std::move(*rec));
+    }
     stats.records_sent += batch.records.size();
     stream_next = batch.last_seq + 1;
     in_flight.push_back(batch.last_seq);
     Emit(std::move(batch), out);
-  }
-  return Status::Ok();
-}
-
-Status SyncSession::Impl::FillBatch(std::vector<OplogEntry>* rows, msg::RecordBatch* batch) {
-  std::vector<KeyedRecord> chunk;
-  std::vector<uint8_t> found;
-  std::vector<size_t> row_of;  // chunk[j] is the record of (*rows)[row_of[j]]
-  size_t bytes = 0, next = 0, want = kStreamReadRowsMin;
-  while (next < rows->size()) {
-    const size_t end = std::min(rows->size(), next + want);
-    chunk.clear();
-    row_of.clear();
-    for (size_t r = next; r < end; ++r) {
-      OplogEntry& row = (*rows)[r];
-      // Never echo a change to the node that wrote it or the peer it came from.
-      if (row.version.origin == peer_id || row.via == peer_id) continue;
-      chunk.push_back(KeyedRecord{std::move(row.map), std::move(row.key), {}, {}, false, 0});
-      row_of.push_back(r);
-    }
-    TIDEMAP_RETURN_IF_ERROR(store->ReadRecords(chunk, &found));
-    size_t j = 0;
-    for (size_t r = next; r < end; ++r, ++next) {
-      if (!batch->records.empty() && bytes >= options.batch_bytes_max) return Status::Ok();
-      batch->last_seq = (*rows)[r].seq;
-      if (j == row_of.size() || row_of[j] != r) continue;  // an echo
-      KeyedRecord& rec = chunk[j];
-      // A key changed again later has a later row, which ships it once.
-      if (found[j++] == 0 || rec.version != (*rows)[r].version) continue;
-      bytes += RecordBytes(rec);
-      batch->records.push_back(std::move(rec));
-    }
-    if (batch->records.empty()) continue;
-    const size_t mean = std::max<size_t>(bytes / batch->records.size(), 1);
-    const size_t left = bytes >= options.batch_bytes_max ? 0 : options.batch_bytes_max - bytes;
-    want = std::clamp(left / mean + 1, kStreamReadRowsMin, kStreamReadRowsMax);
   }
   return Status::Ok();
 }

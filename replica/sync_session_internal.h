@@ -30,11 +30,6 @@ inline constexpr uint64_t kDenseDiffShare = 8;
 // What a bucket summary entry (or a bucket's header) counts for in chunks and
 // windows: about its encoded size.
 inline constexpr size_t kSummaryEntryBytes = 12;
-// Streaming reads the records of the oplog rows a chunk at a time: the first
-// chunk is this many rows, the next ones as many as the byte budget left
-// holds at the records' mean size so far, within these bounds.
-inline constexpr size_t kStreamReadRowsMin = 16;
-inline constexpr size_t kStreamReadRowsMax = 1024;
 
 inline size_t RecordBytes(const KeyedRecord& r) {
   return r.map.size() + r.key.size() + r.value.size() + 32;
@@ -51,8 +46,6 @@ inline const SummaryEntry* FindEntry(const std::vector<SummaryEntry>& entries, u
 using sync_detail::FindEntry;
 using sync_detail::kDenseDiffKeysMin;
 using sync_detail::kDenseDiffShare;
-using sync_detail::kStreamReadRowsMax;
-using sync_detail::kStreamReadRowsMin;
 using sync_detail::kSummaryEntryBytes;
 using sync_detail::RecordBytes;
 
@@ -387,12 +380,6 @@ struct SyncSession::Impl {
   // Sends the summaries of `buckets` (ascending), chunked, a window at a time.
   Status SendSummaries(std::vector<uint32_t> buckets, std::vector<msg::Message>* out);
   Status Stream(uint64_t now_ms, std::vector<msg::Message>* out);
-  // Fills `batch` (first_seq set) from `rows`, the oplog tail from first_seq
-  // on (their maps and keys are moved out): the records they describe, at
-  // most batch_bytes_max of them (but at least one), and last_seq the last
-  // row it covers. Reads the records a chunk of rows at a time through
-  // SyncStore::ReadRecords.
-  Status FillBatch(std::vector<OplogEntry>* rows, msg::RecordBatch* batch);
 };
 
 }  // namespace tidemap

@@ -140,14 +140,6 @@ class SyncStore {
   // absent. Corruption (naming the key) when its bytes fail their check.
   virtual Result<std::optional<KeyedRecord>> ReadRecord(std::string_view map,
                                                         std::string_view key) const = 0;
-  // ReadRecord for many keys at once, as the oplog tail's stream reads them:
-  // each of `records` comes with its map and key set, and the rest of it
-  // (value, version, tombstone, expiry) is filled in from the stored record
-  // of that (map, key). (*found)[i] (the vector is resized to records.size())
-  // is 1 when records[i]'s was stored, else 0 and records[i] is left as it
-  // came. Each record is read as stored at some moment during the call.
-  // Corruption (naming the key) when a record's bytes fail their check.
-  virtual Status ReadRecords(std::span<KeyedRecord> records, std::vector<uint8_t>* found) const = 0;
   // The stored records (tombstones included) whose KeyHash is one of
   // `key_hashes` (ascending, no repeats), appended to `out` in that order,
   // stopping after the first hash whose records bring the bytes appended

@@ -283,43 +283,6 @@ TEST_F(ReplicaTest, ApplyRemoteMergesByVersionAndKeepsOrigin) {
   EXPECT_GT(*local, (Version{t2, 0xb2}));
 }
 
-// The oplog stream's batch read: each record filled in from its own (map,
-// key), in the caller's order, whatever the keys' order in the store; a key
-// asked twice filled twice; an absent one left as it came.
-TEST_F(ReplicaTest, ReadRecordsFillsEachRecordFromItsKeyInTheCallersOrder) {
-  auto r = OpenReplica(Options());
-  ASSERT_TRUE(r->Put("m", "a", "va").ok());
-  ASSERT_TRUE(r->Put("m", "b", "vb").ok());
-  ASSERT_TRUE(r->Put("m", "c", "vc").ok());
-  ASSERT_TRUE(r->Delete("m", "c").ok());
-  ASSERT_TRUE(r->Put("n", "a", "na").ok());
-  const std::vector<std::pair<std::string, std::string>> keys = {
-      {"n", "a"}, {"m", "zz"}, {"m", "b"}, {"m", "a"}, {"m", "b"}, {"m", "c"}, {"o", "x"}};
-  std::vector<KeyedRecord> records;
-  for (const auto& [m, k] : keys) records.push_back(KeyedRecord{m, k, "left", {}, false, 7});
-  std::vector<uint8_t> found;
-  const SyncStore& store = *r;
-  ASSERT_TRUE(store.ReadRecords(records, &found).ok());
-  ASSERT_EQ(found, (std::vector<uint8_t>{1, 0, 1, 1, 1, 1, 0}));
-  for (size_t i = 0; i < keys.size(); ++i) {
-    EXPECT_EQ(records[i].map, keys[i].first);
-    EXPECT_EQ(records[i].key, keys[i].second);
-    if (found[i] == 0) {
-      EXPECT_EQ(records[i], (KeyedRecord{keys[i].first, keys[i].second, "left", {}, false, 7}));
-      continue;
-    }
-    auto one = r->ReadRecord(keys[i].first, keys[i].second);
-    ASSERT_TRUE(one.ok() && one->has_value());
-    EXPECT_EQ(records[i], **one) << keys[i].first << "/" << keys[i].second;
-  }
-  EXPECT_EQ(records[0].value, "na");
-  EXPECT_TRUE(records[5].tombstone);
-  EXPECT_EQ(records[5].expiry_ms, 0u);
-  records.clear();
-  ASSERT_TRUE(store.ReadRecords(records, &found).ok());
-  EXPECT_TRUE(found.empty());
-}
-
 TEST_F(ReplicaTest, RemoteTimestampFromTheFutureRaisesTheClock) {
   auto r = OpenReplica(Options());
   const Timestamp ahead = Timestamp::FromParts(kStartMs + 30'000, 5);

@@ -19,6 +19,13 @@ acknowledgement. The probes ride in the same oplog as the load, so they wait
 behind it. For Redis it is sampled every 10 ms from the primary's
 master_repl_offset and the replica's offset (INFO replication).
 
+Paced phase (unless --no-paced): after each full-load run of the pair, a
+second pair on fresh daemons takes PACED_SHARE (80%) of the writes/s that run
+just reached, the same put.lua spreading each wrk thread's requests over time
+(BENCH_RATE_PER_THREAD), and the same probes time the replica lag: a line
+`cluster system=tidemap durability=... clients=... paced_writes_per_s=...
+target_writes_per_s=... replica_lag_p99_ms=...` per run, then their medians.
+
 Prints one `cluster ...` line per run (prefixed `run N/RUNS`) on the way, then
 the median of every field per system and durability as `cluster ...` lines,
 and `ratio http_put_vs_redis_set_{relaxed,sync} MEDIAN (min .., max .., n=..)`
@@ -43,6 +50,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 HERE = os.path.dirname(os.path.abspath(__file__))
 LUA = os.path.join(HERE, "..", "bench", "cluster", "put.lua")
 PROBE_INTERVAL_S = 0.010
+PACED_SHARE = 0.8
 CATCH_UP_TIMEOUT_S = 120.0
 
 children = []  # every process started, stopped by stop_all()
@@ -217,8 +225,11 @@ class Probes:
         return percentile(lags, 99)
 
 
-def run_wrk(url, args, prefix):
+def run_wrk(url, args, prefix, rate=None):
+    """wrk with put.lua at full speed, or with `rate` writes/s over all its threads."""
     env = dict(os.environ, BENCH_PREFIX=prefix, BENCH_VALUE=str(args.value))
+    if rate is not None:
+        env["BENCH_RATE_PER_THREAD"] = f"{rate / args.wrk_threads:.3f}"
     cmd = ["wrk", f"-t{args.wrk_threads}", f"-c{args.clients}", f"-d{args.duration}s",
            "--timeout", "10s", "-s", LUA, url]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
@@ -228,8 +239,9 @@ def run_wrk(url, args, prefix):
     raise RuntimeError("wrk printed no result:\n" + out)
 
 
-def tidemap_run(args, durability, chain, run_id, root):
-    """One run on fresh daemons: a pair (chain=False) or a chain of three."""
+def tidemap_run(args, durability, chain, run_id, root, rate=None):
+    """One run on fresh daemons: a pair (chain=False) or a chain of three; wrk
+    at full speed, or paced at `rate` writes/s."""
     os.makedirs(root)
     names = ["a", "b", "c"] if chain else ["a", "b"]
     nodes = [Node(args.tidemap, root, n) for n in names]
@@ -246,7 +258,7 @@ def tidemap_run(args, durability, chain, run_id, root):
         probes = Probes(a, last)
         probes.start()
         cpu0 = [cpu_s(n.process.pid) for n in nodes]
-        w = run_wrk(f"http://127.0.0.1:{a.http_port}", args, f"r{run_id}")
+        w = run_wrk(f"http://127.0.0.1:{a.http_port}", args, f"r{run_id}", rate)
         cpu_a = cpu_s(a.process.pid) - cpu0[0]
         probes.stop_putting()
         keys = lambda n: (n.status() or {}).get("keys", -1)
@@ -396,6 +408,12 @@ def line(system, durability, args, r):
             f"value={args.value} " + " ".join(f"{k}={fmt(k)}" for k in FIELDS))
 
 
+def paced_line(durability, args, r, target):
+    return (f"cluster system=tidemap durability={durability} clients={args.clients} "
+            f"paced_writes_per_s={r['writes_per_s']:.0f} target_writes_per_s={target:.0f} "
+            f"replica_lag_p99_ms={r['replica_lag_p99_ms']:.2f}")
+
+
 def median_of(results):
     return {k: statistics.median(r[k] for r in results) for k in FIELDS}
 
@@ -411,6 +429,8 @@ def main():
     ap.add_argument("--durability", default="relaxed,sync")
     ap.add_argument("--no-chain", action="store_true", help="skip the chain of three")
     ap.add_argument("--no-redis", action="store_true", help="skip Redis even when installed")
+    ap.add_argument("--no-paced", action="store_true",
+                    help=f"skip the paced runs at {PACED_SHARE:.0%} of the full-load rate")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
     args = ap.parse_args()
     redis = not args.no_redis and shutil.which("redis-server") and shutil.which("redis-benchmark")
@@ -422,17 +442,28 @@ def main():
     ratios, medians = {}, []
     try:
         for durability in args.durability.split(","):
-            tm, rd = [], []
+            tm, rd, paced = [], [], []
             for i in range(1, args.runs + 1):
                 tm.append(tidemap_run(args, durability, False, f"{durability}{i}",
                                       os.path.join(root, f"tidemap-{durability}-{i}")))
                 print(f"run {i}/{args.runs} " + line("tidemap", durability, args, tm[-1]), flush=True)
+                if not args.no_paced:
+                    target = PACED_SHARE * tm[-1]["writes_per_s"]
+                    paced.append((tidemap_run(args, durability, False, f"{durability}{i}p",
+                                              os.path.join(root, f"paced-{durability}-{i}"),
+                                              target), target))
+                    print(f"run {i}/{args.runs} " + paced_line(durability, args, *paced[-1]),
+                          flush=True)
                 if redis:
                     hint = rd[-1]["writes_per_s"] if rd else tm[-1]["writes_per_s"] * 2
                     rd.append(redis_run(args, durability, os.path.join(root, f"redis-{durability}-{i}"),
                                         hint))
                     print(f"run {i}/{args.runs} " + line("redis", durability, args, rd[-1]), flush=True)
             medians.append(line("tidemap", durability, args, median_of(tm)))
+            if paced:
+                medians.append(paced_line(
+                    durability, args, median_of([r for r, _ in paced]),
+                    statistics.median(t for _, t in paced)))
             if redis:
                 medians.append(line("redis", durability, args, median_of(rd)))
                 ratios[durability] = [t["writes_per_s"] / r["writes_per_s"] for t, r in zip(tm, rd)]

@@ -461,6 +461,54 @@ TEST_F(SyncTest, LaterWritesStreamAndAdvanceTheCursor) {
   EXPECT_EQ(rows->front().version.origin, 1u);
 }
 
+// Streaming reads a batch's records a chunk of oplog rows at a time; a batch
+// still stops at the first record that takes it to batch_bytes_max, its
+// seqs follow the previous batch's, and a key rewritten later ships once,
+// with its last value.
+TEST_F(SyncTest, StreamedBatchesStopAtTheirByteBudgetAndShipARewrittenKeyOnce) {
+  Node& a = Add(1);
+  Add(2);
+  SyncOptions opts;
+  opts.batch_bytes_max = 8 << 10;
+  Link link = Connect(1, 2, opts);
+  Pump(link);
+  const std::string value(1000, 'v');
+  for (int i = 0; i < 60; ++i) {
+    ASSERT_TRUE(a.replica->Put("m", "k" + std::to_string(i), value).ok());
+    if (i % 2 == 0) {
+      ASSERT_TRUE(a.replica->Put("m", "hot", std::to_string(i)).ok());
+    }
+  }
+  std::vector<msg::RecordBatch> batches;
+  Pump(link, /*start=*/false, kStartMs, 100,
+       [&](const std::vector<msg::Message>& out, size_t from) {
+         for (size_t i = from; i < out.size(); ++i) {
+           // B's batches (A's records, never echoed back) carry no record.
+           auto* b = std::get_if<msg::RecordBatch>(&out[i].body);
+           if (b != nullptr && !b->records.empty()) batches.push_back(*b);
+         }
+       });
+  ExpectConverged({1, 2});
+  EXPECT_EQ(nodes_[2].replica->Get("m", "hot")->value, "58");
+  EXPECT_EQ(link.a->stats().records_sent, 61u);
+  ASSERT_GT(batches.size(), 5u);
+  uint64_t next_seq = batches.front().first_seq;
+  size_t records = 0;
+  for (const msg::RecordBatch& b : batches) {
+    EXPECT_EQ(b.first_seq, next_seq);
+    next_seq = b.last_seq + 1;
+    size_t before_last = 0;
+    for (size_t i = 0; i + 1 < b.records.size(); ++i) {
+      const KeyedRecord& r = b.records[i];
+      before_last += r.map.size() + r.key.size() + r.value.size() + 32;
+    }
+    EXPECT_LT(before_last, opts.batch_bytes_max);
+    records += b.records.size();
+  }
+  EXPECT_EQ(records, 61u);
+  EXPECT_EQ(next_seq, a.replica->LastSeq() + 1);
+}
+
 TEST_F(SyncTest, AKeyRewrittenWhileThePeerWasAwayShipsOnce) {
   Node& a = Add(1);
   Add(2);

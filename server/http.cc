@@ -397,20 +397,35 @@ asio::awaitable<void> HttpServer::Impl::CommitPlainWrite(Exchange& x, Request& r
   w->key = x.route.key;
   w->value = std::move(req.body());
   w->options = *put_options;
-  asio::steady_timer wake(*ioc, asio::steady_timer::time_point::max());
-  w->wake = &wake;
-  writes->Submit(w);
-  // The commit's completion cancels the timer; it runs on this thread, so
-  // not before this wait starts.
-  beast::error_code ec;
-  while (!w->finished) co_await wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  w->wake = nullptr;
-  x.res = w->result.ok() ? std::move(*w->result) : StatusResponse(w->result.status());
+  // Runs once this coroutine is suspended; the coalescer takes the only
+  // reference to the write (the coroutine keeps none: see http_writes_internal.h).
+  auto submit = [this, &w](auto handler) {
+    w->waiter = std::make_unique<PlainWriteWaiterOf<decltype(handler)>>(std::move(handler));
+    writes->Submit(std::move(w));
+  };
+  PlainWriteResult r =
+      co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(PlainWriteResult)>(
+          submit, asio::use_awaitable);
+  if (!r.status.ok()) {
+    x.res = StatusResponse(r.status);
+    co_return;
+  }
+  x.plain_version = r.version;
+  x.plain_reply = std::move(r.reply);
 }
 
 asio::awaitable<bool> HttpServer::Impl::Respond(Conn& conn, Exchange& x) {
-  CountRequest(x.method, x.route, x.res.result());
   const bool keep_alive = x.at_boundary && x.client_keep_alive && !stopping.load();
+  if (x.plain_version.has_value()) {
+    // A committed plain write: its answer's bytes as they are, or its
+    // response, to be sent with "Connection: close".
+    if (keep_alive) {
+      CountRequest(x.method, x.route, http::status::ok);
+      co_return co_await WriteRaw(conn, x.plain_reply);
+    }
+    x.res = WriteResponse(x.method, *x.plain_version);
+  }
+  CountRequest(x.method, x.route, x.res.result());
   x.res.keep_alive(keep_alive);
   x.res.prepare_payload();
   // HEAD: the headers a GET gets, Content-Length included, and no body. A
@@ -547,10 +562,11 @@ void HttpServer::Stop() {
   s.pool->Join();
   s.writes->Join();
   // Frames still queued (a stopped loop) are destroyed here, on this thread,
-  // with the I/O thread gone.
+  // with the I/O thread gone: first those of plain writes never committed
+  // (their coalescer owns them), while the I/O context still exists.
+  s.writes.reset();
   s.acceptor.reset();
   s.ioc.reset();
-  s.writes.reset();
   s.pool.reset();
 }
 

@@ -356,6 +356,11 @@ struct HttpServer::Impl {
     bool at_boundary = false;
     bool client_keep_alive = false;
     bool from_loopback = false;  // the client's address is a loopback one
+    // A committed plain write: its version, and its answer as the bytes
+    // PlainWriteReply made (written as they are when the connection stays
+    // open; else `res` is built from the version). `res` is unused then.
+    std::optional<Version> plain_version;
+    std::string plain_reply;
   };
 
   // --- http.cc: connections (I/O thread) ---

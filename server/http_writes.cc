@@ -15,6 +15,13 @@ namespace {
 // batch's fixed costs are shared, and keeps one refused write's retry short.
 constexpr size_t kWritesPerBatchMax = 1024;
 
+// Records that `w` was committed at `v`, with the bytes of its answer.
+void SetCommitted(PlainWrite* w, const Version& v) {
+  w->result.status = Status::Ok();
+  w->result.version = v;
+  w->result.reply = PlainWriteReply(w->method, v);
+}
+
 }  // namespace
 
 Response WriteResponse(http::verb method, const Version& v) {
@@ -23,6 +30,24 @@ Response WriteResponse(http::verb method, const Version& v) {
       MakeResponse(http::status::ok, "{\"hlc\":\"" + v.hlc.ToString() + "\"}", "application/json");
   if (method == http::verb::put) res.set(http::field::etag, ETagOf(v));
   return res;
+}
+
+std::string PlainWriteReply(http::verb method, const Version& v) {
+  // {"hlc": "..."} as WriteResponse writes it.
+  const std::string body = "{\"hlc\":\"" + v.hlc.ToString() + "\"}";
+  std::string out;
+  out.reserve(160 + body.size());
+  out += "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n";
+  if (method == http::verb::put) {
+    out += "ETag: ";
+    out += ETagOf(v);
+    out += "\r\n";
+  }
+  out += "Content-Length: ";
+  out += std::to_string(body.size());
+  out += "\r\n\r\n";
+  out += body;
+  return out;
 }
 
 void WriteCoalescer::Submit(std::shared_ptr<PlainWrite> w) {
@@ -47,8 +72,8 @@ void WriteCoalescer::StartCommit() {
   };
   commit_thread_.Run(ioc_->get_executor(), std::move(commit), [this, writes](const Status&) {
     for (const auto& w : *writes) {
-      w->finished = true;
-      if (w->wake != nullptr) w->wake->cancel();
+      if (w->waiter != nullptr) w->waiter->Wake(std::move(w->result));
+      w->waiter.reset();
     }
     in_flight_ = false;
     if (!queued_.empty()) StartCommit();
@@ -84,13 +109,11 @@ void WriteCoalescer::CommitBatch(Replica* replica, const std::vector<PlainWrite*
   }
   Result<std::vector<Version>> versions = replica->Write(b);
   if (versions.ok()) {
-    for (size_t i = 0; i < batch.size(); ++i) {
-      batch[i]->result = WriteResponse(batch[i]->method, (*versions)[i]);
-    }
+    for (size_t i = 0; i < batch.size(); ++i) SetCommitted(batch[i], (*versions)[i]);
     return;
   }
   if (batch.size() == 1 || versions.status().IsIOError()) {
-    for (PlainWrite* w : batch) w->result = versions.status();
+    for (PlainWrite* w : batch) w->result.status = versions.status();
     return;
   }
   // One write (or the batch's size) was refused: each on its own, for its own answer.
@@ -99,9 +122,9 @@ void WriteCoalescer::CommitBatch(Replica* replica, const std::vector<PlainWrite*
                             ? replica->Put(w->map, w->key, w->value, w->options)
                             : replica->Delete(w->map, w->key);
     if (v.ok()) {
-      w->result = WriteResponse(w->method, *v);
+      SetCommitted(w, *v);
     } else {
-      w->result = v.status();
+      w->result.status = v.status();
     }
   }
 }

@@ -32,6 +32,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -49,6 +50,7 @@
 #include <tidemap/server/byte_budget_internal.h>
 #include <tidemap/server/http.h>
 #include <tidemap/server/http_client.h>
+#include <tidemap/server/http_writes_internal.h>
 #include <tidemap/server/json.h>
 #include <tidemap/server/metrics.h>
 #include <tidemap/server/status.h>
@@ -442,6 +444,23 @@ TEST_F(HttpTest, KeepAliveServesManyRequestsOnOneConnection) {
   EXPECT_EQ(ReadReply(s).status, 404);
   ASSERT_TRUE(s.Send(RequestText("GET", "/v1/maps/m/keys/k0", {}, {}, false)));
   EXPECT_EQ(ReadReply(s).status, 200);
+}
+
+// A plain write's answer, written as bytes made on the commit thread when the
+// connection stays open, is byte for byte what Beast writes for its response.
+TEST(PlainWriteReplyTest, IsWhatBeastWritesForTheResponse) {
+  namespace bhttp = boost::beast::http;
+  for (const Version v : {Version{Timestamp::FromParts(1'700'000'000'123, 7), kNode},
+                          Version{Timestamp::FromParts(1, 0), 0}}) {
+    for (const bhttp::verb method : {bhttp::verb::put, bhttp::verb::delete_}) {
+      auto res = WriteResponse(method, v);
+      res.keep_alive(true);
+      res.prepare_payload();
+      std::ostringstream beast_bytes;
+      beast_bytes << res;
+      EXPECT_EQ(PlainWriteReply(method, v), beast_bytes.str());
+    }
+  }
 }
 
 TEST_F(HttpTest, ConcurrentWritersAllLand) {

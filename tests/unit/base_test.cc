@@ -1,10 +1,15 @@
 // Proves the base helpers: Status/Result plumbing, the byte codecs round-trip
-// and reject truncated input, seeded randomness replays, hashing is stable.
+// and reject truncated input, seeded randomness replays, hashing is stable,
+// the huge page allocator aligns its large blocks.
 #include <gtest/gtest.h>
+
+#include <cstdint>
+#include <vector>
 
 #include <tidemap/base/coding.h>
 #include <tidemap/base/crypto.h>
 #include <tidemap/base/hash.h>
+#include <tidemap/base/huge_page_allocator.h>
 #include <tidemap/base/random.h>
 #include <tidemap/base/status.h>
 
@@ -140,6 +145,25 @@ TEST(CryptoTest, Base64RoundTrip) {
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(*back, bytes);
   EXPECT_FALSE(crypto::Base64Decode("a*==").ok());
+}
+
+// Blocks of at least a huge page are aligned to one; smaller ones are plain
+// heap blocks; either way a vector keeps its elements through growth.
+TEST(HugePageAllocatorTest, AlignsLargeBlocksAndKeepsContents) {
+  HugePageAllocator<uint64_t> alloc;
+  const size_t large = kHugePageBytes / sizeof(uint64_t) + 1;
+  uint64_t* p = alloc.allocate(large);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % kHugePageBytes, 0u);
+  p[0] = 1;
+  p[large - 1] = 2;
+  alloc.deallocate(p, large);
+  uint64_t* small = alloc.allocate(3);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(small) % alignof(uint64_t), 0u);
+  alloc.deallocate(small, 3);
+
+  std::vector<uint64_t, HugePageAllocator<uint64_t>> v;
+  for (uint64_t i = 0; i < 2 * large; ++i) v.push_back(i * 7);
+  for (uint64_t i = 0; i < 2 * large; ++i) ASSERT_EQ(v[i], i * 7);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <string>
 #include <utility>
 
+#include <tidemap/base/radix_sort.h>
 #include <tidemap/replica/clear_state_internal.h>
 #include <tidemap/replica/impl_internal.h>
 #include <tidemap/replica/limits_internal.h>
@@ -144,9 +145,11 @@ Status SnapshotLoader::WriteIndexRun() {
   auto row_key = [bytes](const IndexRow& r) { return bytes.substr(r.at, r.key_bytes); };
   // Row keys are the prefix, the hash big-endian, then map and key: by hash
   // first, the whole key on a tie, is row key order.
-  std::sort(index_.begin(), index_.end(), [&](const IndexRow& a, const IndexRow& b) {
-    return a.hash != b.hash ? a.hash < b.hash : row_key(a) < row_key(b);
-  });
+  RadixSortByKey(
+      index_.data(), index_.data() + index_.size(), [](const IndexRow& r) { return r.hash; },
+      [&](const IndexRow& a, const IndexRow& b) {
+        return a.hash != b.hash ? a.hash < b.hash : row_key(a) < row_key(b);
+      });
   // In hash order the rows' bytes are read at random from the buffer: the
   // bytes of a row some places ahead are asked for before they are needed.
   constexpr size_t kPrefetchAhead = 16;

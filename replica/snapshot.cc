@@ -6,6 +6,7 @@
 #include <string>
 #include <utility>
 
+#include <tidemap/base/radix_sort.h>
 #include <tidemap/replica/clear_state_internal.h>
 #include <tidemap/replica/impl_internal.h>
 #include <tidemap/replica/limits_internal.h>
@@ -108,7 +109,10 @@ SnapshotLoader::SnapshotLoader(Replica* replica, TreeRebuild tree, size_t index_
       rebuilt_(std::make_unique<TreeRebuild>(std::move(tree))),
       leaves_(rebuilt_->tree.leaf_count()),
       index_run_bytes_max_(index_run_bytes_max),
-      expiry_rows_(std::make_unique<ExpiryRowWriter>(&replica->impl_->expiry_index)) {}
+      expiry_rows_(std::make_unique<ExpiryRowWriter>(&replica->impl_->expiry_index)) {
+  index_.reserve(index_run_bytes_max / sizeof(IndexRow) + 1);
+  index_bytes_.reserve(index_run_bytes_max);
+}
 
 SnapshotLoader::~SnapshotLoader() = default;
 
@@ -137,13 +141,15 @@ Status SnapshotLoader::Flush() {
 
 Status SnapshotLoader::WriteIndexRun() {
   TIDEMAP_RETURN_IF_ERROR(Flush());
-  const std::string_view bytes = index_bytes_;
+  const std::string_view bytes(index_bytes_.data(), index_bytes_.size());
   auto row_key = [bytes](const IndexRow& r) { return bytes.substr(r.at, r.key_bytes); };
   // Row keys are the prefix, the hash big-endian, then map and key: by hash
   // first, the whole key on a tie, is row key order.
-  std::sort(index_.begin(), index_.end(), [&](const IndexRow& a, const IndexRow& b) {
-    return a.hash != b.hash ? a.hash < b.hash : row_key(a) < row_key(b);
-  });
+  RadixSortByKey(
+      index_.data(), index_.data() + index_.size(), [](const IndexRow& r) { return r.hash; },
+      [&](const IndexRow& a, const IndexRow& b) {
+        return a.hash != b.hash ? a.hash < b.hash : row_key(a) < row_key(b);
+      });
   // In hash order the rows' bytes are read at random from the buffer: the
   // bytes of a row some places ahead are asked for before they are needed.
   constexpr size_t kPrefetchAhead = 16;
@@ -152,12 +158,26 @@ Status SnapshotLoader::WriteIndexRun() {
       __builtin_prefetch(bytes.data() + index_[i + kPrefetchAhead].at);
     }
     const IndexRow& r = index_[i];
-    batch_->Put(row_key(r), bytes.substr(r.at + r.key_bytes, r.value_bytes));
+    const std::string_view value = bytes.substr(r.at + r.key_bytes, r.value_bytes);
+    AddToTree(r.hash, row_key(r), value);
+    batch_->Put(row_key(r), value);
     if (batch_->ApproximateBytes() >= kLoadBatchBytesMax) TIDEMAP_RETURN_IF_ERROR(Flush());
   }
   index_.clear();
   index_bytes_.clear();
   return Flush();
+}
+
+void SnapshotLoader::AddToTree(uint64_t hash, std::string_view row_key, std::string_view value) {
+  uint64_t parsed_hash = 0;
+  std::string_view map, key;
+  const bool parsed = rows::ParseHashIndexKey(row_key, &parsed_hash, &map, &key);
+  const Result<rows::RecordMeta> meta = rows::DecodeHashIndexValue(value);
+  TIDEMAP_CHECK(parsed && parsed_hash == hash && meta.ok());  // rows this loader encoded
+  TreeRebuild& tree = *rebuilt_;
+  const uint32_t bucket = tree.tree.BucketOf(hash);
+  leaves_[bucket] ^= ItemDigest(map, key, meta->version, meta->tombstone);
+  ++(meta->tombstone ? tree.tombs : tree.live)[bucket];
 }
 
 Status SnapshotLoader::Add(std::span<const KeyedRecord> records) {
@@ -207,14 +227,11 @@ Status SnapshotLoader::Add(const SnapshotRecordView& r) {
   row.at = static_cast<uint32_t>(index_bytes_.size());
   rows::HashIndexKeyInto(&row_key_, hash, r.map, r.key);
   rows::EncodeHashIndexValueInto(&value_bytes_, meta);
-  index_bytes_.append(row_key_).append(value_bytes_);
+  index_bytes_.insert(index_bytes_.end(), row_key_.begin(), row_key_.end());
+  index_bytes_.insert(index_bytes_.end(), value_bytes_.begin(), value_bytes_.end());
   row.key_bytes = static_cast<uint32_t>(row_key_.size());
   row.value_bytes = static_cast<uint32_t>(value_bytes_.size());
-  TreeRebuild& tree = *rebuilt_;
-  const uint32_t bucket = tree.tree.BucketOf(hash);
-  leaves_[bucket] ^= ItemDigest(r.map, r.key, r.version, r.tombstone);
-  ++(r.tombstone ? tree.tombs : tree.live)[bucket];
-  ++tree.records;
+  ++rebuilt_->records;
   ++records_;
   max_physical_ms_ = std::max(max_physical_ms_, r.version.hlc.physical_ms());
   if (batch_->ApproximateBytes() >= kLoadBatchBytesMax) TIDEMAP_RETURN_IF_ERROR(Flush());

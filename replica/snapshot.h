@@ -23,9 +23,11 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <tidemap/base/hash.h>
+#include <tidemap/base/huge_page_allocator.h>
 #include <tidemap/base/status.h>
 #include <tidemap/replica/replica.h>
 #include <tidemap/schemas/messages.h>
@@ -128,16 +130,25 @@ class SnapshotLoader {
 
   SnapshotLoader(Replica* replica, TreeRebuild tree, size_t index_run_bytes_max);
   Status Flush();
-  // Sorts the buffered index rows and writes them; the buffer is then empty.
+  // Sorts the buffered index rows and writes them, adding each row's record
+  // to the tree's leaves and counts as it goes: in hash order the leaves are
+  // visited in bucket order, not at random. The buffer is then empty.
   Status WriteIndexRun();
+  // Adds the record of a buffered index row (`row_key` and `value` as this
+  // loader encoded them, `hash` its key hash) to leaves_ and the counts.
+  void AddToTree(uint64_t hash, std::string_view row_key, std::string_view value);
   Replica* replica_;
   std::unique_ptr<Batch> batch_;
   std::unique_ptr<TreeRebuild> rebuilt_;  // the counts of the records added
-  std::vector<Digest128> leaves_;         // the tree's leaves, set once at Finish
+  // The tree's leaves, set once at Finish: a record is added to its leaf
+  // and its bucket's count when its index row is written.
+  std::vector<Digest128> leaves_;
   size_t index_run_bytes_max_;
   std::unique_ptr<ExpiryRowWriter> expiry_rows_;  // the expiry index rows, into batch_
-  std::vector<IndexRow> index_;
-  std::string index_bytes_;
+  // The buffered index rows and their bytes, their capacity reserved for a
+  // whole run (address space; memory as rows are added) in huge pages.
+  std::vector<IndexRow, HugePageAllocator<IndexRow>> index_;
+  std::vector<char, HugePageAllocator<char>> index_bytes_;
   std::string last_row_key_;
   std::string row_key_, value_bytes_;  // reused encoding buffers
   uint64_t records_ = 0;

@@ -1,10 +1,18 @@
 // Proves the base helpers: Status/Result plumbing, the byte codecs round-trip
-// and reject truncated input, seeded randomness replays, hashing is stable.
+// and reject truncated input, seeded randomness replays, hashing is stable,
+// the huge page allocator aligns its large blocks, the radix sort sorts.
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+#include <vector>
 
 #include <tidemap/base/coding.h>
 #include <tidemap/base/crypto.h>
 #include <tidemap/base/hash.h>
+#include <tidemap/base/huge_page_allocator.h>
+#include <tidemap/base/radix_sort.h>
 #include <tidemap/base/random.h>
 #include <tidemap/base/status.h>
 
@@ -140,6 +148,47 @@ TEST(CryptoTest, Base64RoundTrip) {
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(*back, bytes);
   EXPECT_FALSE(crypto::Base64Decode("a*==").ok());
+}
+
+// Blocks of at least a huge page are aligned to one; smaller ones are plain
+// heap blocks; either way a vector keeps its elements through growth.
+TEST(HugePageAllocatorTest, AlignsLargeBlocksAndKeepsContents) {
+  HugePageAllocator<uint64_t> alloc;
+  const size_t large = kHugePageBytes / sizeof(uint64_t) + 1;
+  uint64_t* p = alloc.allocate(large);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % kHugePageBytes, 0u);
+  p[0] = 1;
+  p[large - 1] = 2;
+  alloc.deallocate(p, large);
+  uint64_t* small = alloc.allocate(3);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(small) % alignof(uint64_t), 0u);
+  alloc.deallocate(small, 3);
+
+  std::vector<uint64_t, HugePageAllocator<uint64_t>> v;
+  for (uint64_t i = 0; i < 2 * large; ++i) v.push_back(i * 7);
+  for (uint64_t i = 0; i < 2 * large; ++i) ASSERT_EQ(v[i], i * 7);
+}
+
+// The radix sort gives std::sort's order: spread keys, keys sharing their
+// high bytes (deeper levels), equal keys (ties by the comparator), and
+// ranges around the small-range cut-over.
+TEST(RadixSortTest, SortsAsStdSortDoes) {
+  SeededRandom rnd(7);
+  for (size_t n : {size_t{0}, size_t{1}, size_t{64}, size_t{65}, size_t{1000}, size_t{100000}}) {
+    std::vector<std::pair<uint64_t, uint32_t>> v(n);
+    for (size_t i = 0; i < n; ++i) {
+      uint64_t key = rnd.Next64();
+      if (i % 3 == 1) key = (key & 0xffff) | (uint64_t{0xab} << 56);  // shared high bytes
+      if (i % 5 == 2) key = 42;                                       // ties
+      v[i] = {key, static_cast<uint32_t>(rnd.Next64())};
+    }
+    auto expected = v;
+    std::sort(expected.begin(), expected.end());
+    RadixSortByKey(
+        v.data(), v.data() + v.size(), [](const auto& e) { return e.first; },
+        [](const auto& a, const auto& b) { return a < b; });
+    ASSERT_EQ(v, expected) << n;
+  }
 }
 
 }  // namespace

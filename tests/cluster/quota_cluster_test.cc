@@ -176,6 +176,15 @@ TEST_F(QuotaClusterTest, FullRefusesWritesAndPeerRecordsKeepsReadsAndConvergesOn
   }));
 
   // B's records are refused while A stays full; B says why and keeps them.
+  // The quota is lowered below what A holds first, so that nothing the ladder
+  // frees lets B's records in between two fills.
+  WriteFile(config, "storage_quota_bytes = \"2MB\"\n");
+  a.process->Signal(SIGHUP);
+  ASSERT_TRUE(WaitUntil(10'000, 100, [&] {
+    const nlohmann::json sa = Status(a);
+    return sa.is_object() && sa["storage"]["quota_bytes"] == 2'000'000u &&
+           sa["storage"]["state"] == "full";
+  })) << Status(a).dump();
   ASSERT_EQ(fill(), 507);
   for (int k = 0; k < 5; ++k) ASSERT_EQ(Put(b, "late" + std::to_string(k)), 200);
   ASSERT_TRUE(WaitUntil(20'000, 100, [&] {

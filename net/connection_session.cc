@@ -219,6 +219,7 @@ void Connection::Pump() {
   diff_wanted_ = false;
   job_running_ = true;
   job_polls_ = job.poll;
+  if (job.poll) polled_upto_ = node_->replica->LastSeq();
   read_resume_.cancel();  // the inbox has room again
   auto run = [session = session_.get(), clock = node_->clock,
               job = std::move(job)]() mutable -> Result<SessionJobResult> {
@@ -242,6 +243,13 @@ void Connection::OnJobDone(SessionJobResult result) {
   stats_ = result.stats;
   batches_unacked_ = result.batches_unacked;
   if (job_polls_) windowed_ = result.windowed;
+  if (!HoldsStreamPoll()) {
+    // Commits may have skipped their wake-up while this connection held its
+    // Poll. The flag is cleared before the seq is read: a commit whose
+    // callback still found it set is at or below the seq read here.
+    node_->commits_held.store(false);
+    if (node_->replica->LastSeq() > polled_upto_) stream_poll_wanted_ = true;
+  }
   if (result.decode_failed) CountDecodeError();
   if (!result.status.ok()) {
     // A failed Receive (or decode, or encode) closes at once, without its

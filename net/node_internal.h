@@ -158,6 +158,12 @@ struct Node::Impl : std::enable_shared_from_this<Node::Impl> {
   // callbacks of those changes need no wake-up of their own. Written by the
   // loop only, so it never decreases.
   std::atomic<uint64_t> polled_seq{0};
+  // Set by PollAll when every established connection holds its stream Poll
+  // for a batch's answer (Connection::HoldsStreamPoll): the job that handles
+  // each answer polls, so commits meanwhile need no wake-up. Cleared by the
+  // loop before it reads the last seq, whenever a connection stops holding
+  // (Connection::OnJobDone) and when one is established.
+  std::atomic<bool> commits_held{false};
   std::atomic<bool> stop_called{false};
   Replica::SubscriptionId subscription = 0;
 
@@ -226,6 +232,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // nothing in flight it runs at once, so an isolated write is not delayed.
   void Poll();
   void RequestDiff();
+  // True while a Poll waits for the answer to one of our batches (see Poll):
+  // the job that handles the answer polls.
+  bool HoldsStreamPoll() const { return batches_unacked_ > 0 && !windowed_; }
 
   // The pre-handshake slot of an inbound connection (set before Run).
   void set_slot(uint64_t slot) { slot_ = slot; }
@@ -310,6 +319,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   uint64_t batches_unacked_ = 0;
   bool windowed_ = true;    // the last polling job's SessionJobResult::windowed
   bool job_polls_ = false;  // the job in flight Polls
+  // The replica's last seq as the latest polling job started: its Poll
+  // covers every row up to it.
+  uint64_t polled_upto_ = 0;
   bool diff_wanted_ = false;
   SyncStats stats_{};  // the session's stats as of its last job
 

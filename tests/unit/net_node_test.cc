@@ -105,12 +105,13 @@ struct Peer {
 
   // Start begins from these (it sets the address, peers and fast timers).
   net::NodeOptions options;
+  uint64_t tick_interval_ms = 20;
 
   void Start(std::vector<std::string> peers) {
     net::NodeOptions o = options;
     o.listen = "127.0.0.1:0";
     o.peers = std::move(peers);
-    o.tick_interval_ms = 20;
+    o.tick_interval_ms = tick_interval_ms;
     o.keepalive_interval_ms = 100;
     auto quiet = std::make_shared<spdlog::logger>("net_node_test",
                                                   std::make_shared<spdlog::sinks::null_sink_mt>());
@@ -632,7 +633,9 @@ class SessionPeer {
 // not answered our record batch, further commits send nothing; its answer
 // brings them all in one batch, contiguous with the first and in commit
 // order. A node that streams each commit as it comes sends more batches
-// (up to the session's in-flight window) before the answer.
+// (up to the session's in-flight window) before the answer. The node's tick
+// is too slow to stand in for a wake-up: an isolated write, first and again
+// once every batch is answered, must go at once.
 TEST(NetNodeTest, CommitsDuringAnUnansweredBatchLeaveInOneBatch) {
   const std::string root = testing::MakeTempDir("tidemap-net-batching-test");
   {
@@ -642,6 +645,7 @@ TEST(NetNodeTest, CommitsDuringAnUnansweredBatchLeaveInOneBatch) {
     a.trust.Add(a.identity->public_key());
     a.trust.Add(x.identity->public_key());
     x.trust = a.trust;
+    a.tick_interval_ms = 60'000;
     a.Start({});
     SessionPeer peer(a.node->listen_port(), x, a.identity->node_id());
     ASSERT_TRUE(peer.Start().ok());
@@ -681,6 +685,13 @@ TEST(NetNodeTest, CommitsDuringAnUnansweredBatchLeaveInOneBatch) {
       ASSERT_EQ(keys.at(static_cast<size_t>(i - 1)), key(i));
       EXPECT_TRUE(x.replica->Get("m", key(i)).ok()) << key(i);
     }
+    peer.Settle(milliseconds(200));
+    ASSERT_TRUE(a.replica->Put("m", key(kCommits + 1), "v").ok());
+    auto last = next_batch(std::chrono::seconds(5));
+    ASSERT_TRUE(last.has_value()) << "an isolated write after the answers was not sent";
+    EXPECT_EQ(last->first_seq, expect_first);
+    ASSERT_EQ(last->records.size(), 1u);
+    EXPECT_EQ(last->records[0].key, key(kCommits + 1));
   }
   std::error_code ec;
   std::filesystem::remove_all(root, ec);

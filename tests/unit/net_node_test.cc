@@ -697,5 +697,55 @@ TEST(NetNodeTest, CommitsDuringAnUnansweredBatchLeaveInOneBatch) {
   std::filesystem::remove_all(root, ec);
 }
 
+// Commits from several threads, in rounds, reach two peers without the tick
+// (too slow here to stand in for a lost wake-up): each round arrives in full
+// at both within kRound, whichever commits skipped their wake-up while every
+// connection waited for a batch's answer.
+TEST(NetNodeTest, ConcurrentCommitsReachEveryPeerWithoutTheTick) {
+  constexpr auto kRound = std::chrono::seconds(5);
+  constexpr int kRounds = 10, kThreads = 4, kCommitsPerThread = 25;
+  const std::string root = testing::MakeTempDir("tidemap-net-wakeup-test");
+  {
+    Peer a, b, c;
+    a.Open(root + "/a", Durability::kRelaxed);
+    b.Open(root + "/b", Durability::kRelaxed);
+    c.Open(root + "/c", Durability::kRelaxed);
+    for (Peer* p : {&a, &b, &c}) {
+      for (Peer* q : {&a, &b, &c}) p->trust.Add(q->identity->public_key());
+      p->tick_interval_ms = 60'000;
+    }
+    a.Start({});
+    b.Start({a.address()});
+    c.Start({a.address()});
+    ASSERT_TRUE(WaitFor(kSetupTimeout, [&] { return a.Sees(b) && a.Sees(c); }));
+    auto key = [](int round, int t, int i) {
+      return std::to_string(round) + "/" + std::to_string(t) + "/" + std::to_string(i);
+    };
+    for (int round = 0; round < kRounds; ++round) {
+      std::vector<std::thread> writers;
+      for (int t = 0; t < kThreads; ++t) {
+        writers.emplace_back([&, t] {
+          for (int i = 0; i < kCommitsPerThread; ++i) {
+            EXPECT_TRUE(a.replica->Put("m", key(round, t, i), "v").ok());
+          }
+        });
+      }
+      for (std::thread& w : writers) w.join();
+      auto has_round = [&](const Peer& p) {
+        for (int t = 0; t < kThreads; ++t) {
+          for (int i = 0; i < kCommitsPerThread; ++i) {
+            if (!p.replica->Get("m", key(round, t, i)).ok()) return false;
+          }
+        }
+        return true;
+      };
+      ASSERT_TRUE(WaitFor(kRound, [&] { return has_round(b) && has_round(c); }))
+          << "round " << round << " did not reach both peers";
+    }
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(root, ec);
+}
+
 }  // namespace
 }  // namespace tidemap

@@ -20,7 +20,9 @@
 // The peer's answer arrives as a message, and every job with a peer's
 // messages Polls: the commits meanwhile leave in one batch. With nothing in
 // flight a Poll runs at once. The session's own in-flight window still bounds
-// a backlog's batches.
+// a backlog's batches. While every connection holds such a Poll, commits do
+// not wake the loop (Node::Impl::commits_held); a connection that stops
+// holding polls for the rows committed since its last Poll.
 //
 // Bounds: the inbox holds at most inbox_bytes_max of payload; past it the
 // connection stops reading from its peer until a job drains it. Every job's

@@ -14,11 +14,22 @@
 // order they arrived and its replies leave in the order it produced them,
 // exactly as if it ran on the loop.
 //
+// Batching: a Poll for our new oplog rows (after a commit, on the tick, when
+// the send queue drained) waits while one of our RecordBatches is neither
+// acknowledged nor refused, unless a diff or resync owes its next window.
+// The peer's answer arrives as a message, and every job with a peer's
+// messages Polls: the commits meanwhile leave in one batch. With nothing in
+// flight a Poll runs at once. The session's own in-flight window still bounds
+// a backlog's batches. While every connection holds such a Poll, commits do
+// not wake the loop (Node::Impl::commits_held); a connection that stops
+// holding polls for the rows committed since its last Poll.
+//
 // Bounds: the inbox holds at most inbox_bytes_max of payload; past it the
 // connection stops reading from its peer until a job drains it. Every job's
 // replies go to the send queue, whose own bound pauses both reading and Poll.
 // Asio's awaitable.hpp (Boost 1.74) uses std::exchange without <utility>.
 #include <utility>
+#include <variant>
 
 #include <boost/asio/use_awaitable.hpp>
 
@@ -44,12 +55,46 @@ Status EncodeReplies(const std::vector<msg::Message>& messages, std::vector<std:
   return Status::Ok();
 }
 
+// Counts our record batches the peer has not answered (see
+// SessionJobResult::batches_unacked), message by message in the order the
+// session saw them.
+class BatchWindow {
+ public:
+  explicit BatchWindow(uint64_t unacked) : unacked_(unacked) {}
+
+  void Received(const msg::Message& m) {
+    if (std::holds_alternative<msg::BatchAck>(m.body) && unacked_ > 0) --unacked_;
+    if (std::holds_alternative<msg::BatchRefused>(m.body)) unacked_ = 0;
+  }
+  // Counts the replies appended since the last call.
+  void Sent(const std::vector<msg::Message>& replies) {
+    for (; counted_ < replies.size(); ++counted_) {
+      const msg::Body& b = replies[counted_].body;
+      if (std::holds_alternative<msg::RecordBatch>(b)) ++unacked_;
+      if (std::holds_alternative<msg::TreeNodes>(b) ||
+          std::holds_alternative<msg::BucketSummaries>(b) ||
+          std::holds_alternative<msg::DiffRecords>(b) || std::holds_alternative<msg::DiffEnd>(b) ||
+          std::holds_alternative<msg::OriginRecords>(b)) {
+        windowed_ = true;
+      }
+    }
+  }
+  uint64_t unacked() const { return unacked_; }
+  bool windowed() const { return windowed_; }
+
+ private:
+  uint64_t unacked_;
+  size_t counted_ = 0;
+  bool windowed_ = false;
+};
+
 // Runs `job` on `session`: decodes and hands it the messages in order, then
 // RequestDiff and Poll as asked, and encodes the replies. Stops at the first
 // failure. Runs on a worker.
 SessionJobResult RunJob(SyncSession* session, Clock* clock, SessionJob job) {
   SessionJobResult r;
   std::vector<msg::Message> replies;
+  BatchWindow window(job.batches_unacked);
   auto fail = [&](Status status, bool decode_failed) {
     r.status = std::move(status);
     r.receive_failed = true;
@@ -62,10 +107,15 @@ SessionJobResult RunJob(SyncSession* session, Clock* clock, SessionJob job) {
     if (!m.ok()) return fail(m.status(), true);
     Status s = session->Receive(*m, clock->NowMillis(), &replies);
     if (!s.ok()) return fail(std::move(s), false);
+    window.Received(*m);
+    window.Sent(replies);
   }
   if (job.request_diff) session->RequestDiff();
   if (job.poll) r.status = session->Poll(clock->NowMillis(), &replies);
+  window.Sent(replies);
+  r.batches_unacked = window.unacked();
   r.stats = session->stats();
+  r.windowed = window.windowed() || r.stats.diff_in_progress;
   if (!r.status.ok()) return r;  // closes gracefully, without the replies
   if (Status s = EncodeReplies(replies, &r.replies); !s.ok()) return fail(std::move(s), false);
   return r;
@@ -138,7 +188,11 @@ bool Connection::ReadPaused() const {
 }
 
 void Connection::Poll() {
-  poll_wanted_ = true;
+  if (windowed_) {
+    poll_wanted_ = true;
+  } else {
+    stream_poll_wanted_ = true;
+  }
   Pump();
 }
 
@@ -151,8 +205,11 @@ void Connection::Pump() {
   if (job_running_ || !session_ || !established_ || closing_ || socket_closed_) return;
   const bool room = out_queue_bytes_ <= node_->options.send_queue_bytes_max;
   SessionJob job;
-  job.poll = poll_wanted_ && room;
+  const bool poll_due =
+      poll_wanted_ || diff_wanted_ || (stream_poll_wanted_ && batches_unacked_ == 0);
+  job.poll = poll_due && room;
   job.request_diff = diff_wanted_;
+  job.batches_unacked = batches_unacked_;
   while (!inbox_.empty() && job.received.size() < kSessionJobMessagesMax) {
     inbox_bytes_ -= inbox_.front().size();
     job.received.push_back(std::move(inbox_.front()));
@@ -160,9 +217,11 @@ void Connection::Pump() {
   }
   if (!job.received.empty()) job.limits = node_->options.decode;
   if (job.received.empty() && !job.poll && !job.request_diff) return;
-  if (job.poll) poll_wanted_ = false;
+  if (job.poll) poll_wanted_ = stream_poll_wanted_ = false;
   diff_wanted_ = false;
   job_running_ = true;
+  job_polls_ = job.poll;
+  if (job.poll) polled_upto_ = node_->replica->LastSeq();
   read_resume_.cancel();  // the inbox has room again
   auto run = [session = session_.get(), clock = node_->clock,
               job = std::move(job)]() mutable -> Result<SessionJobResult> {
@@ -184,6 +243,15 @@ void Connection::Pump() {
 
 void Connection::OnJobDone(SessionJobResult result) {
   stats_ = result.stats;
+  batches_unacked_ = result.batches_unacked;
+  if (job_polls_) windowed_ = result.windowed;
+  if (!HoldsStreamPoll()) {
+    // Commits may have skipped their wake-up while this connection held its
+    // Poll. The flag is cleared before the seq is read: a commit whose
+    // callback still found it set is at or below the seq read here.
+    node_->commits_held.store(false);
+    if (node_->replica->LastSeq() > polled_upto_) stream_poll_wanted_ = true;
+  }
   if (result.decode_failed) CountDecodeError();
   if (!result.status.ok()) {
     // A failed Receive (or decode, or encode) closes at once, without its

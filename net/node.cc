@@ -301,6 +301,7 @@ bool Node::Impl::OnEstablished(const std::shared_ptr<Connection>& c) {
     old->Close("replaced by a newer connection", true);
   }
   established[c->peer_id()] = c;
+  commits_held.store(false);  // the new connection holds nothing yet
   MutexLock lock(&mu);
   PeerStatus& p = peers[c->peer_id()];
   p.node_id = c->peer_id();
@@ -330,7 +331,12 @@ void Node::Impl::PollAll() {
   // flag set is at or below the seq read here, so the polls below see it.
   poll_posted.store(false);
   polled_seq.store(replica->LastSeq());
-  for (auto& [id, c] : established) c->Poll();
+  bool held = !established.empty();
+  for (auto& [id, c] : established) {
+    c->Poll();
+    held = held && c->HoldsStreamPoll();
+  }
+  commits_held.store(held);
 }
 
 void Node::Impl::BeginStop() {
@@ -409,7 +415,9 @@ Result<std::unique_ptr<Node>> Node::Start(NodeOptions options, Replica* replica,
     // one commit come after the commit, so the PollAll that the first of
     // them woke has read a seq that covers the rest: one wake-up per commit,
     // not per record.
-    if (e.seq != 0 && e.seq <= raw->polled_seq.load()) return;
+    // While every connection holds its stream Poll for a batch's answer,
+    // the answer's job polls: no wake-up either.
+    if (e.seq != 0 && (e.seq <= raw->polled_seq.load() || raw->commits_held.load())) return;
     if (!raw->poll_posted.exchange(true)) {
       asio::post(raw->io, [raw] { raw->PollAll(); });
     }

@@ -158,6 +158,12 @@ struct Node::Impl : std::enable_shared_from_this<Node::Impl> {
   // callbacks of those changes need no wake-up of their own. Written by the
   // loop only, so it never decreases.
   std::atomic<uint64_t> polled_seq{0};
+  // Set by PollAll when every established connection holds its stream Poll
+  // for a batch's answer (Connection::HoldsStreamPoll): the job that handles
+  // each answer polls, so commits meanwhile need no wake-up. Cleared by the
+  // loop before it reads the last seq, whenever a connection stops holding
+  // (Connection::OnJobDone) and when one is established.
+  std::atomic<bool> commits_held{false};
   std::atomic<bool> stop_called{false};
   Replica::SubscriptionId subscription = 0;
 
@@ -182,10 +188,20 @@ struct SessionJob {
   DecodeLimits limits;                // for decoding them
   bool request_diff = false;
   bool poll = false;  // then Poll after the messages
+  // Our record batches the peer has not answered as the job starts (see
+  // Connection::batches_unacked_).
+  uint64_t batches_unacked = 0;
 };
 struct SessionJobResult {
   std::vector<std::string> replies;  // encoded payloads to seal and send, in order
   SyncStats stats;
+  // The job's batches_unacked after its messages and replies: plus every
+  // RecordBatch among the replies, minus every BatchAck received (not below
+  // zero), zero after a BatchRefused (the session rewinds its stream).
+  uint64_t batches_unacked = 0;
+  // The replies hold a window of a diff or a resync (the next Poll may owe
+  // the next one), or a diff is in progress.
+  bool windowed = false;
   Status status;                // non-OK: the session must close
   bool receive_failed = false;  // the failure came from a peer's message, or encoding a reply
   bool decode_failed = false;   // ... namely a payload that did not decode (a decode error)
@@ -209,9 +225,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // Timer work: idle timeout, keepalive, sync Poll.
   void Tick(uint64_t now_ms);
-  // Asks the session for what is due (a job on the worker pool).
+  // Asks the session for what is due (a job on the worker pool). While one
+  // of our record batches waits for the peer's answer and no diff or resync
+  // window is owed, the Poll waits for that answer (whose job polls anyway):
+  // the commits meanwhile leave in one batch, not one batch each. With
+  // nothing in flight it runs at once, so an isolated write is not delayed.
   void Poll();
   void RequestDiff();
+  // True while a Poll waits for the answer to one of our batches (see Poll):
+  // the job that handles the answer polls.
+  bool HoldsStreamPoll() const { return batches_unacked_ > 0 && !windowed_; }
 
   // The pre-handshake slot of an inbound connection (set before Run).
   void set_slot(uint64_t slot) { slot_ = slot; }
@@ -287,7 +310,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::deque<std::string> inbox_;  // frame payloads, decoded by the job
   size_t inbox_bytes_ = 0;
   bool job_running_ = false;
-  bool poll_wanted_ = false;
+  bool poll_wanted_ = false;  // a Poll due now (after a peer's messages, or a window owed)
+  // A Poll held while batches_unacked_ > 0 (see Poll).
+  bool stream_poll_wanted_ = false;
+  // Our RecordBatches sent (or queued) that the peer has not yet acknowledged
+  // or refused, as of the last job; may undercount (a stale ack), never
+  // overcounts while the session lives.
+  uint64_t batches_unacked_ = 0;
+  bool windowed_ = true;    // the last polling job's SessionJobResult::windowed
+  bool job_polls_ = false;  // the job in flight Polls
+  // The replica's last seq as the latest polling job started: its Poll
+  // covers every row up to it.
+  uint64_t polled_upto_ = 0;
   bool diff_wanted_ = false;
   SyncStats stats_{};  // the session's stats as of its last job
 

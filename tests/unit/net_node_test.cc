@@ -14,7 +14,8 @@
 // flood of idle sockets that cannot keep a restarting trusted peer out. The
 // counters: bad frames after a real handshake count as decode errors, a bad
 // handshake signature as "bad_signature" and only a key outside the trust
-// list as "untrusted".
+// list as "untrusted". The stream's batching: commits made while a record
+// batch waits for its answer leave together when it comes.
 #include <gtest/gtest.h>
 #include <leveldb/env.h>
 #include <leveldb/helpers/memenv.h>
@@ -36,6 +37,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "tests/support/fault_env.h"
@@ -47,6 +49,8 @@
 #include <tidemap/net/node.h>
 #include <tidemap/net/trust.h>
 #include <tidemap/replica/replica.h>
+#include <tidemap/replica/sync.h>
+#include <tidemap/schemas/codec.h>
 #include <tidemap/server/http.h>
 #include <tidemap/server/http_client.h>
 #include <tidemap/storage/identity.h>
@@ -101,12 +105,13 @@ struct Peer {
 
   // Start begins from these (it sets the address, peers and fast timers).
   net::NodeOptions options;
+  uint64_t tick_interval_ms = 20;
 
   void Start(std::vector<std::string> peers) {
     net::NodeOptions o = options;
     o.listen = "127.0.0.1:0";
     o.peers = std::move(peers);
-    o.tick_interval_ms = 20;
+    o.tick_interval_ms = tick_interval_ms;
     o.keepalive_interval_ms = 100;
     auto quiet = std::make_shared<spdlog::logger>("net_node_test",
                                                   std::make_shared<spdlog::sinks::null_sink_mt>());
@@ -432,7 +437,30 @@ class RawPeer {
     auto channel = h.TakeChannel(64 * 1024);
     if (!channel.ok()) return channel.status();
     channel_ = std::move(*channel);
-    return Status::Ok();
+    return channel_->Feed(pending);  // the node's first frames may have come with its proof
+  }
+
+  // The next frame's payload from the node, keepalives skipped; nullopt when
+  // none comes before `deadline` or the connection ends. REQUIRES: Handshake
+  // succeeded.
+  std::optional<std::string> Next(Steady::time_point deadline) {
+    while (true) {
+      auto next = channel_->Next();
+      if (!next.ok()) return std::nullopt;
+      if (next->has_value()) {
+        if ((*next)->empty()) continue;
+        return std::move(**next);
+      }
+      const auto left = std::chrono::duration_cast<milliseconds>(deadline - Steady::now());
+      pollfd p{fd_, POLLIN, 0};
+      if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) <= 0) {
+        return std::nullopt;
+      }
+      char buf[4096];
+      const ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) return std::nullopt;
+      if (!channel_->Feed(std::string_view(buf, static_cast<size_t>(n))).ok()) return std::nullopt;
+    }
   }
 
   // One frame carrying `payload`, sealed for the node. REQUIRES: Handshake succeeded.
@@ -552,6 +580,168 @@ TEST(NetNodeTest, StartReleasesTheCursorsOfUntrustedPeers) {
     ASSERT_TRUE(acks.ok()) << acks.status().ToString();
     EXPECT_EQ(acks->count(b_id), 1u);
     EXPECT_EQ(acks->count(gone_id), 0u);
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(root, ec);
+}
+
+// A RawPeer driven by a real SyncSession over its own replica: it answers
+// the node's messages, but its replies leave only when the test flushes them.
+class SessionPeer {
+ public:
+  SessionPeer(uint16_t port, Peer& self, uint64_t node_id)
+      : raw_(port), self_(self), session_(self.replica.get(), node_id, SyncOptions{}) {}
+
+  Status Start() {
+    TIDEMAP_RETURN_IF_ERROR(raw_.Handshake(*self_.identity, self_.trust, false));
+    return session_.Start(self_.clock.NowMillis(), &held_);
+  }
+  // Receives one message (nullopt: none before `deadline`) and holds the replies.
+  std::optional<msg::Message> Receive(Steady::time_point deadline) {
+    auto payload = raw_.Next(deadline);
+    if (!payload.has_value()) return std::nullopt;
+    auto m = DecodeMessage(*payload);
+    EXPECT_TRUE(m.ok()) << m.status().ToString();
+    if (!m.ok()) return std::nullopt;
+    const Status s = session_.Receive(*m, self_.clock.NowMillis(), &held_);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return std::move(*m);
+  }
+  // Sends the held replies.
+  void Flush() {
+    for (const msg::Message& m : held_) {
+      auto payload = EncodeMessage(m);
+      ASSERT_TRUE(payload.ok()) << payload.status().ToString();
+      ASSERT_TRUE(raw_.Send(raw_.Frame(*payload)));
+    }
+    held_.clear();
+  }
+  // Answers everything until the node has been quiet for `quiet`.
+  void Settle(Steady::duration quiet) {
+    Flush();
+    while (Receive(Steady::now() + quiet).has_value()) Flush();
+  }
+
+ private:
+  RawPeer raw_;
+  Peer& self_;
+  SyncSession session_;
+  std::vector<msg::Message> held_;
+};
+
+// The stream's batching rule (net/connection_session.cc): while the peer has
+// not answered our record batch, further commits send nothing; its answer
+// brings them all in one batch, contiguous with the first and in commit
+// order. A node that streams each commit as it comes sends more batches
+// (up to the session's in-flight window) before the answer. The node's tick
+// is too slow to stand in for a wake-up: an isolated write, first and again
+// once every batch is answered, must go at once.
+TEST(NetNodeTest, CommitsDuringAnUnansweredBatchLeaveInOneBatch) {
+  const std::string root = testing::MakeTempDir("tidemap-net-batching-test");
+  {
+    Peer a, x;
+    a.Open(root + "/a", Durability::kRelaxed);
+    x.Open(root + "/x", Durability::kRelaxed);
+    a.trust.Add(a.identity->public_key());
+    a.trust.Add(x.identity->public_key());
+    x.trust = a.trust;
+    a.tick_interval_ms = 60'000;
+    a.Start({});
+    SessionPeer peer(a.node->listen_port(), x, a.identity->node_id());
+    ASSERT_TRUE(peer.Start().ok());
+    peer.Settle(milliseconds(300));  // hellos, and a first-contact diff if any
+    auto next_batch = [&](Steady::duration timeout) -> std::optional<msg::RecordBatch> {
+      const auto deadline = Steady::now() + timeout;
+      while (auto m = peer.Receive(deadline)) {
+        if (auto* b = std::get_if<msg::RecordBatch>(&m->body)) return *b;
+      }
+      return std::nullopt;
+    };
+    auto key = [](int i) { return "k" + std::to_string(100 + i); };
+    ASSERT_TRUE(a.replica->Put("m", key(0), "v").ok());
+    auto first = next_batch(kSetupTimeout);  // an isolated write goes at once
+    ASSERT_TRUE(first.has_value());
+    ASSERT_EQ(first->records.size(), 1u);
+    constexpr int kCommits = 20;
+    for (int i = 1; i <= kCommits; ++i) ASSERT_TRUE(a.replica->Put("m", key(i), "v").ok());
+    // Several ticks pass; the first batch's ack is held back.
+    EXPECT_FALSE(next_batch(milliseconds(300)).has_value())
+        << "a batch was sent while the previous one was unanswered";
+    peer.Flush();  // the ack
+    std::vector<std::string> keys;
+    uint64_t expect_first = first->last_seq + 1;
+    int batches = 0;
+    while (keys.size() < kCommits) {
+      auto b = next_batch(kSetupTimeout);
+      ASSERT_TRUE(b.has_value()) << "got " << keys.size() << " of " << kCommits << " records";
+      ++batches;
+      EXPECT_EQ(b->first_seq, expect_first);
+      expect_first = b->last_seq + 1;
+      for (const KeyedRecord& r : b->records) keys.push_back(r.key);
+      peer.Flush();
+    }
+    EXPECT_EQ(batches, 1);
+    for (int i = 1; i <= kCommits; ++i) {
+      ASSERT_EQ(keys.at(static_cast<size_t>(i - 1)), key(i));
+      EXPECT_TRUE(x.replica->Get("m", key(i)).ok()) << key(i);
+    }
+    peer.Settle(milliseconds(200));
+    ASSERT_TRUE(a.replica->Put("m", key(kCommits + 1), "v").ok());
+    auto last = next_batch(std::chrono::seconds(5));
+    ASSERT_TRUE(last.has_value()) << "an isolated write after the answers was not sent";
+    EXPECT_EQ(last->first_seq, expect_first);
+    ASSERT_EQ(last->records.size(), 1u);
+    EXPECT_EQ(last->records[0].key, key(kCommits + 1));
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(root, ec);
+}
+
+// Commits from several threads, in rounds, reach two peers without the tick
+// (too slow here to stand in for a lost wake-up): each round arrives in full
+// at both within kRound, whichever commits skipped their wake-up while every
+// connection waited for a batch's answer.
+TEST(NetNodeTest, ConcurrentCommitsReachEveryPeerWithoutTheTick) {
+  constexpr auto kRound = std::chrono::seconds(5);
+  constexpr int kRounds = 10, kThreads = 4, kCommitsPerThread = 25;
+  const std::string root = testing::MakeTempDir("tidemap-net-wakeup-test");
+  {
+    Peer a, b, c;
+    a.Open(root + "/a", Durability::kRelaxed);
+    b.Open(root + "/b", Durability::kRelaxed);
+    c.Open(root + "/c", Durability::kRelaxed);
+    for (Peer* p : {&a, &b, &c}) {
+      for (Peer* q : {&a, &b, &c}) p->trust.Add(q->identity->public_key());
+      p->tick_interval_ms = 60'000;
+    }
+    a.Start({});
+    b.Start({a.address()});
+    c.Start({a.address()});
+    ASSERT_TRUE(WaitFor(kSetupTimeout, [&] { return a.Sees(b) && a.Sees(c); }));
+    auto key = [](int round, int t, int i) {
+      return std::to_string(round) + "/" + std::to_string(t) + "/" + std::to_string(i);
+    };
+    for (int round = 0; round < kRounds; ++round) {
+      std::vector<std::thread> writers;
+      for (int t = 0; t < kThreads; ++t) {
+        writers.emplace_back([&, t] {
+          for (int i = 0; i < kCommitsPerThread; ++i) {
+            EXPECT_TRUE(a.replica->Put("m", key(round, t, i), "v").ok());
+          }
+        });
+      }
+      for (std::thread& w : writers) w.join();
+      auto has_round = [&](const Peer& p) {
+        for (int t = 0; t < kThreads; ++t) {
+          for (int i = 0; i < kCommitsPerThread; ++i) {
+            if (!p.replica->Get("m", key(round, t, i)).ok()) return false;
+          }
+        }
+        return true;
+      };
+      ASSERT_TRUE(WaitFor(kRound, [&] { return has_round(b) && has_round(c); }))
+          << "round " << round << " did not reach both peers";
+    }
   }
   std::error_code ec;
   std::filesystem::remove_all(root, ec);

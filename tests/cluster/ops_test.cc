@@ -77,8 +77,11 @@ class OpsTest : public testing::ServeClusterTest {
   }
 
   void Put(const OpsNode& node, const std::string& key) {
-    RunResult r = Tidemap({"put", "--http", node.http(), "m", key, "v"});
-    ASSERT_EQ(r.exit_code, 0) << r;
+    HttpClientOptions client;
+    client.address = node.http();
+    auto reply = HttpCall(client, "PUT", "/v1/maps/m/keys/" + key, "v");
+    ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+    ASSERT_EQ(reply->status, 200) << reply->body;
   }
 
   // Waits until `peer` acknowledged every seq of `node`'s oplog.

@@ -24,6 +24,7 @@
 
 #include "tests/support/process.h"
 #include "tests/support/test_util.h"
+#include <tidemap/server/http_client.h>
 
 namespace tidemap::testing {
 
@@ -98,11 +99,16 @@ class ServeClusterTest : public ::testing::Test {
                                                << node.process->Log();
   }
 
-  // `status --json` of `node`; null when it does not answer.
+  // The status document of `node` (what `status --json` prints), read with
+  // GET /v1/status from this process rather than a process per poll; null
+  // when it does not answer.
   nlohmann::json Status(const ServeNode& node) {
-    RunResult r = Tidemap({"status", "--http", node.http(), "--json"});
-    if (r.exit_code != 0) return nlohmann::json();
-    return nlohmann::json::parse(r.out, nullptr, false);
+    HttpClientOptions client;
+    client.address = node.http();
+    client.timeout_ms = 10'000;
+    auto reply = HttpCall(client, "GET", "/v1/status");
+    if (!reply.ok() || reply->status != 200) return nlohmann::json();
+    return nlohmann::json::parse(reply->body, nullptr, false);
   }
 
   // peers[] entry of `peer` in `node`'s status (null when absent).

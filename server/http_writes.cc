@@ -22,19 +22,20 @@ void SetCommitted(PlainWrite* w, const Version& v) {
   w->result.reply = PlainWriteReply(w->method, v);
 }
 
+// A write's answer body, {"hlc": "..."} as JsonResponse writes it: the
+// printable HLC needs no escaping.
+std::string WriteBody(const Version& v) { return "{\"hlc\":\"" + v.hlc.ToString() + "\"}"; }
+
 }  // namespace
 
 Response WriteResponse(http::verb method, const Version& v) {
-  // {"hlc": "..."} as JsonResponse writes it: the printable HLC needs no escaping.
-  Response res =
-      MakeResponse(http::status::ok, "{\"hlc\":\"" + v.hlc.ToString() + "\"}", "application/json");
+  Response res = MakeResponse(http::status::ok, WriteBody(v), "application/json");
   if (method == http::verb::put) res.set(http::field::etag, ETagOf(v));
   return res;
 }
 
 std::string PlainWriteReply(http::verb method, const Version& v) {
-  // {"hlc": "..."} as WriteResponse writes it.
-  const std::string body = "{\"hlc\":\"" + v.hlc.ToString() + "\"}";
+  const std::string body = WriteBody(v);
   std::string out;
   out.reserve(160 + body.size());
   out += "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n";

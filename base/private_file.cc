@@ -4,7 +4,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <system_error>
@@ -119,7 +121,19 @@ Status SyncDir(const std::string& dir) {
 Status WritePrivateFile(const std::string& path, const std::string& what, std::string_view contents,
                         bool replace) {
   if (!replace) {
-    TIDEMAP_RETURN_IF_ERROR(WriteNew(path, what, contents));
+    // Written whole under a name of its own, then linked in: a reader never
+    // sees the file half written, and link() refuses an existing `path`.
+    static std::atomic<uint64_t> serial{0};
+    const std::string tmp =
+        path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(serial++);
+    TIDEMAP_RETURN_IF_ERROR(WriteNew(tmp, what + " (temporary copy)", contents));
+    const int rc = ::link(tmp.c_str(), path.c_str());
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    if (rc != 0 && err == EEXIST) {
+      return Status::Refused(what + " already exists; refusing to overwrite it");
+    }
+    if (rc != 0) return Status::IOError("cannot create " + what + ": " + ErrnoText(err));
     return SyncDirOf(path);
   }
   const std::string tmp = path + ".tmp";

@@ -29,7 +29,8 @@ Result<std::string> ReadPrivateFile(const std::string& path, const std::string& 
 
 // Writes `contents` to `path` with mode 0600, durably (the file and its
 // directory synced). With `replace` false the file must not exist yet
-// (Refused when it does: a secret is never overwritten); with `replace`
+// (Refused when it does: a secret is never overwritten) and appears whole
+// (written under `path`.tmp-PID-N, then linked to `path`); with `replace`
 // true it is written to `path`.tmp and renamed over `path`, so a crash
 // leaves either the old file or the new one whole.
 Status WritePrivateFile(const std::string& path, const std::string& what, std::string_view contents,

@@ -51,6 +51,8 @@ Result<bool> RekeyJob::Start(const std::string& new_key_file) {
         "new_key_file must be an absolute path on the node's file system, not '" + new_key_file +
         "'");
   }
+  // Before the key file is read: the running rekey may be writing it.
+  if (Progress().state == RekeyProgress::State::kRunning) return false;
   // A key file that exists must be one the rekey can use; a missing one is
   // created by the rekey.
   if (auto key = LoadValueKeyFile(new_key_file); !key.ok() && !key.status().IsUnavailable()) {

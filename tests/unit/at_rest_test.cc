@@ -411,6 +411,31 @@ class AtRestDataDirTest : public ::testing::Test {
   std::string root_;
 };
 
+// A key file being created is never seen half written (a running rekey
+// creates its new key while a second request may read the same path), an
+// existing one is never overwritten, and no temporary copy stays behind.
+TEST_F(AtRestDataDirTest, AKeyFileAppearsWholeOrNotAtAll) {
+  const std::string key = Path("new.key");
+  std::atomic<bool> done{false};
+  std::string torn;
+  std::thread reader([&] {
+    while (!done) {
+      auto k = LoadValueKeyFile(key);
+      if (!k.ok() && !k.status().IsUnavailable() && torn.empty()) torn = k.status().ToString();
+    }
+  });
+  for (int i = 0; i < 300; ++i) {
+    ASSERT_TRUE(CreateValueKeyFile(key).ok());
+    const Status again = CreateValueKeyFile(key);
+    EXPECT_TRUE(again.IsRefused()) << again.ToString();
+    std::filesystem::remove(key);
+  }
+  done = true;
+  reader.join();
+  EXPECT_EQ(torn, "");
+  EXPECT_TRUE(std::filesystem::is_empty(root_));
+}
+
 TEST_F(AtRestDataDirTest, InitCreatesAPrivateKeyAndOpenRefusesBadKeys) {
   const std::string dir = Path("node"), key = Path("value.key");
   DataDirOptions init = WithKey(key);

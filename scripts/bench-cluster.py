@@ -11,8 +11,9 @@ of 10^9, alternating run by run with the tidemap pair.
 
 Per run: writes/s and latency percentiles from the load tool, CPU per write of
 the serving node (a) and of its replica (b) from /proc/PID/stat (utime +
-stime, from the start of the load until the replica holds every write), and
-the replica lag p99. For tidemap the lag comes from probes: every 10 ms a
+stime, from the start of the load until the replica holds every write), CPU
+per write of the load tool itself (wrk or redis-benchmark, from the children's
+rusage), and the replica lag p99. For tidemap the lag comes from probes: every 10 ms a
 separate client puts a key of map `probe` to A and a watch on the last node of
 the chain (map `probe` only) sees it arrive; the lag is arrival minus A's
 acknowledgement. The probes ride in the same oplog as the load, so they wait
@@ -36,6 +37,7 @@ import argparse
 import http.client
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -99,6 +101,12 @@ def cpu_s(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def children_cpu_s():
+    """CPU seconds (user + system) of every child process waited for so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def wait_until(what, timeout_s, fn, interval_s=0.05):
@@ -232,10 +240,13 @@ def run_wrk(url, args, prefix, rate=None):
         env["BENCH_RATE_PER_THREAD"] = f"{rate / args.wrk_threads:.3f}"
     cmd = ["wrk", f"-t{args.wrk_threads}", f"-c{args.clients}", f"-d{args.duration}s",
            "--timeout", "10s", "-s", LUA, url]
+    cpu0 = children_cpu_s()
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     for line in out.splitlines():
         if line.startswith("wrk-result "):
-            return json.loads(line[len("wrk-result "):])
+            w = json.loads(line[len("wrk-result "):])
+            w["client_cpu_s"] = children_cpu_s() - cpu0
+            return w
     raise RuntimeError("wrk printed no result:\n" + out)
 
 
@@ -284,6 +295,7 @@ def result_of(w, cpu_a_s, cpu_b_s, lag_ms):
             "p50_ms": w["p50_us"] / 1000, "p99_ms": w["p99_us"] / 1000,
             "cpu_us_per_write_a": cpu_a_s * 1e6 / writes,
             "cpu_us_per_write_b": cpu_b_s * 1e6 / writes,
+            "cpu_us_per_write_client": w["client_cpu_s"] * 1e6 / writes,
             "replica_lag_p99_ms": lag_ms}
 
 
@@ -363,9 +375,9 @@ def redis_run(args, durability, root, rate_hint):
         cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(ports[0]), "-c", str(args.clients),
                "-d", str(args.value), "-r", "1000000000", "-t", "set", "-n", str(requests), "-P",
                "1", "--csv"]
-        t0 = time.monotonic()
+        t0, client0 = time.monotonic(), children_cpu_s()
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        end = time.monotonic()
+        end, client_cpu_s = time.monotonic(), children_cpu_s() - client0
         cpu_a = cpu_s(procs[0].pid) - cpu0[0]
         primary_off = redis_info(ports[0])["master_repl_offset"]
         wait_until("the Redis replica to catch up", CATCH_UP_TIMEOUT_S,
@@ -376,7 +388,8 @@ def redis_run(args, durability, root, rate_hint):
         cols = [c.strip('"') for c in row.split(",")]
         # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms",...
         w = {"requests": requests, "failures": 0, "duration_us": int((end - t0) * 1e6),
-             "p50_us": float(cols[4]) * 1000, "p99_us": float(cols[6]) * 1000}
+             "p50_us": float(cols[4]) * 1000, "p99_us": float(cols[6]) * 1000,
+             "client_cpu_s": client_cpu_s}
         res = result_of(w, cpu_a, cpu_b, lag)
         res["writes_per_s"] = float(cols[1])  # its own clock, without the start-up
         return res
@@ -398,7 +411,7 @@ def _redis_up(port):
 # --- report ----------------------------------------------------------------
 
 FIELDS = ["writes_per_s", "p50_ms", "p99_ms", "cpu_us_per_write_a", "cpu_us_per_write_b",
-          "replica_lag_p99_ms"]
+          "cpu_us_per_write_client", "replica_lag_p99_ms"]
 
 
 def line(system, durability, args, r):

@@ -13,10 +13,10 @@ Per run: writes/s and latency percentiles from the load tool, CPU per write of
 the serving node (a) and of its replica (b) from /proc/PID/stat (utime +
 stime, from the start of the load until the replica holds every write), CPU
 per write of the load tool itself (wrk or redis-benchmark, from the children's
-rusage), and the replica lag p99. For tidemap the lag comes from probes: every 10 ms a
-separate client puts a key of map `probe` to A and a watch on the last node of
-the chain (map `probe` only) sees it arrive; the lag is arrival minus A's
-acknowledgement. The probes ride in the same oplog as the load, so they wait
+rusage), and the replica lag p99. For tidemap the lag comes from probes: every
+10 ms a separate client puts a key of map `probe` to A and a watch on the last
+node of the chain (map `probe` only) sees it arrive; the lag is arrival minus
+A's acknowledgement. The probes ride in the same oplog as the load, so they wait
 behind it. For Redis it is sampled every 10 ms from the primary's
 master_repl_offset and the replica's offset (INFO replication).
 

@@ -78,12 +78,6 @@ class RekeyServeTest : public testing::ServeClusterTest {
     ASSERT_EQ(node.process->Wait(30'000), 0) << node.process->Log();
   }
 
-  static HttpClientOptions Client(const ServeNode& node) {
-    HttpClientOptions o;
-    o.address = node.http();
-    return o;
-  }
-
   // Writes records 0..kRecords-1 of map m in batches.
   void Load(const ServeNode& node) {
     for (int first = 0; first < kRecords; first += 500) {

@@ -162,8 +162,7 @@ TEST_F(ClusterTest, FullMeshOfThreeConverges) {
   EXPECT_EQ(address_lines, 2) << human.out;
 
   // A live node's metrics, with real peers behind them, pass promtool.
-  HttpClientOptions client;
-  client.address = a.http();
+  const HttpClientOptions client = Client(a);
   Result<HttpReply> metrics = HttpCall(client, "GET", "/metrics");
   ASSERT_TRUE(metrics.ok()) << metrics.status().ToString();
   ASSERT_EQ(metrics->status, 200);
@@ -210,8 +209,7 @@ TEST_F(ClusterTest, NodeKilledDuringWritesLosesNoAcknowledgedWrite) {
   std::atomic<size_t> acked_count{0};
   std::atomic<bool> stop{false};
   std::thread writer([&] {
-    HttpClientOptions client;
-    client.address = b.http();
+    HttpClientOptions client = Client(b);
     client.timeout_ms = 5'000;
     for (int i = 0; i < 2000 && !stop.load(); ++i) {
       const std::string key = "k" + std::to_string(i);
@@ -232,10 +230,8 @@ TEST_F(ClusterTest, NodeKilledDuringWritesLosesNoAcknowledgedWrite) {
   ASSERT_EQ(Put(a, "m", "while-down", "x"), 0);
   Start(b, {&a}, {&a});
   ExpectConverged({&a, &b}, {"m"});
-  HttpClientOptions on_a;
-  on_a.address = a.http();
   for (const std::string& key : acked) {
-    auto reply = HttpCall(on_a, "GET", "/v1/maps/m/keys/" + key);
+    auto reply = HttpCall(Client(a), "GET", "/v1/maps/m/keys/" + key);
     ASSERT_TRUE(reply.ok()) << reply.status().ToString();
     ASSERT_EQ(reply->status, 200) << "acknowledged write " << key << " lost: " << reply->body;
     EXPECT_EQ(reply->body, "value " + key);
@@ -251,8 +247,7 @@ TEST_F(ClusterTest, NodeWhoseLogLostItsTailIsToldByItsPeerAndGetsItsWritesBack) 
   Node& b = AddNode("b");
   Start(a, {}, {&b});
   Start(b, {&a}, {&a});
-  HttpClientOptions client;
-  client.address = a.http();
+  const HttpClientOptions client = Client(a);
   constexpr int kKeys = 400;
   for (int i = 0; i < kKeys; ++i) {
     auto reply = HttpCall(client, "PUT", "/v1/maps/m/keys/k" + std::to_string(i), "v");
@@ -534,8 +529,7 @@ TEST_F(ClusterTest, OneNodeServesOnlyHttp) {
       << r;
 
   Start(a, {}, {}, {}, /*listen=*/false);
-  HttpClientOptions client;
-  client.address = a.http();
+  const HttpClientOptions client = Client(a);
   auto health = HttpCall(client, "GET", "/v1/health");
   ASSERT_TRUE(health.ok()) << health.status().ToString();
   EXPECT_EQ(health->status, 200);

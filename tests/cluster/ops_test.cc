@@ -77,9 +77,7 @@ class OpsTest : public testing::ServeClusterTest {
   }
 
   void Put(const OpsNode& node, const std::string& key) {
-    HttpClientOptions client;
-    client.address = node.http();
-    auto reply = HttpCall(client, "PUT", "/v1/maps/m/keys/" + key, "v");
+    auto reply = HttpCall(Client(node), "PUT", "/v1/maps/m/keys/" + key, "v");
     ASSERT_TRUE(reply.ok()) << reply.status().ToString();
     ASSERT_EQ(reply->status, 200) << reply->body;
   }

@@ -65,8 +65,7 @@ class QuotaClusterTest : public testing::ServeClusterTest {
   int Put(const ServeNode& n, const std::string& key) {
     std::string value(4096, '\0');
     for (char& c : value) c = static_cast<char>('a' + rng_() % 26);
-    HttpClientOptions client;
-    client.address = n.http();
+    const HttpClientOptions client = Client(n);
     auto reply = HttpCall(client, "PUT", "/v1/maps/m/keys/" + key, value);
     if (!reply.ok()) return 0;
     if (reply->status == 200) acknowledged_[n.name + "/" + key] = value;
@@ -78,8 +77,7 @@ class QuotaClusterTest : public testing::ServeClusterTest {
   // scan route (one request per 1,000 keys, not one process per key).
   std::map<std::string, std::string> ScanAll(const ServeNode& n) {
     std::map<std::string, std::string> out;
-    HttpClientOptions client;
-    client.address = n.http();
+    const HttpClientOptions client = Client(n);
     std::string after;
     for (;;) {
       const std::string target = "/v1/maps/m?limit=1000" + (after.empty() ? "" : "&after=" + after);
@@ -99,8 +97,7 @@ class QuotaClusterTest : public testing::ServeClusterTest {
   }
 
   std::string Metrics(const ServeNode& n) {
-    HttpClientOptions client;
-    client.address = n.http();
+    const HttpClientOptions client = Client(n);
     auto reply = HttpCall(client, "GET", "/metrics");
     return reply.ok() ? reply->body : std::string();
   }

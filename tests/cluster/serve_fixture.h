@@ -99,12 +99,19 @@ class ServeClusterTest : public ::testing::Test {
                                                << node.process->Log();
   }
 
+  // HttpCall options for `node`'s HTTP API, from this process (the client's
+  // default timeout).
+  static HttpClientOptions Client(const ServeNode& node) {
+    HttpClientOptions o;
+    o.address = node.http();
+    return o;
+  }
+
   // The status document of `node` (what `status --json` prints), read with
   // GET /v1/status from this process rather than a process per poll; null
   // when it does not answer.
   nlohmann::json Status(const ServeNode& node) {
-    HttpClientOptions client;
-    client.address = node.http();
+    HttpClientOptions client = Client(node);
     client.timeout_ms = 10'000;
     auto reply = HttpCall(client, "GET", "/v1/status");
     if (!reply.ok() || reply->status != 200) return nlohmann::json();

@@ -31,6 +31,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <set>
@@ -135,6 +136,13 @@ struct Peer {
   }
 };
 
+// Every one of `peers` trusts every one, itself included.
+void TrustEachOther(std::initializer_list<Peer*> peers) {
+  for (Peer* p : peers) {
+    for (Peer* q : peers) p->trust.Add(q->identity->public_key());
+  }
+}
+
 TEST(NetNodeTest, StalledFsyncDelaysNoOtherPeerNorHttp) {
   const std::string root = testing::MakeTempDir("tidemap-net-node-test");
   {
@@ -142,9 +150,7 @@ TEST(NetNodeTest, StalledFsyncDelaysNoOtherPeerNorHttp) {
     a.Open(root + "/a", Durability::kSync);
     b.Open(root + "/b", Durability::kRelaxed);
     c.Open(root + "/c", Durability::kRelaxed);
-    for (Peer* p : {&a, &b, &c}) {
-      for (Peer* q : {&a, &b, &c}) p->trust.Add(q->identity->public_key());
-    }
+    TrustEachOther({&a, &b, &c});
     // Armed once: the first WAL fsync after arming sleeps kStall.
     std::atomic<bool> armed{false}, stalling{false};
     a.env.SetSyncHook([&](const std::string& fname) {
@@ -336,9 +342,7 @@ TEST_P(IdleFloodTest, CannotKeepATrustedPeerOut) {
     Peer a, b;
     a.Open(root + "/a", Durability::kRelaxed);
     b.Open(root + "/b", Durability::kRelaxed);
-    for (Peer* p : {&a, &b}) {
-      for (Peer* q : {&a, &b}) p->trust.Add(q->identity->public_key());
-    }
+    TrustEachOther({&a, &b});
     a.options.handshakes_pending_per_address_max = GetParam();
     a.Start({});
     b.Start({a.address()});
@@ -710,10 +714,8 @@ TEST(NetNodeTest, ConcurrentCommitsReachEveryPeerWithoutTheTick) {
     a.Open(root + "/a", Durability::kRelaxed);
     b.Open(root + "/b", Durability::kRelaxed);
     c.Open(root + "/c", Durability::kRelaxed);
-    for (Peer* p : {&a, &b, &c}) {
-      for (Peer* q : {&a, &b, &c}) p->trust.Add(q->identity->public_key());
-      p->tick_interval_ms = 60'000;
-    }
+    TrustEachOther({&a, &b, &c});
+    for (Peer* p : {&a, &b, &c}) p->tick_interval_ms = 60'000;
     a.Start({});
     b.Start({a.address()});
     c.Start({a.address()});

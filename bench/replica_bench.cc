@@ -18,9 +18,7 @@
 // Each benchmark run opens a fresh database in its own directory under /tmp,
 // on a real disk (fsync cost is the point), and removes it afterwards.
 #include <benchmark/benchmark.h>
-#include <leveldb/cache.h>
 #include <leveldb/db.h>
-#include <leveldb/filter_policy.h>
 #include <leveldb/options.h>
 #include <leveldb/write_batch.h>
 
@@ -35,6 +33,7 @@
 #include <vector>
 
 #include "bench/cpu.h"
+#include "bench/raw_db.h"
 #include "bench/workload.h"
 #include <tidemap/base/aead.h>
 #include <tidemap/base/clock.h>
@@ -42,7 +41,6 @@
 #include <tidemap/oplog/oplog.h>
 #include <tidemap/replica/replica.h>
 #include <tidemap/storage/key_order_sorter_internal.h>
-#include <tidemap/storage/leveldb_options_internal.h>
 #include <tidemap/storage/rows_internal.h>
 #include <tidemap/storage/storage.h>
 #include <tidemap/storage/value_cipher.h>
@@ -56,6 +54,7 @@ using bench::kKeyBytes;
 using bench::kMap;
 using bench::kPayloadBytes;
 using bench::kValueBytes;
+using bench::RawDb;
 using bench::TempDir;
 using bench::TheValues;
 constexpr uint64_t kNodeId = 0x7469'6465'6d61'7001;  // any non-zero id
@@ -121,35 +120,6 @@ RowSizes TheRowSizes() {
 }
 
 // ---- raw LevelDB ----
-
-// A LevelDB database opened with the options Store::Open uses
-// (storage/leveldb_options_internal.h) and its default memtable size.
-class RawDb {
- public:
-  static std::unique_ptr<RawDb> Open(const std::string& path, std::string* error) {
-    std::unique_ptr<RawDb> raw(new RawDb());
-    StoreOptions store_options;
-    store_options.path = path;
-    const leveldb::Options opts = LevelDbOptions(store_options, &raw->cache_, &raw->filter_);
-    leveldb::DB* db = nullptr;
-    const leveldb::Status s = leveldb::DB::Open(opts, path, &db);
-    if (!s.ok()) {
-      *error = s.ToString();
-      return nullptr;
-    }
-    raw->db_.reset(db);
-    return raw;
-  }
-
-  leveldb::DB* db() { return db_.get(); }
-
- private:
-  RawDb() = default;
-  // The DB goes before the cache and filter it uses.
-  std::unique_ptr<leveldb::Cache> cache_;
-  std::unique_ptr<const leveldb::FilterPolicy> filter_;
-  std::unique_ptr<leveldb::DB> db_;
-};
 
 // Builds the two rows of logical write `index` (oplog seq index + 1): the
 // record row under the real record key, the oplog row under the real key of
@@ -222,7 +192,7 @@ void SetRates(benchmark::State& state, int64_t items) {
 void RawPut(benchmark::State& state, int64_t per_batch, bool sync, bool key_order = false) {
   TempDir dir;
   std::string error = "cannot create a directory under /tmp";
-  std::unique_ptr<RawDb> raw = dir.ok() ? RawDb::Open(dir.db(), &error) : nullptr;
+  std::unique_ptr<RawDb> raw = dir.ok() ? RawDb::Open(dir.db(), nullptr, &error) : nullptr;
   if (raw == nullptr) {
     state.SkipWithError(error.c_str());
     return;
@@ -501,7 +471,7 @@ std::string PreloadReplica(ReplicaFixture* f) {
   f->replica.reset();
   {
     std::string error;
-    std::unique_ptr<RawDb> raw = RawDb::Open(f->dir.db(), &error);
+    std::unique_ptr<RawDb> raw = RawDb::Open(f->dir.db(), nullptr, &error);
     if (raw == nullptr) return error;
     CompactAll(raw->db());
   }
@@ -549,7 +519,7 @@ BENCHMARK(BM_ReplicaGetEncrypted)->Iterations(kGetIterations)->Apply(Common);
 void BM_RawLevelDbGet(benchmark::State& state) {
   TempDir dir;
   std::string error = "cannot create a directory under /tmp";
-  std::unique_ptr<RawDb> raw = dir.ok() ? RawDb::Open(dir.db(), &error) : nullptr;
+  std::unique_ptr<RawDb> raw = dir.ok() ? RawDb::Open(dir.db(), nullptr, &error) : nullptr;
   if (raw != nullptr) error = PreloadRaw(raw.get());
   if (raw == nullptr || !error.empty()) {
     state.SkipWithError(error.c_str());

@@ -4,9 +4,10 @@
 //           every row of the record family);
 //   import  vs LevelDB's raw batched writes of the same rows (1000 per batch,
 //           unsynced, the last memtable written out as the import's is);
-// both LevelDB anchors open the database with the replica's own options.
 //   bootstrap of an empty node: import + open + catch-up (a tree diff with
 //           the source after 1% of the keys changed) vs a tree diff alone.
+// Both LevelDB anchors open the database with the replica's own options
+// (bench/raw_db.h).
 // Keys: 100,000 (TIDEMAP_BENCH_SNAPSHOT_KEYS=1000000 for the 1M figures),
 // 100-byte values. One iteration of kRuns runs, the two sides of each pair
 // in alternating order from run to run; the report lines give each ratio's
@@ -14,10 +15,8 @@
 // the process's CPU time, so that other work on the machine does not skew a
 // ratio.
 #include <benchmark/benchmark.h>
-#include <leveldb/cache.h>
 #include <leveldb/db.h>
 #include <leveldb/env.h>
-#include <leveldb/filter_policy.h>
 #include <leveldb/helpers/memenv.h>
 #include <leveldb/write_batch.h>
 
@@ -30,6 +29,7 @@
 #include <vector>
 
 #include "bench/cpu.h"
+#include "bench/raw_db.h"
 #include "bench/report.h"
 #include "tests/support/sync_pump.h"
 #include <tidemap/base/check.h>
@@ -38,7 +38,6 @@
 #include <tidemap/replica/snapshot.h>
 #include <tidemap/replica/sync.h>
 #include <tidemap/server/snapshot.h>
-#include <tidemap/storage/leveldb_options_internal.h>
 
 namespace tidemap {
 namespace {
@@ -64,23 +63,6 @@ std::string Key(uint64_t i) {
   std::snprintf(key, sizeof(key), "key%012llu", static_cast<unsigned long long>(i));
   return key;
 }
-
-// A raw LevelDB database at `path` (made when missing) opened with the
-// options a replica's store uses (storage/leveldb_options_internal.h), so the
-// anchors measure LevelDB configured as the replica configures it.
-struct RawDb {
-  RawDb(leveldb::Env* env, const std::string& path) {
-    StoreOptions so;
-    so.path = path;
-    so.env = env;
-    leveldb::DB* raw = nullptr;
-    TIDEMAP_CHECK(leveldb::DB::Open(LevelDbOptions(so, &cache, &filter), path, &raw).ok());
-    db.reset(raw);
-  }
-  std::unique_ptr<leveldb::Cache> cache;
-  std::unique_ptr<const leveldb::FilterPolicy> filter;
-  std::unique_ptr<leveldb::DB> db;  // after what it borrows
-};
 
 struct Bench {
   std::unique_ptr<leveldb::Env> env{leveldb::NewMemEnv(leveldb::Env::Default())};
@@ -116,12 +98,14 @@ struct Bench {
 
   // Keys per second of a raw LevelDB scan of every row of the database at `path`.
   double RawScanRate(const std::string& path) {
-    RawDb db(env.get(), path);
+    std::string error;
+    const std::unique_ptr<bench::RawDb> db = bench::RawDb::Open(path, env.get(), &error);
+    TIDEMAP_CHECK(db != nullptr);
     const double start = Now();
     uint64_t rows = 0, bytes = 0;
     leveldb::ReadOptions ro;
     ro.verify_checksums = true;  // as the store reads every block
-    std::unique_ptr<leveldb::Iterator> it(db.db->NewIterator(ro));
+    std::unique_ptr<leveldb::Iterator> it(db->db()->NewIterator(ro));
     for (it->Seek("r"); it->Valid() && it->key()[0] == 'r'; it->Next()) {
       ++rows;
       bytes += it->value().size();
@@ -133,16 +117,18 @@ struct Bench {
   // Keys per second of raw batched LevelDB writes of rows like the records'.
   // The last memtable is written out inside the timing, as an import's is.
   double RawWriteRate(uint64_t keys, const std::string& path) {
-    RawDb db(env.get(), path);
+    std::string error;
+    const std::unique_ptr<bench::RawDb> db = bench::RawDb::Open(path, env.get(), &error);
+    TIDEMAP_CHECK(db != nullptr);
     const std::string value(kValueBytes + 24, 'v');  // the record header's bytes too
     const double start = Now();
     for (uint64_t i = 0; i < keys; i += 1000) {
       leveldb::WriteBatch b;
       for (uint64_t j = i; j < std::min(keys, i + 1000); ++j) b.Put("rm\0" + Key(j), value);
-      TIDEMAP_CHECK(db.db->Write(leveldb::WriteOptions(), &b).ok());
+      TIDEMAP_CHECK(db->db()->Write(leveldb::WriteOptions(), &b).ok());
     }
     const leveldb::Slice beyond_lo("\xff"), beyond_hi("\xff\xff");
-    db.db->CompactRange(&beyond_lo, &beyond_hi);
+    db->db()->CompactRange(&beyond_lo, &beyond_hi);
     return static_cast<double>(keys) / Seconds(start);
   }
 };
